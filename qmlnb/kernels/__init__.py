@@ -1,0 +1,25 @@
+"""Quantum fidelity kernels: feature-map states and their Gram matrices.
+
+>>> from qmlnb.kernels import FeatureMap, gram
+>>> S = FeatureMap(n_qubits=4).states(X)      # (N, 16) complex64
+>>> K = gram(S, backend="cpu")                 # (N, N) float64
+"""
+from .feature_map import FeatureMap
+from .gram import gram
+from .registry import (
+    BackendError,
+    BackendUnavailableError,
+    UnknownBackendError,
+    available_backends,
+)
+from .validation import InsufficientMemoryError
+
+__all__ = [
+    "FeatureMap",
+    "gram",
+    "available_backends",
+    "BackendError",
+    "BackendUnavailableError",
+    "UnknownBackendError",
+    "InsufficientMemoryError",
+]

@@ -1,0 +1,1 @@
+"""Gram backends; see ``qmlnb.kernels.registry`` for the interface."""

@@ -1,0 +1,53 @@
+"""``cpu``: tiles of the Gram matrix as BLAS complex products (SciPy's BLAS).
+
+Diagonal tiles use ``cherk`` (half the work), off-diagonal tiles ``cgemm``;
+|.|^2 is taken in place on the tile's float32 view before it is stored.
+The tile loop is serial: BLAS threads every product, and ``n_threads``
+sets those threads for the duration of the call (threadpoolctl).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tiling import mirror_upper_, tile_pairs
+
+INSTALL = "pip install scipy threadpoolctl (part of the default install)"
+DEFAULT_TILE = 1024
+
+
+def probe() -> tuple[bool, str]:
+    try:
+        import scipy.linalg.blas  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - both are hard dependencies
+        return False, f"import failed: {exc}"
+    return True, "NumPy/SciPy BLAS"
+
+
+def abs2_into(product: np.ndarray, dest: np.ndarray) -> None:
+    """dest[...] = |product|^2 for a complex64 block, squaring in place."""
+    if not product.flags.c_contiguous:  # Fortran-ordered BLAS result
+        product, dest = product.T, dest.T
+    parts = product.view(np.float32).reshape(*product.shape, 2)
+    np.square(parts, out=parts)
+    np.add(parts[..., 0], parts[..., 1], out=dest)
+
+
+def gram(A, B=None, *, out, tile, n_threads):
+    from scipy.linalg import blas
+    from threadpoolctl import threadpool_limits
+
+    # BLAS sees C-ordered (n, d) states as Fortran (d, n) matrices X = A^T, so
+    # X_i^H X_j = conj(A_i A_j^H); the conjugate has the same modulus.
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        for i0, i1, j0, j1 in tile_pairs(A.shape[0], None if B is None else B.shape[0], tile):
+            xi = A[i0:i1].T
+            if B is None and i0 == j0:
+                block = blas.cherk(1.0, xi, trans=2)  # upper triangle only
+            else:
+                xj = (A if B is None else B)[j0:j1].T
+                block = blas.cgemm(1.0, xi, xj, trans_a=2)
+            abs2_into(block, out[i0:i1, j0:j1])
+    if B is None:
+        mirror_upper_(out, tile)
+    return out

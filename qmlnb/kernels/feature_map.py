@@ -1,0 +1,229 @@
+"""Quantum feature maps simulated as batched state vectors.
+
+Both maps supported here (Havlicek's ZZ map and PennyLane's IQP embedding)
+are, per repetition, a layer of Hadamards followed by gates that are all
+*diagonal* in the computational basis (P, RZ, CNOT-P-CNOT, MultiRZ).  So one
+repetition is
+
+    psi <- diag(exp(i * phase(x))) @ H^{(x)n} @ psi
+
+and the phase of every amplitude is a linear function of per-gate angles:
+
+    phase(x)[b] = sum_g angle_g(x) * code_g[b]
+
+with a constant (2**n, n_gates) code matrix.  All N samples are therefore
+simulated at once by one (N, n_gates) x (n_gates, 2**n) matrix product, one
+complex exponential and a fast Walsh-Hadamard transform, with no Python loop
+over samples or gates.  Amplitudes are in PennyLane's order (wire 0 is the
+most significant bit of the basis index).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import check_embeddings, check_fits_in_memory
+
+KINDS = ("zz", "iqp")
+ENTANGLEMENTS = ("linear", "circular", "full")
+MAX_QUBITS = 30  # 2**30 complex64 amplitudes = 8 GiB for a single state
+
+
+def entangled_pairs(n_qubits: int, entanglement: str) -> list[tuple[int, int]]:
+    """Wire pairs (i, j) that get a two-qubit gate, in circuit order."""
+    if entanglement not in ENTANGLEMENTS:
+        raise ValueError(f"entanglement must be one of {ENTANGLEMENTS}, got {entanglement!r}")
+    if entanglement == "full":
+        return list(itertools.combinations(range(n_qubits), 2))
+    pairs = [(i, i + 1) for i in range(n_qubits - 1)]
+    # with 2 qubits the closing pair (1, 0) would repeat (0, 1)
+    if entanglement == "circular" and n_qubits > 2:
+        pairs.append((n_qubits - 1, 0))
+    return pairs
+
+
+def basis_bits(n_qubits: int) -> np.ndarray:
+    """(2**n, n) uint8: bit of wire k in basis index b, wire 0 most significant."""
+    index = np.arange(2**n_qubits)[:, None]
+    shifts = (n_qubits - 1 - np.arange(n_qubits))[None, :]
+    return ((index >> shifts) & 1).astype(np.uint8)
+
+
+def hadamard_matrix(n_qubits: int) -> np.ndarray:
+    """(2**n, 2**n) float32 matrix of H on each of n wires."""
+    h = np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2.0)
+    out = np.ones((1, 1))
+    for _ in range(n_qubits):
+        out = np.kron(out, h)
+    return out.astype(np.float32)
+
+
+def walsh_hadamard_(psi: np.ndarray, n_qubits: int) -> None:
+    """Apply H on every wire, in place, to real rows psi of shape (rows, 2**n).
+
+    H^{(x)n} = H^{(x)h} (x) H^{(x)(n-h)} is applied as two float32 matrix
+    products on a (rows, 2**h, 2**(n-h)) view, so BLAS does the work:
+    O(rows * 2**n * (2**h + 2**(n-h))) flops instead of n butterfly passes.
+    Complex states are transformed as separate real and imaginary rows.
+    """
+    h = n_qubits // 2
+    view = psi.reshape(psi.shape[0], 2**h, 2 ** (n_qubits - h))
+    if h:
+        view[...] = hadamard_matrix(h) @ view
+    flat = psi.reshape(-1, 2 ** (n_qubits - h))
+    flat[...] = flat @ hadamard_matrix(n_qubits - h)
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """A data-encoding circuit U(x) and its batched state-vector simulation.
+
+    Parameters
+    ----------
+    n_qubits : int
+        Number of wires; one feature per wire.
+    reps : int
+        Repetitions of the (Hadamard layer, diagonal layer) block.
+    entanglement : {"linear", "circular", "full"}
+        Pairs of wires that get two-qubit gates (``kind="zz"`` only; the IQP
+        embedding always uses all pairs, as PennyLane's default pattern).
+    bandwidth : float
+        Features are multiplied by it before encoding (Shaydulin and Wild 2022).
+    kind : {"zz", "iqp"}
+        ``"zz"``: Havlicek et al. 2019.  ``"iqp"``: ``qml.IQPEmbedding``.
+    """
+
+    n_qubits: int = 8
+    reps: int = 2
+    entanglement: str = "linear"
+    bandwidth: float = 1.0
+    kind: str = "zz"
+
+    def __post_init__(self):
+        if not isinstance(self.n_qubits, (int, np.integer)) or not 1 <= self.n_qubits <= MAX_QUBITS:
+            raise ValueError(f"n_qubits must be an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
+        if not isinstance(self.reps, (int, np.integer)) or self.reps < 1:
+            raise ValueError(f"reps must be a positive integer, got {self.reps!r}")
+        if not np.isfinite(self.bandwidth) or self.bandwidth <= 0:
+            raise ValueError(f"bandwidth must be a finite number > 0, got {self.bandwidth!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        entangled_pairs(self.n_qubits, self.entanglement)  # validates the name
+
+    @property
+    def dim(self) -> int:
+        """State-vector length 2**n_qubits."""
+        return 2**self.n_qubits
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """Entangled wire pairs in circuit order."""
+        if self.kind == "iqp":
+            return list(itertools.combinations(range(self.n_qubits), 2))
+        return entangled_pairs(self.n_qubits, self.entanglement)
+
+    # ------------------------------------------------------------------ angles
+    def _angles(self, X: np.ndarray) -> np.ndarray:
+        """(N, n + n_pairs) float64 gate angles; column order matches _codes."""
+        x = X * self.bandwidth
+        i, j = np.array(self.pairs, dtype=np.intp).reshape(-1, 2).T
+        if self.kind == "zz":
+            # P(2 x_k) on k; CNOT(i,j) P(2 (pi-x_i)(pi-x_j)) CNOT(i,j)
+            return 2.0 * np.hstack([x, (np.pi - x[:, i]) * (np.pi - x[:, j])])
+        # IQP: RZ(x_k) on k; MultiRZ(x_i x_j) on (i, j)
+        return np.hstack([x, x[:, i] * x[:, j]])
+
+    def _codes(self) -> np.ndarray:
+        """(n + n_pairs, 2**n) float64: each gate's phase per unit angle."""
+        bits = basis_bits(self.n_qubits).astype(np.float64)
+        i, j = np.array(self.pairs, dtype=np.intp).reshape(-1, 2).T
+        parity = (bits[:, i] + bits[:, j]) % 2  # b_i XOR b_j
+        if self.kind == "zz":
+            # P(t) = diag(1, e^{it}); CNOT-P-CNOT puts e^{it} where b_i != b_j
+            return np.hstack([bits, parity]).T
+        # RZ(t) = diag(e^{-it/2}, e^{it/2}); MultiRZ(t) = exp(-i t/2 Z_i Z_j)
+        z, zz = 1.0 - 2.0 * bits, 1.0 - 2.0 * parity
+        return -0.5 * np.hstack([z, zz]).T
+
+    # ------------------------------------------------------------------ states
+    def states(self, X, *, batch_size: int | None = None) -> np.ndarray:
+        """Simulate U(x)|0> for every row of X.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_qubits), real and finite
+        batch_size : rows simulated together (default: about 64 MiB of
+            float32 work space per batch).
+
+        Returns
+        -------
+        S : ndarray, shape (N, 2**n_qubits), complex64, C-contiguous
+            Unit-norm rows in PennyLane's amplitude order.
+        """
+        X = check_embeddings(X, self.n_qubits)
+        n, d = X.shape[0], self.dim
+        check_fits_in_memory(n * d * 8, f"states of {n} samples on {self.n_qubits} qubits (complex64)")
+        if batch_size is None:
+            batch_size = max(1, (64 << 20) // (8 * d))
+        elif batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        codes = self._codes()
+        out = np.empty((n, d), dtype=np.complex64)
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            out[start:stop] = self._simulate(X[start:stop], codes)
+        return out
+
+    def _simulate(self, X: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """(B, 2**n) complex64 states for one batch of rows."""
+        # reduce the phases mod 2 pi in float64 so that float32 cos/sin stay
+        # accurate to ~1e-7 however large the angles grow
+        phase = np.mod(self._angles(X) @ codes, 2.0 * np.pi).astype(np.float32)
+        cos, sin = np.cos(phase), np.sin(phase)
+        # first block acts on |0..0>: H^{(x)n}|0> is the uniform superposition
+        psi = np.stack([cos, sin]) * np.float32(2.0 ** (-self.n_qubits / 2))  # (2, B, 2**n): re, im
+        for _ in range(self.reps - 1):
+            walsh_hadamard_(psi.reshape(-1, self.dim), self.n_qubits)
+            re, im = psi
+            psi = np.stack([re * cos - im * sin, re * sin + im * cos])
+        out = np.empty(phase.shape, dtype=np.complex64)
+        out.real, out.imag = psi
+        return out
+
+    # ------------------------------------------------------------------ circuit
+    def circuit(self, x, wires=None) -> None:
+        """Apply the same map as PennyLane operations (inside a QNode).
+
+        Used to draw the map in notebooks and as the reference in tests.
+        ``x`` is one sample of length n_qubits.
+        """
+        import pennylane as qml
+
+        wires = list(range(self.n_qubits)) if wires is None else list(wires)
+        x = np.asarray(x, dtype=np.float64) * self.bandwidth
+        if self.kind == "iqp":
+            qml.IQPEmbedding(x, wires=wires, n_repeats=self.reps)
+            return
+        for _ in range(self.reps):
+            for k, w in enumerate(wires):
+                qml.Hadamard(wires=w)
+                qml.PhaseShift(2.0 * x[k], wires=w)
+            for i, j in self.pairs:
+                qml.CNOT(wires=[wires[i], wires[j]])
+                qml.PhaseShift(2.0 * (np.pi - x[i]) * (np.pi - x[j]), wires=wires[j])
+                qml.CNOT(wires=[wires[i], wires[j]])
+
+    def qnode(self, device: str = "default.qubit"):
+        """A PennyLane QNode x -> state vector of this map (for reference and drawing)."""
+        import pennylane as qml
+
+        dev = qml.device(device, wires=self.n_qubits)
+
+        @qml.qnode(dev)
+        def state(x):
+            self.circuit(x)
+            return qml.state()
+
+        return state

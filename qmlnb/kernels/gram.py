@@ -1,0 +1,61 @@
+"""``gram``: the fidelity Gram matrix K[i, j] = |<a_i|b_j>|^2 of state rows."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .registry import get_backend
+from .validation import check_fits_in_memory, check_positive_int, check_states
+
+OUTPUT_DTYPES = (np.float32, np.float64)
+
+
+def default_threads() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
+         dtype=np.float64) -> np.ndarray:
+    """Fidelity Gram matrix of state vectors.
+
+    Parameters
+    ----------
+    A : array_like, shape (N, d), complex
+        State vectors as rows (``FeatureMap.states``); converted to complex64.
+    B : array_like, shape (M, d), complex, optional
+        Second set of states.  Omitted: the symmetric K = |A A^H|^2, of which
+        only the upper tiles are computed.
+    backend : str
+        A name from ``available_backends()``.  A backend that cannot run here
+        raises ``BackendUnavailableError`` (never a silent fallback).
+    tile : int, optional
+        Tile edge in rows (backend default if omitted).
+    n_threads : int, optional
+        Threads the backend uses (default: the cores of this process).
+    dtype : numpy.float32 or numpy.float64
+        Output precision.
+
+    Returns
+    -------
+    K : ndarray, shape (N, N) or (N, M), ``dtype``
+    """
+    module = get_backend(backend)
+    A = check_states(A, "A")
+    if B is not None:
+        B = check_states(B, "B")
+        if B.shape[1] != A.shape[1]:
+            raise ValueError(f"A and B have different state dimensions: {A.shape[1]} and {B.shape[1]}")
+    tile = check_positive_int(module.DEFAULT_TILE if tile is None else tile, "tile")
+    n_threads = check_positive_int(default_threads() if n_threads is None else n_threads, "n_threads")
+    dtype = np.dtype(dtype)
+    if dtype not in [np.dtype(t) for t in OUTPUT_DTYPES]:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    n_cols = A.shape[0] if B is None else B.shape[0]
+    check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
+    out = np.empty((A.shape[0], n_cols), dtype=dtype)
+    return module.gram(A, B, out=out, tile=tile, n_threads=n_threads)

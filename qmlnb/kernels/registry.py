@@ -1,0 +1,54 @@
+"""The Gram backends by name, imported only when asked for.
+
+A backend is a module of ``qmlnb.kernels.backends`` with
+
+- ``INSTALL``: the install step that makes it usable (shown in errors);
+- ``DEFAULT_TILE``: its default tile edge in rows;
+- ``probe() -> (usable: bool, reason: str)``: cheap, never raises;
+- ``gram(A, B, *, out, tile, n_threads)``: fills ``out`` (N, M) float32 or
+  float64 with |A B^H|^2 (``B is None``: the symmetric A A^H, computing
+  only upper tiles) from validated C-contiguous complex64 states.
+
+Importing a backend module must not import its heavy dependency (numba,
+torch, pycuda, cupy, the native extension); ``probe`` and ``gram`` do that.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+BACKENDS = {
+    "cpu": "qmlnb.kernels.backends.cpu_blas",
+}
+
+
+class BackendError(RuntimeError):
+    """A Gram backend cannot be used."""
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """No backend of that name exists."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend exists but cannot run on this machine."""
+
+
+def _module(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise UnknownBackendError(f"unknown Gram backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module, after checking that it can run here (never a fallback)."""
+    module = _module(name)
+    usable, reason = module.probe()
+    if not usable:
+        raise BackendUnavailableError(f"Gram backend {name!r} cannot run here: {reason}. To enable it: {module.INSTALL}")
+    return module
+
+
+def available_backends() -> dict[str, tuple[bool, str]]:
+    """{name: (usable, reason)} for every known backend on this machine."""
+    return {name: _module(name).probe() for name in BACKENDS}
