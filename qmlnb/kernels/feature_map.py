@@ -197,7 +197,8 @@ class FeatureMap:
         """Apply the same map as PennyLane operations (inside a QNode).
 
         Used to draw the map in notebooks and as the reference in tests.
-        ``x`` is one sample of length n_qubits.
+        ``x`` is one sample (n_qubits,) or, for PennyLane's parameter
+        broadcasting, a batch (B, n_qubits).
         """
         import pennylane as qml
 
@@ -209,10 +210,10 @@ class FeatureMap:
         for _ in range(self.reps):
             for k, w in enumerate(wires):
                 qml.Hadamard(wires=w)
-                qml.PhaseShift(2.0 * x[k], wires=w)
+                qml.PhaseShift(2.0 * x[..., k], wires=w)
             for i, j in self.pairs:
                 qml.CNOT(wires=[wires[i], wires[j]])
-                qml.PhaseShift(2.0 * (np.pi - x[i]) * (np.pi - x[j]), wires=wires[j])
+                qml.PhaseShift(2.0 * (np.pi - x[..., i]) * (np.pi - x[..., j]), wires=wires[j])
                 qml.CNOT(wires=[wires[i], wires[j]])
 
     def qnode(self, device: str = "default.qubit"):

@@ -21,15 +21,16 @@ def tile_pairs(n_rows: int, n_cols: int | None, tile: int) -> list[tuple[int, in
     return [(i0, i1, j0, j1) for (i0, i1) in rows for (j0, j1) in tile_ranges(n_cols, tile)]
 
 
-def mirror_upper_(out: np.ndarray, tile: int) -> None:
+def mirror_upper_(out: np.ndarray, block: int = 256) -> None:
     """Copy the upper triangle of square ``out`` onto its lower triangle, in place.
 
-    Works block by block so that the strided transpose stays in cache.
+    Goes block by block (256 x 256 float64 = 512 KiB, a core's L2) so that
+    the strided transposed reads stay in cache.
     """
-    n = out.shape[0]
-    for a, (i0, i1) in enumerate(tile_ranges(n, tile)):
+    blocks = tile_ranges(out.shape[0], block)
+    for a, (i0, i1) in enumerate(blocks):
         diag = out[i0:i1, i0:i1]
         lower = np.tril_indices(i1 - i0, -1)
         diag[lower] = diag.T[lower]
-        for j0, j1 in tile_ranges(n, tile)[a + 1 :]:
+        for j0, j1 in blocks[a + 1 :]:
             out[j0:j1, i0:i1] = out[i0:i1, j0:j1].T

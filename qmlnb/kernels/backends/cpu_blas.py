@@ -12,7 +12,7 @@ import numpy as np
 from ..tiling import mirror_upper_, tile_pairs
 
 INSTALL = "pip install scipy threadpoolctl (part of the default install)"
-DEFAULT_TILE = 1024
+DEFAULT_TILE = 2048
 
 
 def probe() -> tuple[bool, str]:
@@ -25,9 +25,7 @@ def probe() -> tuple[bool, str]:
 
 
 def abs2_into(product: np.ndarray, dest: np.ndarray) -> None:
-    """dest[...] = |product|^2 for a complex64 block, squaring in place."""
-    if not product.flags.c_contiguous:  # Fortran-ordered BLAS result
-        product, dest = product.T, dest.T
+    """dest[...] = |product|^2 for a C-contiguous complex64 block, squaring in place."""
     parts = product.view(np.float32).reshape(*product.shape, 2)
     np.square(parts, out=parts)
     np.add(parts[..., 0], parts[..., 1], out=dest)
@@ -37,17 +35,20 @@ def gram(A, B=None, *, out, tile, n_threads):
     from scipy.linalg import blas
     from threadpoolctl import threadpool_limits
 
-    # BLAS sees C-ordered (n, d) states as Fortran (d, n) matrices X = A^T, so
-    # X_i^H X_j = conj(A_i A_j^H); the conjugate has the same modulus.
+    # BLAS sees a C-ordered (t, d) row block as the Fortran (d, t) matrix
+    # X = block^T.  X_j^H X_i is then a Fortran (t_j, t_i) array whose memory,
+    # read in C order, is the (t_i, t_j) block of conj(A_i A_j^H): rows land
+    # contiguously in ``out`` and the conjugate has the same modulus.
     with threadpool_limits(limits=n_threads, user_api="blas"):
         for i0, i1, j0, j1 in tile_pairs(A.shape[0], None if B is None else B.shape[0], tile):
             xi = A[i0:i1].T
             if B is None and i0 == j0:
-                block = blas.cherk(1.0, xi, trans=2)  # upper triangle only
+                # Fortran lower triangle = C-order upper triangle; mirror_upper_ fills the rest
+                block = blas.cherk(1.0, xi, trans=2, lower=1)
             else:
                 xj = (A if B is None else B)[j0:j1].T
-                block = blas.cgemm(1.0, xi, xj, trans_a=2)
-            abs2_into(block, out[i0:i1, j0:j1])
+                block = blas.cgemm(1.0, xj, xi, trans_a=2)
+            abs2_into(block.T, out[i0:i1, j0:j1])
     if B is None:
-        mirror_upper_(out, tile)
+        mirror_upper_(out)
     return out

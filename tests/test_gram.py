@@ -1,0 +1,148 @@
+"""The Gram matrix: every usable backend against a float64 reference, and bad input."""
+import numpy as np
+import pytest
+
+from qmlnb.kernels import (
+    BackendUnavailableError,
+    FeatureMap,
+    InsufficientMemoryError,
+    UnknownBackendError,
+    available_backends,
+    gram,
+)
+from qmlnb.kernels import registry
+from qmlnb.kernels.tiling import mirror_upper_, tile_pairs
+
+USABLE = [name for name, (usable, _) in available_backends().items() if usable]
+
+
+def reference(A, B=None):
+    A = A.astype(np.complex128)
+    B = A if B is None else B.astype(np.complex128)
+    return np.abs(A @ B.conj().T) ** 2
+
+
+def random_states(n, n_qubits, seed=0):
+    X = np.random.default_rng(seed).uniform(-np.pi, np.pi, (n, n_qubits))
+    return FeatureMap(n_qubits=n_qubits, reps=2, entanglement="full").states(X)
+
+
+def test_cpu_backend_is_always_usable():
+    assert available_backends()["cpu"][0]
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("n, n_qubits, tile", [(1, 3, 8), (37, 5, 8), (64, 6, 16), (130, 7, 50)])
+def test_symmetric_gram_matches_reference(backend, n, n_qubits, tile):
+    S = random_states(n, n_qubits)
+    K = gram(S, backend=backend, tile=tile)
+    assert K.shape == (n, n) and K.dtype == np.float64
+    np.testing.assert_allclose(K, reference(S), atol=1e-5)
+    np.testing.assert_array_equal(K, K.T)
+    np.testing.assert_allclose(np.diag(K), 1.0, atol=1e-5)
+    assert np.linalg.eigvalsh(K).min() > -1e-6
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("n, m, tile", [(1, 1, 4), (1, 9, 4), (23, 41, 16), (40, 7, 128)])
+def test_rectangular_gram_matches_reference(backend, n, m, tile):
+    A, B = random_states(n, 5, seed=1), random_states(m, 5, seed=2)
+    K = gram(A, B, backend=backend, tile=tile, dtype=np.float32)
+    assert K.shape == (n, m) and K.dtype == np.float32
+    np.testing.assert_allclose(K, reference(A, B), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", USABLE)
+def test_every_backend_agrees_with_cpu_and_threads_do_not_change_k(backend):
+    S = random_states(101, 6, seed=3)
+    expected = gram(S, backend="cpu", n_threads=1)
+    for threads in (1, 2):
+        np.testing.assert_allclose(gram(S, backend=backend, tile=32, n_threads=threads), expected, atol=1e-5)
+
+
+def test_kernel_on_real_fashion_mnist(shared_data):
+    """Fidelity kernel on real images: PCA to 6 features, then the ZZ map."""
+    import gzip
+
+    from sklearn.decomposition import PCA
+
+    with gzip.open(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:300] / 255.0
+    with gzip.open(shared_data / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:300]
+    X = PCA(6, random_state=0).fit_transform(images)
+    X = X / np.abs(X).max(axis=0)  # features in [-1, 1]
+    S = FeatureMap(n_qubits=6, reps=2, bandwidth=0.5).states(X)
+    K = {name: gram(S, backend=name, tile=64) for name in USABLE}
+    for name in USABLE:
+        np.testing.assert_allclose(K[name], reference(S), atol=1e-5)
+    # images of the same class are more alike under the kernel than images of different classes
+    same = labels[:, None] == labels[None, :]
+    off_diag = ~np.eye(len(labels), dtype=bool)
+    Kc = K["cpu"]
+    assert Kc[same & off_diag].mean() > Kc[~same].mean()
+
+
+def test_tile_pairs_cover_upper_triangle_exactly_once():
+    covered = np.zeros((10, 10), int)
+    for i0, i1, j0, j1 in tile_pairs(10, None, 3):
+        assert j0 >= i0
+        covered[i0:i1, j0:j1] += 1
+    assert (np.triu(covered) == np.triu(np.ones((10, 10), int))).all()
+    out = np.triu(np.arange(100.0).reshape(10, 10))
+    mirror_upper_(out, block=3)
+    np.testing.assert_array_equal(out, out.T)
+
+
+# ---------------------------------------------------------------- bad input
+def test_unknown_backend_lists_known_ones():
+    with pytest.raises(UnknownBackendError, match="known backends: cpu"):
+        gram(random_states(2, 2), backend="tpu")
+
+
+def test_unusable_backend_gives_reason_and_install_step(monkeypatch):
+    from qmlnb.kernels.backends import cpu_blas
+
+    monkeypatch.setattr(cpu_blas, "probe", lambda: (False, "BLAS went missing"))
+    with pytest.raises(BackendUnavailableError, match="BLAS went missing.*To enable it: pip install"):
+        gram(random_states(2, 2), backend="cpu")
+    assert available_backends()["cpu"] == (False, "BLAS went missing")
+
+
+def test_unknown_backend_in_registry_error_is_also_a_value_error():
+    with pytest.raises(ValueError):
+        registry.get_backend("nope")
+
+
+@pytest.mark.parametrize(
+    "A, B, message",
+    [
+        (np.zeros(4, np.complex64), None, "2-D"),
+        (np.full((2, 4), np.nan, np.complex64), None, "NaN or infinite"),
+        (np.zeros((2, 4), np.complex64), np.zeros((2, 8), np.complex64), "different state dimensions: 4 and 8"),
+        (np.zeros((0, 4), np.complex64), None, "empty"),
+        (np.array([["a", "b"]]), None, "numeric"),
+    ],
+)
+def test_bad_states_are_refused(A, B, message):
+    with pytest.raises(ValueError, match=message):
+        gram(A, B)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tile": 0}, "tile must be a positive integer"),
+    ({"tile": -4}, "tile must be a positive integer"),
+    ({"n_threads": 0}, "n_threads must be a positive integer"),
+    ({"n_threads": 1.5}, "n_threads must be a positive integer"),
+    ({"dtype": np.int32}, "float32 or float64"),
+])
+def test_bad_parameters_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gram(random_states(3, 2), **kwargs)
+
+
+def test_gram_too_large_for_memory_is_refused_with_numbers():
+    # a broadcast view: a huge N without allocating the states
+    A = np.broadcast_to(np.complex64(0.5), (2_000_000, 2))
+    with pytest.raises(InsufficientMemoryError, match=r"2000000 x 2000000 float64 Gram matrix needs \d+\.\d+ GiB"):
+        gram(A)
