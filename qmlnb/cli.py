@@ -8,7 +8,10 @@ import importlib
 BENCHES = {
     "gram": "qmlnb.bench.gram",
 }
-COMMANDS = {}
+COMMANDS = {
+    "sweep": "qmlnb.sweep",
+    "report": "qmlnb.report",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
