@@ -93,6 +93,15 @@ def test_prediction_against_support_vectors_equals_full_kernel(fitted, binary):
                                reference.decision_function(K_test), atol=1e-12)
 
 
+def test_predict_with_scores_is_predict_and_decision_function(fitted, binary):
+    X_test = binary[2]
+    labels, scores = fitted.predict_with_scores(X_test)
+    np.testing.assert_array_equal(labels, fitted.predict(X_test))
+    np.testing.assert_array_equal(scores, fitted.decision_function(X_test))
+    # binary decision values: positive means classes_[1]
+    np.testing.assert_array_equal(labels, fitted.classes_[(scores > 0).astype(int)])
+
+
 def test_one_gram_per_bandwidth_and_support_only_prediction(monkeypatch, binary):
     X, y, X_test, _ = binary
     calls = []

@@ -1,0 +1,154 @@
+"""End to end: train the hybrid QCNN, embed the images, classify the embeddings
+with the quantum-kernel SVM, and score classical baselines on the same split.
+
+    images --train_qcnn--> model --model.embed--> embeddings (N, n_qubits)
+    embeddings --QuantumKernelSVC (FeatureMap states, Gram backend)--> labels
+    same split --baselines--> RBF SVM / logistic regression / linear SVM on pixels
+
+>>> from qmlnb.data import load_splits
+>>> from qmlnb.train import TrainConfig
+>>> result = run_qsvm_experiment(load_splits("digits"), TrainConfig(), {"backend": "cpu"})
+>>> result["qsvm"]["metrics"]["balanced_accuracy"], result["timings"]
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import provenance
+from .baselines import BASELINES, run_baselines
+from .metrics import classification_metrics
+from .svm import QuantumKernelSVC
+
+
+def embed(model, X, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """QCNN embeddings of images, in batches, without gradients.
+
+    model : a trained ``HybridQCNN`` (anything with ``embed(torch.Tensor) -> Tensor``).
+    X : (N, C, H, W) float32 images.  Returns (N, n_qubits) float32.
+    """
+    import torch
+
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4:
+        raise ValueError(f"images must be 4-D (N, C, H, W), got shape {X.shape}")
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(X), batch_size), desc="embedding", disable=not progress, leave=False):
+                parts.append(model.embed(torch.from_numpy(X[start:start + batch_size])).detach().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def check_svm_params(svm_params) -> dict:
+    """``svm_params`` as a dict of ``QuantumKernelSVC`` parameters, rejecting unknown names."""
+    svm_params = dict(svm_params or {})
+    known = QuantumKernelSVC().get_params()
+    unknown = sorted(set(svm_params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown QuantumKernelSVC parameters {unknown}; known: {', '.join(sorted(known))}")
+    return svm_params
+
+
+def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=None, baselines=tuple(BASELINES),
+                        cv: int | None = None, embed_batch_size: int = 256, progress: bool = False) -> dict:
+    """Train (or take) a QCNN, then score the quantum-kernel SVM and the baselines on its test split.
+
+    Parameters
+    ----------
+    splits : ``qmlnb.data.Splits``
+        X_* float32 (N, C, H, W), y_* int64 (N,) in 0..k-1.  The SVM and the
+        baselines train on ``X_train`` and are scored on ``X_test``, like the QCNN.
+    train_config : ``qmlnb.train.TrainConfig``
+        Passed to ``train_qcnn``; ignored when ``trained`` is given.
+    svm_params : dict
+        ``QuantumKernelSVC`` parameters (``n_qubits`` defaults to the
+        embedding width; ``backend``, ``bandwidth``, ``C``, ...).
+    trained : ``TrainResult``, optional
+        An already trained QCNN (``.model``, ``.metrics``, ``.timings``): skips training.
+    baselines : names from ``qmlnb.baselines.BASELINES`` (empty: none).
+    cv : folds of every hyperparameter search (default: ``svm_params["cv"]`` or 5).
+
+    Returns
+    -------
+    dict with
+      ``qcnn``: {"metrics", "timings"} from training;
+      ``qsvm``: {"metrics", "timings", "params": chosen bandwidth and C, support size, alignments};
+      ``baselines``: {name: {"metrics", "timings", "params", "description"}};
+      ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
+      svm_fit, predict, baselines and total;
+      ``gram_backend``, ``dataset`` (name, classes, sizes) and ``environment``.
+    """
+    svm_params = check_svm_params(svm_params)
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known baselines: {', '.join(BASELINES)}")
+    if trained is None and train_config is None:
+        raise ValueError("pass a train_config to train the QCNN, or trained= an existing TrainResult")
+    cv = svm_params.get("cv", 5) if cv is None else cv
+    svm_params["cv"] = cv
+    start = time.perf_counter()
+
+    if trained is None:
+        from .train import train_qcnn
+
+        trained = train_qcnn(splits, train_config)
+    t_trained = time.perf_counter()
+
+    E_train = embed(trained.model, splits.X_train, batch_size=embed_batch_size, progress=progress)
+    E_test = embed(trained.model, splits.X_test, batch_size=embed_batch_size, progress=progress)
+    t_embedded = time.perf_counter()
+
+    n_qubits = svm_params.setdefault("n_qubits", E_train.shape[1])
+    if n_qubits != E_train.shape[1]:
+        raise ValueError(f"svm_params['n_qubits']={n_qubits} but the QCNN embeds into {E_train.shape[1]} features")
+    clf = QuantumKernelSVC(**{"progress": progress, **svm_params}).fit(E_train, splits.y_train)
+    predicted, scores = clf.predict_with_scores(E_test)
+    n_classes = len(splits.classes)
+    qsvm = {
+        "metrics": classification_metrics(splits.y_test, predicted, scores, n_classes=n_classes),
+        "timings": dict(clf.timings_),
+        # the settings as given ("auto" or a number), then the values chosen
+        "params": {
+            **{k: v for k, v in clf.get_params().items() if k != "progress"},
+            "bandwidth_requested": clf.bandwidth, "C_requested": clf.C,
+            "bandwidth": clf.bandwidth_, "C": clf.C_, "n_support": int(len(clf.support_)),
+            "n_train": int(clf.n_train_), "alignments": {str(b): a for b, a in clf.alignments_.items()},
+        },
+    }
+    t_svm = time.perf_counter()
+
+    baseline_results = run_baselines(E_train, E_test, splits.X_train, splits.X_test, splits.y_train, splits.y_test,
+                                      names=baselines, cv=cv, seed=clf.seed, n_classes=n_classes,
+                                      progress=progress) if baselines else {}
+    t_end = time.perf_counter()
+
+    return {
+        "dataset": {
+            "name": splits.name, "classes": list(splits.classes), "class_names": list(splits.class_names),
+            "n_train": int(len(splits.y_train)), "n_val": int(len(splits.y_val)),
+            "n_test": int(len(splits.y_test)), "image_shape": list(splits.image_shape),
+        },
+        "qcnn": {"metrics": trained.metrics, "timings": trained.timings},
+        "qsvm": qsvm,
+        "baselines": baseline_results,
+        "timings": {
+            "qcnn_train": t_trained - start,
+            "embedding": t_embedded - t_trained,
+            "states": clf.timings_["states"] + clf.timings_["predict_states"],
+            "gram": clf.timings_["gram"] + clf.timings_["predict_gram"],
+            "svm_select": clf.timings_["select"],
+            "svm_fit": clf.timings_["fit"],
+            "predict": clf.timings_["predict"],
+            "baselines": t_end - t_svm,
+            "total": t_end - start,
+        },
+        "gram_backend": clf.backend,
+        "environment": provenance.environment(),
+    }

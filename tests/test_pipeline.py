@@ -1,0 +1,134 @@
+"""run_qsvm_experiment and the baselines: results shape, agreement, bad input."""
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+import qmlnb.pipeline as pipeline_module
+from qmlnb.baselines import BASELINES, fit_baseline, run_baselines
+from qmlnb.data import load_splits
+from qmlnb.pipeline import embed, run_qsvm_experiment
+
+N_QUBITS = 4
+SVM = dict(bandwidths=(0.1, 0.5), Cs=(0.1, 1.0, 10.0))
+
+
+class ProjectionEmbedder(torch.nn.Module):
+    """Stand-in for a trained HybridQCNN: PCA of the pixels squashed to angles in (0, pi)."""
+
+    def __init__(self, X_train: np.ndarray, n_out: int):
+        super().__init__()
+        pca = PCA(n_out, random_state=0).fit(X_train.reshape(len(X_train), -1))
+        scale = np.sqrt(pca.explained_variance_)
+        self.register_buffer("components", torch.tensor(pca.components_.T / scale, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(pca.mean_, dtype=torch.float32))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x.flatten(1) - self.mean) @ self.components
+        return math.pi * torch.sigmoid(z)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", classes=(3, 8), seed=0)
+
+
+@pytest.fixture(scope="module")
+def stand_in(digits):
+    model = ProjectionEmbedder(digits.X_train, N_QUBITS)
+    return SimpleNamespace(model=model, metrics={"test": {"balanced_accuracy": 0.5}}, timings={"train": 0.0})
+
+
+@pytest.fixture(scope="module")
+def result(digits, stand_in):
+    return run_qsvm_experiment(digits, None, SVM, trained=stand_in, cv=3)
+
+
+def test_embed_batches_like_one_call(digits, stand_in):
+    whole = stand_in.model.embed(torch.from_numpy(digits.X_test)).numpy()
+    batched = embed(stand_in.model, digits.X_test, batch_size=7)
+    assert batched.shape == (len(digits.y_test), N_QUBITS) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, whole, rtol=1e-6)
+    with pytest.raises(ValueError, match="4-D"):
+        embed(stand_in.model, digits.X_test[:, 0])
+
+
+def test_result_layout(result, digits):
+    assert set(result) >= {"dataset", "qcnn", "qsvm", "baselines", "timings", "gram_backend", "environment"}
+    assert result["gram_backend"] == "cpu"
+    assert result["dataset"]["n_train"] == len(digits.y_train)
+    assert set(result["baselines"]) == set(BASELINES)
+    for model in [result["qsvm"], *result["baselines"].values()]:
+        assert set(model["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+        assert all(0.0 <= v <= 1.0 for v in model["metrics"].values())
+    assert set(result["timings"]) == {"qcnn_train", "embedding", "states", "gram", "svm_select", "svm_fit",
+                                      "predict", "baselines", "total"}
+    assert all(v >= 0 for v in result["timings"].values())
+    parts = sum(v for k, v in result["timings"].items() if k != "total")
+    assert parts <= result["timings"]["total"] * 1.01
+    assert result["qsvm"]["params"]["n_qubits"] == N_QUBITS
+    json.dumps(result)  # plain data, ready for metrics.json
+
+
+def test_models_classify_digits(result):
+    # 3 vs 8 from four principal components: every model is well above chance
+    assert result["qsvm"]["metrics"]["balanced_accuracy"] >= 0.9
+    assert result["baselines"]["rbf_svm_embeddings"]["metrics"]["balanced_accuracy"] >= 0.9
+    assert result["baselines"]["linear_svm_pixels"]["metrics"]["balanced_accuracy"] >= 0.9
+
+
+def test_qsvm_metrics_match_a_direct_fit(result, digits, stand_in):
+    """The pipeline's numbers are those of QuantumKernelSVC on the same embeddings."""
+    from qmlnb.metrics import classification_metrics
+    from qmlnb.svm import QuantumKernelSVC
+
+    E_train = embed(stand_in.model, digits.X_train)
+    E_test = embed(stand_in.model, digits.X_test)
+    clf = QuantumKernelSVC(n_qubits=N_QUBITS, cv=3, **SVM).fit(E_train, digits.y_train)
+    expected = classification_metrics(digits.y_test, clf.predict(E_test), clf.decision_function(E_test))
+    assert result["qsvm"]["metrics"] == pytest.approx(expected)
+    assert result["qsvm"]["params"]["C"] == clf.C_ and result["qsvm"]["params"]["bandwidth"] == clf.bandwidth_
+
+
+def test_multiclass_baselines():
+    splits = load_splits("digits", classes=(0, 1, 7), seed=1)
+    model = ProjectionEmbedder(splits.X_train, N_QUBITS)
+    E_train, E_test = embed(model, splits.X_train), embed(model, splits.X_test)
+    out = run_baselines(E_train, E_test, splits.X_train, splits.X_test, splits.y_train, splits.y_test, cv=3,
+                        n_classes=3, names=("logreg_embeddings",))
+    assert out["logreg_embeddings"]["metrics"]["balanced_accuracy"] >= 0.85
+    assert not math.isnan(out["logreg_embeddings"]["metrics"]["roc_auc"])
+
+
+def test_bad_input_is_rejected_before_training(digits, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(pipeline_module, "embed", no_training)
+    with pytest.raises(ValueError, match="unknown QuantumKernelSVC parameters \\['bandwith'\\]"):
+        run_qsvm_experiment(digits, object(), {"bandwith": 0.1})
+    with pytest.raises(ValueError, match="unknown baselines \\['knn'\\]"):
+        run_qsvm_experiment(digits, object(), {}, baselines=("knn",))
+    with pytest.raises(ValueError, match="pass a train_config"):
+        run_qsvm_experiment(digits, None, {})
+
+
+def test_embedding_width_must_match_n_qubits(digits, stand_in):
+    with pytest.raises(ValueError, match="n_qubits'\\]=8 but the QCNN embeds into 4"):
+        run_qsvm_experiment(digits, None, {"n_qubits": 8}, trained=stand_in, baselines=())
+
+
+def test_bad_baseline_input(digits):
+    X = digits.X_train.reshape(len(digits.X_train), -1)
+    with pytest.raises(ValueError, match="unknown baseline 'knn'"):
+        fit_baseline("knn", X, digits.y_train, X, digits.y_train)
+    with pytest.raises(ValueError, match="single class"):
+        fit_baseline("logreg_embeddings", X, np.zeros(len(X), dtype=int), X, digits.y_train)
+    with pytest.raises(ValueError, match="X_test has 3 features but X_train has 64"):
+        fit_baseline("logreg_embeddings", X, digits.y_train, X[:, :3], digits.y_train)
