@@ -2,8 +2,9 @@
 
 ``load_splits(name, classes=(3, 8), ...)`` is the entry point; ``DATASETS``
 lists the names, ``data_dir()`` the folder the files are read from
-(``$QMLNB_DATA_DIR``, default ``data/``). Loaders never download; see
-``docs/data.md`` for where to put the files.
+(``$QMLNB_DATA_DIR``, default ``data/``). Loaders never download:
+``download(name)`` fetches the official files, verified by their published
+checksums, when online; ``docs/data.md`` says where to put them by hand.
 
     from qmlnb.data import load_splits
     splits = load_splits("fashion-mnist", classes=(3, 8), seed=0)
@@ -12,11 +13,12 @@ lists the names, ``data_dir()`` the folder the files are read from
 """
 from .datasets.catalog import (DATASETS, DEFAULT_CLASSES, CorruptDataError, DataNotFoundError, data_dir,
                                dataset_info)
+from .datasets.download import ChecksumError, DownloadError, download
 from .datasets.readers import read_cifar_batch, read_dataset, read_idx, read_svhn_mat
 from .datasets.splits import Splits, load_splits, stratified_split
 
 __all__ = [
-    "DATASETS", "DEFAULT_CLASSES", "CorruptDataError", "DataNotFoundError", "Splits", "data_dir",
-    "dataset_info", "load_splits", "read_cifar_batch", "read_dataset", "read_idx", "read_svhn_mat",
-    "stratified_split",
+    "DATASETS", "DEFAULT_CLASSES", "ChecksumError", "CorruptDataError", "DataNotFoundError", "DownloadError",
+    "Splits", "data_dir", "dataset_info", "download", "load_splits", "read_cifar_batch", "read_dataset",
+    "read_idx", "read_svhn_mat", "stratified_split",
 ]

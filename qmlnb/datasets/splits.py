@@ -21,7 +21,9 @@ class Splits:
 
     ``X_*`` are float32 (N, C, H, W), normalised per channel with the training
     split's ``mean`` and ``std`` (float32, shape (C,)); ``y_*`` are int64 (N,)
-    in 0..k-1, where label i is original class ``classes[i]``.
+    in 0..k-1, where label i is original class ``classes[i]``. ``index_*``
+    (int64) are the rows' positions among the chosen classes' samples of the
+    official part they were drawn from (see ``source``), for provenance.
     """
 
     X_train: np.ndarray
@@ -38,6 +40,9 @@ class Splits:
     mean: np.ndarray
     std: np.ndarray
     seed: int
+    index_train: np.ndarray
+    index_val: np.ndarray
+    index_test: np.ndarray
 
     @property
     def n_classes(self) -> int:
@@ -225,4 +230,5 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
         image_shape=tuple(int(d) for d in X_train.shape[1:]),
         source=f"{name} classes {wanted}{' grayscale' if grayscale else ''}, seed {seed}: {how}",
         mean=mean32, std=std32, seed=int(seed),
+        index_train=train_idx, index_val=val_idx, index_test=test_idx,
     )

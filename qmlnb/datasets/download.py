@@ -1,0 +1,145 @@
+"""Fetch a dataset's official files, verified by their published checksums.
+
+Only :func:`download` touches the network; the loaders never do. Every file
+is streamed to a temporary file beside its destination, checked against its
+published md5 and only then renamed into place, so an interrupted or
+tampered download never leaves a file that looks complete. The socket
+timeout bounds every connect and every read, so an offline machine gets a
+clear error within ``timeout`` seconds instead of hanging.
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import catalog
+from .catalog import ENV_VAR, dataset_folder, dataset_info
+
+CHUNK = 1 << 20
+
+
+class DownloadError(OSError):
+    """A dataset file could not be fetched (offline, timeout, HTTP error)."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file does not match its published checksum."""
+
+
+def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically, verified against ``md5`` (hex).
+
+    Raises DownloadError when the server cannot be reached or stalls for more
+    than ``timeout`` seconds, ChecksumError when the bytes do not match; in
+    both cases nothing is left at ``dest`` or beside it.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.md5(usedforsecurity=False)  # md5 because that is what the publishers give
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                        while chunk := response.read(CHUNK):
+                            digest.update(chunk)
+                            out.write(chunk)
+                            bar.update(len(chunk))
+            except urllib.error.HTTPError as exc:  # the server answered, so not offline
+                raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise DownloadError(
+                    f"could not download {url} (timeout {timeout} s): {reason}. This machine may be offline: "
+                    f"fetch the file elsewhere and put it at {dest}, or point {ENV_VAR} at a folder that has it."
+                ) from exc
+        got = digest.hexdigest()
+        if got != md5.lower():
+            raise ChecksumError(f"{url}: md5 {got} does not match the published {md5}; the download is corrupt "
+                                "or was tampered with, nothing was written")
+        os.replace(tmp, dest)  # atomic on one filesystem: dest is either absent or complete
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _extract_folder(archive: Path, member_folder: str, root: Path) -> Path:
+    """Unpack ``member_folder`` of a tar archive into ``root`` (via a temporary folder, then renames)."""
+    target = root / member_folder
+    with tempfile.TemporaryDirectory(dir=root, prefix=".extract.") as tmp:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.name.split("/")[0] == member_folder]
+            if hasattr(tarfile, "data_filter"):  # refuses absolute paths and links out of the folder
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # Python < 3.11.4: accept regular files and folders inside member_folder only
+                members = [m for m in members if (m.isfile() or m.isdir()) and ".." not in m.name.split("/")]
+                tar.extractall(tmp, members=members)
+        target.mkdir(parents=True, exist_ok=True)
+        for item in (Path(tmp) / member_folder).iterdir():
+            os.replace(item, target / item.name)
+    return target
+
+
+def download(name: str, data_dir: str | os.PathLike | None = None, timeout: float = 30, *,
+             force: bool = False, progress: bool = True) -> list[Path]:
+    """Fetch the official files of dataset ``name`` into ``<data_dir>/<its folder>``.
+
+    Files already present are kept unless ``force``. Returns the dataset's
+    files on disk (empty for "digits", which ships with scikit-learn).
+    Raises DownloadError when offline or stalled longer than ``timeout`` s,
+    ChecksumError when a file does not match its published md5.
+    """
+    info = dataset_info(name)
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    root = Path(data_dir) if data_dir is not None else catalog.data_dir()
+    folder = dataset_folder(name, root)
+    expected = [folder / f for f in info.train_files + info.test_files]
+    if info.archive_folder:
+        if force or not all(p.is_file() for p in expected):
+            for source in info.sources:
+                archive = fetch(source.url, root / source.filename, source.md5, timeout=timeout, progress=progress)
+                try:
+                    _extract_folder(archive, info.archive_folder, root)
+                finally:
+                    archive.unlink(missing_ok=True)
+    else:
+        for source in info.sources:
+            dest = folder / source.filename
+            if force or not dest.is_file():
+                fetch(source.url, dest, source.md5, timeout=timeout, progress=progress)
+    return [p for p in expected if p.is_file()]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("name", choices=[n for n in catalog.DATASETS if dataset_info(n).sources],
+                        help="dataset to fetch")
+    parser.add_argument("--data-dir", default=None, help=f"target folder (default ${ENV_VAR} or ./data)")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds before a stalled connection fails")
+    parser.add_argument("--force", action="store_true", help="download again even if the files exist")
+
+
+def run(args) -> int:
+    """Fetch a dataset's official files, verified by their published checksums."""
+    try:
+        paths = download(args.name, args.data_dir, args.timeout, force=args.force)
+    except DownloadError as exc:
+        print(f"error: {exc}")
+        return 1
+    for path in paths:
+        print(path)
+    return 0
