@@ -11,6 +11,7 @@ BENCHES = {
 COMMANDS = {
     "sweep": "qmlnb.sweep",
     "report": "qmlnb.report",
+    "download": "qmlnb.datasets.download",
 }
 
 
