@@ -1,0 +1,214 @@
+"""Sweeps: grid validation before any run, failure tolerance, resume, skips, threads and parallel runs."""
+import ast
+import json
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from qmlnb import cli, runs, sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# a fast notebook (no torch): records its parameters and environment, fails or skips on request
+PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\n'
+BODY = """
+import os, pathlib
+from qmlnb import experiments
+if skip:
+    raise experiments.RunSkipped("no data here")
+if fail:
+    raise RuntimeError(f"planned failure a={a}")
+folder = experiments.run_dir("toy")
+experiments.save_run(folder, dict(a=a, scale=scale, name=name, threads=threads),
+                     {"stage": "toy", "omp": os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd(),
+                      "pid": os.getpid()})
+"""
+
+
+@pytest.fixture
+def toy(tmp_path):
+    nb = new_notebook(cells=[new_code_cell(PARAMS, metadata={"tags": ["parameters"]}), new_code_cell(BODY)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def grid_file(tmp_path, notebook, grid, **extra):
+    path = tmp_path / f"{extra.pop('stem', 'grid')}.yaml"
+    path.write_text(yaml.safe_dump({"notebook": str(notebook), "grid": grid, **extra}))
+    return path
+
+
+# ------------------------------------------------------------------ validation
+def test_grid_is_a_product_and_lists_of_grids_are_joined(tmp_path, toy):
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1, 2], "name": ["u", "v"], "flag": True}))
+    assert s.points == [{"a": 1, "name": "u", "flag": True}, {"a": 1, "name": "v", "flag": True},
+                        {"a": 2, "name": "u", "flag": True}, {"a": 2, "name": "v", "flag": True}]
+    s = sweep.load_sweep(grid_file(tmp_path, toy, [{"a": [1, 2]}, {"scale": [2]}]))
+    assert s.points == [{"a": 1}, {"a": 2}, {"scale": 2}]
+    assert s.name == "grid" and s.notebook == toy.resolve()
+
+
+def test_unknown_parameter_is_refused_naming_the_notebooks_parameters(tmp_path, toy):
+    with pytest.raises(sweep.SweepError, match=r"unknown parameter\(s\) 'treads'.*a, scale, name, flag, threads"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"treads": [1]}))
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"a": ["1"]}, r"'a' = '1' is a str, but toy.ipynb expects a int"),
+    ({"a": [1.5]}, r"'a' = 1.5 is a float"),
+    ({"flag": [1]}, r"'flag' = 1 is a int, but .* expects a bool"),
+    ({"a": [True]}, r"'a' = True is a bool"),
+    ({"sizes": [3]}, r"'sizes' = 3 is a int, but .* expects a list"),
+])
+def test_wrong_type_is_refused(tmp_path, toy, grid, message):
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.load_sweep(grid_file(tmp_path, toy, grid))
+
+
+def test_int_is_accepted_for_a_float_parameter(tmp_path, toy):
+    assert sweep.load_sweep(grid_file(tmp_path, toy, {"scale": [1, 2.5]})).points == [{"scale": 1}, {"scale": 2.5}]
+
+
+@pytest.mark.parametrize("grid", [None, [], {"a": []}, [{"a": [1]}, {"scale": []}]])
+def test_empty_grid_is_refused(tmp_path, toy, grid):
+    with pytest.raises(sweep.SweepError, match="the grid is empty"):
+        sweep.load_sweep(grid_file(tmp_path, toy, grid))
+
+
+def test_missing_notebook_and_missing_or_bad_grid_file_are_refused(tmp_path, toy):
+    with pytest.raises(sweep.SweepError, match="notebook 'nope.ipynb' not found"):
+        sweep.load_sweep(grid_file(tmp_path, "nope.ipynb", {"a": [1]}))
+    with pytest.raises(sweep.SweepError, match="does not exist"):
+        sweep.load_sweep(tmp_path / "absent.yaml")
+    with pytest.raises(sweep.SweepError, match="unknown keys"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, jobz=2))
+    with pytest.raises(sweep.SweepError, match="'jobs' must be a positive integer"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, jobs=0))
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[0].metadata["tags"] = []
+    nbformat.write(nb, toy)
+    with pytest.raises(sweep.SweepError, match="no cell tagged 'parameters'"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}))
+
+
+def test_cli_refuses_bad_grids_before_running_anything(tmp_path, toy, capsys):
+    good = grid_file(tmp_path, toy, {"a": [1]}, stem="good")
+    bad = grid_file(tmp_path, toy, {"b": [1]}, stem="bad")
+    assert cli.main(["sweep", str(good), str(bad), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "unknown parameter(s) 'b'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ core budget
+def test_core_budget_never_exceeds_the_cores():
+    budget, lock = sweep.CoreBudget(3), threading.Lock()
+    in_use, peak = [0], [0]
+
+    def job(threads):
+        taken = budget.acquire(threads)
+        with lock:
+            in_use[0] += taken
+            peak[0] = max(peak[0], in_use[0])
+        time.sleep(0.01)
+        with lock:
+            in_use[0] -= taken
+        budget.release(taken)
+
+    workers = [threading.Thread(target=job, args=(t,)) for t in [1, 2, 3, 2, 1, 5] * 3]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert peak[0] <= 3 and budget.free == 3
+
+
+# ------------------------------------------------------------------ running
+def test_sweep_records_failures_goes_on_and_resumes(tmp_path, toy):
+    grid = grid_file(tmp_path, toy, [{"a": [1, 2], "threads": [1]}, {"a": [3], "fail": True, "threads": [1]},
+                                     {"a": [4], "skip": True, "threads": [1]}, {"a": [5], "threads": [64]}],
+                     name="toy-grid")
+    s = sweep.load_sweep(grid, tmp_path / "runs")
+    summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
+    assert (summary["complete"], summary["failed"], summary["skipped"]) == (2, 1, 2)
+    folder = tmp_path / "runs" / "toy-grid"
+    ok = folder / "a-1_threads-1"
+    assert runs.is_complete(ok)
+    metrics = json.loads((ok / "metrics.json").read_text())
+    assert metrics["omp"] == "1" and Path(metrics["cwd"]) == ok.resolve()
+    assert metrics["environment"]["machine"]["cores"] >= 1
+    assert json.loads((ok / "params.json").read_text())["a"] == 1
+    assert (ok / "toy.ipynb").is_file() and not list(ok.glob(".*executing*"))
+    failed = runs.read_status(folder / "a-3_fail-True_threads-1")
+    assert failed["status"] == "failed" and "RuntimeError: planned failure a=3" in failed["error"]
+    skipped = runs.read_status(folder / "a-4_skip-True_threads-1")
+    assert skipped["status"] == "skipped" and skipped["reason"] == "no data here"
+    assert "exceeds the 2 cores" in runs.read_status(folder / "a-5_threads-64")["reason"]
+
+    # an interrupted run: its folder has files but no final marker
+    interrupted = folder / "a-2_threads-1"
+    runs.write_status(interrupted, runs.RUNNING)
+    (interrupted / "metrics.json").write_text("{half")
+    stamp = (ok / "status.json").stat().st_mtime_ns
+    summary = sweep.run_sweeps([s], jobs=1, cores=2, progress=False)
+    assert summary["already_complete"] == 1 and summary["complete"] == 1 and summary["failed"] == 1
+    assert (ok / "status.json").stat().st_mtime_ns == stamp  # the completed run was not redone
+    assert runs.is_complete(interrupted) and json.loads((interrupted / "metrics.json").read_text())["stage"] == "toy"
+
+
+def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1, 2]}, name="par"), tmp_path / "runs")
+    summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
+    assert summary["complete"] == 2
+    for a in (1, 2):
+        metrics = json.loads((tmp_path / "runs" / "par" / f"a-{a}" / "metrics.json").read_text())
+        assert metrics["omp"] == "1"  # 2 cores / 2 jobs
+    # the grid may cap parallelism: a timing stage asks for one run at a time, all cores
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [7]}, name="serial", jobs=1), tmp_path / "runs")
+    assert [t for *_, t, _ in sweep.plan([s], cores=2, jobs=2)] == [2]
+
+
+def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
+    grid = grid_file(tmp_path, toy, {"a": [1], "fail": [False, True], "threads": [1]}, name="cli")
+    args = ["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(args + ["--list"]) == 0
+    assert capsys.readouterr().out.count("  run") == 2
+    assert cli.main(args) == 1
+    out = capsys.readouterr()
+    assert "1 run, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
+
+
+# ------------------------------------------------------------------ committed files
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+GRIDS = sorted((ROOT / "params").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_are_stripped_with_one_literal_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    for statement in ast.parse(tagged[0].source).body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1
+        assert isinstance(statement.targets[0], ast.Name)
+        ast.literal_eval(statement.value)  # literals only
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"outputs left in {path.name}"
+
+
+def test_there_are_notebooks_and_grids():
+    assert len(NOTEBOOKS) >= 5 and len(GRIDS) >= 7
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_committed_grids_are_valid_for_their_notebooks(path, tmp_path):
+    s = sweep.load_sweep(path, tmp_path)
+    assert s.points and s.notebook.parent == ROOT / "notebooks"
