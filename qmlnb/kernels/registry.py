@@ -19,6 +19,9 @@ from types import ModuleType
 
 BACKENDS = {
     "cpu": "qmlnb.kernels.backends.cpu_blas",
+    "torchcuda": "qmlnb.kernels.backends.torch_cuda",
+    "pycuda": "qmlnb.kernels.backends.pycuda_kernel",
+    "cupy": "qmlnb.kernels.backends.cupy_blas",
 }
 
 
