@@ -400,6 +400,18 @@ def test_class_not_in_data_lists_present_classes(tmp_path):
         load_splits("svhn", classes=(3, 8), data_dir=tmp_path)
 
 
+def test_too_small_class_is_named_by_its_original_id(tmp_path):
+    write_svhn(tmp_path / "svhn" / "test_32x32.mat", np.array([1] * 10 + [2] * 2), seed=1)
+    with pytest.raises(ValueError, match="class 2 has 2 samples, too few to split 2 of 12 off as the test split"):
+        load_splits("svhn", classes=(2, 1), data_dir=tmp_path)
+
+
+def test_data_with_a_single_class_has_nothing_to_classify(tmp_path):
+    write_svhn(tmp_path / "svhn" / "test_32x32.mat", np.array([1] * 6), seed=1)
+    with pytest.raises(ValueError, match="fewer than two classes"):
+        load_splits("svhn", classes=None, data_dir=tmp_path)
+
+
 # -------------------------------------------------------------- download
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -502,3 +514,20 @@ def test_download_cifar_archive_from_local_server(local_server, tmp_path, monkey
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py"]  # no temporary folder left
     s = load_splits("cifar10", classes=None, data_dir=root, val_fraction=0.5)
     assert len(s.y_test) == 10 and len(s.y_train) + len(s.y_val) == 50
+
+
+def test_download_command_line(local_server, tmp_path, monkeypatch, capsys):
+    from qmlnb.cli import main
+
+    served, url = local_server
+    write_svhn(served / "train_32x32.mat", svhn_labels(1, 1), 1)
+    write_svhn(served / "test_32x32.mat", svhn_labels(1, 2), 2)
+    sources = tuple(catalog.Source(url + n, n, _md5((served / n).read_bytes()))
+                    for n in ("train_32x32.mat", "test_32x32.mat"))
+    monkeypatch.setitem(catalog.INFO, "svhn", dataclasses.replace(catalog.INFO["svhn"], sources=sources))
+    assert main(["download", "svhn", "--data-dir", str(tmp_path / "data"), "--timeout", "5"]) == 0
+    assert str(tmp_path / "data" / "svhn" / "test_32x32.mat") in capsys.readouterr().out
+    closed = tuple(dataclasses.replace(s, url=f"http://127.0.0.1:{_closed_port()}/{s.filename}") for s in sources)
+    monkeypatch.setitem(catalog.INFO, "svhn", dataclasses.replace(catalog.INFO["svhn"], sources=closed))
+    assert main(["download", "svhn", "--data-dir", str(tmp_path / "other"), "--timeout", "2"]) == 1
+    assert "could not download" in capsys.readouterr().err

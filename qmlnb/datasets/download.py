@@ -14,6 +14,7 @@ import numbers
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -138,7 +139,7 @@ def run(args) -> int:
     try:
         paths = download(args.name, args.data_dir, args.timeout, force=args.force)
     except DownloadError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in paths:
         print(path)

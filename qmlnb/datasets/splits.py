@@ -15,7 +15,7 @@ from .readers import Part, RawDataset, read_dataset
 LUMA_601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)  # arrays have no single truth value to compare
 class Splits:
     """A dataset cut into normalised train / validation / test arrays.
 
@@ -96,10 +96,10 @@ def stratified_split(y: np.ndarray, n_take: int, rng: np.random.Generator, what:
     take_counts[order[:short]] += 1
     for label, k, n in zip(labels, take_counts, counts):
         if k == 0 or k == n:
-            side = "the " + what if k == 0 else "the rest"
+            empty = f"the {what}" if k == 0 else f"what remains after the {what}"
             raise ValueError(
-                f"class {label} has {n} samples: too few to put at least one in both {what} ({n_take} of {len(y)}) "
-                f"and the rest; {side} would have none. Use more data or other fractions/sizes."
+                f"class {label} has {n} samples, too few to split {n_take} of {len(y)} off as the {what}: "
+                f"{empty} would hold none of them. Use more data or other fractions/sizes."
             )
     take = [rng.permutation(np.flatnonzero(y == label))[:k] for label, k in zip(labels, take_counts)]
     take = np.sort(np.concatenate(take))
@@ -118,7 +118,8 @@ def _select_classes(part: Part, classes: tuple[int, ...]) -> tuple[np.ndarray, n
 
 def _to_float(images: np.ndarray, max_value: float, grayscale: bool) -> np.ndarray:
     """uint8 (N, C, H, W) -> float32 in [0, 1], optionally RGB -> luma (N, 1, H, W)."""
-    X = images.astype(np.float32) / np.float32(max_value)
+    X = images.astype(np.float32)
+    X /= np.float32(max_value)  # in place: a CIFAR-10 training set is 600 MB as float32
     if grayscale and X.shape[1] == 3:
         X = np.einsum("nchw,c->nhw", X, LUMA_601)[:, None]
     return X
@@ -169,18 +170,22 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
     present = np.unique(np.concatenate([p.labels for p in (raw.train, raw.test) if p is not None]))
     if wanted is None:
         wanted = tuple(int(c) for c in present)
+        if len(wanted) < 2:
+            raise ValueError(f"{name} data holds fewer than two classes ({list(wanted)}); nothing to classify")
     absent = [c for c in wanted if c not in present]
     if absent:
         raise ValueError(f"class ids {absent} are not in {name}; its data has classes "
                          f"{[int(c) for c in present]} ({', '.join(raw.class_names)})")
 
+    ids = np.asarray(wanted)
     # separate streams so that e.g. n_train never changes which samples are val or test
     rng_test, rng_val, rng_subset = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     if single:
         part = raw.train if raw.train is not None else raw.test
         images, y = _select_classes(part, wanted)
-        test_idx, rest = stratified_split(y, round(test_fraction * len(y)), rng_test, "test split")
-        val_pos, train_pos = stratified_split(y[rest], round(val_fraction * len(y)), rng_val, "validation split")
+        strata = ids[y]  # original class ids, so that an error names the class the user knows
+        test_idx, rest = stratified_split(strata, round(test_fraction * len(y)), rng_test, "test split")
+        val_pos, train_pos = stratified_split(strata[rest], round(val_fraction * len(y)), rng_val, "validation split")
         val_idx, train_idx = rest[val_pos], rest[train_pos]
         images_train = images_val = images_test = images
         y_train_all, y_val_all, y_test_all = y, y, y
@@ -190,7 +195,7 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
         images_train, y_train_all = _select_classes(raw.train, wanted)
         images_test, y_test_all = _select_classes(raw.test, wanted)
         images_val, y_val_all = images_train, y_train_all
-        val_idx, train_idx = stratified_split(y_train_all, round(val_fraction * len(y_train_all)), rng_val,
+        val_idx, train_idx = stratified_split(ids[y_train_all], round(val_fraction * len(y_train_all)), rng_val,
                                               "validation split")
         test_idx = np.arange(len(y_test_all))
         how = (f"train/val from the official training files ({', '.join(raw.train.files)}), val stratified "
@@ -204,7 +209,7 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
         if n_train < len(wanted):
             raise ValueError(f"n_train={n_train} cannot hold one sample of each of the {len(wanted)} classes")
         if n_train < len(train_idx):
-            sub, _ = stratified_split(y_train_all[train_idx], n_train, rng_subset, f"n_train={n_train} subset")
+            sub, _ = stratified_split(ids[y_train_all[train_idx]], n_train, rng_subset, f"n_train={n_train} subset")
             train_idx = train_idx[sub]
         how += f"; training subset of {n_train} (stratified)"
 
