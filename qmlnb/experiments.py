@@ -192,7 +192,7 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), n_qubits: int = 8,
 
 # ----------------------------------------------------------------- exploration
 def explore(dataset: str = "digits", classes=(3, 8), n_samples: int = 120, n_qubits: int = 4, kind: str = "zz",
-            entanglement: str = "linear", bandwidth: float = 1.0, reps: int = 2, backend: str = "cpu", seed: int = 0):
+            entanglement: str = "linear", bandwidth: float = 0.2, reps: int = 2, backend: str = "cpu", seed: int = 0):
     """Everything the exploration notebook shows for one choice of settings.
 
     Returns a dict: ``images`` (k, H, W) float32 samples, ``labels`` their class
@@ -216,8 +216,8 @@ def explore(dataset: str = "digits", classes=(3, 8), n_samples: int = 120, n_qub
     start = time.perf_counter()
     K = gram(S, backend=backend)
     gram_s = time.perf_counter() - start
-    picks = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)] + list(range(min(6, n)))
-    picks = list(dict.fromkeys(picks))[:8]
+    # up to four samples of each class, for the image strip
+    picks = [int(i) for c in np.unique(y) for i in np.flatnonzero(y == c)[:4]]
     return {"images": images[picks, 0], "labels": [splits.class_names[y[i]] for i in picks], "X": X, "y": y, "K": K,
             "gram_s": gram_s, "circuit": qml.draw(fm.qnode())(X[0]), "class_names": splits.class_names}
 
@@ -228,13 +228,13 @@ def plot_exploration(result: dict):
     import seaborn as sns
 
     k = len(result["images"])
-    fig = plt.figure(figsize=(2 * k, 6.5), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 2.5])
-    for ax, image, label in zip(top.subplots(1, k), result["images"], result["labels"]):
-        ax.imshow(image, cmap="gray")
-        ax.set_title(label, fontsize=9)
-        ax.axis("off")
-    ax = bottom.subplots()
+    fig, axes = plt.subplot_mosaic([[f"i{i}" for i in range(k)], ["K"] * k], figsize=(max(1.6 * k, 7), 8),
+                                   height_ratios=[1, 4])
+    for i, (image, label) in enumerate(zip(result["images"], result["labels"])):
+        axes[f"i{i}"].imshow(image, cmap="gray")
+        axes[f"i{i}"].set_title(label, fontsize=9)
+        axes[f"i{i}"].axis("off")
+    ax = axes["K"]
     sns.heatmap(result["K"], ax=ax, cmap="viridis", vmin=0, vmax=1, square=True, xticklabels=False, yticklabels=False)
     ax.set_title(f"fidelity kernel, samples sorted by class ({result['gram_s'] * 1e3:.1f} ms)")
     return fig
