@@ -406,6 +406,13 @@ def test_too_small_class_is_named_by_its_original_id(tmp_path):
         load_splits("svhn", classes=(2, 1), data_dir=tmp_path)
 
 
+def test_class_missing_from_official_training_files(tmp_path):
+    write_svhn(tmp_path / "svhn" / "train_32x32.mat", np.array([1, 2] * 5), seed=1)
+    write_svhn(tmp_path / "svhn" / "test_32x32.mat", np.array([1, 2, 3] * 2), seed=2)
+    with pytest.raises(ValueError, match=r"class ids \[3\] have no samples in the official training files"):
+        load_splits("svhn", classes=(1, 3), data_dir=tmp_path)
+
+
 def test_data_with_a_single_class_has_nothing_to_classify(tmp_path):
     write_svhn(tmp_path / "svhn" / "test_32x32.mat", np.array([1] * 6), seed=1)
     with pytest.raises(ValueError, match="fewer than two classes"):

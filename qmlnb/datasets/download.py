@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-import shutil
 import socket
 import sys
 import tarfile

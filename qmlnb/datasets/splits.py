@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import DEFAULT_CLASSES, dataset_info
-from .readers import Part, RawDataset, read_dataset
+from .readers import Part, read_dataset
 
 # ITU-R BT.601 luma weights for R, G, B
 LUMA_601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -193,6 +193,10 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
                f"train/val/test = {1 - val_fraction - test_fraction:.0%}/{val_fraction:.0%}/{test_fraction:.0%}")
     else:
         images_train, y_train_all = _select_classes(raw.train, wanted)
+        untrained = [c for i, c in enumerate(wanted) if not (y_train_all == i).any()]
+        if untrained:
+            raise ValueError(f"class ids {untrained} have no samples in the official training files of {name} "
+                             f"({', '.join(raw.train.files)})")
         images_test, y_test_all = _select_classes(raw.test, wanted)
         images_val, y_val_all = images_train, y_train_all
         val_idx, train_idx = stratified_split(ids[y_train_all], round(val_fraction * len(y_train_all)), rng_val,
