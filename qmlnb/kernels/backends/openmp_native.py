@@ -1,0 +1,33 @@
+"""``openmp``: the C++ extension ``qmlnb._openmp`` (pybind11, OpenMP, SIMD).
+
+The extension (``native/gram_openmp.cpp``) hands output tiles to OpenMP
+threads with a dynamic schedule (only upper tiles in the symmetric case,
+each written to its place and its mirror), blocks the state dimension for
+the caches, and computes complex dot products in a register-blocked
+micro-kernel on planar float32 panels.  It writes straight into ``out``
+with the GIL released; ``n_threads`` is that call's OpenMP thread count.
+"""
+from __future__ import annotations
+
+INSTALL = (
+    "build the extension: pip install -e . (needs a C++17 compiler with OpenMP, e.g. g++ with libgomp; "
+    "QMLNB_MARCH=none builds a portable binary)"
+)
+# 256 x 256 tiles: the per-thread accumulators (512 KiB) and packed panels fit in L2
+DEFAULT_TILE = 256
+
+
+def probe() -> tuple[bool, str]:
+    try:
+        from qmlnb import _openmp
+    except ImportError as exc:
+        return False, f"the native extension qmlnb._openmp is not built: {exc}"
+    rows, cols = _openmp.MICRO_TILE
+    return True, f"C++ OpenMP extension ({_openmp.SIMD} micro-kernel, {rows} x {cols} complex dot products)"
+
+
+def gram(A, B=None, *, out, tile, n_threads):
+    from qmlnb import _openmp
+
+    _openmp.gram(A, B, out, tile, n_threads)
+    return out
