@@ -19,6 +19,8 @@ from types import ModuleType
 
 BACKENDS = {
     "cpu": "qmlnb.kernels.backends.cpu_blas",
+    "numba": "qmlnb.kernels.backends.numba_jit",
+    "openmp": "qmlnb.kernels.backends.openmp_native",
     "torchcuda": "qmlnb.kernels.backends.torch_cuda",
     "pycuda": "qmlnb.kernels.backends.pycuda_kernel",
     "cupy": "qmlnb.kernels.backends.cupy_blas",
