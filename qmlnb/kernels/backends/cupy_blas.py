@@ -103,14 +103,23 @@ def _work(A, B, out, tile, ordinal, pairs, advance) -> None:
             advance(1)
 
 
-def gram(A, B=None, *, out, tile, n_threads):
-    """Registry entry point: every visible CUDA device; ``n_threads`` is unused (the GPUs do the work)."""
-    import cupy
+def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
+    """Fill host ``out`` with |A B^H|^2, tiles dealt round-robin over the CUDA device ordinals ``devices``.
 
+    ``A``/``B``: validated C-contiguous complex64 arrays (B None: symmetric);
+    ``out``: (N, M) float32 or float64 NumPy array.
+    """
     pairs = tile_pairs(A.shape[0], None if B is None else B.shape[0], tile)
 
     def work(ordinal, share, advance):
         _work(A, B, out, tile, ordinal, share, advance)
 
-    run_on_devices(list(range(cupy.cuda.runtime.getDeviceCount())), pairs, work, desc="cupy Gram tiles")
+    run_on_devices(list(devices), pairs, work, desc="cupy Gram tiles")
     return out
+
+
+def gram(A, B=None, *, out, tile, n_threads):
+    """Registry entry point: every visible CUDA device; ``n_threads`` is unused (the GPUs do the work)."""
+    import cupy
+
+    return gram_on_devices(A, B, out=out, tile=tile, devices=range(cupy.cuda.runtime.getDeviceCount()))

@@ -102,6 +102,7 @@ def _work(A, B, out, tile, ordinal, pairs, advance) -> None:
     import pycuda.driver as cuda
     import pycuda.gpuarray as gpuarray
 
+    cuda.init()  # idempotent; gram_on_devices may be called without gram
     context = cuda.Device(ordinal).retain_primary_context()
     context.push()
     try:
@@ -131,15 +132,24 @@ def _work(A, B, out, tile, ordinal, pairs, advance) -> None:
         context.pop()
 
 
-def gram(A, B=None, *, out, tile, n_threads):
-    """Registry entry point: every visible CUDA device; ``n_threads`` is unused (the GPUs do the work)."""
-    import pycuda.driver as cuda
+def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
+    """Fill host ``out`` with |A B^H|^2, tiles dealt round-robin over the CUDA device ordinals ``devices``.
 
-    cuda.init()
+    ``A``/``B``: validated C-contiguous complex64 arrays (B None: symmetric);
+    ``out``: (N, M) float32 or float64 NumPy array.
+    """
     pairs = tile_pairs(A.shape[0], None if B is None else B.shape[0], tile)
 
     def work(ordinal, share, advance):
         _work(A, B, out, tile, ordinal, share, advance)
 
-    run_on_devices(list(range(cuda.Device.count())), pairs, work, desc="pycuda Gram tiles")
+    run_on_devices(list(devices), pairs, work, desc="pycuda Gram tiles")
     return out
+
+
+def gram(A, B=None, *, out, tile, n_threads):
+    """Registry entry point: every visible CUDA device; ``n_threads`` is unused (the GPUs do the work)."""
+    import pycuda.driver as cuda
+
+    cuda.init()
+    return gram_on_devices(A, B, out=out, tile=tile, devices=range(cuda.Device.count()))

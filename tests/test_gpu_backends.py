@@ -1,0 +1,402 @@
+"""GPU Gram backends (torchcuda, pycuda, cupy), states on a torch device, several GPUs.
+
+Without a GPU: the device-generic torch algorithm runs on torch's CPU device,
+the tile scheduling over several "devices" runs with CPU devices, the CUDA
+kernel is compiled with nvcc, and the availability reasons are checked.  The
+tests that need a GPU are skipped with the reason ``probe()`` gives.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from qmlnb.kernels import BackendUnavailableError, FeatureMap, available_backends, gram
+from qmlnb.kernels.backends import cupy_blas, pycuda_kernel, torch_cuda
+from qmlnb.kernels.multi_gpu import deal_round_robin, run_on_devices
+from qmlnb.kernels.states_torch import states_torch
+
+CPU = torch.device("cpu")
+TORCH_CUDA, TORCH_CUDA_REASON = torch_cuda.probe()
+PYCUDA, PYCUDA_REASON = pycuda_kernel.probe()
+CUPY, CUPY_REASON = cupy_blas.probe()
+N_CUDA = torch.cuda.device_count() if TORCH_CUDA else 0
+NVCC = shutil.which("nvcc") or (shutil.which("/usr/local/cuda/bin/nvcc"))
+
+needs_torch_cuda = pytest.mark.skipif(not TORCH_CUDA, reason=f"torchcuda: {TORCH_CUDA_REASON}")
+needs_pycuda = pytest.mark.skipif(not PYCUDA, reason=f"pycuda: {PYCUDA_REASON}")
+needs_cupy = pytest.mark.skipif(not CUPY, reason=f"cupy: {CUPY_REASON}")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) not found on PATH or in /usr/local/cuda/bin")
+
+
+def random_states(n: int, d: int, seed: int) -> np.ndarray:
+    """(n, d) complex64 unit rows."""
+    rng = np.random.default_rng(seed)
+    S = rng.normal(size=(n, d)) + 1j * rng.normal(size=(n, d))
+    return (S / np.linalg.norm(S, axis=1, keepdims=True)).astype(np.complex64)
+
+
+def reference(A, B=None) -> np.ndarray:
+    """|A B^H|^2 in float64 from the complex64 states."""
+    A = A.astype(np.complex128)
+    B = A if B is None else B.astype(np.complex128)
+    return np.abs(A @ B.conj().T) ** 2
+
+
+@pytest.fixture(scope="module")
+def states():
+    return random_states(45, 32, 0), random_states(13, 32, 1)
+
+
+# ---------------------------------------------------------------- states on a torch device
+@pytest.mark.parametrize("kind", ["zz", "iqp"])
+@pytest.mark.parametrize("n_qubits, reps, entanglement", [(1, 1, "linear"), (3, 3, "circular"), (6, 2, "full")])
+def test_states_torch_equal_numpy_states(kind, n_qubits, reps, entanglement):
+    fm = FeatureMap(n_qubits=n_qubits, reps=reps, entanglement=entanglement, bandwidth=0.8, kind=kind)
+    X = np.random.default_rng(2).uniform(-np.pi, np.pi, (23, n_qubits))
+    S = states_torch(fm, X, CPU, batch_size=7)  # batches that do not divide N
+    assert isinstance(S, torch.Tensor) and S.dtype == torch.complex64 and S.device == CPU
+    assert S.shape == (23, 2**n_qubits)
+    np.testing.assert_allclose(S.numpy(), fm.states(X), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(torch.linalg.vector_norm(S, dim=1).numpy(), 1.0, atol=1e-5)
+
+
+def test_states_torch_match_pennylane():
+    fm = FeatureMap(n_qubits=3, reps=2, entanglement="linear", kind="zz")
+    X = np.random.default_rng(3).uniform(-2, 2, (3, 3))
+    S = states_torch(fm, X, "cpu").numpy()
+    qnode = fm.qnode()
+    for x, s in zip(X, S):
+        np.testing.assert_allclose(s, np.asarray(qnode(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "X, kwargs, message",
+    [
+        (np.zeros((4, 3)), {}, "features per sample"),
+        (np.zeros(2), {}, "must be 2-D"),
+        (np.full((2, 2), np.nan), {}, "NaN"),
+        (np.zeros((2, 2)), {"batch_size": 0}, "batch_size"),
+        (np.zeros((2, 2)), {"batch_size": 1.5}, "batch_size"),
+    ],
+)
+def test_states_torch_rejects_bad_input(X, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        states_torch(FeatureMap(n_qubits=2), X, CPU, **kwargs)
+
+
+def test_states_torch_needs_a_feature_map():
+    with pytest.raises(TypeError, match="FeatureMap"):
+        states_torch("zz", np.zeros((2, 2)), CPU)
+
+
+# ---------------------------------------------------------------- the torch algorithm on the CPU device
+@pytest.mark.parametrize("tile", [1, 7, 16, 64])
+def test_gram_device_symmetric(states, tile):
+    A, _ = states
+    K = torch_cuda.gram_device(A, device=CPU, tile=tile)
+    assert isinstance(K, torch.Tensor) and K.device == CPU and K.dtype == torch.float64
+    np.testing.assert_allclose(K.numpy(), reference(A), atol=1e-5, rtol=0)
+    assert torch.equal(K, K.T)  # mirrored, not recomputed
+
+
+@pytest.mark.parametrize("tile", [4, 13, 100])
+def test_gram_device_rectangular(states, tile):
+    A, B = states
+    K = torch_cuda.gram_device(A, B, device=CPU, tile=tile)
+    assert K.shape == (45, 13)
+    np.testing.assert_allclose(K.numpy(), reference(A, B), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype, expected", [(np.float32, torch.float32), (torch.float32, torch.float32),
+                                             ("float64", torch.float64), (torch.float64, torch.float64)])
+def test_gram_device_output_dtype(states, dtype, expected):
+    A, B = states
+    K = torch_cuda.gram_device(A, B, device=CPU, tile=8, dtype=dtype)
+    assert K.dtype == expected
+    np.testing.assert_allclose(K.numpy(), reference(A, B), atol=1e-5, rtol=0)
+
+
+def test_gram_device_single_state():
+    A = random_states(1, 8, 4)
+    K = torch_cuda.gram_device(A, device=CPU)
+    assert K.shape == (1, 1)
+    assert abs(K.item() - 1.0) < 1e-5
+
+
+def test_gram_device_takes_states_already_on_the_device():
+    fm = FeatureMap(n_qubits=4, reps=2)
+    X = np.random.default_rng(5).uniform(-1, 1, (30, 4))
+    S = states_torch(fm, X, CPU)
+    K = torch_cuda.gram_device(S, device=CPU, tile=8, dtype=np.float32)
+    np.testing.assert_allclose(K.numpy(), reference(fm.states(X)), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.diag(K.numpy()), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        ((np.zeros((3, 4), np.complex64), np.zeros((2, 8), np.complex64)), {}, ValueError, "different state dimensions"),
+        ((np.zeros((3, 4), np.complex64),), {"tile": 0}, ValueError, "tile"),
+        ((np.zeros((3, 4), np.complex64),), {"dtype": np.int32}, ValueError, "float32 or float64"),
+        ((np.zeros((3, 4), np.complex64),), {"dtype": torch.complex64}, ValueError, "float32 or float64"),
+        ((np.zeros(4, np.complex64),), {}, ValueError, "2-D"),
+        ((torch.zeros(4, dtype=torch.complex64),), {}, ValueError, "2-D"),
+        ((torch.zeros((0, 4), dtype=torch.complex64),), {}, ValueError, "empty"),
+        ((torch.zeros((2, 4), dtype=torch.bool),), {}, ValueError, "numeric"),
+        ((torch.full((2, 4), float("nan")),), {}, ValueError, "NaN"),
+    ],
+)
+def test_gram_device_rejects_bad_input(args, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        torch_cuda.gram_device(*args, device=CPU, **kwargs)
+
+
+def test_abs2_squares_in_place_and_symmetrize_copies_the_upper_triangle():
+    z = torch.tensor([[3 + 4j, 1j], [2 + 0j, 0j]], dtype=torch.complex64)
+    np.testing.assert_array_equal(torch_cuda.abs2(z).numpy(), [[25, 1], [4, 0]])
+    block = torch.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal(torch_cuda.symmetrize_upper(block).numpy(), [[0, 1, 2], [1, 4, 5], [2, 5, 8]])
+
+
+# ---------------------------------------------------------------- several devices (CPU devices stand in)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rectangular", [False, True])
+def test_tiles_over_several_devices_equal_one_device(states, dtype, rectangular):
+    A, B = states
+    B = B if rectangular else None
+    shape = (A.shape[0], (A if B is None else B).shape[0])
+    one, three = np.full(shape, -1.0, dtype), np.full(shape, -1.0, dtype)
+    torch_cuda.gram_on_devices(A, B, out=one, tile=8, devices=[CPU])
+    torch_cuda.gram_on_devices(A, B, out=three, tile=8, devices=[CPU, CPU, CPU])
+    np.testing.assert_array_equal(one, three)
+    np.testing.assert_allclose(three, reference(A, B), atol=1e-5, rtol=0)
+
+
+def test_deal_round_robin():
+    assert deal_round_robin(list(range(7)), 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert deal_round_robin([1], 2) == [[1], []]
+    with pytest.raises(ValueError, match="n_workers"):
+        deal_round_robin([1], 0)
+
+
+def test_run_on_devices_uses_one_thread_per_device_and_covers_every_tile():
+    seen, threads, lock = [], {}, threading.Lock()
+    all_started = threading.Barrier(3, timeout=10)  # breaks unless the 3 workers run at once
+
+    def work(device, tiles, advance):
+        with lock:
+            seen.extend(tiles)
+            threads[device] = threading.get_ident()
+        all_started.wait()
+        advance(len(tiles))
+
+    run_on_devices(["gpu0", "gpu1", "gpu2"], list(range(20)), work)
+    assert sorted(seen) == list(range(20))
+    assert len(set(threads.values())) == 3
+
+
+def test_run_on_devices_reraises_a_worker_error():
+    def work(device, tiles, advance):
+        if device == "bad":
+            raise RuntimeError("device bad failed")
+
+    with pytest.raises(RuntimeError, match="device bad failed"):
+        run_on_devices(["good", "bad"], list(range(4)), work)
+    with pytest.raises(ValueError, match="no devices"):
+        run_on_devices([], [1], work)
+
+
+# ---------------------------------------------------------------- availability on this machine
+def test_available_backends_lists_the_gpu_backends_with_reasons():
+    report = available_backends()
+    for name in ("torchcuda", "pycuda", "cupy"):
+        usable, reason = report[name]
+        assert isinstance(usable, bool) and reason
+    assert report["torchcuda"] == (TORCH_CUDA, TORCH_CUDA_REASON)
+    if not TORCH_CUDA:
+        assert "no CUDA device" in TORCH_CUDA_REASON and torch.__version__ in TORCH_CUDA_REASON
+
+
+@pytest.mark.skipif(PYCUDA, reason="pycuda is usable here")
+def test_pycuda_unavailable_raises_with_reason_and_install_step(states):
+    with pytest.raises(BackendUnavailableError) as info:
+        gram(states[0], backend="pycuda")
+    message = str(info.value)
+    assert PYCUDA_REASON in message and 'pip install -e ".[gpu]"' in message and "CUDA_ROOT" in message
+
+
+@pytest.mark.skipif(CUPY, reason="cupy is usable here")
+def test_cupy_unavailable_raises_with_reason_and_install_step(states):
+    with pytest.raises(BackendUnavailableError) as info:
+        gram(states[0], backend="cupy")
+    assert CUPY_REASON in str(info.value) and "cupy-cuda12x" in str(info.value)
+
+
+@pytest.mark.skipif(TORCH_CUDA, reason="torch has a CUDA device here")
+def test_torchcuda_unavailable_raises_with_reason(states):
+    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
+        gram(states[0], backend="torchcuda")
+    with pytest.raises(BackendUnavailableError, match="CUDA build of torch"):
+        torch_cuda.gram_device(states[0])  # default device: CUDA
+
+
+def test_backend_modules_import_without_their_heavy_dependency():
+    code = (
+        "import sys; import qmlnb.kernels.backends.torch_cuda, qmlnb.kernels.backends.pycuda_kernel, "
+        "qmlnb.kernels.backends.cupy_blas, qmlnb.kernels.multi_gpu; "
+        "print(sorted(m for m in ('torch', 'pycuda', 'cupy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- the CUDA kernel, compiled without a GPU
+def test_kernel_source_is_package_data():
+    assert pycuda_kernel.KERNEL_SOURCE.is_file()
+    source = pycuda_kernel.kernel_source()
+    assert 'extern "C" __global__' in source and "gram_abs2_f32" in source and "gram_abs2_f64" in source
+    assert f"#define GRAM_TILE {pycuda_kernel.BLOCK_EDGE}" in source  # host grid and kernel agree
+
+
+@needs_nvcc
+def test_kernel_compiles_cleanly_with_nvcc(tmp_path):
+    result = subprocess.run(
+        [NVCC, "--cubin", "-arch=sm_90", "-O3", "-Werror", "all-warnings", "-Xptxas", "-v",
+         str(pycuda_kernel.KERNEL_SOURCE), "-o", str(tmp_path / "gram_kernel.cubin")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "gram_abs2_f32" in result.stderr and "gram_abs2_f64" in result.stderr
+    assert "spill" in result.stderr and "bytes spill stores" in result.stderr
+    for line in result.stderr.splitlines():  # register spills would wreck the inner loop
+        if "spill stores" in line:
+            assert line.strip().startswith("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"), line
+
+
+UPPER_BLOCK_CHECK = r"""
+#include <cstdio>
+#include <vector>
+#include "%s"
+int main() {
+    // a launch of nt (nt + 1) / 2 blocks visits every block (bi <= bj < nt) exactly once
+    for (long long nt = 1; nt <= 300; ++nt) {
+        std::vector<int> hits(nt * nt, 0);
+        for (long long t = 0; t < nt * (nt + 1) / 2; ++t) {
+            int bi, bj;
+            gram_upper_block(t, &bi, &bj);
+            if (bi < 0 || bi > bj || bj >= nt) { printf("nt=%%lld t=%%lld -> (%%d, %%d)\n", nt, t, bi, bj); return 1; }
+            hits[bi * nt + bj] += 1;
+        }
+        for (long long bi = 0; bi < nt; ++bi)
+            for (long long bj = bi; bj < nt; ++bj)
+                if (hits[bi * nt + bj] != 1) { printf("nt=%%lld block (%%lld, %%lld) hit %%d times\n", nt, bi, bj, hits[bi * nt + bj]); return 2; }
+    }
+    // the exact inverse of t = r (r + 1) / 2 + c, far beyond any real grid (double sqrt rounding)
+    for (long long r = 0; r < 70000; r += 7)
+        for (long long c = 0; c <= r; c += r / 5 + 1) {
+            int bi, bj;
+            gram_upper_block(r * (r + 1) / 2 + c, &bi, &bj);
+            if (bi != c || bj != r) { printf("r=%%lld c=%%lld -> (%%d, %%d)\n", r, c, bi, bj); return 3; }
+        }
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+@needs_nvcc
+def test_upper_block_mapping_covers_each_upper_block_once(tmp_path):
+    harness = tmp_path / "check.cu"
+    harness.write_text(UPPER_BLOCK_CHECK % pycuda_kernel.KERNEL_SOURCE)
+    build = subprocess.run([NVCC, "-arch=sm_90", "-o", str(tmp_path / "check"), str(harness)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout
+
+
+def test_launch_grid():
+    assert pycuda_kernel.launch_grid(64, 64, True) == (1, 1)
+    assert pycuda_kernel.launch_grid(65, 65, True) == (3, 1)  # 2 block rows: (0,0) (0,1) (1,1)
+    assert pycuda_kernel.launch_grid(100, 300, False) == (5, 2)
+
+
+# ---------------------------------------------------------------- on a GPU (skipped without one)
+GPU_BACKENDS = [
+    pytest.param("torchcuda", marks=needs_torch_cuda),
+    pytest.param("pycuda", marks=needs_pycuda),
+    pytest.param("cupy", marks=needs_cupy),
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_states():
+    return random_states(300, 256, 6), random_states(77, 256, 7)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("tile", [None, 100])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_backend_equals_cpu_backend(backend, tile, dtype, gpu_states):
+    A, B = gpu_states
+    for args in [(A,), (A, B)]:
+        expected = gram(*args, backend="cpu", dtype=dtype)
+        K = gram(*args, backend=backend, tile=tile, dtype=dtype)
+        assert K.dtype == dtype and K.shape == expected.shape
+        np.testing.assert_allclose(K, expected, atol=1e-5, rtol=0)
+        if len(args) == 1:
+            np.testing.assert_array_equal(K, K.T)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_gpu_backend_small_and_odd_shapes(backend):
+    for n, d in [(1, 2), (3, 2), (67, 8), (129, 64)]:
+        A = random_states(n, d, n)
+        np.testing.assert_allclose(gram(A, backend=backend), reference(A), atol=1e-5, rtol=0)
+
+
+@needs_torch_cuda
+def test_states_torch_on_cuda_equal_numpy_states():
+    fm = FeatureMap(n_qubits=10, reps=2, entanglement="full")
+    X = np.random.default_rng(8).uniform(-np.pi, np.pi, (200, 10))
+    np.testing.assert_allclose(states_torch(fm, X, "cuda").cpu().numpy(), fm.states(X), atol=1e-5, rtol=0)
+
+
+@needs_torch_cuda
+def test_gram_device_on_cuda_stays_on_the_device(gpu_states):
+    A, B = gpu_states
+    K = torch_cuda.gram_device(torch.from_numpy(A).cuda(), torch.from_numpy(B).cuda(), tile=64)
+    assert K.is_cuda and K.dtype == torch.float64
+    np.testing.assert_allclose(K.cpu().numpy(), reference(A, B), atol=1e-5, rtol=0)
+
+
+@needs_torch_cuda
+def test_torchcuda_streams_states_that_do_not_fit(gpu_states, monkeypatch):
+    A, B = gpu_states
+    monkeypatch.setattr(torch_cuda, "_place", lambda *args: "streamed")  # as if the GPU were full
+    for args in [(A,), (A, B)]:
+        np.testing.assert_allclose(gram(*args, backend="torchcuda", tile=64), reference(*args), atol=1e-5, rtol=0)
+        K = torch_cuda.gram_device(*args, tile=64)
+        np.testing.assert_allclose(K.cpu().numpy(), reference(*args), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(N_CUDA < 2, reason=f"needs 2 CUDA devices, torch sees {N_CUDA} ({TORCH_CUDA_REASON})")
+@pytest.mark.parametrize("module", [torch_cuda, pytest.param(pycuda_kernel, marks=needs_pycuda),
+                                    pytest.param(cupy_blas, marks=needs_cupy)])
+def test_several_gpus_equal_one_gpu(module, gpu_states):
+    A, B = gpu_states
+    one_device = [torch.device("cuda", 0)] if module is torch_cuda else [0]
+    all_devices = [torch.device("cuda", k) for k in range(N_CUDA)] if module is torch_cuda else range(N_CUDA)
+    for b in (None, B):
+        shape = (A.shape[0], A.shape[0] if b is None else b.shape[0])
+        one, many = np.empty(shape), np.empty(shape)
+        module.gram_on_devices(A, b, out=one, tile=64, devices=one_device)
+        module.gram_on_devices(A, b, out=many, tile=64, devices=all_devices)
+        np.testing.assert_allclose(many, one, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(many, reference(A, b), atol=1e-5, rtol=0)
