@@ -7,6 +7,8 @@ import importlib
 # subcommand -> module with add_arguments(parser) and run(args) -> int
 BENCHES = {
     "gram": "qmlnb.bench.gram",
+    "gpu": "qmlnb.bench.gpu_baseline",
+    "qsvm": "qmlnb.bench.qsvm",
 }
 COMMANDS = {
     "sweep": "qmlnb.sweep",

@@ -400,3 +400,50 @@ def test_several_gpus_equal_one_gpu(module, gpu_states):
         module.gram_on_devices(A, b, out=many, tile=64, devices=all_devices)
         np.testing.assert_allclose(many, one, atol=1e-6, rtol=0)
         np.testing.assert_allclose(many, reference(A, b), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- the GPU benchmark harness (CPU smoke run)
+def test_matmul_baseline_reports_the_product_throughput():
+    from qmlnb.bench.gpu_baseline import matmul_baseline
+
+    row = matmul_baseline(random_states(40, 16, 9), CPU, repeats=2)
+    assert row["shape"] == [40, 16] and row["device"] == "cpu" and len(row["all_seconds"]) == 2
+    assert row["seconds"] > 0 and row["gflops"] == pytest.approx(8 * 40 * 40 * 16 / row["seconds"] / 1e9)
+
+
+def test_bench_gpu_smoke_run_on_the_cpu_device(tmp_path, capsys):
+    import json
+
+    from qmlnb.cli import main
+
+    path = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--device", "cpu", "--cases", "40x4:60,9x3", "--repeats", "1", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["device"] == "cpu" and "environment" in result
+    first, second = result["cases"]
+    assert (first["n"], first["n_qubits"], second["n"]) == (40, 4, 9)
+    assert first["torch_on_device"]["max_abs_difference_vs_cpu"] < 1e-5
+    assert first["targets"]["seconds_allowed"] == 60 and second["targets"]["seconds_allowed"] is None
+    assert first["matmul_baseline"]["shape"] == [40, 16]
+    assert set(first["host_backends"]) == {"torchcuda", "pycuda", "cupy"}
+    for name, row in first["host_backends"].items():
+        assert row["usable"] == available_backends()[name][0]
+
+
+def test_bench_gpu_rejects_bad_options():
+    from qmlnb.bench.gpu_baseline import parse_cases
+    from qmlnb.cli import main
+
+    assert parse_cases("20000x14:1,1000x16") == [(20000, 14, 1.0), (1000, 16, float("inf"))]
+    with pytest.raises(ValueError, match="NxQUBITS"):
+        parse_cases("20000-14")
+    with pytest.raises(ValueError, match="not GPU backends"):
+        main(["bench", "gpu", "--device", "cpu", "--backends", "cpu"])
+
+
+@pytest.mark.skipif(TORCH_CUDA, reason="torch has a CUDA device here")
+def test_bench_gpu_without_cuda_says_why(capsys):
+    from qmlnb.cli import main
+
+    assert main(["bench", "gpu"]) == 1
+    assert "no CUDA device" in capsys.readouterr().out
