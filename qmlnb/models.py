@@ -1,0 +1,100 @@
+"""The hybrid QCNN: a small CNN, angles for a QCNN circuit, a classifier head.
+
+    x (B, C, H, W) float
+      -> CNN: Conv(C->8, 5x5, stride 2) ReLU, Conv(8->16, 3x3, stride 2) ReLU,
+              adaptive average pool to 3x3, flatten (B, 144)
+      -> Linear(144 -> n_qubits), angles = pi * tanh(.)   (B, n_qubits)  == model.embed(x)
+      -> QCNN circuit (qmlnb.quantum_layer): RY angle encoding, log2(n) levels
+         of convolution + pooling, <Z> of the last wire            (B, 1)
+      -> Linear(1 -> n_classes)                                     (B, n_classes) logits
+
+The angles are bounded to (-pi, pi) by ``pi * tanh``: RY(a) and RY(a + 2 pi)
+differ only by a sign, so this range covers every encoded state once, and the
+bound keeps the embedding (which the quantum kernel uses) on a fixed scale.
+The strided CNN is deliberately small: images are downsampled early so the
+classical part does not dominate the cost of a training step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .quantum_layer import check_n_qubits, init_weights, make_quantum_layer
+
+SIMULATOR_NAMES = ("torch", "pennylane")
+
+
+class HybridQCNN(nn.Module):
+    """CNN -> n_qubits angles -> QCNN circuit -> linear classifier head.
+
+    Parameters
+    ----------
+    image_shape : (C, H, W) of the input images (H, W >= 5).
+    n_classes : number of classes (>= 2); logits have this width.
+    n_qubits : wires of the QCNN circuit, a power of two >= 2.
+    simulator : "torch" (fast batched state vectors, the default) or
+        "pennylane" (``qml.qnn.TorchLayer`` on default.qubit, backprop).  Both
+        have the same parameters: a state_dict of one loads into the other.
+    seed : seeds the initial weights (identical for both simulators).
+    """
+
+    def __init__(self, image_shape, n_classes: int = 2, n_qubits: int = 8, simulator: str = "torch",
+                 seed: int = 0):
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1 or min(image_shape[1:]) < 5:
+            raise ValueError(f"image_shape must be (C, H, W) with H, W >= 5, got {image_shape!r}")
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+        check_n_qubits(n_qubits)
+        if simulator not in SIMULATOR_NAMES:
+            raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {simulator!r}")
+        self.image_shape, self.n_classes, self.n_qubits, self.simulator = image_shape, n_classes, n_qubits, simulator
+        self.seed = seed
+
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            # nn layers draw their initial weights from the global RNG: seed it
+            # locally so that building a model never changes the caller's RNG
+            torch.manual_seed(seed)
+            self.features = nn.Sequential(
+                nn.Conv2d(image_shape[0], 8, kernel_size=5, stride=2, padding=2), nn.ReLU(),
+                nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+            )
+            self.to_angles = nn.Linear(16 * 9, n_qubits)
+            self.head = nn.Linear(1, n_classes)
+        self.quantum = make_quantum_layer(n_qubits, simulator, init_weights(n_qubits, generator))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """ValueError unless x is a (B, C, H, W) floating tensor of this model's image shape."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape (B, {', '.join(map(str, self.image_shape))}), "
+                            f"got {type(x).__name__}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must have shape (B, {', '.join(map(str, self.image_shape))}) for this "
+                             f"model, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"images must be floating point, got {x.dtype}")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, n_qubits) angles in (-pi, pi) fed to the circuit."""
+        self.check_input(x)
+        return math.pi * torch.tanh(self.to_angles(self.features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, n_classes) logits."""
+        angles = self.embed(x)
+        z = self.quantum(angles).reshape(angles.shape[0], 1).to(angles.dtype)
+        return self.head(z)
+
+    def quantum_parameters(self) -> dict[str, nn.Parameter]:
+        """The circuit's trainable angles: {"conv": (L, 6), "pool": (L, 2)}."""
+        return {"conv": self.quantum.conv, "pool": self.quantum.pool}
+
+    def config(self) -> dict:
+        """The constructor arguments (stored in checkpoints)."""
+        return {"image_shape": list(self.image_shape), "n_classes": self.n_classes, "n_qubits": self.n_qubits,
+                "simulator": self.simulator, "seed": self.seed}

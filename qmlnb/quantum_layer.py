@@ -1,0 +1,279 @@
+"""The QCNN circuit of the hybrid model and its two simulators.
+
+Circuit (Cong, Choi and Lukin, Nature Physics 2019), on ``n`` wires, ``n`` a
+power of two:
+
+1. angle encoding: ``RY(angle_i)`` on wire ``i`` (the state is a product state);
+2. ``log2(n)`` levels; a level acts on its active wires ``a_0 < a_1 < ...``:
+
+   * convolution: one parametrised two-qubit block ``U(conv[l])`` on the
+     neighbouring pairs ``(a_0, a_1), (a_2, a_3), ...`` and then, with four or
+     more active wires, on ``(a_1, a_2), (a_3, a_4), ...``.  All pairs of a level
+     share the block's 6 angles (translation invariance, as in the paper);
+   * pooling: for each pair ``(a_2k, a_2k+1)`` a controlled rotation from the
+     discarded wire ``a_2k`` to the kept wire ``a_2k+1``:
+     ``CRZ(pool[l, 0])`` when the discarded wire is 1 and ``RX(pool[l, 1])``
+     when it is 0 (``X, CRX, X``).  The active wires halve.
+
+   The convolution block on ``(a, b)`` is ``RZ(w0) RY(w2)`` on ``a``,
+   ``RZ(w1) RY(w3)`` on ``b`` (RZ first), ``CNOT(a, b)``, ``RY(w4)`` on ``a``,
+   ``RY(w5)`` on ``b``, ``CNOT(b, a)``;
+3. readout: ``<Z>`` of the one wire left (wire ``n - 1``).
+
+Parameters: ``conv`` of shape ``(log2 n, 6)`` and ``pool`` of shape
+``(log2 n, 2)``.  Both simulators register exactly these two parameters under
+these names, so a ``state_dict`` of one loads into the other:
+
+* :class:`TorchQCNN` -- a batched state-vector simulator in plain torch: the
+  state is a ``(B, 2**n)`` complex tensor viewed as ``(B, 2, ..., 2)``; each
+  two-qubit gate is a ``(4, 4)`` matrix built from the parameters once per
+  forward pass and applied to all samples by one small tensor contraction.
+  Full autograd (nothing is detached or converted to NumPy).
+* :func:`pennylane_qcnn` -- the same circuit as a PennyLane QNode on
+  ``default.qubit`` with ``diff_method="backprop"``, wrapped in
+  ``qml.qnn.TorchLayer``: the reference the fast simulator is tested against.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+N_CONV = 6  # angles of one convolution block
+N_POOL = 2  # angles of one pooling block
+
+
+def check_n_qubits(n_qubits) -> int:
+    """``n_qubits`` as an int; a power of two >= 2, else ValueError."""
+    if isinstance(n_qubits, bool) or not isinstance(n_qubits, int) or n_qubits < 2 or n_qubits & (n_qubits - 1):
+        raise ValueError(
+            f"n_qubits must be a power of two >= 2 (the QCNN halves the active qubits "
+            f"at each of log2(n) levels), got {n_qubits!r}"
+        )
+    return n_qubits
+
+
+def n_levels(n_qubits: int) -> int:
+    """Number of convolution + pooling levels: log2(n_qubits)."""
+    return int(math.log2(check_n_qubits(n_qubits)))
+
+
+def levels(n_qubits: int) -> list[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+    """Per level: (convolution pairs, pooling pairs (discarded, kept)) in circuit order."""
+    active = list(range(check_n_qubits(n_qubits)))
+    out = []
+    while len(active) > 1:
+        conv = [(active[i], active[i + 1]) for i in range(0, len(active) - 1, 2)]
+        if len(active) > 2:
+            conv += [(active[i], active[i + 1]) for i in range(1, len(active) - 1, 2)]
+        pool = [(active[i], active[i + 1]) for i in range(0, len(active), 2)]
+        out.append((conv, pool))
+        active = [kept for _, kept in pool]
+    return out
+
+
+def readout_wire(n_qubits: int) -> int:
+    """The wire whose <Z> is the circuit's output."""
+    return levels(n_qubits)[-1][1][0][1]
+
+
+def init_weights(n_qubits: int, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Initial ``conv`` (L, 6) and ``pool`` (L, 2) angles, uniform in [0, 2 pi)."""
+    n_lev = n_levels(n_qubits)
+    conv = torch.rand(n_lev, N_CONV, generator=generator, dtype=dtype) * (2 * math.pi)
+    pool = torch.rand(n_lev, N_POOL, generator=generator, dtype=dtype) * (2 * math.pi)
+    return {"conv": conv, "pool": pool}
+
+
+# ---------------------------------------------------------------- gate matrices
+# Gate matrices are built for all levels at once from (L, k) angle tensors:
+# the model is small, so a forward pass costs what its number of torch ops
+# costs, not flops; a handful of vectorised ops beats a 2x2 matrix per gate.
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """complex128 for float64 angles, else complex64."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def ry_matrices(theta: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 2) real RY(theta) = [[c, -s], [s, c]], c = cos(theta/2), s = sin(theta/2)."""
+    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+    return torch.stack([c, -s, s, c], dim=-1).reshape(theta.shape + (2, 2))
+
+
+def rx_matrices(theta: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 2) complex RX(theta) = [[c, -i s], [-i s, c]]."""
+    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+    return torch.complex(torch.stack([c, 0 * s, 0 * s, c], dim=-1),
+                         torch.stack([0 * c, -s, -s, 0 * c], dim=-1)).reshape(theta.shape + (2, 2))
+
+
+def rz_phases(theta: torch.Tensor) -> torch.Tensor:
+    """(..., 2) complex diagonal of RZ(theta): exp(-i theta/2), exp(+i theta/2)."""
+    half = torch.stack([-theta / 2, theta / 2], dim=-1)
+    return torch.polar(torch.ones_like(half), half)
+
+
+def batched_kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(L, 2, 2) x (L, 2, 2) -> (L, 4, 4) Kronecker products, a on the more significant bit."""
+    return (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(a.shape[0], 4, 4)
+
+
+# CNOT on a pair (a, b), a the more significant bit, as a row permutation:
+# CNOT @ M == M[perm]
+CNOT_FIRST_CONTROLS = [0, 1, 3, 2]
+CNOT_SECOND_CONTROLS = [0, 3, 2, 1]
+
+
+def conv_matrices(conv: torch.Tensor) -> torch.Tensor:
+    """(L, 6) angles -> (L, 4, 4) complex unitaries of the convolution block on (a, b).
+
+    U = CNOT(b, a) [RY(w4) x RY(w5)] CNOT(a, b) [RY(w2) RZ(w0) x RY(w3) RZ(w1)].
+    """
+    first = ry_matrices(conv[:, 2:4]).to(complex_dtype(conv.dtype)) * rz_phases(conv[:, 0:2])[..., None, :]
+    second = ry_matrices(conv[:, 4:6])
+    k1 = batched_kron(first[:, 0], first[:, 1])[:, CNOT_FIRST_CONTROLS]
+    k2 = batched_kron(second[:, 0], second[:, 1]).to(k1.dtype)
+    return (k2 @ k1)[:, CNOT_SECOND_CONTROLS]
+
+
+def pool_matrices(pool: torch.Tensor) -> torch.Tensor:
+    """(L, 2) angles -> (L, 4, 4) complex unitaries of the pooling block on (discarded, kept).
+
+    Block diagonal in the discarded wire's value: RX(w1) on the kept wire when
+    it is 0 (the X, CRX, X of the circuit), RZ(w0) when it is 1 (CRZ).
+    """
+    rx = rx_matrices(pool[:, 1])
+    rz = torch.diag_embed(rz_phases(pool[:, 0]))
+    zero = torch.zeros_like(rx)
+    return torch.cat([torch.cat([rx, zero], dim=2), torch.cat([zero, rz], dim=2)], dim=1)
+
+
+# ---------------------------------------------------------------- fast simulator
+def encode(angles: torch.Tensor) -> torch.Tensor:
+    """(B, n) real angles -> (B, 2**n) complex product state of RY(angle_i)|0> per wire.
+
+    Wire 0 is the most significant bit (PennyLane's order).
+    """
+    amp = torch.stack([torch.cos(angles / 2), torch.sin(angles / 2)], dim=-1)  # (B, n, 2)
+    state = amp[:, 0]
+    for wire in range(1, angles.shape[1]):
+        state = (state[:, :, None] * amp[:, wire, None, :]).reshape(angles.shape[0], -1)
+    return state.to(complex_dtype(angles.dtype))
+
+
+def apply_two_qubit(state: torch.Tensor, gate: torch.Tensor, a: int, b: int, n_qubits: int) -> torch.Tensor:
+    """Apply a (4, 4) gate on wires (a, b), a < b its more significant bit, to (B, 2**n) states.
+
+    The state is viewed as (B * 2**a, 2, 2**(b-a-1), 2, 2**(n-b-1)) and
+    contracted with the gate as a (2, 2, 2, 2) tensor: one einsum, no Python
+    loop over samples.
+    """
+    psi = state.reshape(-1, 2, 2 ** (b - a - 1), 2, 2 ** (n_qubits - b - 1))
+    out = torch.einsum("ijkl,xkylz->xiyjz", gate.reshape(2, 2, 2, 2), psi)
+    return out.reshape(state.shape)
+
+
+def expval_z(state: torch.Tensor, wire: int, n_qubits: int) -> torch.Tensor:
+    """(B, 2**n) complex states -> (B,) real <Z> of ``wire``."""
+    probs = (state.real**2 + state.imag**2).reshape(state.shape[0], 2**wire, 2, -1)
+    per_value = probs.sum(dim=(1, 3))  # (B, 2): P(wire = 0), P(wire = 1)
+    return per_value[:, 0] - per_value[:, 1]
+
+
+class TorchQCNN(nn.Module):
+    """The QCNN circuit simulated as batched torch state vectors.
+
+    forward: (B, n_qubits) angles, float32 or float64 -> (B,) <Z> of the last
+    wire, same dtype.  Parameters ``conv`` (L, 6) and ``pool`` (L, 2), L = log2(n).
+    """
+
+    def __init__(self, n_qubits: int, weights: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.n_qubits = check_n_qubits(n_qubits)
+        self.levels = levels(n_qubits)
+        self.wire = readout_wire(n_qubits)
+        weights = weights if weights is not None else init_weights(n_qubits)
+        self.conv = nn.Parameter(weights["conv"].clone())
+        self.pool = nn.Parameter(weights["pool"].clone())
+
+    def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        n = self.n_qubits
+        u_conv = conv_matrices(self.conv.to(angles.dtype))
+        u_pool = pool_matrices(self.pool.to(angles.dtype))
+        state = encode(angles)
+        for level, (conv_pairs, pool_pairs) in enumerate(self.levels):
+            for a, b in conv_pairs:
+                state = apply_two_qubit(state, u_conv[level], a, b, n)
+            for a, b in pool_pairs:
+                state = apply_two_qubit(state, u_pool[level], a, b, n)
+        return expval_z(state, self.wire, n)
+
+
+# ---------------------------------------------------------------- PennyLane reference
+def pennylane_circuit(n_qubits: int):
+    """The circuit as a function ``(inputs, conv, pool) -> qml.expval`` for a QNode."""
+    import pennylane as qml
+
+    wires = list(range(check_n_qubits(n_qubits)))
+    lev = levels(n_qubits)
+    out_wire = readout_wire(n_qubits)
+
+    def conv_block(w, a, b):
+        qml.RZ(w[0], wires=a)
+        qml.RZ(w[1], wires=b)
+        qml.RY(w[2], wires=a)
+        qml.RY(w[3], wires=b)
+        qml.CNOT(wires=[a, b])
+        qml.RY(w[4], wires=a)
+        qml.RY(w[5], wires=b)
+        qml.CNOT(wires=[b, a])
+
+    def pool_block(w, discarded, kept):
+        qml.CRZ(w[0], wires=[discarded, kept])
+        qml.PauliX(wires=discarded)
+        qml.CRX(w[1], wires=[discarded, kept])
+        qml.PauliX(wires=discarded)
+
+    def circuit(inputs, conv, pool):
+        qml.AngleEmbedding(inputs, wires=wires, rotation="Y")
+        for level, (conv_pairs, pool_pairs) in enumerate(lev):
+            for a, b in conv_pairs:
+                conv_block(conv[level], a, b)
+            for a, b in pool_pairs:
+                pool_block(pool[level], a, b)
+        return qml.expval(qml.PauliZ(out_wire))
+
+    return circuit
+
+
+def pennylane_qcnn(n_qubits: int, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The QCNN circuit as ``qml.qnn.TorchLayer`` (default.qubit, backprop).
+
+    Same parameter names as :class:`TorchQCNN` (``conv``, ``pool``; TorchLayer
+    registers them at its top level), so state_dicts are interchangeable.
+    forward: (B, n_qubits) angles -> (B,) <Z> of the last wire.
+    """
+    import pennylane as qml
+
+    weights = weights if weights is not None else init_weights(n_qubits)
+    device = qml.device("default.qubit", wires=check_n_qubits(n_qubits))
+    qnode = qml.QNode(pennylane_circuit(n_qubits), device, interface="torch", diff_method="backprop")
+    layer = qml.qnn.TorchLayer(qnode, {name: tuple(value.shape) for name, value in weights.items()})
+    with torch.no_grad():
+        for name, value in weights.items():
+            # .data, not copy_: keep the dtype of the given weights (float64 in tests)
+            getattr(layer, name).data = value.detach().clone()
+    return layer
+
+
+SIMULATORS = {"torch": TorchQCNN, "pennylane": pennylane_qcnn}
+
+
+def make_quantum_layer(n_qubits: int, simulator: str = "torch",
+                       weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The QCNN circuit module for ``simulator`` ("torch" or "pennylane")."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {tuple(SIMULATORS)}, got {simulator!r}")
+    return SIMULATORS[simulator](n_qubits, weights)

@@ -1,0 +1,441 @@
+"""Training the hybrid QCNN: sequential, fold-parallel or data-parallel.
+
+    from qmlnb.data import load_splits
+    from qmlnb.train import TrainConfig, train_qcnn
+    result = train_qcnn(load_splits("fashion-mnist", classes=(3, 8)), TrainConfig(epochs=10))
+    result.metrics        # held-out test split: accuracy, f1, roc_auc, balanced_accuracy
+    result.model.embed(x) # the trained (B, n_qubits) embedding
+
+One fold is trained by :func:`train_fold`: cross-entropy, Adam, a cosine
+learning-rate schedule, early stopping on validation F1 (the best epoch's
+weights are kept) and a checkpoint after every epoch.  With ``folds > 1`` the
+training and validation splits are pooled and cut into stratified folds; each
+fold trains on the others and validates on itself; the fold with the best
+validation F1 gives ``result.model``.  The test split is never trained or
+selected on.  The process-level parts (process pool, torch.distributed) are in
+:mod:`qmlnb.parallel`.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .metrics import classification_metrics
+from .models import SIMULATOR_NAMES, HybridQCNN
+from .quantum_layer import check_n_qubits
+
+MODES = ("sequential", "fold-parallel", "data-parallel")
+# TrainConfig fields that do not change the numbers a run produces: a checkpoint
+# written under other values of these resumes fine
+RESULT_NEUTRAL_FIELDS = ("mode", "workers", "threads", "checkpoint_dir", "progress", "eval_batch_size")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with another configuration or other data."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    n_qubits : QCNN wires (power of two).  epochs : maximum epochs per fold.
+    batch_size : samples per optimiser step (global, also in data-parallel mode).
+    lr : Adam's learning rate, annealed by a cosine schedule to ``lr * lr_min_factor``.
+    weight_decay : Adam's L2 penalty.  patience : stop after this many epochs
+    without a better validation F1 (None: never stop early).
+    folds : 1 = train on the training split, validate on the validation split;
+    k > 1 = stratified k-fold over training + validation.
+    mode : "sequential", "fold-parallel" (one process per fold) or
+    "data-parallel" (``workers`` gloo processes share every batch).
+    workers : processes for the parallel modes.  threads : torch threads per
+    process (None: cores // processes, at least 1).  seed : seeds weights and
+    shuffling.  checkpoint_dir : folder for one checkpoint per fold (None: none).
+    simulator : "torch" or "pennylane".  progress : tqdm bars.
+    """
+
+    n_qubits: int = 8
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_min_factor: float = 0.05
+    weight_decay: float = 0.0
+    patience: int | None = 5
+    folds: int = 1
+    mode: str = "sequential"
+    workers: int = 2
+    threads: int | None = None
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    simulator: str = "torch"
+    progress: bool = True
+    eval_batch_size: int = 512
+
+    def __post_init__(self):
+        check_n_qubits(self.n_qubits)
+        for name in ("epochs", "batch_size", "folds", "workers", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
+                                          or self.patience < 1):
+            raise ValueError(f"patience must be a positive int or None, got {self.patience!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 < self.lr_min_factor <= 1:
+            raise ValueError(f"lr_min_factor must be in (0, 1], got {self.lr_min_factor!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.simulator not in SIMULATOR_NAMES:
+            raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {self.simulator!r}")
+
+    def processes(self) -> int:
+        """Processes this configuration runs at once."""
+        if self.mode == "fold-parallel":
+            return min(self.workers, self.folds)
+        return self.workers if self.mode == "data-parallel" else 1
+
+    def threads_per_process(self) -> int:
+        """torch threads per process, so that processes x threads <= cores."""
+        procs, cores = self.processes(), available_cores()
+        if procs > 1 and procs > cores:
+            raise ValueError(f"{self.mode} with {procs} processes would oversubscribe the {cores} cores "
+                             f"of this machine; use workers <= {cores}")
+        if self.threads is None:
+            return max(1, cores // procs)
+        if procs * self.threads > cores:
+            raise ValueError(f"{procs} processes x threads={self.threads} exceeds the {cores} cores; "
+                             f"use threads <= {max(1, cores // procs)} or threads=None")
+        return self.threads
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_qcnn` returns.
+
+    model : the best fold's HybridQCNN (best epoch's weights, eval mode).
+    metrics : that model on the held-out test split (accuracy, f1, roc_auc,
+    balanced_accuracy).  history : one dict per epoch and fold.  timings :
+    seconds (``total``, ``folds`` per fold) and ``train_samples_per_s``.
+    fold_metrics : per fold: best epoch, validation and test metrics.
+    """
+
+    model: HybridQCNN
+    metrics: dict
+    history: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    fold_metrics: list = field(default_factory=list)
+    best_fold: int = 0
+    config: TrainConfig | None = None
+
+
+@dataclass
+class FoldData:
+    """The arrays of one fold: float32 (N, C, H, W) images and int64 (N,) labels."""
+
+    fold: int
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    image_shape: tuple
+    n_classes: int
+    checkpoint: str | None = None
+
+
+# ------------------------------------------------------------------ validation
+def check_images(X, image_shape, name: str) -> np.ndarray:
+    """X as a float32 (N, C, H, W) array of ``image_shape`` images, else ValueError."""
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    if X.ndim != 4 or tuple(X.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, image_shape))}), got {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if X.dtype.kind != "f" or not np.isfinite(X).all():
+        raise ValueError(f"{name} must hold finite floating-point values")
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_labels(y, n_classes: int, name: str, n: int | None = None) -> np.ndarray:
+    """y as an int64 (N,) array of labels in 0..n_classes-1, else ValueError."""
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if y.ndim != 1 or (n is not None and len(y) != n):
+        raise ValueError(f"{name} must have shape ({n if n is not None else 'N'},), got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer labels, got dtype {y.dtype}")
+    bad = np.unique(y[(y < 0) | (y >= n_classes)])
+    if bad.size:
+        raise ValueError(f"{name} has labels {bad[:10].tolist()} outside 0..{n_classes - 1} "
+                         f"(the {n_classes} chosen classes)")
+    return y.astype(np.int64)
+
+
+def fold_data(splits, cfg: TrainConfig) -> list[FoldData]:
+    """Validate ``splits`` against ``cfg`` and cut it into folds (no training yet)."""
+    image_shape = tuple(int(s) for s in splits.image_shape)
+    n_classes = len(splits.classes)
+    arrays = {}
+    for part in ("train", "val", "test"):
+        X = check_images(getattr(splits, f"X_{part}"), image_shape, f"X_{part}")
+        arrays[part] = (X, check_labels(getattr(splits, f"y_{part}"), n_classes, f"y_{part}", len(X)))
+    ckpt = (lambda k: str(Path(cfg.checkpoint_dir) / f"fold{k}.pt")) if cfg.checkpoint_dir else (lambda k: None)
+    if cfg.folds == 1:
+        folds = [FoldData(0, *arrays["train"], *arrays["val"], image_shape, n_classes, ckpt(0))]
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        X = np.concatenate([arrays["train"][0], arrays["val"][0]])
+        y = np.concatenate([arrays["train"][1], arrays["val"][1]])
+        smallest = np.bincount(y, minlength=n_classes).min()
+        if smallest < cfg.folds:
+            raise ValueError(f"folds={cfg.folds} needs at least {cfg.folds} samples of every class in "
+                             f"train + validation; the smallest class has {smallest}")
+        cut = StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed).split(X, y)
+        folds = [FoldData(k, X[tr], y[tr], X[va], y[va], image_shape, n_classes, ckpt(k))
+                 for k, (tr, va) in enumerate(cut)]
+    smallest_train = min(len(f.y_train) for f in folds)
+    if cfg.batch_size > smallest_train:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training data "
+                         f"({smallest_train} samples{' in the smallest fold' if cfg.folds > 1 else ''})")
+    return folds
+
+
+# ------------------------------------------------------------------ checkpoints
+def fingerprint(data: FoldData, cfg: TrainConfig, world: int) -> dict:
+    """What a checkpoint must match to be resumed: configuration and data."""
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESULT_NEUTRAL_FIELDS}
+    digest = hashlib.sha1()
+    for array in (data.X_train, data.y_train, data.X_val, data.y_val):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    # data-parallel sums gradients in another order: its runs differ in the last bits
+    return {**config, "fold": data.fold, "data_parallel_world": world, "image_shape": list(data.image_shape),
+            "n_classes": data.n_classes, "n_train": len(data.y_train), "data_sha1": digest.hexdigest()}
+
+
+def load_checkpoint(path: str, expected: dict) -> dict | None:
+    """The checkpoint at ``path`` (None if absent); CheckpointMismatchError if it is another run's."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise CheckpointMismatchError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
+    saved = state.get("fingerprint") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointMismatchError(f"{path} is not a qmlnb training checkpoint; delete it or use another "
+                                      "checkpoint_dir")
+    diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+    if diff:
+        shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise CheckpointMismatchError(f"checkpoint {path} was written by another configuration ({shown}); "
+                                      "delete it or use another checkpoint_dir")
+    return state
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write atomically: an interrupted save never leaves a half-written checkpoint."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ training one fold
+@contextlib.contextmanager
+def torch_settings(threads: int):
+    """Threads and deterministic algorithms for a training run; restored afterwards."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def build_model(data: FoldData, cfg: TrainConfig) -> HybridQCNN:
+    """The fold's freshly initialised model (seed = cfg.seed + fold)."""
+    return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold)
+
+
+def predict_scores(model: HybridQCNN, X, batch_size: int = 512) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, n_classes) float32 class probabilities (eval mode, no grad)."""
+    X = torch.as_tensor(check_images(X, model.image_shape, "X"))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(model(X[i:i + batch_size]), dim=1) for i in range(0, len(X), batch_size)])
+    model.train(was_training)
+    return probs.float()
+
+
+def evaluate(model: HybridQCNN, X, y, batch_size: int = 512) -> dict:
+    """accuracy, f1, roc_auc, balanced_accuracy of ``model`` on images X (N, C, H, W), labels y (N,)."""
+    y = check_labels(y, model.n_classes, "y", len(X))
+    probs = predict_scores(model, X, batch_size).numpy()
+    scores = probs[:, 1] if model.n_classes == 2 else probs
+    return classification_metrics(y, probs.argmax(axis=1), scores, n_classes=model.n_classes)
+
+
+def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 1, sync=None,
+               on_epoch_end=None) -> dict:
+    """Train one fold; resume from its checkpoint if there is one.
+
+    rank, world, sync : data-parallel: every optimiser step's batch is shared
+    out as ``batch[rank::world]`` and ``sync(model, loss_sum, val_fn)`` is
+    replaced by :mod:`qmlnb.parallel`'s gradient all-reduce (see there); the
+    sequential run is rank 0 of 1.
+    on_epoch_end : called with each epoch's history record (after its checkpoint).
+
+    Returns {"fold", "state" (best epoch's state_dict), "history", "best_epoch",
+    "val_metrics", "train_seconds", "train_samples"}.
+    """
+    from .parallel import LocalSync
+
+    sync = sync or LocalSync()
+    expected = fingerprint(data, cfg, world)
+    saved = load_checkpoint(data.checkpoint, expected)
+    model = build_model(data, cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
+                                                           eta_min=cfg.lr * cfg.lr_min_factor)
+    shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + data.fold)
+    torch.manual_seed(cfg.seed + data.fold)
+    state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "best_state": None, "best_val": None,
+             "bad_epochs": 0, "history": [], "train_seconds": 0.0, "train_samples": 0, "done": False}
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        shuffle.set_state(saved["rng"]["shuffle"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        state = saved["progress"]
+
+    X_train, y_train = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+    # zero gradients that exist from the start: a rank whose share of a batch is
+    # empty still takes part in the all-reduce
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    bar = tqdm(range(state["epoch"], cfg.epochs), desc=f"fold {data.fold}", position=data.fold,
+               initial=state["epoch"], total=cfg.epochs, disable=not cfg.progress or rank != 0, leave=False)
+    for epoch in bar:
+        if state["done"]:
+            break
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y_train), generator=shuffle)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i in range(0, len(order), cfg.batch_size):
+            batch = order[i:i + cfg.batch_size]
+            mine = batch[rank::world]
+            optimizer.zero_grad(set_to_none=False)
+            if len(mine):
+                # sum / global batch size: the shares' gradients add up to the batch mean's
+                loss = F.cross_entropy(model(X_train[mine]), y_train[mine], reduction="sum") / len(batch)
+                loss.backward()
+                loss_sum += loss.detach().double() * len(batch)
+            sync.gradients(model)
+            optimizer.step()
+        scheduler.step()
+        train_loss = sync.total(loss_sum) / len(y_train)
+        val = sync.from_rank0(lambda: evaluate(model, data.X_val, data.y_val, cfg.eval_batch_size))
+        seconds = time.perf_counter() - start
+        state["train_seconds"] += seconds
+        state["train_samples"] += len(y_train)
+        record = {"fold": data.fold, "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": seconds, **{f"val_{k}": v for k, v in val.items()}}
+        state["history"].append(record)
+        if val["f1"] > state["best_f1"]:
+            state.update(best_f1=val["f1"], best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()),
+                         best_val=val, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+            state["done"] = True
+        if data.checkpoint and rank == 0:
+            save_checkpoint(data.checkpoint, {
+                "fingerprint": expected, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "progress": state,
+                "rng": {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}})
+        bar.set_postfix(val_f1=f"{val['f1']:.3f}", loss=f"{train_loss:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    bar.close()
+    return {"fold": data.fold, "state": state["best_state"], "history": state["history"],
+            "best_epoch": state["best_epoch"], "val_metrics": state["best_val"],
+            "train_seconds": state["train_seconds"], "train_samples": state["train_samples"]}
+
+
+# ------------------------------------------------------------------ the entry point
+def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> TrainResult:
+    """Train a HybridQCNN on ``splits`` (a ``qmlnb.data.Splits``) as ``cfg`` says.
+
+    Everything is validated (shapes, labels, batch size, threads, existing
+    checkpoints) before any training starts.  ``on_epoch_end(record)`` is called
+    after every epoch (sequential mode only: the parallel modes run in other
+    processes).  Returns a :class:`TrainResult`.
+    """
+    from . import parallel
+
+    cfg = cfg or TrainConfig()
+    folds = fold_data(splits, cfg)
+    threads = cfg.threads_per_process()
+    if on_epoch_end is not None and cfg.mode != "sequential":
+        raise ValueError("on_epoch_end is only called in mode='sequential'")
+    world = cfg.workers if cfg.mode == "data-parallel" else 1
+    for data in folds:  # refuse another run's checkpoint now, not after hours of other folds
+        load_checkpoint(data.checkpoint, fingerprint(data, cfg, world))
+
+    start = time.perf_counter()
+    if cfg.mode == "sequential":
+        with torch_settings(threads):
+            outcomes = [train_fold(data, cfg, on_epoch_end=on_epoch_end) for data in folds]
+    elif cfg.mode == "fold-parallel":
+        outcomes = parallel.run_fold_parallel(folds, cfg, threads)
+    else:
+        outcomes = parallel.run_data_parallel(folds, cfg, threads)
+    total = time.perf_counter() - start
+
+    X_test, y_test = check_images(splits.X_test, folds[0].image_shape, "X_test"), np.asarray(splits.y_test)
+    fold_metrics, models = [], []
+    for data, outcome in zip(folds, outcomes):
+        model = build_model(data, cfg)
+        model.load_state_dict(outcome["state"])
+        model.eval()
+        models.append(model)
+        fold_metrics.append({"fold": data.fold, "best_epoch": outcome["best_epoch"], "val": outcome["val_metrics"],
+                             "test": evaluate(model, X_test, y_test, cfg.eval_batch_size)})
+    best = max(range(len(folds)), key=lambda k: (fold_metrics[k]["val"]["f1"], -k))
+    samples = sum(o["train_samples"] for o in outcomes)
+    fold_seconds = [o["train_seconds"] for o in outcomes]
+    timings = {"total": total, "folds": fold_seconds, "train_samples": samples,
+               "train_samples_per_s": samples / total if total > 0 else float("nan"),
+               "threads_per_process": threads, "processes": cfg.processes()}
+    history = [record for o in outcomes for record in o["history"]]
+    return TrainResult(models[best], fold_metrics[best]["test"], history, timings, fold_metrics, best, cfg)
