@@ -321,6 +321,101 @@ def test_upper_block_mapping_covers_each_upper_block_once(tmp_path):
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout
 
 
+# The kernel run on the CPU: every CUDA thread of a block is a std::thread, __syncthreads is a
+# barrier, __shared__ arrays are statics (blocks run one after another).  This checks the
+# kernel's indexing, staging, bounds, triangular block mapping and mirrored stores against
+# a float64 reference; it says nothing about speed.
+EMULATION_SHIM = r"""
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+struct float2 { float x, y; };
+struct dim3 { unsigned x = 0, y = 0, z = 0; };
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+thread_local dim3 threadIdx, blockIdx;
+static std::barrier<> *block_barrier;
+static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#include "%s"
+extern "C" void emulate(const float2 *A, const float2 *B, void *out, void *out_t, int n_rows, int n_cols,
+                        int d, int triangular, int grid_x, int grid_y, int f64)
+{
+    const int threads = GRAM_THREADS * GRAM_THREADS;
+    for (int by = 0; by < grid_y; ++by)
+        for (int bx = 0; bx < grid_x; ++bx) {
+            std::barrier<> barrier(threads);
+            block_barrier = &barrier;
+            std::vector<std::thread> pool;
+            for (int t = 0; t < threads; ++t)
+                pool.emplace_back([=] {
+                    threadIdx = dim3{(unsigned)(t %% GRAM_THREADS), (unsigned)(t / GRAM_THREADS), 0};
+                    blockIdx = dim3{(unsigned)bx, (unsigned)by, 0};
+                    if (f64) gram_abs2_f64(A, B, (double *)out, (double *)out_t, n_rows, n_cols, d, triangular);
+                    else gram_abs2_f32(A, B, (float *)out, (float *)out_t, n_rows, n_cols, d, triangular);
+                });
+            for (auto &th : pool) th.join();
+        }
+}
+"""
+CXX = shutil.which("g++")
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(tmp_path_factory):
+    """``run(A, B, dtype, triangular, with_transpose) -> (out, out_t)``: the CUDA kernel run on the CPU."""
+    import ctypes
+
+    if CXX is None:
+        pytest.skip("g++ not found: cannot build the CPU emulation of the CUDA kernel")
+    folder = tmp_path_factory.mktemp("kernel_emulation")
+    (folder / "emulate.cpp").write_text(EMULATION_SHIM % pycuda_kernel.KERNEL_SOURCE)
+    build = subprocess.run([CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror",
+                            "-Wno-unknown-pragmas", str(folder / "emulate.cpp"), "-o", str(folder / "emulate.so")],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "barrier" in build.stderr:
+        pytest.skip(f"{CXX} has no C++20 <barrier>: {build.stderr[:200]}")
+    assert build.returncode == 0, build.stderr
+    library = ctypes.CDLL(str(folder / "emulate.so"))
+
+    def run(A, B, dtype, triangular, with_transpose=False):
+        n, m, d = A.shape[0], B.shape[0], A.shape[1]
+        out = np.full((n, m), np.nan, dtype)
+        out_t = np.full((m, n), np.nan, dtype) if with_transpose else None
+        pointer = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+        grid_x, grid_y = pycuda_kernel.launch_grid(n, m, triangular)
+        library.emulate(pointer(A), pointer(B), pointer(out), pointer(out_t), n, m, d, int(triangular),
+                        grid_x, grid_y, int(dtype == np.float64))
+        return out, out_t
+
+    return run
+
+
+@pytest.mark.parametrize("n, d", [(1, 2), (64, 4), (70, 40), (130, 16)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_kernel_symmetric_launch(emulated_kernel, n, d, dtype):
+    A = random_states(n, d, n + d)
+    K, _ = emulated_kernel(A, A, dtype, triangular=True)
+    assert not np.isnan(K).any()  # every entry written, upper blocks and their mirrors
+    np.testing.assert_allclose(K, reference(A), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(K, K.T)
+
+
+@pytest.mark.parametrize("n, m, d", [(70, 33, 40), (5, 130, 8), (64, 64, 16)])
+def test_emulated_kernel_rectangular_launch_and_transposed_copy(emulated_kernel, n, m, d):
+    A, B = random_states(n, d, 1), random_states(m, d, 2)
+    K, K_t = emulated_kernel(A, B, np.float32, triangular=False, with_transpose=True)
+    np.testing.assert_allclose(K, reference(A, B), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(K_t, K.T)
+    K_only, _ = emulated_kernel(A, B, np.float64, triangular=False)  # out_t null: not written
+    np.testing.assert_allclose(K_only, reference(A, B), atol=1e-5, rtol=0)
+
+
 def test_launch_grid():
     assert pycuda_kernel.launch_grid(64, 64, True) == (1, 1)
     assert pycuda_kernel.launch_grid(65, 65, True) == (3, 1)  # 2 block rows: (0,0) (0,1) (1,1)

@@ -279,7 +279,8 @@ def _to(states, device, placement: str):
         return None
     if placement == "resident":
         return states.to(device)
-    return states if states.is_pinned() else states.pin_memory()
+    host = states.cpu()  # states on another GPU are streamed from the host too
+    return host if host.is_pinned() else host.pin_memory()
 
 
 # ---------------------------------------------------------------- inputs and devices
