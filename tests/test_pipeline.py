@@ -132,3 +132,36 @@ def test_bad_baseline_input(digits):
         fit_baseline("logreg_embeddings", X, np.zeros(len(X), dtype=int), X, digits.y_train)
     with pytest.raises(ValueError, match="X_test has 3 features but X_train has 64"):
         fit_baseline("logreg_embeddings", X, digits.y_train, X[:, :3], digits.y_train)
+
+
+# ---------------------------------------------------------------- with the real QCNN
+def test_pipeline_trains_the_qcnn(digits):
+    from qmlnb.train import TrainConfig
+
+    config = TrainConfig(n_qubits=N_QUBITS, epochs=1, batch_size=32, progress=False)
+    result = run_qsvm_experiment(digits, config, SVM, baselines=("logreg_embeddings",), cv=3)
+    assert set(result["qcnn"]["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert result["timings"]["qcnn_train"] > 0
+    assert result["qsvm"]["params"]["n_qubits"] == N_QUBITS
+    # even a briefly trained CNN front end separates 3 from 8 for the kernel SVM
+    assert result["qsvm"]["metrics"]["balanced_accuracy"] >= 0.8
+
+
+def test_bench_cases_and_smoke_run(tmp_path):
+    from qmlnb.bench.qsvm import parse_case
+    from qmlnb.cli import main
+
+    assert parse_case("3,8:all") == ((3, 8), None)
+    assert parse_case("1,3,5,8:1000") == ((1, 3, 5, 8), 1000)
+    for bad in ("3,8", "3,8:many", "a,b:all", "3,8:0"):
+        with pytest.raises(ValueError, match="N_TRAIN"):
+            parse_case(bad)
+    out = tmp_path / "qsvm.json"
+    assert main(["bench", "qsvm", "--dataset", "digits", "--case", "3,8:all", "--n-qubits", "4", "--epochs", "1",
+                 "--repeats", "1", "--cv", "2", "--backends", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    case = result["cases"][0]
+    assert case["best_backend"] == "cpu" and case["gram"]["cpu"]["same_predictions_as_first_backend"]
+    assert case["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
+    assert set(case["targets"]) >= {"qsvm_within_tolerance_of_qcnn", "pipeline_under_120_s"}
+    assert result["environment"]["git"]
