@@ -194,10 +194,11 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
     }
     const float* re = ws.re.get();
     const float* im = ws.im.get();
+    const size_t ldc = ws.ldc;
     for (int r = 0; r < m; ++r) {
         OutT* row = out + (t.i0 + r) * ldo + t.j0;
         for (int c = diagonal ? r : 0; c < n; ++c) {
-            const float x = re[r * ws.ldc + c], y = im[r * ws.ldc + c];
+            const float x = re[r * ldc + c], y = im[r * ldc + c];
             row[c] = static_cast<OutT>(x * x + y * y);
         }
     }
@@ -207,7 +208,7 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
             OutT* row = out + (t.j0 + c) * ldo + t.i0;
             const int stop = diagonal ? c : m;
             for (int r = 0; r < stop; ++r) {
-                const float x = re[r * ws.ldc + c], y = im[r * ws.ldc + c];
+                const float x = re[r * ldc + c], y = im[r * ldc + c];
                 row[r] = static_cast<OutT>(x * x + y * y);
             }
         }
@@ -217,6 +218,8 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
 template <typename OutT>
 void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, int64_t d, bool symmetric,
                OutT* out, int tile, int n_threads) {
+    // A tile larger than the matrix would only inflate the per-thread scratch.
+    tile = static_cast<int>(std::min<int64_t>(tile, std::max(n_rows, n_cols)));
     std::vector<Tile> tiles;
     for (int64_t i0 = 0; i0 < n_rows; i0 += tile)
         for (int64_t j0 = symmetric ? i0 : 0; j0 < n_cols; j0 += tile)
