@@ -20,7 +20,7 @@ def default_threads() -> int:
 
 
 def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
-         dtype=np.float64) -> np.ndarray:
+         dtype=np.float64, out=None, client=None) -> np.ndarray:
     """Fidelity Gram matrix of state vectors.
 
     Parameters
@@ -39,10 +39,17 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         Threads the backend uses (default: the cores of this process).
     dtype : numpy.float32 or numpy.float64
         Output precision.
+    out : str or PathLike, optional
+        Write K tile by tile into this ``.npy`` file (memory-mapped, resumable,
+        never N x N in RAM; see ``qmlnb.kernels.out_of_core``) and return the
+        ``numpy.memmap``.  ``tile`` is then also the edge of the tiles on disk.
+    client : dask.distributed.Client, "local" or a scheduler address, optional
+        Compute the tiles as tasks on a Dask cluster (``qmlnb.kernels.distributed``);
+        ``n_threads`` is then per task and defaults to 1.
 
     Returns
     -------
-    K : ndarray, shape (N, N) or (N, M), ``dtype``
+    K : ndarray (numpy.memmap with ``out``), shape (N, N) or (N, M), ``dtype``
     """
     module = get_backend(backend)
     A = check_states(A, "A")
@@ -51,11 +58,17 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         if B.shape[1] != A.shape[1]:
             raise ValueError(f"A and B have different state dimensions: {A.shape[1]} and {B.shape[1]}")
     tile = check_positive_int(module.DEFAULT_TILE if tile is None else tile, "tile")
+    if client is not None and n_threads is None:
+        n_threads = 1  # Dask workers run one task per worker thread
     n_threads = check_positive_int(default_threads() if n_threads is None else n_threads, "n_threads")
     dtype = np.dtype(dtype)
     if dtype not in [np.dtype(t) for t in OUTPUT_DTYPES]:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     n_cols = A.shape[0] if B is None else B.shape[0]
+    if out is not None or client is not None:  # to disk and/or on a cluster: delegated
+        from .distributed import gram_scaled
+
+        return gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client)
     check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
     out = np.empty((A.shape[0], n_cols), dtype=dtype)
     return module.gram(A, B, out=out, tile=tile, n_threads=n_threads)

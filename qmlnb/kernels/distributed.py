@@ -1,0 +1,198 @@
+"""Gram tiles (and any other work items) as tasks on a Dask cluster.
+
+``gram(S, backend="cpu", client=...)`` lands here.  ``client`` is
+
+- a ``dask.distributed.Client`` you already hold (it is left open);
+- ``"local"``: a ``LocalCluster`` of one single-threaded worker process per
+  core of this machine, started for this call and closed after it;
+- a scheduler address such as ``"tcp://10.0.0.5:8786"``: connected for this
+  call (``SchedulerUnreachableError`` after ``timeout`` seconds if nothing
+  answers there).
+
+The states are scattered to every worker once (``broadcast=True``); each task
+computes one tile with the chosen backend and ``n_threads`` threads.  Without
+``out=`` the tiles come back to this process and are assembled into an
+in-memory array; with ``out=path`` each worker writes its tile (and its
+mirror) straight into the memory-mapped file and only the tile's index comes
+back, so **every worker must see ``path`` on a shared file system** (NFS,
+Lustre, GPFS, or one machine); the ledger is kept by this process.
+
+A worker that dies mid-run loses its running tasks and the results it held;
+the scheduler reruns them on the remaining (or restarted) workers, and the
+assembled matrix equals the single-machine one.  Tiles are idempotent, so a
+tile written twice to the file is harmless.
+
+Nothing here imports Dask until a function is called.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import numpy as np
+
+from .out_of_core import compute_tile, gram_to_file, open_output
+from .validation import check_fits_in_memory
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class SchedulerUnreachableError(ConnectionError):
+    """No Dask scheduler answered at the given address in time."""
+
+
+@contextlib.contextmanager
+def connect(client, *, timeout: float = DEFAULT_TIMEOUT_S, n_workers: int | None = None):
+    """A connected ``dask.distributed.Client`` for the duration of a ``with`` block.
+
+    Parameters
+    ----------
+    client : Client, "local" or str
+        An existing client (yielded as is, not closed), ``"local"`` (a new
+        ``LocalCluster`` of ``n_workers`` single-threaded processes, default:
+        the cores of this process, closed on exit) or a scheduler address.
+    timeout : float
+        Seconds to wait for a scheduler at an address.
+    """
+    from distributed import Client, LocalCluster
+
+    if isinstance(client, Client):
+        yield client
+        return
+    if not isinstance(client, str) or not client:
+        raise ValueError(f"client must be a dask.distributed.Client, 'local' or a scheduler address, got {client!r}")
+    if client == "local":
+        from .gram import default_threads
+
+        with LocalCluster(n_workers=n_workers or default_threads(), threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as local:
+            yield local
+        return
+    try:
+        remote = Client(client, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerUnreachableError(f"no Dask scheduler answered at {client!r} within {timeout:g} s ({exc}); "
+                                        "check the address and that the scheduler is running") from exc
+    with remote:
+        yield remote
+
+
+def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: int, n_threads: int, dtype: str,
+               target=None):
+    """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its pair returned."""
+    from .registry import get_backend
+
+    block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype))
+    if target is None:
+        return block
+    target.write(pair[0], pair[2], block, mirror=B is None)
+    return pair
+
+
+def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, tile: int, n_threads: int, dtype,
+                 out=None, timeout: float = DEFAULT_TIMEOUT_S):
+    """The Gram matrix of validated states with its tiles as Dask tasks.
+
+    Parameters
+    ----------
+    A : ndarray, shape (N, d), complex64 (validated by ``gram``)
+    B : ndarray, shape (M, d), complex64, or None (symmetric: upper tiles only, mirrored)
+    client : see ``connect``
+    backend, tile, n_threads : backend name, tile edge, backend threads per task
+    dtype : float32 or float64
+    out : optional ``.npy`` path on a file system that every worker shares
+
+    Returns
+    -------
+    K : ndarray (numpy.memmap if ``out``), shape (N, N) or (N, M), ``dtype``
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from .registry import get_backend
+    from .tiling import mirror_upper_, tile_pairs
+
+    get_backend(backend)  # fail here, not in every task, if it cannot run on this machine
+    dtype = np.dtype(dtype)
+    n_rows, n_cols = A.shape[0], (A.shape[0] if B is None else B.shape[0])
+    if out is None:
+        check_fits_in_memory(n_rows * n_cols * dtype.itemsize, f"a {n_rows} x {n_cols} {dtype} Gram matrix")
+        target, ledger = None, None
+        pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
+        pending = list(range(len(pairs)))
+    else:
+        target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype)
+        pending = ledger.pending()
+
+    with connect(client, timeout=timeout) as dask_client:
+        result = None if out is not None else np.empty((n_rows, n_cols), dtype=dtype)
+        a_future = dask_client.scatter(A, broadcast=True)
+        b_future = None if B is None else dask_client.scatter(B, broadcast=True)
+        run = uuid.uuid4().hex[:8]
+        futures = [dask_client.submit(_tile_task, backend, a_future, b_future, pairs[k], tile, n_threads, dtype.name,
+                                      target, key=f"qmlnb-gram-tile-{run}-{k}") for k in pending]
+        index = {future.key: k for future, k in zip(futures, pending)}
+        with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles on Dask", unit="tile") as bar:
+            for future in as_completed(futures):
+                k = index[future.key]
+                value = future.result()
+                if ledger is not None:
+                    ledger.mark(k)
+                else:
+                    i0, i1, j0, j1 = pairs[k]
+                    result[i0:i1, j0:j1] = value
+                future.release()  # free the tile on its worker as soon as it is stored here
+                bar.update()
+        del a_future, b_future
+    if out is not None:
+        return target.open("r+")
+    if B is None:
+        mirror_upper_(result, tile)
+    return result
+
+
+def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None):
+    """``gram``'s route for ``out=`` (to disk) and/or ``client=`` (on Dask); inputs already validated."""
+    if client is None:
+        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype)
+    return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out)
+
+
+def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
+                desc: str = "tasks") -> list:
+    """``[fn(item) for item in items]`` with each call as a Dask task; results in the order of ``items``.
+
+    Made for sweeps: one papermill run per item.  ``fn`` must be picklable
+    (a module-level function).  With ``return_exceptions=True`` a failed item
+    yields its exception instead of stopping the others, so a sweep can
+    record the failure and go on; otherwise the first failure is raised
+    (after the other tasks were cancelled).
+
+    Parameters
+    ----------
+    fn : callable(item) -> result
+    items : iterable of picklable items
+    client : see ``connect``
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    items = list(items)
+    results: list = [None] * len(items)
+    with connect(client, timeout=timeout) as dask_client:
+        futures = dask_client.map(fn, items, pure=False)
+        index = {future.key: i for i, future in enumerate(futures)}
+        try:
+            with tqdm(total=len(items), desc=desc, unit="task") as bar:
+                for future in as_completed(futures):
+                    i = index[future.key]
+                    if future.status == "error" and return_exceptions:
+                        results[i] = future.exception()
+                    else:
+                        results[i] = future.result()
+                    bar.update()
+        finally:
+            dask_client.cancel(futures)
+    return results

@@ -1,0 +1,297 @@
+"""Gram matrices larger than memory: tiles written into a memory-mapped file.
+
+``gram(S, out="K.npy")`` lands here.  The output is an ordinary ``.npy`` file
+(``np.load(path, mmap_mode="r")`` reads it back) filled tile by tile, so RAM
+holds the states and a few tiles, never N x N.  Two small files sit next to it:
+
+``<path>.meta.json``
+    N, M, dtype, state dimension, tile edge, symmetry and a fingerprint of
+    the states (shape + a hash of evenly spaced rows).  An existing output
+    whose metadata differs (other N, other feature map, other tile) is
+    refused, never mixed with new tiles.
+``<path>.tiles``
+    The ledger: one byte per tile (in ``tile_pairs`` order), 1 = written
+    and flushed.  It is replaced atomically (temp file + ``os.replace``)
+    after each tile's data has been flushed, so after a crash every tile it
+    marks is on disk; a rerun of the same call skips those tiles.
+
+Each tile is computed by the chosen backend on sub-blocks of the states
+(``get_backend(name).gram(A_i, B_j, out=buffer, ...)``), so every backend
+works here.  In the symmetric case only tiles on or above the diagonal are
+computed and each is mirrored into the lower block as it is written, so no
+second pass over the file is needed.
+
+Writes go through a memory map of only the tile's row band, closed after the
+flush: mapped file pages count towards a process's resident set, so one map
+of a 10 GB file would show up as 10 GB of RSS once written.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .tiling import tile_pairs
+from .validation import check_fits_in_memory
+
+FORMAT = "qmlnb-gram-memmap"
+FORMAT_VERSION = 1
+FINGERPRINT_ROWS = 64  # rows hashed per state matrix: cheap, and catches other data or feature maps
+
+
+class GramFileError(OSError):
+    """The output file cannot be written (read-only, full disk, ...)."""
+
+
+class GramFileMismatchError(ValueError):
+    """An existing output file belongs to a different computation."""
+
+
+def states_fingerprint(S: np.ndarray) -> str:
+    """Hex digest of a state matrix's shape and of up to 64 evenly spaced rows.
+
+    Parameters
+    ----------
+    S : ndarray, shape (N, d), complex64, C-contiguous
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((S.shape, str(S.dtype))).encode())
+    rows = np.unique(np.linspace(0, S.shape[0] - 1, FINGERPRINT_ROWS).astype(np.intp))
+    h.update(np.ascontiguousarray(S[rows]).tobytes())
+    return h.hexdigest()
+
+
+def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(metadata path, ledger path) that belong to the output ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json"), path.with_name(path.name + ".tiles")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so that readers see the old or the new file, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _file_error(path, exc: OSError) -> GramFileError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only"}.get(exc.errno, exc.strerror or str(exc))
+    return GramFileError(exc.errno, f"cannot write the Gram matrix to {path}: {reason} ({exc}); "
+                                    "free some space or choose another out= path; "
+                                    "rerunning the same call resumes from the tiles already written")
+
+
+@dataclass(frozen=True)
+class GramFile:
+    """Where a Gram matrix lives on disk; small and picklable (sent to Dask workers).
+
+    ``offset`` is the byte offset of element [0, 0] (after the ``.npy`` header).
+    """
+
+    path: str
+    offset: int
+    n_rows: int
+    n_cols: int
+    dtype: str
+
+    def _band(self, r0: int, r1: int) -> np.memmap:
+        """A writable map of rows r0:r1 only (all columns)."""
+        itemsize = np.dtype(self.dtype).itemsize
+        return np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset + r0 * self.n_cols * itemsize,
+                         shape=(r1 - r0, self.n_cols))
+
+    def write(self, i0: int, j0: int, block: np.ndarray, *, mirror: bool) -> None:
+        """Store ``block`` at [i0:, j0:] (and its transpose at [j0:, i0:] if ``mirror``), then flush."""
+        targets = [(i0, j0, block)]
+        if mirror and i0 != j0:
+            targets.append((j0, i0, block.T))
+        try:
+            for r0, c0, data in targets:
+                band = self._band(r0, r0 + data.shape[0])
+                band[:, c0 : c0 + data.shape[1]] = data
+                band.flush()
+                del band  # unmap: keeps the resident set small
+        except OSError as exc:
+            raise _file_error(self.path, exc) from exc
+
+    def open(self, mode: str = "r+") -> np.memmap:
+        """The whole matrix as a memmap of shape (n_rows, n_cols)."""
+        return np.load(self.path, mmap_mode=mode)
+
+
+class TileLedger:
+    """Which tiles are on disk: one byte per tile, saved atomically."""
+
+    def __init__(self, path: Path, n_tiles: int, done: np.ndarray | None = None):
+        self.path = Path(path)
+        self.done = np.zeros(n_tiles, dtype=np.uint8) if done is None else done
+
+    @classmethod
+    def load(cls, path: Path, n_tiles: int) -> TileLedger:
+        """The saved ledger, or an empty one if none was saved or it does not match ``n_tiles``."""
+        try:
+            done = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8).copy()
+        except FileNotFoundError:
+            return cls(path, n_tiles)
+        if done.size != n_tiles or done.max(initial=0) > 1:
+            raise GramFileMismatchError(f"the tile ledger {path} does not match the output's metadata "
+                                        f"({done.size} entries, expected {n_tiles}); delete the output and its "
+                                        "sidecar files to start over")
+        return cls(path, n_tiles, done)
+
+    def mark(self, k: int) -> None:
+        """Record tile ``k`` as written (call after its data was flushed)."""
+        self.done[k] = 1
+        try:
+            _atomic_write(self.path, self.done.tobytes())
+        except OSError as exc:
+            raise _file_error(self.path, exc) from exc
+
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    def pending(self) -> list[int]:
+        return np.flatnonzero(self.done == 0).tolist()
+
+
+def _allocated_bytes(path: Path) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except (FileNotFoundError, AttributeError):
+        return 0
+
+
+def check_writable(path: Path, nbytes: int) -> None:
+    """Refuse, before any work, a directory that cannot be written or lacks ``nbytes`` of free space."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise GramFileError(errno.ENOENT, f"cannot write the Gram matrix to {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise GramFileError(errno.EACCES, f"cannot write the Gram matrix to {path}: {folder} is read-only "
+                                          "(or not writable by this user); choose another out= path")
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise GramFileError(errno.ENOSPC, f"the Gram matrix needs {nbytes / 2**30:.2f} GiB more on disk at {path} "
+                                          f"but only {free / 2**30:.2f} GiB is free; free space or choose another "
+                                          "out= path")
+
+
+def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) -> tuple[GramFile, TileLedger, list]:
+    """Create, or reopen to resume, the output file of the Gram of A (and B).
+
+    Parameters
+    ----------
+    A : ndarray, shape (N, d), complex64 (validated)
+    B : ndarray, shape (M, d), complex64 (validated), or None for the symmetric Gram
+    path : output ``.npy`` path
+    tile : tile edge in rows
+    dtype : float32 or float64
+
+    Returns
+    -------
+    (GramFile, TileLedger, pairs) where ``pairs[k]`` is tile k's (i0, i1, j0, j1).
+
+    Raises ``GramFileMismatchError`` if ``path`` holds another computation's
+    output, and ``GramFileError`` if it cannot be written, both before any
+    tile is computed.
+    """
+    path = Path(path).expanduser().absolute()
+    dtype = np.dtype(dtype)
+    n_rows, n_cols = A.shape[0], (A.shape[0] if B is None else B.shape[0])
+    meta = {
+        "format": FORMAT, "version": FORMAT_VERSION, "shape": [n_rows, n_cols], "dtype": dtype.name,
+        "state_dim": A.shape[1], "tile": tile, "symmetric": B is None,
+        "fingerprint": [states_fingerprint(A), None if B is None else states_fingerprint(B)],
+    }
+    meta_path, ledger_path = sidecar_paths(path)
+    pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
+    nbytes = n_rows * n_cols * dtype.itemsize
+    check_fits_in_memory(2 * tile * tile * 16, f"two {tile} x {tile} tiles (lower tile= to use less memory)")
+
+    if path.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            raise GramFileMismatchError(f"{path} exists but is not a qmlnb Gram output (no valid {meta_path.name}); "
+                                        "refusing to overwrite it: delete it or choose another out= path") from None
+        differing = [key for key in meta if old.get(key) != meta[key]]
+        if differing:
+            detail = ", ".join(f"{k}: file has {old.get(k)!r}, this call {meta[k]!r}" for k in differing)
+            raise GramFileMismatchError(f"{path} holds a different Gram matrix ({detail}); refusing to mix them: "
+                                        "delete it (and its .meta.json/.tiles files) or choose another out= path")
+        ledger = TileLedger.load(ledger_path, len(pairs))
+        check_writable(path, max(0, nbytes - _allocated_bytes(path)))
+        header = np.load(path, mmap_mode="r")
+        if header.shape != (n_rows, n_cols) or header.dtype != dtype:
+            raise GramFileMismatchError(f"{path} has shape {header.shape} {header.dtype}, its metadata says "
+                                        f"{(n_rows, n_cols)} {dtype}; delete it to start over")
+        return GramFile(str(path), header.offset, n_rows, n_cols, dtype.name), ledger, pairs
+
+    check_writable(path, nbytes)
+    try:
+        # a fresh (sparse) file: blocks are allocated as tiles are written
+        created = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, n_cols))
+        offset = created.offset
+        del created
+        ledger_path.unlink(missing_ok=True)  # a ledger without its file is stale
+        _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+    except OSError as exc:
+        raise _file_error(path, exc) from exc
+    return GramFile(str(path), offset, n_rows, n_cols, dtype.name), TileLedger(ledger_path, len(pairs)), pairs
+
+
+def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int, n_threads: int, dtype) -> np.ndarray:
+    """One tile of the Gram matrix, shape (i1 - i0, j1 - j0), computed by backend ``module``.
+
+    A diagonal tile of the symmetric Gram is passed to the backend as one
+    state block (B=None), so that it uses its symmetric product.
+    """
+    i0, i1, j0, j1 = pair
+    buffer = np.empty((i1 - i0, j1 - j0), dtype=dtype)
+    if B is None and i0 == j0:
+        return module.gram(A[i0:i1], None, out=buffer, tile=tile, n_threads=n_threads)
+    right = A if B is None else B
+    return module.gram(A[i0:i1], right[j0:j1], out=buffer, tile=tile, n_threads=n_threads)
+
+
+def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, tile: int, n_threads: int,
+                 dtype) -> np.memmap:
+    """Write the Gram matrix of validated states to ``path`` tile by tile; resume if started before.
+
+    Parameters
+    ----------
+    A : ndarray, shape (N, d), complex64 (validated by ``gram``)
+    B : ndarray, shape (M, d), complex64, or None (symmetric)
+    path : str or PathLike, the ``.npy`` output
+    backend : registry name; tile: tile edge; n_threads: backend threads
+    dtype : float32 or float64
+
+    Returns
+    -------
+    K : numpy.memmap, shape (N, N) or (N, M), ``dtype``, opened read-write
+    """
+    from tqdm.auto import tqdm
+
+    from .registry import get_backend
+
+    module = get_backend(backend)
+    target, ledger, pairs = open_output(A, B, path, tile=tile, dtype=dtype)
+    pending = ledger.pending()
+    with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles to disk", unit="tile") as bar:
+        for k in pending:
+            block = compute_tile(module, A, B, pairs[k], tile=tile, n_threads=n_threads, dtype=dtype)
+            target.write(pairs[k][0], pairs[k][2], block, mirror=B is None)
+            ledger.mark(k)  # only after the tile (and its mirror) is flushed
+            bar.update()
+    return target.open("r+")
