@@ -20,7 +20,17 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The main job: every stage's grid (params/*.yaml, small sizes) through papermill into runs/,
+# then the summary notebook into reports/summary.html. Completed runs are kept and skipped,
+# so a second `make report` only redoes failed or interrupted runs. Failed runs still get a
+# report (it lists them) and then fail the target.
+GRIDS ?= $(sort $(wildcard params/*.yaml))
+JOBS  ?= $(shell nproc 2>/dev/null || echo 1)
 report: $(STAMP)
+	$(PY) -m qmlnb sweep $(GRIDS) --jobs $(JOBS); status=$$?; \
+	$(PY) -m qmlnb report && exit $$status
+
+bench: $(STAMP)
 	$(PY) -m qmlnb bench gram --dataset digits --n-qubits 8 --n 1797 --backends all --json reports/bench-gram-digits.json
 
 clean:

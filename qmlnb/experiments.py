@@ -142,17 +142,17 @@ def _timed(fn, repeats: int) -> tuple[float, float, object]:
     return float(np.min(seconds)), float(np.median(seconds)), result
 
 
-def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), n_qubits: int = 8, threads: int = 0, reps: int = 2,
+def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threads: int = 0, reps: int = 2,
                  tile: int = 0, repeats: int = 3, dataset: str = "digits", seed: int = 0, progress: bool = True):
-    """Time the symmetric Gram matrix of N states for each N in ``sizes``.
+    """Time the symmetric Gram matrix of N states for each N in ``sizes`` and n in ``qubits``.
 
-    Embeddings are ``n_qubits`` PCA angles of the dataset's images (all splits
-    joined, so N can reach the dataset size); states come from the ZZ feature
-    map.  The first, smallest size is also computed with the ``cpu`` backend to
-    check the result (max |K - K_cpu|).
+    Embeddings are n PCA angles of the dataset's images (all splits joined, so
+    N can reach the dataset size); states come from the ZZ feature map.  For
+    each n the smallest N is also computed with the ``cpu`` backend to check
+    the result (max |K - K_cpu| over all n).
 
-    Returns (metrics dict, table DataFrame with one row per N: n_samples,
-    n_qubits, dim, states_s, gram_s (best of ``repeats``), gram_median_s,
+    Returns (metrics dict, table DataFrame with one row per (n, N): n_qubits,
+    n_samples, dim, states_s, gram_s (best of ``repeats``), gram_median_s and
     gflops: 4 N^2 d real flops (the symmetric half of the complex product
     A A^H, d = 2**n) over the best seconds).
     """
@@ -162,8 +162,11 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), n_qubits: int = 8,
 
     check_backend(backend)
     sizes = sorted(int(n) for n in sizes)
+    qubits = sorted(int(n) for n in qubits)
     if not sizes or sizes[0] < 2:
         raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {sizes!r}")
+    if not qubits or qubits[0] < 1:
+        raise ValueError(f"qubits must be a non-empty list of positive integers, got {qubits!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     threads = set_threads(threads)
@@ -171,20 +174,20 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), n_qubits: int = 8,
     images = np.concatenate([splits.X_train, splits.X_val, splits.X_test])
     if sizes[-1] > len(images):
         raise ValueError(f"sizes go up to {sizes[-1]} but {dataset} holds {len(images)} images")
-    X = pca_angles(images, n_components=n_qubits)[0]
-    fm = FeatureMap(n_qubits=n_qubits, reps=reps)
     kwargs = {"backend": backend, "n_threads": threads, "tile": tile or None}
-    rows, check = [], None
-    for n in tqdm(sizes, desc=f"gram {backend}", disable=not progress):
-        states_s, _, S = _timed(lambda: fm.states(X[:n]), 1)
+    rows, check = [], 0.0
+    for n_qubits, n in tqdm([(q, n) for q in qubits for n in sizes], desc=f"gram {backend}", disable=not progress):
+        fm = FeatureMap(n_qubits=n_qubits, reps=reps)
+        X = pca_angles(images[:n], n_components=n_qubits)[0]
+        states_s, _, S = _timed(lambda: fm.states(X), 1)
         gram(S[: min(n, 8)], **kwargs)  # warm-up: JIT compilation and GPU context are not the kernel's time
         best, median, K = _timed(lambda: gram(S, **kwargs), repeats)
-        if check is None:
-            check = float(np.abs(K - gram(S, backend="cpu")).max())
-        rows.append({"n_samples": n, "n_qubits": n_qubits, "dim": fm.dim, "states_s": states_s, "gram_s": best,
+        if n == sizes[0]:
+            check = max(check, float(np.abs(K - gram(S, backend="cpu")).max()))
+        rows.append({"n_qubits": n_qubits, "n_samples": n, "dim": fm.dim, "states_s": states_s, "gram_s": best,
                      "gram_median_s": median, "gflops": 4.0 * n * n * fm.dim / best / 1e9})
     table = pd.DataFrame(rows)
-    metrics = {"stage": "gram-scaling", "backend": backend, "threads": threads, "n_qubits": n_qubits,
+    metrics = {"stage": "gram-scaling", "backend": backend, "threads": threads, "qubits": qubits,
                "dataset": dataset, "max_abs_diff_vs_cpu": check, "largest_n": sizes[-1],
                "timings": {"gram_s_largest": rows[-1]["gram_s"], "states_s_largest": rows[-1]["states_s"]}}
     return metrics, table
@@ -238,3 +241,120 @@ def plot_exploration(result: dict):
     sns.heatmap(result["K"], ax=ax, cmap="viridis", vmin=0, vmax=1, square=True, xticklabels=False, yticklabels=False)
     ax.set_title(f"fidelity kernel, samples sorted by class ({result['gram_s'] * 1e3:.1f} ms)")
     return fig
+
+
+# ------------------------------------------------------------------ QCNN training
+def train_config(*, threads: int, mode: str = "sequential", workers: int = 2, folds: int = 1, **fields):
+    """A ``TrainConfig`` whose processes x threads stay within ``threads`` (the run's share of the cores).
+
+    ``threads`` is the run's total (0: all cores); each of the mode's processes
+    gets ``threads // processes`` torch threads.
+    """
+    from .train import TrainConfig
+
+    total = set_threads(threads)
+    probe = TrainConfig(mode=mode, workers=workers, folds=folds, **fields)
+    processes = probe.processes()
+    if processes > total:
+        raise ValueError(f"mode={mode!r} runs {processes} processes but the run has threads={total}; "
+                         f"give it threads >= {processes}")
+    return TrainConfig(mode=mode, workers=workers, folds=folds, threads=total // processes, **fields)
+
+
+def _history_table(result) -> pd.DataFrame:
+    return pd.DataFrame(result.history)
+
+
+def _fold_table(result) -> pd.DataFrame:
+    rows = []
+    for fold in result.fold_metrics:
+        row = {"fold": fold["fold"], "best_epoch": fold["best_epoch"]}
+        row |= {f"val_{k}": v for k, v in (fold.get("val") or {}).items()}
+        row |= {f"test_{k}": v for k, v in (fold.get("test") or {}).items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: str = "sequential", threads: int = 0,
+             workers: int = 2, folds: int = 1, batch_size: int = 32, epochs: int = 3, lr: float = 0.01,
+             n_qubits: int = 4, patience: int = 0, grayscale: bool = False, seed: int = 0, progress: bool = True):
+    """Train the hybrid QCNN once and score it on the test split.
+
+    ``n_train`` 0 and ``patience`` 0 mean "all" and "no early stopping".
+    Returns (metrics dict with ``qcnn`` test scores and ``timings.train_s``,
+    {"history": per-epoch table, "folds": per-fold table}).
+    """
+    from .train import train_qcnn
+
+    cfg = train_config(threads=threads, mode=mode, workers=workers, folds=folds, n_qubits=n_qubits, epochs=epochs,
+                       batch_size=batch_size, lr=lr, patience=patience or None, seed=seed, progress=progress)
+    start = time.perf_counter()
+    splits = load_data(dataset, classes=classes, n_train=n_train, seed=seed, grayscale=grayscale)
+    load_s = time.perf_counter() - start
+    result = train_qcnn(splits, cfg)
+    metrics = {"stage": "qcnn", "dataset": dataset, "classes": list(splits.classes), "mode": mode,
+               "threads": cfg.threads * cfg.processes(), "threads_per_process": cfg.threads,
+               "processes": cfg.processes(), "workers": workers, "folds": folds, "n_train": int(len(splits.y_train)),
+               "n_test": int(len(splits.y_test)), "batch_size": batch_size, "epochs": epochs, "n_qubits": n_qubits,
+               "best_fold": result.best_fold, "qcnn": result.metrics,
+               "timings": {"train_s": result.timings["total"], "load_s": load_s,
+                           "samples_per_s": result.timings.get("train_samples_per_s")}}
+    return metrics, {"history": _history_table(result), "folds": _fold_table(result)}
+
+
+# ------------------------------------------------------------------ quantum-kernel SVM
+def kernel_sample(model, splits, params: dict, backend: str, n: int = 80) -> pd.DataFrame:
+    """The fidelity Gram of the first ``n`` training samples, sorted by class, as a (n, n) table.
+
+    Uses the trained model's embeddings and the SVM's chosen feature map
+    (``params``: n_qubits, reps, entanglement, kind, bandwidth) -- the kernel the SVM saw.
+    """
+    from .kernels import FeatureMap, gram
+    from .pipeline import embed
+
+    y = splits.y_train[:n]
+    order = np.argsort(y, kind="stable")
+    E = embed(model, splits.X_train[:n][order])
+    fm = FeatureMap(n_qubits=params["n_qubits"], reps=params["reps"], entanglement=params["entanglement"],
+                    kind=params["kind"], bandwidth=float(params["bandwidth"]))
+    K = gram(fm.states(E), backend=backend)
+    return pd.DataFrame(K, columns=[f"{splits.class_names[c]}:{i}" for i, c in enumerate(y[order])])
+
+
+def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend: str = "cpu", tile: int = 0,
+             threads: int = 0, n_qubits: int = 4, bandwidth: float = 0.0, C: float = 0.0, epochs: int = 3,
+             batch_size: int = 32, lr: float = 0.01, baselines: bool = True, grayscale: bool = False, seed: int = 0,
+             progress: bool = True):
+    """Train the QCNN, then the quantum-kernel SVM on its embeddings with ``backend``, beside the baselines.
+
+    ``bandwidth`` / ``C`` 0 mean "auto" (kernel-target alignment / CV search).
+    Returns (metrics with ``qcnn``, ``qsvm`` and ``baselines.<name>`` scores
+    and ``timings`` (train_s, gram_s, ...), {"kernel_sample": Gram table, "timings": one row}).
+    """
+    from .baselines import BASELINES
+    from .pipeline import run_qsvm_experiment
+    from .train import train_qcnn
+
+    check_backend(backend)  # before training: a backend that cannot run here skips the run
+    cfg = train_config(threads=threads, n_qubits=n_qubits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       progress=progress)
+    splits = load_data(dataset, classes=classes, n_train=n_train, seed=seed, grayscale=grayscale)
+    trained = train_qcnn(splits, cfg)
+    svm_params = {"backend": backend, "tile": tile or None, "n_threads": cfg.threads, "seed": seed,
+                  "bandwidth": bandwidth or "auto", "C": C or "auto"}
+    result = run_qsvm_experiment(splits, svm_params=svm_params, trained=trained,
+                                 baselines=tuple(BASELINES) if baselines else ())
+    timings = {**result["timings"], "qcnn_train": trained.timings["total"]}
+    metrics = {"stage": "qsvm", "dataset": dataset, "classes": list(splits.classes), "mode": "sequential",
+               "backend": result["gram_backend"], "threads": cfg.threads, "n_train": int(len(splits.y_train)),
+               "n_test": int(len(splits.y_test)), "n_qubits": n_qubits, "epochs": epochs, "batch_size": batch_size,
+               "qcnn": result["qcnn"]["metrics"], "qsvm": result["qsvm"]["metrics"],
+               "qsvm_params": result["qsvm"]["params"],
+               "baselines": {name: {**r["metrics"], "fit_s": r["timings"]["fit"]}
+                             for name, r in result["baselines"].items()},
+               "timings": {"train_s": trained.timings["total"], "gram_s": timings["gram"],
+                           "states_s": timings["states"], "svm_fit_s": timings["svm_fit"],
+                           "svm_select_s": timings["svm_select"], "total_s": timings["total"] + timings["qcnn_train"]}}
+    tables = {"kernel_sample": kernel_sample(trained.model, splits, result["qsvm"]["params"], backend),
+              "timings": pd.DataFrame([timings])}
+    return metrics, tables

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,7 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
         if path.is_file():
             table = pd.read_csv(path)
             for key in ("grid", "run", "stage", "backend", "threads", "dataset", "mode"):
-                if key in row and key not in table:
+                if key in row and key not in table and pd.notna(row[key]):
                     table[key] = row[key]
             parts.append(table)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -115,7 +116,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         if stage not in ("qcnn", "qsvm"):
             continue
         base = {"grid": r["grid"], "dataset": r.get("dataset"), "n_train": r.get("n_train"),
-                "threads": r.get("threads")}
+                "folds": r.get("folds", 1), "threads": r.get("threads")}
         rows.append({**base, "model": "QCNN", "variant": r.get("mode"),
                      **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s")})
         if stage == "qsvm":
@@ -126,21 +127,24 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append({**base, "model": name, "variant": "classical",
                              **{s: r.get(f"baselines.{name}.{s}") for s in SCORES},
                              "time_s": r.get(f"baselines.{name}.fit_s")})
-    table = pd.DataFrame(rows, columns=["grid", "dataset", "n_train", "threads", "model", "variant", *SCORES, "time_s"])
+    table = pd.DataFrame(rows, columns=["grid", "dataset", "n_train", "folds", "threads", "model", "variant", *SCORES,
+                                        "time_s"])
     if table.empty:
         return table.assign(speedup=[])
     table = table.astype({s: float for s in SCORES} | {"time_s": float})
+    table["folds"] = table["folds"].fillna(1).astype(int)
+    table["n_train"] = table["n_train"].astype("Int64")
 
     def reference(row) -> float:
-        # QCNN: the sequential run; QSVM: the cpu backend -- same dataset and training size
+        # QCNN: the sequential run; QSVM: the cpu backend -- same dataset, training size and folds
         same = table[(table["dataset"] == row["dataset"]) & (table["n_train"] == row["n_train"])
-                     & (table["model"] == row["model"])]
+                     & (table["folds"] == row["folds"]) & (table["model"] == row["model"])]
         ref = {"QCNN": "sequential", "QSVM": "cpu"}.get(row["model"])
         times = same.loc[same["variant"] == ref, "time_s"]
         return float(times.median() / row["time_s"]) if ref and len(times) and row["time_s"] else np.nan
 
     table["speedup"] = table.apply(reference, axis=1)
-    return (table.groupby(["dataset", "model", "variant", "n_train"], dropna=False, sort=True)
+    return (table.groupby(["dataset", "model", "variant", "n_train", "folds"], dropna=False, sort=True)
             .agg({**{s: "mean" for s in SCORES}, "time_s": "median", "speedup": "median", "grid": "count"})
             .rename(columns={"grid": "runs"}).reset_index())
 
@@ -286,6 +290,7 @@ def plot_threads(speedup: pd.DataFrame):
     top = max(speedup["threads"].max(), 1)
     ax.plot([1, top], [1, top], "k--", label="ideal")
     ax.set(xlabel="threads", ylabel="speedup vs 1 thread", title="threads speedup")
+    ax.set_xticks(sorted(speedup["threads"].unique()))
     ax.legend(fontsize=8)
     return fig
 
@@ -342,7 +347,7 @@ HIDE_CODE = """
 TOGGLE_BUTTON = '<button id="qmlnb-code-toggle" onclick="qmlnbToggleCode(this)">show code</button>'
 
 
-def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike) -> Path:
+def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, title: str = "qmlnb summary") -> Path:
     """Export an executed notebook to one self-contained HTML file, code hidden behind a toggle.
 
     Images are inlined as data URIs; MathJax and require.js (loaded from a CDN
@@ -357,7 +362,9 @@ def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike) -> Pa
     exporter.mathjax_url = ""
     exporter.require_js_url = ""
     exporter.widget_renderer_url = ""
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
+                                          resources={"metadata": {"name": title}})
+    body = re.sub(r'<script src="">\s*</script>', "", body)  # what the emptied CDN links leave behind
     body = body.replace("</head>", HIDE_CODE + "</head>", 1)
     head, sep, rest = body.partition("<body")
     tag_end = rest.index(">") + 1

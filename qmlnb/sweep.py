@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .experiments import THREAD_ENV_VARS, RunSkipped
 
+DATA_DIR_ENV = "QMLNB_DATA_DIR"
 SKIP_EXCEPTION = RunSkipped.__name__  # raised inside a notebook: the run does not apply here (data, backend)
 GRID_KEYS = {"name", "notebook", "jobs", "timeout", "grid", "description"}
 
@@ -216,6 +217,8 @@ def run_point(sweep: Sweep, point: dict, threads: int) -> dict:
     runs.write_status(run_dir, runs.RUNNING, params=parameters, pid=os.getpid())
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
+    # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
+    env[DATA_DIR_ENV] = str(Path(os.environ.get(DATA_DIR_ENV) or "data").resolve())
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"
     final = run_dir / sweep.notebook.name
     cmd = [sys.executable, "-m", "papermill", str(sweep.notebook), str(partial), "--cwd", str(run_dir),
@@ -240,6 +243,21 @@ def run_point(sweep: Sweep, point: dict, threads: int) -> dict:
     return {"status": runs.FAILED, **info, "error": error}
 
 
+def backend_unusable(point: dict) -> str | None:
+    """Why the Gram backend a point names cannot run here, or None (also None for no/unknown backend).
+
+    Checked before starting a kernel, so a GPU-less machine does not pay a
+    kernel start per GPU point; unknown names are left to the notebook's error.
+    """
+    name = point.get("backend")
+    if not isinstance(name, str):
+        return None
+    from .kernels import available_backends
+
+    usable, reason = available_backends().get(name, (True, ""))
+    return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
+
+
 def plan(sweeps: list[Sweep], cores: int, jobs: int) -> list[tuple[Sweep, dict, int | None, str]]:
     """(sweep, point, threads, action) for every point: action 'run', 'done' or a skip reason."""
     out = []
@@ -247,12 +265,12 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int) -> list[tuple[Sweep, dict, 
         sweep_jobs = min(jobs, sweep.jobs or jobs)
         for point in sweep.points:
             threads = point.get("threads") or max(1, cores // sweep_jobs)
-            if isinstance(threads, int) and threads > cores:
-                out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of this machine"))
-            elif runs.is_complete(sweep.run_dir(point)):
+            if runs.is_complete(sweep.run_dir(point)):
                 out.append((sweep, point, threads, "done"))
+            elif isinstance(threads, int) and threads > cores:
+                out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of this machine"))
             else:
-                out.append((sweep, point, threads, "run"))
+                out.append((sweep, point, threads, backend_unusable(point) or "run"))
     return out
 
 
