@@ -8,7 +8,7 @@
          of convolution + pooling, <Z> of the last wire            (B, 1)
       -> Linear(1 -> n_classes)                                     (B, n_classes) logits
 
-The angles are bounded to (-pi, pi) by ``pi * tanh``: RY(a) and RY(a + 2 pi)
+The angles are bounded to [-pi, pi] by ``pi * tanh``: RY(a) and RY(a + 2 pi)
 differ only by a sign, so this range covers every encoded state once, and the
 bound keeps the embedding (which the quantum kernel uses) on a fixed scale.
 The strided CNN is deliberately small: images are downsampled early so the
@@ -66,7 +66,8 @@ class HybridQCNN(nn.Module):
             )
             self.to_angles = nn.Linear(16 * 9, n_qubits)
             self.head = nn.Linear(1, n_classes)
-        self.quantum = make_quantum_layer(n_qubits, simulator, init_weights(n_qubits, generator))
+            # TorchLayer draws (then we overwrite) its own initial weights: also inside fork_rng
+            self.quantum = make_quantum_layer(n_qubits, simulator, init_weights(n_qubits, generator))
 
     def check_input(self, x: torch.Tensor) -> None:
         """ValueError unless x is a (B, C, H, W) floating tensor of this model's image shape."""
@@ -80,7 +81,7 @@ class HybridQCNN(nn.Module):
             raise ValueError(f"images must be floating point, got {x.dtype}")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images -> (B, n_qubits) angles in (-pi, pi) fed to the circuit."""
+        """(B, C, H, W) images -> (B, n_qubits) float angles in [-pi, pi] fed to the circuit."""
         self.check_input(x)
         return math.pi * torch.tanh(self.to_angles(self.features(x)))
 

@@ -12,8 +12,10 @@ power of two:
      share the block's 6 angles (translation invariance, as in the paper);
    * pooling: for each pair ``(a_2k, a_2k+1)`` a controlled rotation from the
      discarded wire ``a_2k`` to the kept wire ``a_2k+1``:
-     ``CRZ(pool[l, 0])`` when the discarded wire is 1 and ``RX(pool[l, 1])``
-     when it is 0 (``X, CRX, X``).  The active wires halve.
+     ``RY(pool[l, 0])`` when the discarded wire is 1 (``CRY``) and
+     ``RX(pool[l, 1])`` when it is 0 (``X, CRX, X``).  The active wires halve.
+     (Not CRZ: before the final <Z> readout an RZ would be a no-op whose
+     angle gets no gradient.)
 
    The convolution block on ``(a, b)`` is ``RZ(w0) RY(w2)`` on ``a``,
    ``RZ(w1) RY(w3)`` on ``b`` (RZ first), ``CNOT(a, b)``, ``RY(w4)`` on ``a``,
@@ -142,12 +144,12 @@ def pool_matrices(pool: torch.Tensor) -> torch.Tensor:
     """(L, 2) angles -> (L, 4, 4) complex unitaries of the pooling block on (discarded, kept).
 
     Block diagonal in the discarded wire's value: RX(w1) on the kept wire when
-    it is 0 (the X, CRX, X of the circuit), RZ(w0) when it is 1 (CRZ).
+    it is 0 (the X, CRX, X of the circuit), RY(w0) when it is 1 (CRY).
     """
     rx = rx_matrices(pool[:, 1])
-    rz = torch.diag_embed(rz_phases(pool[:, 0]))
+    ry = ry_matrices(pool[:, 0]).to(rx.dtype)
     zero = torch.zeros_like(rx)
-    return torch.cat([torch.cat([rx, zero], dim=2), torch.cat([zero, rz], dim=2)], dim=1)
+    return torch.cat([torch.cat([rx, zero], dim=2), torch.cat([zero, ry], dim=2)], dim=1)
 
 
 # ---------------------------------------------------------------- fast simulator
@@ -231,7 +233,7 @@ def pennylane_circuit(n_qubits: int):
         qml.CNOT(wires=[b, a])
 
     def pool_block(w, discarded, kept):
-        qml.CRZ(w[0], wires=[discarded, kept])
+        qml.CRY(w[0], wires=[discarded, kept])
         qml.PauliX(wires=discarded)
         qml.CRX(w[1], wires=[discarded, kept])
         qml.PauliX(wires=discarded)

@@ -1,0 +1,193 @@
+"""train_qcnn: learning, checkpoints and resume, parallel modes, bad input."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from qmlnb.data import load_splits
+from qmlnb.train import CheckpointMismatchError, TrainConfig, available_cores, evaluate, train_qcnn
+
+# 8x8 digits, 3 vs 8: tiny, real, and embedded (no files needed)
+TINY = dict(n_qubits=4, epochs=3, batch_size=16, threads=1, progress=False)
+needs_two_cores = pytest.mark.skipif(available_cores() < 2, reason="parallel modes need 2 cores")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", classes=(3, 8), seed=0)
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    return load_splits("digits", classes=(3, 8), n_train=48, seed=0)
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_learns_digits_and_reports_test_metrics(digits):
+    result = train_qcnn(digits, TrainConfig(n_qubits=4, epochs=6, batch_size=32, progress=False))
+    assert set(result.metrics) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert result.metrics["balanced_accuracy"] >= 0.85
+    assert [h["epoch"] for h in result.history] == list(range(len(result.history)))
+    assert {"train_loss", "val_f1", "lr", "seconds"} <= set(result.history[0])
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.timings["total"] > 0 and len(result.timings["folds"]) == 1
+    assert evaluate(result.model, digits.X_test, digits.y_test) == result.metrics
+    emb = result.model.embed(torch.from_numpy(digits.X_test[:5]))
+    assert emb.shape == (5, 4) and emb.dtype == torch.float32
+
+
+def test_quantum_weights_get_gradients_and_change_in_training(small):
+    result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 1, "patience": None}))
+    from qmlnb.train import build_model, fold_data
+
+    initial = build_model(fold_data(small, result.config)[0], result.config)
+    for name in ("conv", "pool"):
+        before, after = getattr(initial.quantum, name), getattr(result.model.quantum, name)
+        assert (before - after).abs().max() > 1e-4, name
+
+
+def test_learning_rate_is_annealed(small):
+    result = train_qcnn(small, TrainConfig(**{**TINY, "patience": None, "lr": 0.02}))
+    lrs = [h["lr"] for h in result.history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.02
+
+
+def test_early_stopping_keeps_the_best_epoch(small):
+    result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 30, "patience": 1, "lr": 0.05}))
+    f1 = [h["val_f1"] for h in result.history]
+    best = result.fold_metrics[0]["best_epoch"]
+    assert len(f1) < 30 and f1[best] == max(f1)
+    assert f1[-1] <= f1[best]  # stopped after an epoch without improvement
+
+
+def test_resume_after_interruption_gives_the_same_model(small, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 4, "patience": None, "checkpoint_dir": str(tmp_path / "ck")})
+    uninterrupted = train_qcnn(small, dataclasses.replace(cfg, checkpoint_dir=None))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_epoch_1(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_qcnn(small, cfg, on_epoch_end=stop_after_epoch_1)
+    seen = []
+    resumed = train_qcnn(small, cfg, on_epoch_end=lambda r: seen.append(r["epoch"]))
+    assert seen == [2, 3]  # epochs 0 and 1 came from the checkpoint
+    assert same_weights(resumed.model, uninterrupted.model)
+    assert resumed.metrics == uninterrupted.metrics
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in uninterrupted.history]
+    # a finished fold is not trained again
+    again = train_qcnn(small, cfg, on_epoch_end=lambda r: pytest.fail("trained a finished fold"))
+    assert same_weights(again.model, uninterrupted.model)
+
+
+def test_checkpoint_from_another_configuration_is_refused(small, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "checkpoint_dir": str(tmp_path)})
+    train_qcnn(small, cfg)
+    with pytest.raises(CheckpointMismatchError, match="lr: checkpoint 0.01, now 0.02"):
+        train_qcnn(small, dataclasses.replace(cfg, lr=0.02))
+    other_data = load_splits("digits", classes=(3, 8), n_train=40, seed=0)
+    with pytest.raises(CheckpointMismatchError, match="another configuration"):
+        train_qcnn(other_data, cfg)
+    (tmp_path / "fold0.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="cannot read checkpoint"):
+        train_qcnn(small, cfg)
+
+
+def test_k_fold_reports_every_fold(small):
+    result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 1, "folds": 3}))
+    assert [m["fold"] for m in result.fold_metrics] == [0, 1, 2]
+    assert result.best_fold == max(range(3), key=lambda k: (result.fold_metrics[k]["val"]["f1"], -k))
+    assert result.metrics == result.fold_metrics[result.best_fold]["test"]
+    assert sorted({h["fold"] for h in result.history}) == [0, 1, 2]
+
+
+@needs_two_cores
+def test_fold_parallel_is_identical_to_sequential(small):
+    cfg = TrainConfig(**{**TINY, "epochs": 2, "folds": 2})
+    sequential = train_qcnn(small, cfg)
+    parallel = train_qcnn(small, dataclasses.replace(cfg, mode="fold-parallel", workers=2))
+    assert same_weights(parallel.model, sequential.model)
+    assert parallel.fold_metrics == sequential.fold_metrics
+    assert [h["train_loss"] for h in parallel.history] == [h["train_loss"] for h in sequential.history]
+
+
+@needs_two_cores
+def test_data_parallel_matches_sequential_within_tolerance(small):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "patience": None})
+    sequential = train_qcnn(small, cfg)
+    distributed = train_qcnn(small, dataclasses.replace(cfg, mode="data-parallel", workers=2))
+    # same steps; only the order of floating-point additions differs
+    for (name, a), b in zip(sequential.model.state_dict().items(), distributed.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
+    np.testing.assert_allclose([h["train_loss"] for h in distributed.history],
+                               [h["train_loss"] for h in sequential.history], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": 0}, "batch_size must be a positive int"),
+    ({"n_qubits": 6}, "power of two"),
+    ({"mode": "async"}, "mode must be one of"),
+    ({"simulator": "qulacs"}, "simulator must be one of"),
+    ({"patience": 0}, "patience"),
+    ({"lr": -1.0}, "lr must be"),
+    ({"epochs": 0}, "epochs must be a positive int"),
+])
+def test_bad_config_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_batch_larger_than_the_training_data_is_refused(small):
+    with pytest.raises(ValueError, match="larger than the training data"):
+        train_qcnn(small, TrainConfig(**{**TINY, "batch_size": 49}))
+    with pytest.raises(ValueError, match="smallest fold"):
+        train_qcnn(small, TrainConfig(**{**TINY, "batch_size": 60, "folds": 2}))  # 119 samples: folds of 59 and 60
+
+
+def test_labels_outside_the_classes_are_refused(small):
+    y = small.y_train.copy()
+    y[3] = 2
+    with pytest.raises(ValueError, match=r"y_train has labels \[2\] outside 0..1"):
+        train_qcnn(dataclasses.replace(small, y_train=y), TrainConfig(**TINY))
+    model = HybridQCNN_from(small)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        evaluate(model, small.X_test, small.y_test - 1)
+
+
+def test_images_of_the_wrong_shape_are_refused(small):
+    wrong = dataclasses.replace(small, X_val=np.zeros((len(small.y_val), 1, 7, 8), np.float32))
+    with pytest.raises(ValueError, match=r"X_val must have shape \(N, 1, 8, 8\)"):
+        train_qcnn(wrong, TrainConfig(**TINY))
+    with pytest.raises(ValueError, match=r"X must have shape \(N, 1, 8, 8\)"):
+        evaluate(HybridQCNN_from(small), np.zeros((3, 3, 8, 8), np.float32), [0, 1, 0])
+
+
+def test_oversubscribing_the_cores_is_refused(small):
+    cores = available_cores()
+    with pytest.raises(ValueError, match="cores"):
+        train_qcnn(small, TrainConfig(**{**TINY, "mode": "data-parallel", "workers": cores + 1}))
+    with pytest.raises(ValueError, match="exceeds the"):
+        train_qcnn(small, TrainConfig(**{**TINY, "threads": cores + 1}))
+
+
+def test_callbacks_only_in_sequential_mode(small):
+    with pytest.raises(ValueError, match="on_epoch_end"):
+        train_qcnn(small, TrainConfig(**{**TINY, "mode": "fold-parallel", "folds": 2, "workers": 1}),
+                   on_epoch_end=print)
+
+
+def HybridQCNN_from(splits):
+    from qmlnb.models import HybridQCNN
+
+    return HybridQCNN(splits.image_shape, len(splits.classes), n_qubits=4)
