@@ -172,6 +172,16 @@ def _allocated_bytes(path: Path) -> int:
         return 0
 
 
+def _size(nbytes: int) -> str:
+    """'1000 B', '63.3 KiB', '9.31 GiB': readable sizes for error messages."""
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.3g} {unit}" if nbytes < 1000 else f"{nbytes:.0f} {unit}"
+
+
 def check_writable(path: Path, nbytes: int) -> None:
     """Refuse, before any work, a directory that cannot be written or lacks ``nbytes`` of free space."""
     folder = path.parent
@@ -182,9 +192,8 @@ def check_writable(path: Path, nbytes: int) -> None:
                                           "(or not writable by this user); choose another out= path")
     free = shutil.disk_usage(folder).free
     if nbytes > free:
-        raise GramFileError(errno.ENOSPC, f"the Gram matrix needs {nbytes / 2**30:.2f} GiB more on disk at {path} "
-                                          f"but only {free / 2**30:.2f} GiB is free; free space or choose another "
-                                          "out= path")
+        raise GramFileError(errno.ENOSPC, f"the Gram matrix needs {_size(nbytes)} more on disk at {path} "
+                                          f"but only {_size(free)} is free; free space or choose another out= path")
 
 
 def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) -> tuple[GramFile, TileLedger, list]:
