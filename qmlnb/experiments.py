@@ -29,14 +29,19 @@ class RunSkipped(RuntimeError):
 
 
 # ---------------------------------------------------------------------- runs
-def run_dir(stage: str = "interactive") -> Path:
-    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``runs/interactive/<stage>/``.
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml``, else ``start``."""
+    start = Path(start or Path.cwd()).resolve()
+    return next((p for p in (start, *start.parents) if (p / "pyproject.toml").is_file()), start)
 
-    The interactive folder lies under the notebook's working directory; ``runs/``
-    is git-ignored at any depth, and the summary only reads folders with a
+
+def run_dir(stage: str = "interactive") -> Path:
+    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<stage>/``.
+
+    ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
-    folder = Path(os.environ.get(RUN_DIR_ENV) or Path.cwd() / "runs" / "interactive" / stage)
+    folder = Path(os.environ.get(RUN_DIR_ENV) or project_root() / "runs" / "interactive" / stage)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

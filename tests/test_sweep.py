@@ -15,7 +15,7 @@ from qmlnb import cli, runs, sweep
 ROOT = Path(__file__).resolve().parent.parent
 
 # a fast notebook (no torch): records its parameters and environment, fails or skips on request
-PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\n'
+PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\nbackend = "cpu"\n'
 BODY = """
 import os, pathlib
 from qmlnb import experiments
@@ -172,6 +172,19 @@ def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
     # the grid may cap parallelism: a timing stage asks for one run at a time, all cores
     s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [7]}, name="serial", jobs=1), tmp_path / "runs")
     assert [t for *_, t, _ in sweep.plan([s], cores=2, jobs=2)] == [2]
+
+
+def test_points_naming_an_unusable_backend_are_skipped_before_a_kernel_starts(tmp_path, toy, monkeypatch):
+    import qmlnb.kernels
+
+    monkeypatch.setattr(qmlnb.kernels, "available_backends",
+                        lambda: {"cpu": (True, "BLAS"), "gpu": (False, "no CUDA device here")})
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["gpu"], "threads": [1]}, name="gpu"), tmp_path / "runs")
+    summary = sweep.run_sweeps([s], cores=2, progress=False)
+    record = runs.read_status(tmp_path / "runs" / "gpu" / "backend-gpu_threads-1")
+    assert summary["skipped"] == 1 and record["status"] == "skipped"
+    assert record["reason"] == "Gram backend 'gpu' cannot run here: no CUDA device here"
+    assert not list((tmp_path / "runs" / "gpu" / "backend-gpu_threads-1").glob("*.ipynb"))  # nothing ran
 
 
 def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
