@@ -26,11 +26,12 @@ Parameters: ``conv`` of shape ``(log2 n, 6)`` and ``pool`` of shape
 ``(log2 n, 2)``.  Both simulators register exactly these two parameters under
 these names, so a ``state_dict`` of one loads into the other:
 
-* :class:`TorchQCNN` -- a batched state-vector simulator in plain torch: the
-  state is a ``(B, 2**n)`` complex tensor viewed as ``(B, 2, ..., 2)``; each
-  two-qubit gate is a ``(4, 4)`` matrix built from the parameters once per
-  forward pass and applied to all samples by one small tensor contraction.
-  Full autograd (nothing is detached or converted to NumPy).
+* :class:`TorchQCNN` -- a batched simulator in plain torch: the first level
+  on ``(B, 2**n)`` complex state vectors (every two-qubit gate a ``(4, 4)``
+  matrix built from the parameters once per forward pass and applied to all
+  samples by one small tensor contraction or matrix product), the later levels
+  on the density matrices of the active wires (the discarded wires traced
+  out).  Full autograd (nothing is detached or converted to NumPy).
 * :func:`pennylane_qcnn` -- the same circuit as a PennyLane QNode on
   ``default.qubit`` with ``diff_method="backprop"``, wrapped in
   ``qml.qnn.TorchLayer``: the reference the fast simulator is tested against.
@@ -184,11 +185,69 @@ def expval_z(state: torch.Tensor, wire: int, n_qubits: int) -> torch.Tensor:
     return per_value[:, 0] - per_value[:, 1]
 
 
+def encode_and_convolve_pairs(angles: torch.Tensor, u_conv: torch.Tensor) -> torch.Tensor:
+    """RY encoding and the first convolution's even pairs, as one (B, 2**n) state.
+
+    On a product state the gates on the disjoint pairs (0, 1), (2, 3), ... act
+    on (B, n/2, 4) pair states separately (one batched matmul); the pair states
+    are then multiplied out into the full state vector.
+    """
+    batch, n = angles.shape
+    amp = torch.stack([torch.cos(angles / 2), torch.sin(angles / 2)], dim=-1).to(complex_dtype(angles.dtype))
+    pairs = (amp[:, 0::2, :, None] * amp[:, 1::2, None, :]).reshape(batch, n // 2, 4) @ u_conv.T
+    state = pairs[:, 0]
+    for k in range(1, n // 2):
+        state = (state[:, :, None] * pairs[:, k, None, :]).reshape(batch, -1)
+    return state
+
+
+def discarded_first(m: int) -> list[int]:
+    """Basis permutation that lists the bits of positions 0, 2, ... (discarded) before 1, 3, ... (kept).
+
+    ``W[discarded_first(m)]`` is the unitary W with its output basis in the bit
+    order (p0, p2, ..., p1, p3, ...), so the pooled wires' partial trace is a
+    plain block diagonal sum.
+    """
+    order = list(range(0, m, 2)) + list(range(1, m, 2))
+    return [sum(((i >> (m - 1 - t)) & 1) << (m - 1 - pos) for t, pos in enumerate(order)) for i in range(2**m)]
+
+
+def kron_all(mats: list[torch.Tensor]) -> torch.Tensor:
+    """Kronecker product of square matrices, the first on the most significant bits."""
+    out = mats[0]
+    for mat in mats[1:]:
+        out = torch.kron(out, mat)
+    return out
+
+
+def level_unitary(u_conv: torch.Tensor, u_pool: torch.Tensor, m: int) -> torch.Tensor:
+    """(2**m, 2**m) unitary of one convolution + pooling level on m active wires (positions 0..m-1).
+
+    Pooling x odd convolution pairs x even convolution pairs, each a Kronecker
+    product of the shared 4x4 blocks (identity on the odd layer's end wires).
+    """
+    even = kron_all([u_conv] * (m // 2))
+    pool = kron_all([u_pool] * (m // 2))
+    if m == 2:
+        return pool @ even
+    eye2 = torch.eye(2, dtype=u_conv.dtype)
+    odd = kron_all([eye2] + [u_conv] * (m // 2 - 1) + [eye2])
+    return pool @ odd @ even
+
+
 class TorchQCNN(nn.Module):
-    """The QCNN circuit simulated as batched torch state vectors.
+    """The QCNN circuit simulated in batches with torch, full autograd.
 
     forward: (B, n_qubits) angles, float32 or float64 -> (B,) <Z> of the last
     wire, same dtype.  Parameters ``conv`` (L, 6) and ``pool`` (L, 2), L = log2(n).
+
+    The first level runs on (B, 2**n) complex state vectors.  After its pooling
+    the discarded wires are never touched again, so they are traced out: the
+    later levels act on (B, 2**m, 2**m) density matrices of the m = n/2, n/4, ...
+    active wires (never larger than the state vector, and each level's
+    unitary is built once per batch and applied by two matrix products).  The
+    result is exact; :meth:`forward_statevector` is the plain gate-by-gate
+    state-vector simulation it is tested against.
     """
 
     def __init__(self, n_qubits: int, weights: dict[str, torch.Tensor] | None = None):
@@ -199,8 +258,43 @@ class TorchQCNN(nn.Module):
         weights = weights if weights is not None else init_weights(n_qubits)
         self.conv = nn.Parameter(weights["conv"].clone())
         self.pool = nn.Parameter(weights["pool"].clone())
+        self.reorder = {m: discarded_first(m) for m in (2 ** k for k in range(1, n_levels(n_qubits)))}
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        n = self.n_qubits
+        u_conv = conv_matrices(self.conv.to(angles.dtype))
+        u_pool = pool_matrices(self.pool.to(angles.dtype))
+        state = encode_and_convolve_pairs(angles, u_conv[0])
+        # the rest of level 0 (odd convolution pairs, pooling) in blocks of 4
+        # wires: the odd pairs that cross from one block to the next, (3, 4),
+        # (7, 8), ..., commute with the other odd pairs and go first; then on
+        # each block (wires 4k..4k+3) one 16x16 matrix, kron(P, P) (I x U x I),
+        # applied by a single matrix product
+        block = min(4, n)
+        for k in range(n // 4 - 1):
+            state = apply_two_qubit(state, u_conv[0], 4 * k + 3, 4 * k + 4, n)
+        if block == 2:
+            inside = u_pool[0]
+        else:
+            eye2 = torch.eye(2, dtype=state.dtype)
+            inside = kron_all([u_pool[0]] * 2) @ kron_all([eye2, u_conv[0], eye2])
+        for k in range(n // block):
+            view = state.reshape(-1, 2**block, 2 ** (n - block * (k + 1)))
+            state = (inside @ view).reshape(state.shape)
+        # trace out the discarded (even) wires: rho[k, k'] = sum_d psi[d, k] conj(psi[d, k'])
+        psi = state.reshape((-1,) + (2,) * n).permute([0] + list(range(1, n + 1, 2)) + list(range(2, n + 1, 2)))
+        psi = psi.reshape(-1, 2 ** (n // 2), 2 ** (n // 2))
+        rho = psi.transpose(1, 2) @ psi.conj()
+        m = n // 2
+        for level in range(1, len(self.levels)):
+            w = level_unitary(u_conv[level], u_pool[level], m)[self.reorder[m]]
+            half = 2 ** (m // 2)
+            rho = (w @ rho @ w.conj().T).reshape(-1, half, half, half, half).diagonal(dim1=1, dim2=3).sum(-1)
+            m //= 2
+        return (rho[:, 0, 0] - rho[:, 1, 1]).real
+
+    def forward_statevector(self, angles: torch.Tensor) -> torch.Tensor:
+        """The same circuit gate by gate on (B, 2**n) state vectors: (B, n) angles -> (B,) <Z>."""
         n = self.n_qubits
         u_conv = conv_matrices(self.conv.to(angles.dtype))
         u_pool = pool_matrices(self.pool.to(angles.dtype))

@@ -65,6 +65,13 @@ def test_two_qubit_circuit_with_zero_angles_is_closed_form():
     torch.testing.assert_close(pennylane_qcnn(2, zeros)(x), expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("n_qubits", [2, 4, 8, 16])
+def test_density_matrix_levels_equal_the_plain_state_vector_simulation(n_qubits):
+    layer = TorchQCNN(n_qubits, init_weights(n_qubits, torch.Generator().manual_seed(7), dtype=torch.float64))
+    x = torch.rand(3, n_qubits, dtype=torch.float64, generator=torch.Generator().manual_seed(8)) * 6 - 3
+    torch.testing.assert_close(layer(x), layer.forward_statevector(x), atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("n_qubits", [2, 4, 8])
 def test_fast_simulator_matches_pennylane_outputs_and_gradients(n_qubits):
     fast = HybridQCNN(IMAGE, 2, n_qubits, "torch", seed=1).double()
