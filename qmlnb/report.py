@@ -220,6 +220,7 @@ def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     out = (qcnn.groupby(["dataset", "mode", "threads", "folds"], dropna=False)
            .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"))
            .reset_index())
+    out["folds"] = out["folds"].fillna(1).astype(int)
     seq = out[out["mode"] == "sequential"].groupby(["dataset", "folds"])["train_s"].median().rename("seq_s")
     out = out.join(seq, on=["dataset", "folds"])
     out["speedup_vs_sequential"] = out["seq_s"] / out["train_s"]
@@ -274,7 +275,9 @@ def plot_gram_scaling(times: pd.DataFrame, slopes: pd.DataFrame):
     qubits = sorted(top["n_qubits"].unique())
     fig, axes = plt.subplots(1, len(qubits), figsize=(5 * len(qubits), 4), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], qubits):
-        sns.lineplot(data=top[top["n_qubits"] == n], x="n_samples", y="gram_s", hue="label", marker="o", ax=ax)
+        # several runs of one (backend, n, threads, N) -- e.g. the scaling and threads grids -- show their median
+        sns.lineplot(data=top[top["n_qubits"] == n], x="n_samples", y="gram_s", hue="label", marker="o", ax=ax,
+                     estimator="median", errorbar=None)
         ax.set(xscale="log", yscale="log", xlabel="N (states)", ylabel="Gram time (s)", title=f"n = {n} qubits")
         ax.legend(fontsize=8, title=None)
     return fig
