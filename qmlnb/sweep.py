@@ -323,9 +323,13 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     runs.write_status(run_dir, runs.SKIPPED, reason=action, params=point)
                     account({"status": runs.SKIPPED, "reason": action}, sweep, point)
             workers = max(1, min(jobs, sweep.jobs or jobs, len(pending) or 1))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
                 for future in [pool.submit(work, sweep, p, t) for p, t in pending]:
                     future.result()
+            finally:
+                # on Ctrl-C or an error, start nothing more; runs in progress keep no final status and are redone
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
     return summary

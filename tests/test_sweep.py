@@ -1,6 +1,10 @@
 """Sweeps: grid validation before any run, failure tolerance, resume, skips, threads and parallel runs."""
 import ast
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,15 +14,17 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from qmlnb import cli, runs, sweep
+from qmlnb import cli, report, runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # a fast notebook (no torch): records its parameters and environment, fails or skips on request
-PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\nbackend = "cpu"\n'
+PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\nbackend = "cpu"\nsleep = 0.0\n'
 BODY = """
-import os, pathlib
+import os, pathlib, time
 from qmlnb import experiments
+if os.environ.get("TOY_SLOW"):
+    time.sleep(sleep)
 if skip:
     raise experiments.RunSkipped("no data here")
 if fail:
@@ -160,6 +166,31 @@ def test_sweep_records_failures_goes_on_and_resumes(tmp_path, toy):
     assert summary["already_complete"] == 1 and summary["complete"] == 1 and summary["failed"] == 1
     assert (ok / "status.json").stat().st_mtime_ns == stamp  # the completed run was not redone
     assert runs.is_complete(interrupted) and json.loads((interrupted / "metrics.json").read_text())["stage"] == "toy"
+
+
+def test_a_sweep_killed_mid_run_loses_only_that_run(tmp_path, toy):
+    grid = grid_file(tmp_path, toy, [{"a": [1], "threads": [1]}, {"a": [2], "sleep": [60.0], "threads": [1]}],
+                     name="killed")
+    runs_dir = tmp_path / "runs"
+    # TOY_SLOW: only this first sweep's slow run really sleeps (the kernel inherits the environment)
+    proc = subprocess.Popen([sys.executable, "-m", "qmlnb", "sweep", str(grid), "--runs-dir", str(runs_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "TOY_SLOW": "1"})
+    slow = runs_dir / "killed" / "a-2_sleep-60.0_threads-1"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(slow.glob(".*executing.ipynb")):  # papermill has started the slow run
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its papermill/kernel children, at once
+        proc.wait()
+    assert runs.is_complete(runs_dir / "killed" / "a-1_threads-1")
+    assert runs.read_status(slow)["status"] == runs.RUNNING
+    assert list(report.load_runs(runs_dir)["run"]) == ["a-1_threads-1"]  # the summary never sees the killed run
+    summary = sweep.run_sweeps([sweep.load_sweep(grid, runs_dir)], cores=2, progress=False)
+    assert (summary["already_complete"], summary["complete"]) == (1, 1)
+    assert runs.is_complete(slow) and not list(slow.glob(".*executing*"))
 
 
 def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
