@@ -367,8 +367,8 @@ CXX = shutil.which("g++")
 
 
 @pytest.fixture(scope="module")
-def emulated_kernel(tmp_path_factory):
-    """``run(A, B, dtype, triangular, with_transpose) -> (out, out_t)``: the CUDA kernel run on the CPU."""
+def kernel_emulation(tmp_path_factory):
+    """ctypes library whose ``emulate(...)`` runs the CUDA kernel's launch on the CPU."""
     import ctypes
 
     if CXX is None:
@@ -382,6 +382,14 @@ def emulated_kernel(tmp_path_factory):
         pytest.skip(f"{CXX} has no C++20 <barrier>: {build.stderr[:200]}")
     assert build.returncode == 0, build.stderr
     library = ctypes.CDLL(str(folder / "emulate.so"))
+    library.emulate.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 7
+    return library
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(kernel_emulation):
+    """``run(A, B, dtype, triangular, with_transpose) -> (out, out_t)``: the CUDA kernel run on the CPU."""
+    import ctypes
 
     def run(A, B, dtype, triangular, with_transpose=False):
         n, m, d = A.shape[0], B.shape[0], A.shape[1]
@@ -389,8 +397,8 @@ def emulated_kernel(tmp_path_factory):
         out_t = np.full((m, n), np.nan, dtype) if with_transpose else None
         pointer = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
         grid_x, grid_y = pycuda_kernel.launch_grid(n, m, triangular)
-        library.emulate(pointer(A), pointer(B), pointer(out), pointer(out_t), n, m, d, int(triangular),
-                        grid_x, grid_y, int(dtype == np.float64))
+        kernel_emulation.emulate(pointer(A), pointer(B), pointer(out), pointer(out_t), n, m, d, int(triangular),
+                                 grid_x, grid_y, int(dtype == np.float64))
         return out, out_t
 
     return run
@@ -414,6 +422,95 @@ def test_emulated_kernel_rectangular_launch_and_transposed_copy(emulated_kernel,
     np.testing.assert_array_equal(K_t, K.T)
     K_only, _ = emulated_kernel(A, B, np.float64, triangular=False)  # out_t null: not written
     np.testing.assert_allclose(K_only, reference(A, B), atol=1e-5, rtol=0)
+
+
+def fake_pycuda(emulation, n_devices: int, launches: list):
+    """Modules standing in for pycuda: host arrays as device memory, the emulated kernel as launches."""
+    import ctypes
+    import types
+
+    current = threading.local()
+    # the emulation's __shared__ statics and barrier are process-wide: one launch at a
+    # time (the device threads still interleave their tiles)
+    one_launch = threading.Lock()
+
+    class Context:
+        def __init__(self, ordinal):
+            self.ordinal = ordinal
+
+        def push(self):
+            current.ordinal = self.ordinal
+
+        def pop(self):
+            current.ordinal = None
+
+    class Device:
+        def __init__(self, ordinal):
+            assert 0 <= ordinal < n_devices
+            self.ordinal = ordinal
+
+        count = staticmethod(lambda: n_devices)
+        name = lambda self: "Emulated GPU"  # noqa: E731
+        retain_primary_context = lambda self: Context(self.ordinal)  # noqa: E731
+
+    class Pointer:
+        def __init__(self, array):
+            self.array = array  # keeps the memory alive
+
+        def __int__(self):
+            return self.array.ctypes.data
+
+    class GPUArray:
+        def __init__(self, array):
+            self.host = array
+            self.gpudata = Pointer(array)
+
+        def get(self):
+            return self.host.copy()
+
+    def launch(name):
+        def kernel(a, b, out, out_t, n_rows, n_cols, d, triangular, *, block, grid):
+            assert block == (16, 16, 1) and current.ordinal is not None  # inside a pushed context
+            launches.append((current.ordinal, threading.get_ident(), grid))
+            with one_launch:
+                emulation.emulate(int(a), int(b), int(out), int(out_t) or None, int(n_rows), int(n_cols), int(d),
+                                  int(triangular), grid[0], grid[1], int(name == "gram_abs2_f64"))
+        return kernel
+
+    class SourceModule:
+        def __init__(self, source, no_extern_c=False, options=()):
+            assert no_extern_c and "gram_abs2_f32" in source
+
+        get_function = staticmethod(launch)
+
+    driver = types.SimpleNamespace(init=lambda: None, Device=Device, mem_get_info=lambda: (8 << 30, 8 << 30))
+    gpuarray = types.SimpleNamespace(to_gpu=lambda a: GPUArray(np.array(a)),
+                                     empty=lambda shape, dtype: GPUArray(np.full(shape, np.nan, dtype)))
+    compiler = types.SimpleNamespace(SourceModule=SourceModule)
+    package = types.SimpleNamespace(VERSION_TEXT="emulated", driver=driver, gpuarray=gpuarray, compiler=compiler)
+    del ctypes
+    return {"pycuda": package, "pycuda.driver": driver, "pycuda.gpuarray": gpuarray, "pycuda.compiler": compiler}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_devices", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pycuda_host_code_with_the_emulated_kernel(kernel_emulation, monkeypatch, n_devices, dtype):
+    """pycuda_kernel's tiling, pointer offsets, grids, mirrors and device threads, kernel emulated."""
+    launches = []
+    for name, module in fake_pycuda(kernel_emulation, n_devices, launches).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(pycuda_kernel, "_modules", {})
+    assert pycuda_kernel.probe() == (True, f"PyCUDA emulated on {n_devices} CUDA device(s): Emulated GPU")
+    A, B = random_states(75, 16, 10), random_states(40, 16, 11)
+    K = gram(A, backend="pycuda", tile=32, dtype=dtype)  # 3 x 3 tiles, 6 computed, 2 of them ragged
+    assert K.dtype == dtype
+    np.testing.assert_allclose(K, reference(A), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(K, K.T)
+    assert len(launches) == 6 and {ordinal for ordinal, _, _ in launches} == set(range(n_devices))
+    assert len({thread for _, thread, _ in launches}) == n_devices
+    K = gram(A, B, backend="pycuda", tile=32, dtype=dtype)
+    np.testing.assert_allclose(K, reference(A, B), atol=1e-5, rtol=0)
 
 
 def test_launch_grid():
