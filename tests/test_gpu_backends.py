@@ -639,3 +639,95 @@ def test_bench_gpu_without_cuda_says_why(capsys):
 
     assert main(["bench", "gpu"]) == 1
     assert "no CUDA device" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- cupy host code against a BLAS-spec cuBLAS
+def fake_cupy(n_devices: int, calls: list):
+    """Modules standing in for cupy: host arrays as device memory, cuBLAS cgemm/cherk written
+    from the BLAS definitions (column-major, leading dimensions, op flags, only the ``uplo``
+    triangle written), so the backend's argument choices are checked independently."""
+    import contextlib
+    import ctypes
+    import types
+
+    def column_major(pointer, rows, cols, ld, dtype):
+        itemsize = np.dtype(dtype).itemsize
+        buffer = (ctypes.c_char * ((ld * (cols - 1) + rows) * itemsize)).from_address(pointer)
+        return np.ndarray((rows, cols), dtype, buffer=buffer, strides=(itemsize, ld * itemsize))
+
+    def scalar(pointer, dtype):
+        return np.frombuffer((ctypes.c_char * np.dtype(dtype).itemsize).from_address(pointer), dtype)[0]
+
+    def op(matrix, trans):
+        return {0: matrix, 1: matrix.T, 2: matrix.conj().T}[trans]
+
+    def cgemm(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        calls.append("cgemm")
+        a = column_major(A, *((m, k) if transa == 0 else (k, m)), lda, np.complex64)
+        b = column_major(B, *((k, n) if transb == 0 else (n, k)), ldb, np.complex64)
+        c = column_major(C, m, n, ldc, np.complex64)
+        assert scalar(beta, np.complex64) == 0
+        c[...] = scalar(alpha, np.complex64) * (op(a, transa) @ op(b, transb))
+
+    def cherk(handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc):
+        calls.append("cherk")
+        assert trans in (0, 2)
+        a = column_major(A, *((n, k) if trans == 0 else (k, n)), lda, np.complex64)
+        c = column_major(C, n, n, ldc, np.complex64)
+        assert scalar(beta, np.float32) == 0
+        full = scalar(alpha, np.float32) * (a @ a.conj().T if trans == 0 else a.conj().T @ a)
+        rows, cols = np.indices((n, n))
+        triangle = rows >= cols if uplo == 0 else rows <= cols  # cuBLAS writes only this part
+        c[triangle] = full[triangle]
+
+    class DeviceArray(np.ndarray):
+        @property
+        def data(self):
+            return types.SimpleNamespace(ptr=self.ctypes.data)
+
+        def get(self):
+            return np.array(self)
+
+    device_array = lambda a: np.array(a).view(DeviceArray)  # noqa: E731
+
+    def elementwise_kernel(in_params, out_params, source, name):
+        assert in_params == "complex64 z" and out_params == "T k"
+
+        def kernel(z, k):
+            k[...] = (z.real * z.real + z.imag * z.imag).astype(np.float32)  # float32 squares, then cast
+            return k
+        return kernel
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: n_devices, memGetInfo=lambda: (8 << 30, 8 << 30))
+    cuda = types.SimpleNamespace(Device=lambda ordinal: contextlib.nullcontext(), runtime=runtime,
+                                 device=types.SimpleNamespace(get_cublas_handle=lambda: 1))
+    cupy = types.SimpleNamespace(
+        __version__="emulated", cuda=cuda, ElementwiseKernel=elementwise_kernel,
+        asarray=device_array, zeros=lambda shape, dtype: device_array(np.zeros(shape, dtype)),
+        empty=lambda shape, dtype: device_array(np.full(shape, np.nan, dtype)),
+        triu=lambda a, k=0: device_array(np.triu(a, k)), ascontiguousarray=device_array,
+    )
+    cublas = types.SimpleNamespace(
+        cgemm=cgemm, cherk=cherk, setPointerMode=lambda handle, mode: None, CUBLAS_POINTER_MODE_HOST=0,
+        CUBLAS_OP_N=0, CUBLAS_OP_T=1, CUBLAS_OP_C=2, CUBLAS_FILL_MODE_LOWER=0, CUBLAS_FILL_MODE_UPPER=1,
+    )
+    libs = types.SimpleNamespace(cublas=cublas)
+    backends = types.SimpleNamespace(cuda=types.SimpleNamespace(libs=libs))
+    return {"cupy": cupy, "cupy_backends": backends, "cupy_backends.cuda": backends.cuda,
+            "cupy_backends.cuda.libs": libs, "cupy_backends.cuda.libs.cublas": cublas}
+
+
+@pytest.mark.parametrize("n_devices", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cupy_host_code_with_blas_spec_cublas(monkeypatch, n_devices, dtype):
+    calls = []
+    for name, module in fake_cupy(n_devices, calls).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert cupy_blas.probe() == (True, f"CuPy emulated on {n_devices} CUDA device(s)")
+    A, B = random_states(75, 16, 12), random_states(40, 16, 13)
+    K = gram(A, backend="cupy", tile=32, dtype=dtype)
+    assert K.dtype == dtype and sorted(calls) == ["cgemm"] * 3 + ["cherk"] * 3
+    np.testing.assert_allclose(K, reference(A), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(K, K.T)
+    K = gram(A, B, backend="cupy", tile=32, dtype=dtype)
+    np.testing.assert_allclose(K, reference(A, B), atol=1e-5, rtol=0)
