@@ -26,7 +26,7 @@ TORCH_CUDA, TORCH_CUDA_REASON = torch_cuda.probe()
 PYCUDA, PYCUDA_REASON = pycuda_kernel.probe()
 CUPY, CUPY_REASON = cupy_blas.probe()
 N_CUDA = torch.cuda.device_count() if TORCH_CUDA else 0
-NVCC = shutil.which("nvcc") or (shutil.which("/usr/local/cuda/bin/nvcc"))
+NVCC = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
 
 needs_torch_cuda = pytest.mark.skipif(not TORCH_CUDA, reason=f"torchcuda: {TORCH_CUDA_REASON}")
 needs_pycuda = pytest.mark.skipif(not PYCUDA, reason=f"pycuda: {PYCUDA_REASON}")
@@ -426,7 +426,6 @@ def test_emulated_kernel_rectangular_launch_and_transposed_copy(emulated_kernel,
 
 def fake_pycuda(emulation, n_devices: int, launches: list):
     """Modules standing in for pycuda: host arrays as device memory, the emulated kernel as launches."""
-    import ctypes
     import types
 
     current = threading.local()
@@ -488,7 +487,6 @@ def fake_pycuda(emulation, n_devices: int, launches: list):
                                      empty=lambda shape, dtype: GPUArray(np.full(shape, np.nan, dtype)))
     compiler = types.SimpleNamespace(SourceModule=SourceModule)
     package = types.SimpleNamespace(VERSION_TEXT="emulated", driver=driver, gpuarray=gpuarray, compiler=compiler)
-    del ctypes
     return {"pycuda": package, "pycuda.driver": driver, "pycuda.gpuarray": gpuarray, "pycuda.compiler": compiler}
 
 
