@@ -1,6 +1,6 @@
 """Processes for training: a fold-parallel pool and data-parallel torch.distributed.
 
-* fold-parallel: a ``spawn`` process pool, one fold per process.  Each fold is
+* fold-parallel: a ``spawn`` process pool (kept for later calls), one fold per process.  Each fold is
   seeded by its index and trained by the same :func:`qmlnb.train.train_fold`
   as in sequential mode, so the results are identical to sequential ones
   (given the same number of threads per process).
@@ -18,6 +18,7 @@ processes x threads never exceeds the cores.
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import multiprocessing
 import os
@@ -26,6 +27,7 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -89,13 +91,41 @@ def _train_fold_in_worker(data, cfg):
     return train_fold(data, cfg)
 
 
+# Pools are kept for the next train_qcnn call (a sweep, a notebook's next cell):
+# starting a spawned worker costs seconds (it imports torch and scikit-learn),
+# often more than training one fold of this small model.
+_POOLS: dict[tuple[int, int], ProcessPoolExecutor] = {}
+
+
+def fold_pool(processes: int, threads: int) -> ProcessPoolExecutor:
+    """A spawn process pool with ``threads`` torch threads per worker, reused across calls."""
+    key = (processes, threads)
+    if key not in _POOLS:
+        _POOLS[key] = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_init_pool_worker, initargs=(threads,))
+    return _POOLS[key]
+
+
+def shutdown_pools() -> None:
+    """Stop the worker processes kept by :func:`fold_pool`."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True)
+
+
+atexit.register(shutdown_pools)
+
+
 def run_fold_parallel(folds, cfg, threads: int) -> list[dict]:
     """Train ``folds`` in a pool of min(workers, folds) spawned processes; results in fold order."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cfg.processes(), mp_context=context, initializer=_init_pool_worker,
-                             initargs=(threads,)) as pool:
+    key = (cfg.processes(), threads)
+    pool = fold_pool(*key)
+    try:
         futures = [pool.submit(_train_fold_in_worker, data, cfg) for data in folds]
         return [future.result() for future in futures]
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory): never hand this pool out again
+        _POOLS.pop(key, None)
+        raise
 
 
 # ------------------------------------------------------------------ data-parallel

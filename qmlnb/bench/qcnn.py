@@ -1,0 +1,207 @@
+"""Time hybrid-QCNN training: fast simulator vs PennyLane, 1 vs 2 processes, real datasets.
+
+Three sections, each compared in the same run with what a user would
+otherwise do:
+
+- ``simulator``: training samples per second (forward, cross-entropy,
+  backward, Adam step) of ``HybridQCNN(simulator="torch")`` against the same
+  model with PennyLane's ``qml.qnn.TorchLayer`` (default.qubit, backprop),
+  n_qubits=8, batch 64, 28x28 images; and the quantum layer alone
+  (forward + backward of (64, 8) angles).
+- ``parallel``: ``train_qcnn`` throughput (training samples per second) of
+  the sequential mode against fold-parallel (2 folds, 2 processes) and
+  data-parallel (2 gloo processes), same data and epochs, early stopping off;
+  wall clock and the epochs alone.  Fold-parallel runs twice: ``_cold``
+  starts the pool's processes, the headline run reuses them (as a sweep's
+  later runs do); data-parallel starts its processes every call.
+- ``datasets``: default ``TrainConfig`` on the real Fashion-MNIST subset
+  (Dress vs Bag) and CIFAR-10 (cat vs ship) in ``--data-dir``: seconds
+  (loading included) and held-out test metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..models import HybridQCNN
+from ..provenance import environment
+from ..train import TrainConfig, available_cores, train_qcnn
+
+TARGETS = {"simulator_speedup": 20.0, "two_process_speedup": 1.6, "fashion_mnist_balanced_accuracy": 0.95,
+           "fashion_mnist_seconds": 180.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get("QMLNB_DATA_DIR"),
+                        help="folder with fashion-mnist/ and cifar-10-batches-py/ (default $QMLNB_DATA_DIR); "
+                             "the datasets section is skipped without it")
+    parser.add_argument("--n-qubits", type=int, default=8, help="QCNN wires (default 8)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps of the fast simulator (default 40)")
+    parser.add_argument("--pennylane-steps", type=int, default=6, help="timed steps of PennyLane (default 6)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--parallel-epochs", type=int, default=150,
+                        help="epochs per fold in the parallel section (default 150)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the simulator section and of the sequential runs (default 1: "
+                             "these small ops gain nothing from a second thread, and on a shared machine "
+                             "OpenMP threads that wait for a busy core slow everything down)")
+    parser.add_argument("--sections", default="simulator,parallel,datasets",
+                        help="comma-separated sections to run (default all three)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
+
+
+def _median_seconds(fn, steps: int, repeats: int) -> float:
+    """Median over repeats of the seconds per call of fn (after 2 warm-up calls)."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def bench_simulator(n_qubits: int, batch: int, steps: int, pl_steps: int, repeats: int) -> dict:
+    """Training samples/s and quantum-layer calls/s, torch simulator vs PennyLane TorchLayer."""
+    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(1))
+    angles = (torch.rand(batch, n_qubits, generator=torch.Generator().manual_seed(2)) * 6 - 3).requires_grad_()
+    out = {"n_qubits": n_qubits, "batch_size": batch, "image_shape": [1, 28, 28], "threads": torch.get_num_threads()}
+    for simulator, n_steps in (("torch", steps), ("pennylane", pl_steps)):
+        model = HybridQCNN((1, 28, 28), 2, n_qubits, simulator, seed=0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+        def train_step():
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+        def layer_step():
+            model.quantum(angles).sum().backward()
+
+        step = _median_seconds(train_step, n_steps, repeats)
+        layer = _median_seconds(layer_step, n_steps, repeats)
+        out[simulator] = {"train_step_s": step, "train_samples_per_s": batch / step,
+                          "quantum_layer_fwd_bwd_s": layer}
+        print(f"  {simulator:9s}: {batch / step:9.0f} training samples/s, quantum layer fwd+bwd {layer * 1e3:.2f} ms")
+    out["speedup_train"] = out["torch"]["train_samples_per_s"] / out["pennylane"]["train_samples_per_s"]
+    out["speedup_quantum_layer"] = out["pennylane"]["quantum_layer_fwd_bwd_s"] / out["torch"]["quantum_layer_fwd_bwd_s"]
+    print(f"  speed-up: {out['speedup_train']:.1f}x training, {out['speedup_quantum_layer']:.1f}x quantum layer")
+    return out
+
+
+def _throughput(splits, cfg: TrainConfig) -> dict:
+    start = time.perf_counter()
+    result = train_qcnn(splits, cfg)
+    wall = time.perf_counter() - start
+    samples, folds = result.timings["train_samples"], result.timings["folds"]
+    # the epochs alone, without process start-up: folds run side by side in fold-parallel mode
+    loop = max(folds) if cfg.mode == "fold-parallel" else sum(folds)
+    return {"mode": cfg.mode, "folds": cfg.folds, "processes": cfg.processes(),
+            "threads_per_process": result.timings["threads_per_process"], "wall_s": wall,
+            "train_samples": samples, "train_samples_per_s": samples / wall,
+            "epoch_loop_s": loop, "epoch_loop_samples_per_s": samples / loop,
+            "test_balanced_accuracy": result.metrics["balanced_accuracy"]}
+
+
+def bench_parallel(splits, n_qubits: int, batch: int, epochs: int, threads: int) -> dict:
+    """Sequential (``threads`` threads) vs fold-parallel and data-parallel (2 processes x 1 thread) throughput."""
+    base = TrainConfig(n_qubits=n_qubits, epochs=epochs, batch_size=batch, patience=None, progress=False,
+                       threads=threads)
+    out = {"dataset": splits.name, "n_train": int(len(splits.y_train)), "epochs": epochs}
+    if available_cores() < 2:
+        out["skipped"] = "fewer than 2 cores"
+        return out
+    runs = {
+        "sequential_2_folds": dataclasses.replace(base, folds=2),
+        # first call: the pool's processes start (cold); second call: they are reused (warm)
+        "fold_parallel_2_processes_cold": dataclasses.replace(base, folds=2, mode="fold-parallel", workers=2,
+                                                              threads=None),
+        "fold_parallel_2_processes": dataclasses.replace(base, folds=2, mode="fold-parallel", workers=2,
+                                                         threads=None),
+        "sequential": base,
+        "data_parallel_2_processes": dataclasses.replace(base, mode="data-parallel", workers=2, threads=None),
+    }
+    for name, cfg in runs.items():
+        out[name] = _throughput(splits, cfg)
+        print(f"  {name:26s}: {out[name]['train_samples_per_s']:8.0f} samples/s ({out[name]['wall_s']:.1f} s)")
+    out["speedup_fold_parallel"] = (out["fold_parallel_2_processes"]["train_samples_per_s"]
+                                    / out["sequential_2_folds"]["train_samples_per_s"])
+    out["speedup_fold_parallel_cold"] = (out["fold_parallel_2_processes_cold"]["train_samples_per_s"]
+                                         / out["sequential_2_folds"]["train_samples_per_s"])
+    out["speedup_data_parallel"] = (out["data_parallel_2_processes"]["train_samples_per_s"]
+                                    / out["sequential"]["train_samples_per_s"])
+    for key, par, seq in (("fold_parallel", "fold_parallel_2_processes", "sequential_2_folds"),
+                          ("data_parallel", "data_parallel_2_processes", "sequential")):
+        out[f"speedup_{key}_epoch_loop"] = (out[par]["epoch_loop_samples_per_s"]
+                                            / out[seq]["epoch_loop_samples_per_s"])
+    print(f"  speed-up (wall clock): fold-parallel {out['speedup_fold_parallel']:.2f}x "
+          f"({out['speedup_fold_parallel_cold']:.2f}x with process start-up), "
+          f"data-parallel {out['speedup_data_parallel']:.2f}x; epochs alone: "
+          f"{out['speedup_fold_parallel_epoch_loop']:.2f}x, {out['speedup_data_parallel_epoch_loop']:.2f}x")
+    return out
+
+
+def bench_dataset(name: str, data_dir: Path, n_qubits: int) -> dict:
+    """Default TrainConfig on a real dataset (classes 3 vs 8): seconds and test metrics."""
+    from ..data import load_splits
+
+    start = time.perf_counter()
+    splits = load_splits(name, classes=(3, 8), data_dir=data_dir)
+    result = train_qcnn(splits, TrainConfig(n_qubits=n_qubits, progress=False))
+    seconds = time.perf_counter() - start
+    print(f"  {name:13s} {splits.class_names}: balanced accuracy {result.metrics['balanced_accuracy']:.4f} "
+          f"in {seconds:.1f} s")
+    return {"dataset": name, "classes": list(splits.classes), "class_names": list(splits.class_names),
+            "source": splits.source, "n_train": int(len(splits.y_train)), "n_val": int(len(splits.y_val)),
+            "n_test": int(len(splits.y_test)), "seconds_total": seconds, "train_timings": result.timings,
+            "epochs_run": len(result.history), "test_metrics": result.metrics,
+            "config": dataclasses.asdict(result.config)}
+
+
+def run(args: argparse.Namespace) -> int:
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - {"simulator", "parallel", "datasets"}
+    if unknown:
+        raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from simulator, parallel, datasets")
+    results = {"benchmark": "qcnn", "environment": environment(), "targets": TARGETS,
+               "note": "measured on the machine named in environment; other jobs may have shared its cores"}
+    torch.set_num_threads(args.threads)
+    if "simulator" in sections:
+        print("simulator: fast torch vs PennyLane TorchLayer (default.qubit, backprop)")
+        results["simulator"] = bench_simulator(args.n_qubits, args.batch_size, args.steps, args.pennylane_steps,
+                                               args.repeats)
+    if "parallel" in sections:
+        from ..data import load_splits
+
+        print("parallel: sequential vs 2 processes (train_qcnn wall clock)")
+        try:
+            splits = load_splits("fashion-mnist", classes=(3, 8), data_dir=args.data_dir)
+        except Exception as err:  # no real data: the embedded digits still measure the scaling
+            print(f"  fashion-mnist unavailable ({err.__class__.__name__}); using digits")
+            splits = load_splits("digits", classes=(3, 8))
+        results["parallel"] = bench_parallel(splits, args.n_qubits, args.batch_size, args.parallel_epochs,
+                                             args.threads)
+    if "datasets" in sections:
+        if args.data_dir is None:
+            print("datasets: skipped (no --data-dir)")
+        else:
+            print("datasets: default TrainConfig on real data")
+            results["datasets"] = {name: bench_dataset(name, args.data_dir, args.n_qubits)
+                                   for name in ("fashion-mnist", "cifar10")}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
