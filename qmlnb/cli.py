@@ -9,6 +9,7 @@ BENCHES = {
     "gram": "qmlnb.bench.gram",
     "gpu": "qmlnb.bench.gpu_baseline",
     "qsvm": "qmlnb.bench.qsvm",
+    "qcnn": "qmlnb.bench.qcnn",
 }
 COMMANDS = {
     "sweep": "qmlnb.sweep",
