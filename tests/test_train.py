@@ -30,7 +30,7 @@ def same_weights(a, b) -> bool:
 
 
 def test_learns_digits_and_reports_test_metrics(digits):
-    result = train_qcnn(digits, TrainConfig(n_qubits=4, epochs=6, batch_size=32, progress=False))
+    result = train_qcnn(digits, TrainConfig(n_qubits=4, epochs=6, batch_size=32, threads=1, progress=False))
     assert set(result.metrics) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
     assert result.metrics["balanced_accuracy"] >= 0.85
     assert [h["epoch"] for h in result.history] == list(range(len(result.history)))
@@ -131,6 +131,25 @@ def test_data_parallel_matches_sequential_within_tolerance(small):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
     np.testing.assert_allclose([h["train_loss"] for h in distributed.history],
                                [h["train_loss"] for h in sequential.history], rtol=1e-5)
+
+
+@needs_two_cores
+def test_data_parallel_checkpoint_resumes_and_is_not_taken_for_sequential(small, tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "mode": "data-parallel", "workers": 2,
+                         "checkpoint_dir": str(tmp_path)})
+    first = train_qcnn(small, cfg)
+    assert (tmp_path / "fold0.pt").exists()
+    again = train_qcnn(small, cfg)  # the fold is complete: loaded, not retrained
+    assert same_weights(again.model, first.model) and again.history == first.history
+    with pytest.raises(CheckpointMismatchError, match="data_parallel_world: checkpoint 2, now 1"):
+        train_qcnn(small, dataclasses.replace(cfg, mode="sequential"))
+
+
+def test_multiclass_training_scores_macro_metrics():
+    splits = load_splits("digits", classes=(0, 1, 2), n_train=60, seed=0)
+    result = train_qcnn(splits, TrainConfig(**{**TINY, "epochs": 2}))
+    assert result.model.n_classes == 3 and result.model(torch.from_numpy(splits.X_test[:2])).shape == (2, 3)
+    assert 0.0 <= result.metrics["f1"] <= 1.0 and not np.isnan(result.metrics["roc_auc"])
 
 
 # ------------------------------------------------------------------ bad input
