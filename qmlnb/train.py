@@ -307,9 +307,10 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
     """Train one fold; resume from its checkpoint if there is one.
 
     rank, world, sync : data-parallel: every optimiser step's batch is shared
-    out as ``batch[rank::world]`` and ``sync(model, loss_sum, val_fn)`` is
-    replaced by :mod:`qmlnb.parallel`'s gradient all-reduce (see there); the
-    sequential run is rank 0 of 1.
+    out as ``batch[rank::world]``; ``sync`` (a :class:`qmlnb.parallel.DistributedSync`)
+    sums the gradients and losses over the processes and broadcasts rank 0's
+    validation metrics.  The sequential run is rank 0 of 1 with a
+    :class:`qmlnb.parallel.LocalSync` that does nothing.
     on_epoch_end : called with each epoch's history record (after its checkpoint).
 
     Returns {"fold", "state" (best epoch's state_dict), "history", "best_epoch",

@@ -52,6 +52,15 @@ def test_quantum_weights_get_gradients_and_change_in_training(small):
         assert (before - after).abs().max() > 1e-4, name
 
 
+def test_pennylane_simulator_trains_the_same_model(small):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "patience": None})
+    fast = train_qcnn(small, cfg)
+    reference = train_qcnn(small, dataclasses.replace(cfg, simulator="pennylane"))
+    assert reference.model.simulator == "pennylane"
+    for (name, a), b in zip(fast.model.state_dict().items(), reference.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_learning_rate_is_annealed(small):
     result = train_qcnn(small, TrainConfig(**{**TINY, "patience": None, "lr": 0.02}))
     lrs = [h["lr"] for h in result.history]
