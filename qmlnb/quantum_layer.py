@@ -242,10 +242,10 @@ class TorchQCNN(nn.Module):
     wire, same dtype.  Parameters ``conv`` (L, 6) and ``pool`` (L, 2), L = log2(n).
 
     The first level runs on (B, 2**n) complex state vectors.  After its pooling
-    the discarded wires are never touched again, so they are traced out: the
-    later levels act on (B, 2**m, 2**m) density matrices of the m = n/2, n/4, ...
-    active wires (never larger than the state vector, and each level's
-    unitary is built once per batch and applied by two matrix products).  The
+    the discarded wires are never touched again, so the later levels and the
+    readout act on the kept wires only: they are folded, in the Heisenberg
+    picture, into one observable O on those n/2 wires (built from the gate
+    matrices, independent of the batch), and <Z> = <psi| I (x) O |psi>.  The
     result is exact; :meth:`forward_statevector` is the plain gate-by-gate
     state-vector simulation it is tested against.
     """
@@ -281,17 +281,30 @@ class TorchQCNN(nn.Module):
         for k in range(n // block):
             view = state.reshape(-1, 2**block, 2 ** (n - block * (k + 1)))
             state = (inside @ view).reshape(state.shape)
-        # trace out the discarded (even) wires: rho[k, k'] = sum_d psi[d, k] conj(psi[d, k'])
+        # <Z> = <psi| I_discarded (x) O |psi>, with the discarded wires of level 0
+        # first: psi as (B, D, K), <Z> = sum_d psi_d^H O psi_d
         psi = state.reshape((-1,) + (2,) * n).permute([0] + list(range(1, n + 1, 2)) + list(range(2, n + 1, 2)))
         psi = psi.reshape(-1, 2 ** (n // 2), 2 ** (n // 2))
-        rho = psi.transpose(1, 2) @ psi.conj()
-        m = n // 2
-        for level in range(1, len(self.levels)):
+        obs = self.observable(u_conv, u_pool)
+        return (psi.conj() * (psi @ obs.T)).sum(dim=(1, 2)).real
+
+    def observable(self, u_conv: torch.Tensor, u_pool: torch.Tensor) -> torch.Tensor:
+        """(2**(n/2), 2**(n/2)) Hermitian observable on the wires kept by level 0.
+
+        Levels 1, 2, ... and the final <Z> in the Heisenberg picture: for a level
+        with unitary W on m active wires (output basis ordered discarded-first,
+        see :func:`discarded_first`), Tr(tr_d(W rho W^H) O) = Tr(rho W^H (I (x) O) W).
+        Built from the gate matrices alone, once per forward pass, so no batch
+        of density matrices is ever formed.
+        """
+        obs = torch.diag(torch.tensor([1.0, -1.0])).to(u_conv.dtype)
+        m = 2
+        for level in range(len(self.levels) - 1, 0, -1):
             w = level_unitary(u_conv[level], u_pool[level], m)[self.reorder[m]]
-            half = 2 ** (m // 2)
-            rho = (w @ rho @ w.conj().T).reshape(-1, half, half, half, half).diagonal(dim1=1, dim2=3).sum(-1)
-            m //= 2
-        return (rho[:, 0, 0] - rho[:, 1, 1]).real
+            lifted = torch.kron(torch.eye(2 ** (m // 2), dtype=u_conv.dtype), obs)
+            obs = w.conj().T @ lifted @ w
+            m *= 2
+        return obs
 
     def forward_statevector(self, angles: torch.Tensor) -> torch.Tensor:
         """The same circuit gate by gate on (B, 2**n) state vectors: (B, n) angles -> (B,) <Z>."""
