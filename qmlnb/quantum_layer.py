@@ -29,9 +29,10 @@ these names, so a ``state_dict`` of one loads into the other:
 * :class:`TorchQCNN` -- a batched simulator in plain torch: the first level
   on ``(B, 2**n)`` complex state vectors (every two-qubit gate a ``(4, 4)``
   matrix built from the parameters once per forward pass and applied to all
-  samples by one small tensor contraction or matrix product), the later levels
-  on the density matrices of the active wires (the discarded wires traced
-  out).  Full autograd (nothing is detached or converted to NumPy).
+  samples by one small tensor contraction or matrix product); the later
+  levels and the readout folded into one observable on the wires the first
+  level keeps (Heisenberg picture).  Full autograd (nothing is detached or
+  converted to NumPy).
 * :func:`pennylane_qcnn` -- the same circuit as a PennyLane QNode on
   ``default.qubit`` with ``diff_method="backprop"``, wrapped in
   ``qml.qnn.TorchLayer``: the reference the fast simulator is tested against.
