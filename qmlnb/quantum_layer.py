@@ -100,23 +100,24 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-def ry_matrices(theta: torch.Tensor) -> torch.Tensor:
-    """(..., 2, 2) real RY(theta) = [[c, -s], [s, c]], c = cos(theta/2), s = sin(theta/2)."""
-    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-    return torch.stack([c, -s, s, c], dim=-1).reshape(theta.shape + (2, 2))
+# A rotation R(theta) = exp(-i theta G / 2) with G a Pauli matrix is
+# cos(theta/2) I + sin(theta/2) (-i G): all rotations of a block come from one
+# cos, one sin and two broadcast products with constant matrices.
+MINUS_I_PAULI = {
+    "X": [[0, -1j], [-1j, 0]],
+    "Y": [[0, -1], [1, 0]],
+    "Z": [[-1j, 0], [0, 1j]],
+}
+CONV_ROTATIONS = "ZZYYYY"  # w0..w5: RZ, RZ, RY, RY, RY, RY
+POOL_ROTATIONS = "YX"  # p0: RY (discarded wire 1), p1: RX (discarded wire 0)
 
 
-def rx_matrices(theta: torch.Tensor) -> torch.Tensor:
-    """(..., 2, 2) complex RX(theta) = [[c, -i s], [-i s, c]]."""
-    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-    return torch.complex(torch.stack([c, 0 * s, 0 * s, c], dim=-1),
-                         torch.stack([0 * c, -s, -s, 0 * c], dim=-1)).reshape(theta.shape + (2, 2))
-
-
-def rz_phases(theta: torch.Tensor) -> torch.Tensor:
-    """(..., 2) complex diagonal of RZ(theta): exp(-i theta/2), exp(+i theta/2)."""
-    half = torch.stack([-theta / 2, theta / 2], dim=-1)
-    return torch.polar(torch.ones_like(half), half)
+def rotation_matrices(theta: torch.Tensor, paulis: str) -> torch.Tensor:
+    """(L, k) angles -> (L, k, 2, 2) complex rotations exp(-i theta_j P_j / 2), P_j = paulis[j]."""
+    cdt = complex_dtype(theta.dtype)
+    gens = torch.tensor([MINUS_I_PAULI[p] for p in paulis], dtype=cdt)
+    half = theta[..., None, None] / 2
+    return torch.cos(half) * torch.eye(2, dtype=cdt) + torch.sin(half) * gens
 
 
 def batched_kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -135,10 +136,10 @@ def conv_matrices(conv: torch.Tensor) -> torch.Tensor:
 
     U = CNOT(b, a) [RY(w4) x RY(w5)] CNOT(a, b) [RY(w2) RZ(w0) x RY(w3) RZ(w1)].
     """
-    first = ry_matrices(conv[:, 2:4]).to(complex_dtype(conv.dtype)) * rz_phases(conv[:, 0:2])[..., None, :]
-    second = ry_matrices(conv[:, 4:6])
+    rot = rotation_matrices(conv, CONV_ROTATIONS)
+    first = rot[:, 2:4] @ rot[:, 0:2]  # RY(w2) RZ(w0), RY(w3) RZ(w1)
     k1 = batched_kron(first[:, 0], first[:, 1])[:, CNOT_FIRST_CONTROLS]
-    k2 = batched_kron(second[:, 0], second[:, 1]).to(k1.dtype)
+    k2 = batched_kron(rot[:, 4], rot[:, 5])
     return (k2 @ k1)[:, CNOT_SECOND_CONTROLS]
 
 
@@ -148,10 +149,11 @@ def pool_matrices(pool: torch.Tensor) -> torch.Tensor:
     Block diagonal in the discarded wire's value: RX(w1) on the kept wire when
     it is 0 (the X, CRX, X of the circuit), RY(w0) when it is 1 (CRY).
     """
-    rx = rx_matrices(pool[:, 1])
-    ry = ry_matrices(pool[:, 0]).to(rx.dtype)
-    zero = torch.zeros_like(rx)
-    return torch.cat([torch.cat([rx, zero], dim=2), torch.cat([zero, ry], dim=2)], dim=1)
+    rot = rotation_matrices(pool, POOL_ROTATIONS)
+    projectors = torch.eye(2, dtype=rot.dtype)[:, :, None] * torch.eye(2, dtype=rot.dtype)[:, None, :]
+    # |0><0| (x) RX(w1) + |1><1| (x) RY(w0)
+    blocks = projectors[None, :, :, None, :, None] * rot[:, [1, 0], None, :, None, :]
+    return blocks.sum(dim=1).reshape(pool.shape[0], 4, 4)
 
 
 # ---------------------------------------------------------------- fast simulator
