@@ -371,8 +371,9 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
         record = {"fold": data.fold, "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds, **{f"val_{k}": v for k, v in val.items()}}
         state["history"].append(record)
-        if val["f1"] > state["best_f1"]:
-            state.update(best_f1=val["f1"], best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()),
+        score = val["f1"] if math.isfinite(val["f1"]) else -1.0  # an undefined F1 ranks below any F1
+        if score > state["best_f1"]:
+            state.update(best_f1=score, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()),
                          best_val=val, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
@@ -432,7 +433,8 @@ def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> 
         models.append(model)
         fold_metrics.append({"fold": data.fold, "best_epoch": outcome["best_epoch"], "val": outcome["val_metrics"],
                              "test": evaluate(model, X_test, y_test, cfg.eval_batch_size)})
-    best = max(range(len(folds)), key=lambda k: (fold_metrics[k]["val"]["f1"], -k))
+    val_f1 = [m["val"]["f1"] if math.isfinite(m["val"]["f1"]) else -1.0 for m in fold_metrics]
+    best = max(range(len(folds)), key=lambda k: (val_f1[k], -k))
     samples = sum(o["train_samples"] for o in outcomes)
     fold_seconds = [o["train_seconds"] for o in outcomes]
     timings = {"total": total, "folds": fold_seconds, "train_samples": samples,
