@@ -42,7 +42,7 @@ class SchedulerUnreachableError(ConnectionError):
 
 
 @contextlib.contextmanager
-def connect(client, *, timeout: float = DEFAULT_TIMEOUT_S, n_workers: int | None = None):
+def connect(client, *, timeout: float | None = None, n_workers: int | None = None):
     """A connected ``dask.distributed.Client`` for the duration of a ``with`` block.
 
     Parameters
@@ -51,10 +51,12 @@ def connect(client, *, timeout: float = DEFAULT_TIMEOUT_S, n_workers: int | None
         An existing client (yielded as is, not closed), ``"local"`` (a new
         ``LocalCluster`` of ``n_workers`` single-threaded processes, default:
         the cores of this process, closed on exit) or a scheduler address.
-    timeout : float
-        Seconds to wait for a scheduler at an address.
+    timeout : float, optional
+        Seconds to wait for a scheduler at an address (default ``DEFAULT_TIMEOUT_S``).
     """
     from distributed import Client, LocalCluster
+
+    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
 
     if isinstance(client, Client):
         yield client
@@ -65,7 +67,7 @@ def connect(client, *, timeout: float = DEFAULT_TIMEOUT_S, n_workers: int | None
         from .gram import default_threads
 
         with LocalCluster(n_workers=n_workers or default_threads(), threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as local:
+                          dashboard_address=":0") as cluster, Client(cluster) as local:
             yield local
         return
     try:
@@ -90,7 +92,7 @@ def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: in
 
 
 def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, tile: int, n_threads: int, dtype,
-                 out=None, timeout: float = DEFAULT_TIMEOUT_S):
+                 out=None, timeout: float | None = None):
     """The Gram matrix of validated states with its tiles as Dask tasks.
 
     Parameters
@@ -158,7 +160,7 @@ def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=Non
     return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out)
 
 
-def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
+def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: float | None = None,
                 desc: str = "tasks") -> list:
     """``[fn(item) for item in items]`` with each call as a Dask task; results in the order of ``items``.
 

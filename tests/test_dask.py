@@ -1,0 +1,162 @@
+"""gram(..., client=...) on a local Dask cluster (loopback only), worker loss, run_on_dask."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qmlnb.kernels import FeatureMap, gram
+from qmlnb.kernels.distributed import SchedulerUnreachableError, connect, run_on_dask
+from qmlnb.kernels.out_of_core import sidecar_paths
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def local_cluster():
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    dashboard_address=":0")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with local_cluster() as cluster, distributed.Client(cluster) as dask_client:
+        yield dask_client
+
+
+@pytest.fixture(scope="module")
+def states():
+    rng = np.random.default_rng(11)
+    return FeatureMap(n_qubits=5, bandwidth=0.6).states(rng.uniform(0, np.pi, (120, 5)))
+
+
+def test_symmetric_gram_on_dask_equals_single_machine(client, states):
+    K = gram(states, client=client, tile=25)
+    assert type(K) is np.ndarray and K.shape == (120, 120)
+    np.testing.assert_allclose(K, gram(states), atol=1e-6)
+
+
+def test_rectangular_float32_gram_on_dask(client, states):
+    K = gram(states[:30], states, client=client, tile=16, dtype=np.float32)
+    assert K.dtype == np.float32
+    np.testing.assert_allclose(K, gram(states[:30], states), atol=1e-6)
+
+
+def test_workers_write_tiles_into_the_file(client, states, tmp_path):
+    path = tmp_path / "K.npy"
+    K = gram(states, client=client, tile=32, out=path)
+    assert isinstance(K, np.memmap)
+    np.testing.assert_allclose(K, gram(states), atol=1e-6)
+    assert set(sidecar_paths(path)[1].read_bytes()) == {1}
+
+
+def test_dask_resumes_a_file_started_on_one_machine(client, states, tmp_path, monkeypatch):
+    from qmlnb.kernels import out_of_core
+
+    path = tmp_path / "K.npy"
+    real_mark = out_of_core.TileLedger.mark
+
+    def stop_after_three(self, k):
+        real_mark(self, k)
+        if self.n_done == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(out_of_core.TileLedger, "mark", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        gram(states, out=path, tile=32)
+    monkeypatch.undo()
+    K = gram(states, client=client, tile=32, out=path)
+    np.testing.assert_allclose(K, gram(states), atol=1e-6)
+
+
+def test_lost_worker_is_recovered(states):
+    """SIGKILL one of two worker processes mid-run: its tiles are recomputed, the result is exact."""
+    rng = np.random.default_rng(5)
+    S = FeatureMap(n_qubits=6, bandwidth=0.5).states(rng.uniform(0, np.pi, (600, 6)))
+    tile = 10  # 1,830 small tasks: long enough to kill a worker in the middle
+    with local_cluster() as cluster, distributed.Client(cluster) as dask_client:
+        pids = dask_client.run(os.getpid)
+        outcome = {}
+
+        def compute():
+            try:
+                outcome["K"] = gram(S, client=dask_client, tile=tile)
+            except BaseException as exc:  # reported in the main thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=compute)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until a good part of the tiles are done
+            left = dask_client.run_on_scheduler(
+                lambda dask_scheduler: sum(str(k).startswith("qmlnb-gram-tile") for k in dask_scheduler.tasks))
+            if 0 < left < 1500:
+                break
+            time.sleep(0.02)
+        victim_address, victim_pid = sorted(pids.items())[0]
+        assert worker.is_alive(), "the run finished before a worker could be killed"
+        os.kill(victim_pid, signal.SIGKILL)
+        worker.join(90)
+        assert not worker.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert victim_pid not in dask_client.run(os.getpid).values()  # the worker really died
+    np.testing.assert_allclose(outcome["K"], gram(S, tile=tile), atol=1e-6)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(states):
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(SchedulerUnreachableError, match="no Dask scheduler answered at .* within 2 s"):
+        with connect(address, timeout=2):
+            pass
+    assert time.monotonic() - start < 30
+
+
+def test_gram_with_unreachable_scheduler_fails(states, monkeypatch):
+    from qmlnb.kernels import distributed as qdist
+
+    monkeypatch.setattr(qdist, "DEFAULT_TIMEOUT_S", 2.0)
+    with pytest.raises(SchedulerUnreachableError):
+        gram(states, client=f"tcp://127.0.0.1:{closed_port()}")
+
+
+@pytest.mark.parametrize("bad", [42, "", ["local"]])
+def test_bad_client_is_refused(states, bad):
+    with pytest.raises(ValueError, match="client must be"):
+        gram(states, client=bad)
+
+
+def square(x):
+    return x * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise RuntimeError("point 3 failed")
+    return x
+
+
+def test_run_on_dask_keeps_order(client):
+    assert run_on_dask(square, range(12), client) == [x * x for x in range(12)]
+
+
+def test_run_on_dask_failures(client):
+    results = run_on_dask(fail_on_three, range(5), client, return_exceptions=True)
+    assert results[:3] == [0, 1, 2] and results[4] == 4
+    assert isinstance(results[3], RuntimeError) and "point 3 failed" in str(results[3])
+    with pytest.raises(RuntimeError, match="point 3 failed"):
+        run_on_dask(fail_on_three, range(5), client)
+    with pytest.raises(TypeError, match="fn must be callable"):
+        run_on_dask(None, range(3), client)
