@@ -10,6 +10,7 @@ BENCHES = {
     "gpu": "qmlnb.bench.gpu_baseline",
     "qsvm": "qmlnb.bench.qsvm",
     "qcnn": "qmlnb.bench.qcnn",
+    "scale": "qmlnb.bench.scale",
 }
 COMMANDS = {
     "sweep": "qmlnb.sweep",

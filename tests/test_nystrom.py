@@ -58,6 +58,8 @@ def test_tilewise_error_equals_dense(data):
     X, S, K = data
     F = NystroemQuantumKernel(FM, 24, random_state=2).fit_transform(X)
     assert relative_frobenius_error(S, F, tile=37) == pytest.approx(dense_error(K, F), rel=1e-6)  # float32 rounding of K
+    G = NystroemQuantumKernel(FM, 60, random_state=2).fit_transform(X)
+    assert relative_frobenius_error(S, [F, G], tile=50) == pytest.approx([dense_error(K, F), dense_error(K, G)], rel=1e-6)
 
 
 def test_works_in_a_pipeline():

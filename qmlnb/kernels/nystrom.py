@@ -121,13 +121,14 @@ class NystroemQuantumKernel(TransformerMixin, BaseEstimator):
 
 
 def relative_frobenius_error(S, features, *, backend: str = "cpu", tile: int = 2048,
-                             n_threads: int | None = None) -> float:
+                             n_threads: int | None = None):
     """||K - F F^T||_F / ||K||_F for K = gram(S), computed tile by tile (K is never held).
 
     Parameters
     ----------
     S : array_like, shape (N, d), complex states
-    features : array_like, shape (N, M), real (e.g. ``NystroemQuantumKernel.transform``)
+    features : array_like, shape (N, M), real (e.g. ``NystroemQuantumKernel.transform``),
+        or a list of such arrays (one pass over K scores them all; a list of errors is returned)
     tile : edge of the tiles of K computed at a time (memory ~ 2 * tile^2 * 8 bytes)
 
     Only tiles on or above the diagonal are computed; off-diagonal tiles
@@ -139,17 +140,21 @@ def relative_frobenius_error(S, features, *, backend: str = "cpu", tile: int = 2
     from .out_of_core import compute_tile
 
     S = check_states(S, "S")
-    F = np.asarray(features, dtype=np.float64)
-    if F.ndim != 2 or F.shape[0] != S.shape[0]:
-        raise ValueError(f"features must have shape ({S.shape[0]}, M), got {F.shape}")
+    many = isinstance(features, (list, tuple))
+    Fs = [np.asarray(F, dtype=np.float64) for F in (features if many else [features])]
+    for F in Fs:
+        if F.ndim != 2 or F.shape[0] != S.shape[0]:
+            raise ValueError(f"features must have shape ({S.shape[0]}, M), got {F.shape}")
     tile = check_positive_int(tile, "tile")
     n_threads = check_positive_int(default_threads() if n_threads is None else n_threads, "n_threads")
     module = get_backend(backend)
-    residual = total = 0.0
+    residuals, total = np.zeros(len(Fs)), 0.0
     for pair in tqdm(tile_pairs(S.shape[0], None, tile), desc="Nystrom error tiles", unit="tile"):
         i0, i1, j0, j1 = pair
         K = compute_tile(module, S, None, pair, tile=tile, n_threads=n_threads, dtype=np.float64)
         weight = 1.0 if i0 == j0 else 2.0
-        residual += weight * float(np.sum((K - F[i0:i1] @ F[j0:j1].T) ** 2))
+        for f, F in enumerate(Fs):
+            residuals[f] += weight * float(np.sum((K - F[i0:i1] @ F[j0:j1].T) ** 2))
         total += weight * float(np.sum(K**2))
-    return float(np.sqrt(residual / total))
+    errors = np.sqrt(residuals / total).tolist()
+    return errors if many else errors[0]
