@@ -133,9 +133,12 @@ def test_gram_with_unreachable_scheduler_fails(states, monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [42, "", ["local"]])
-def test_bad_client_is_refused(states, bad):
+def test_bad_client_is_refused(states, bad, tmp_path):
     with pytest.raises(ValueError, match="client must be"):
         gram(states, client=bad)
+    with pytest.raises(ValueError, match="client must be"):
+        gram(states, client=bad, out=tmp_path / "K.npy")
+    assert list(tmp_path.iterdir()) == []  # refused before the file was created
 
 
 def square(x):

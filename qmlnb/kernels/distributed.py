@@ -41,6 +41,14 @@ class SchedulerUnreachableError(ConnectionError):
     """No Dask scheduler answered at the given address in time."""
 
 
+def check_client(client) -> None:
+    """Refuse anything but a Client, "local" or a non-empty address string."""
+    from distributed import Client
+
+    if not isinstance(client, Client) and (not isinstance(client, str) or not client):
+        raise ValueError(f"client must be a dask.distributed.Client, 'local' or a scheduler address, got {client!r}")
+
+
 @contextlib.contextmanager
 def connect(client, *, timeout: float | None = None, n_workers: int | None = None):
     """A connected ``dask.distributed.Client`` for the duration of a ``with`` block.
@@ -57,12 +65,10 @@ def connect(client, *, timeout: float | None = None, n_workers: int | None = Non
     from distributed import Client, LocalCluster
 
     timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
-
+    check_client(client)
     if isinstance(client, Client):
         yield client
         return
-    if not isinstance(client, str) or not client:
-        raise ValueError(f"client must be a dask.distributed.Client, 'local' or a scheduler address, got {client!r}")
     if client == "local":
         from .gram import default_threads
 
@@ -115,6 +121,7 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     from .tiling import mirror_upper_, tile_pairs
 
     get_backend(backend)  # fail here, not in every task, if it cannot run on this machine
+    check_client(client)  # before the output file is created
     dtype = np.dtype(dtype)
     n_rows, n_cols = A.shape[0], (A.shape[0] if B is None else B.shape[0])
     if out is None:
