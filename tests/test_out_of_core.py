@@ -171,3 +171,14 @@ def test_without_out_behaviour_is_unchanged(states, exact):
     K = gram(states)
     assert type(K) is np.ndarray and K.dtype == np.float64
     np.testing.assert_array_equal(K, exact)
+
+
+@pytest.mark.parametrize("backend", ["numba", "openmp"])
+def test_other_backends_write_the_same_file(tmp_path, states, exact, backend):
+    from qmlnb.kernels import available_backends
+
+    usable, reason = available_backends()[backend]
+    if not usable:
+        pytest.skip(f"{backend}: {reason}")
+    K = gram(states, backend=backend, out=tmp_path / "K.npy", tile=16, n_threads=1)
+    np.testing.assert_allclose(K, exact, atol=1e-5)
