@@ -23,7 +23,6 @@ the harness on machines without a GPU; its numbers say nothing about GPUs).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -192,6 +191,7 @@ def run(args) -> int:
 
     from ..kernels.backends.torch_cuda import probe
     from ..provenance import environment
+    from ..runs import atomic_write_json
 
     cases = parse_cases(args.cases)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -219,9 +219,6 @@ def run(args) -> int:
                                                    if row["usable"] else f"not usable: {row['reason']}"), flush=True)
     result["environment"] = environment()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(args.json)
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0

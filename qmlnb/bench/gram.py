@@ -18,7 +18,6 @@ computed, so that the numbers compare directly with ``cherk``'s.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 from ..kernels import FeatureMap, available_backends, gram
 from ..provenance import environment
+from ..runs import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,10 +196,7 @@ def run(args) -> int:
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["environment"] = environment()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(args.json)
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

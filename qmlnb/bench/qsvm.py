@@ -18,7 +18,6 @@ For each case (a set of classes and a training-set size) on the same split:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from sklearn.svm import SVC
 
 from ..kernels import available_backends, gram
 from ..provenance import environment
+from ..runs import atomic_write_json
 from ..svm import DEFAULT_CS, QuantumKernelSVC, cross_validate_C, stratified_folds
 from .gram import median_seconds
 
@@ -189,9 +189,6 @@ def run(args) -> int:
         "cases": [run_case(args, classes, n_train, names) for classes, n_train in cases],
         "environment": environment(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    tmp.replace(out)
+    atomic_write_json(out, result)
     print(f"wrote {out}")
     return 0

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..kernels import FeatureMap, gram
 from ..provenance import environment
+from ..runs import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +212,6 @@ def run(args) -> int:
         print(json.dumps({name: result[name]}, indent=1), flush=True)
     host = env["machine"]["hostname"] or "machine"
     output = Path(args.output or Path("bench") / "results" / f"scale-{host}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1))
+    atomic_write_json(output, result)
     print(f"wrote {output}")
     return 0

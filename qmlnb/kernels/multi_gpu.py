@@ -16,6 +16,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+from .tiling import tile_pairs
+
 T = TypeVar("T")
 
 # fewer tiles than this finish too fast for a progress bar to mean anything
@@ -55,3 +57,8 @@ def run_on_devices(devices: Sequence, tiles: Sequence[T], work: Callable[[object
                 raise error
     finally:
         bar.close()
+
+
+def gram_tiles_on_devices(A, B, tile: int, devices: Sequence, work, *, desc: str) -> None:
+    """``run_on_devices`` over the tiles of |A B^H|^2 (upper tiles only when ``B is None``)."""
+    run_on_devices(list(devices), tile_pairs(A.shape[0], None if B is None else B.shape[0], tile), work, desc=desc)

@@ -15,10 +15,10 @@ X_j^H X_i = conj(A_i B_j^H)^T, whose modulus is the tile we want.
 """
 from __future__ import annotations
 
+import functools
 import numpy as np
 
-from ..multi_gpu import run_on_devices
-from ..tiling import tile_pairs
+from ..multi_gpu import gram_tiles_on_devices
 from ..validation import InsufficientMemoryError
 
 INSTALL = (
@@ -109,12 +109,7 @@ def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
     ``A``/``B``: validated C-contiguous complex64 arrays (B None: symmetric);
     ``out``: (N, M) float32 or float64 NumPy array.
     """
-    pairs = tile_pairs(A.shape[0], None if B is None else B.shape[0], tile)
-
-    def work(ordinal, share, advance):
-        _work(A, B, out, tile, ordinal, share, advance)
-
-    run_on_devices(list(devices), pairs, work, desc="cupy Gram tiles")
+    gram_tiles_on_devices(A, B, tile, devices, functools.partial(_work, A, B, out, tile), desc="cupy Gram tiles")
     return out
 
 

@@ -16,13 +16,13 @@ device's primary context.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from ..multi_gpu import run_on_devices
-from ..tiling import tile_pairs
+from ..multi_gpu import gram_tiles_on_devices
 from ..validation import InsufficientMemoryError
 
 INSTALL = (
@@ -138,12 +138,7 @@ def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
     ``A``/``B``: validated C-contiguous complex64 arrays (B None: symmetric);
     ``out``: (N, M) float32 or float64 NumPy array.
     """
-    pairs = tile_pairs(A.shape[0], None if B is None else B.shape[0], tile)
-
-    def work(ordinal, share, advance):
-        _work(A, B, out, tile, ordinal, share, advance)
-
-    run_on_devices(list(devices), pairs, work, desc="pycuda Gram tiles")
+    gram_tiles_on_devices(A, B, tile, devices, functools.partial(_work, A, B, out, tile), desc="pycuda Gram tiles")
     return out
 
 

@@ -28,7 +28,7 @@ import contextlib
 
 import numpy as np
 
-from ..multi_gpu import run_on_devices
+from ..multi_gpu import gram_tiles_on_devices
 from ..registry import BackendUnavailableError
 from ..tiling import tile_pairs
 from ..validation import InsufficientMemoryError, check_positive_int, check_states
@@ -414,9 +414,8 @@ def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
             a, b = _to(host_A, device, placements[device]), _to(host_B, device, placements[device])
             tiles_to_host(a, b, pairs, out_view, _copier(device), advance)
 
-    pairs = tile_pairs(A.shape[0], None if B is None else B.shape[0], tile)
     with exact_float32_matmul():
-        run_on_devices(list(devices), pairs, work, desc="torchcuda Gram tiles")
+        gram_tiles_on_devices(A, B, tile, devices, work, desc="torchcuda Gram tiles")
     return out
 
 
