@@ -146,3 +146,22 @@ def test_gram_too_large_for_memory_is_refused_with_numbers():
     A = np.broadcast_to(np.complex64(0.5), (2_000_000, 2))
     with pytest.raises(InsufficientMemoryError, match=r"2000000 x 2000000 float64 Gram matrix needs \d+\.\d+ GiB"):
         gram(A)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_backend_sets_the_blas_threads_for_the_call(monkeypatch, threads):
+    """n_threads reaches every loaded BLAS while the products run, and is restored after."""
+    from scipy.linalg import blas
+    from threadpoolctl import threadpool_info
+
+    seen, cherk = [], blas.cherk
+
+    def spy(*args, **kwargs):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return cherk(*args, **kwargs)
+
+    before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    monkeypatch.setattr(blas, "cherk", spy)
+    gram(random_states(10, 3), backend="cpu", n_threads=threads)
+    assert seen == [{threads}]
+    assert {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == before

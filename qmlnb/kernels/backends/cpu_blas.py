@@ -7,6 +7,8 @@ sets those threads for the duration of the call (threadpoolctl).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..tiling import mirror_upper_, tile_pairs
@@ -31,15 +33,27 @@ def abs2_into(product: np.ndarray, dest: np.ndarray) -> None:
     np.add(parts[..., 0], parts[..., 1], out=dest)
 
 
+@functools.lru_cache(maxsize=1)
+def blas_threads():
+    """A threadpoolctl controller of the loaded BLAS libraries, made once.
+
+    ``threadpool_limits`` rescans every loaded shared library on each call
+    (milliseconds, more with torch loaded), which dominated small Grams.
+    """
+    from scipy.linalg import blas  # noqa: F401  (load SciPy's BLAS before the scan)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def gram(A, B=None, *, out, tile, n_threads):
     from scipy.linalg import blas
-    from threadpoolctl import threadpool_limits
 
     # BLAS sees a C-ordered (t, d) row block as the Fortran (d, t) matrix
     # X = block^T.  X_j^H X_i is then a Fortran (t_j, t_i) array whose memory,
     # read in C order, is the (t_i, t_j) block of conj(A_i A_j^H): rows land
     # contiguously in ``out`` and the conjugate has the same modulus.
-    with threadpool_limits(limits=n_threads, user_api="blas"):
+    with blas_threads().limit(limits=n_threads, user_api="blas"):
         for i0, i1, j0, j1 in tile_pairs(A.shape[0], None if B is None else B.shape[0], tile):
             xi = A[i0:i1].T
             if B is None and i0 == j0:
