@@ -1,8 +1,8 @@
 """The hybrid QCNN: a small CNN, angles for a QCNN circuit, a classifier head.
 
     x (B, C, H, W) float
-      -> CNN: Conv(C->8, 5x5, stride 2) ReLU, Conv(8->16, 3x3, stride 2) ReLU,
-              adaptive average pool to 3x3, flatten (B, 144)
+      -> CNN: adaptive average pool to 7x7, Conv(C->16, 3x3, stride 2) ReLU,
+              flatten (B, 144)
       -> Linear(144 -> n_qubits), angles = pi * tanh(.)   (B, n_qubits)  == model.embed(x)
       -> QCNN circuit (qmlnb.quantum_layer): RY angle encoding, log2(n) levels
          of convolution + pooling, <Z> of the last wire            (B, 1)
@@ -11,8 +11,11 @@
 The angles are bounded to [-pi, pi] by ``pi * tanh``: RY(a) and RY(a + 2 pi)
 differ only by a sign, so this range covers every encoded state once, and the
 bound keeps the embedding (which the quantum kernel uses) on a fixed scale.
-The strided CNN is deliberately small: images are downsampled early so the
-classical part does not dominate the cost of a training step.
+The CNN is deliberately small: images are averaged down to 7x7 before the one
+convolution, so the classical part does not dominate the cost of a training
+step (a convolution's backward pass on full-size images costs more than the
+whole quantum layer).  It reaches 0.98-0.99 balanced accuracy on Fashion-MNIST
+Dress vs Bag and about 0.90 on CIFAR-10 cat vs ship (docs/qcnn.md).
 """
 from __future__ import annotations
 
@@ -59,10 +62,11 @@ class HybridQCNN(nn.Module):
             # nn layers draw their initial weights from the global RNG: seed it
             # locally so that building a model never changes the caller's RNG
             torch.manual_seed(seed)
+            # 7x7 average pool (any H, W >= 5), then a 3x3 stride-2 convolution: (B, 16, 3, 3)
             self.features = nn.Sequential(
-                nn.Conv2d(image_shape[0], 8, kernel_size=5, stride=2, padding=2), nn.ReLU(),
-                nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                nn.AdaptiveAvgPool2d(7),
+                nn.Conv2d(image_shape[0], 16, kernel_size=3, stride=2), nn.ReLU(),
+                nn.Flatten(),
             )
             self.to_angles = nn.Linear(16 * 9, n_qubits)
             self.head = nn.Linear(1, n_classes)

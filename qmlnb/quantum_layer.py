@@ -27,9 +27,10 @@ Parameters: ``conv`` of shape ``(log2 n, 6)`` and ``pool`` of shape
 these names, so a ``state_dict`` of one loads into the other:
 
 * :class:`TorchQCNN` -- a batched simulator in plain torch: the first level
-  on ``(B, 2**n)`` complex state vectors (every two-qubit gate a ``(4, 4)``
-  matrix built from the parameters once per forward pass and applied to all
-  samples by one small tensor contraction or matrix product); the later
+  on ``(B, 2**n)`` complex state vectors (the ``(4, 4)`` blocks of all levels
+  built from the parameters once per forward pass, as one real matrix product
+  of cos/sin monomials with a constant basis, and applied to all samples by
+  a few matrix products on pair states and 4-wire blocks); the later
   levels and the readout folded into one observable on the wires the first
   level keeps (Heisenberg picture).  Full autograd (nothing is detached or
   converted to NumPy).
@@ -92,17 +93,27 @@ def init_weights(n_qubits: int, generator: torch.Generator | None = None,
 
 
 # ---------------------------------------------------------------- gate matrices
-# Gate matrices are built for all levels at once from (L, k) angle tensors:
-# the model is small, so a forward pass costs what its number of torch ops
-# costs, not flops; a handful of vectorised ops beats a 2x2 matrix per gate.
+# The model is small: a forward pass costs what its number of torch ops costs,
+# not flops.  Gate matrices are therefore built for all levels at once from
+# (L, k) angle tensors in a handful of vectorised ops, and every constant they
+# need (generators, index tensors, bases) is built once per dtype and cached.
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     """complex128 for float64 angles, else complex64."""
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
+_CONSTANTS: dict = {}
+
+
+def cached(key, build):
+    """``build()`` the first time ``key`` is asked for, the same tensor afterwards (constants only)."""
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = build()
+    return _CONSTANTS[key]
+
+
 # A rotation R(theta) = exp(-i theta G / 2) with G a Pauli matrix is
-# cos(theta/2) I + sin(theta/2) (-i G): all rotations of a block come from one
-# cos, one sin and two broadcast products with constant matrices.
+# cos(theta/2) I + sin(theta/2) (-i G).
 MINUS_I_PAULI = {
     "X": [[0, -1j], [-1j, 0]],
     "Y": [[0, -1], [1, 0]],
@@ -131,16 +142,91 @@ CNOT_FIRST_CONTROLS = [0, 1, 3, 2]
 CNOT_SECOND_CONTROLS = [0, 3, 2, 1]
 
 
+def conv_from_rotations(rot: torch.Tensor) -> torch.Tensor:
+    """(L, 6, 2, 2) rotations of w0..w5 -> (L, 4, 4) convolution blocks on (a, b).
+
+    U = CNOT(b, a) [RY(w4) x RY(w5)] CNOT(a, b) [RY(w2) RZ(w0) x RY(w3) RZ(w1)].
+    """
+    first = rot[:, 2:4] @ rot[:, 0:2]  # RY(w2) RZ(w0), RY(w3) RZ(w1)
+    k1 = batched_kron(first[:, 0], first[:, 1])[:, CNOT_FIRST_CONTROLS]
+    k2 = batched_kron(rot[:, 4], rot[:, 5])
+    return (k2 @ k1)[:, CNOT_SECOND_CONTROLS]
+
+
+def pool_from_rotations(rot: torch.Tensor) -> torch.Tensor:
+    """(L, 2, 2, 2) rotations RY(p0), RX(p1) -> (L, 4, 4) pooling blocks on (discarded, kept).
+
+    Block diagonal in the discarded wire's value: RX(p1) on the kept wire when
+    it is 0 (the X, CRX, X of the circuit), RY(p0) when it is 1 (CRY).
+    """
+    projectors = torch.eye(2, dtype=rot.dtype)[:, :, None] * torch.eye(2, dtype=rot.dtype)[:, None, :]
+    # |0><0| (x) RX(p1) + |1><1| (x) RY(p0)
+    blocks = projectors[None, :, :, None, :, None] * rot[:, [1, 0], None, :, None, :]
+    return blocks.sum(dim=1).reshape(rot.shape[0], 4, 4)
+
+
+# The blocks are polynomials in c_j = cos(w_j/2), s_j = sin(w_j/2), with
+# constant matrix coefficients, so all blocks of all levels are one real
+# (L, terms) x (terms, 32) matrix product with a constant basis: a few ops
+# forward and backward, instead of a few per gate.
+# * conv: every term is a product of all k rotations (multilinear): the terms
+#   are the 2**k monomials prod_j t_j, t_j in {c_j, s_j}, and the coefficient
+#   of one is the block built with R_j = I (c_j) or -i P_j (s_j);
+# * pool: a sum of blocks each linear in one rotation: the terms are the 2k
+#   values c_j, s_j, and the coefficient of one is the block built with
+#   R_j = I or -i P_j and every other rotation 0.
+BLOCKS = {"conv": (CONV_ROTATIONS, conv_from_rotations, "product"),
+          "pool": (POOL_ROTATIONS, pool_from_rotations, "sum")}
+
+
+def monomial_bits(k: int) -> torch.Tensor:
+    """(k, 2**k) int64: bit j of monomial m (0: cos, 1: sin), j = 0 the most significant."""
+    m = torch.arange(2**k)
+    return torch.stack([(m >> (k - 1 - j)) & 1 for j in range(k)])
+
+
+def block_basis(kind: str, dtype: torch.dtype) -> torch.Tensor:
+    """(terms, 32) real basis of the ``kind`` ("conv" or "pool") blocks: row t is C_t as (re, im) pairs."""
+    def build():
+        paulis, from_rotations, form = BLOCKS[kind]
+        k = len(paulis)
+        gens = torch.tensor([MINUS_I_PAULI[p] for p in paulis], dtype=torch.complex128)  # (k, 2, 2)
+        eye = torch.eye(2, dtype=torch.complex128).expand(k, 2, 2)
+        if form == "product":
+            bits = monomial_bits(k).T  # (2**k, k)
+            rot = torch.where(bits[:, :, None, None].bool(), gens, eye)  # (2**k, k, 2, 2)
+        else:
+            rot = torch.zeros(k, 2, k, 2, 2, dtype=torch.complex128)  # term (j, cos|sin), rotation j'
+            for j in range(k):
+                rot[j, 0, j], rot[j, 1, j] = eye[j], gens[j]
+            rot = rot.reshape(2 * k, k, 2, 2)
+        return torch.view_as_real(from_rotations(rot)).reshape(len(rot), 32).to(dtype)
+    return cached(("basis", kind, dtype), build)
+
+
+def block_matrices(theta: torch.Tensor, kind: str) -> torch.Tensor:
+    """(L, k) angles -> (L, 4, 4) complex ``kind`` blocks ("conv": (L, 6), "pool": (L, 2))."""
+    k = theta.shape[-1]
+    shift = cached(("half-angle shift", theta.dtype),
+                   lambda: torch.tensor([0.0, math.pi / 2], dtype=theta.dtype))
+    # cos(t - pi/2) = sin(t): (L, k, 2) = cos(theta/2), sin(theta/2) in one cos
+    cos_sin = torch.cos(theta[..., None] * 0.5 - shift)
+    if BLOCKS[kind][2] == "product":
+        rows = cached(("rows", k), lambda: torch.arange(k)[:, None])
+        bits = cached(("bits", k), lambda: monomial_bits(k))
+        terms = cos_sin[:, rows, bits].prod(dim=1)  # (L, 2**k) monomials
+    else:
+        terms = cos_sin.reshape(-1, 2 * k)
+    flat = terms @ block_basis(kind, theta.dtype)  # (L, 32): (re, im) of the 16 entries
+    return torch.view_as_complex(flat.reshape(-1, 4, 4, 2))
+
+
 def conv_matrices(conv: torch.Tensor) -> torch.Tensor:
     """(L, 6) angles -> (L, 4, 4) complex unitaries of the convolution block on (a, b).
 
     U = CNOT(b, a) [RY(w4) x RY(w5)] CNOT(a, b) [RY(w2) RZ(w0) x RY(w3) RZ(w1)].
     """
-    rot = rotation_matrices(conv, CONV_ROTATIONS)
-    first = rot[:, 2:4] @ rot[:, 0:2]  # RY(w2) RZ(w0), RY(w3) RZ(w1)
-    k1 = batched_kron(first[:, 0], first[:, 1])[:, CNOT_FIRST_CONTROLS]
-    k2 = batched_kron(rot[:, 4], rot[:, 5])
-    return (k2 @ k1)[:, CNOT_SECOND_CONTROLS]
+    return block_matrices(conv, "conv")
 
 
 def pool_matrices(pool: torch.Tensor) -> torch.Tensor:
@@ -149,11 +235,7 @@ def pool_matrices(pool: torch.Tensor) -> torch.Tensor:
     Block diagonal in the discarded wire's value: RX(w1) on the kept wire when
     it is 0 (the X, CRX, X of the circuit), RY(w0) when it is 1 (CRY).
     """
-    rot = rotation_matrices(pool, POOL_ROTATIONS)
-    projectors = torch.eye(2, dtype=rot.dtype)[:, :, None] * torch.eye(2, dtype=rot.dtype)[:, None, :]
-    # |0><0| (x) RX(w1) + |1><1| (x) RY(w0)
-    blocks = projectors[None, :, :, None, :, None] * rot[:, [1, 0], None, :, None, :]
-    return blocks.sum(dim=1).reshape(pool.shape[0], 4, 4)
+    return block_matrices(pool, "pool")
 
 
 # ---------------------------------------------------------------- fast simulator
@@ -188,6 +270,12 @@ def expval_z(state: torch.Tensor, wire: int, n_qubits: int) -> torch.Tensor:
     return per_value[:, 0] - per_value[:, 1]
 
 
+def half_angle_cos_sin(theta: torch.Tensor) -> torch.Tensor:
+    """(..., k) angles -> (..., k, 2): cos(theta/2), sin(theta/2) in one cos (cos(t - pi/2) = sin t)."""
+    shift = cached(("half-angle shift", theta.dtype), lambda: torch.tensor([0.0, math.pi / 2], dtype=theta.dtype))
+    return torch.cos(theta[..., None] * 0.5 - shift)
+
+
 def encode_and_convolve_pairs(angles: torch.Tensor, u_conv: torch.Tensor) -> torch.Tensor:
     """RY encoding and the first convolution's even pairs, as one (B, 2**n) state.
 
@@ -196,8 +284,9 @@ def encode_and_convolve_pairs(angles: torch.Tensor, u_conv: torch.Tensor) -> tor
     are then multiplied out into the full state vector.
     """
     batch, n = angles.shape
-    amp = torch.stack([torch.cos(angles / 2), torch.sin(angles / 2)], dim=-1).to(complex_dtype(angles.dtype))
-    pairs = (amp[:, 0::2, :, None] * amp[:, 1::2, None, :]).reshape(batch, n // 2, 4) @ u_conv.T
+    amp = half_angle_cos_sin(angles)  # (B, n, 2) real
+    pairs = (amp[:, 0::2, :, None] * amp[:, 1::2, None, :]).reshape(batch, n // 2, 4)
+    pairs = pairs.to(u_conv.dtype) @ u_conv.T
     state = pairs[:, 0]
     for k in range(1, n // 2):
         state = (state[:, :, None] * pairs[:, k, None, :]).reshape(batch, -1)
@@ -215,11 +304,31 @@ def discarded_first(m: int) -> list[int]:
     return [sum(((i >> (m - 1 - t)) & 1) << (m - 1 - pos) for t, pos in enumerate(order)) for i in range(2**m)]
 
 
+def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Kronecker product of two matrices as one broadcast product (torch.kron costs several ops)."""
+    (ra, ca), (rb, cb) = a.shape, b.shape
+    return (a.reshape(ra, 1, ca, 1) * b.reshape(1, rb, 1, cb)).reshape(ra * rb, ca * cb)
+
+
+def block_kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(k, ra, ca) x (k, rb, cb) -> (k, ra rb, ca cb): Kronecker products level by level."""
+    (k, ra, ca), (rb, cb) = a.shape, b.shape[1:]
+    return (a.reshape(k, ra, 1, ca, 1) * b.reshape(k, 1, rb, 1, cb)).reshape(k, ra * rb, ca * cb)
+
+
+def identity_around(u: torch.Tensor) -> torch.Tensor:
+    """(k, 4, 4) -> (k, 16, 16): I x U x I on 4 wires (U on the middle two), in one broadcast product."""
+    deltas = cached(("identity around", u.dtype),  # [a, c, a', c'] = delta(a, a') delta(c, c')
+                    lambda: (torch.eye(2)[:, None, :, None] * torch.eye(2)[None, :, None, :]).to(u.dtype))
+    # axes (level, a, b, c, a', b', c')
+    return (u.reshape(-1, 1, 4, 1, 1, 4, 1) * deltas.reshape(1, 2, 1, 2, 2, 1, 2)).reshape(-1, 16, 16)
+
+
 def kron_all(mats: list[torch.Tensor]) -> torch.Tensor:
     """Kronecker product of square matrices, the first on the most significant bits."""
     out = mats[0]
     for mat in mats[1:]:
-        out = torch.kron(out, mat)
+        out = kron(out, mat)
     return out
 
 
@@ -233,7 +342,7 @@ def level_unitary(u_conv: torch.Tensor, u_pool: torch.Tensor, m: int) -> torch.T
     pool = kron_all([u_pool] * (m // 2))
     if m == 2:
         return pool @ even
-    eye2 = torch.eye(2, dtype=u_conv.dtype)
+    eye2 = cached(("eye2", u_conv.dtype), lambda: torch.eye(2, dtype=u_conv.dtype))
     odd = kron_all([eye2] + [u_conv] * (m // 2 - 1) + [eye2])
     return pool @ odd @ even
 
@@ -261,38 +370,66 @@ class TorchQCNN(nn.Module):
         weights = weights if weights is not None else init_weights(n_qubits)
         self.conv = nn.Parameter(weights["conv"].clone())
         self.pool = nn.Parameter(weights["pool"].clone())
-        self.reorder = {m: discarded_first(m) for m in (2 ** k for k in range(1, n_levels(n_qubits)))}
+        self.reorder = {m: torch.tensor(discarded_first(m)) for m in (2 ** k for k in range(1, n_levels(n_qubits)))}
+        # level 0's state as (B, wire 0, ..., wire n-1) -> (B, discarded wires 0, 2, ..., kept wires 1, 3, ...)
+        self.discarded_first_axes = [0] + list(range(1, n_qubits + 1, 2)) + list(range(2, n_qubits + 1, 2))
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
-        n = self.n_qubits
-        u_conv = conv_matrices(self.conv.to(angles.dtype))
-        u_pool = pool_matrices(self.pool.to(angles.dtype))
-        state = encode_and_convolve_pairs(angles, u_conv[0])
-        # the rest of level 0 (odd convolution pairs, pooling) in blocks of 4
-        # wires: the odd pairs that cross from one block to the next, (3, 4),
-        # (7, 8), ..., commute with the other odd pairs and go first; then on
-        # each block (wires 4k..4k+3) one 16x16 matrix, kron(P, P) (I x U x I),
-        # applied by a single matrix product
-        block = min(4, n)
-        for k in range(n // 4 - 1):
-            state = apply_two_qubit(state, u_conv[0], 4 * k + 3, 4 * k + 4, n)
-        if block == 2:
-            inside = u_pool[0]
+        n, batch = self.n_qubits, angles.shape[0]
+        conv, pool = conv_matrices(self.conv.to(angles.dtype)), pool_matrices(self.pool.to(angles.dtype))
+        # unbind, not indexing level by level: one autograd node instead of one per level
+        u_conv, u_pool = conv.unbind(0), pool.unbind(0)
+        u0, p0 = u_conv[0], u_pool[0]
+        blocks = None
+        if n >= 4:
+            # levels 0 .. L-2 act on >= 4 wires: their 4-wire blocks
+            # I x U x I (odd pairs) and kron(P, P) (I x U x I) all at once
+            k = len(self.levels) - 1
+            odd_blocks = identity_around(conv[:k])
+            blocks = (block_kron(pool[:k], pool[:k]) @ odd_blocks).unbind(0)
+        # level 0.  RY encoding and the even convolution pairs (0, 1), (2, 3), ...
+        # on (B, n/2, 4) pair states (a product state: one batched matmul)
+        amp = half_angle_cos_sin(angles)  # (B, n, 2) real
+        pairs = (amp[:, 0::2, :, None] * amp[:, 1::2, None, :]).reshape(batch, n // 2, 4)
+        pairs = pairs.to(u0.dtype) @ u0.T
+        if n == 2:
+            state = pairs[:, 0] @ p0.T
         else:
-            eye2 = torch.eye(2, dtype=state.dtype)
-            inside = kron_all([u_pool[0]] * 2) @ kron_all([eye2, u_conv[0], eye2])
-        for k in range(n // block):
-            view = state.reshape(-1, 2**block, 2 ** (n - block * (k + 1)))
-            state = (inside @ view).reshape(state.shape)
+            odd = odd_blocks[0]  # I x U x I on 4 wires
+            # the odd pairs that cross from one 4-wire block to the next, (3, 4),
+            # (7, 8), ..., act on the pair states (2k+1, 2k+2) alone: apply them
+            # there, on (B, n/4 - 1, 16) states (one matmul), before the
+            # product state is multiplied out
+            factors = list(pairs.unbind(1))
+            if n >= 8:
+                inner = pairs[:, 1:-1].reshape(batch, n // 4 - 1, 2, 4)
+                crossed = (inner[:, :, 0, :, None] * inner[:, :, 1, None, :]).reshape(batch, n // 4 - 1, 16)
+                crossed = crossed @ odd.T
+                factors = [factors[0], *crossed.unbind(1), factors[-1]]
+            state = factors[0]
+            for factor in factors[1:]:
+                state = (state[:, :, None] * factor[:, None, :]).reshape(batch, -1)
+            # the other odd pairs and the pooling: on each 4-wire block one 16x16
+            # matrix, kron(P, P) (I x U x I), applied by one matrix product
+            inside = blocks[0]
+            for k in range(n // 4 - 1):
+                view = state.reshape(-1, 16, 2 ** (n - 4 * (k + 1)))
+                state = (inside @ view).reshape(batch, -1)
+            state = (state.reshape(-1, 16) @ inside.T).reshape(batch, -1)  # the last block: lowest bits
         # <Z> = <psi| I_discarded (x) O |psi>, with the discarded wires of level 0
         # first: psi as (B, D, K), <Z> = sum_d psi_d^H O psi_d
-        psi = state.reshape((-1,) + (2,) * n).permute([0] + list(range(1, n + 1, 2)) + list(range(2, n + 1, 2)))
+        psi = state.reshape((-1,) + (2,) * n).permute(self.discarded_first_axes)
         psi = psi.reshape(-1, 2 ** (n // 2), 2 ** (n // 2))
-        obs = self.observable(u_conv, u_pool)
-        return (psi.conj() * (psi @ obs.T)).sum(dim=(1, 2)).real
+        obs = self.observable(u_conv, u_pool, blocks)
+        # Re(conj(a) b) = Re a Re b + Im a Im b: a real product, no conjugate copies in backward
+        return (torch.view_as_real(psi) * torch.view_as_real(psi @ obs.T)).sum(dim=(1, 2, 3))
 
-    def observable(self, u_conv: torch.Tensor, u_pool: torch.Tensor) -> torch.Tensor:
+    def observable(self, u_conv, u_pool, blocks=None) -> torch.Tensor:
         """(2**(n/2), 2**(n/2)) Hermitian observable on the wires kept by level 0.
+
+        u_conv, u_pool : the (4, 4) blocks of every level (an (L, 4, 4) tensor or a sequence).
+        blocks : optional, per level l < L-1 the (16, 16) kron(P_l, P_l) (I x U_l x I),
+        reused for the level on 4 wires.
 
         Levels 1, 2, ... and the final <Z> in the Heisenberg picture: for a level
         with unitary W on m active wires (output basis ordered discarded-first,
@@ -300,12 +437,20 @@ class TorchQCNN(nn.Module):
         Built from the gate matrices alone, once per forward pass, so no batch
         of density matrices is ever formed.
         """
-        obs = torch.diag(torch.tensor([1.0, -1.0])).to(u_conv.dtype)
+        cdt = u_conv[0].dtype
+        obs = cached(("Z", cdt), lambda: torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=cdt))
         m = 2
         for level in range(len(self.levels) - 1, 0, -1):
-            w = level_unitary(u_conv[level], u_pool[level], m)[self.reorder[m]]
-            lifted = torch.kron(torch.eye(2 ** (m // 2), dtype=u_conv.dtype), obs)
-            obs = w.conj().T @ lifted @ w
+            if m == 4 and blocks is not None:
+                w = blocks[level] @ kron(u_conv[level], u_conv[level])
+            else:
+                w = level_unitary(u_conv[level], u_pool[level], m)
+            if m > 2:  # for m = 2 the order is already discarded-first
+                w = w[self.reorder[m]]
+            half = 2 ** (m // 2)
+            # (I (x) O) W: O on the kept (low) bits of every discarded value's block of rows
+            lifted = (obs @ w.reshape(half, half, 2**m)).reshape(2**m, 2**m)
+            obs = w.conj().T @ lifted
             m *= 2
         return obs
 
