@@ -37,6 +37,11 @@ FINAL_STATUSES = (COMPLETE, FAILED, SKIPPED)
 MAX_NAME = 120  # run folder names longer than this get a hash suffix instead of every value
 
 
+# the process's file-creation mask, read once (os.umask can only be read by setting it)
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -47,6 +52,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); results are meant to be shared
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

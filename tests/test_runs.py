@@ -77,3 +77,13 @@ def test_iter_runs_filters_by_status_and_clear_run(tmp_path):
     (tmp_path / "g" / "b" / "sub").mkdir()
     runs.clear_run(tmp_path / "g" / "b")
     assert list((tmp_path / "g" / "b").iterdir()) == []
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from qmlnb.runs import UMASK, atomic_write_text
+
+    path = atomic_write_text(tmp_path / "summary.html", "<html></html>")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~UMASK
