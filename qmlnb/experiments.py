@@ -46,14 +46,6 @@ def run_dir(stage: str = "interactive") -> Path:
     return folder
 
 
-def cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def set_threads(threads: int) -> int:
     """Use ``threads`` threads in torch, BLAS (threadpoolctl) and numba; 0 means all cores.
 
@@ -64,7 +56,7 @@ def set_threads(threads: int) -> int:
     """
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"threads must be a non-negative integer (0 = all cores), got {threads!r}")
-    threads = int(threads) or cores()
+    threads = int(threads) or provenance.available_cores()
     for var in THREAD_ENV_VARS:
         os.environ.setdefault(var, str(threads))
     from threadpoolctl import threadpool_limits

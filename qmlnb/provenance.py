@@ -23,6 +23,14 @@ def git_commit(path: str | os.PathLike | None = None) -> dict:
         return {"commit": None, "dirty": None}
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     """The processor's marketing name (Linux /proc/cpuinfo), else platform's guess."""
     try:
@@ -50,15 +58,11 @@ def machine() -> dict:
     """The machine a measurement ran on."""
     import psutil
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count()
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
-        "cores": cores,
+        "cores": available_cores(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpus": gpus(),
         "python": platform.python_version(),

@@ -35,6 +35,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import runs
+from .provenance import available_cores
 from .experiments import THREAD_ENV_VARS, RunSkipped
 
 DATA_DIR_ENV = "QMLNB_DATA_DIR"
@@ -44,14 +45,6 @@ GRID_KEYS = {"name", "notebook", "jobs", "timeout", "grid", "description"}
 
 class SweepError(ValueError):
     """A grid file that cannot be run (raised before any run starts)."""
-
-
-def available_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass

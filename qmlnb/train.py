@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .metrics import classification_metrics
+from .provenance import available_cores
 from .models import SIMULATOR_NAMES, HybridQCNN
 from .quantum_layer import check_n_qubits
 
@@ -44,14 +45,6 @@ RESULT_NEUTRAL_FIELDS = ("mode", "workers", "threads", "checkpoint_dir", "progre
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written by a run with another configuration or other data."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

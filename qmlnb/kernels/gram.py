@@ -1,22 +1,13 @@
 """``gram``: the fidelity Gram matrix K[i, j] = |<a_i|b_j>|^2 of state rows."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..provenance import available_cores as default_threads
 from .registry import get_backend
 from .validation import check_fits_in_memory, check_positive_int, check_states
 
 OUTPUT_DTYPES = (np.float32, np.float64)
-
-
-def default_threads() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
