@@ -163,3 +163,10 @@ def test_run_on_dask_failures(client):
         run_on_dask(fail_on_three, range(5), client)
     with pytest.raises(TypeError, match="fn must be callable"):
         run_on_dask(None, range(3), client)
+
+
+def test_repeated_grams_on_the_same_states_do_not_lose_the_scattered_data(client, states):
+    """Back-to-back calls scatter the same array; each must keep its own copy alive."""
+    expected = gram(states[:60])
+    for _ in range(6):
+        np.testing.assert_allclose(gram(states[:60], client=client, tile=20), expected, atol=1e-6)

@@ -135,8 +135,11 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
 
     with connect(client, timeout=timeout) as dask_client:
         result = None if out is not None else np.empty((n_rows, n_cols), dtype=dtype)
-        a_future = dask_client.scatter(A, broadcast=True)
-        b_future = None if B is None else dask_client.scatter(B, broadcast=True)
+        # hash=False: a key per call.  Content-hashed keys would let a repeated
+        # call on the same states re-scatter a key the previous call is still
+        # releasing, and the scheduler may then drop it ("lost dependencies").
+        a_future = dask_client.scatter(A, broadcast=True, hash=False)
+        b_future = None if B is None else dask_client.scatter(B, broadcast=True, hash=False)
         run = uuid.uuid4().hex[:8]
         futures = [dask_client.submit(_tile_task, backend, a_future, b_future, pairs[k], tile, n_threads, dtype.name,
                                       target, key=f"qmlnb-gram-tile-{run}-{k}") for k in pending]
