@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import atomic_write_bytes
 from .tiling import tile_pairs
 from .validation import check_fits_in_memory
 
@@ -71,16 +72,6 @@ def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(metadata path, ledger path) that belong to the output ``path``."""
     path = Path(path)
     return path.with_name(path.name + ".meta.json"), path.with_name(path.name + ".tiles")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that readers see the old or the new file, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _file_error(path, exc: OSError) -> GramFileError:
@@ -153,7 +144,7 @@ class TileLedger:
         """Record tile ``k`` as written (call after its data was flushed)."""
         self.done[k] = 1
         try:
-            _atomic_write(self.path, self.done.tobytes())
+            atomic_write_bytes(self.path, self.done.tobytes())
         except OSError as exc:
             raise _file_error(self.path, exc) from exc
 
@@ -254,7 +245,7 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) 
         offset = created.offset
         del created
         ledger_path.unlink(missing_ok=True)  # a ledger without its file is stale
-        _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     except OSError as exc:
         raise _file_error(path, exc) from exc
     return GramFile(str(path), offset, n_rows, n_cols, dtype.name), TileLedger(ledger_path, len(pairs)), pairs
