@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import check_embeddings, check_fits_in_memory
+from .validation import check_embeddings, check_fits_in_memory, check_positive_int
 
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")
@@ -104,8 +104,7 @@ class FeatureMap:
     def __post_init__(self):
         if not isinstance(self.n_qubits, (int, np.integer)) or not 1 <= self.n_qubits <= MAX_QUBITS:
             raise ValueError(f"n_qubits must be an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
-        if not isinstance(self.reps, (int, np.integer)) or self.reps < 1:
-            raise ValueError(f"reps must be a positive integer, got {self.reps!r}")
+        check_positive_int(self.reps, "reps")
         if not np.isfinite(self.bandwidth) or self.bandwidth <= 0:
             raise ValueError(f"bandwidth must be a finite number > 0, got {self.bandwidth!r}")
         if self.kind not in KINDS:
@@ -165,10 +164,8 @@ class FeatureMap:
         X = check_embeddings(X, self.n_qubits)
         n, d = X.shape[0], self.dim
         check_fits_in_memory(n * d * 8, f"states of {n} samples on {self.n_qubits} qubits (complex64)")
-        if batch_size is None:
-            batch_size = max(1, (64 << 20) // (8 * d))
-        elif batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        batch_size = check_positive_int(max(1, (64 << 20) // (8 * d)) if batch_size is None else batch_size,
+                                        "batch_size")
         codes = self._codes()
         out = np.empty((n, d), dtype=np.complex64)
         for start in range(0, n, batch_size):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .feature_map import FeatureMap, hadamard_matrix
-from .validation import check_embeddings
+from .validation import check_embeddings, check_positive_int
 
 # float64 phases dominate the work space: B * 2**n * 8 bytes per batch
 DEFAULT_BATCH_BYTES = 256 << 20
@@ -60,10 +60,8 @@ def states_torch(fm: FeatureMap, X, device, *, batch_size: int | None = None):
     X = check_embeddings(X, fm.n_qubits)
     device = torch.device(device)
     n, d = X.shape[0], fm.dim
-    if batch_size is None:
-        batch_size = max(1, DEFAULT_BATCH_BYTES // (8 * d))
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_positive_int(max(1, DEFAULT_BATCH_BYTES // (8 * d)) if batch_size is None else batch_size,
+                                    "batch_size")
     _check_device_memory(device, n * d * 8, f"states of {n} samples on {fm.n_qubits} qubits (complex64)")
 
     # gate angles are tiny (N, n_gates); computing them with the map's own
