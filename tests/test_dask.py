@@ -1,6 +1,7 @@
 """gram(..., client=...) on a local Dask cluster (loopback only), worker loss, run_on_dask."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -60,19 +61,65 @@ def test_dask_resumes_a_file_started_on_one_machine(client, states, tmp_path, mo
     from qmlnb.kernels import out_of_core
 
     path = tmp_path / "K.npy"
-    real_mark = out_of_core.TileLedger.mark
+    real_add = out_of_core.TileLedger.add
 
-    def stop_after_three(self, k):
-        real_mark(self, k)
-        if self.n_done == 3:
+    def stop_after_three(self, k, sync=None):
+        real_add(self, k, sync)
+        if len(self.written) + self.n_done == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(out_of_core.TileLedger, "mark", stop_after_three)
+    monkeypatch.setattr(out_of_core.TileLedger, "add", stop_after_three)
     with pytest.raises(KeyboardInterrupt):
         gram(states, out=path, tile=32)
     monkeypatch.undo()
+    assert sum(sidecar_paths(path)[1].read_bytes()) == 3  # committed on the way out
     K = gram(states, client=client, tile=32, out=path)
     np.testing.assert_allclose(K, gram(states), atol=1e-6)
+
+
+def test_local_cluster_tiles_go_through_shared_memory_and_nothing_is_left(client, states, monkeypatch):
+    from qmlnb.kernels import distributed as qdist
+
+    made = []
+    real_scratch = qdist.scratch_output
+
+    def recording_scratch(*args):
+        with real_scratch(*args) as (target, K):
+            made.append(target.path)
+            yield target, K
+
+    monkeypatch.setattr(qdist, "scratch_output", contextlib.contextmanager(recording_scratch))
+    K = gram(states, client=client, tile=25)
+    assert len(made) == 1 and not os.path.exists(made[0])  # used, then removed
+    assert type(K) is np.ndarray
+    np.testing.assert_allclose(K, gram(states), atol=1e-6)
+
+
+def test_workers_elsewhere_send_tiles_back_and_flush_their_own_writes(client, states, tmp_path, monkeypatch):
+    """A client by scheduler address is not known to share this machine: tiles travel, files are flushed per tile."""
+    from qmlnb.kernels import distributed as qdist
+    from qmlnb.kernels import out_of_core
+
+    monkeypatch.setattr(qdist, "scratch_output", None)  # must not be used
+    synced, runs = [], []
+    monkeypatch.setattr(out_of_core.GramFile, "sync", lambda self: synced.append(self.path))
+    real_run_tiles = qdist._run_tiles
+
+    def recording_run_tiles(*args, **kwargs):
+        runs.append((kwargs.get("target"), kwargs.get("flush", False)))
+        return real_run_tiles(*args, **kwargs)
+
+    monkeypatch.setattr(qdist, "_run_tiles", recording_run_tiles)
+    with distributed.Client(client.scheduler.address) as remote:
+        assert not qdist.on_this_machine(remote) and qdist.on_this_machine(client)
+        np.testing.assert_allclose(gram(states, client=remote, tile=25), gram(states), atol=1e-6)
+        np.testing.assert_allclose(gram(states[:40], states, client=remote, tile=16), gram(states[:40], states),
+                                   atol=1e-6)
+        K = gram(states, client=remote, tile=32, out=tmp_path / "K.npy")
+    assert [target is None for target, _ in runs] == [True, True, False]  # tiles came back, then went to the file
+    assert runs[-1][1] is True and synced == []  # workers flush: an fsync here would miss another host's cache
+    np.testing.assert_allclose(K, gram(states), atol=1e-6)
+    assert set(sidecar_paths(tmp_path / "K.npy")[1].read_bytes()) == {1}
 
 
 def test_lost_worker_is_recovered(states):
@@ -170,3 +217,23 @@ def test_repeated_grams_on_the_same_states_do_not_lose_the_scattered_data(client
     expected = gram(states[:60])
     for _ in range(6):
         np.testing.assert_allclose(gram(states[:60], client=client, tile=20), expected, atol=1e-6)
+
+
+def test_a_second_client_does_not_slow_this_one(client, states, monkeypatch):
+    """as_completed must wait on this client's event loop, not the default client's (the newest one).
+
+    Waiting on another client's loop stalled each call by seconds once a user had opened a second client.
+    """
+    loops = []
+    real = distributed.as_completed
+
+    def recording(futures, *args, loop=None, **kwargs):
+        loops.append(loop)
+        return real(futures, *args, loop=loop, **kwargs)
+
+    monkeypatch.setattr(distributed, "as_completed", recording)
+    with distributed.Client(client.scheduler.address) as newest:
+        assert distributed.default_client() is newest
+        np.testing.assert_allclose(gram(states, client=client, tile=40), gram(states), atol=1e-6)
+        assert run_on_dask(square, [3], client) == [9]
+    assert loops == [client.loop, client.loop]

@@ -94,6 +94,26 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, states, exact, mo
     assert count_tiles == []
 
 
+@pytest.mark.parametrize("interval, commits", [(0.0, 21), (3600.0, 1)])
+def test_tiles_are_committed_in_groups_data_first(tmp_path, states, monkeypatch, interval, commits):
+    """Each commit syncs the data file before the ledger names its tiles; a long interval means one commit."""
+    path = tmp_path / "K.npy"
+    ledger_path = sidecar_paths(path)[1]
+    seen_at_sync = []  # tiles the saved ledger named when each sync began
+    real_sync = GramFile.sync
+
+    def recording_sync(self):
+        seen_at_sync.append(sum(ledger_path.read_bytes()) if ledger_path.exists() else 0)
+        real_sync(self)
+
+    monkeypatch.setattr(out_of_core, "COMMIT_INTERVAL_S", interval)
+    monkeypatch.setattr(GramFile, "sync", recording_sync)
+    gram(states, out=path, tile=16)  # 6 x 6 tiles, 21 of them on or above the diagonal
+    assert len(seen_at_sync) == commits
+    assert seen_at_sync == sorted(seen_at_sync) and seen_at_sync[-1] < 21  # the last sync precedes the last save
+    assert sum(ledger_path.read_bytes()) == 21
+
+
 def test_other_n_or_feature_map_or_tile_is_refused(tmp_path, states):
     path = tmp_path / "K.npy"
     gram(states, out=path, tile=16)

@@ -10,18 +10,24 @@ Three sections, each compared in the same run with what a user would otherwise d
   ``--project-workers`` machines of this machine's speed is projected from
   the measured rate (the Gram's work grows as N^2);
 - ``dask``: the same Gram on a ``LocalCluster`` of two single-threaded
-  workers against one (the ratio is the speed-up), with the tiles sent back
-  to this process and with the workers writing them into a file, next to
-  the single-process ``gram`` with two BLAS threads against one;
-- ``nystrom``: relative Frobenius error of Nystrom features for several M on
-  N synthetic embeddings (uniform in [0, 1]^n; computed tile by tile, K is
-  never held), and on Fashion-MNIST (the test images in the data folder, PCA
-  to n_qubits dimensions, scaled to [0, 1]) the accuracy of a linear SVM on
-  Nystrom features against an SVC on the exact precomputed kernel.
+  workers against one (the ratio is the speed-up), in rounds that alternate
+  the two clusters so that both see the same load, in three modes: in
+  memory (tiles through shared memory), to a file (workers write their
+  tiles), and with the client connected by address, as to a remote cluster
+  (states scattered, tiles sent back over sockets); next to the
+  single-process ``gram`` with two threads against one;
+- ``nystrom``: on CIFAR-10 (the 10,000 test images in the data folder and
+  their left-right mirror images, 20,000 samples, PCA to n_qubits
+  dimensions, scaled to [0, 1]; an image and its mirror always fall on the
+  same side of the train/test split), the relative Frobenius error of
+  Nystrom features for several M over all N samples (computed tile by tile,
+  K is never held) and the accuracy of a linear SVM on them against an SVC
+  on the exact precomputed kernel.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -32,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..kernels import FeatureMap, gram
+from ..kernels.out_of_core import sidecar_paths
 from ..provenance import environment
 from ..runs import atomic_write_json
 
@@ -46,12 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-n", type=int, default=6000, help="samples for in-memory vs to-disk (default 6000)")
     parser.add_argument("--project-n", type=int, default=1_000_000, help="N of the projection (default 1,000,000)")
     parser.add_argument("--project-workers", type=int, default=16, help="machines like this one in the projection")
-    parser.add_argument("--dask-n", type=int, default=6000, help="samples of the Dask comparison (default 6000)")
-    parser.add_argument("--dask-tile", type=int, default=1000, help="tile edge of the Dask tasks (default 1000)")
-    parser.add_argument("--nystrom-n", type=int, default=20_000, help="samples of the Nystrom error (default 20,000)")
+    parser.add_argument("--dask-n", type=int, default=12_000, help="samples of the Dask comparison (default 12,000)")
+    parser.add_argument("--dask-tile", type=int, default=1500, help="tile edge of the Dask tasks (default 1500)")
+    parser.add_argument("--dask-backend", default="cpu", help="backend of the Dask tasks (default cpu)")
+    parser.add_argument("--rounds", type=int, default=3, help="Dask rounds; the median is reported (default 3)")
+    parser.add_argument("--nystrom-n", type=int, default=20_000,
+                        help="samples of the Nystrom comparison, at most twice the CIFAR-10 images (default 20,000)")
     parser.add_argument("--nystrom-m", default="100,250,500,1000", help="landmark counts M (comma-separated)")
     parser.add_argument("--bandwidth", type=float, default=1.0, help="feature-map bandwidth (default 1.0)")
-    parser.add_argument("--data-dir", default=None, help="folder with fashion-mnist/ (default: qmlnb.data's)")
+    parser.add_argument("--data-dir", default=None, help="folder with cifar-10-batches-py/ (default: qmlnb.data's)")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/scale-<host>.json)")
 
 
@@ -109,50 +119,75 @@ def dask_section(args) -> dict:
     from distributed import Client, LocalCluster
 
     S = random_states(args.dask_n, args.n_qubits, args.bandwidth, seed=1)
-    reference = gram(S, tile=args.dask_tile, dtype=args.dtype)
-    # the same Gram with one process doing everything: what Dask's ratio competes with
-    _, t_blas_1 = timed(lambda: gram(S, tile=args.dask_tile, n_threads=1, dtype=args.dtype))
-    _, t_blas_2 = timed(lambda: gram(S, tile=args.dask_tile, n_threads=2, dtype=args.dtype))
-    seconds = {}
+    options = dict(backend=args.dask_backend, tile=args.dask_tile, n_threads=1, dtype=args.dtype)
+    reference = gram(S, **options)
     folder = Path(tempfile.mkdtemp(prefix="qmlnb-scale-", dir=args.work_dir))
+    modes = ("memory", "file", "network")
+    seconds = {(mode, workers): [] for mode in modes for workers in (1, 2)}
+    threads = {1: [], 2: []}  # the same Gram in one process: what Dask's ratio competes with
     try:
-        for workers in (1, 2):
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=":0") as cluster, Client(cluster) as client:
-                gram(S[:200], client=client, tile=100)  # warm the workers (imports), not timed
-                # tiles sent back and assembled here, then tiles written by the workers into a file
-                K, seconds[workers, "memory"] = timed(
-                    lambda: gram(S, client=client, tile=args.dask_tile, n_threads=1, dtype=args.dtype))
-                assert np.abs(K - reference).max() < 1e-5
-                K, seconds[workers, "file"] = timed(
-                    lambda: gram(S, client=client, tile=args.dask_tile, n_threads=1, dtype=args.dtype,
-                                 out=folder / f"K{workers}.npy"))
-                assert np.abs(K - reference).max() < 1e-5
-                del K
+        with contextlib.ExitStack() as stack:
+            clients = {}
+            for workers in (1, 2):
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                           host="127.0.0.1", dashboard_address=":0"))
+                clients[workers, "local"] = stack.enter_context(Client(cluster))
+                # connected by address, the client cannot know the workers share this machine
+                clients[workers, "address"] = stack.enter_context(Client(cluster.scheduler_address))
+            for client in clients.values():
+                gram(S[:200], client=client, tile=100, backend=args.dask_backend)  # warm the workers, not timed
+            for r in range(args.rounds):
+                for n_threads in (1, 2):
+                    threads[n_threads].append(timed(lambda: gram(S, **{**options, "n_threads": n_threads}))[1])
+                for mode in modes:
+                    for workers in (1, 2):
+                        client = clients[workers, "address" if mode == "network" else "local"]
+                        out = folder / f"K-{r}-{workers}.npy" if mode == "file" else None
+                        K, t = timed(lambda: gram(S, client=client, out=out, **options))
+                        assert np.abs(K - reference).max() < 1e-5, f"Dask {mode} Gram differs from gram()"
+                        seconds[mode, workers].append(t)
+                        del K
+                        if out is not None:
+                            for path in (out, *sidecar_paths(out)):
+                                path.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"n": args.dask_n, "n_qubits": args.n_qubits, "tile": args.dask_tile, "dtype": args.dtype,
-            "backend": "cpu", "threads_per_worker": 1,
-            "memory": {"one_worker_seconds": seconds[1, "memory"], "two_workers_seconds": seconds[2, "memory"],
-                       "speedup_two_vs_one": seconds[1, "memory"] / seconds[2, "memory"]},
-            "file": {"one_worker_seconds": seconds[1, "file"], "two_workers_seconds": seconds[2, "file"],
-                     "speedup_two_vs_one": seconds[1, "file"] / seconds[2, "file"]},
-            "single_process_blas": {"one_thread_seconds": t_blas_1, "two_threads_seconds": t_blas_2,
-                                    "speedup_two_vs_one": t_blas_1 / t_blas_2},
-            "target_speedup": 1.7}
+
+    def scaling(one, two, names):
+        ratios = [a / b for a, b in zip(one, two)]
+        return {f"{names[0]}_seconds": one, f"{names[1]}_seconds": two, "speedup_two_vs_one": ratios,
+                "median_speedup": float(np.median(ratios))}
+
+    result = {"n": args.dask_n, "n_qubits": args.n_qubits, "tile": args.dask_tile, "dtype": args.dtype,
+              "backend": args.dask_backend, "threads_per_worker": 1, "rounds": args.rounds, "target_speedup": 1.7,
+              "single_process": scaling(threads[1], threads[2], ("one_thread", "two_threads"))}
+    for mode in modes:
+        result[mode] = scaling(seconds[mode, 1], seconds[mode, 2], ("one_worker", "two_workers"))
+    return result
 
 
-def fashion_features(n_qubits: int, data_dir) -> tuple[np.ndarray, np.ndarray]:
+def cifar_with_mirrors(n_qubits: int, n: int, data_dir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CIFAR-10 test images and their left-right mirrors as features in [0, 1]^n_qubits.
+
+    Returns ``(X, y, source)``: X float64 (n, n_qubits) from PCA of the
+    pixels (scaled to [0, 1]), y int labels, and ``source`` the index of the
+    original image (an image and its mirror share it), for splitting.
+    """
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import MinMaxScaler
 
     from ..data import read_dataset
 
-    raw = read_dataset("fashion-mnist", data_dir)
+    raw = read_dataset("cifar10", data_dir)
     part = raw.test if raw.test is not None else raw.train
-    X = part.images.reshape(len(part.labels), -1).astype(np.float64) / raw.max_value
-    X = PCA(n_qubits, random_state=0).fit_transform(X)
-    return MinMaxScaler((0.0, 1.0)).fit_transform(X), part.labels
+    n_images = min(len(part.labels), (n + 1) // 2)
+    if 2 * n_images < n:
+        raise SystemExit(f"--nystrom-n {n} needs {(n + 1) // 2} CIFAR-10 images, the data folder has {n_images}")
+    images = part.images[:n_images]  # (n_images, 3, 32, 32) uint8
+    both = np.concatenate([images, images[..., ::-1]]).reshape(2 * n_images, -1)[:n]
+    X = PCA(n_qubits, random_state=0).fit_transform(both.astype(np.float64) / raw.max_value)
+    source = np.arange(2 * n_images)[:n] % n_images
+    return MinMaxScaler((0.0, 1.0)).fit_transform(X), np.concatenate([part.labels[:n_images]] * 2)[:n], source
 
 
 def nystrom_section(args) -> dict:
@@ -162,36 +197,35 @@ def nystrom_section(args) -> dict:
 
     fm = FeatureMap(n_qubits=args.n_qubits, bandwidth=args.bandwidth)
     ms = [int(m) for m in args.nystrom_m.split(",")]
-    X = np.random.default_rng(2).uniform(0.0, 1.0, (args.nystrom_n, args.n_qubits))
+    X, y, source = cifar_with_mirrors(args.n_qubits, args.nystrom_n, args.data_dir)
+    sources = np.random.default_rng(0).permutation(np.unique(source))
+    is_test = np.isin(source, sources[: len(sources) // 4])
+    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     S = fm.states(X)
-    features = [NystroemQuantumKernel(fm, m, landmarks="kmeans++", random_state=0).fit_transform(X) for m in ms]
-    errors, t_error = timed(lambda: relative_frobenius_error(S, features))
-    synthetic = {"n": args.nystrom_n, "embeddings": "uniform in [0, 1]^n_qubits", "landmarks": "kmeans++",
-                 "relative_frobenius_error": dict(zip(map(str, ms), errors)), "error_seconds": t_error}
 
-    X, y = fashion_features(args.n_qubits, args.data_dir)
-    order = np.random.default_rng(0).permutation(len(y))
-    n_test = len(y) // 4
-    test, train = order[:n_test], order[n_test:]
-    S_train, S_test = fm.states(X[train]), fm.states(X[test])
-    K_train, t_k = timed(lambda: gram(S_train))
-    K_test = gram(S_test, S_train)
-    svc, t_svc = timed(lambda: SVC(kernel="precomputed", C=10.0).fit(K_train, y[train]))
-    exact_accuracy = float((svc.predict(K_test) == y[test]).mean())
-    rows = {}
+    def exact_svc():  # its kernel matrices (2 GB at N=20,000) are freed on return
+        svc = SVC(kernel="precomputed", C=10.0).fit(gram(S[train]), y[train])
+        return float((svc.predict(gram(S[test], S[train])) == y[test]).mean())
+
+    exact_accuracy, t_exact = timed(exact_svc)
+    rows, features = {}, []
     for m in [m for m in ms if m <= len(train)]:
         def fit_nystrom(m=m):
             ny = NystroemQuantumKernel(fm, m, landmarks="kmeans++", random_state=0).fit(X[train])
-            F = ny.transform_states(S_train)
-            return ny, F, LinearSVC(C=10.0, max_iter=5000).fit(F, y[train])
-        (ny, F, linear), seconds = timed(fit_nystrom)
-        rows[str(m)] = {"accuracy": float((linear.predict(ny.transform_states(S_test)) == y[test]).mean()),
-                        "relative_frobenius_error": float(np.linalg.norm(K_train - F @ F.T) / np.linalg.norm(K_train)),
-                        "fit_seconds": seconds}
-    real = {"dataset": "fashion-mnist test images in the data folder, PCA to n_qubits, min-max to [0, 1], 10 classes",
-            "n_train": len(train), "n_test": len(test), "exact_svc_accuracy": exact_accuracy,
-            "exact_fit_seconds": t_k + t_svc, "nystrom_linear_svm": rows}
-    return {"n_qubits": args.n_qubits, "bandwidth": args.bandwidth, "synthetic": synthetic, "fashion_mnist": real}
+            F = ny.transform_states(S)
+            return F, LinearSVC(C=10.0, max_iter=5000).fit(F[train], y[train])
+        (F, linear), seconds = timed(fit_nystrom)
+        features.append(F)
+        rows[str(m)] = {"accuracy": float((linear.predict(F[test]) == y[test]).mean()), "fit_seconds": seconds}
+    errors, t_error = timed(lambda: relative_frobenius_error(S, features))
+    for row, error in zip(rows.values(), errors):
+        row["relative_frobenius_error"] = error
+    return {"n_qubits": args.n_qubits, "bandwidth": args.bandwidth, "n": len(y), "n_train": len(train),
+            "n_test": len(test), "landmarks": "kmeans++ among the training samples",
+            "dataset": "CIFAR-10 test images in the data folder and their left-right mirrors (an image and its "
+                       "mirror on the same side of the split), PCA to n_qubits, min-max to [0, 1], 10 classes",
+            "exact_svc_accuracy": exact_accuracy, "exact_seconds": t_exact,
+            "error_over_all_n_seconds": t_error, "nystrom_linear_svm": rows}
 
 
 SECTIONS = {"disk": disk_section, "dask": dask_section, "nystrom": nystrom_section}

@@ -10,12 +10,21 @@
   answers there).
 
 The states are scattered to every worker once (``broadcast=True``); each task
-computes one tile with the chosen backend and ``n_threads`` threads.  Without
-``out=`` the tiles come back to this process and are assembled into an
-in-memory array; with ``out=path`` each worker writes its tile (and its
-mirror) straight into the memory-mapped file and only the tile's index comes
-back, so **every worker must see ``path`` on a shared file system** (NFS,
-Lustre, GPFS, or one machine); the ledger is kept by this process.
+computes one tile with the chosen backend and ``n_threads`` threads.  Where
+the tiles go:
+
+- ``out=path``: each worker writes its tile (and its mirror) straight into
+  the memory-mapped file and only the tile's index comes back, so **every
+  worker must see ``path`` on a shared file system** (NFS, Lustre, GPFS, or
+  one machine).  This process keeps the ledger.  Workers of a
+  ``LocalCluster`` share this machine's page cache, so one ``fsync`` here
+  per commit covers their tiles; other workers flush each tile themselves.
+- no ``out``, workers of a ``LocalCluster``: the same, into a scratch file in
+  shared memory that the returned array maps, so no tile crosses a socket
+  and this process does no copying or mirroring (on two cores, that work
+  took CPU from the workers and held two workers to 1.5x one).
+- no ``out``, other workers: the tiles come back over the network and are
+  assembled here.
 
 A worker that dies mid-run loses its running tasks and the results it held;
 the scheduler reruns them on the remaining (or restarted) workers, and the
@@ -32,6 +41,7 @@ import uuid
 import numpy as np
 
 from .out_of_core import compute_tile, gram_to_file, open_output
+from .shared_memory import SharedArray, scratch_output, shared_copy
 from .validation import check_fits_in_memory
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -85,16 +95,62 @@ def connect(client, *, timeout: float | None = None, n_workers: int | None = Non
         yield remote
 
 
+def on_this_machine(client) -> bool:
+    """True for the client of a ``LocalCluster``: its workers share this machine's memory and page cache."""
+    from distributed import LocalCluster
+
+    return isinstance(getattr(client, "cluster", None), LocalCluster)
+
+
 def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: int, n_threads: int, dtype: str,
-               target=None):
-    """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its pair returned."""
+               target=None, flush: bool = False):
+    """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its pair returned.
+
+    ``A`` and ``B`` are arrays (scattered) or ``SharedArray`` files on this machine.
+    """
     from .registry import get_backend
 
+    A, B = (x.open() if isinstance(x, SharedArray) else x for x in (A, B))
     block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype))
     if target is None:
         return block
-    target.write(pair[0], pair[2], block, mirror=B is None)
+    target.write(pair[0], pair[2], block, mirror=B is None, flush=flush)
     return pair
+
+
+def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, tile, n_threads, dtype,
+               target=None, flush=False) -> None:
+    """Tiles ``pairs[k]`` for k in ``pending`` as tasks; ``on_done(k, value)`` in this process as each finishes.
+
+    ``value`` is the tile (``target`` None) or its pair (written to ``target``).
+    ``shared``: the workers are on this machine, so the states go to them
+    through shared memory rather than being scattered.
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    with contextlib.ExitStack() as stack:
+        if shared:
+            a, b = (None if X is None else stack.enter_context(shared_copy(X)) for X in (A, B))
+        else:
+            # hash=False: a key per call.  Content-hashed keys would let a
+            # repeated call on the same states re-scatter a key the previous
+            # call is still releasing, and the scheduler may then drop it.
+            a, b = (None if X is None else dask_client.scatter(X, broadcast=True, hash=False) for X in (A, B))
+        run = uuid.uuid4().hex[:8]
+        # largest tiles first (diagonal ones of the symmetric Gram cost half): the last tasks are small,
+        # so the workers finish together
+        cost = {k: (pairs[k][1] - pairs[k][0]) * (pairs[k][3] - pairs[k][2]) // (2 if B is None and
+                   pairs[k][0] == pairs[k][2] else 1) for k in pending}
+        futures = [dask_client.submit(_tile_task, backend, a, b, pairs[k], tile, n_threads, dtype.name, target,
+                                      flush, key=f"qmlnb-gram-tile-{run}-{k}", priority=cost[k]) for k in pending]
+        index = {future.key: k for future, k in zip(futures, pending)}
+        with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles on Dask",
+                  unit="tile") as bar:
+            for future in as_completed(futures, loop=dask_client.loop):  # not the default client's loop
+                on_done(index[future.key], future.result())
+                future.release()  # free the result on its worker as soon as it is stored
+                bar.update()
 
 
 def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, tile: int, n_threads: int, dtype,
@@ -114,9 +170,6 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     -------
     K : ndarray (numpy.memmap if ``out``), shape (N, N) or (N, M), ``dtype``
     """
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
     from .registry import get_backend
     from .tiling import mirror_upper_, tile_pairs
 
@@ -126,41 +179,36 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     n_rows, n_cols = A.shape[0], (A.shape[0] if B is None else B.shape[0])
     if out is None:
         check_fits_in_memory(n_rows * n_cols * dtype.itemsize, f"a {n_rows} x {n_cols} {dtype} Gram matrix")
-        target, ledger = None, None
         pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
-        pending = list(range(len(pairs)))
     else:
         target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype)
-        pending = ledger.pending()
 
     with connect(client, timeout=timeout) as dask_client:
-        result = None if out is not None else np.empty((n_rows, n_cols), dtype=dtype)
-        # hash=False: a key per call.  Content-hashed keys would let a repeated
-        # call on the same states re-scatter a key the previous call is still
-        # releasing, and the scheduler may then drop it ("lost dependencies").
-        a_future = dask_client.scatter(A, broadcast=True, hash=False)
-        b_future = None if B is None else dask_client.scatter(B, broadcast=True, hash=False)
-        run = uuid.uuid4().hex[:8]
-        futures = [dask_client.submit(_tile_task, backend, a_future, b_future, pairs[k], tile, n_threads, dtype.name,
-                                      target, key=f"qmlnb-gram-tile-{run}-{k}") for k in pending]
-        index = {future.key: k for future, k in zip(futures, pending)}
-        with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles on Dask", unit="tile") as bar:
-            for future in as_completed(futures):
-                k = index[future.key]
-                value = future.result()
-                if ledger is not None:
-                    ledger.mark(k)
-                else:
-                    i0, i1, j0, j1 = pairs[k]
-                    result[i0:i1, j0:j1] = value
-                future.release()  # free the tile on its worker as soon as it is stored here
-                bar.update()
-        del a_future, b_future
-    if out is not None:
-        return target.open("r+")
+        local = on_this_machine(dask_client)
+        options = dict(shared=local, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype)
+        if out is not None:
+            sync = target.sync if local else None  # remote workers flushed their own tiles
+            try:
+                _run_tiles(dask_client, A, B, pairs, ledger.pending(), lambda k, _: ledger.add(k, sync),
+                           target=target, flush=not local, **options)
+            finally:  # also when interrupted: keep what is done
+                ledger.commit(sync)
+            return target.open("r+")
+        if local:
+            with scratch_output(n_rows, n_cols, dtype) as (scratch, K):
+                _run_tiles(dask_client, A, B, pairs, range(len(pairs)), lambda k, _: None, target=scratch,
+                           **options)
+            return K
+        K = np.empty((n_rows, n_cols), dtype=dtype)
+
+        def store(k, block):
+            i0, i1, j0, j1 = pairs[k]
+            K[i0:i1, j0:j1] = block
+
+        _run_tiles(dask_client, A, B, pairs, range(len(pairs)), store, **options)
     if B is None:
-        mirror_upper_(result, tile)
-    return result
+        mirror_upper_(K, tile)
+    return K
 
 
 def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None):
@@ -198,7 +246,7 @@ def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: 
         index = {future.key: i for i, future in enumerate(futures)}
         try:
             with tqdm(total=len(items), desc=desc, unit="task") as bar:
-                for future in as_completed(futures):
+                for future in as_completed(futures, loop=dask_client.loop):  # not the default client's loop
                     i = index[future.key]
                     if future.status == "error" and return_exceptions:
                         results[i] = future.exception()
