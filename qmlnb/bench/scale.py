@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-n", type=int, default=12_000, help="samples of the Dask comparison (default 12,000)")
     parser.add_argument("--dask-tile", type=int, default=1500, help="tile edge of the Dask tasks (default 1500)")
     parser.add_argument("--dask-backend", default="cpu", help="backend of the Dask tasks (default cpu)")
-    parser.add_argument("--rounds", type=int, default=3, help="Dask rounds; the median is reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="Dask rounds; the median is reported (default 5)")
     parser.add_argument("--nystrom-n", type=int, default=20_000,
                         help="samples of the Nystrom comparison, at most twice the CIFAR-10 images (default 20,000)")
     parser.add_argument("--nystrom-m", default="100,250,500,1000", help="landmark counts M (comma-separated)")

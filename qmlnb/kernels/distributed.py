@@ -22,7 +22,7 @@ the tiles go:
 - no ``out``, workers of a ``LocalCluster``: the same, into a scratch file in
   shared memory that the returned array maps, so no tile crosses a socket
   and this process does no copying or mirroring (on two cores, that work
-  took CPU from the workers and held two workers to 1.5x one).
+  took CPU from the workers and held two workers to about 1.6x one).
 - no ``out``, other workers: the tiles come back over the network and are
   assembled here.
 
