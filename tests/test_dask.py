@@ -237,3 +237,12 @@ def test_a_second_client_does_not_slow_this_one(client, states, monkeypatch):
         np.testing.assert_allclose(gram(states, client=client, tile=40), gram(states), atol=1e-6)
         assert run_on_dask(square, [3], client) == [9]
     assert loops == [client.loop, client.loop]
+
+
+def test_tiles_are_queued_by_their_cost():
+    from qmlnb.kernels.distributed import _tile_cost
+
+    assert _tile_cost((0, 10, 0, 10), symmetric=True) == 50  # upper half of a diagonal tile
+    assert _tile_cost((0, 10, 10, 20), symmetric=True) == 100
+    assert _tile_cost((0, 10, 0, 10), symmetric=False) == 100
+    assert _tile_cost((20, 25, 0, 10), symmetric=True) == 50  # a ragged edge tile

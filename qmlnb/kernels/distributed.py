@@ -9,9 +9,10 @@
   call (``SchedulerUnreachableError`` after ``timeout`` seconds if nothing
   answers there).
 
-The states are scattered to every worker once (``broadcast=True``); each task
-computes one tile with the chosen backend and ``n_threads`` threads.  Where
-the tiles go:
+Each task computes one tile with the chosen backend and ``n_threads``
+threads.  The states reach each worker once: through a file in shared memory
+for the workers of a ``LocalCluster`` (``shared_memory``), scattered
+(``broadcast=True``) to any other workers.  Where the tiles go:
 
 - ``out=path``: each worker writes its tile (and its mirror) straight into
   the memory-mapped file and only the tile's index comes back, so **every
@@ -118,6 +119,12 @@ def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: in
     return pair
 
 
+def _tile_cost(pair, *, symmetric: bool) -> int:
+    """Entries computed for tile ``pair``: a diagonal tile of the symmetric Gram needs only its upper half."""
+    i0, i1, j0, j1 = pair
+    return (i1 - i0) * (j1 - j0) // (2 if symmetric and i0 == j0 else 1)
+
+
 def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, tile, n_threads, dtype,
                target=None, flush=False) -> None:
     """Tiles ``pairs[k]`` for k in ``pending`` as tasks; ``on_done(k, value)`` in this process as each finishes.
@@ -138,12 +145,10 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
             # call is still releasing, and the scheduler may then drop it.
             a, b = (None if X is None else dask_client.scatter(X, broadcast=True, hash=False) for X in (A, B))
         run = uuid.uuid4().hex[:8]
-        # largest tiles first (diagonal ones of the symmetric Gram cost half): the last tasks are small,
-        # so the workers finish together
-        cost = {k: (pairs[k][1] - pairs[k][0]) * (pairs[k][3] - pairs[k][2]) // (2 if B is None and
-                   pairs[k][0] == pairs[k][2] else 1) for k in pending}
+        # largest tiles first: the last tasks are small, so the workers finish together
         futures = [dask_client.submit(_tile_task, backend, a, b, pairs[k], tile, n_threads, dtype.name, target,
-                                      flush, key=f"qmlnb-gram-tile-{run}-{k}", priority=cost[k]) for k in pending]
+                                      flush, key=f"qmlnb-gram-tile-{run}-{k}",
+                                      priority=_tile_cost(pairs[k], symmetric=B is None)) for k in pending]
         index = {future.key: k for future, k in zip(futures, pending)}
         with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles on Dask",
                   unit="tile") as bar:
