@@ -19,6 +19,8 @@ and interrupted ones are redone.  Everything is checked before the first run sta
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -195,11 +197,12 @@ def _error_of(notebook: Path) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def run_point(sweep: Sweep, point: dict, threads: int) -> dict:
+def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = None) -> dict:
     """Execute one grid point with papermill in a fresh process and record its final status.
 
     The executed notebook is written under a temporary name and moved into place;
-    ``status.json`` is written last.  Returns the status record.
+    ``status.json`` is written last.  Returns the status record.  ``data_dir``:
+    the data folder (default: $QMLNB_DATA_DIR or ./data, resolved here).
     """
     run_dir = sweep.run_dir(point)
     runs.clear_run(run_dir)
@@ -211,7 +214,7 @@ def run_point(sweep: Sweep, point: dict, threads: int) -> dict:
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
-    env[DATA_DIR_ENV] = str(Path(os.environ.get(DATA_DIR_ENV) or "data").resolve())
+    env[DATA_DIR_ENV] = data_dir or default_data_dir()
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"
     final = run_dir / sweep.notebook.name
     cmd = [sys.executable, "-m", "papermill", str(sweep.notebook), str(partial), "--cwd", str(run_dir),
@@ -236,6 +239,33 @@ def run_point(sweep: Sweep, point: dict, threads: int) -> dict:
     return {"status": runs.FAILED, **info, "error": error}
 
 
+def default_data_dir() -> str:
+    """$QMLNB_DATA_DIR or ./data, as an absolute path."""
+    return str(Path(os.environ.get(DATA_DIR_ENV) or "data").resolve())
+
+
+def _point_task(item: tuple) -> dict:
+    """A Dask task: ``run_point(*item)`` on a worker."""
+    return run_point(*item)
+
+
+def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client) -> list[dict]:
+    """Status records of ``pending`` (point, threads) pairs, each run as a Dask task.
+
+    The workers must see the notebooks, the runs folder and the data folder
+    at the same paths as this process (one machine or a shared file system);
+    paths are made absolute here.  A task that fails outside papermill
+    (e.g. its worker died more often than Dask retries) counts as a failed run.
+    """
+    from .kernels.distributed import run_on_dask
+
+    portable = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve())
+    items = [(portable, point, threads, default_data_dir()) for point, threads in pending]
+    results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
+    return [r if isinstance(r, dict) else {"status": runs.FAILED, "error": f"the Dask task failed: {r!r}"}
+            for r in results]
+
+
 def backend_unusable(point: dict) -> str | None:
     """Why the Gram backend a point names cannot run here, or None (also None for no/unknown backend).
 
@@ -251,7 +281,8 @@ def backend_unusable(point: dict) -> str | None:
     return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
 
 
-def plan(sweeps: list[Sweep], cores: int, jobs: int) -> list[tuple[Sweep, dict, int | None, str]]:
+def plan(sweeps: list[Sweep], cores: int, jobs: int,
+         where: str = "this machine") -> list[tuple[Sweep, dict, int | None, str]]:
     """(sweep, point, threads, action) for every point: action 'run', 'done' or a skip reason."""
     out = []
     for sweep in sweeps:
@@ -261,46 +292,57 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int) -> list[tuple[Sweep, dict, 
             if runs.is_complete(sweep.run_dir(point)):
                 out.append((sweep, point, threads, "done"))
             elif isinstance(threads, int) and threads > cores:
-                out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of this machine"))
+                out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of {where}"))
             else:
                 out.append((sweep, point, threads, backend_unusable(point) or "run"))
     return out
 
 
-def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True) -> dict:
+def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
+               client=None) -> dict:
     """Run every pending point of ``sweeps``; returns counts and the failed runs.
 
     Points of one grid run up to ``min(jobs, grid's jobs)`` at a time; a run with
     t threads holds t of the ``cores`` tokens, so concurrent threads never exceed them.
+    With ``client`` (a Dask client, ``"local"`` or a scheduler address) each point
+    is a Dask task instead, with the threads of one worker, and the cluster decides
+    how many run at once.
     """
-    cores = cores or available_cores()
-    todo = plan(sweeps, cores, jobs)
+    from .kernels.distributed import connect
+
     summary = {"complete": 0, "already_complete": 0, "skipped": 0, "failed": 0, "failures": [], "skips": []}
-    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
-    budget = CoreBudget(cores)
+    budget_cores = cores or available_cores()
     lock = threading.Lock()
 
-    def account(result: dict, sweep: Sweep, point: dict) -> None:
-        with lock:
-            summary[result["status"]] += 1
-            where = str(sweep.run_dir(point))
-            if result["status"] == runs.FAILED:
-                summary["failures"].append((where, result["error"]))
-                tqdm.write(f"FAILED {where}: {result['error']}")
-            elif result["status"] == runs.SKIPPED:
-                summary["skips"].append((where, result["reason"]))
-            bar.update(1)
+    with contextlib.ExitStack() as stack:
+        dask_client = None if client is None else stack.enter_context(connect(client))
+        if dask_client is not None:
+            todo = plan(sweeps, min(dask_client.nthreads().values()), 1, where="a Dask worker")
+        else:
+            todo = plan(sweeps, budget_cores, jobs)
+        bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress))
+        budget = CoreBudget(budget_cores)
 
-    def work(sweep: Sweep, point: dict, threads: int) -> None:
-        tokens = budget.acquire(threads)
-        try:
-            bar.set_postfix_str(f"{sweep.name}/{runs.run_name(point)}"[-60:])
-            result = run_point(sweep, point, threads)
-        finally:
-            budget.release(tokens)
-        account(result, sweep, point)
+        def account(result: dict, sweep: Sweep, point: dict) -> None:
+            with lock:
+                summary[result["status"]] += 1
+                where = str(sweep.run_dir(point))
+                if result["status"] == runs.FAILED:
+                    summary["failures"].append((where, result["error"]))
+                    tqdm.write(f"FAILED {where}: {result['error']}")
+                elif result["status"] == runs.SKIPPED:
+                    summary["skips"].append((where, result["reason"]))
+                bar.update(1)
 
-    try:
+        def work(sweep: Sweep, point: dict, threads: int) -> None:
+            tokens = budget.acquire(threads)
+            try:
+                bar.set_postfix_str(f"{sweep.name}/{runs.run_name(point)}"[-60:])
+                result = run_point(sweep, point, threads)
+            finally:
+                budget.release(tokens)
+            account(result, sweep, point)
+
         for sweep in sweeps:
             mine = [(p, t, a) for s, p, t, a in todo if s is sweep]
             pending = []
@@ -315,6 +357,10 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     runs.clear_run(run_dir)
                     runs.write_status(run_dir, runs.SKIPPED, reason=action, params=point)
                     account({"status": runs.SKIPPED, "reason": action}, sweep, point)
+            if dask_client is not None:
+                for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client)):
+                    account(result, sweep, point)
+                continue
             workers = max(1, min(jobs, sweep.jobs or jobs, len(pending) or 1))
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
@@ -323,8 +369,6 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
             finally:
                 # on Ctrl-C or an error, start nothing more; runs in progress keep no final status and are redone
                 pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
     return summary
 
 
@@ -334,6 +378,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=1,
                         help="runs at once (each grid may cap it; threads x runs never exceed the cores)")
     parser.add_argument("--cores", type=int, default=None, help="cores to share out (default: this process's)")
+    parser.add_argument("--dask", default=None, metavar="ADDRESS",
+                        help="run each point as a Dask task: 'local' (a LocalCluster of this machine) or a "
+                             "scheduler address; the workers must see the notebooks, runs and data at the same paths")
     parser.add_argument("--list", action="store_true", help="print the points and their state, run nothing")
 
 
@@ -352,7 +399,7 @@ def run(args) -> int:
             state = action if action in ("run", "done") else f"skip ({action})"
             print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
         return 0
-    summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores)
+    summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
     print(f"sweep: {summary['complete']} run, {summary['already_complete']} already complete, "
           f"{summary['skipped']} skipped, {summary['failed']} failed")
     for where, reason in summary["skips"]:

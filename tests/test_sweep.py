@@ -256,3 +256,26 @@ def test_there_are_notebooks_and_grids():
 def test_committed_grids_are_valid_for_their_notebooks(path, tmp_path):
     s = sweep.load_sweep(path, tmp_path)
     assert s.points and s.notebook.parent == ROOT / "notebooks"
+
+
+@pytest.mark.timeout(180)
+def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)  # a relative runs folder must reach the workers as an absolute path
+    grid = grid_file(tmp_path, toy, [{"a": [1, 2]}, {"a": [3], "fail": True}, {"a": [4], "threads": [2]}],
+                     name="dask-grid")
+    s = sweep.load_sweep(grid, "runs")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as stream:
+            summary = sweep.run_sweeps([s], client=client, progress=False)
+    assert (summary["complete"], summary["failed"], summary["skipped"]) == (2, 1, 1)
+    assert sum("_point_task" in str(task["key"]) for task in stream.data) == 3  # the runs were Dask tasks
+    folder = tmp_path / "runs" / "dask-grid"
+    metrics = json.loads((folder / "a-1" / "metrics.json").read_text())
+    assert metrics["omp"] == "1" and Path(metrics["cwd"]) == (folder / "a-1").resolve()  # a worker's one thread
+    assert "planned failure a=3" in runs.read_status(folder / "a-3_fail-True")["error"]
+    assert "exceeds the 1 cores of a Dask worker" in runs.read_status(folder / "a-4_threads-2")["reason"]
+    # the command line: a fresh LocalCluster; completed points are not redone
+    assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
+    assert runs.is_complete(folder / "a-1") and json.loads((folder / "a-1" / "metrics.json").read_text()) == metrics
