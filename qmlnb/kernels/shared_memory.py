@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .out_of_core import GramFile, check_writable
+
 SHARED_MEMORY = "/dev/shm"
 
 
 @contextlib.contextmanager
 def _scratch_file(nbytes: int):
     """Path of a new empty file with room for ``nbytes``, in shared memory if it has room; removed on exit."""
-    from .out_of_core import check_writable
-
     room = os.path.isdir(SHARED_MEMORY) and shutil.disk_usage(SHARED_MEMORY).free > 2 * nbytes
     # a uuid in the name: a worker caches maps by path, so a path is never reused
     path = Path(SHARED_MEMORY if room else tempfile.gettempdir()) / f"qmlnb-{uuid.uuid4().hex}.bin"
@@ -82,8 +82,6 @@ def scratch_output(n_rows: int, n_cols: int, dtype):
     ``K``, an ndarray of shape (n_rows, n_cols) and ``dtype`` mapped onto the
     same file.  ``K`` stays valid after the block (the map keeps its memory).
     """
-    from .out_of_core import GramFile
-
     dtype = np.dtype(dtype)
     with _scratch_file(n_rows * n_cols * dtype.itemsize) as path:
         K = np.asarray(np.memmap(path, dtype=dtype, mode="w+", shape=(n_rows, n_cols)))
