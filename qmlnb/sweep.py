@@ -259,8 +259,8 @@ def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_clien
     """
     from .kernels.distributed import run_on_dask
 
-    portable = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve())
-    items = [(portable, point, threads, default_data_dir()) for point, threads in pending]
+    portable, data_dir = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve()), default_data_dir()
+    items = [(portable, point, threads, data_dir) for point, threads in pending]
     results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
     return [r if isinstance(r, dict) else {"status": runs.FAILED, "error": f"the Dask task failed: {r!r}"}
             for r in results]
@@ -317,7 +317,10 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
     with contextlib.ExitStack() as stack:
         dask_client = None if client is None else stack.enter_context(connect(client))
         if dask_client is not None:
-            todo = plan(sweeps, min(dask_client.nthreads().values()), 1, where="a Dask worker")
+            worker_threads = dask_client.nthreads().values()
+            if not worker_threads:  # its tasks would wait for ever
+                raise SweepError(f"the Dask cluster of {dask_client.scheduler.address} has no workers")
+            todo = plan(sweeps, min(worker_threads), 1, where="a Dask worker")
         else:
             todo = plan(sweeps, budget_cores, jobs)
         bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress))
@@ -399,7 +402,11 @@ def run(args) -> int:
             state = action if action in ("run", "done") else f"skip ({action})"
             print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
         return 0
-    summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+    try:
+        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+    except SweepError as err:
+        print(f"qmlnb sweep: {err}", file=sys.stderr)
+        return 2
     print(f"sweep: {summary['complete']} run, {summary['already_complete']} already complete, "
           f"{summary['skipped']} skipped, {summary['failed']} failed")
     for where, reason in summary["skips"]:

@@ -279,3 +279,14 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     # the command line: a fresh LocalCluster; completed points are not redone
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
     assert runs.is_complete(folder / "a-1") and json.loads((folder / "a-1" / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.timeout(60)
+def test_a_dask_cluster_without_workers_is_refused_before_anything_runs(tmp_path, toy, capsys):
+    distributed = pytest.importorskip("distributed")
+    grid = grid_file(tmp_path, toy, {"a": [1]}, name="no-workers")
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
+        args = ["sweep", str(grid), "--runs-dir", str(tmp_path / "runs"), "--dask", cluster.scheduler_address]
+        assert cli.main(args) == 2
+    assert "has no workers" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
