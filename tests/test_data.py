@@ -30,7 +30,7 @@ from qmlnb.data import (DATASETS, ChecksumError, CorruptDataError, DataNotFoundE
                         data_dir, download, load_splits, read_cifar_batch, read_dataset, read_idx, read_svhn_mat,
                         stratified_split)
 from qmlnb.datasets import catalog
-from qmlnb.datasets.download import fetch
+from qmlnb.datasets.download import check_url, fetch
 from qmlnb.datasets.readers import read_cifar_label_names
 
 FASHION_N = 4443
@@ -664,3 +664,108 @@ def test_download_command_line(local_server, tmp_path, monkeypatch, capsys):
     assert main(["download", "svhn", "--data-dir", str(tmp_path / "other"), "--timeout", "2"]) == 1
     assert "could not download" in capsys.readouterr().err
 
+
+def test_catalogue_downloads_are_https_with_known_sizes():
+    sources = [s for name in DATASETS for s in catalog.INFO[name].sources]
+    assert len(sources) == 7
+    for source in sources:
+        assert source.url.startswith("https://"), source.url
+        assert check_url(source.url)
+        assert source.size > 0 and source.size < source.max_bytes < 1.1 * source.size + 70_000
+
+
+@pytest.mark.parametrize("url", ["http://example.org/train_32x32.mat", "ftp://example.org/x", "file:///etc/passwd",
+                                 "https:///no-host", "example.org/x"])
+def test_fetch_refuses_urls_that_are_not_https(tmp_path, monkeypatch, url):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the URL was not refused before the network was used")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(DownloadError, match=f"refusing to download {re.escape(url)}: only https URLs"):
+        fetch(url, tmp_path / "out" / "file", "0" * 32, progress=False)
+    assert not (tmp_path / "out").exists()
+    # plain http is accepted only from this machine's loopback (local mirrors, these tests)
+    assert check_url("http://127.0.0.1:8000/x") == "127.0.0.1" and check_url("https://EXAMPLE.org/x") == "example.org"
+
+
+PAYLOAD = bytes(range(256)) * 20  # 5,120 bytes
+
+
+@pytest.fixture
+def tricky_server():
+    """A server on 127.0.0.1 that redirects, and sends bodies with and without Content-Length."""
+
+    class Tricky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            port = self.server.server_address[1]
+            if self.path == "/elsewhere":  # another host name (for this same machine: nothing leaves it)
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/payload")
+                self.end_headers()
+            elif self.path == "/same-host":
+                self.send_response(302)
+                self.send_header("Location", "/payload")
+                self.end_headers()
+            elif self.path == "/payload":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(PAYLOAD)))
+                self.end_headers()
+                self.wfile.write(PAYLOAD)
+            elif self.path == "/endless":  # 16 MiB, no Content-Length: only the cap stops it early
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range(256):
+                        self.wfile.write(bytes(1 << 16))
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+                    pass
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tricky)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetch_refuses_a_redirect_to_another_host(tricky_server, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="redirect .* from host 127.0.0.1 to another host, localhost"):
+        fetch(tricky_server + "elsewhere", out / "file", _md5(PAYLOAD), timeout=5, progress=False)
+    assert list(out.iterdir()) == []
+    # a redirect on the same host is followed
+    assert fetch(tricky_server + "same-host", out / "file", _md5(PAYLOAD), timeout=5,
+                 progress=False).read_bytes() == PAYLOAD
+
+
+def test_fetch_stops_at_the_size_cap_and_leaves_no_file(tricky_server, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="larger than the 5,119 bytes allowed for file: it announces 5,120 bytes"):
+        fetch(tricky_server + "payload", out / "file", _md5(PAYLOAD), timeout=5, progress=False, max_bytes=5119)
+    with pytest.raises(DownloadError, match="larger than the 1,048,577 bytes allowed for file: stopped after"):
+        fetch(tricky_server + "endless", out / "file", "0" * 32, timeout=5, progress=False, max_bytes=(1 << 20) + 1)
+    assert list(out.iterdir()) == []
+    assert fetch(tricky_server + "payload", out / "file", _md5(PAYLOAD), timeout=5, progress=False,
+                 max_bytes=5120).read_bytes() == PAYLOAD
+    with pytest.raises(ValueError, match="max_bytes must be a positive integer"):
+        fetch(tricky_server + "payload", out / "other", _md5(PAYLOAD), progress=False, max_bytes=0)
+
+
+def test_download_caps_each_file_a_little_above_its_known_size(tricky_server, tmp_path, monkeypatch):
+    # the catalogue knows the file as 100,000 bytes; the server sends 16 MiB: stopped at size + 5% + 64 KiB
+    source = catalog.Source(tricky_server + "endless", "test_32x32.mat", "0" * 32, size=100_000)
+    assert source.max_bytes == 100_000 + 5_000 + 65_536
+    monkeypatch.setitem(catalog.INFO, "svhn", dataclasses.replace(catalog.INFO["svhn"], sources=(source,)))
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="larger than the 170,536 bytes allowed for test_32x32.mat"):
+        download("svhn", root, timeout=5, progress=False)
+    assert list((root / "svhn").iterdir()) == []
