@@ -17,12 +17,13 @@ selected on.  The process-level parts (process pool, torch.distributed) are in
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
 import hashlib
+import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from .metrics import classification_metrics
 from .provenance import available_cores
 from .models import SIMULATOR_NAMES, HybridQCNN
 from .quantum_layer import check_n_qubits
+from .runs import atomic_write_bytes  # the one atomic, fsynced writer (kernels.out_of_core uses it too)
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
 # TrainConfig fields that do not change the numbers a run produces: a checkpoint
@@ -230,13 +232,26 @@ def fingerprint(data: FoldData, cfg: TrainConfig, world: int) -> dict:
 
 
 def load_checkpoint(path: str, expected: dict) -> dict | None:
-    """The checkpoint at ``path`` (None if absent); CheckpointMismatchError if it is another run's."""
+    """The checkpoint at ``path`` (None if absent); CheckpointMismatchError if it is another run's.
+
+    Loaded with ``weights_only=True``: only tensors and plain containers are
+    built, so a crafted checkpoint cannot run code; one that holds anything
+    else is refused like any other unreadable file.
+    """
     if path is None or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise CheckpointMismatchError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file, or one with more than tensors
+        reason = str(err)
+        if "Weights only load failed" in reason:
+            # torch's message advises weights_only=False, the one thing not to do here:
+            # keep only its last line that says what was refused
+            details = [line.strip() for line in reason.splitlines()[1:]
+                       if line.strip() and not line.startswith("Check the documentation")]
+            reason = ("only tensors and plain containers are loaded, and this file is not one of those (truncated, "
+                      f"foreign, or holding objects that could run code: {details[-1] if details else '?'})")
+        raise CheckpointMismatchError(f"cannot read checkpoint {path}: {reason}; delete it to start afresh") from err
     saved = state.get("fingerprint") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         raise CheckpointMismatchError(f"{path} is not a qmlnb training checkpoint; delete it or use another "
@@ -249,12 +264,44 @@ def load_checkpoint(path: str, expected: dict) -> dict | None:
     return state
 
 
+def _plain(value, where: str = "state"):
+    """``value`` as tensors and plain containers only, what ``torch.load(weights_only=True)`` reads back.
+
+    NumPy arrays become tensors and NumPy scalars Python numbers; dicts
+    (OrderedDict kept), lists and tuples are converted item by item.
+    Anything else is a TypeError naming where it is, raised at the save
+    rather than at the resume.
+    """
+    if isinstance(value, np.generic):  # np.float64 is also a float, but it pickles as a NumPy object
+        return value.item()
+    # exact types: a subclass (an IntEnum, say) pickles as its class, which weights_only refuses
+    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, dict):
+        out = collections.OrderedDict() if isinstance(value, collections.OrderedDict) else {}
+        for key, item in value.items():
+            out[_plain(key, where)] = _plain(item, f"{where}[{key!r}]")
+        if hasattr(value, "_metadata"):  # a state_dict's module versions, which load_state_dict reads
+            out._metadata = _plain(value._metadata, f"{where}._metadata")
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    raise TypeError(f"cannot checkpoint {where}: a {type(value).__name__} is not a tensor, number, string "
+                    "or plain container")
+
+
 def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: an interrupted save never leaves a half-written checkpoint."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` (tensors and plain containers, see :func:`_plain`) atomically and durably.
+
+    ``runs.atomic_write_bytes`` writes a temporary file, fsyncs it and renames
+    it into place: an interrupted save never leaves a half-written checkpoint.
+    """
+    buffer = io.BytesIO()
+    torch.save(_plain(state), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------ training one fold

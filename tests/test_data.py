@@ -10,8 +10,11 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import builtins
 import io
+import os
 import pickle
+import re
 import socket
 import struct
 import tarfile
@@ -27,7 +30,8 @@ from qmlnb.data import (DATASETS, ChecksumError, CorruptDataError, DataNotFoundE
                         data_dir, download, load_splits, read_cifar_batch, read_dataset, read_idx, read_svhn_mat,
                         stratified_split)
 from qmlnb.datasets import catalog
-from qmlnb.datasets.download import fetch
+from qmlnb.datasets.download import check_url, fetch
+from qmlnb.datasets.readers import read_cifar_label_names
 
 FASHION_N = 4443
 
@@ -75,9 +79,10 @@ def write_fashion(root: Path, *, train_per_class: int | None = 8, test_per_class
 
 
 def write_cifar_batch(path: Path, data: np.ndarray, labels) -> Path:
+    labels = [v.item() if isinstance(v, np.generic) else v for v in labels]  # Python ints, as in the official files
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"toy", b"labels": list(labels), b"data": data, b"filenames": []}, f)
+        pickle.dump({b"batch_label": b"toy", b"labels": labels, b"data": data, b"filenames": []}, f)
     return path
 
 
@@ -329,6 +334,106 @@ def test_label_count_and_range_mismatch(tmp_path):
         load_splits("fashion-mnist", data_dir=tmp_path)
 
 
+class RunsCode:
+    """Pickles as a call of ``func(arg)``: what a crafted file would make a plain unpickler do."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+def code_payloads(marker: Path) -> list:
+    """Two pickled calls that would each create ``marker``: os.system and builtins.eval."""
+    return [RunsCode(os.system, f"touch {marker}"), RunsCode(builtins.eval, f"open({str(marker)!r}, 'w').close()")]
+
+
+@pytest.mark.parametrize("payload", [0, 1], ids=["os.system", "builtins.eval"])
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path, payload):
+    marker = tmp_path / "marker"
+    evil = code_payloads(marker)[payload]
+    batch = tmp_path / "test_batch"
+    with open(batch, "wb") as f:
+        pickle.dump({b"data": evil, b"labels": [0], b"batch_label": b"toy", b"filenames": []}, f)
+    with pytest.raises(CorruptDataError) as refused:
+        read_cifar_batch(batch)
+    assert not marker.exists()  # the payload never ran
+    assert re.search(f"{re.escape(str(batch))}.*(posix|os|builtins)\\.(system|eval).*could run code",
+                     str(refused.value))
+    meta = tmp_path / "batches.meta"
+    with open(meta, "wb") as f:
+        pickle.dump({b"label_names": [evil]}, f)
+    with pytest.raises(CorruptDataError, match=f"{re.escape(str(meta))}.*could run code"):
+        read_cifar_label_names(meta)
+    assert not marker.exists()
+
+
+def test_cifar_pickle_of_object_arrays_is_refused(tmp_path):
+    path = write_cifar_batch(tmp_path / "objects", np.zeros((1, 3072), dtype=object), [0])
+    with pytest.raises(CorruptDataError, match="object dtype"):
+        read_cifar_batch(path)
+
+
+def test_cifar_pickles_of_both_numpy_generations_load(tmp_path):
+    # the official batches are Python 2 protocol-2 pickles naming numpy.core; NumPy 2 writes numpy._core
+    data, labels = np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072), [4, 7]
+    new = pickle.dumps({b"data": data, b"labels": labels}, protocol=2)
+    assert b"numpy._core.multiarray" in new
+    for name, raw in (("new", new), ("old", new.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))):
+        (tmp_path / name).write_bytes(raw)
+        part = read_cifar_batch(tmp_path / name)
+        assert np.array_equal(part.images.reshape(2, 3072), data) and part.labels.tolist() == labels
+
+
+def test_real_cifar_files_load_with_the_restricted_unpickler(shared_data):
+    folder = shared_data / "cifar-10-batches-py"
+    part = read_cifar_batch(folder / "test_batch")
+    assert part.images.shape == (10_000, 3, 32, 32) and part.images.dtype == np.uint8
+    assert sorted(np.unique(part.labels)) == list(range(10))
+    assert read_cifar_label_names(folder / "batches.meta") == catalog.INFO["cifar10"].class_names
+
+
+def test_cifar_labels_that_are_not_class_ids(tmp_path):
+    with pytest.raises(CorruptDataError, match="strings.*b'labels' holds \\|S3 values such as b'cat', expected int"):
+        read_cifar_batch(write_cifar_batch(tmp_path / "strings", np.zeros((2, 3072), np.uint8), [b"cat", b"dog"]))
+    with pytest.raises(CorruptDataError, match="floats.*b'labels' holds float64 values"):
+        read_cifar_batch(write_cifar_batch(tmp_path / "floats", np.zeros((2, 3072), np.uint8), [0.5, 1.0]))
+    with pytest.raises(CorruptDataError, match="ragged.*not a flat list of class ids"):
+        read_cifar_batch(write_cifar_batch(tmp_path / "ragged", np.zeros((2, 3072), np.uint8), [[0, 1], [2]]))
+
+
+def write_count_mismatch(tmp_path: Path, fmt: str, n_images: int, n_labels: int):
+    """Files of format ``fmt`` with n_images images and n_labels labels, and a function reading them."""
+    labels = np.arange(n_labels) % 2
+    if fmt == "idx":
+        folder = tmp_path / "fashion-mnist"
+        write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((n_images, 28, 28)))
+        write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
+        return lambda: read_dataset("fashion-mnist", tmp_path)
+    if fmt == "cifar":
+        path = write_cifar_batch(tmp_path / "test_batch", np.zeros((n_images, 3072), np.uint8), labels.tolist())
+        return lambda: read_cifar_batch(path)
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, n_images), np.uint8),
+                                                   "y": (labels + 1).reshape(-1, 1)})
+    return lambda: read_svhn_mat(tmp_path / "test_32x32.mat")
+
+
+@pytest.mark.parametrize("fmt", ["idx", "cifar", "svhn"])
+@pytest.mark.parametrize("n_labels", [4, 6], ids=["fewer-labels", "more-labels"])
+def test_label_and_image_counts_must_match_both_ways(tmp_path, fmt, n_labels):
+    read = write_count_mismatch(tmp_path, fmt, 5, n_labels)
+    with pytest.raises(CorruptDataError, match=f"has {n_labels} labels but .*5 images"):
+        read()
+
+
+def test_svhn_labels_must_be_one_column(tmp_path):
+    # four labels for four images, but as a 2x2 matrix: not SVHN's (N, 1) column
+    scipy.io.savemat(tmp_path / "square.mat", {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((2, 2))})
+    with pytest.raises(CorruptDataError, match=r"y has shape \(2, 2\), expected \(N, 1\)"):
+        read_svhn_mat(tmp_path / "square.mat")
+
+
 def test_cifar_corruptions(tmp_path):
     bad = tmp_path / "garbage"
     bad.write_bytes(b"this is not a pickle")
@@ -369,6 +474,26 @@ def test_svhn_corruptions(tmp_path):
     scipy.io.savemat(tmp_path / "range.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[0], [3]])})
     with pytest.raises(CorruptDataError, match="labels range 0..3, expected 1..10"):
         read_svhn_mat(tmp_path / "range.mat")
+
+
+@pytest.mark.parametrize("X", [np.full((32, 32, 3, 2), 300, np.uint16), np.full((32, 32, 3, 2), -1.0),
+                               np.full((32, 32, 3, 2), 0.5, np.float32)],
+                         ids=["uint16-300", "float-minus-1", "float32"])
+def test_svhn_pixels_that_are_not_bytes_are_refused(tmp_path, X):
+    # a cast to uint8 would wrap them silently: 300 -> 44, -1 -> 255
+    path = tmp_path / "pixels.mat"
+    scipy.io.savemat(path, {"X": X, "y": np.ones((2, 1), np.uint8)})
+    with pytest.raises(CorruptDataError, match=f"{re.escape(str(path))}: X is {X.dtype}, expected uint8 pixels"):
+        read_svhn_mat(path)
+
+
+def test_svhn_labels_must_be_whole_numbers(tmp_path):
+    path = tmp_path / "half.mat"
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.5], [2.0]])})
+    with pytest.raises(CorruptDataError, match=f"{re.escape(str(path))}: y holds float64 values that are not all"):
+        read_svhn_mat(path)
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.0], [10.0]])})
+    assert read_svhn_mat(path).labels.tolist() == [1, 0]  # MATLAB doubles holding whole labels are fine
 
 
 # ------------------------------------------------------------ bad params
@@ -538,3 +663,109 @@ def test_download_command_line(local_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(catalog.INFO, "svhn", dataclasses.replace(catalog.INFO["svhn"], sources=closed))
     assert main(["download", "svhn", "--data-dir", str(tmp_path / "other"), "--timeout", "2"]) == 1
     assert "could not download" in capsys.readouterr().err
+
+
+def test_catalogue_downloads_are_https_with_known_sizes():
+    sources = [s for name in DATASETS for s in catalog.INFO[name].sources]
+    assert len(sources) == 7
+    for source in sources:
+        assert source.url.startswith("https://"), source.url
+        assert check_url(source.url)
+        assert source.size > 0 and source.size < source.max_bytes < 1.1 * source.size + 70_000
+
+
+@pytest.mark.parametrize("url", ["http://example.org/train_32x32.mat", "ftp://example.org/x", "file:///etc/passwd",
+                                 "https:///no-host", "example.org/x"])
+def test_fetch_refuses_urls_that_are_not_https(tmp_path, monkeypatch, url):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the URL was not refused before the network was used")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(DownloadError, match=f"refusing to download {re.escape(url)}: only https URLs"):
+        fetch(url, tmp_path / "out" / "file", "0" * 32, progress=False)
+    assert not (tmp_path / "out").exists()
+    # plain http is accepted only from this machine's loopback (local mirrors, these tests)
+    assert check_url("http://127.0.0.1:8000/x") == "127.0.0.1" and check_url("https://EXAMPLE.org/x") == "example.org"
+
+
+PAYLOAD = bytes(range(256)) * 20  # 5,120 bytes
+
+
+@pytest.fixture
+def tricky_server():
+    """A server on 127.0.0.1 that redirects, and sends bodies with and without Content-Length."""
+
+    class Tricky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            port = self.server.server_address[1]
+            if self.path == "/elsewhere":  # another host name (for this same machine: nothing leaves it)
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/payload")
+                self.end_headers()
+            elif self.path == "/same-host":
+                self.send_response(302)
+                self.send_header("Location", "/payload")
+                self.end_headers()
+            elif self.path == "/payload":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(PAYLOAD)))
+                self.end_headers()
+                self.wfile.write(PAYLOAD)
+            elif self.path == "/endless":  # 16 MiB, no Content-Length: only the cap stops it early
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range(256):
+                        self.wfile.write(bytes(1 << 16))
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+                    pass
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tricky)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetch_refuses_a_redirect_to_another_host(tricky_server, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="redirect .* from host 127.0.0.1 to another host, localhost"):
+        fetch(tricky_server + "elsewhere", out / "file", _md5(PAYLOAD), timeout=5, progress=False)
+    assert list(out.iterdir()) == []
+    # a redirect on the same host is followed
+    assert fetch(tricky_server + "same-host", out / "file", _md5(PAYLOAD), timeout=5,
+                 progress=False).read_bytes() == PAYLOAD
+
+
+def test_fetch_stops_at_the_size_cap_and_leaves_no_file(tricky_server, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="larger than the 5,119 bytes allowed for file: it announces 5,120 bytes"):
+        fetch(tricky_server + "payload", out / "file", _md5(PAYLOAD), timeout=5, progress=False, max_bytes=5119)
+    with pytest.raises(DownloadError, match="larger than the 1,048,577 bytes allowed for file: stopped after"):
+        fetch(tricky_server + "endless", out / "file", "0" * 32, timeout=5, progress=False, max_bytes=(1 << 20) + 1)
+    assert list(out.iterdir()) == []
+    assert fetch(tricky_server + "payload", out / "file", _md5(PAYLOAD), timeout=5, progress=False,
+                 max_bytes=5120).read_bytes() == PAYLOAD
+    with pytest.raises(ValueError, match="max_bytes must be a positive integer"):
+        fetch(tricky_server + "payload", out / "other", _md5(PAYLOAD), progress=False, max_bytes=0)
+
+
+def test_download_caps_each_file_a_little_above_its_known_size(tricky_server, tmp_path, monkeypatch):
+    # the catalogue knows the file as 100,000 bytes; the server sends 16 MiB: stopped at size + 5% + 64 KiB
+    source = catalog.Source(tricky_server + "endless", "test_32x32.mat", "0" * 32, size=100_000)
+    assert source.max_bytes == 100_000 + 5_000 + 65_536
+    monkeypatch.setitem(catalog.INFO, "svhn", dataclasses.replace(catalog.INFO["svhn"], sources=(source,)))
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="larger than the 170,536 bytes allowed for test_32x32.mat"):
+        download("svhn", root, timeout=5, progress=False)
+    assert list((root / "svhn").iterdir()) == []

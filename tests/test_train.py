@@ -1,14 +1,19 @@
 """train_qcnn: learning, checkpoints and resume, parallel modes, bad input."""
 from __future__ import annotations
 
+import builtins
+import collections
 import dataclasses
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from qmlnb.data import load_splits
-from qmlnb.train import CheckpointMismatchError, TrainConfig, available_cores, evaluate, train_qcnn
+from qmlnb.train import (CheckpointMismatchError, TrainConfig, available_cores, evaluate, load_checkpoint,
+                         save_checkpoint, train_qcnn)
 
 # 8x8 digits, 3 vs 8: tiny, real, and embedded (no files needed)
 TINY = dict(n_qubits=4, epochs=3, batch_size=16, threads=1, progress=False)
@@ -110,6 +115,55 @@ def test_checkpoint_from_another_configuration_is_refused(small, tmp_path):
     (tmp_path / "fold0.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointMismatchError, match="cannot read checkpoint"):
         train_qcnn(small, cfg)
+
+
+class RunsCode:
+    """Pickles as a call of ``func(arg)``: what a crafted checkpoint would make torch.load(weights_only=False) do."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("payload", ["os.system", "builtins.eval"])
+def test_checkpoint_that_would_run_code_is_refused(small, tmp_path, payload):
+    marker = tmp_path / "marker"
+    evil = (RunsCode(os.system, f"touch {marker}") if payload == "os.system"
+            else RunsCode(builtins.eval, f"open({str(marker)!r}, 'w').close()"))
+    torch.save({"fingerprint": {}, "model": evil}, tmp_path / "fold0.pt")
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "checkpoint_dir": str(tmp_path)})
+    with pytest.raises(CheckpointMismatchError) as refused:
+        train_qcnn(small, cfg)
+    assert not marker.exists()  # the payload never ran
+    assert re.search("cannot read checkpoint .*could run code.*(system|eval)", str(refused.value))
+
+
+def test_save_checkpoint_stores_only_tensors_and_plain_values(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = tmp_path / "ck" / "fold0.pt"
+    state = {"fingerprint": {"lr": 0.01, "image_shape": [1, 8, 8]},
+             "arrays": {"weights": np.arange(6, dtype=np.float32).reshape(2, 3), "f1": np.float64(0.75)},
+             "pair": (np.int64(3), "x"), "tensor": torch.ones(2),
+             "model": collections.OrderedDict(w=torch.zeros(2))}
+    state["model"]._metadata = {"": {"version": 1}}
+    save_checkpoint(str(path), state)
+    assert synced, "the checkpoint was not fsynced before its rename"
+    loaded = torch.load(path, weights_only=True)  # the numpy values are no longer pickled objects
+    assert torch.equal(loaded["arrays"]["weights"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
+    assert type(loaded["arrays"]["f1"]) is float and loaded["arrays"]["f1"] == 0.75
+    assert loaded["pair"] == (3, "x") and type(loaded["pair"][0]) is int
+    assert isinstance(loaded["model"], collections.OrderedDict) and loaded["model"]._metadata == {"": {"version": 1}}
+    assert load_checkpoint(str(path), {"lr": 0.01})["fingerprint"]["image_shape"] == [1, 8, 8]
+    # anything that is not a tensor, number, string or plain container is refused at the save,
+    # and the previous checkpoint is left as it was, with no temporary file beside it
+    with pytest.raises(TypeError, match=r"cannot checkpoint state\['progress'\]\['rng'\]: a Generator"):
+        save_checkpoint(str(path), {"fingerprint": {}, "progress": {"rng": torch.Generator()}})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fold0.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["tensor"], torch.ones(2))
 
 
 def test_k_fold_reports_every_fold(small):

@@ -24,11 +24,22 @@ class CorruptDataError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """One downloadable file: URL, name on disk and its published checksum."""
+    """One downloadable file: https URL, name on disk, its published checksum and its size.
+
+    ``size`` is the file's known size in bytes: the download stops a little
+    above it (see :attr:`max_bytes`), so a wrong or hostile server cannot fill
+    the disk.  None: only the downloader's global cap applies.
+    """
 
     url: str
     filename: str
     md5: str
+    size: int | None = None
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The most bytes a download of this file may take: its size plus 5% and 64 KiB."""
+        return None if self.size is None else self.size + self.size // 20 + (1 << 16)
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,10 @@ class DatasetInfo:
     archive_folder: str | None = None  # a downloaded archive unpacks this folder into data_dir
 
 
-FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+# https endpoints only: the bucket's REST endpoint in its own region (its website
+# endpoint, the URL the fashion-mnist README gives, speaks plain http only)
+FASHION_URL = "https://fashion-mnist.s3.eu-central-1.amazonaws.com/"
+SVHN_URL = "https://ufldl.stanford.edu/housenumbers/"
 
 INFO = {
     "digits": DatasetInfo(
@@ -67,16 +80,16 @@ INFO = {
                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         train_files=("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
         test_files=("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-        # md5s published by Zalando Research (fashion-mnist README)
+        # md5s published by Zalando Research (fashion-mnist README); sizes in bytes
         sources=(
             Source(FASHION_URL + "train-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
-                   "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                   "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26_421_880),
             Source(FASHION_URL + "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                   "25c81989df183df01b3e8a0aad5dffbe"),
+                   "25c81989df183df01b3e8a0aad5dffbe", 29_515),
             Source(FASHION_URL + "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                   "bef4ecab320f06d8554ea6380940ec79"),
+                   "bef4ecab320f06d8554ea6380940ec79", 4_422_102),
             Source(FASHION_URL + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-                   "bb300cfdad3c16e7a12a480ee83cd310"),
+                   "bb300cfdad3c16e7a12a480ee83cd310", 5_148),
         ),
     ),
     "cifar10": DatasetInfo(
@@ -88,7 +101,7 @@ INFO = {
         test_files=("test_batch",),
         # md5 published on https://www.cs.toronto.edu/~kriz/cifar.html
         sources=(Source("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                        "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+                        "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170_498_071),),
         archive_folder="cifar-10-batches-py",
     ),
     "svhn": DatasetInfo(
@@ -97,10 +110,12 @@ INFO = {
         class_names=tuple(str(d) for d in range(10)),
         train_files=("train_32x32.mat",),
         test_files=("test_32x32.mat",),
-        # md5s published on http://ufldl.stanford.edu/housenumbers/
+        # md5s published on https://ufldl.stanford.edu/housenumbers/; sizes in bytes
         sources=(
-            Source(SVHN_URL + "train_32x32.mat", "train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
-            Source(SVHN_URL + "test_32x32.mat", "test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+            Source(SVHN_URL + "train_32x32.mat", "train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373",
+                   182_040_794),
+            Source(SVHN_URL + "test_32x32.mat", "test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3",
+                   64_275_384),
         ),
     ),
 }

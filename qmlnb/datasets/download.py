@@ -6,6 +6,12 @@ published md5 and only then renamed into place, so an interrupted or
 tampered download never leaves a file that looks complete. The socket
 timeout bounds every connect and every read, so an offline machine gets a
 clear error within ``timeout`` seconds instead of hanging.
+
+Only https URLs are fetched (plain http only from this machine's loopback
+address, for local mirrors and tests), a redirect is followed only to the
+same host, and a download stops as soon as it exceeds the file's size cap,
+so a wrong or hostile server can neither steer the download elsewhere nor
+fill the disk.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPException
 from pathlib import Path
@@ -27,24 +34,66 @@ from . import catalog
 from .catalog import ENV_VAR, dataset_folder, dataset_info
 
 CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 1 << 30  # for a file of unknown size: 1 GiB, above every catalogued file (the largest is 182 MB)
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")  # plain http to these never leaves the machine
 
 
 class DownloadError(OSError):
-    """A dataset file could not be fetched (offline, timeout, HTTP error)."""
+    """A dataset file could not be fetched (offline, timeout, HTTP error, refused URL, redirect or size)."""
 
 
 class ChecksumError(DownloadError):
     """A fetched file does not match its published checksum."""
 
 
-def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, progress: bool = True) -> Path:
+def check_url(url: str) -> str:
+    """The host of ``url``; DownloadError unless it is https (or plain http to this machine's loopback)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    if host and (parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)):
+        return host
+    raise DownloadError(f"refusing to download {url}: only https URLs are fetched "
+                        "(a plain http download can be altered on its way)")
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same host, over https (or loopback http): never to another server."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old_host, new_host = urllib.parse.urlsplit(req.full_url).hostname, urllib.parse.urlsplit(newurl).hostname
+        if new_host != old_host:
+            fp.close()
+            raise DownloadError(f"refusing the redirect of {req.full_url} from host {old_host} to another host, "
+                                f"{new_host} ({newurl}); fetch the file by hand if that host is trusted")
+        check_url(newurl)  # same host, but no step down from https to http
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _content_length(response) -> int | None:
+    """The announced body size in bytes, or None when absent or malformed."""
+    try:
+        return int(response.headers.get("Content-Length"))
+    except (TypeError, ValueError):
+        return None
+
+
+def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, progress: bool = True,
+          max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
     """Download ``url`` to ``dest`` atomically, verified against ``md5`` (hex).
 
-    Raises DownloadError when the server cannot be reached or stalls for more
-    than ``timeout`` seconds, ChecksumError when the bytes do not match; in
-    both cases nothing is left at ``dest`` or beside it.
+    Raises DownloadError when the URL is not https, a redirect leads to
+    another host, the body is (or announces itself) larger than
+    ``max_bytes``, or the server cannot be reached or stalls for more than
+    ``timeout`` seconds; ChecksumError when the bytes do not match. In every
+    case nothing is left at ``dest`` or beside it.
     """
     dest = Path(dest)
+    check_url(url)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    too_big = f"{url} is larger than the {max_bytes:,} bytes allowed for {dest.name}"
+    not_it = "refused: it is not the file expected, and nothing was written"
+    opener = urllib.request.build_opener(_SameHostRedirects)
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.md5(usedforsecurity=False)  # md5 because that is what the publishers give
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -52,10 +101,16 @@ def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, p
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
+                with opener.open(url, timeout=timeout) as response:
+                    total = _content_length(response)
+                    if total is not None and total > max_bytes:
+                        raise DownloadError(f"{too_big}: it announces {total:,} bytes; {not_it}")
+                    received = 0
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                         while chunk := response.read(CHUNK):
+                            received += len(chunk)
+                            if received > max_bytes:  # stop streaming: a server may send more than it announced
+                                raise DownloadError(f"{too_big}: stopped after {received:,} bytes; {not_it}")
                             digest.update(chunk)
                             out.write(chunk)
                             bar.update(len(chunk))
@@ -100,8 +155,10 @@ def download(name: str, data_dir: str | os.PathLike | None = None, timeout: floa
 
     Files already present are kept unless ``force``. Returns the dataset's
     files on disk (empty for "digits", which ships with scikit-learn).
-    Raises DownloadError when offline or stalled longer than ``timeout`` s,
-    ChecksumError when a file does not match its published md5.
+    Each file is capped a little above its known size (``Source.max_bytes``).
+    Raises DownloadError when offline or stalled longer than ``timeout`` s, or
+    when :func:`fetch` refuses a URL, a redirect or a size; ChecksumError when
+    a file does not match its published md5.
     """
     info = dataset_info(name)
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
@@ -112,7 +169,8 @@ def download(name: str, data_dir: str | os.PathLike | None = None, timeout: floa
     if info.archive_folder:
         if force or not all(p.is_file() for p in expected):
             for source in info.sources:
-                archive = fetch(source.url, root / source.filename, source.md5, timeout=timeout, progress=progress)
+                archive = fetch(source.url, root / source.filename, source.md5, timeout=timeout, progress=progress,
+                                max_bytes=source.max_bytes or DEFAULT_MAX_BYTES)
                 try:
                     _extract_folder(archive, info.archive_folder, root)
                 finally:
@@ -121,7 +179,8 @@ def download(name: str, data_dir: str | os.PathLike | None = None, timeout: floa
         for source in info.sources:
             dest = folder / source.filename
             if force or not dest.is_file():
-                fetch(source.url, dest, source.md5, timeout=timeout, progress=progress)
+                fetch(source.url, dest, source.md5, timeout=timeout, progress=progress,
+                      max_bytes=source.max_bytes or DEFAULT_MAX_BYTES)
     return [p for p in expected if p.is_file()]
 
 

@@ -4,6 +4,9 @@ Each reader returns uint8 (or, for digits, small-integer) images as
 (N, C, H, W) and int64 labels as (N,), and checks that the file says what its
 format promises (magic numbers, lengths, counts, keys) before trusting it, so
 a truncated download is an error that says so rather than a reshape failure.
+Values are never cast silently (a uint16 or float pixel is an error, not a
+wrapped byte), and CIFAR-10's pickles are read by an unpickler that can only
+build what the official batches contain, so a crafted batch cannot run code.
 """
 from __future__ import annotations
 
@@ -100,10 +103,54 @@ def _read_idx_pair(folder: Path, images_name: str, labels_name: str) -> Part:
 
 
 # ------------------------------------------------------------------ CIFAR
+try:  # NumPy >= 2, where numpy.core (the name in older pickles) is a deprecated alias of numpy._core
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # NumPy 1.x
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+
+
+def _dtype(*args) -> np.dtype:
+    """``numpy.dtype`` for the unpickler, refusing object dtypes (their elements could be anything)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"object dtype {dtype} is not allowed")
+    return dtype
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it to store bytes: latin-1 text only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode is only allowed as encode(str, 'latin1'), got {encoding!r}")
+    return text.encode("latin-1")
+
+
+# Everything the official CIFAR-10 pickles name (Python 2 protocol 2: numpy.core;
+# re-pickled by NumPy 2: numpy._core; bytes pickled by Python 3: _codecs.encode).
+# Nothing else is looked up, so a crafted batch cannot call os.system, eval, ...
+CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, bytes, str, numbers and NumPy arrays, and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return CIFAR_PICKLE_GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never contains "
+                                         "(refused: unpickling it could run code)") from None
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, MemoryError) as exc:
         raise CorruptDataError(f"{path} is not a readable CIFAR-10 pickle batch ({type(exc).__name__}: {exc})") from exc
@@ -120,11 +167,17 @@ def read_cifar_batch(path: str | Path) -> Part:
         raise CorruptDataError(f"{path} lacks the b'data' and b'labels' entries of a CIFAR-10 batch "
                                f"(keys: {sorted(batch)})")
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise CorruptDataError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    try:
+        labels = np.asarray(batch[b"labels"])
+    except ValueError as exc:  # a ragged list
+        raise CorruptDataError(f"{path}: b'labels' is not a flat list of class ids ({exc})") from exc
     if labels.ndim != 1 or len(labels) != len(data):
         raise CorruptDataError(f"{path} has {labels.size} labels but {len(data)} images")
+    if len(labels) and labels.dtype.kind not in "iu":  # e.g. class names instead of ids
+        raise CorruptDataError(f"{path}: b'labels' holds {labels.dtype} values such as {labels[:1].tolist()[0]!r}, "
+                               "expected integer class ids")
     # rows are the R, G, B planes of 32x32 pixels each, row-major: already NCHW
     return Part(data.reshape(-1, 3, 32, 32), labels.astype(np.int64), (str(path),))
 
@@ -156,14 +209,22 @@ def read_svhn_mat(path: str | Path) -> Part:
     if "X" not in mat or "y" not in mat:
         raise CorruptDataError(f"{path} lacks the 'X' and 'y' variables of SVHN "
                                f"(variables: {sorted(k for k in mat if not k.startswith('__'))})")
-    X, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    X, y = np.asarray(mat["X"]), np.asarray(mat["y"])
     if X.ndim != 4 or X.shape[:3] != (32, 32, 3):
         raise CorruptDataError(f"{path}: X has shape {X.shape}, expected (32, 32, 3, N)")
+    if X.dtype != np.uint8:  # a cast would wrap other values silently (300 -> 44, -1 -> 255)
+        raise CorruptDataError(f"{path}: X is {X.dtype}, expected uint8 pixels")
+    if y.ndim > 2 or (y.ndim == 2 and 1 not in y.shape):  # MATLAB stores the N labels as (N, 1)
+        raise CorruptDataError(f"{path}: y has shape {y.shape}, expected (N, 1)")
+    y = y.reshape(-1)
     if len(y) != X.shape[3]:
         raise CorruptDataError(f"{path} has {len(y)} labels but {X.shape[3]} images")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
+        raise CorruptDataError(f"{path}: y holds {y.dtype} values that are not all whole numbers, "
+                               "expected integer labels 1..10")
     if len(y) and (y.min() < 1 or y.max() > 10):
         raise CorruptDataError(f"{path}: labels range {y.min()}..{y.max()}, expected 1..10")
-    images = np.ascontiguousarray(X.transpose(3, 2, 0, 1)).astype(np.uint8, copy=False)  # (H, W, C, N) -> NCHW
+    images = np.ascontiguousarray(X.transpose(3, 2, 0, 1))  # (H, W, C, N) -> NCHW
     labels = y.astype(np.int64) % 10  # SVHN writes the digit 0 as label 10
     return Part(images, labels, (str(path),))
 
