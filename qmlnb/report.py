@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,37 +39,88 @@ def _flatten(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
+UNREADABLE = "unreadable"  # run_overview's status of a complete run whose files cannot be read
+
+
+def _read_object(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when absent); ValueError naming the path when it is not one."""
+    try:
+        value = runs.read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: {type(err).__name__}: {err}") from err
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value or {}
+
+
+def read_run(run_dir: Path) -> dict:
+    """One complete run's row: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
+
+    Raises ValueError, naming the file, when ``metrics.json`` or ``params.json``
+    (or the environment record in it) is not a readable JSON object.
+    """
+    metrics = _read_object(run_dir / runs.METRICS_FILE)
+    params = _read_object(run_dir / runs.PARAMS_FILE)
+    env = metrics.pop("environment", None) or {}
+    if not isinstance(env, dict) or not all(isinstance(env.get(key) or {}, dict) for key in ("machine", "git")):
+        raise ValueError(f"{run_dir / runs.METRICS_FILE}: its 'environment' record is not a JSON object")
+    machine, git = env.get("machine") or {}, env.get("git") or {}
+    row = {"grid": run_dir.parent.name, "run": run_dir.name, "path": str(run_dir)}
+    for key, value in params.items():
+        row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    _flatten("", metrics, row)
+    row["machine.cpu"] = machine.get("cpu")
+    row["machine.cores"] = machine.get("cores")
+    row["git.commit"] = str(git.get("commit") or "")[:10]
+    row["timestamp"] = env.get("timestamp")
+    return row
+
+
+def unreadable_runs(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, str]]:
+    """(run folder, why) for every complete run whose files :func:`read_run` cannot read."""
+    out = []
+    for run_dir in runs.iter_runs(runs_dir, runs.COMPLETE):
+        try:
+            read_run(run_dir)
+        except ValueError as err:
+            out.append((run_dir, str(err)))
+    return out
+
+
 def load_runs(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
     """One row per complete run: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
 
     Nested metrics become dotted columns (``scores.f1``, ``timings.train_s``);
     the environment record is reduced to its machine, commit and timestamp.
-    Only folders whose ``status.json`` says ``complete`` are read.
+    Only folders whose ``status.json`` says ``complete`` are read.  A complete
+    run whose ``metrics.json``/``params.json`` cannot be read (e.g. edited by
+    hand, a damaged disk) is left out with a warning naming its path; the
+    overview (:func:`run_overview`) lists it as ``unreadable``.
     """
     rows = []
     for run_dir in runs.iter_runs(runs_dir, runs.COMPLETE):
-        metrics = runs.read_json(run_dir / runs.METRICS_FILE) or {}
-        params = runs.read_json(run_dir / runs.PARAMS_FILE) or {}
-        env = metrics.pop("environment", {}) or {}
-        row = {"grid": run_dir.parent.name, "run": run_dir.name, "path": str(run_dir)}
-        for key, value in params.items():
-            row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
-        _flatten("", metrics, row)
-        row["machine.cpu"] = env.get("machine", {}).get("cpu")
-        row["machine.cores"] = env.get("machine", {}).get("cores")
-        row["git.commit"] = (env.get("git", {}).get("commit") or "")[:10]
-        row["timestamp"] = env.get("timestamp")
-        rows.append(row)
+        try:
+            rows.append(read_run(run_dir))
+        except ValueError as err:
+            warnings.warn(f"unreadable run {run_dir} left out of the report: {err}", stacklevel=2)
     return pd.DataFrame(rows)
 
 
 def run_overview(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
-    """Every run folder with a final or running status: grid, run, status, seconds and reason/error."""
+    """Every run folder with a final or running status: grid, run, status, seconds and reason/error.
+
+    A complete run whose files cannot be read shows as ``unreadable``, the
+    note naming the file and the error.
+    """
+    unreadable = {str(path): why for path, why in unreadable_runs(runs_dir)}
     rows = []
     for run_dir in runs.iter_runs(runs_dir, status=None):
         record = runs.read_status(run_dir) or {}
-        rows.append({"grid": run_dir.parent.name, "run": run_dir.name, "status": record.get("status"),
-                     "seconds": record.get("seconds"), "note": record.get("reason") or record.get("error") or ""})
+        status, note = record.get("status"), record.get("reason") or record.get("error") or ""
+        if str(run_dir) in unreadable:
+            status, note = UNREADABLE, unreadable[str(run_dir)]
+        rows.append({"grid": run_dir.parent.name, "run": run_dir.name, "status": status,
+                     "seconds": record.get("seconds"), "note": note})
     return pd.DataFrame(rows, columns=["grid", "run", "status", "seconds", "note"])
 
 

@@ -13,17 +13,31 @@ A grid file (``params/*.yaml``)::
 
 Each point runs in its own folder ``runs/<name>/<run>/`` (papermill ``cwd``), with
 OMP/MKL/OpenBLAS/Numba thread counts set in the kernel's environment and passed as
-the notebook's ``threads`` parameter.  Completed runs are skipped on a re-run; failed
-and interrupted ones are redone.  Everything is checked before the first run starts.
+the notebook's ``threads`` parameter.  ``<name>`` must be one plain folder name;
+``<run>`` is :func:`qmlnb.runs.run_name` of the point (readable, plus a hash of the
+exact parameters).  A run is complete only for the same point and the same notebook
+(path and SHA-256); complete runs are skipped on a re-run, failed and interrupted
+ones are redone.  Everything is checked before the first run starts.
+
+Safe to run twice at once on one runs folder: each point is run under the run
+folder's lock (:class:`qmlnb.runs.RunLock`), and a point another live sweep holds is
+counted "busy" and left alone.  Each papermill process leads its own process group
+(its kernel, its own session); SIGTERM or SIGINT of the sweep stops them all and marks
+their runs interrupted.  A papermill process that outlives a SIGKILLed sweep still
+holds its lock, so the next sweep does not start that point a second time.
 """
 from __future__ import annotations
 
 import ast
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import itertools
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -43,10 +57,22 @@ from .experiments import THREAD_ENV_VARS, RunSkipped
 DATA_DIR_ENV = "QMLNB_DATA_DIR"
 SKIP_EXCEPTION = RunSkipped.__name__  # raised inside a notebook: the run does not apply here (data, backend)
 GRID_KEYS = {"name", "notebook", "jobs", "timeout", "grid", "description"}
+# a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
+BUSY, ALREADY_COMPLETE = "busy", "already_complete"  # outcomes of a point that the sweep did not run
+STOP_GRACE_S = 5.0  # after SIGTERM, seconds a papermill process group gets before SIGKILL
 
 
 class SweepError(ValueError):
     """A grid file that cannot be run (raised before any run starts)."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep got SIGTERM or SIGINT (``signum``); its papermill processes were stopped first."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {_signal_name(signum)}")
 
 
 @dataclass
@@ -58,6 +84,7 @@ class Sweep:
     notebook: Path
     points: list[dict]
     notebook_params: dict  # name -> default value (literal) of the notebook's parameters cell
+    notebook_sha256: str = ""  # of the notebook file when the grid was loaded: recorded by each run
     jobs: int | None = None
     timeout: int | None = None
     description: str = ""
@@ -65,6 +92,14 @@ class Sweep:
 
     def run_dir(self, point: dict) -> Path:
         return self.runs_dir / self.name / runs.run_name(point)
+
+    def identity(self, point: dict) -> dict:
+        """What a complete run of ``point`` must have recorded: the point and the notebook's path and hash."""
+        return {"point": point, "notebook_path": str(self.notebook), "notebook_sha256": self.notebook_sha256}
+
+    def is_done(self, point: dict) -> bool:
+        """Is ``point`` complete, run by this very notebook with these very parameters?"""
+        return runs.is_complete(self.run_dir(point), **self.identity(point))
 
 
 def notebook_parameters(notebook: Path) -> dict:
@@ -126,6 +161,42 @@ def _resolve_notebook(value, grid_file: Path) -> Path:
     raise SweepError(f"{grid_file}: notebook {value!r} not found (looked in {', '.join(str(c) for c in candidates)})")
 
 
+def _read_notebook(notebook: Path, grid_file: Path) -> str:
+    """SHA-256 of ``notebook``, after checking that it is a valid nbformat notebook (SweepError if not)."""
+    data = notebook.read_bytes()
+    try:
+        nbformat.validate(nbformat.reads(data.decode("utf-8"), as_version=4))
+    except Exception as err:  # noqa: BLE001 - nbformat raises many types for a file that is not a notebook
+        raise SweepError(f"{grid_file}: notebook {notebook} is not a valid Jupyter notebook "
+                         f"({type(err).__name__}: {str(err)[:200]})") from err
+    return hashlib.sha256(data).hexdigest()
+
+
+def _grid_name(spec: dict, grid_file: Path) -> str:
+    """The grid's folder name (``name:`` or the file's stem), refused unless it is one safe folder name."""
+    name = str(spec.get("name") or grid_file.stem)
+    if not SAFE_NAME.fullmatch(name):
+        source = "name" if spec.get("name") else "the file name (set 'name:')"
+        raise SweepError(f"{grid_file}: {source} {name!r} is not a plain folder name: use up to 100 of "
+                         "A-Z a-z 0-9 _ + - . (not starting with '.'), so the runs stay inside the runs folder")
+    return name
+
+
+def _check_points(points: list[dict], grid_file: Path) -> None:
+    """Refuse values JSON cannot carry and points given twice (they would share one run folder)."""
+    seen = {}
+    for point in points:
+        try:
+            runs.canonical_json(point)
+        except (TypeError, ValueError) as err:
+            raise SweepError(f"{grid_file}: point {point!r} has a value papermill cannot pass as JSON: {err}") from err
+        name = runs.run_name(point)
+        if name in seen:
+            raise SweepError(f"{grid_file}: the point {point!r} appears twice in the grid (as {seen[name]!r}); "
+                             "each point runs once, so list it once")
+        seen[name] = point
+
+
 def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Sweep:
     """Read and validate a grid file; every error is raised here, before anything runs."""
     path = Path(path)
@@ -142,8 +213,11 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}")
     if "notebook" not in spec:
         raise SweepError(f"{path}: no 'notebook' key")
+    name = _grid_name(spec, path)
     notebook = _resolve_notebook(spec["notebook"], path)
+    notebook_sha256 = _read_notebook(notebook, path)
     points = expand_grid(spec.get("grid"), str(path))
+    _check_points(points, path)
     params = notebook_parameters(notebook)
     for point in points:
         unknown = [k for k in point if k not in params]
@@ -158,8 +232,8 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
         value = spec.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise SweepError(f"{path}: {key!r} must be a positive integer, got {value!r}")
-    return Sweep(path=path, name=str(spec.get("name") or path.stem), notebook=notebook, points=points,
-                 notebook_params=params, jobs=spec.get("jobs"), timeout=spec.get("timeout"),
+    return Sweep(path=path, name=name, notebook=notebook, points=points, notebook_params=params,
+                 notebook_sha256=notebook_sha256, jobs=spec.get("jobs"), timeout=spec.get("timeout"),
                  description=str(spec.get("description") or ""), runs_dir=Path(runs_dir))
 
 
@@ -197,20 +271,166 @@ def _error_of(notebook: Path) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = None) -> dict:
-    """Execute one grid point with papermill in a fresh process and record its final status.
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
-    The executed notebook is written under a temporary name and moved into place;
-    ``status.json`` is written last.  Returns the status record.  ``data_dir``:
-    the data folder (default: $QMLNB_DATA_DIR or ./data, resolved here).
+
+def describe_os_error(err: OSError) -> str:
+    """``ENOSPC (No space left on device): /path`` -- the errno's name, its message and the file."""
+    name = errno.errorcode.get(err.errno, "OSError") if err.errno else "OSError"
+    where = f": {err.filename}" if err.filename else ""
+    return f"{name} ({err.strerror or err}){where}"
+
+
+def _wait_gone(procs: list, timeout: float) -> bool:
+    """Wait until every psutil process in ``procs`` has exited (a zombie counts as exited); False on timeout."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        procs = alive
+        time.sleep(0.05)
+
+
+def stop_process_trees(pids, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, the process groups of ``pids`` and of all their descendants.
+
+    Each papermill process leads its own group, and its kernel leads another
+    (jupyter_client starts kernels in a new session) holding the kernel's own
+    workers, so every group met among the descendants is signalled -- never
+    this process's own.  Returns once they are all gone or after the SIGKILL's
+    grace period.
+    """
+    import psutil
+
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+    groups = set()
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(proc.pid))
+    groups.discard(os.getpgrp())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        if _wait_gone(procs, grace):
+            return
+
+
+class _Children:
+    """The papermill processes this process has started and not yet reaped, and whether it is stopping."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, cmd: list[str], **kwargs) -> subprocess.Popen | None:
+        """``Popen(cmd)`` leading a new session (its own process group); None once the sweep is stopping."""
+        with self._lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, **kwargs)
+            self._procs.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop_all(self, grace: float = STOP_GRACE_S) -> None:
+        """Start nothing more, and stop every running papermill process tree."""
+        self.stopping = True  # set first: start() checks it under the lock, so no process starts after the snapshot
+        with self._lock:
+            pids = [proc.pid for proc in self._procs]
+        stop_process_trees(pids, grace)
+
+
+_CHILDREN = _Children()
+
+
+def _under_lock(sweep: Sweep, point: dict, action) -> dict:
+    """``action(run_dir, lock)`` while holding the run folder's lock, as a status record.
+
+    A point another live process holds gives ``{"status": "busy", "pid": ...}``
+    and one that became complete since the plan was made gives
+    ``already_complete``; neither is touched.  An OSError (e.g. a full disk)
+    gives a failed record naming the errno and the path, written to
+    ``status.json`` when the disk allows it (else the folder keeps its
+    ``running`` status, which is not complete either).
     """
     run_dir = sweep.run_dir(point)
-    runs.clear_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if _CHILDREN.stopping:  # the sweep is being stopped: touch nothing more
+        return {"status": runs.INTERRUPTED}
+    try:
+        runs.inside(run_dir, sweep.runs_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with runs.RunLock(run_dir) as lock:
+            try:
+                if sweep.is_done(point):  # another sweep finished it after this one made its plan
+                    return {"status": ALREADY_COMPLETE}
+                return action(run_dir, lock)
+            except OSError as err:
+                error = describe_os_error(err)
+                with contextlib.suppress(OSError):
+                    runs.write_status(run_dir, runs.FAILED, error=error, params=point, **sweep.identity(point))
+                return {"status": runs.FAILED, "error": error}
+    except runs.RunBusy as busy:
+        return {"status": BUSY, "pid": busy.pid}
+    except OSError as err:  # creating the folder or its lock file: nothing of this run was written
+        return {"status": runs.FAILED, "error": describe_os_error(err)}
+
+
+def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = None) -> dict:
+    """Execute one grid point with papermill in a fresh process group and record its final status.
+
+    Runs under the run folder's lock (see ``_under_lock`` for busy, already
+    complete and OSError outcomes), which papermill inherits.  The executed
+    notebook is written under a temporary name and moved into place only when
+    papermill wrote it whole; ``status.json`` is written last, with the point
+    and the notebook's path and SHA-256.  Returns the status record.
+    ``data_dir``: the data folder (default: $QMLNB_DATA_DIR or ./data, resolved here).
+    """
+    return _under_lock(sweep, point, lambda run_dir, lock: _execute(sweep, point, threads, data_dir, run_dir, lock))
+
+
+def skip_point(sweep: Sweep, point: dict, reason: str) -> dict:
+    """Record ``point`` as skipped for a ``reason`` known before running (under the run folder's lock)."""
+
+    def record(run_dir: Path, lock) -> dict:
+        runs.clear_run(run_dir, sweep.runs_dir)
+        runs.write_status(run_dir, runs.SKIPPED, reason=reason, params=point, **sweep.identity(point))
+        return {"status": runs.SKIPPED, "reason": reason}
+
+    return _under_lock(sweep, point, record)
+
+
+def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_dir: Path, lock) -> dict:
+    runs.clear_run(run_dir, sweep.runs_dir)
     parameters = dict(point)
     if "threads" in sweep.notebook_params:
         parameters["threads"] = threads
-    runs.write_status(run_dir, runs.RUNNING, params=parameters, pid=os.getpid())
+    record = {"params": parameters, **sweep.identity(point)}
+    # the exact parameters, also for a run that fails early; the notebook may rewrite it with all of its own
+    runs.atomic_write_json(run_dir / runs.PARAMS_FILE, parameters)
+    runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
@@ -222,20 +442,44 @@ def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = No
     if sweep.timeout:
         cmd += ["--execution-timeout", str(sweep.timeout)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = round(time.perf_counter() - start, 3)
-    if partial.exists():
+    # papermill keeps a copy of the lock: should this sweep be SIGKILLed, the point stays held while papermill lives
+    proc = _CHILDREN.start(cmd, env=env, pass_fds=(lock.fileno(),))
+    if proc is None:
+        runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped before this run started", **record)
+        return {"status": runs.INTERRUPTED, **record}
+    try:
+        lock.set_holder(proc.pid)
+        runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), pid=proc.pid, **record)
+        _, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:  # an error above (e.g. ENOSPC writing the status): papermill must not run on alone
+            stop_process_trees([proc.pid])
+            proc.wait()
+        _CHILDREN.done(proc)
+    info = {**record, "threads": threads, "seconds": round(time.perf_counter() - start, 3)}
+    if _CHILDREN.stopping and proc.returncode != 0:
+        # stopped by SIGTERM/SIGINT of the sweep: the partial notebook stays under its temporary name
+        runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped (SIGTERM/SIGINT)",
+                          notebook=partial.name if partial.exists() else None, **info)
+        return {"status": runs.INTERRUPTED, **info}
+    ename, evalue = ("", "") if proc.returncode == 0 else _error_of(partial)[:2]
+    # only a notebook papermill wrote whole takes the final name: one that ran to its end or stopped at a
+    # cell's error; one papermill died writing (a full disk, a kill) is torn and keeps its temporary name
+    if partial.exists() and (proc.returncode == 0 or ename):
         os.replace(partial, final)  # same folder: atomic
-    info = {"params": parameters, "threads": threads, "seconds": seconds, "notebook": final.name}
+        info["notebook"] = final.name
+    else:
+        info["notebook"] = partial.name if partial.exists() else None
     if proc.returncode == 0:
         runs.write_status(run_dir, runs.COMPLETE, **info)
         return {"status": runs.COMPLETE, **info}
-    ename, evalue, _ = _error_of(final)
     if ename == SKIP_EXCEPTION:
         runs.write_status(run_dir, runs.SKIPPED, reason=evalue, **info)
         return {"status": runs.SKIPPED, **info, "reason": evalue}
-    error = f"{ename}: {evalue}" if ename else (proc.stderr.strip().splitlines() or ["papermill failed"])[-1]
-    runs.write_status(run_dir, runs.FAILED, error=error, stderr_tail=proc.stderr[-4000:], **info)
+    error = f"{ename}: {evalue}" if ename else (stderr.strip().splitlines() or ["papermill failed"])[-1]
+    if proc.returncode < 0:
+        error = f"papermill was killed by {_signal_name(-proc.returncode)}; {error}"
+    runs.write_status(run_dir, runs.FAILED, error=error, stderr_tail=stderr[-4000:], **info)
     return {"status": runs.FAILED, **info, "error": error}
 
 
@@ -283,13 +527,25 @@ def backend_unusable(point: dict) -> str | None:
 
 def plan(sweeps: list[Sweep], cores: int, jobs: int,
          where: str = "this machine") -> list[tuple[Sweep, dict, int | None, str]]:
-    """(sweep, point, threads, action) for every point: action 'run', 'done' or a skip reason."""
-    out = []
+    """(sweep, point, threads, action) for every point: action 'run', 'done' or a skip reason.
+
+    Raises SweepError when a run folder would lie outside the runs folder (a
+    symlinked grid folder) or when two grids share a run folder.
+    """
+    out, owners = [], {}
     for sweep in sweeps:
         sweep_jobs = min(jobs, sweep.jobs or jobs)
         for point in sweep.points:
+            try:
+                folder = runs.inside(sweep.run_dir(point), sweep.runs_dir)
+            except runs.RunPathError as err:
+                raise SweepError(f"{sweep.path}: {err}") from err
+            if folder in owners:
+                raise SweepError(f"{owners[folder]} and {sweep.path} both have the point {point!r} under the name "
+                                 f"{sweep.name!r}: give one of them another 'name:'")
+            owners[folder] = sweep.path
             threads = point.get("threads") or max(1, cores // sweep_jobs)
-            if runs.is_complete(sweep.run_dir(point)):
+            if sweep.is_done(point):
                 out.append((sweep, point, threads, "done"))
             elif isinstance(threads, int) and threads > cores:
                 out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of {where}"))
@@ -298,23 +554,51 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
     return out
 
 
+@contextlib.contextmanager
+def _stop_children_on_signals():
+    """While in this block (main thread only): SIGTERM/SIGINT stop every papermill process tree, then raise
+    :class:`SweepInterrupted`, so no run goes on writing after the sweep is gone."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum, frame):
+        if _CHILDREN.stopping:
+            return  # a second signal while the first is being handled
+        _CHILDREN.stop_all()
+        raise SweepInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
                client=None) -> dict:
-    """Run every pending point of ``sweeps``; returns counts and the failed runs.
+    """Run every pending point of ``sweeps``; returns counts and the failed, skipped and busy runs.
 
     Points of one grid run up to ``min(jobs, grid's jobs)`` at a time; a run with
     t threads holds t of the ``cores`` tokens, so concurrent threads never exceed them.
     With ``client`` (a Dask client, ``"local"`` or a scheduler address) each point
     is a Dask task instead, with the threads of one worker, and the cluster decides
-    how many run at once.
+    how many run at once.  A point held by another live sweep counts as ``busy``
+    and is not run.  SIGTERM/SIGINT (when called from the main thread) stop the
+    local papermill processes, mark their runs interrupted and raise
+    :class:`SweepInterrupted`.
     """
     from .kernels.distributed import connect
 
-    summary = {"complete": 0, "already_complete": 0, "skipped": 0, "failed": 0, "failures": [], "skips": []}
+    summary = {"complete": 0, "already_complete": 0, "skipped": 0, "failed": 0, "busy": 0, "interrupted": 0,
+               "failures": [], "skips": [], "busy_runs": []}
     budget_cores = cores or available_cores()
     lock = threading.Lock()
+    _CHILDREN.stopping = False
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_stop_children_on_signals())
         dask_client = None if client is None else stack.enter_context(connect(client))
         if dask_client is not None:
             worker_threads = dask_client.nthreads().values()
@@ -335,6 +619,10 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     tqdm.write(f"FAILED {where}: {result['error']}")
                 elif result["status"] == runs.SKIPPED:
                     summary["skips"].append((where, result["reason"]))
+                elif result["status"] == BUSY:
+                    holder = f"pid {result['pid']}" if result.get("pid") else "another process"
+                    summary["busy_runs"].append((where, result.get("pid")))
+                    tqdm.write(f"BUSY {where}: held by {holder} (another sweep is running it); not run")
                 bar.update(1)
 
         def work(sweep: Sweep, point: dict, threads: int) -> None:
@@ -356,10 +644,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     summary["already_complete"] += 1
                     bar.update(1)
                 else:  # a reason known before running: record it like a skip from inside the notebook
-                    run_dir = sweep.run_dir(point)
-                    runs.clear_run(run_dir)
-                    runs.write_status(run_dir, runs.SKIPPED, reason=action, params=point)
-                    account({"status": runs.SKIPPED, "reason": action}, sweep, point)
+                    account(skip_point(sweep, point, action), sweep, point)
             if dask_client is not None:
                 for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client)):
                     account(result, sweep, point)
@@ -370,7 +655,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                 for future in [pool.submit(work, sweep, p, t) for p, t in pending]:
                     future.result()
             finally:
-                # on Ctrl-C or an error, start nothing more; runs in progress keep no final status and are redone
+                # on a signal the papermill processes are already stopped: their runs are marked interrupted,
+                # queued points never start; on another error, the runs in progress finish first
                 pool.shutdown(wait=True, cancel_futures=True)
     return summary
 
@@ -397,20 +683,27 @@ def run(args) -> int:
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
-    if args.list:
-        for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
-            state = action if action in ("run", "done") else f"skip ({action})"
-            print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
-        return 0
     try:
+        if args.list:
+            for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
+                state = action if action in ("run", "done") else f"skip ({action})"
+                print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
+            return 0
         summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
+    except SweepInterrupted as stop:
+        print(f"qmlnb sweep: {stop}: the runs in progress were stopped and marked interrupted; "
+              "run the sweep again to redo them", file=sys.stderr)
+        return 128 + stop.signum
+    busy = f", {summary['busy']} busy (held by another sweep)" if summary["busy"] else ""
     print(f"sweep: {summary['complete']} run, {summary['already_complete']} already complete, "
-          f"{summary['skipped']} skipped, {summary['failed']} failed")
+          f"{summary['skipped']} skipped, {summary['failed']} failed{busy}")
     for where, reason in summary["skips"]:
         print(f"  skipped {where}: {reason}")
+    for where, pid in summary["busy_runs"]:
+        print(f"  busy {where}: held by {f'pid {pid}' if pid else 'another process'}, not run")
     for where, error in summary["failures"]:
         print(f"  FAILED {where}: {error}", file=sys.stderr)
     return 1 if summary["failed"] else 0

@@ -91,6 +91,41 @@ def test_report_refuses_without_runs(tmp_path, capsys):
         report.build_report(tmp_path / "runs", tmp_path / "reports", notebook=tmp_path / "absent.ipynb")
 
 
+@pytest.fixture
+def runs_with_a_corrupt_one(tmp_path):
+    """A readable complete QCNN run beside a complete run whose metrics.json is corrupt."""
+    scores = {"accuracy": 0.75, "f1": 0.75, "roc_auc": 0.75, "balanced_accuracy": 0.75}
+    good = tmp_path / "runs" / "modes" / "good"
+    experiments.save_run(good, {"n_train": 40}, {"stage": "qcnn", "dataset": "digits", "mode": "sequential",
+                                                 "folds": 1, "threads": 1, "n_train": 40, "qcnn": scores,
+                                                 "timings": {"train_s": 2.0}})
+    runs.write_status(good, runs.COMPLETE)
+    bad = tmp_path / "runs" / "modes" / "corrupt"
+    experiments.save_run(bad, {"n_train": 80}, {"stage": "qcnn"})
+    (bad / "metrics.json").write_text('{"stage": "qcnn", "qcnn": {"accur')  # e.g. edited by hand, a bad disk
+    runs.write_status(bad, runs.COMPLETE)
+    return tmp_path, good, bad
+
+
+def test_a_complete_run_with_corrupt_metrics_is_listed_unreadable_and_the_report_still_builds(
+        runs_with_a_corrupt_one):
+    tmp, good, bad = runs_with_a_corrupt_one
+    with pytest.warns(UserWarning, match=f"unreadable run {re.escape(str(bad))} left out"):
+        frame = report.load_runs(tmp / "runs")
+    assert list(frame["run"]) == ["good"] and frame.loc[0, "qcnn.accuracy"] == 0.75
+    [(path, why)] = report.unreadable_runs(tmp / "runs")
+    assert path == bad and why.startswith(f"{bad / 'metrics.json'}: JSONDecodeError")
+    overview = report.run_overview(tmp / "runs").set_index("run")
+    assert overview.loc["corrupt", "status"] == report.UNREADABLE and overview.loc["good", "status"] == "complete"
+    assert str(bad / "metrics.json") in overview.loc["corrupt", "note"]
+    with pytest.warns(UserWarning):
+        html = report.build_report(tmp / "runs", tmp / "reports")
+    listed = pd.read_csv(tmp / "reports" / "tables" / "runs_not_complete.csv")
+    assert list(zip(listed["run"], listed["status"])) == [("corrupt", "unreadable")]
+    assert str(bad / "metrics.json") in html.read_text()  # the summary page names the unreadable file
+    assert pd.read_csv(tmp / "reports" / "tables" / "results.csv")["accuracy"].tolist() == [0.75]
+
+
 # ------------------------------------------------------------------ one smoke sweep, end to end
 SMOKE = [
     ("gram-threads", "30-gram-scaling.ipynb",

@@ -1,5 +1,7 @@
 """Sweeps: grid validation before any run, failure tolerance, resume, skips, threads and parallel runs."""
 import ast
+import errno
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from qmlnb import cli, report, runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable  # the real one: the fake_papermill fixture replaces sys.executable
 
 # a fast notebook (no torch): records its parameters and environment, fails or skips on request
 PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\nbackend = "cpu"\nsleep = 0.0\n'
@@ -24,6 +27,7 @@ BODY = """
 import os, pathlib, time
 from qmlnb import experiments
 if os.environ.get("TOY_SLOW"):
+    pathlib.Path("kernel.pid").write_text(str(os.getpid()))  # the kernel is running this point
     time.sleep(sleep)
 if skip:
     raise experiments.RunSkipped("no data here")
@@ -49,6 +53,11 @@ def grid_file(tmp_path, notebook, grid, **extra):
     path = tmp_path / f"{extra.pop('stem', 'grid')}.yaml"
     path.write_text(yaml.safe_dump({"notebook": str(notebook), "grid": grid, **extra}))
     return path
+
+
+def run_of(folder, **point):
+    """The run folder of ``point`` in the grid folder ``folder``."""
+    return folder / runs.run_name(point)
 
 
 # ------------------------------------------------------------------ validation
@@ -104,6 +113,50 @@ def test_missing_notebook_and_missing_or_bad_grid_file_are_refused(tmp_path, toy
         sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}))
 
 
+@pytest.mark.parametrize("name", ["../../x", "/tmp/qmlnb-abs", "a/b", "..", ".", ".hidden", "a\\b", "a b", "x" * 101])
+def test_grid_name_must_be_one_plain_folder_name(tmp_path, toy, name):
+    with pytest.raises(sweep.SweepError, match="is not a plain folder name"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name=name), tmp_path / "runs")
+
+
+def test_a_grid_name_pointing_outside_the_runs_folder_touches_nothing(tmp_path, toy, capsys):
+    victim = tmp_path / "victim" / runs.run_name({"a": 1})
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    grid = grid_file(tmp_path, toy, {"a": [1]}, name="../victim")
+    assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "'../victim' is not a plain folder name" in capsys.readouterr().err
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"] and not (tmp_path / "runs").exists()
+    # a grid folder that is a symlink out of the runs folder is refused as well
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "linked").symlink_to(tmp_path / "victim")
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="linked"), tmp_path / "runs")
+    with pytest.raises(sweep.SweepError, match="not inside the runs folder"):
+        sweep.run_sweeps([s], cores=2, progress=False)
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("grid", [{"a": [1, 1]}, [{"a": [1]}, {"a": [2]}, {"a": [1]}], {"a": [[1, 2], [1, 2]]}])
+def test_duplicate_points_are_refused(tmp_path, toy, grid):
+    with pytest.raises(sweep.SweepError, match="appears twice in the grid"):
+        sweep.load_sweep(grid_file(tmp_path, toy, grid))
+
+
+def test_two_grids_sharing_a_run_folder_are_refused(tmp_path, toy, capsys):
+    one = grid_file(tmp_path, toy, {"a": [1, 2]}, name="same", stem="one")
+    two = grid_file(tmp_path, toy, {"a": [2, 3]}, name="same", stem="two")
+    assert cli.main(["sweep", str(one), str(two), "--runs-dir", str(tmp_path / "runs"), "--list"]) == 2
+    assert "both have the point {'a': 2} under the name 'same'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", '{"cells": [', "[1, 2]"])
+def test_a_notebook_that_is_not_a_notebook_is_refused(tmp_path, text):
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text(text)
+    with pytest.raises(sweep.SweepError, match="bad.ipynb is not a valid Jupyter notebook"):
+        sweep.load_sweep(grid_file(tmp_path, bad, {"a": [1]}))
+
+
 def test_cli_refuses_bad_grids_before_running_anything(tmp_path, toy, capsys):
     good = grid_file(tmp_path, toy, {"a": [1]}, stem="good")
     bad = grid_file(tmp_path, toy, {"b": [1]}, stem="bad")
@@ -144,21 +197,21 @@ def test_sweep_records_failures_goes_on_and_resumes(tmp_path, toy):
     summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
     assert (summary["complete"], summary["failed"], summary["skipped"]) == (2, 1, 2)
     folder = tmp_path / "runs" / "toy-grid"
-    ok = folder / "a-1_threads-1"
+    ok = run_of(folder, a=1, threads=1)
     assert runs.is_complete(ok)
     metrics = json.loads((ok / "metrics.json").read_text())
     assert metrics["omp"] == "1" and Path(metrics["cwd"]) == ok.resolve()
     assert metrics["environment"]["machine"]["cores"] >= 1
     assert json.loads((ok / "params.json").read_text())["a"] == 1
     assert (ok / "toy.ipynb").is_file() and not list(ok.glob(".*executing*"))
-    failed = runs.read_status(folder / "a-3_fail-True_threads-1")
+    failed = runs.read_status(run_of(folder, a=3, fail=True, threads=1))
     assert failed["status"] == "failed" and "RuntimeError: planned failure a=3" in failed["error"]
-    skipped = runs.read_status(folder / "a-4_skip-True_threads-1")
+    skipped = runs.read_status(run_of(folder, a=4, skip=True, threads=1))
     assert skipped["status"] == "skipped" and skipped["reason"] == "no data here"
-    assert "exceeds the 2 cores" in runs.read_status(folder / "a-5_threads-64")["reason"]
+    assert "exceeds the 2 cores" in runs.read_status(run_of(folder, a=5, threads=64))["reason"]
 
     # an interrupted run: its folder has files but no final marker
-    interrupted = folder / "a-2_threads-1"
+    interrupted = run_of(folder, a=2, threads=1)
     runs.write_status(interrupted, runs.RUNNING)
     (interrupted / "metrics.json").write_text("{half")
     stamp = (ok / "status.json").stat().st_mtime_ns
@@ -168,29 +221,93 @@ def test_sweep_records_failures_goes_on_and_resumes(tmp_path, toy):
     assert runs.is_complete(interrupted) and json.loads((interrupted / "metrics.json").read_text())["stage"] == "toy"
 
 
-def test_a_sweep_killed_mid_run_loses_only_that_run(tmp_path, toy):
+def _start_slow_sweep(grid, runs_dir, slow):
+    """A sweep command in its own session whose slow point sleeps; returns once that point's kernel runs."""
+    # TOY_SLOW: only this sweep's slow run really sleeps (the kernel inherits the environment)
+    proc = subprocess.Popen([sys.executable, "-m", "qmlnb", "sweep", str(grid), "--runs-dir", str(runs_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TOY_SLOW": "1"})
+    deadline = time.monotonic() + 120
+    while not (slow / "kernel.pid").is_file():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"the slow point never started: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    return proc
+
+
+def _live_members(groups):
+    """Processes (not zombies) whose process group is in ``groups``."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) in groups and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return members
+
+
+@pytest.mark.timeout(240)
+def test_a_sweep_killed_mid_run_loses_only_that_run_and_never_runs_it_twice(tmp_path, toy):
+    import psutil
+
     grid = grid_file(tmp_path, toy, [{"a": [1], "threads": [1]}, {"a": [2], "sleep": [60.0], "threads": [1]}],
                      name="killed")
     runs_dir = tmp_path / "runs"
-    # TOY_SLOW: only this first sweep's slow run really sleeps (the kernel inherits the environment)
-    proc = subprocess.Popen([sys.executable, "-m", "qmlnb", "sweep", str(grid), "--runs-dir", str(runs_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "TOY_SLOW": "1"})
-    slow = runs_dir / "killed" / "a-2_sleep-60.0_threads-1"
+    slow = run_of(runs_dir / "killed", a=2, sleep=60.0, threads=1)
+    proc = _start_slow_sweep(grid, runs_dir, slow)
+    papermill = None
     try:
-        deadline = time.monotonic() + 120
-        while not list(slow.glob(".*executing.ipynb")):  # papermill has started the slow run
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its papermill/kernel children, at once
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep only: SIGKILL cannot be caught, its papermill lives on
         proc.wait()
-    assert runs.is_complete(runs_dir / "killed" / "a-1_threads-1")
-    assert runs.read_status(slow)["status"] == runs.RUNNING
-    assert list(report.load_runs(runs_dir)["run"]) == ["a-1_threads-1"]  # the summary never sees the killed run
+        record = runs.read_status(slow)
+        assert record["status"] == runs.RUNNING
+        papermill = record["pid"]
+        assert psutil.pid_exists(papermill)
+        assert runs.is_complete(run_of(runs_dir / "killed", a=1, threads=1))
+        # the summary never sees the killed run
+        assert list(report.load_runs(runs_dir)["run"]) == [runs.run_name({"a": 1, "threads": 1})]
+        # the orphaned papermill still holds the point: a new sweep leaves it alone
+        s = sweep.load_sweep(grid, runs_dir)
+        summary = sweep.run_sweeps([s], cores=2, progress=False)
+        assert (summary["already_complete"], summary["complete"], summary["busy"]) == (1, 0, 1)
+        assert summary["busy_runs"] == [(str(slow), papermill)]
+        assert runs.read_status(slow) == record  # not touched
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if papermill:
+            sweep.stop_process_trees([papermill], grace=10)
     summary = sweep.run_sweeps([sweep.load_sweep(grid, runs_dir)], cores=2, progress=False)
     assert (summary["already_complete"], summary["complete"]) == (1, 1)
     assert runs.is_complete(slow) and not list(slow.glob(".*executing*"))
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_stops_papermill_and_its_kernel_and_marks_the_run_interrupted(tmp_path, toy):
+    grid = grid_file(tmp_path, toy, {"a": [2], "sleep": [60.0], "threads": [1]}, name="term")
+    runs_dir = tmp_path / "runs"
+    slow = run_of(runs_dir / "term", a=2, sleep=60.0, threads=1)
+    proc = _start_slow_sweep(grid, runs_dir, slow)
+    papermill, kernel = runs.read_status(slow)["pid"], int((slow / "kernel.pid").read_text())
+    groups = {os.getpgid(papermill), os.getpgid(kernel)}
+    try:
+        assert os.getpgid(proc.pid) not in groups  # papermill and its kernel lead their own groups
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        sweep.stop_process_trees([papermill, kernel], grace=10)  # nothing left behind, whatever happened
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "marked interrupted" in err
+    assert _live_members(groups) == []  # the sweep returned only after papermill and the kernel were gone
+    record = runs.read_status(slow)
+    assert record["status"] == runs.INTERRUPTED and not runs.is_complete(slow)
+    assert not (slow / "toy.ipynb").exists()  # an interrupted notebook never takes the final name
 
 
 def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
@@ -198,7 +315,7 @@ def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
     summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
     assert summary["complete"] == 2
     for a in (1, 2):
-        metrics = json.loads((tmp_path / "runs" / "par" / f"a-{a}" / "metrics.json").read_text())
+        metrics = json.loads((run_of(tmp_path / "runs" / "par", a=a) / "metrics.json").read_text())
         assert metrics["omp"] == "1"  # 2 cores / 2 jobs
     # the grid may cap parallelism: a timing stage asks for one run at a time, all cores
     s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [7]}, name="serial", jobs=1), tmp_path / "runs")
@@ -212,10 +329,11 @@ def test_points_naming_an_unusable_backend_are_skipped_before_a_kernel_starts(tm
                         lambda: {"cpu": (True, "BLAS"), "gpu": (False, "no CUDA device here")})
     s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["gpu"], "threads": [1]}, name="gpu"), tmp_path / "runs")
     summary = sweep.run_sweeps([s], cores=2, progress=False)
-    record = runs.read_status(tmp_path / "runs" / "gpu" / "backend-gpu_threads-1")
+    folder = run_of(tmp_path / "runs" / "gpu", backend="gpu", threads=1)
+    record = runs.read_status(folder)
     assert summary["skipped"] == 1 and record["status"] == "skipped"
     assert record["reason"] == "Gram backend 'gpu' cannot run here: no CUDA device here"
-    assert not list((tmp_path / "runs" / "gpu" / "backend-gpu_threads-1").glob("*.ipynb"))  # nothing ran
+    assert not list(folder.glob("*.ipynb"))  # nothing ran
 
 
 def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
@@ -226,6 +344,157 @@ def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
     assert cli.main(args) == 1
     out = capsys.readouterr()
     assert "1 run, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
+
+
+# ------------------------------------------------------------------ a fake papermill
+# stands in for `python -m papermill NOTEBOOK OUTPUT ... -y PARAMS`: logs each call, then copies the
+# notebook to OUTPUT (FAKE_MODE=ok) or dies writing a torn OUTPUT on a full disk (FAKE_MODE=torn)
+FAKE_PAPERMILL = """#!{python}
+import json, os, shutil, sys
+notebook, output = sys.argv[3], sys.argv[4]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({{"output": output, "params": json.loads(sys.argv[sys.argv.index("-y") + 1])}}) + "\\n")
+if os.environ.get("FAKE_MODE") == "torn":
+    with open(output, "w") as handle:
+        handle.write('{{"cells": [{{"cell_type": "code", "sou')
+    sys.exit("OSError: [Errno 28] No space left on device")
+shutil.copyfile(notebook, output)
+"""
+
+
+@pytest.fixture
+def fake_papermill(tmp_path, monkeypatch):
+    """Make the sweep start a fake papermill; returns a function giving the logged calls."""
+    script = tmp_path / "fake-python"
+    script.write_text(FAKE_PAPERMILL.format(python=PYTHON))
+    script.chmod(0o755)
+    log = tmp_path / "papermill-calls.jsonl"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setattr(sys, "executable", str(script))
+    return lambda: [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_points_that_slug_alike_get_their_own_folders_with_their_exact_parameters(tmp_path, toy, fake_papermill):
+    grid = [{"a": [1, -1]}, {"name": ["a b", "a-b", "a/b"]}]
+    s = sweep.load_sweep(grid_file(tmp_path, toy, grid, name="alike"), tmp_path / "runs")
+    assert sweep.run_sweeps([s], cores=2, progress=False)["complete"] == 5
+    folders = list(runs.iter_runs(tmp_path / "runs"))
+    assert len(folders) == 5 and len(fake_papermill()) == 5
+    recorded = sorted((json.loads((f / "params.json").read_text()) for f in folders), key=json.dumps)
+    expected = sorted(({**point, "threads": 2} for point in s.points), key=json.dumps)
+    assert recorded == expected
+    summary = sweep.run_sweeps([s], cores=2, progress=False)
+    assert (summary["already_complete"], summary["complete"], len(fake_papermill())) == (5, 0, 5)
+
+
+def test_a_run_is_complete_only_for_the_same_notebook_and_point(tmp_path, toy, fake_papermill):
+    runs_dir = tmp_path / "runs"
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="same"), runs_dir)
+    assert sweep.run_sweeps([s], cores=2, progress=False)["complete"] == 1
+    assert [action for *_, action in sweep.plan([s], 2, 1)] == ["done"]
+    record = runs.read_status(s.run_dir({"a": 1}))
+    assert record["notebook_path"] == str(toy.resolve()) and record["point"] == {"a": 1}
+    assert record["notebook_sha256"] == hashlib.sha256(toy.read_bytes()).hexdigest()
+    # another notebook under the same grid name
+    other = tmp_path / "other" / "toy.ipynb"
+    other.parent.mkdir()
+    other.write_bytes(toy.read_bytes())
+    moved = sweep.load_sweep(grid_file(tmp_path, other, {"a": [1]}, name="same", stem="other"), runs_dir)
+    assert [action for *_, action in sweep.plan([moved], 2, 1)] == ["run"]
+    # the same path, edited since the run
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells.append(new_code_cell("a = a + 1"))
+    nbformat.write(nb, toy)
+    edited = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="same"), runs_dir)
+    assert [action for *_, action in sweep.plan([edited], 2, 1)] == ["run"]
+    assert sweep.run_sweeps([edited], cores=2, progress=False)["complete"] == 1
+    assert runs.read_status(s.run_dir({"a": 1}))["notebook_sha256"] == edited.notebook_sha256
+    assert [action for *_, action in sweep.plan([edited], 2, 1)] == ["done"]
+    # a status recording another point (e.g. written by hand) does not count either
+    runs.write_status(s.run_dir({"a": 1}), runs.COMPLETE, **{**edited.identity({"a": 1}), "point": {"a": 2}})
+    assert [action for *_, action in sweep.plan([edited], 2, 1)] == ["run"]
+
+
+@pytest.mark.timeout(120)
+def test_a_point_held_by_another_live_sweep_is_counted_busy_and_not_run(tmp_path, toy, fake_papermill, capsys):
+    grid = grid_file(tmp_path, toy, {"a": [1, 2]}, name="shared")
+    s = sweep.load_sweep(grid, tmp_path / "runs")
+    held = s.run_dir({"a": 2})
+    held.mkdir(parents=True)
+    holder = subprocess.Popen(  # another sweep, as far as the lock can tell
+        [PYTHON, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+         "time.sleep(600)", str(held / runs.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
+        assert (summary["complete"], summary["busy"]) == (1, 1)
+        assert summary["busy_runs"] == [(str(held), holder.pid)]
+        assert runs.read_status(held) is None and [p.name for p in held.iterdir()] == [runs.LOCK_FILE]
+        assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]) == 0
+        out = capsys.readouterr().out
+        assert "0 run, 1 already complete, 0 skipped, 0 failed, 1 busy (held by another sweep)" in out
+        assert f"busy {held}: held by pid {holder.pid}, not run" in out
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [call["params"] for call in fake_papermill()] == [{"a": 1, "threads": 1}]  # nothing ran twice
+    summary = sweep.run_sweeps([s], jobs=2, cores=2, progress=False)
+    assert (summary["already_complete"], summary["complete"], summary["busy"]) == (1, 1, 0)
+
+
+def test_a_point_completed_after_the_plan_was_made_is_not_run_again(tmp_path, toy, fake_papermill):
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="late"), tmp_path / "runs")
+    assert [action for *_, action in sweep.plan([s], 2, 1)] == ["run"]
+    assert sweep.run_point(s, {"a": 1}, 1)["status"] == runs.COMPLETE  # e.g. by another sweep, meanwhile
+    stamp = (s.run_dir({"a": 1}) / runs.STATUS_FILE).stat().st_mtime_ns
+    assert sweep.run_point(s, {"a": 1}, 1) == {"status": sweep.ALREADY_COMPLETE}
+    assert (s.run_dir({"a": 1}) / runs.STATUS_FILE).stat().st_mtime_ns == stamp and len(fake_papermill()) == 1
+
+
+def test_a_notebook_torn_by_a_full_disk_never_takes_the_final_name(tmp_path, toy, fake_papermill, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "torn")
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="full"), tmp_path / "runs")
+    summary = sweep.run_sweeps([s], cores=2, progress=False)
+    folder = s.run_dir({"a": 1})
+    assert summary["failed"] == 1 and "No space left on device" in summary["failures"][0][1]
+    record = runs.read_status(folder)
+    assert record["status"] == runs.FAILED and "No space left on device" in record["error"]
+    assert not (folder / "toy.ipynb").exists() and record["notebook"] == ".toy.executing.ipynb"
+    assert not runs.is_complete(folder)
+
+
+@pytest.mark.parametrize("failing", ["final notebook", "complete status", "every status"])
+def test_a_full_disk_gives_a_failed_run_naming_enospc_and_the_path(tmp_path, toy, fake_papermill, monkeypatch,
+                                                                    failing):
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="full"), tmp_path / "runs")
+    folder = s.run_dir({"a": 1})
+    real_replace, real_write = os.replace, runs.atomic_write_bytes
+
+    def replace(src, dst):  # the move of the executed notebook into place
+        if failing == "final notebook" and str(dst).endswith("toy.ipynb"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_replace(src, dst)
+
+    def write(path, data):  # the status writes after the run started
+        if Path(path).name == runs.STATUS_FILE and (
+                failing == "every status" and b'"running"' not in data
+                or failing == "complete status" and b'"complete"' in data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(runs, "atomic_write_bytes", write)
+    summary = sweep.run_sweeps([s], cores=2, progress=False)  # no OSError traceback out of the sweep
+    failed_at = folder / ("toy.ipynb" if failing == "final notebook" else runs.STATUS_FILE)
+    assert summary["failures"] == [(str(folder), f"ENOSPC (No space left on device): {failed_at}")]
+    record = runs.read_status(folder)
+    if failing == "every status":
+        assert record["status"] == runs.RUNNING  # the disk stayed full: still not complete
+    else:
+        assert record["status"] == runs.FAILED and record["error"] == summary["failures"][0][1]
+    assert not runs.is_complete(folder)
 
 
 # ------------------------------------------------------------------ committed files
@@ -272,13 +541,13 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     assert (summary["complete"], summary["failed"], summary["skipped"]) == (2, 1, 1)
     assert sum("_point_task" in str(task["key"]) for task in stream.data) == 3  # the runs were Dask tasks
     folder = tmp_path / "runs" / "dask-grid"
-    metrics = json.loads((folder / "a-1" / "metrics.json").read_text())
-    assert metrics["omp"] == "1" and Path(metrics["cwd"]) == (folder / "a-1").resolve()  # a worker's one thread
-    assert "planned failure a=3" in runs.read_status(folder / "a-3_fail-True")["error"]
-    assert "exceeds the 1 cores of a Dask worker" in runs.read_status(folder / "a-4_threads-2")["reason"]
+    metrics = json.loads((run_of(folder, a=1) / "metrics.json").read_text())
+    assert metrics["omp"] == "1" and Path(metrics["cwd"]) == run_of(folder, a=1).resolve()  # a worker's one thread
+    assert "planned failure a=3" in runs.read_status(run_of(folder, a=3, fail=True))["error"]
+    assert "exceeds the 1 cores of a Dask worker" in runs.read_status(run_of(folder, a=4, threads=2))["reason"]
     # the command line: a fresh LocalCluster; completed points are not redone
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
-    assert runs.is_complete(folder / "a-1") and json.loads((folder / "a-1" / "metrics.json").read_text()) == metrics
+    assert runs.is_complete(run_of(folder, a=1)) and json.loads((run_of(folder, a=1) / "metrics.json").read_text()) == metrics
 
 
 @pytest.mark.timeout(60)
