@@ -18,7 +18,7 @@ OUTPUT_DTYPES = (np.float32, np.float64)
 
 
 def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
-         dtype=np.float64, out=None, client=None) -> np.ndarray:
+         dtype=np.float64, out=None, client=None, verify: bool = True) -> np.ndarray:
     """Fidelity Gram matrix of state vectors.
 
     Parameters
@@ -46,6 +46,11 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     client : dask.distributed.Client, "local" or a scheduler address, optional
         Compute the tiles as tasks on a Dask cluster (``qmlnb.kernels.distributed``);
         ``n_threads`` is then per task and defaults to 1.
+    verify : bool
+        With ``out``: when resuming, check every tile the ledger marks as
+        written against its checksum first, and recompute (with a
+        ``GramFileWarning``) any that changed on disk.  ``False`` trusts the
+        ledger (skips reading the file back).
 
     Returns
     -------
@@ -64,6 +69,8 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     dtype = np.dtype(dtype)
     if dtype not in [np.dtype(t) for t in OUTPUT_DTYPES]:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
     n_cols = A.shape[0] if B is None else B.shape[0]
     if out is None and client is None:
         check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
@@ -74,6 +81,7 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     if out is not None or client is not None:  # to disk and/or on a cluster: delegated
         from .distributed import gram_scaled
 
-        return gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client)
+        return gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client,
+                           verify=verify)
     out = np.empty((A.shape[0], n_cols), dtype=dtype)
     return module.gram(A, B, out=out, tile=tile, n_threads=n_threads)
