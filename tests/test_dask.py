@@ -13,7 +13,7 @@ import pytest
 
 from qmlnb.kernels import FeatureMap, gram
 from qmlnb.kernels.distributed import SchedulerUnreachableError, connect, run_on_dask
-from qmlnb.kernels.out_of_core import sidecar_paths
+from qmlnb.kernels.out_of_core import LEDGER_DTYPE, sidecar_paths
 
 distributed = pytest.importorskip("distributed")
 
@@ -54,7 +54,7 @@ def test_workers_write_tiles_into_the_file(client, states, tmp_path):
     K = gram(states, client=client, tile=32, out=path)
     assert isinstance(K, np.memmap)
     np.testing.assert_allclose(K, gram(states), atol=1e-6)
-    assert set(sidecar_paths(path)[1].read_bytes()) == {1}
+    assert set(np.frombuffer(sidecar_paths(path)[1].read_bytes(), dtype=LEDGER_DTYPE)["done"]) == {1}
 
 
 def test_dask_resumes_a_file_started_on_one_machine(client, states, tmp_path, monkeypatch):
@@ -63,8 +63,8 @@ def test_dask_resumes_a_file_started_on_one_machine(client, states, tmp_path, mo
     path = tmp_path / "K.npy"
     real_add = out_of_core.TileLedger.add
 
-    def stop_after_three(self, k, sync=None):
-        real_add(self, k, sync)
+    def stop_after_three(self, k, checksum, sync=None):
+        real_add(self, k, checksum, sync)
         if len(self.written) + self.n_done == 3:
             raise KeyboardInterrupt
 
@@ -72,7 +72,8 @@ def test_dask_resumes_a_file_started_on_one_machine(client, states, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         gram(states, out=path, tile=32)
     monkeypatch.undo()
-    assert sum(sidecar_paths(path)[1].read_bytes()) == 3  # committed on the way out
+    ledger = np.frombuffer(sidecar_paths(path)[1].read_bytes(), dtype=LEDGER_DTYPE)
+    assert ledger["done"].sum() == 3  # committed on the way out
     K = gram(states, client=client, tile=32, out=path)
     np.testing.assert_allclose(K, gram(states), atol=1e-6)
 
@@ -119,7 +120,7 @@ def test_workers_elsewhere_send_tiles_back_and_flush_their_own_writes(client, st
     assert [target is None for target, _ in runs] == [True, True, False]  # tiles came back, then went to the file
     assert runs[-1][1] is True and synced == []  # workers flush: an fsync here would miss another host's cache
     np.testing.assert_allclose(K, gram(states), atol=1e-6)
-    assert set(sidecar_paths(tmp_path / "K.npy")[1].read_bytes()) == {1}
+    assert set(np.frombuffer(sidecar_paths(tmp_path / "K.npy")[1].read_bytes(), dtype=LEDGER_DTYPE)["done"]) == {1}
 
 
 def test_lost_worker_is_recovered(states):

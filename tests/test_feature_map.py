@@ -4,6 +4,7 @@ import pennylane as qml
 import pytest
 
 from qmlnb.kernels import FeatureMap, InsufficientMemoryError
+from qmlnb.kernels import validation
 from qmlnb.kernels.feature_map import entangled_pairs
 
 
@@ -106,6 +107,93 @@ def test_bad_embeddings_are_refused(X, message):
 def test_bad_feature_map_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FeatureMap(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bandwidth": "1.0"}, "bandwidth must be a real number, got str '1.0'"),
+        ({"bandwidth": None}, "bandwidth must be a real number, got NoneType None"),
+        ({"bandwidth": True}, "bandwidth must be a real number, got bool True"),
+        ({"bandwidth": 1 + 0j}, "bandwidth must be a real number"),
+        ({"n_qubits": True}, "n_qubits must be an integer, got bool True"),
+        ({"n_qubits": 4.0}, "n_qubits must be an integer, got float 4.0"),
+        ({"n_qubits": "4"}, "n_qubits must be an integer, got str '4'"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_a_type_error(kwargs, message):
+    """Bools are not numbers here (True is not 1 qubit), strings and None are not numbers at all."""
+    with pytest.raises(TypeError, match=message):
+        FeatureMap(**kwargs)
+
+
+def test_numpy_scalars_are_accepted():
+    fm = FeatureMap(n_qubits=np.int64(3), bandwidth=np.float32(0.5))
+    X = np.random.default_rng(3).normal(size=(4, 3))
+    np.testing.assert_array_equal(fm.states(X), FeatureMap(n_qubits=3, bandwidth=0.5).states(X))
+
+
+@pytest.mark.parametrize("kind", ["zz", "iqp"])
+@pytest.mark.parametrize("x, bandwidth", [(1e160, 1.0), (1e150, 1e10), (1e300, 1e300)])
+def test_features_whose_angles_overflow_are_refused(kind, x, bandwidth):
+    """Finite features, but the gate angles (x_i x_j) are not finite in float64: NaN states are never returned."""
+    X = np.array([[0.1, 0.2, 0.3], [0.0, x, 0.5]])
+    with pytest.raises(ValueError, match=r"features times bandwidth reach .*overflow float64"):
+        FeatureMap(n_qubits=3, kind=kind, bandwidth=bandwidth).states(X)
+
+
+def test_large_but_representable_angles_still_give_unit_states():
+    X = np.array([[1e100, -3e99]])
+    S = FeatureMap(n_qubits=2, kind="iqp").states(X)
+    assert np.isfinite(S.view(np.float32)).all()
+    np.testing.assert_allclose(np.linalg.norm(S, axis=1), 1.0, atol=1e-6)
+
+
+def test_work_arrays_count_towards_the_memory_check(monkeypatch):
+    """At 16 qubits 2 states are 1 MiB but the (31, 2**16) float64 phase codes alone 15.5 MiB: refused at once."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("the simulation started although its peak memory does not fit")
+
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda: 8 << 20)
+    monkeypatch.setattr(FeatureMap, "_codes", no_work)
+    monkeypatch.setattr(FeatureMap, "_simulate", no_work)
+    with pytest.raises(InsufficientMemoryError, match="with their work arrays needs 0.02 GiB but only 0.01 GiB"):
+        FeatureMap(n_qubits=16, reps=2).states(np.zeros((2, 16)))
+
+
+def test_24_qubits_is_refused_before_work_where_its_peak_does_not_fit(monkeypatch):
+    """The case that died with MemoryError after 29 s: one 24-qubit state is 128 MiB, its peak about 7 GiB."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("the simulation started although its peak memory does not fit")
+
+    fm = FeatureMap(n_qubits=24, reps=2)
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda: 4 << 30)  # room for 25 such states
+    monkeypatch.setattr(FeatureMap, "_codes", no_work)
+    monkeypatch.setattr(FeatureMap, "_simulate", no_work)
+    with pytest.raises(InsufficientMemoryError, match=r"states of 1 samples on 24 qubits .* needs 6\.\d+ GiB"):
+        fm.states(np.zeros((1, 24)))
+
+
+@pytest.mark.parametrize(
+    "n_qubits, reps, kind, n_samples, batch_size",
+    [(10, 2, "zz", 300, None), (10, 3, "iqp", 300, 50), (12, 1, "zz", 40, 7), (14, 2, "zz", 5, None),
+     (8, 4, "iqp", 1000, None)],
+)
+def test_peak_bytes_bounds_the_memory_states_uses(n_qubits, reps, kind, n_samples, batch_size):
+    """The memory check's estimate against what NumPy allocates (tracemalloc sees every array)."""
+    import tracemalloc
+
+    fm = FeatureMap(n_qubits=n_qubits, reps=reps, kind=kind, entanglement="full")
+    X = np.random.default_rng(0).uniform(-1, 1, (n_samples, n_qubits))
+    fm.states(X[:2], batch_size=batch_size)  # first-call allocations of NumPy itself are not the map's
+    tracemalloc.start()
+    try:
+        fm.states(X, batch_size=batch_size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = fm.peak_bytes(n_samples, batch_size)
+    assert peak <= estimate <= 1.5 * peak
 
 
 def test_states_too_large_for_memory_are_refused_before_allocating():

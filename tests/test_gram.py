@@ -10,7 +10,7 @@ from qmlnb.kernels import (
     available_backends,
     gram,
 )
-from qmlnb.kernels import registry
+from qmlnb.kernels import registry, validation
 from qmlnb.kernels.tiling import mirror_upper_, tile_pairs
 
 USABLE = [name for name, (usable, _) in available_backends().items() if usable]
@@ -165,3 +165,116 @@ def test_cpu_backend_sets_the_blas_threads_for_the_call(monkeypatch, threads):
     gram(random_states(10, 3), backend="cpu", n_threads=threads)
     assert seen == [{threads}]
     assert {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == before
+
+
+# ---------------------------------------------------------------- states that are not unit vectors
+def dense_unit_states(n, d, seed):
+    """(n, d) complex64 rows with every amplitude non-zero, normalised."""
+    rng = np.random.default_rng(seed)
+    S = rng.standard_normal((n, d)) + 1j * rng.standard_normal((n, d))
+    return (S / np.linalg.norm(S, axis=1, keepdims=True)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("backend", USABLE)
+def test_states_that_are_not_unit_vectors_are_refused(backend):
+    """2 S would give kernel values up to 16: refused before any work, naming the row and its norm."""
+    S = dense_unit_states(30, 64, seed=4)
+    with pytest.raises(ValueError, match=r"A has 30 of 30 rows that are not unit vectors \(row 0 has norm 2,"):
+        gram(2 * S, backend=backend)
+    scaled = S.copy()
+    scaled[17] *= 1.01
+    with pytest.raises(ValueError, match=r"B has 1 of 30 rows that are not unit vectors \(row 17 has norm 1.01,"):
+        gram(S, scaled, backend=backend)
+
+
+def test_unit_norm_tolerance_suits_complex64():
+    """Rounding of complex64 states (1e-7 per amplitude) passes; 1e-3 off does not."""
+    S = dense_unit_states(40, 4096, seed=5)
+    K = gram(S * np.float32(1 + 1e-4))
+    np.testing.assert_allclose(np.diag(K), 1.0, atol=1e-3)
+    with pytest.raises(ValueError, match="not unit vectors"):
+        gram(S * np.float32(1 - 2e-3))
+    with pytest.raises(ValueError, match="row 0 has norm 0"):
+        gram(np.zeros((2, 4), np.complex64))
+
+
+def test_non_unit_states_are_refused_on_every_route(tmp_path):
+    """To a file (nothing is created), and in the Nystrom error that computes K tile by tile."""
+    from qmlnb.kernels.nystrom import relative_frobenius_error
+
+    S = 2 * dense_unit_states(12, 16, seed=6)
+    with pytest.raises(ValueError, match="not unit vectors"):
+        gram(S, out=tmp_path / "K.npy")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="S has 12 of 12 rows that are not unit vectors"):
+        relative_frobenius_error(S, np.zeros((12, 3)))
+
+
+# ---------------------------------------------------------------- thread counts
+CPU_BACKENDS = [name for name in ("cpu", "numba", "openmp") if name in USABLE]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n_threads", [validation.MAX_THREADS + 1, 100_000])
+def test_thread_counts_above_the_limit_are_refused_for_every_backend(backend, n_threads):
+    with pytest.raises(ValueError, match=f"n_threads={n_threads} is more than the 1024 threads a call may use"):
+        gram(random_states(5, 2), backend=backend, n_threads=n_threads)
+
+
+def test_openmp_with_100000_threads_is_an_error_not_a_crash():
+    """The OpenMP runtime asked for ~70,000 threads killed the process with SIGSEGV (in a subprocess here)."""
+    import subprocess
+    import sys
+
+    if "openmp" not in USABLE:
+        pytest.skip("the openmp backend is not built")
+    code = ("import numpy as np; from qmlnb.kernels import gram\n"
+            "try:\n"
+            "    gram(np.eye(3000, 16, dtype=np.complex64), backend='openmp', tile=8, n_threads=100_000)\n"
+            "except ValueError as exc:\n"
+            "    print('refused:', exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "refused: n_threads=100000 is more than the 1024 threads" in result.stdout
+
+
+def test_nystrom_error_refuses_too_many_threads():
+    from qmlnb.kernels.nystrom import relative_frobenius_error
+
+    S = random_states(6, 2)
+    with pytest.raises(ValueError, match="n_threads=2000 is more than the 1024 threads"):
+        relative_frobenius_error(S, np.zeros((6, 2)), n_threads=2000)
+
+
+def test_gram_device_refuses_non_unit_states_on_host_and_on_the_device():
+    """torch_cuda.gram_device, the other public entry point, checks norms where the states are (CPU device here)."""
+    torch = pytest.importorskip("torch")
+    from qmlnb.kernels.backends import torch_cuda
+
+    S = dense_unit_states(9, 16, seed=7)
+    np.testing.assert_allclose(torch_cuda.gram_device(S, device="cpu").numpy(), reference(S), atol=1e-5)
+    with pytest.raises(ValueError, match="A has 9 of 9 rows that are not unit vectors"):
+        torch_cuda.gram_device(2 * S, device="cpu")
+    with pytest.raises(ValueError, match=r"B has 1 of 9 rows .*row 4 has norm 0\.5,"):
+        torch_cuda.gram_device(S, torch.from_numpy(S) * torch.tensor([1] * 4 + [0.5] + [1] * 4)[:, None],
+                               device="cpu")
+
+
+def test_the_default_thread_count_never_exceeds_the_limit(monkeypatch):
+    """On a machine with more cores than MAX_THREADS, the default is capped rather than refused."""
+    import importlib
+
+    from qmlnb.kernels.backends import cpu_blas
+
+    gram_module = importlib.import_module("qmlnb.kernels.gram")  # the module, not the function of that name
+    seen = []
+    real = cpu_blas.gram
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["n_threads"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gram_module, "default_threads", lambda: 4096)
+    monkeypatch.setattr(cpu_blas, "gram", recording)
+    gram(random_states(4, 2), backend="cpu")
+    assert seen == [validation.MAX_THREADS]

@@ -105,7 +105,7 @@ def on_this_machine(client) -> bool:
 
 def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: int, n_threads: int, dtype: str,
                target=None, flush: bool = False):
-    """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its pair returned.
+    """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its checksum returned.
 
     ``A`` and ``B`` are arrays (scattered) or ``SharedArray`` files on this machine.
     """
@@ -115,8 +115,7 @@ def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: in
     block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype))
     if target is None:
         return block
-    target.write(pair[0], pair[2], block, mirror=B is None, flush=flush)
-    return pair
+    return target.write(pair[0], pair[2], block, mirror=B is None, flush=flush)
 
 
 def _tile_cost(pair, *, symmetric: bool) -> int:
@@ -129,7 +128,7 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
                target=None, flush=False) -> None:
     """Tiles ``pairs[k]`` for k in ``pending`` as tasks; ``on_done(k, value)`` in this process as each finishes.
 
-    ``value`` is the tile (``target`` None) or its pair (written to ``target``).
+    ``value`` is the tile (``target`` None) or its checksum (written to ``target``).
     ``shared``: the workers are on this machine, so the states go to them
     through shared memory rather than being scattered.
     """
@@ -159,7 +158,7 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
 
 
 def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, tile: int, n_threads: int, dtype,
-                 out=None, timeout: float | None = None):
+                 out=None, timeout: float | None = None, verify: bool = True):
     """The Gram matrix of validated states with its tiles as Dask tasks.
 
     Parameters
@@ -170,6 +169,7 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     backend, tile, n_threads : backend name, tile edge, backend threads per task
     dtype : float32 or float64
     out : optional ``.npy`` path on a file system that every worker shares
+    verify : with ``out``, check tiles already written before trusting them (``out_of_core.open_output``)
 
     Returns
     -------
@@ -186,7 +186,7 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
         check_fits_in_memory(n_rows * n_cols * dtype.itemsize, f"a {n_rows} x {n_cols} {dtype} Gram matrix")
         pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
     else:
-        target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype)
+        target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype, verify=verify)
 
     with connect(client, timeout=timeout) as dask_client:
         local = on_this_machine(dask_client)
@@ -194,8 +194,8 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
         if out is not None:
             sync = target.sync if local else None  # remote workers flushed their own tiles
             try:
-                _run_tiles(dask_client, A, B, pairs, ledger.pending(), lambda k, _: ledger.add(k, sync),
-                           target=target, flush=not local, **options)
+                _run_tiles(dask_client, A, B, pairs, ledger.pending(),
+                           lambda k, checksum: ledger.add(k, checksum, sync), target=target, flush=not local, **options)
             finally:  # also when interrupted: keep what is done
                 ledger.commit(sync)
             return target.open("r+")
@@ -216,11 +216,12 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     return K
 
 
-def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None):
+def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None, verify: bool = True):
     """``gram``'s route for ``out=`` (to disk) and/or ``client=`` (on Dask); inputs already validated."""
     if client is None:
-        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype)
-    return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out)
+        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify)
+    return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out,
+                        verify=verify)
 
 
 def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: float | None = None,

@@ -20,6 +20,8 @@ most significant bit of the basis index).
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,11 @@ from .validation import check_embeddings, check_fits_in_memory, check_positive_i
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")
 MAX_QUBITS = 30  # 2**30 complex64 amplitudes = 8 GiB for a single state
+DEFAULT_BATCH_BYTES = 64 << 20  # float64 phases of one batch, by default
+# Work space of one batch, in bytes per amplitude (row x 2**n), at its peak
+# in ``_simulate``: float32 cos, sin, planar re/im (16) and a Hadamard
+# product's result (8); the float64 phases (8 + 4) come before them.
+BATCH_BYTES_PER_AMPLITUDE = 24
 
 
 def entangled_pairs(n_qubits: int, entanglement: str) -> list[tuple[int, int]]:
@@ -42,13 +49,6 @@ def entangled_pairs(n_qubits: int, entanglement: str) -> list[tuple[int, int]]:
     if entanglement == "circular" and n_qubits > 2:
         pairs.append((n_qubits - 1, 0))
     return pairs
-
-
-def basis_bits(n_qubits: int) -> np.ndarray:
-    """(2**n, n) uint8: bit of wire k in basis index b, wire 0 most significant."""
-    index = np.arange(2**n_qubits)[:, None]
-    shifts = (n_qubits - 1 - np.arange(n_qubits))[None, :]
-    return ((index >> shifts) & 1).astype(np.uint8)
 
 
 def hadamard_matrix(n_qubits: int) -> np.ndarray:
@@ -102,10 +102,15 @@ class FeatureMap:
     kind: str = "zz"
 
     def __post_init__(self):
-        if not isinstance(self.n_qubits, (int, np.integer)) or not 1 <= self.n_qubits <= MAX_QUBITS:
+        # bools are ints to Python, but n_qubits=True or bandwidth=True is a mistake, not 1
+        if isinstance(self.n_qubits, bool) or not isinstance(self.n_qubits, numbers.Integral):
+            raise TypeError(f"n_qubits must be an integer, got {type(self.n_qubits).__name__} {self.n_qubits!r}")
+        if not 1 <= self.n_qubits <= MAX_QUBITS:
             raise ValueError(f"n_qubits must be an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
         check_positive_int(self.reps, "reps")
-        if not np.isfinite(self.bandwidth) or self.bandwidth <= 0:
+        if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, numbers.Real):
+            raise TypeError(f"bandwidth must be a real number, got {type(self.bandwidth).__name__} {self.bandwidth!r}")
+        if not math.isfinite(self.bandwidth) or self.bandwidth <= 0:
             raise ValueError(f"bandwidth must be a finite number > 0, got {self.bandwidth!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
@@ -123,6 +128,11 @@ class FeatureMap:
             return list(itertools.combinations(range(self.n_qubits), 2))
         return entangled_pairs(self.n_qubits, self.entanglement)
 
+    @property
+    def n_gates(self) -> int:
+        """Diagonal gates per repetition: one per wire and one per entangled pair."""
+        return self.n_qubits + len(self.pairs)
+
     # ------------------------------------------------------------------ angles
     def _angles(self, X: np.ndarray) -> np.ndarray:
         """(N, n + n_pairs) float64 gate angles; column order matches _codes."""
@@ -135,16 +145,28 @@ class FeatureMap:
         return np.hstack([x, x[:, i] * x[:, j]])
 
     def _codes(self) -> np.ndarray:
-        """(n + n_pairs, 2**n) float64: each gate's phase per unit angle."""
-        bits = basis_bits(self.n_qubits).astype(np.float64)
-        i, j = np.array(self.pairs, dtype=np.intp).reshape(-1, 2).T
-        parity = (bits[:, i] + bits[:, j]) % 2  # b_i XOR b_j
-        if self.kind == "zz":
-            # P(t) = diag(1, e^{it}); CNOT-P-CNOT puts e^{it} where b_i != b_j
-            return np.hstack([bits, parity]).T
-        # RZ(t) = diag(e^{-it/2}, e^{it/2}); MultiRZ(t) = exp(-i t/2 Z_i Z_j)
-        z, zz = 1.0 - 2.0 * bits, 1.0 - 2.0 * parity
-        return -0.5 * np.hstack([z, zz]).T
+        """(n + n_pairs, 2**n) float64, C-contiguous: each gate's phase per unit angle.
+
+        Built row by row into the one output array, so building it needs
+        only a few int32 rows of work space besides the result.
+        """
+        n = self.n_qubits
+        index = np.arange(self.dim, dtype=np.int32)  # 2**30 still fits
+
+        def bit(k):  # bit of wire k in every basis index, wire 0 most significant
+            return (index >> (n - 1 - k)) & 1
+
+        codes = np.empty((self.n_gates, self.dim))
+        for k in range(n):
+            codes[k] = bit(k)
+        for g, (i, j) in enumerate(self.pairs):
+            codes[n + g] = bit(i) ^ bit(j)  # b_i XOR b_j
+        if self.kind == "iqp":
+            # RZ(t) = diag(e^{-it/2}, e^{it/2}): phase (b - 1/2) t; MultiRZ(t) = exp(-i t/2 Z_i Z_j):
+            # phase (parity - 1/2) t
+            codes -= 0.5
+        # zz: P(t) = diag(1, e^{it}) has phase b t; CNOT-P-CNOT puts e^{it} where b_i != b_j
+        return codes
 
     # ------------------------------------------------------------------ states
     def states(self, X, *, batch_size: int | None = None) -> np.ndarray:
@@ -154,40 +176,90 @@ class FeatureMap:
         ----------
         X : array_like, shape (N, n_qubits), real and finite
         batch_size : rows simulated together (default: about 64 MiB of
-            float32 work space per batch).
+            float64 phases per batch).
 
         Returns
         -------
         S : ndarray, shape (N, 2**n_qubits), complex64, C-contiguous
             Unit-norm rows in PennyLane's amplitude order.
+
+        Raises ``ValueError`` for bad X or gate angles that overflow float64,
+        and ``InsufficientMemoryError`` if the peak memory (``peak_bytes``)
+        does not fit, both before any work.
         """
         X = check_embeddings(X, self.n_qubits)
-        n, d = X.shape[0], self.dim
-        check_fits_in_memory(n * d * 8, f"states of {n} samples on {self.n_qubits} qubits (complex64)")
-        batch_size = check_positive_int(max(1, (64 << 20) // (8 * d)) if batch_size is None else batch_size,
-                                        "batch_size")
+        self._check_angles(X)
+        n = X.shape[0]
+        batch_size = self._batch_size(batch_size)
+        check_fits_in_memory(self.peak_bytes(n, batch_size),
+                             f"states of {n} samples on {self.n_qubits} qubits (complex64) with their work arrays")
         codes = self._codes()
-        out = np.empty((n, d), dtype=np.complex64)
+        out = np.empty((n, self.dim), dtype=np.complex64)
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            out[start:stop] = self._simulate(X[start:stop], codes)
+            self._simulate(X[start:stop], codes, out[start:stop])
         return out
 
-    def _simulate(self, X: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """(B, 2**n) complex64 states for one batch of rows."""
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return max(1, DEFAULT_BATCH_BYTES // (8 * self.dim))
+        return check_positive_int(batch_size, "batch_size")
+
+    def peak_bytes(self, n_samples: int, batch_size: int | None = None) -> int:
+        """Most memory ``states`` holds for ``n_samples`` rows, in bytes (an upper bound).
+
+        The states (N x 2**n complex64), the phase codes (n_gates x 2**n
+        float64: at 24 qubits they outweigh a few states by far), one batch's
+        work arrays and, with ``reps`` > 1, the Hadamard factor matrices
+        (built in float64, 2**ceil(n/2) squared).
+        """
+        d, gates = self.dim, self.n_gates
+        rows = min(n_samples, self._batch_size(batch_size))
+        states = n_samples * d * 8
+        codes = gates * d * 8 + 4 * d * 4  # the result and its int32 index rows
+        batch = rows * d * BATCH_BYTES_PER_AMPLITUDE + rows * gates * 8 * 3  # amplitudes; angles and their terms
+        hadamard = 16 * 4 ** (self.n_qubits - self.n_qubits // 2) if self.reps > 1 else 0
+        return states + codes + batch + hadamard
+
+    def _check_angles(self, X: np.ndarray) -> None:
+        """Refuse features whose gate angles or phases would not be finite in float64.
+
+        |angle| <= 2 (pi + |x|)^2 for both maps, and a phase sums at most
+        n_gates angles with codes of modulus <= 1, so one bound from max |x|
+        covers every gate without computing the (N, n_gates) angles.
+        """
+        largest = float(np.abs(X).max()) * float(self.bandwidth)
+        bound = self.n_gates * 2.0 * (math.pi + largest) * (math.pi + largest)  # Python floats overflow to inf
+        if not math.isfinite(bound):
+            raise ValueError(f"features times bandwidth reach {largest:.3g}: the gate angles of the feature map "
+                             "overflow float64 and the states would be NaN; scale the features down "
+                             "(e.g. to [-pi, pi]) or lower the bandwidth")
+
+    def _simulate(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
+        """Write the (B, 2**n) complex64 states of one batch of rows into ``out``."""
         # reduce the phases mod 2 pi in float64 so that float32 cos/sin stay
         # accurate to ~1e-7 however large the angles grow
-        phase = np.mod(self._angles(X) @ codes, 2.0 * np.pi).astype(np.float32)
+        phase = self._angles(X) @ codes
+        np.mod(phase, 2.0 * np.pi, out=phase)
+        phase = phase.astype(np.float32)
         cos, sin = np.cos(phase), np.sin(phase)
+        del phase
         # first block acts on |0..0>: H^{(x)n}|0> is the uniform superposition
-        psi = np.stack([cos, sin]) * np.float32(2.0 ** (-self.n_qubits / 2))  # (2, B, 2**n): re, im
+        psi = np.empty((2,) + cos.shape, dtype=np.float32)  # planar re, im
+        norm = np.float32(2.0 ** (-self.n_qubits / 2))
+        re, im = psi
+        np.multiply(cos, norm, out=re)
+        np.multiply(sin, norm, out=im)
         for _ in range(self.reps - 1):
             walsh_hadamard_(psi.reshape(-1, self.dim), self.n_qubits)
-            re, im = psi
-            psi = np.stack([re * cos - im * sin, re * sin + im * cos])
-        out = np.empty(phase.shape, dtype=np.complex64)
-        out.real, out.imag = psi
-        return out
+            # (re, im) <- (re cos - im sin, re sin + im cos), in place
+            re_sin = re * sin
+            re *= cos
+            re -= im * sin
+            im *= cos
+            im += re_sin
+            del re_sin
+        out.real, out.imag = re, im
 
     # ------------------------------------------------------------------ circuit
     def circuit(self, x, wires=None) -> None:

@@ -20,7 +20,14 @@ from .feature_map import FeatureMap
 from .gram import gram
 from .registry import get_backend
 from .tiling import tile_pairs
-from .validation import check_embeddings, check_positive_int, check_states
+from .validation import (
+    MAX_THREADS,
+    check_embeddings,
+    check_positive_int,
+    check_states,
+    check_threads,
+    check_unit_rows,
+)
 
 LANDMARK_METHODS = ("uniform", "kmeans++")
 
@@ -126,7 +133,7 @@ def relative_frobenius_error(S, features, *, backend: str = "cpu", tile: int = 2
 
     Parameters
     ----------
-    S : array_like, shape (N, d), complex states
+    S : array_like, shape (N, d), complex unit states
     features : array_like, shape (N, M), real (e.g. ``NystroemQuantumKernel.transform``),
         or a list of such arrays (one pass over K scores them all; a list of errors is returned)
     tile : edge of the tiles of K computed at a time (memory ~ 2 * tile^2 * 8 bytes)
@@ -140,13 +147,14 @@ def relative_frobenius_error(S, features, *, backend: str = "cpu", tile: int = 2
     from .out_of_core import compute_tile
 
     S = check_states(S, "S")
+    check_unit_rows(S, "S")
     many = isinstance(features, (list, tuple))
     Fs = [np.asarray(F, dtype=np.float64) for F in (features if many else [features])]
     for F in Fs:
         if F.ndim != 2 or F.shape[0] != S.shape[0]:
             raise ValueError(f"features must have shape ({S.shape[0]}, M), got {F.shape}")
     tile = check_positive_int(tile, "tile")
-    n_threads = check_positive_int(default_threads() if n_threads is None else n_threads, "n_threads")
+    n_threads = check_threads(min(default_threads(), MAX_THREADS) if n_threads is None else n_threads)
     module = get_backend(backend)
     residuals, total = np.zeros(len(Fs)), 0.0
     for pair in tqdm(tile_pairs(S.shape[0], None, tile), desc="Nystrom error tiles", unit="tile"):

@@ -6,12 +6,13 @@ holds the states and a few tiles, never N x N.  Two small files sit next to it:
 
 ``<path>.meta.json``
     N, M, dtype, state dimension, tile edge, symmetry and a fingerprint of
-    the states (shape + a hash of evenly spaced rows).  An existing output
-    whose metadata differs (other N, other feature map, other tile) is
-    refused, never mixed with new tiles.
+    the states (shape + a blake2b hash of every amplitude of A and of B).
+    An existing output whose metadata differs (other N, other data or
+    feature map, other tile) is refused, never mixed with new tiles.
 ``<path>.tiles``
-    The ledger: one byte per tile (in ``tile_pairs`` order), 1 = written
-    and flushed.  Tiles are committed in groups: every
+    The ledger: one 9-byte record per tile (in ``tile_pairs`` order): a
+    written flag (1 = written and flushed) and a blake2b checksum of the
+    tile as stored.  Tiles are committed in groups: every
     ``COMMIT_INTERVAL_S`` seconds (and at the end, or when a run fails) the
     data file is flushed with one ``fsync`` and only then is the ledger
     replaced atomically (temp file + ``os.replace``), so after a crash every
@@ -19,6 +20,13 @@ holds the states and a few tiles, never N x N.  Two small files sit next to it:
     recomputes at most about a second of work.  A flush per tile waited on
     the disk 20 to 40 ms per 1000 x 1000 tile, a third of that tile's
     compute on one core.
+
+On a rerun every tile the ledger marks is first read back and checked
+against its checksum (and, in the symmetric case, against its mirror), so a
+file changed or damaged since (a flipped value, a forged or stale ledger)
+is not trusted: the tiles that fail are recomputed, with a
+``GramFileWarning`` naming them.  Reading a tile back costs a small
+fraction of computing it (tile^2 values against tile^2 * d products).
 
 Each tile is computed by the chosen backend on sub-blocks of the states
 (``get_backend(name).gram(A_i, B_j, out=buffer, ...)``), so every backend
@@ -39,6 +47,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,31 +58,47 @@ from .tiling import tile_pairs
 from .validation import check_fits_in_memory
 
 FORMAT = "qmlnb-gram-memmap"
-FORMAT_VERSION = 1
-FINGERPRINT_ROWS = 64  # rows hashed per state matrix: cheap, and catches other data or feature maps
+FORMAT_VERSION = 2  # 2: the fingerprint hashes all amplitudes; the ledger holds a checksum per tile
+HASH_CHUNK_BYTES = 64 << 20  # states are hashed in blocks of rows of about this size
 COMMIT_INTERVAL_S = 1.0  # at most this much finished work is redone after a crash; each commit is one fsync
+# one ledger record per tile: written flag, then the tile's checksum (packed: 9 bytes)
+LEDGER_DTYPE = np.dtype([("done", "u1"), ("checksum", "<u8")])
 
 
 class GramFileError(OSError):
-    """The output file cannot be written (read-only, full disk, ...)."""
+    """The output file or its ledger cannot be written or read back (read-only, full disk, truncated, corrupt)."""
 
 
 class GramFileMismatchError(ValueError):
     """An existing output file belongs to a different computation."""
 
 
+class GramFileWarning(UserWarning):
+    """Tiles the ledger marks as written failed their checksum on resume and are computed again."""
+
+
 def states_fingerprint(S: np.ndarray) -> str:
-    """Hex digest of a state matrix's shape and of up to 64 evenly spaced rows.
+    """Hex digest of a state matrix's shape, dtype and every amplitude.
 
     Parameters
     ----------
-    S : ndarray, shape (N, d), complex64, C-contiguous
+    S : ndarray, shape (N, d), complex64
+
+    blake2b over blocks of about ``HASH_CHUNK_BYTES`` (each hashed in place,
+    no copy for a C-contiguous S): about a second per GB of states, so a
+    change anywhere (one amplitude of one row) gives another fingerprint.
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((S.shape, str(S.dtype))).encode())
-    rows = np.unique(np.linspace(0, S.shape[0] - 1, FINGERPRINT_ROWS).astype(np.intp))
-    h.update(np.ascontiguousarray(S[rows]).tobytes())
+    rows = max(1, HASH_CHUNK_BYTES // max(1, S[:1].nbytes))
+    for start in range(0, S.shape[0], rows):
+        h.update(np.ascontiguousarray(S[start:start + rows]))
     return h.hexdigest()
+
+
+def tile_checksum(block: np.ndarray) -> int:
+    """64-bit blake2b checksum of a C-contiguous tile's bytes (as stored in the file)."""
+    return int.from_bytes(hashlib.blake2b(block, digest_size=8).digest(), "little")
 
 
 def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -103,8 +128,8 @@ class GramFile:
     n_cols: int
     dtype: str
 
-    def write(self, i0: int, j0: int, block: np.ndarray, *, mirror: bool, flush: bool = False) -> None:
-        """Store ``block`` at [i0:, j0:] (and its transpose at [j0:, i0:] if ``mirror``).
+    def write(self, i0: int, j0: int, block: np.ndarray, *, mirror: bool, flush: bool = False) -> int:
+        """Store ``block`` at [i0:, j0:] (and its transpose at [j0:, i0:] if ``mirror``); return its checksum.
 
         One ``pwrite`` per row: the data goes to the page cache without
         mapping the file, so nothing counts towards this process's resident
@@ -112,9 +137,11 @@ class GramFile:
         of a sparse file would be killed by SIGBUS instead).  ``flush=True``
         also waits until it is on disk (needed where no ``sync()`` on this
         machine follows, e.g. a Dask worker on another host of a shared file
-        system).
+        system).  The checksum (``tile_checksum``) is of ``block`` in the
+        file's dtype, for the ledger.
         """
         itemsize = np.dtype(self.dtype).itemsize
+        block = np.ascontiguousarray(block, dtype=self.dtype)
         targets = [(i0, j0, block)]
         if mirror and i0 != j0:
             targets.append((j0, i0, block.T))
@@ -131,6 +158,27 @@ class GramFile:
                 os.close(fd)
         except OSError as exc:
             raise _file_error(self.path, exc) from exc
+        return tile_checksum(block)
+
+    def read(self, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
+        """The stored block [i0:i1, j0:j1], shape (i1 - i0, j1 - j0), read with ``preadv`` (no memory map)."""
+        itemsize = np.dtype(self.dtype).itemsize
+        block = np.empty((i1 - i0, j1 - j0), dtype=self.dtype)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                for r, row in enumerate(block):
+                    got = os.preadv(fd, [row], self.offset + ((i0 + r) * self.n_cols + j0) * itemsize)
+                    if got != row.nbytes:
+                        raise GramFileError(errno.EIO, f"{self.path} is shorter than its shape says "
+                                                       f"(row {i0 + r} cut off); delete it to start over")
+            finally:
+                os.close(fd)
+        except GramFileError:
+            raise
+        except OSError as exc:
+            raise GramFileError(exc.errno, f"cannot read the Gram matrix back from {self.path}: {exc}") from exc
+        return block
 
     def sync(self) -> None:
         """Wait until every tile written on this machine (by any process) is on disk: one ``fsync``."""
@@ -149,30 +197,49 @@ class GramFile:
 
 
 class TileLedger:
-    """Which tiles are on disk: one byte per tile, saved atomically, committed in groups."""
+    """Which tiles are on disk, with their checksums: saved atomically, committed in groups.
 
-    def __init__(self, path: Path, n_tiles: int, done: np.ndarray | None = None):
+    ``records`` is a (n_tiles,) ``LEDGER_DTYPE`` array: ``done`` 1 for a tile
+    written and flushed, ``checksum`` its ``tile_checksum``.
+    """
+
+    def __init__(self, path: Path, n_tiles: int, records: np.ndarray | None = None):
         self.path = Path(path)
-        self.done = np.zeros(n_tiles, dtype=np.uint8) if done is None else done
-        self.written: list[int] = []  # written, not yet committed
+        self.records = np.zeros(n_tiles, dtype=LEDGER_DTYPE) if records is None else records
+        self.written: list[tuple[int, int]] = []  # (tile, checksum) written, not yet committed
         self.last_commit = time.monotonic()
 
     @classmethod
     def load(cls, path: Path, n_tiles: int) -> TileLedger:
-        """The saved ledger, or an empty one if none was saved or it does not match ``n_tiles``."""
+        """The saved ledger, or an empty one if none was saved.
+
+        Raises ``GramFileMismatchError`` if its size does not fit ``n_tiles``
+        and ``GramFileError`` if a record's written flag is neither 0 nor 1.
+        """
         try:
-            done = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8).copy()
+            raw = Path(path).read_bytes()
         except FileNotFoundError:
             return cls(path, n_tiles)
-        if done.size != n_tiles or done.max(initial=0) > 1:
-            raise GramFileMismatchError(f"the tile ledger {path} does not match the output's metadata "
-                                        f"({done.size} entries, expected {n_tiles}); delete the output and its "
-                                        "sidecar files to start over")
-        return cls(path, n_tiles, done)
+        except OSError as exc:
+            raise GramFileError(exc.errno, f"cannot read the tile ledger {path}: {exc}") from exc
+        expected = n_tiles * LEDGER_DTYPE.itemsize
+        if len(raw) != expected:
+            raise GramFileMismatchError(f"the tile ledger {path} has {len(raw)} bytes but the output's metadata "
+                                        f"needs {expected} ({n_tiles} tiles of {LEDGER_DTYPE.itemsize} bytes): it was "
+                                        "cut short or belongs to another output; delete the output and its sidecar "
+                                        "files to start over")
+        records = np.frombuffer(raw, dtype=LEDGER_DTYPE).copy()
+        flags = np.flatnonzero(records["done"] > 1)
+        if flags.size:
+            k = int(flags[0])
+            raise GramFileError(errno.EINVAL, f"the tile ledger {path} is corrupt: the written flag of tile {k} is "
+                                              f"{records['done'][k]} ({flags.size} tiles have a flag other than 0 "
+                                              "or 1); delete the output and its sidecar files to start over")
+        return cls(path, n_tiles, records)
 
-    def add(self, k: int, sync=None) -> None:
-        """Record tile ``k`` as written; commit if ``COMMIT_INTERVAL_S`` passed since the last commit."""
-        self.written.append(k)
+    def add(self, k: int, checksum: int, sync=None) -> None:
+        """Record tile ``k`` as written with ``checksum``; commit if ``COMMIT_INTERVAL_S`` passed since the last."""
+        self.written.append((k, checksum))
         if time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S:
             self.commit(sync)
 
@@ -182,9 +249,10 @@ class TileLedger:
             return
         if sync is not None:
             sync()
-        self.done[self.written] = 1
+        for k, checksum in self.written:
+            self.records[k] = (1, checksum)
         try:
-            atomic_write_bytes(self.path, self.done.tobytes())
+            atomic_write_bytes(self.path, self.records.tobytes())
         except OSError as exc:
             raise _file_error(self.path, exc) from exc
         self.written.clear()
@@ -192,10 +260,36 @@ class TileLedger:
 
     @property
     def n_done(self) -> int:
-        return int(self.done.sum())
+        return int(self.records["done"].sum())
 
     def pending(self) -> list[int]:
-        return np.flatnonzero(self.done == 0).tolist()
+        return np.flatnonzero(self.records["done"] == 0).tolist()
+
+    def verify(self, target: GramFile, pairs: list, *, symmetric: bool) -> None:
+        """Read back every tile marked as written; forget (so recompute) those that fail, with a warning.
+
+        A tile fails if its checksum differs from the ledger's or, in the
+        symmetric case, if its mirror is not its exact transpose.
+        """
+        from tqdm.auto import tqdm
+
+        failed = []
+        for k in tqdm(np.flatnonzero(self.records["done"]).tolist(), desc="Verifying Gram tiles", unit="tile",
+                      leave=False):
+            i0, i1, j0, j1 = pairs[k]
+            block = target.read(i0, i1, j0, j1)
+            ok = tile_checksum(block) == int(self.records["checksum"][k])
+            if ok and symmetric and i0 != j0:
+                ok = np.array_equal(target.read(j0, j1, i0, i1), block.T)
+            if not ok:
+                failed.append(k)
+        if failed:
+            self.records[failed] = (0, 0)
+            where = ", ".join(f"[{pairs[k][0]}:{pairs[k][1]}, {pairs[k][2]}:{pairs[k][3]}]" for k in failed[:3])
+            warnings.warn(f"{len(failed)} of {len(pairs)} tiles of {target.path} do not match the checksums in its "
+                          f"ledger {self.path.name} ({where}{', ...' if len(failed) > 3 else ''}): the file was "
+                          "changed or damaged after they were written; computing them again", GramFileWarning,
+                          stacklevel=2)
 
 
 def _allocated_bytes(path: Path) -> int:
@@ -229,7 +323,8 @@ def check_writable(path: Path, nbytes: int) -> None:
                                           f"but only {_size(free)} is free; free space or choose another out= path")
 
 
-def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) -> tuple[GramFile, TileLedger, list]:
+def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
+                verify: bool = True) -> tuple[GramFile, TileLedger, list]:
     """Create, or reopen to resume, the output file of the Gram of A (and B).
 
     Parameters
@@ -239,14 +334,16 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) 
     path : output ``.npy`` path
     tile : tile edge in rows
     dtype : float32 or float64
+    verify : when resuming, check the tiles the ledger marks as written
+        (``TileLedger.verify``); those that fail become pending again
 
     Returns
     -------
     (GramFile, TileLedger, pairs) where ``pairs[k]`` is tile k's (i0, i1, j0, j1).
 
     Raises ``GramFileMismatchError`` if ``path`` holds another computation's
-    output, and ``GramFileError`` if it cannot be written, both before any
-    tile is computed.
+    output, and ``GramFileError`` if it cannot be written or read back
+    (truncated, corrupt ledger), all before any tile is computed.
     """
     path = Path(path).expanduser().absolute()
     dtype = np.dtype(dtype)
@@ -274,11 +371,20 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype) 
                                         "delete it (and its .meta.json/.tiles files) or choose another out= path")
         ledger = TileLedger.load(ledger_path, len(pairs))
         check_writable(path, max(0, nbytes - _allocated_bytes(path)))
-        header = np.load(path, mmap_mode="r")
+        try:
+            header = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:  # a cut-off header or data: numpy's own messages
+            raise GramFileError(errno.EIO, f"{path} is not a readable .npy file of its metadata's shape "
+                                           f"{(n_rows, n_cols)} {dtype.name} (truncated or damaged: {exc}); delete it "
+                                           "and its .meta.json/.tiles files to start over") from exc
         if header.shape != (n_rows, n_cols) or header.dtype != dtype:
             raise GramFileMismatchError(f"{path} has shape {header.shape} {header.dtype}, its metadata says "
                                         f"{(n_rows, n_cols)} {dtype}; delete it to start over")
-        return GramFile(str(path), header.offset, n_rows, n_cols, dtype.name), ledger, pairs
+        target = GramFile(str(path), header.offset, n_rows, n_cols, dtype.name)
+        del header
+        if verify:
+            ledger.verify(target, pairs, symmetric=B is None)
+        return target, ledger, pairs
 
     check_writable(path, nbytes)
     try:
@@ -308,7 +414,7 @@ def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int
 
 
 def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, tile: int, n_threads: int,
-                 dtype) -> np.memmap:
+                 dtype, verify: bool = True) -> np.memmap:
     """Write the Gram matrix of validated states to ``path`` tile by tile; resume if started before.
 
     Parameters
@@ -318,6 +424,7 @@ def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, til
     path : str or PathLike, the ``.npy`` output
     backend : registry name; tile: tile edge; n_threads: backend threads
     dtype : float32 or float64
+    verify : check the tiles already written before trusting them (see ``open_output``)
 
     Returns
     -------
@@ -328,14 +435,14 @@ def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, til
     from .registry import get_backend
 
     module = get_backend(backend)
-    target, ledger, pairs = open_output(A, B, path, tile=tile, dtype=dtype)
+    target, ledger, pairs = open_output(A, B, path, tile=tile, dtype=dtype, verify=verify)
     pending = ledger.pending()
     with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles to disk", unit="tile") as bar:
         try:
             for k in pending:
                 block = compute_tile(module, A, B, pairs[k], tile=tile, n_threads=n_threads, dtype=dtype)
-                target.write(pairs[k][0], pairs[k][2], block, mirror=B is None)
-                ledger.add(k, target.sync)
+                checksum = target.write(pairs[k][0], pairs[k][2], block, mirror=B is None)
+                ledger.add(k, checksum, target.sync)
                 bar.update()
         finally:  # also when interrupted: keep what is done
             ledger.commit(target.sync)

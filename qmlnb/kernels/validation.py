@@ -6,8 +6,17 @@ never leaves half-done work behind.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
+
+# Threads one call may ask for.  More only oversubscribe the cores, and an
+# OpenMP runtime asked for tens of thousands of threads crashes the process
+# (SIGSEGV in libgomp) instead of raising.
+MAX_THREADS = 1024
+# |norm - 1| allowed for a state row: complex64 states of 2**30 amplitudes
+# stay within 1e-5 of unit norm; 1e-3 refuses unnormalised data (2 S, raw features).
+UNIT_NORM_TOLERANCE = 1e-3
 
 
 class InsufficientMemoryError(MemoryError):
@@ -37,6 +46,15 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_threads(value, name: str = "n_threads") -> int:
+    """A thread count in [1, MAX_THREADS] (bools refused), else a ValueError naming the parameter."""
+    value = check_positive_int(value, name)
+    if value > MAX_THREADS:
+        raise ValueError(f"{name}={value} is more than the {MAX_THREADS} threads a call may use "
+                         f"(this machine has {os.cpu_count()} cores); use at most the cores available")
+    return value
 
 
 def check_embeddings(X, n_features: int) -> np.ndarray:
@@ -69,3 +87,36 @@ def check_states(S, name: str) -> np.ndarray:
     if not np.isfinite(S.view(np.float32)).all():
         raise ValueError(f"{name} contains NaN or infinite amplitudes")
     return S
+
+
+def row_norms(S: np.ndarray) -> np.ndarray:
+    """(N,) float64 Euclidean norms of the rows of a (N, d) complex64 C-contiguous S.
+
+    O(N d): the rows are read in blocks of about 64 MiB of float64 work space.
+    """
+    norms = np.empty(S.shape[0])
+    rows = max(1, (8 << 20) // (2 * S.shape[1]))
+    for start in range(0, S.shape[0], rows):
+        parts = S[start:start + rows].view(np.float32).astype(np.float64)  # re, im interleaved
+        norms[start:start + rows] = np.sqrt(np.einsum("ij,ij->i", parts, parts))
+    return norms
+
+
+def check_unit_norms(norms: np.ndarray, name: str) -> None:
+    """Refuse if any of the row ``norms`` of states ``name`` differs from 1 by more than ``UNIT_NORM_TOLERANCE``.
+
+    The fidelity |<a|b>|^2 is a kernel value in [0, 1] only for unit
+    vectors; rows scaled by 2 would give values up to 16 without any error.
+    """
+    wrong = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN counts as wrong
+    if wrong.size:
+        row = int(wrong[0])
+        raise ValueError(f"{name} has {wrong.size} of {norms.size} rows that are not unit vectors (row {row} has "
+                         f"norm {norms[row]:.6g}, allowed 1 +- {UNIT_NORM_TOLERANCE:g}); the fidelity kernel needs "
+                         "normalised states such as FeatureMap.states gives "
+                         "(S / np.linalg.norm(S, axis=1, keepdims=True))")
+
+
+def check_unit_rows(S: np.ndarray, name: str) -> None:
+    """``check_unit_norms`` of the rows of a validated (N, d) complex64 state matrix (``check_states``)."""
+    check_unit_norms(row_norms(S), name)

@@ -31,7 +31,7 @@ import numpy as np
 from ..multi_gpu import gram_tiles_on_devices
 from ..registry import BackendUnavailableError
 from ..tiling import tile_pairs
-from ..validation import InsufficientMemoryError, check_positive_int, check_states
+from ..validation import InsufficientMemoryError, check_positive_int, check_states, check_unit_norms
 
 INSTALL = (
     "install a CUDA build of torch on a machine with an NVIDIA GPU and driver "
@@ -348,7 +348,8 @@ def gram_device(A, B=None, *, device=None, tile: int = DEFAULT_TILE, dtype=np.fl
     Parameters
     ----------
     A : numpy.ndarray or torch.Tensor, shape (N, d), complex
-        State rows, on the host or already on ``device`` (``states_torch``).
+        Unit state rows (ValueError otherwise), on the host or already on
+        ``device`` (``states_torch``).
     B : same, shape (M, d), optional
         Omitted: the symmetric K = |A A^H|^2, computing only upper tiles.
     device : torch.device or str, optional
@@ -371,6 +372,9 @@ def gram_device(A, B=None, *, device=None, tile: int = DEFAULT_TILE, dtype=np.fl
     B = None if B is None else _as_states_tensor(B, "B")
     if B is not None and B.shape[1] != A.shape[1]:
         raise ValueError(f"A and B have different state dimensions: {A.shape[1]} and {B.shape[1]}")
+    for S, name in ((A, "A"), (B, "B")):
+        if S is not None:  # norms computed where the states are, only N numbers come back
+            check_unit_norms(torch.linalg.vector_norm(S, dim=1).double().cpu().numpy(), name)
     n, m = A.shape[0], (A if B is None else B).shape[0]
     k_bytes = n * m * out_dtype.itemsize
     what = f"a {n} x {m} {str(out_dtype).removeprefix('torch.')} Gram matrix"
