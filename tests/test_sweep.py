@@ -236,6 +236,24 @@ def _start_slow_sweep(grid, runs_dir, slow):
     return proc
 
 
+def _wait_until_unlocked(run_dir, timeout=60.0):
+    """Wait until no process holds the run folder's lock.
+
+    A killed papermill's main thread turns zombie (what stop_process_trees waits
+    for) while its other threads may still be exiting on a loaded machine; the
+    kernel drops the lock only when the last of them has closed the descriptor.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with runs.RunLock(run_dir):
+                return
+        except runs.RunBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _live_members(groups):
     """Processes (not zombies) whose process group is in ``groups``."""
     import psutil
@@ -281,6 +299,7 @@ def test_a_sweep_killed_mid_run_loses_only_that_run_and_never_runs_it_twice(tmp_
             os.killpg(proc.pid, signal.SIGKILL)
         if papermill:
             sweep.stop_process_trees([papermill], grace=10)
+    _wait_until_unlocked(slow)
     summary = sweep.run_sweeps([sweep.load_sweep(grid, runs_dir)], cores=2, progress=False)
     assert (summary["already_complete"], summary["complete"]) == (1, 1)
     assert runs.is_complete(slow) and not list(slow.glob(".*executing*"))
