@@ -254,6 +254,8 @@ def kernel_matrices(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
 
 
 # --------------------------------------------------------------------- plots
+# pragma: no mutate block -- `make mutate` tests the tables above; the plots, the export and the command line
+# below are checked end to end by the smoke sweep in tests/test_report.py
 def save_figure(fig, reports_dir: str | os.PathLike, name: str) -> Path:
     """Save a matplotlib figure as ``<reports_dir>/figures/<name>.png`` (atomically)."""
     import io

@@ -243,7 +243,8 @@ def test_threads_speedup_against_one_thread(gram_times, tmp_path):
     speedup = report.threads_speedup(frame, report.gram_table(frame, tmp_path))
     expected = {("QCNN sequential (digits)", 1): (12.0, 1.0), ("QCNN sequential (digits)", 2): (5.0, 2.4),
                 ("QCNN sequential (digits)", 4): (4.0, 3.0),
-                ("QCNN sequential (fashion-mnist)", 1): (20.0, 1.0), ("QCNN sequential (fashion-mnist)", 2): (10.0, 2.0)}
+                ("QCNN sequential (fashion-mnist)", 1): (20.0, 1.0),
+                ("QCNN sequential (fashion-mnist)", 2): (10.0, 2.0)}
     for b in ("cpu", "numba", "openmp"):
         for q in (6, 8):
             for t in (1, 2):  # at the largest N only
@@ -313,6 +314,7 @@ def smoke(tmp_path_factory):
     return summary, html, tmp
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 def test_smoke_sweep_completes_every_run(smoke):
     summary, _, tmp = smoke
     assert summary["failed"] == 0, summary["failures"]
@@ -323,6 +325,7 @@ def test_smoke_sweep_completes_every_run(smoke):
         assert (folder / "params.json").is_file()
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 def test_report_writes_figures_and_tables(smoke):
     _, html, tmp = smoke
     reports_dir = tmp / "reports"
@@ -340,6 +343,7 @@ def test_report_writes_figures_and_tables(smoke):
     assert "qmlnb-code-toggle" in text
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/run installs it)")
 def test_html_renders_tables_and_images_in_headless_chromium(smoke, tmp_path):
     _, html, _ = smoke
