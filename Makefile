@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test report bench clean
+.PHONY: setup test report bench clean mutate
 
 # torch is pinned and installed first: 2.13.0 is a CPU build available
 # offline here; with it present, pip keeps it for the `torch>=2.2` requirement.
@@ -32,6 +32,22 @@ report: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m qmlnb bench gram --dataset digits --n-qubits 8 --n 1797 --backends all --json reports/bench-gram-digits.json
+
+# Mutation testing, not part of `make test` (docs/contributing.md): mutmut plants one small bug at a time in
+# the tiling, the out-of-core Gram, the dataset readers and the report's tables ([tool.mutmut] in
+# pyproject.toml) and runs the tests of their test files that call the changed function; a mutant that
+# survives is a bug those tests miss. MUTANTS narrows the run, e.g. make mutate MUTANTS='qmlnb.kernels.tiling.*';
+# results are kept in mutants/ and reused, so a second run only tests what changed.
+MUTANTS ?=
+MUTATE_STAMP := $(VENV)/.mutate-installed
+$(MUTATE_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev,mutate]"
+	touch $(MUTATE_STAMP)
+
+mutate: $(MUTATE_STAMP)
+	set -f; QMLNB_SHARED_DATA=$${QMLNB_SHARED_DATA:-$(CURDIR)/../shared/data} $(VENV)/bin/mutmut run --max-children $(JOBS) $(MUTANTS)
+	$(VENV)/bin/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json && echo
+	$(VENV)/bin/mutmut results | { grep -v ': not checked$$' || true; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info qmlnb/*.so

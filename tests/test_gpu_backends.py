@@ -214,13 +214,55 @@ def test_run_on_devices_reraises_a_worker_error():
 
 # ---------------------------------------------------------------- availability on this machine
 def test_available_backends_lists_the_gpu_backends_with_reasons():
+    import importlib.util
+
+    from qmlnb.kernels.registry import get_backend
+
     report = available_backends()
-    for name in ("torchcuda", "pycuda", "cupy"):
+    assert list(report) == ["cpu", "numba", "openmp", "torchcuda", "pycuda", "cupy"]
+    # torchcuda: usable exactly when this torch is a CUDA build that sees a GPU, asked of torch itself
+    usable, reason = report["torchcuda"]
+    assert usable is (torch.version.cuda is not None and torch.cuda.is_available())
+    if usable:
+        assert reason.startswith(f"torch {torch.__version__} on {torch.cuda.device_count()} CUDA device(s): ")
+    elif torch.version.cuda is None:
+        assert reason == f"torch has no CUDA device here (torch {torch.__version__} is a CPU-only build)"
+    else:
+        assert reason == (f"torch has no CUDA device here (torch {torch.__version__}, built for CUDA "
+                          f"{torch.version.cuda}, finds no GPU or driver)")
+    # pycuda and cupy: not installed -> said so, with Python's own import error
+    for name, package in (("pycuda", "pycuda"), ("cupy", "cupy")):
         usable, reason = report[name]
-        assert isinstance(usable, bool) and reason
-    assert report["torchcuda"] == (TORCH_CUDA, TORCH_CUDA_REASON)
-    if not TORCH_CUDA:
-        assert "no CUDA device" in TORCH_CUDA_REASON and torch.__version__ in TORCH_CUDA_REASON
+        if importlib.util.find_spec(package) is None:
+            assert (usable, reason) == (False, f"{package} is not installed (No module named '{package}')")
+        else:
+            assert "CUDA" in reason
+    # an unusable GPU backend's error carries the reason and the install step
+    install = {"torchcuda": "install a CUDA build of torch", "pycuda": 'pip install -e ".[gpu]"',
+               "cupy": "pip install cupy-cuda12x"}
+    for name, step in install.items():
+        usable, reason = report[name]
+        if not usable:
+            with pytest.raises(BackendUnavailableError) as info:
+                get_backend(name)
+            message = str(info.value)
+            assert message.startswith(f"Gram backend {name!r} cannot run here: {reason}. To enable it: ")
+            assert step in message
+
+
+def test_backends_import_their_dependency_only_when_probed():
+    code = (
+        "import sys; from qmlnb.kernels import available_backends\n"
+        "heavy = ('torch', 'numba', 'qmlnb._openmp', 'pycuda', 'cupy')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+        "available_backends()\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = result.stdout.split("\n")[:2]
+    assert before == ""  # importing the kernels imports no backend's dependency
+    # probing really asks each installed dependency (torch is a hard dependency, numba and the extension are built)
+    assert {"torch", "numba", "qmlnb._openmp"} <= set(after.split())
 
 
 @pytest.mark.skipif(PYCUDA, reason="pycuda is usable here")
@@ -639,11 +681,89 @@ def test_bench_gpu_without_cuda_says_why(capsys):
     assert "no CUDA device" in capsys.readouterr().out
 
 
+# ---------------------------------------------------------------- cupy's elementwise kernel, compiled on the CPU
+# CuPy pastes an ElementwiseKernel's operation into a loop over the elements, with each input a
+# const value, each output a reference and each type placeholder (T) a typedef; complex64 is
+# CuPy's thrust-like complex<float> (z.real(), z.imag(), real(z), abs(z), norm(z), conj(z)), which
+# std::complex<float> matches.  The same loop compiled with g++ runs the backend's own source.
+ELEMENTWISE_HARNESS = """
+#include <complex>
+#include <cstddef>
+using std::abs; using std::conj; using std::imag; using std::norm; using std::real;
+template <typename T>
+static void elementwise(const std::complex<float> *in, T *out, std::size_t n)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::complex<float> z = in[i];
+        T &k = out[i];
+        %s;
+    }
+}
+extern "C" void abs2_f32(const void *in, void *out, std::size_t n)
+{ elementwise((const std::complex<float> *)in, (float *)out, n); }
+extern "C" void abs2_f64(const void *in, void *out, std::size_t n)
+{ elementwise((const std::complex<float> *)in, (double *)out, n); }
+"""
+
+
+@pytest.fixture(scope="module")
+def compile_elementwise(tmp_path_factory):
+    """``compile(source) -> kernel(z, k)``: a ``complex64 z -> T k`` ElementwiseKernel operation, built with g++."""
+    import ctypes
+
+    if CXX is None:
+        pytest.skip("g++ not found: cannot build cupy's elementwise kernel on the CPU")
+    folder = tmp_path_factory.mktemp("elementwise")
+    built = {}
+
+    def compile_source(source: str):
+        if source not in built:
+            cpp, library = folder / f"abs2_{len(built)}.cpp", folder / f"abs2_{len(built)}.so"
+            cpp.write_text(ELEMENTWISE_HARNESS % source)
+            # no FMA contraction: float32 squares and their sum rounded as the source says
+            build = subprocess.run([CXX, "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-Wall",
+                                    "-Werror", str(cpp), "-o", str(library)], capture_output=True, text=True)
+            assert build.returncode == 0, f"the elementwise source does not compile:\n{build.stderr}"
+            built[source] = ctypes.CDLL(str(library))
+        lib = built[source]
+
+        def kernel(z, k):
+            assert z.dtype == np.complex64 and z.shape == k.shape
+            assert z.flags.c_contiguous and k.flags.c_contiguous
+            run = {np.dtype(np.float32): lib.abs2_f32, np.dtype(np.float64): lib.abs2_f64}[k.dtype]
+            run(ctypes.c_void_p(z.ctypes.data), ctypes.c_void_p(k.ctypes.data), ctypes.c_size_t(z.size))
+            return k
+        return kernel
+
+    return compile_source
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cupy_abs2_source_squares_the_modulus_in_float32(compile_elementwise, dtype):
+    rng = np.random.default_rng(5)
+    z = (rng.normal(size=(7, 9)) + 1j * rng.normal(size=(7, 9))).astype(np.complex64)
+    z[0, :3] = [3 + 4j, -2j, 0]  # |z|^2 = 25, 4, 0
+    k = compile_elementwise(cupy_blas._ABS2_SOURCE)(z, np.full(z.shape, np.nan, dtype))
+    # float32 squares and sum (as every other backend), then cast to the output type
+    expected = (z.real * z.real + z.imag * z.imag).astype(np.float32).astype(dtype)
+    np.testing.assert_array_equal(k, expected)
+    np.testing.assert_array_equal(k[0, :3], [25, 4, 0])
+
+
+def test_elementwise_harness_fails_a_wrong_source(compile_elementwise):
+    z = np.array([[1 + 2j, 3 - 1j]], np.complex64)
+    wrong = compile_elementwise("k = (T)(z.real() * z.real() - z.imag() * z.imag())")(z, np.zeros(z.shape, np.float32))
+    assert not np.array_equal(wrong, np.abs(z) ** 2)
+    with pytest.raises(AssertionError, match="does not compile"):
+        compile_elementwise("k = (T)(z.re * z.re)")
+
+
 # ---------------------------------------------------------------- cupy host code against a BLAS-spec cuBLAS
-def fake_cupy(n_devices: int, calls: list):
+def fake_cupy(n_devices: int, calls: list, compile_elementwise):
     """Modules standing in for cupy: host arrays as device memory, cuBLAS cgemm/cherk written
     from the BLAS definitions (column-major, leading dimensions, op flags, only the ``uplo``
-    triangle written), so the backend's argument choices are checked independently."""
+    triangle written), so the backend's argument choices are checked independently, and
+    ElementwiseKernel compiling the backend's own operation source with g++."""
     import contextlib
     import ctypes
     import types
@@ -690,11 +810,7 @@ def fake_cupy(n_devices: int, calls: list):
 
     def elementwise_kernel(in_params, out_params, source, name):
         assert in_params == "complex64 z" and out_params == "T k"
-
-        def kernel(z, k):
-            k[...] = (z.real * z.real + z.imag * z.imag).astype(np.float32)  # float32 squares, then cast
-            return k
-        return kernel
+        return compile_elementwise(source)
 
     runtime = types.SimpleNamespace(getDeviceCount=lambda: n_devices, memGetInfo=lambda: (8 << 30, 8 << 30))
     cuda = types.SimpleNamespace(Device=lambda ordinal: contextlib.nullcontext(), runtime=runtime,
@@ -717,9 +833,9 @@ def fake_cupy(n_devices: int, calls: list):
 
 @pytest.mark.parametrize("n_devices", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cupy_host_code_with_blas_spec_cublas(monkeypatch, n_devices, dtype):
+def test_cupy_host_code_with_blas_spec_cublas(monkeypatch, compile_elementwise, n_devices, dtype):
     calls = []
-    for name, module in fake_cupy(n_devices, calls).items():
+    for name, module in fake_cupy(n_devices, calls, compile_elementwise).items():
         monkeypatch.setitem(sys.modules, name, module)
     assert cupy_blas.probe() == (True, f"CuPy emulated on {n_devices} CUDA device(s)")
     A, B = random_states(75, 16, 12), random_states(40, 16, 13)

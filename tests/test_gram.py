@@ -88,10 +88,30 @@ def test_tile_pairs_cover_upper_triangle_exactly_once():
     for i0, i1, j0, j1 in tile_pairs(10, None, 3):
         assert j0 >= i0
         covered[i0:i1, j0:j1] += 1
-    assert (np.triu(covered) == np.triu(np.ones((10, 10), int))).all()
-    out = np.triu(np.arange(100.0).reshape(10, 10))
-    mirror_upper_(out, block=3)
-    np.testing.assert_array_equal(out, out.T)
+    # exactly the tiles on or above the diagonal, each once (tiles of 3: 0-2, 3-5, 6-8, 9)
+    tile_of = np.arange(10) // 3
+    np.testing.assert_array_equal(covered, (tile_of[None, :] >= tile_of[:, None]).astype(int))
+    # rectangular: every entry exactly once
+    covered = np.zeros((7, 10), int)
+    for i0, i1, j0, j1 in tile_pairs(7, 10, 3):
+        covered[i0:i1, j0:j1] += 1
+    np.testing.assert_array_equal(covered, np.ones((7, 10), int))
+
+
+@pytest.mark.parametrize("n, block", [(10, 3), (9, 3), (10, 4), (600, 256)])
+def test_mirror_upper_copies_every_block_to_its_transposed_place(n, block):
+    # distinct values everywhere (a symmetric result of zeros or of the wrong entries differs from this)
+    full = np.random.default_rng(n).uniform(1.0, 2.0, (n, n))
+    expected = np.triu(full) + np.triu(full, 1).T
+    out = np.triu(full) - np.tril(np.ones((n, n)), -1)  # the lower triangle holds garbage (-1) to be overwritten
+    mirror_upper_(out, block=block)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_cpu_backend_mirrors_off_diagonal_blocks():
+    # N > 256, mirror_upper_'s block: the symmetric path mirrors several blocks, not only a diagonal one
+    S = random_states(300, 3, seed=4)
+    np.testing.assert_allclose(gram(S, backend="cpu", tile=64), reference(S), atol=1e-5)
 
 
 # ---------------------------------------------------------------- bad input

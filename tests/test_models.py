@@ -99,7 +99,14 @@ def test_state_dicts_load_across_simulators():
     reference.load_state_dict(fast.state_dict())
     x = torch.randn(4, *IMAGE)
     torch.testing.assert_close(reference(x), fast(x), atol=1e-5, rtol=0)
-    fast.load_state_dict(HybridQCNN(IMAGE, 3, 4, "pennylane", seed=11).state_dict())
+    # and back: the fast model takes a PennyLane model's weights and then computes what that model computes
+    source = HybridQCNN(IMAGE, 3, 4, "pennylane", seed=11)
+    before = fast(x)
+    fast.load_state_dict(source.state_dict())
+    for (name, p), q in zip(fast.state_dict().items(), source.state_dict().values()):
+        assert torch.equal(p, q), name
+    torch.testing.assert_close(fast(x), source(x), atol=1e-6, rtol=0)
+    assert (fast(x) - before).abs().max() > 1e-3  # other weights, other outputs: the load changed the model
 
 
 def test_same_seed_same_weights_and_no_global_rng_change():

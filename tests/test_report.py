@@ -1,4 +1,9 @@
-"""The report: tables from run folders only, refusal without runs, and one smoke sweep to HTML checked in Chromium."""
+"""The report: tables from run folders only, refusal without runs, and one smoke sweep to HTML checked in Chromium.
+
+The fake runs below vary every parameter the report groups or matches by (dataset, n_train, folds, threads, mode,
+backend, n_qubits, N), and the tests check the values of the tables' rows, so a table that groups or matches runs on
+the wrong keys gives different numbers and fails.
+"""
 import json
 import re
 import shutil
@@ -23,17 +28,56 @@ def fake_run(runs_dir, grid, name, metrics, status=runs.COMPLETE, params=None, t
     return folder
 
 
-def qcnn(mode, train_s, acc=0.8, folds=2, threads=2, dataset="digits", n_train=100):
+def qcnn(mode, train_s, acc=0.8, folds=2, threads=2, dataset="digits", n_train=100, batch_size=16):
     return {"stage": "qcnn", "dataset": dataset, "mode": mode, "folds": folds, "threads": threads, "n_train": n_train,
-            "qcnn": {"accuracy": acc, "f1": acc, "roc_auc": acc, "balanced_accuracy": acc},
+            "batch_size": batch_size,
+            "qcnn": {"accuracy": acc, "f1": acc - 0.1, "roc_auc": acc, "balanced_accuracy": acc},
             "timings": {"train_s": train_s}}
 
 
-def qsvm(backend, gram_s, acc=0.9):
-    scores = {"accuracy": acc, "f1": acc, "roc_auc": acc, "balanced_accuracy": acc}
-    return {"stage": "qsvm", "dataset": "digits", "mode": "sequential", "backend": backend, "threads": 2,
-            "n_train": 100, "qcnn": scores, "qsvm": scores, "timings": {"train_s": 10.0, "gram_s": gram_s},
-            "baselines": {"rbf_svm_embeddings": {**scores, "fit_s": 0.5}}}
+def qsvm(backend, gram_s, acc=0.9, dataset="digits", n_train=100, threads=2, train_s=10.0, qcnn_acc=0.8,
+         baseline_acc=0.8, baseline_fit_s=0.5):
+    def scores(a):
+        return {"accuracy": a, "f1": a - 0.1, "roc_auc": a, "balanced_accuracy": a}
+
+    return {"stage": "qsvm", "dataset": dataset, "mode": "sequential", "backend": backend, "threads": threads,
+            "n_train": n_train, "qcnn": scores(qcnn_acc), "qsvm": scores(acc),
+            "timings": {"train_s": train_s, "gram_s": gram_s},
+            "baselines": {"rbf_svm_embeddings": {**scores(baseline_acc), "fit_s": baseline_fit_s}}}
+
+
+def assert_rows(table, keys, expected):
+    """``table``'s rows, indexed by ``keys``, are exactly ``expected`` ({key tuple: {column: value}}), to 1e-9."""
+    indexed = table.set_index(keys)
+    assert indexed.index.is_unique
+    assert set(indexed.index) == set(expected)
+    for key, values in expected.items():
+        got = indexed.loc[key, list(values)].astype(float).to_dict()
+        assert got == pytest.approx(values, rel=1e-9, nan_ok=True), key
+
+
+# QCNN training runs: (name, dataset, n_train, folds, threads, mode, train_s, accuracy)
+MODE_RUNS = [
+    ("seq", "digits", 100, 2, 2, "sequential", 8.0, 0.80),
+    ("seq-again", "digits", 100, 2, 2, "sequential", 10.0, 0.90),  # same point 3 times: median time, mean score
+    ("seq-third", "digits", 100, 2, 2, "sequential", 15.0, 0.85),
+    ("fold", "digits", 100, 2, 2, "fold-parallel", 5.0, 0.82),
+    ("data", "digits", 100, 2, 2, "data-parallel", 4.0, 0.78),
+    ("seq-200", "digits", 200, 2, 2, "sequential", 20.0, 0.85),       # other n_train
+    ("fold-200", "digits", 200, 2, 2, "fold-parallel", 10.0, 0.86),
+    ("seq-1thread", "digits", 100, 2, 1, "sequential", 16.0, 0.80),   # other threads
+    ("fold-1thread", "digits", 100, 2, 1, "fold-parallel", 8.0, 0.84),
+    ("seq-1fold", "digits", 100, 1, 2, "sequential", 3.0, 0.70),      # other folds
+    ("fm-seq", "fashion-mnist", 100, 2, 2, "sequential", 30.0, 0.60),  # other dataset
+    ("fm-fold", "fashion-mnist", 100, 2, 2, "fold-parallel", 12.0, 0.62),
+]
+
+
+@pytest.fixture
+def mode_runs(tmp_path):
+    for name, dataset, n_train, folds, threads, mode, train_s, acc in MODE_RUNS:
+        fake_run(tmp_path, "parallel-modes", name, qcnn(mode, train_s, acc, folds, threads, dataset, n_train))
+    return report.load_runs(tmp_path)
 
 
 def test_only_complete_runs_are_read(tmp_path):
@@ -50,34 +94,184 @@ def test_only_complete_runs_are_read(tmp_path):
     assert dict(zip(overview["run"], overview["status"])) == {"broken": "failed", "done": "complete", "half": "running"}
 
 
-def test_results_table_speedups_against_sequential_and_cpu(tmp_path):
-    fake_run(tmp_path, "modes", "seq", qcnn("sequential", 8.0))
-    fake_run(tmp_path, "modes", "fold", qcnn("fold-parallel", 5.0))
-    fake_run(tmp_path, "modes", "seq1", qcnn("sequential", 3.0, folds=1))  # other work: not the reference
-    fake_run(tmp_path, "qsvm", "cpu", qsvm("cpu", 2.0))
-    fake_run(tmp_path, "qsvm", "numba", qsvm("numba", 0.5, acc=0.7))
-    table = report.results_table(report.load_runs(tmp_path)).set_index(["model", "variant", "folds"])
-    assert table.loc[("QCNN", "fold-parallel", 2), "speedup"] == pytest.approx(8.0 / 5.0)
-    assert table.loc[("QCNN", "sequential", 1), "speedup"] == pytest.approx(1.0)
-    assert table.loc[("QSVM", "numba", 1), "speedup"] == pytest.approx(4.0)
-    assert table.loc[("QSVM", "numba", 1), "accuracy"] == pytest.approx(0.7)
-    # the baselines of both QSVM runs (same split) are averaged
-    assert table.loc[("rbf_svm_embeddings", "classical", 1), ["f1", "runs"]].tolist() == pytest.approx([0.8, 2])
+def test_results_table_speedups_against_sequential_and_cpu(mode_runs):
+    # the reference is the sequential run of the same dataset, n_train, folds and threads (median of several)
+    table = report.results_table(mode_runs)
+    assert set(table["model"]) == {"QCNN"}
+    assert_rows(table, ["dataset", "variant", "n_train", "folds", "threads"], {
+        ("digits", "sequential", 100, 2, 2): {"accuracy": 0.85, "f1": 0.75, "time_s": 10.0,
+                                              "speedup": 1.0, "runs": 3},  # median of 10/8, 10/10, 10/15
+        ("digits", "fold-parallel", 100, 2, 2): {"accuracy": 0.82, "time_s": 5.0, "speedup": 2.0, "runs": 1},
+        ("digits", "data-parallel", 100, 2, 2): {"accuracy": 0.78, "time_s": 4.0, "speedup": 2.5, "runs": 1},
+        ("digits", "sequential", 200, 2, 2): {"accuracy": 0.85, "time_s": 20.0, "speedup": 1.0, "runs": 1},
+        ("digits", "fold-parallel", 200, 2, 2): {"accuracy": 0.86, "time_s": 10.0, "speedup": 2.0, "runs": 1},
+        ("digits", "sequential", 100, 2, 1): {"accuracy": 0.80, "time_s": 16.0, "speedup": 1.0, "runs": 1},
+        ("digits", "fold-parallel", 100, 2, 1): {"accuracy": 0.84, "time_s": 8.0, "speedup": 2.0, "runs": 1},
+        ("digits", "sequential", 100, 1, 2): {"accuracy": 0.70, "time_s": 3.0, "speedup": 1.0, "runs": 1},
+        ("fashion-mnist", "sequential", 100, 2, 2): {"accuracy": 0.60, "time_s": 30.0, "speedup": 1.0, "runs": 1},
+        ("fashion-mnist", "fold-parallel", 100, 2, 2): {"accuracy": 0.62, "time_s": 12.0, "speedup": 2.5, "runs": 1},
+    })
 
 
-def test_gram_slope_and_backend_speedup(tmp_path):
+# QSVM runs: (name, dataset, n_train, threads, backend, gram_s, qsvm accuracy, QCNN train_s, baseline accuracy)
+QSVM_RUNS = [
+    ("cpu", "digits", 100, 2, "cpu", 2.0, 0.90, 10.0, 0.70),
+    ("numba", "digits", 100, 2, "numba", 0.5, 0.70, 12.0, 0.90),
+    ("cpu-200", "digits", 200, 2, "cpu", 6.0, 0.92, 20.0, 0.75),
+    ("numba-200", "digits", 200, 2, "numba", 1.0, 0.93, 22.0, 0.77),
+    ("cpu-1thread", "digits", 100, 1, "cpu", 3.0, 0.90, 14.0, 0.70),
+    ("openmp-1thread", "digits", 100, 1, "openmp", 1.0, 0.91, 16.0, 0.72),
+    ("fm-cpu", "fashion-mnist", 100, 2, "cpu", 10.0, 0.60, 30.0, 0.50),
+    ("fm-numba", "fashion-mnist", 100, 2, "numba", 4.0, 0.62, 34.0, 0.52),
+]
+
+
+def test_results_table_qsvm_against_cpu_with_qcnn_and_baseline_rows(tmp_path):
+    for name, dataset, n_train, threads, backend, gram_s, acc, train_s, base_acc in QSVM_RUNS:
+        fake_run(tmp_path, "qsvm", name, qsvm(backend, gram_s, acc, dataset, n_train, threads, train_s,
+                                              qcnn_acc=acc - 0.2, baseline_acc=base_acc, baseline_fit_s=train_s / 20))
+    table = report.results_table(report.load_runs(tmp_path))
+    keys = ["dataset", "model", "variant", "n_train", "folds", "threads"]
+    # the cpu backend's Gram time of the same dataset, n_train and threads over this run's
+    qsvm_rows = {("digits", "QSVM", "cpu", 100, 1, 2): {"accuracy": 0.90, "time_s": 2.0, "speedup": 1.0},
+                 ("digits", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.70, "time_s": 0.5, "speedup": 4.0},
+                 ("digits", "QSVM", "cpu", 200, 1, 2): {"accuracy": 0.92, "time_s": 6.0, "speedup": 1.0},
+                 ("digits", "QSVM", "numba", 200, 1, 2): {"accuracy": 0.93, "time_s": 1.0, "speedup": 6.0},
+                 ("digits", "QSVM", "cpu", 100, 1, 1): {"accuracy": 0.90, "time_s": 3.0, "speedup": 1.0},
+                 ("digits", "QSVM", "openmp", 100, 1, 1): {"accuracy": 0.91, "time_s": 1.0, "speedup": 3.0},
+                 ("fashion-mnist", "QSVM", "cpu", 100, 1, 2): {"accuracy": 0.60, "time_s": 10.0, "speedup": 1.0},
+                 ("fashion-mnist", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.62, "time_s": 4.0, "speedup": 2.5}}
+    # each QSVM run trained a sequential QCNN first: two runs per point, their own reference
+    qcnn_rows = {("digits", "QCNN", "sequential", 100, 1, 2):
+                 {"accuracy": 0.60, "time_s": 11.0, "speedup": (11 / 10 + 11 / 12) / 2, "runs": 2},
+                 ("digits", "QCNN", "sequential", 200, 1, 2):
+                 {"accuracy": 0.725, "time_s": 21.0, "speedup": (21 / 20 + 21 / 22) / 2, "runs": 2},
+                 ("digits", "QCNN", "sequential", 100, 1, 1):
+                 {"accuracy": 0.705, "time_s": 15.0, "speedup": (15 / 14 + 15 / 16) / 2, "runs": 2},
+                 ("fashion-mnist", "QCNN", "sequential", 100, 1, 2):
+                 {"accuracy": 0.41, "time_s": 32.0, "speedup": (32 / 30 + 32 / 34) / 2, "runs": 2}}
+    # the classical baselines of the two runs of one split are averaged; they have no speedup
+    baseline_rows = {("digits", "rbf_svm_embeddings", "classical", 100, 1, 2):
+                     {"accuracy": 0.80, "f1": 0.70, "time_s": 0.55, "speedup": np.nan, "runs": 2},
+                     ("digits", "rbf_svm_embeddings", "classical", 200, 1, 2):
+                     {"accuracy": 0.76, "time_s": 1.05, "speedup": np.nan, "runs": 2},
+                     ("digits", "rbf_svm_embeddings", "classical", 100, 1, 1):
+                     {"accuracy": 0.71, "time_s": 0.75, "speedup": np.nan, "runs": 2},
+                     ("fashion-mnist", "rbf_svm_embeddings", "classical", 100, 1, 2):
+                     {"accuracy": 0.51, "time_s": 1.6, "speedup": np.nan, "runs": 2}}
+    assert_rows(table, keys, {**qsvm_rows, **qcnn_rows, **baseline_rows})
+
+
+def test_training_modes_against_the_sequential_run_of_the_same_work(mode_runs):
+    modes = report.training_modes(mode_runs)
+    assert_rows(modes, ["dataset", "mode", "n_train", "folds", "threads"], {
+        ("digits", "sequential", 100, 2, 2): {"train_s": 10.0, "accuracy": 0.85, "f1": 0.75,
+                                              "speedup_vs_sequential": 1.0},
+        ("digits", "fold-parallel", 100, 2, 2): {"train_s": 5.0, "accuracy": 0.82, "speedup_vs_sequential": 2.0},
+        ("digits", "data-parallel", 100, 2, 2): {"train_s": 4.0, "accuracy": 0.78, "speedup_vs_sequential": 2.5},
+        ("digits", "sequential", 200, 2, 2): {"train_s": 20.0, "speedup_vs_sequential": 1.0},
+        ("digits", "fold-parallel", 200, 2, 2): {"train_s": 10.0, "speedup_vs_sequential": 2.0},
+        ("digits", "sequential", 100, 2, 1): {"train_s": 16.0, "speedup_vs_sequential": 1.0},
+        ("digits", "fold-parallel", 100, 2, 1): {"train_s": 8.0, "speedup_vs_sequential": 2.0},
+        ("digits", "sequential", 100, 1, 2): {"train_s": 3.0, "speedup_vs_sequential": 1.0},
+        ("fashion-mnist", "sequential", 100, 2, 2): {"train_s": 30.0, "speedup_vs_sequential": 1.0},
+        ("fashion-mnist", "fold-parallel", 100, 2, 2): {"train_s": 12.0, "accuracy": 0.62,
+                                                        "speedup_vs_sequential": 2.5},
+    })
+
+
+def gram_time(backend, n_qubits, threads, n):
+    """Fake Gram seconds whose slope against N differs for every (backend, n_qubits, threads)."""
+    scale = {"cpu": 1.0, "numba": 0.5, "openmp": 0.25}[backend] * 4.0 ** (n_qubits - 6) / threads
+    return 1e-7 * scale * n ** gram_slope(backend, n_qubits, threads)
+
+
+def gram_slope(backend, n_qubits, threads):
+    return 2.0 + {"cpu": 0.0, "numba": 0.02, "openmp": 0.04}[backend] + 0.01 * (n_qubits - 6) + 0.005 * threads
+
+
+GRAM_N = (100, 200, 400, 800)
+
+
+@pytest.fixture
+def gram_times(tmp_path):
+    for backend in ("cpu", "numba", "openmp"):
+        for threads in (1, 2):
+            table = pd.DataFrame([{"n_qubits": q, "n_samples": n, "gram_s": gram_time(backend, q, threads, n)}
+                                  for q in (6, 8) for n in GRAM_N])
+            fake_run(tmp_path, "gram-threads", f"{backend}-{threads}",
+                     {"stage": "gram-scaling", "backend": backend, "threads": threads}, tables={"gram_times": table})
+    return report.load_runs(tmp_path), report.gram_table(report.load_runs(tmp_path), tmp_path)
+
+
+def test_gram_slope_and_backend_speedup(gram_times, tmp_path):
     n = np.array([100, 200, 400, 800])
     assert report.fit_loglog_slope(n, 3e-8 * n**2) == pytest.approx(2.0)
     assert np.isnan(report.fit_loglog_slope([100], [1.0]))
-    for backend, factor in (("cpu", 1.0), ("numba", 0.25)):
-        table = pd.DataFrame({"n_qubits": 6, "n_samples": n, "gram_s": factor * 1e-7 * n**2})
-        fake_run(tmp_path, "gram", backend, {"stage": "gram-scaling", "backend": backend, "threads": 2},
-                 tables={"gram_times": table})
-    times = report.gram_table(report.load_runs(tmp_path), tmp_path)
-    assert set(times["backend"]) == {"cpu", "numba"}
-    assert report.gram_slopes(times)["slope"].to_numpy() == pytest.approx([2.0, 2.0])
-    speed = report.backend_speedup(times)
-    assert speed.loc[speed["backend"] == "numba", "speedup_vs_cpu"].to_numpy() == pytest.approx([4.0] * 4)
+    _, times = gram_times
+    assert len(times) == 3 * 2 * 2 * len(GRAM_N) and set(times["threads"]) == {1, 2}
+    groups = [(b, q, t) for b in ("cpu", "numba", "openmp") for q in (6, 8) for t in (1, 2)]
+    assert_rows(report.gram_slopes(times), ["backend", "n_qubits", "threads"],
+                {g: {"slope": gram_slope(*g), "largest_n": 800, "gram_s_largest": gram_time(*g, 800)}
+                 for g in groups})
+    # each backend against cpu at the same N, n_qubits and threads
+    assert_rows(report.backend_speedup(times), ["backend", "n_qubits", "threads", "n_samples"],
+                {(b, q, t, n): {"gram_s": gram_time(b, q, t, n), "cpu_s": gram_time("cpu", q, t, n),
+                                "speedup_vs_cpu": gram_time("cpu", q, t, n) / gram_time(b, q, t, n)}
+                 for b, q, t in groups for n in GRAM_N})
+    # a second cpu run of the same points (another grid): the reference is the median of both
+    table = pd.DataFrame([{"n_qubits": 6, "n_samples": n, "gram_s": 3 * gram_time("cpu", 6, 2, n)} for n in GRAM_N])
+    fake_run(tmp_path, "gram-scaling", "cpu-again", {"stage": "gram-scaling", "backend": "cpu", "threads": 2},
+             tables={"gram_times": table})
+    speed = report.backend_speedup(report.gram_table(report.load_runs(tmp_path), tmp_path))
+    numba = speed.set_index(["backend", "n_qubits", "threads", "n_samples"]).loc[("numba", 6, 2, 400)]
+    assert numba["cpu_s"] == pytest.approx(2 * gram_time("cpu", 6, 2, 400))
+    assert numba["speedup_vs_cpu"] == pytest.approx(2 * gram_time("cpu", 6, 2, 400) / gram_time("numba", 6, 2, 400))
+
+
+def test_threads_speedup_against_one_thread(gram_times, tmp_path):
+    # QCNN runs of grids named *threads*: (dataset, mode, threads, train_s)
+    for i, (dataset, mode, threads, train_s) in enumerate([
+            ("digits", "sequential", 1, 12.0), ("digits", "sequential", 2, 7.0), ("digits", "sequential", 2, 5.0),
+            ("digits", "sequential", 2, 4.5),
+            ("digits", "sequential", 4, 4.0), ("fashion-mnist", "sequential", 1, 20.0),
+            ("fashion-mnist", "sequential", 2, 10.0),
+            ("digits", "data-parallel", 2, 9.0)]):  # no 1-thread run of this mode: no speedup to show
+        fake_run(tmp_path, "threads", f"run{i}", qcnn(mode, train_s, threads=threads, dataset=dataset, folds=1))
+    fake_run(tmp_path, "sequential", "other-grid", qcnn("sequential", 100.0, threads=1, folds=1))  # not a threads grid
+    frame = report.load_runs(tmp_path)
+    speedup = report.threads_speedup(frame, report.gram_table(frame, tmp_path))
+    expected = {("QCNN sequential (digits)", 1): (12.0, 1.0), ("QCNN sequential (digits)", 2): (5.0, 2.4),
+                ("QCNN sequential (digits)", 4): (4.0, 3.0),
+                ("QCNN sequential (fashion-mnist)", 1): (20.0, 1.0),
+                ("QCNN sequential (fashion-mnist)", 2): (10.0, 2.0)}
+    for b in ("cpu", "numba", "openmp"):
+        for q in (6, 8):
+            for t in (1, 2):  # at the largest N only
+                expected[(f"Gram {b} n={q} N=800", t)] = (gram_time(b, q, t, 800),
+                                                          gram_time(b, q, 1, 800) / gram_time(b, q, t, 800))
+    assert_rows(speedup, ["what", "threads"],
+                {key: {"seconds": s, "speedup": v, "ideal": key[1], "efficiency": v / key[1]}
+                 for key, (s, v) in expected.items()})
+
+
+def test_sweep_table_per_dataset_and_swept_value(tmp_path):
+    # (grid, dataset, n_train, batch_size, accuracy, train_s)
+    for i, (grid, dataset, n_train, batch, acc, train_s) in enumerate([
+            ("dataset-size", "digits", 50, 16, 0.70, 2.0), ("dataset-size", "digits", 50, 16, 0.74, 4.0),
+            ("dataset-size", "digits", 50, 16, 0.72, 9.0), ("dataset-size", "digits", 200, 16, 0.90, 8.0),
+            ("dataset-size", "fashion-mnist", 50, 16, 0.60, 3.0),
+            ("batch-size", "digits", 160, 8, 0.85, 6.0), ("batch-size", "digits", 160, 32, 0.80, 3.0),
+            ("sequential", "digits", 50, 16, 0.10, 99.0)]):  # another grid: not in either sweep
+        fake_run(tmp_path, grid, f"run{i}", qcnn("sequential", train_s, acc, folds=1, threads=1, dataset=dataset,
+                                                 n_train=n_train, batch_size=batch))
+    frame = report.load_runs(tmp_path)
+    assert_rows(report.sweep_table(frame, "dataset-size", "n_train"), ["dataset", "n_train"], {
+        ("digits", 50): {"accuracy": 0.72, "f1": 0.62, "train_s": 4.0},
+        ("digits", 200): {"accuracy": 0.90, "train_s": 8.0},
+        ("fashion-mnist", 50): {"accuracy": 0.60, "train_s": 3.0}})
+    assert_rows(report.sweep_table(frame, "batch-size", "batch_size"), ["dataset", "batch_size"], {
+        ("digits", 8): {"accuracy": 0.85, "train_s": 6.0}, ("digits", 32): {"accuracy": 0.80, "train_s": 3.0}})
 
 
 def test_report_refuses_without_runs(tmp_path, capsys):
@@ -155,6 +349,7 @@ def smoke(tmp_path_factory):
     return summary, html, tmp
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 def test_smoke_sweep_completes_every_run(smoke):
     summary, _, tmp = smoke
     assert summary["failed"] == 0, summary["failures"]
@@ -165,6 +360,7 @@ def test_smoke_sweep_completes_every_run(smoke):
         assert (folder / "params.json").is_file()
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 def test_report_writes_figures_and_tables(smoke):
     _, html, tmp = smoke
     reports_dir = tmp / "reports"
@@ -182,6 +378,7 @@ def test_report_writes_figures_and_tables(smoke):
     assert "qmlnb-code-toggle" in text
 
 
+@pytest.mark.slow  # a real sweep: left out of `make mutate`
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/run installs it)")
 def test_html_renders_tables_and_images_in_headless_chromium(smoke, tmp_path):
     _, html, _ = smoke
