@@ -7,6 +7,7 @@ small files written here in the official formats.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -586,11 +587,18 @@ def local_server(tmp_path):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    with _serve(Quiet) as url:
+        yield served, url
+
+
+@contextlib.contextmanager
+def _serve(handler):
+    """A threaded http.server on 127.0.0.1 with ``handler``; yields its base URL, stops it on exit."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -726,15 +734,8 @@ def tricky_server():
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tricky)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with _serve(Tricky) as url:
+        yield url
 
 
 def test_fetch_refuses_a_redirect_to_another_host(tricky_server, tmp_path):
