@@ -13,9 +13,9 @@ BENCHES = {
     "scale": "qmlnb.bench.scale",
 }
 COMMANDS = {
-    "sweep": "qmlnb.sweep",
-    "report": "qmlnb.report",
-    "download": "qmlnb.datasets.download",
+    "sweep": "qmlnb.lab.sweep",
+    "report": "qmlnb.lab.report",
+    "download": "qmlnb.data.download",
 }
 
 

@@ -30,9 +30,9 @@ import scipy.io
 from qmlnb.data import (DATASETS, ChecksumError, CorruptDataError, DataNotFoundError, DownloadError, Splits,
                         data_dir, download, load_splits, read_cifar_batch, read_dataset, read_idx, read_svhn_mat,
                         stratified_split)
-from qmlnb.datasets import catalog
-from qmlnb.datasets.download import check_url, fetch
-from qmlnb.datasets.readers import read_cifar_label_names
+from qmlnb.data import catalog
+from qmlnb.data.download import check_url, fetch
+from qmlnb.data.readers import read_cifar_label_names
 
 FASHION_N = 4443
 

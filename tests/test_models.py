@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from qmlnb.models import HybridQCNN
-from qmlnb.quantum_layer import (TorchQCNN, apply_two_qubit, conv_matrices, init_weights, levels, pennylane_qcnn,
-                                 pool_matrices, readout_wire)
+from qmlnb.qcnn.model import HybridQCNN
+from qmlnb.qcnn.circuit import (TorchQCNN, apply_two_qubit, conv_matrices, init_weights, levels, pennylane_qcnn,
+                                pool_matrices, readout_wire)
 
 IMAGE = (1, 8, 8)
 

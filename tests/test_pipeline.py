@@ -10,10 +10,10 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-import qmlnb.pipeline as pipeline_module
-from qmlnb.baselines import BASELINES, fit_baseline, run_baselines
+import qmlnb.qsvm.pipeline as pipeline_module
+from qmlnb.qsvm.baselines import BASELINES, fit_baseline, run_baselines
 from qmlnb.data import load_splits
-from qmlnb.pipeline import embed, run_qsvm_experiment
+from qmlnb.qsvm.pipeline import embed, run_qsvm_experiment
 
 N_QUBITS = 4
 SVM = dict(bandwidths=(0.1, 0.5), Cs=(0.1, 1.0, 10.0))
@@ -60,7 +60,7 @@ def test_embed_batches_like_one_call(digits, stand_in):
 
 
 def test_result_layout(result, digits):
-    assert set(result) >= {"dataset", "qcnn", "qsvm", "baselines", "timings", "gram_backend", "environment"}
+    assert set(result) >= {"dataset", "qcnn", "qsvm", "baselines", "timings", "gram_backend"}
     assert result["gram_backend"] == "cpu"
     assert result["dataset"]["n_train"] == len(digits.y_train)
     assert set(result["baselines"]) == set(BASELINES)
@@ -86,7 +86,7 @@ def test_models_classify_digits(result):
 def test_qsvm_metrics_match_a_direct_fit(result, digits, stand_in):
     """The pipeline's numbers are those of QuantumKernelSVC on the same embeddings."""
     from qmlnb.metrics import classification_metrics
-    from qmlnb.svm import QuantumKernelSVC
+    from qmlnb.qsvm.svm import QuantumKernelSVC
 
     E_train = embed(stand_in.model, digits.X_train)
     E_test = embed(stand_in.model, digits.X_test)
@@ -136,7 +136,7 @@ def test_bad_baseline_input(digits):
 
 # ---------------------------------------------------------------- with the real QCNN
 def test_pipeline_trains_the_qcnn(digits):
-    from qmlnb.train import TrainConfig
+    from qmlnb.qcnn.train import TrainConfig
 
     config = TrainConfig(n_qubits=N_QUBITS, epochs=1, batch_size=32, progress=False)
     result = run_qsvm_experiment(digits, config, SVM, baselines=("logreg_embeddings",), cv=3)

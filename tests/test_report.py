@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from qmlnb import cli, experiments, report, runs, sweep
+from qmlnb import cli
+from qmlnb.lab import report, runs, sweep, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def fake_run(runs_dir, grid, name, metrics, status=runs.COMPLETE, params=None, tables=None):
     folder = runs_dir / grid / name
-    experiments.save_run(folder, params or {}, metrics, tables)
+    tasks.save_run(folder, params or {}, metrics, tables)
     runs.write_status(folder, status)
     return folder
 
@@ -290,12 +291,12 @@ def runs_with_a_corrupt_one(tmp_path):
     """A readable complete QCNN run beside a complete run whose metrics.json is corrupt."""
     scores = {"accuracy": 0.75, "f1": 0.75, "roc_auc": 0.75, "balanced_accuracy": 0.75}
     good = tmp_path / "runs" / "modes" / "good"
-    experiments.save_run(good, {"n_train": 40}, {"stage": "qcnn", "dataset": "digits", "mode": "sequential",
+    tasks.save_run(good, {"n_train": 40}, {"stage": "qcnn", "dataset": "digits", "mode": "sequential",
                                                  "folds": 1, "threads": 1, "n_train": 40, "qcnn": scores,
                                                  "timings": {"train_s": 2.0}})
     runs.write_status(good, runs.COMPLETE)
     bad = tmp_path / "runs" / "modes" / "corrupt"
-    experiments.save_run(bad, {"n_train": 80}, {"stage": "qcnn"})
+    tasks.save_run(bad, {"n_train": 80}, {"stage": "qcnn"})
     (bad / "metrics.json").write_text('{"stage": "qcnn", "qcnn": {"accur')  # e.g. edited by hand, a bad disk
     runs.write_status(bad, runs.COMPLETE)
     return tmp_path, good, bad

@@ -11,32 +11,33 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qmlnb import runs
+from qmlnb.lab import runs
+from qmlnb import _util
 
 
 def test_atomic_write_json_round_trip_and_no_temporaries(tmp_path):
-    path = runs.atomic_write_json(tmp_path / "sub" / "m.json", {"a": np.float32(1.5), "b": np.arange(3), "c": float("nan")})
+    path = _util.atomic_write_json(tmp_path / "sub" / "m.json", {"a": np.float32(1.5), "b": np.arange(3), "c": float("nan")})
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": None}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    path = runs.atomic_write_text(tmp_path / "metrics.json", "old")
+    path = _util.atomic_write_text(tmp_path / "metrics.json", "old")
 
     def crash(*args):
         raise KeyboardInterrupt  # e.g. the sweep is killed between write and rename
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        runs.atomic_write_text(path, "new")
+        _util.atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
 def test_unserialisable_json_is_refused_before_touching_the_file(tmp_path):
-    path = runs.atomic_write_json(tmp_path / "p.json", {"ok": 1})
+    path = _util.atomic_write_json(tmp_path / "p.json", {"ok": 1})
     with pytest.raises(TypeError):
-        runs.atomic_write_json(path, {"bad": object()})
+        _util.atomic_write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
 
 
@@ -133,7 +134,8 @@ def test_run_lock_is_exclusive_across_processes_and_names_its_holder(tmp_path):
         assert busy.value.pid == os.getpid()
     holder = subprocess.Popen(  # another process holds it, as a second sweep would
         [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.write(fd, str(os.getpid()).encode()); "
+         "print('locked', flush=True); "
          "time.sleep(600)", str(run / runs.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
@@ -148,14 +150,14 @@ def test_run_lock_is_exclusive_across_processes_and_names_its_holder(tmp_path):
 
 
 def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
-    path = runs.atomic_write_text(tmp_path / "status.json", "old")
+    path = _util.atomic_write_text(tmp_path / "status.json", "old")
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write to a full disk raises: no file name
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as err:
-        runs.atomic_write_text(path, "new")
+        _util.atomic_write_text(path, "new")
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
 
@@ -164,7 +166,7 @@ def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from qmlnb.runs import UMASK, atomic_write_text
+    from qmlnb._util import UMASK, atomic_write_text
 
     path = atomic_write_text(tmp_path / "summary.html", "<html></html>")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~UMASK

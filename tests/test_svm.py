@@ -10,9 +10,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.svm import SVC
 
-import qmlnb.svm as svm_module
+import qmlnb.qsvm.svm as svm_module
 from qmlnb.kernels import UnknownBackendError, available_backends, gram
-from qmlnb.svm import QuantumKernelSVC, cross_validate_C, fit_precomputed, kernel_target_alignment
+from qmlnb.qsvm.svm import QuantumKernelSVC, cross_validate_C, fit_precomputed, kernel_target_alignment
 
 N_QUBITS = 4
 SMALL = dict(n_qubits=N_QUBITS, bandwidths=(0.1, 0.5), Cs=(0.1, 1.0, 10.0), cv=3)

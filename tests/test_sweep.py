@@ -16,7 +16,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from qmlnb import cli, report, runs, sweep
+from qmlnb import cli
+from qmlnb.lab import report, runs, sweep
+from qmlnb import _util
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # the real one: the fake_papermill fixture replaces sys.executable
@@ -25,16 +27,16 @@ PYTHON = sys.executable  # the real one: the fake_papermill fixture replaces sys
 PARAMS = 'a = 1\nscale = 0.5\nname = "x"\nflag = False\nthreads = 0\nfail = False\nskip = False\nsizes = [1, 2]\nbackend = "cpu"\nsleep = 0.0\n'
 BODY = """
 import os, pathlib, time
-from qmlnb import experiments
+from qmlnb.lab import tasks
 if os.environ.get("TOY_SLOW"):
     pathlib.Path("kernel.pid").write_text(str(os.getpid()))  # the kernel is running this point
     time.sleep(sleep)
 if skip:
-    raise experiments.RunSkipped("no data here")
+    raise tasks.RunSkipped("no data here")
 if fail:
     raise RuntimeError(f"planned failure a={a}")
-folder = experiments.run_dir("toy")
-experiments.save_run(folder, dict(a=a, scale=scale, name=name, threads=threads),
+folder = tasks.run_dir("toy")
+tasks.save_run(folder, dict(a=a, scale=scale, name=name, threads=threads),
                      {"stage": "toy", "omp": os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd(),
                       "pid": os.getpid()})
 """
@@ -489,7 +491,7 @@ def test_a_full_disk_gives_a_failed_run_naming_enospc_and_the_path(tmp_path, toy
                                                                     failing):
     s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="full"), tmp_path / "runs")
     folder = s.run_dir({"a": 1})
-    real_replace, real_write = os.replace, runs.atomic_write_bytes
+    real_replace, real_write = os.replace, _util.atomic_write_bytes
 
     def replace(src, dst):  # the move of the executed notebook into place
         if failing == "final notebook" and str(dst).endswith("toy.ipynb"):
@@ -504,7 +506,7 @@ def test_a_full_disk_gives_a_failed_run_naming_enospc_and_the_path(tmp_path, toy
         return real_write(path, data)
 
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(runs, "atomic_write_bytes", write)
+    monkeypatch.setattr(_util, "atomic_write_bytes", write)
     summary = sweep.run_sweeps([s], cores=2, progress=False)  # no OSError traceback out of the sweep
     failed_at = folder / ("toy.ipynb" if failing == "final notebook" else runs.STATUS_FILE)
     assert summary["failures"] == [(str(folder), f"ENOSPC (No space left on device): {failed_at}")]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from qmlnb.data import load_splits
-from qmlnb.train import (CheckpointMismatchError, TrainConfig, available_cores, evaluate, load_checkpoint,
-                         save_checkpoint, train_qcnn)
+from qmlnb.qcnn.train import (CheckpointMismatchError, TrainConfig, available_cores, evaluate, load_checkpoint,
+                              save_checkpoint, train_qcnn)
 
 # 8x8 digits, 3 vs 8: tiny, real, and embedded (no files needed)
 TINY = dict(n_qubits=4, epochs=3, batch_size=16, threads=1, progress=False)
@@ -49,7 +49,7 @@ def test_learns_digits_and_reports_test_metrics(digits):
 
 def test_quantum_weights_get_gradients_and_change_in_training(small):
     result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 1, "patience": None}))
-    from qmlnb.train import build_model, fold_data
+    from qmlnb.qcnn.train import build_model, fold_data
 
     initial = build_model(fold_data(small, result.config)[0], result.config)
     for name in ("conv", "pool"):
@@ -73,7 +73,7 @@ def test_learning_rate_is_annealed(small):
 
 
 def test_early_stopping_keeps_the_best_epoch(small, monkeypatch):
-    from qmlnb import train
+    from qmlnb.qcnn import train
 
     # scripted validation F1: the best epoch (3) is unique and neither the first nor the last; with patience 2
     # the dip at epoch 1 is forgiven by epoch 2's improvement, and training stops after epoch 5, before
@@ -298,6 +298,6 @@ def test_callbacks_only_in_sequential_mode(small):
 
 
 def HybridQCNN_from(splits):
-    from qmlnb.models import HybridQCNN
+    from qmlnb.qcnn.model import HybridQCNN
 
     return HybridQCNN(splits.image_shape, len(splits.classes), n_qubits=4)

@@ -190,8 +190,8 @@ def run(args) -> int:
     import torch
 
     from ..kernels.backends.torch_cuda import probe
-    from ..provenance import environment
-    from ..runs import atomic_write_json
+    from ..lab.provenance import environment
+    from .._util import atomic_write_json
 
     cases = parse_cases(args.cases)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

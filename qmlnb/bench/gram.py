@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..kernels import FeatureMap, available_backends, gram
-from ..provenance import environment
-from ..runs import atomic_write_json
+from ..lab.provenance import environment
+from .._util import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,8 @@ Three sections, each compared in the same run with what a user would
 otherwise do:
 
 - ``simulator``: training samples per second (forward, cross-entropy,
-  backward, Adam step: ``qmlnb.train.training_step`` with the optimiser of
-  ``qmlnb.train.make_optimizer``, the step ``train_qcnn`` takes) of
+  backward, Adam step: ``qmlnb.qcnn.train.training_step`` with the optimiser of
+  ``qmlnb.qcnn.train.make_optimizer``, the step ``train_qcnn`` takes) of
   ``HybridQCNN(simulator="torch")`` against the same
   model with PennyLane's ``qml.qnn.TorchLayer`` (default.qubit, backprop),
   n_qubits=8, batch 64, 28x28 images; and the quantum layer alone
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from ..models import HybridQCNN
-from ..provenance import environment
-from ..train import TrainConfig, available_cores, make_optimizer, train_qcnn, training_step
+from ..qcnn.model import HybridQCNN
+from ..lab.provenance import environment
+from ..qcnn.train import TrainConfig, available_cores, make_optimizer, train_qcnn, training_step
 
 TARGETS = {"simulator_speedup": 20.0, "two_process_speedup": 1.6, "fashion_mnist_balanced_accuracy": 0.95,
            "fashion_mnist_seconds": 180.0}

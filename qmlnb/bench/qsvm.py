@@ -27,9 +27,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 
 from ..kernels import available_backends, gram
-from ..provenance import environment
-from ..runs import atomic_write_json
-from ..svm import DEFAULT_CS, QuantumKernelSVC, cross_validate_C, stratified_folds
+from ..lab.provenance import environment
+from .._util import atomic_write_json
+from ..qsvm.svm import DEFAULT_CS, QuantumKernelSVC, cross_validate_C, stratified_folds
 from .gram import median_seconds
 
 DEFAULT_CASES = ("3,8:all", "1,3,5,8:1000")
@@ -106,8 +106,8 @@ def compare_c_search(fm, backend: str, Cs, E_train, y_train, cv: int, seed: int)
 
 def run_case(args, classes, n_train, names) -> dict:
     from ..data import load_splits
-    from ..pipeline import embed, run_qsvm_experiment
-    from ..train import TrainConfig, train_qcnn
+    from ..qsvm.pipeline import embed, run_qsvm_experiment
+    from ..qcnn.train import TrainConfig, train_qcnn
 
     splits = load_splits(args.dataset, classes=classes, n_train=n_train, seed=args.seed, data_dir=args.data_dir)
     print(f"case {splits}", flush=True)
@@ -160,7 +160,6 @@ def run_case(args, classes, n_train, names) -> dict:
     print(f"  C search: one Gram + slices {c_search['one_gram_sliced_s']:.2f} s, GridSearchCV with a callable "
           f"kernel {c_search['gridsearchcv_callable_kernel_s']:.2f} s -> {c_search['speedup']:.1f}x", flush=True)
 
-    result.pop("environment")  # once per file, not per case
     return {
         "classes": list(classes), "n_train_requested": n_train, "best_backend": best,
         "pipeline": result, "gram": grams, "c_search": c_search,

@@ -39,8 +39,8 @@ import numpy as np
 
 from ..kernels import FeatureMap, gram
 from ..kernels.out_of_core import sidecar_paths
-from ..provenance import environment
-from ..runs import atomic_write_json
+from ..lab.provenance import environment
+from .._util import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

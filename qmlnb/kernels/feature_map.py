@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import check_embeddings, check_fits_in_memory, check_positive_int
+from .validation import check_embeddings, check_fits_in_memory
+from .._util import check_positive_int
 
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")

@@ -3,16 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..provenance import available_cores as default_threads
+from .._util import available_cores as default_threads
 from .registry import get_backend
-from .validation import (
-    MAX_THREADS,
-    check_fits_in_memory,
-    check_positive_int,
-    check_states,
-    check_threads,
-    check_unit_rows,
-)
+from .validation import MAX_THREADS, check_fits_in_memory, check_states, check_threads, check_unit_rows
+from .._util import check_positive_int
 
 OUTPUT_DTYPES = (np.float32, np.float64)
 

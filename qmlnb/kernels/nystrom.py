@@ -20,14 +20,8 @@ from .feature_map import FeatureMap
 from .gram import gram
 from .registry import get_backend
 from .tiling import tile_pairs
-from .validation import (
-    MAX_THREADS,
-    check_embeddings,
-    check_positive_int,
-    check_states,
-    check_threads,
-    check_unit_rows,
-)
+from .validation import MAX_THREADS, check_embeddings, check_states, check_threads, check_unit_rows
+from .._util import check_positive_int
 
 LANDMARK_METHODS = ("uniform", "kmeans++")
 

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import atomic_write_bytes
+from .._util import atomic_write_bytes
 from .tiling import tile_pairs
 from .validation import check_fits_in_memory
 

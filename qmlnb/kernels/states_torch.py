@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .feature_map import FeatureMap, hadamard_matrix
-from .validation import check_embeddings, check_positive_int
+from .validation import check_embeddings
+from .._util import check_positive_int
 
 # float64 phases dominate the work space: B * 2**n * 8 bytes per batch
 DEFAULT_BATCH_BYTES = 256 << 20

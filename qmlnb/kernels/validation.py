@@ -5,10 +5,11 @@ never leaves half-done work behind.
 """
 from __future__ import annotations
 
-import numbers
 import os
 
 import numpy as np
+
+from .._util import check_positive_int
 
 # Threads one call may ask for.  More only oversubscribe the cores, and an
 # OpenMP runtime asked for tens of thousands of threads crashes the process
@@ -39,13 +40,6 @@ def check_fits_in_memory(nbytes: int, what: str, *, fraction: float = 0.8) -> No
             f"of memory is available (limit {fraction:.0%} of it); use fewer samples, "
             "fewer qubits, or gram(..., out=path) to write the matrix to disk"
         )
-
-
-def check_positive_int(value, name: str) -> int:
-    """An int > 0 (bools refused), else a ValueError naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_threads(value, name: str = "n_threads") -> int:

@@ -31,7 +31,8 @@ import numpy as np
 from ..multi_gpu import gram_tiles_on_devices
 from ..registry import BackendUnavailableError
 from ..tiling import tile_pairs
-from ..validation import InsufficientMemoryError, check_positive_int, check_states, check_unit_norms
+from ..validation import InsufficientMemoryError, check_states, check_unit_norms
+from ..._util import check_positive_int
 
 INSTALL = (
     "install a CUDA build of torch on a machine with an NVIDIA GPU and driver "

@@ -28,7 +28,7 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.validation import check_array, check_X_y
 from tqdm.auto import tqdm
 
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 from .svm import check_labels, stratified_folds
 
 # name -> (input: "embeddings" | "pixels", what it is)

@@ -14,13 +14,13 @@ A grid file (``params/*.yaml``)::
 Each point runs in its own folder ``runs/<name>/<run>/`` (papermill ``cwd``), with
 OMP/MKL/OpenBLAS/Numba thread counts set in the kernel's environment and passed as
 the notebook's ``threads`` parameter.  ``<name>`` must be one plain folder name;
-``<run>`` is :func:`qmlnb.runs.run_name` of the point (readable, plus a hash of the
+``<run>`` is :func:`qmlnb.lab.runs.run_name` of the point (readable, plus a hash of the
 exact parameters).  A run is complete only for the same point and the same notebook
 (path and SHA-256); complete runs are skipped on a re-run, failed and interrupted
 ones are redone.  Everything is checked before the first run starts.
 
 Safe to run twice at once on one runs folder: each point is run under the run
-folder's lock (:class:`qmlnb.runs.RunLock`), and a point another live sweep holds is
+folder's lock (:class:`qmlnb.lab.runs.RunLock`), and a point another live sweep holds is
 counted "busy" and left alone.  Each papermill process leads its own process group
 (its kernel, its own session); SIGTERM or SIGINT of the sweep stops them all and marks
 their runs interrupted.  A papermill process that outlives a SIGKILLed sweep still
@@ -51,8 +51,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import runs
-from .provenance import available_cores
-from .experiments import THREAD_ENV_VARS, RunSkipped
+from .._util import available_cores
+from .tasks import RunSkipped, THREAD_ENV_VARS
+from .. import _util
 
 DATA_DIR_ENV = "QMLNB_DATA_DIR"
 SKIP_EXCEPTION = RunSkipped.__name__  # raised inside a notebook: the run does not apply here (data, backend)
@@ -429,7 +430,7 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
         parameters["threads"] = threads
     record = {"params": parameters, **sweep.identity(point)}
     # the exact parameters, also for a run that fails early; the notebook may rewrite it with all of its own
-    runs.atomic_write_json(run_dir / runs.PARAMS_FILE, parameters)
+    _util.atomic_write_json(run_dir / runs.PARAMS_FILE, parameters)
     runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
@@ -501,7 +502,7 @@ def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_clien
     paths are made absolute here.  A task that fails outside papermill
     (e.g. its worker died more often than Dask retries) counts as a failed run.
     """
-    from .kernels.distributed import run_on_dask
+    from ..kernels.distributed import run_on_dask
 
     portable, data_dir = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve()), default_data_dir()
     items = [(portable, point, threads, data_dir) for point, threads in pending]
@@ -519,7 +520,7 @@ def backend_unusable(point: dict) -> str | None:
     name = point.get("backend")
     if not isinstance(name, str):
         return None
-    from .kernels import available_backends
+    from ..kernels import available_backends
 
     usable, reason = available_backends().get(name, (True, ""))
     return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
@@ -589,7 +590,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
     local papermill processes, mark their runs interrupted and raise
     :class:`SweepInterrupted`.
     """
-    from .kernels.distributed import connect
+    from ..kernels.distributed import connect
 
     summary = {"complete": 0, "already_complete": 0, "skipped": 0, "failed": 0, "busy": 0, "interrupted": 0,
                "failures": [], "skips": [], "busy_runs": []}

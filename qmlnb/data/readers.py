@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import ENV_VAR, CorruptDataError, DataNotFoundError, dataset_folder, dataset_info
+from .catalog import CorruptDataError, DataNotFoundError, ENV_VAR, dataset_folder, dataset_info
 
 IDX_UBYTE = 0x08  # the only IDX element type Fashion-MNIST uses
 

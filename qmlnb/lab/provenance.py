@@ -8,6 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from .._util import available_cores
+
 PACKAGES = ("qmlnb", "numpy", "scipy", "torch", "pennylane", "numba", "scikit-learn", "dask", "papermill")
 
 
@@ -21,14 +23,6 @@ def git_commit(path: str | os.PathLike | None = None) -> dict:
         return {"commit": sha, "dirty": bool(status.strip())}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity on Linux)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_model() -> str:

@@ -11,11 +11,10 @@ checksums, when online; ``docs/data.md`` says where to put them by hand.
     splits.X_train  # float32 (N, 1, 28, 28), normalised with the training split's statistics
     splits.y_train  # int64 (N,), 0 = Dress, 1 = Bag
 """
-from .datasets.catalog import (DATASETS, DEFAULT_CLASSES, CorruptDataError, DataNotFoundError, data_dir,
-                               dataset_info)
-from .datasets.download import ChecksumError, DownloadError, download
-from .datasets.readers import read_cifar_batch, read_dataset, read_idx, read_svhn_mat
-from .datasets.splits import Splits, load_splits, stratified_split
+from .catalog import CorruptDataError, DATASETS, DEFAULT_CLASSES, DataNotFoundError, data_dir, dataset_info
+from .download import ChecksumError, DownloadError, download
+from .readers import read_cifar_batch, read_dataset, read_idx, read_svhn_mat
+from .splits import Splits, load_splits, stratified_split
 
 __all__ = [
     "DATASETS", "DEFAULT_CLASSES", "ChecksumError", "CorruptDataError", "DataNotFoundError", "DownloadError",

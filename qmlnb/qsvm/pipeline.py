@@ -6,7 +6,7 @@ with the quantum-kernel SVM, and score classical baselines on the same split.
     same split --baselines--> RBF SVM / logistic regression / linear SVM on pixels
 
 >>> from qmlnb.data import load_splits
->>> from qmlnb.train import TrainConfig
+>>> from qmlnb.qcnn.train import TrainConfig
 >>> result = run_qsvm_experiment(load_splits("digits"), TrainConfig(), {"backend": "cpu"})
 >>> result["qsvm"]["metrics"]["balanced_accuracy"], result["timings"]
 """
@@ -17,9 +17,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import provenance
 from .baselines import BASELINES, run_baselines
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 from .svm import QuantumKernelSVC
 
 
@@ -65,14 +64,14 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
     splits : ``qmlnb.data.Splits``
         X_* float32 (N, C, H, W), y_* int64 (N,) in 0..k-1.  The SVM and the
         baselines train on ``X_train`` and are scored on ``X_test``, like the QCNN.
-    train_config : ``qmlnb.train.TrainConfig``
+    train_config : ``qmlnb.qcnn.train.TrainConfig``
         Passed to ``train_qcnn``; ignored when ``trained`` is given.
     svm_params : dict
         ``QuantumKernelSVC`` parameters (``n_qubits`` defaults to the
         embedding width; ``backend``, ``bandwidth``, ``C``, ...).
     trained : ``TrainResult``, optional
         An already trained QCNN (``.model``, ``.metrics``, ``.timings``): skips training.
-    baselines : names from ``qmlnb.baselines.BASELINES`` (empty: none).
+    baselines : names from ``qmlnb.qsvm.baselines.BASELINES`` (empty: none).
     cv : folds of every hyperparameter search (default: ``svm_params["cv"]`` or 5).
 
     Returns
@@ -83,7 +82,7 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
       ``baselines``: {name: {"metrics", "timings", "params", "description"}};
       ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
       svm_fit, predict, baselines and total;
-      ``gram_backend``, ``dataset`` (name, classes, sizes) and ``environment``.
+      ``gram_backend`` and ``dataset`` (name, classes, sizes); the caller records the environment.
     """
     svm_params = check_svm_params(svm_params)
     unknown = [name for name in baselines if name not in BASELINES]
@@ -96,7 +95,7 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
     start = time.perf_counter()
 
     if trained is None:
-        from .train import train_qcnn
+        from ..qcnn.train import train_qcnn
 
         trained = train_qcnn(splits, train_config)
     t_trained = time.perf_counter()
@@ -150,5 +149,4 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "total": t_end - start,
         },
         "gram_backend": clf.backend,
-        "environment": provenance.environment(),
     }

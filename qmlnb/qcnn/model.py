@@ -4,7 +4,7 @@
       -> CNN: adaptive average pool to 7x7, Conv(C->16, 3x3, stride 2) ReLU,
               flatten (B, 144)
       -> Linear(144 -> n_qubits), angles = pi * tanh(.)   (B, n_qubits)  == model.embed(x)
-      -> QCNN circuit (qmlnb.quantum_layer): RY angle encoding, log2(n) levels
+      -> QCNN circuit (qmlnb.qcnn.circuit): RY angle encoding, log2(n) levels
          of convolution + pooling, <Z> of the last wire            (B, 1)
       -> Linear(1 -> n_classes)                                     (B, n_classes) logits
 
@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .quantum_layer import check_n_qubits, init_weights, make_quantum_layer
+from .circuit import check_n_qubits, init_weights, make_quantum_layer
 
 SIMULATOR_NAMES = ("torch", "pennylane")
 

@@ -1,7 +1,7 @@
 """What each notebook runs, as functions, so the notebooks stay a parameters cell and a few calls.
 
 Every experiment returns plain data (dicts of metrics, pandas tables); ``save_run``
-writes them into the run folder with ``qmlnb.runs``' atomic writes:
+writes them into the run folder with ``qmlnb.lab.runs``' atomic writes:
 ``params.json``, the tables as CSV, then ``metrics.json`` (with
 ``provenance.environment()``).  The sweep writes the final ``status.json``.
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import provenance, runs
+from .. import _util
 
 RUN_DIR_ENV = "QMLNB_RUN_DIR"  # set by `qmlnb sweep` to the run's folder
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -56,7 +57,7 @@ def set_threads(threads: int) -> int:
     """
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"threads must be a non-negative integer (0 = all cores), got {threads!r}")
-    threads = int(threads) or provenance.available_cores()
+    threads = int(threads) or _util.available_cores()
     for var in THREAD_ENV_VARS:
         os.environ.setdefault(var, str(threads))
     from threadpoolctl import threadpool_limits
@@ -75,20 +76,20 @@ def save_run(folder: str | os.PathLike, params: dict, metrics: dict, tables: dic
     """Write ``params.json``, each table as ``<name>.csv`` and, last, ``metrics.json`` (all atomic).
 
     ``metrics`` gets an ``environment`` entry (machine, versions, git commit, time)
-    from :func:`qmlnb.provenance.environment`.
+    from :func:`qmlnb.lab.provenance.environment`.
     """
     folder = Path(folder)
-    runs.atomic_write_json(folder / runs.PARAMS_FILE, params)
+    _util.atomic_write_json(folder / runs.PARAMS_FILE, params)
     for name, table in (tables or {}).items():
         runs.write_table(folder / f"{name}.csv", pd.DataFrame(table))
-    runs.atomic_write_json(folder / runs.METRICS_FILE, {**metrics, "environment": provenance.environment()})
+    _util.atomic_write_json(folder / runs.METRICS_FILE, {**metrics, "environment": provenance.environment()})
     return folder
 
 
 # ---------------------------------------------------------------------- data
 def load_data(dataset: str, classes=(3, 8), n_train: int | None = None, seed: int = 0, grayscale: bool = False):
     """``qmlnb.data.load_splits`` with absent files turned into :class:`RunSkipped` (data dir: ``$QMLNB_DATA_DIR``)."""
-    from .data import DataNotFoundError, load_splits
+    from ..data import DataNotFoundError, load_splits
 
     try:
         return load_splits(dataset, classes=None if classes is None else tuple(classes), n_train=n_train or None, seed=seed, grayscale=grayscale)
@@ -118,7 +119,7 @@ def pca_angles(X_fit: np.ndarray, *others: np.ndarray, n_components: int) -> lis
 
 def check_backend(backend: str) -> None:
     """Raise :class:`RunSkipped` when a known Gram backend cannot run here (unknown names stay errors)."""
-    from .kernels import available_backends
+    from ..kernels import available_backends
 
     status = available_backends()
     if backend not in status:
@@ -155,7 +156,7 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
     """
     from tqdm.auto import tqdm
 
-    from .kernels import FeatureMap, gram
+    from ..kernels import FeatureMap, gram
 
     check_backend(backend)
     sizes = sorted(int(n) for n in sizes)
@@ -202,7 +203,7 @@ def explore(dataset: str = "digits", classes=(3, 8), n_samples: int = 120, n_qub
     """
     import pennylane as qml
 
-    from .kernels import FeatureMap, gram
+    from ..kernels import FeatureMap, gram
 
     check_backend(backend)
     splits = load_data(dataset, classes=classes, seed=seed, grayscale=True)
@@ -247,7 +248,7 @@ def train_config(*, threads: int, mode: str = "sequential", workers: int = 2, fo
     ``threads`` is the run's total (0: all cores); each of the mode's processes
     gets ``threads // processes`` torch threads.
     """
-    from .train import TrainConfig
+    from ..qcnn.train import TrainConfig
 
     total = set_threads(threads)
     probe = TrainConfig(mode=mode, workers=workers, folds=folds, **fields)
@@ -281,7 +282,7 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     Returns (metrics dict with ``qcnn`` test scores and ``timings.train_s``,
     {"history": per-epoch table, "folds": per-fold table}).
     """
-    from .train import train_qcnn
+    from ..qcnn.train import train_qcnn
 
     cfg = train_config(threads=threads, mode=mode, workers=workers, folds=folds, n_qubits=n_qubits, epochs=epochs,
                        batch_size=batch_size, lr=lr, patience=patience or None, seed=seed, progress=progress)
@@ -306,8 +307,8 @@ def kernel_sample(model, splits, params: dict, backend: str, n: int = 80) -> pd.
     Uses the trained model's embeddings and the SVM's chosen feature map
     (``params``: n_qubits, reps, entanglement, kind, bandwidth) -- the kernel the SVM saw.
     """
-    from .kernels import FeatureMap, gram
-    from .pipeline import embed
+    from ..kernels import FeatureMap, gram
+    from ..qsvm.pipeline import embed
 
     y = splits.y_train[:n]
     order = np.argsort(y, kind="stable")
@@ -328,9 +329,9 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
     Returns (metrics with ``qcnn``, ``qsvm`` and ``baselines.<name>`` scores
     and ``timings`` (train_s, gram_s, ...), {"kernel_sample": Gram table, "timings": one row}).
     """
-    from .baselines import BASELINES
-    from .pipeline import run_qsvm_experiment
-    from .train import train_qcnn
+    from ..qsvm.baselines import BASELINES
+    from ..qsvm.pipeline import run_qsvm_experiment
+    from ..qcnn.train import train_qcnn
 
     check_backend(backend)  # before training: a backend that cannot run here skips the run
     cfg = train_config(threads=threads, n_qubits=n_qubits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

@@ -1,7 +1,7 @@
 """Training the hybrid QCNN: sequential, fold-parallel or data-parallel.
 
     from qmlnb.data import load_splits
-    from qmlnb.train import TrainConfig, train_qcnn
+    from qmlnb.qcnn.train import TrainConfig, train_qcnn
     result = train_qcnn(load_splits("fashion-mnist", classes=(3, 8)), TrainConfig(epochs=10))
     result.metrics        # held-out test split: accuracy, f1, roc_auc, balanced_accuracy
     result.model.embed(x) # the trained (B, n_qubits) embedding
@@ -13,7 +13,7 @@ training and validation splits are pooled and cut into stratified folds; each
 fold trains on the others and validates on itself; the fold with the best
 validation F1 gives ``result.model``.  The test split is never trained or
 selected on.  The process-level parts (process pool, torch.distributed) are in
-:mod:`qmlnb.parallel`.
+:mod:`qmlnb.qcnn.parallel`.
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .metrics import classification_metrics
-from .provenance import available_cores
-from .models import SIMULATOR_NAMES, HybridQCNN
-from .quantum_layer import check_n_qubits
-from .runs import atomic_write_bytes  # the one atomic, fsynced writer (kernels.out_of_core uses it too)
+from ..metrics import classification_metrics
+from .._util import available_cores
+from .model import HybridQCNN, SIMULATOR_NAMES
+from .circuit import check_n_qubits
+from .._util import atomic_write_bytes
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
 # TrainConfig fields that do not change the numbers a run produces: a checkpoint
@@ -296,7 +296,7 @@ def _plain(value, where: str = "state"):
 def save_checkpoint(path: str, state: dict) -> None:
     """Write ``state`` (tensors and plain containers, see :func:`_plain`) atomically and durably.
 
-    ``runs.atomic_write_bytes`` writes a temporary file, fsyncs it and renames
+    ``_util.atomic_write_bytes`` writes a temporary file, fsyncs it and renames
     it into place: an interrupted save never leaves a half-written checkpoint.
     """
     buffer = io.BytesIO()
@@ -382,10 +382,10 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
     """Train one fold; resume from its checkpoint if there is one.
 
     rank, world, sync : data-parallel: every optimiser step's batch is shared
-    out as ``batch[rank::world]``; ``sync`` (a :class:`qmlnb.parallel.DistributedSync`)
+    out as ``batch[rank::world]``; ``sync`` (a :class:`qmlnb.qcnn.parallel.DistributedSync`)
     sums the gradients and losses over the processes and broadcasts rank 0's
     validation metrics.  The sequential run is rank 0 of 1 with a
-    :class:`qmlnb.parallel.LocalSync` that does nothing.
+    :class:`qmlnb.qcnn.parallel.LocalSync` that does nothing.
     on_epoch_end : called with each epoch's history record (after its checkpoint).
 
     Returns {"fold", "state" (best epoch's state_dict), "history", "best_epoch",

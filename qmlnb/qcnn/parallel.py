@@ -1,7 +1,7 @@
 """Processes for training: a fold-parallel pool and data-parallel torch.distributed.
 
 * fold-parallel: a ``spawn`` process pool (kept for later calls), one fold per process.  Each fold is
-  seeded by its index and trained by the same :func:`qmlnb.train.train_fold`
+  seeded by its index and trained by the same :func:`qmlnb.qcnn.train.train_fold`
   as in sequential mode, so the results are identical to sequential ones
   (given the same number of threads per process).
 * data-parallel: ``W`` processes join a gloo process group on localhost.  Every

@@ -35,8 +35,8 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from tqdm.auto import tqdm
 
-from .kernels import FeatureMap, gram
-from .kernels.registry import get_backend
+from ..kernels import FeatureMap, gram
+from ..kernels.registry import get_backend
 
 # C grid of the stratified search, log-spaced as usual for SVMs
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)

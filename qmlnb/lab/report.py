@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from . import runs
+from .. import _util
 
 SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
-SUMMARY_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "90-summary.ipynb"
+SUMMARY_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "90-summary.ipynb"
 
 
 class ReportError(ValueError):
@@ -45,7 +46,7 @@ UNREADABLE = "unreadable"  # run_overview's status of a complete run whose files
 def _read_object(path: Path) -> dict:
     """The JSON object in ``path`` ({} when absent); ValueError naming the path when it is not one."""
     try:
-        value = runs.read_json(path)
+        value = _util.read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: {type(err).__name__}: {err}") from err
     if value is not None and not isinstance(value, dict):
@@ -314,7 +315,7 @@ def save_figure(fig, reports_dir: str | os.PathLike, name: str) -> Path:
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return runs.atomic_write_bytes(Path(reports_dir) / "figures" / f"{name}.png", buffer.getvalue())
+    return _util.atomic_write_bytes(Path(reports_dir) / "figures" / f"{name}.png", buffer.getvalue())
 
 
 def save_table(table: pd.DataFrame, reports_dir: str | os.PathLike, name: str) -> Path:
@@ -432,7 +433,7 @@ def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, title
     head, sep, rest = body.partition("<body")
     tag_end = rest.index(">") + 1
     body = head + sep + rest[:tag_end] + TOGGLE_BUTTON + rest[tag_end:]
-    return runs.atomic_write_text(html_path, body)
+    return _util.atomic_write_text(html_path, body)
 
 
 def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.PathLike = "reports",

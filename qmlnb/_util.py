@@ -1,0 +1,92 @@
+"""Small helpers every part of qmlnb shares: all-or-nothing file writes, JSON, cores, argument checks.
+
+The library (``data``, ``kernels``, ``qcnn``, ``qsvm``) and the lab both use these,
+so they live below both: this module imports nothing from qmlnb.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# the process's file-creation mask, read once (os.umask can only be read by setting it)
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (all or nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file private (0600); results are meant to be shared
+        os.fchmod(fd, 0o666 & ~UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        # a failed or interrupted write leaves no temporary behind
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # a write that fails (e.g. ENOSPC) names no file by itself: say which one
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value):
+    """NumPy scalars/arrays, paths and tuples as plain JSON values; NaN and inf as null."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    """Atomically write ``obj`` as indented JSON (NumPy values converted, NaN as null)."""
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    """The parsed JSON file, or None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def check_positive_int(value, name: str) -> int:
+    """An int > 0 (bools refused), else a ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
