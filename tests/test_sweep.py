@@ -17,7 +17,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from qmlnb import cli
-from qmlnb.lab import report, runs, sweep
+from qmlnb.lab import executor, report, runs, sweep
 from qmlnb import _util
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def test_cli_refuses_bad_grids_before_running_anything(tmp_path, toy, capsys):
 
 # ------------------------------------------------------------------ core budget
 def test_core_budget_never_exceeds_the_cores():
-    budget, lock = sweep.CoreBudget(3), threading.Lock()
+    budget, lock = executor.CoreBudget(3), threading.Lock()
     in_use, peak = [0], [0]
 
     def job(threads):
@@ -300,7 +300,7 @@ def test_a_sweep_killed_mid_run_loses_only_that_run_and_never_runs_it_twice(tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         if papermill:
-            sweep.stop_process_trees([papermill], grace=10)
+            executor.stop_process_trees([papermill], grace=10)
     _wait_until_unlocked(slow)
     summary = sweep.run_sweeps([sweep.load_sweep(grid, runs_dir)], cores=2, progress=False)
     assert (summary["already_complete"], summary["complete"]) == (1, 1)
@@ -322,7 +322,7 @@ def test_sigterm_stops_papermill_and_its_kernel_and_marks_the_run_interrupted(tm
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        sweep.stop_process_trees([papermill, kernel], grace=10)  # nothing left behind, whatever happened
+        executor.stop_process_trees([papermill, kernel], grace=10)  # nothing left behind, whatever happened
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "marked interrupted" in err
     assert _live_members(groups) == []  # the sweep returned only after papermill and the kernel were gone
@@ -468,9 +468,9 @@ def test_a_point_held_by_another_live_sweep_is_counted_busy_and_not_run(tmp_path
 def test_a_point_completed_after_the_plan_was_made_is_not_run_again(tmp_path, toy, fake_papermill):
     s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, name="late"), tmp_path / "runs")
     assert [action for *_, action in sweep.plan([s], 2, 1)] == ["run"]
-    assert sweep.run_point(s, {"a": 1}, 1)["status"] == runs.COMPLETE  # e.g. by another sweep, meanwhile
+    assert executor.run_point(s, {"a": 1}, 1)["status"] == runs.COMPLETE  # e.g. by another sweep, meanwhile
     stamp = (s.run_dir({"a": 1}) / runs.STATUS_FILE).stat().st_mtime_ns
-    assert sweep.run_point(s, {"a": 1}, 1) == {"status": sweep.ALREADY_COMPLETE}
+    assert executor.run_point(s, {"a": 1}, 1) == {"status": executor.ALREADY_COMPLETE}
     assert (s.run_dir({"a": 1}) / runs.STATUS_FILE).stat().st_mtime_ns == stamp and len(fake_papermill()) == 1
 
 
@@ -553,7 +553,8 @@ def test_there_are_notebooks_and_grids(tmp_path):
         assert set().union(*s.points) <= set(sweep.notebook_parameters(s.notebook)), s.path
     # every stage notebook is run by a grid; the summary is the report's
     assert {s.notebook.name for s in sweeps} == {p.name for p in NOTEBOOKS} - {"00-explore.ipynb", "90-summary.ipynb"}
-    assert report.SUMMARY_NOTEBOOK in NOTEBOOKS
+    # the summary ships inside the package (an installed wheel builds reports); notebooks/ links to it
+    assert (ROOT / "notebooks" / "90-summary.ipynb").resolve() == report.SUMMARY_NOTEBOOK
     # the report finds its QCNN sweeps by grid name: each such grid exists and varies what its section plots
     qcnn = [s for s in sweeps if s.notebook.name == "10-train-qcnn.ipynb"]
     for word, varied in (("threads", "threads"), ("dataset-size", "n_train"), ("batch-size", "batch_size")):

@@ -41,6 +41,7 @@ import uuid
 
 import numpy as np
 
+from .._util import available_cores
 from .out_of_core import compute_tile, gram_to_file, open_output
 from .shared_memory import SharedArray, scratch_output, shared_copy
 from .validation import check_fits_in_memory
@@ -81,9 +82,7 @@ def connect(client, *, timeout: float | None = None, n_workers: int | None = Non
         yield client
         return
     if client == "local":
-        from .gram import default_threads
-
-        with LocalCluster(n_workers=n_workers or default_threads(), threads_per_worker=1, processes=True,
+        with LocalCluster(n_workers=n_workers or available_cores(), threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as local:
             yield local
         return
@@ -224,41 +223,3 @@ def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=Non
                         verify=verify)
 
 
-def run_on_dask(fn, items, client, *, return_exceptions: bool = False, timeout: float | None = None,
-                desc: str = "tasks") -> list:
-    """``[fn(item) for item in items]`` with each call as a Dask task; results in the order of ``items``.
-
-    Made for sweeps: one papermill run per item.  ``fn`` must be picklable
-    (a module-level function).  With ``return_exceptions=True`` a failed item
-    yields its exception instead of stopping the others, so a sweep can
-    record the failure and go on; otherwise the first failure is raised
-    (after the other tasks were cancelled).
-
-    Parameters
-    ----------
-    fn : callable(item) -> result
-    items : iterable of picklable items
-    client : see ``connect``
-    """
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {fn!r}")
-    items = list(items)
-    results: list = [None] * len(items)
-    with connect(client, timeout=timeout) as dask_client:
-        futures = dask_client.map(fn, items, pure=False)
-        index = {future.key: i for i, future in enumerate(futures)}
-        try:
-            with tqdm(total=len(items), desc=desc, unit="task") as bar:
-                for future in as_completed(futures, loop=dask_client.loop):  # not the default client's loop
-                    i = index[future.key]
-                    if future.status == "error" and return_exceptions:
-                        results[i] = future.exception()
-                    else:
-                        results[i] = future.result()
-                    bar.update()
-        finally:
-            dask_client.cancel(futures)
-    return results

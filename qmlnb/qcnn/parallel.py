@@ -1,8 +1,8 @@
 """Processes for training: a fold-parallel pool and data-parallel torch.distributed.
 
 * fold-parallel: a ``spawn`` process pool (kept for later calls), one fold per process.  Each fold is
-  seeded by its index and trained by the same :func:`qmlnb.qcnn.train.train_fold`
-  as in sequential mode, so the results are identical to sequential ones
+  seeded by its index and trained by the function the caller passes (:mod:`qmlnb.qcnn.train` passes its
+  ``train_fold``, the one sequential mode calls), so the results are identical to sequential ones
   (given the same number of threads per process).
 * data-parallel: ``W`` processes join a gloo process group on localhost.  Every
   optimiser step's batch is shared out (``batch[rank::W]``); each process
@@ -14,7 +14,9 @@
   checkpoints and hands the result back.
 
 Both set ``torch.set_num_threads`` in every process so that
-processes x threads never exceeds the cores.
+processes x threads never exceeds the cores.  The training function comes in as an
+argument (pickled by name into the spawned processes), so this module does not
+import :mod:`qmlnb.qcnn.train`, which imports it.
 """
 from __future__ import annotations
 
@@ -85,12 +87,6 @@ def _init_pool_worker(threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _train_fold_in_worker(data, cfg):
-    from .train import train_fold
-
-    return train_fold(data, cfg)
-
-
 # Pools are kept for the next train_qcnn call (a sweep, a notebook's next cell):
 # starting a spawned worker costs seconds (it imports torch and scikit-learn),
 # often more than training one fold of this small model.
@@ -115,12 +111,15 @@ def shutdown_pools() -> None:
 atexit.register(shutdown_pools)
 
 
-def run_fold_parallel(folds, cfg, threads: int) -> list[dict]:
-    """Train ``folds`` in a pool of min(workers, folds) spawned processes; results in fold order."""
+def run_fold_parallel(train_fold, folds, cfg, threads: int) -> list[dict]:
+    """``train_fold(data, cfg)`` for each of ``folds`` in a pool of min(workers, folds) spawned processes.
+
+    ``train_fold`` must be a module-level function (it is pickled by name).  Results in fold order.
+    """
     key = (cfg.processes(), threads)
     pool = fold_pool(*key)
     try:
-        futures = [pool.submit(_train_fold_in_worker, data, cfg) for data in folds]
+        futures = [pool.submit(train_fold, data, cfg) for data in folds]
         return [future.result() for future in futures]
     except BrokenProcessPool:
         # a worker died (killed, out of memory): never hand this pool out again
@@ -136,10 +135,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _data_parallel_rank(rank: int, world: int, port: int, threads: int, folds, cfg, out_dir: str) -> None:
+def _data_parallel_rank(train_fold, rank: int, world: int, port: int, threads: int, folds, cfg,
+                        out_dir: str) -> None:
     import torch.distributed as dist
-
-    from .train import train_fold
 
     try:
         torch.set_num_threads(threads)
@@ -156,13 +154,17 @@ def _data_parallel_rank(rank: int, world: int, port: int, threads: int, folds, c
         raise
 
 
-def run_data_parallel(folds, cfg, threads: int) -> list[dict]:
-    """Train ``folds`` one after another, each by ``cfg.workers`` gloo processes."""
+def run_data_parallel(train_fold, folds, cfg, threads: int) -> list[dict]:
+    """Train ``folds`` one after another, each by ``cfg.workers`` gloo processes.
+
+    Each process calls ``train_fold(data, cfg, rank=, world=, sync=)`` (a module-level function).
+    """
     context = multiprocessing.get_context("spawn")
     world, port = cfg.workers, free_port()
     with tempfile.TemporaryDirectory(prefix="qmlnb-ddp-") as out_dir:
-        procs = [context.Process(target=_data_parallel_rank, args=(rank, world, port, threads, folds, cfg, out_dir),
-                                 daemon=True) for rank in range(world)]
+        procs = [context.Process(target=_data_parallel_rank, daemon=True,
+                                 args=(train_fold, rank, world, port, threads, folds, cfg, out_dir))
+                 for rank in range(world)]
         for p in procs:
             p.start()
         # a failed rank would leave the others waiting in a collective: stop them all

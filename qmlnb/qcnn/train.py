@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..metrics import classification_metrics
 from .._util import available_cores
 from .model import HybridQCNN, SIMULATOR_NAMES
+from . import parallel
 from .circuit import check_n_qubits
 from .._util import atomic_write_bytes
 
@@ -391,9 +392,7 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
     Returns {"fold", "state" (best epoch's state_dict), "history", "best_epoch",
     "val_metrics", "train_seconds", "train_samples"}.
     """
-    from .parallel import LocalSync
-
-    sync = sync or LocalSync()
+    sync = sync or parallel.LocalSync()
     expected = fingerprint(data, cfg, world)
     saved = load_checkpoint(data.checkpoint, expected)
     model = build_model(data, cfg)
@@ -472,8 +471,6 @@ def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> 
     after every epoch (sequential mode only: the parallel modes run in other
     processes).  Returns a :class:`TrainResult`.
     """
-    from . import parallel
-
     cfg = cfg or TrainConfig()
     folds = fold_data(splits, cfg)
     threads = cfg.threads_per_process()
@@ -488,9 +485,9 @@ def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> 
         with torch_settings(threads):
             outcomes = [train_fold(data, cfg, on_epoch_end=on_epoch_end) for data in folds]
     elif cfg.mode == "fold-parallel":
-        outcomes = parallel.run_fold_parallel(folds, cfg, threads)
+        outcomes = parallel.run_fold_parallel(train_fold, folds, cfg, threads)
     else:
-        outcomes = parallel.run_data_parallel(folds, cfg, threads)
+        outcomes = parallel.run_data_parallel(train_fold, folds, cfg, threads)
     total = time.perf_counter() - start
 
     X_test, y_test = check_images(splits.X_test, folds[0].image_shape, "X_test"), np.asarray(splits.y_test)

@@ -1,0 +1,26 @@
+"""The summary report: run folders -> tables, plots and one self-contained HTML page.
+
+``load``    reads complete run folders into one DataFrame (a row per run);
+``tables``  the benchmark and score tables computed from it;
+``plots``   the figures;
+``export``  runs the summary notebook with papermill and exports it with nbconvert
+            (``python -m qmlnb report``).
+
+The summary notebook calls these as ``report.<name>``, so the public names are
+handed on here.
+"""
+from .export import SUMMARY_NOTEBOOK, add_arguments, build_report, export_html, run
+from .load import (UNREADABLE, ReportError, load_runs, load_tables, read_run, require_runs, run_overview,
+                   select_stage, unreadable_runs)
+from .plots import (plot_gram_scaling, plot_kernel, plot_sweep, plot_threads, plot_training_modes,
+                    save_figure)
+from .tables import (SCORES, backend_speedup, fit_loglog_slope, gram_slopes, gram_table, kernel_matrices,
+                     results_table, save_table, sweep_table, threads_speedup, training_modes)
+
+__all__ = [
+    "SCORES", "SUMMARY_NOTEBOOK", "UNREADABLE", "ReportError", "add_arguments", "backend_speedup",
+    "build_report", "export_html", "fit_loglog_slope", "gram_slopes", "gram_table", "kernel_matrices",
+    "load_runs", "load_tables", "plot_gram_scaling", "plot_kernel", "plot_sweep", "plot_threads",
+    "plot_training_modes", "read_run", "require_runs", "results_table", "run", "run_overview", "save_figure",
+    "save_table", "select_stage", "sweep_table", "threads_speedup", "training_modes", "unreadable_runs",
+]

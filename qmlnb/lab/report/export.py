@@ -1,0 +1,102 @@
+"""Build the summary report from run folders: a self-contained HTML page.
+
+``python -m qmlnb report`` executes the summary notebook (``summary.ipynb`` beside
+this module; ``notebooks/90-summary.ipynb`` links to it) with papermill (it calls
+:mod:`.load`, :mod:`.tables` and :mod:`.plots`, which read only run folders'
+``params.json``, ``metrics.json`` and CSV tables, never notebook outputs), then exports it with
+nbconvert to ``reports/summary.html``: images inlined, no external resources,
+code cells hidden behind a "show code" button.  Figures go to
+``reports/figures/*.png`` and tables to ``reports/tables/*.csv``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ... import _util
+from .load import ReportError, require_runs
+
+# shipped as package data, so an installed wheel can build a report; notebooks/90-summary.ipynb links here
+SUMMARY_NOTEBOOK = Path(__file__).resolve().parent / "summary.ipynb"
+
+HIDE_CODE = """
+<style>
+  body:not(.qmlnb-show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+  #qmlnb-code-toggle { position: fixed; top: 8px; right: 8px; z-index: 10; }
+</style>
+<script>
+  function qmlnbToggleCode(button) {
+    document.body.classList.toggle("qmlnb-show-code");
+    button.textContent = document.body.classList.contains("qmlnb-show-code") ? "hide code" : "show code";
+  }
+</script>
+"""
+TOGGLE_BUTTON = '<button id="qmlnb-code-toggle" onclick="qmlnbToggleCode(this)">show code</button>'
+
+
+def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, title: str = "qmlnb summary") -> Path:
+    """Export an executed notebook to one self-contained HTML file, code hidden behind a toggle.
+
+    Images are inlined as data URIs; MathJax and require.js (loaded from a CDN
+    by the default template) are left out, so the page needs no network.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    # the default template links MathJax and require.js from a CDN; the report uses neither
+    exporter.mathjax_url = ""
+    exporter.require_js_url = ""
+    exporter.widget_renderer_url = ""
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
+                                          resources={"metadata": {"name": title}})
+    body = re.sub(r'<script src="">\s*</script>', "", body)  # what the emptied CDN links leave behind
+    body = body.replace("</head>", HIDE_CODE + "</head>", 1)
+    head, sep, rest = body.partition("<body")
+    tag_end = rest.index(">") + 1
+    body = head + sep + rest[:tag_end] + TOGGLE_BUTTON + rest[tag_end:]
+    return _util.atomic_write_text(html_path, body)
+
+
+def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.PathLike = "reports",
+                 notebook: str | os.PathLike = SUMMARY_NOTEBOOK, timeout: int = 900) -> Path:
+    """Run the summary notebook over ``runs_dir`` and export ``<reports_dir>/summary.html``.
+
+    Raises ReportError (before running anything) when there are no complete runs
+    or the summary notebook is missing; a failing summary notebook raises
+    ``RuntimeError`` with papermill's message.
+    """
+    runs_dir, reports_dir, notebook = Path(runs_dir).resolve(), Path(reports_dir).resolve(), Path(notebook)
+    if not notebook.is_file():
+        raise ReportError(f"summary notebook {notebook} not found")
+    require_runs(runs_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    executed = reports_dir / "_build" / "summary.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "--cwd", str(reports_dir),
+           "--kernel", "python3", "--no-progress-bar", "--execution-timeout", str(timeout),
+           "-y", json.dumps({"runs_dir": str(runs_dir), "reports_dir": str(reports_dir)})]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the summary notebook failed (executed copy: {executed}):\n{proc.stderr[-3000:]}")
+    return export_html(executed, reports_dir / "summary.html")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--runs-dir", default="runs", help="run folders to summarise (default: runs/)")
+    parser.add_argument("--out", default="reports", help="report folder (default: reports/)")
+
+
+def run(args) -> int:
+    try:
+        html = build_report(args.runs_dir, args.out)
+    except ReportError as err:
+        print(f"qmlnb report: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {html}")
+    return 0

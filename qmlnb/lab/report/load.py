@@ -1,0 +1,139 @@
+"""Reading run folders into one DataFrame: only complete runs' params.json, metrics.json and tables."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from .. import runs
+from ... import _util
+
+
+class ReportError(ValueError):
+    """The report cannot be built (no runs, missing summary notebook)."""
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+
+
+UNREADABLE = "unreadable"  # run_overview's status of a complete run whose files cannot be read
+
+
+def _read_object(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when absent); ValueError naming the path when it is not one."""
+    try:
+        value = _util.read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: {type(err).__name__}: {err}") from err
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value or {}
+
+
+def read_run(run_dir: Path) -> dict:
+    """One complete run's row: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
+
+    Raises ValueError, naming the file, when ``metrics.json`` or ``params.json``
+    (or the environment record in it) is not a readable JSON object.
+    """
+    metrics = _read_object(run_dir / runs.METRICS_FILE)
+    params = _read_object(run_dir / runs.PARAMS_FILE)
+    env = metrics.pop("environment", None) or {}
+    if not isinstance(env, dict) or not all(isinstance(env.get(key) or {}, dict) for key in ("machine", "git")):
+        raise ValueError(f"{run_dir / runs.METRICS_FILE}: its 'environment' record is not a JSON object")
+    machine, git = env.get("machine") or {}, env.get("git") or {}
+    row = {"grid": run_dir.parent.name, "run": run_dir.name, "path": str(run_dir)}
+    for key, value in params.items():
+        row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    _flatten("", metrics, row)
+    row["machine.cpu"] = machine.get("cpu")
+    row["machine.cores"] = machine.get("cores")
+    row["git.commit"] = str(git.get("commit") or "")[:10]
+    row["timestamp"] = env.get("timestamp")
+    return row
+
+
+def unreadable_runs(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, str]]:
+    """(run folder, why) for every complete run whose files :func:`read_run` cannot read."""
+    out = []
+    for run_dir in runs.iter_runs(runs_dir, runs.COMPLETE):
+        try:
+            read_run(run_dir)
+        except ValueError as err:
+            out.append((run_dir, str(err)))
+    return out
+
+
+def load_runs(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
+    """One row per complete run: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
+
+    Nested metrics become dotted columns (``scores.f1``, ``timings.train_s``);
+    the environment record is reduced to its machine, commit and timestamp.
+    Only folders whose ``status.json`` says ``complete`` are read.  A complete
+    run whose ``metrics.json``/``params.json`` cannot be read (e.g. edited by
+    hand, a damaged disk) is left out with a warning naming its path; the
+    overview (:func:`run_overview`) lists it as ``unreadable``.
+    """
+    rows = []
+    for run_dir in runs.iter_runs(runs_dir, runs.COMPLETE):
+        try:
+            rows.append(read_run(run_dir))
+        except ValueError as err:
+            warnings.warn(f"unreadable run {run_dir} left out of the report: {err}", stacklevel=2)
+    return pd.DataFrame(rows)
+
+
+def run_overview(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
+    """Every run folder with a final or running status: grid, run, status, seconds and reason/error.
+
+    A complete run whose files cannot be read shows as ``unreadable``, the
+    note naming the file and the error.
+    """
+    unreadable = {str(path): why for path, why in unreadable_runs(runs_dir)}
+    rows = []
+    for run_dir in runs.iter_runs(runs_dir, status=None):
+        record = runs.read_status(run_dir) or {}
+        status, note = record.get("status"), record.get("reason") or record.get("error") or ""
+        if str(run_dir) in unreadable:
+            status, note = UNREADABLE, unreadable[str(run_dir)]
+        rows.append({"grid": run_dir.parent.name, "run": run_dir.name, "status": status,
+                     "seconds": record.get("seconds"), "note": note})
+    return pd.DataFrame(rows, columns=["grid", "run", "status", "seconds", "note"])
+
+
+def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``<name>.csv`` of every complete run, stacked, with the run's ``grid``, ``run`` and flattened metrics beside it."""
+    frame = load_runs(runs_dir) if frame is None else frame
+    parts = []
+    for _, row in frame.iterrows():
+        path = Path(row["path"]) / f"{name}.csv"
+        if path.is_file():
+            table = pd.read_csv(path)
+            for key in ("grid", "run", "stage", "backend", "threads", "dataset", "mode"):
+                if key in row and key not in table and pd.notna(row[key]):
+                    table[key] = row[key]
+            parts.append(table)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
+    """The complete runs, or a ReportError saying there are none (and what to run)."""
+    frame = load_runs(runs_dir)
+    if frame.empty:
+        raise ReportError(f"no complete runs under {Path(runs_dir).resolve()}; run a sweep first, e.g. "
+                          "`python -m qmlnb sweep params/*.yaml` (or `make report`)")
+    return frame
+
+
+def select_stage(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+    if frame.empty or "stage" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["stage"] == stage].copy()

@@ -1,0 +1,91 @@
+"""The report's figures (seaborn/matplotlib), saved as PNG beside the HTML."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ... import _util
+
+
+def save_figure(fig, reports_dir: str | os.PathLike, name: str) -> Path:
+    """Save a matplotlib figure as ``<reports_dir>/figures/<name>.png`` (atomically)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return _util.atomic_write_bytes(Path(reports_dir) / "figures" / f"{name}.png", buffer.getvalue())
+
+
+def plot_gram_scaling(times: pd.DataFrame, slopes: pd.DataFrame):
+    """Gram time against N per backend (log-log, one panel per n_qubits), slopes in the legend."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    # the scaling plot uses each backend's highest thread count (the threads plot covers the rest)
+    top = times[times["threads"] == times.groupby("backend")["threads"].transform("max")].copy()
+    slope = slopes.set_index(["backend", "n_qubits", "threads"])["slope"]
+    top["label"] = [f"{b} (slope {slope.get((b, n, t), np.nan):.2f})"
+                    for b, n, t in zip(top["backend"], top["n_qubits"], top["threads"])]
+    qubits = sorted(top["n_qubits"].unique())
+    fig, axes = plt.subplots(1, len(qubits), figsize=(5 * len(qubits), 4), squeeze=False, layout="constrained")
+    for ax, n in zip(axes[0], qubits):
+        # several runs of one (backend, n, threads, N) -- e.g. the scaling and threads grids -- show their median
+        sns.lineplot(data=top[top["n_qubits"] == n], x="n_samples", y="gram_s", hue="label", marker="o", ax=ax,
+                     estimator="median", errorbar=None)
+        ax.set(xscale="log", yscale="log", xlabel="N (states)", ylabel="Gram time (s)", title=f"n = {n} qubits")
+        ax.legend(fontsize=8, title=None)
+    return fig
+
+
+def plot_threads(speedup: pd.DataFrame):
+    """Speedup against threads for each measured workload, with the ideal (linear) line."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    sns.lineplot(data=speedup, x="threads", y="speedup", hue="what", marker="o", ax=ax)
+    top = max(speedup["threads"].max(), 1)
+    ax.plot([1, top], [1, top], "k--", label="ideal")
+    ax.set(xlabel="threads", ylabel="speedup vs 1 thread", title="threads speedup")
+    ax.set_xticks(sorted(speedup["threads"].unique()))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_training_modes(modes: pd.DataFrame):
+    """Training time per mode (sequential vs parallel) per dataset."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    sns.barplot(data=modes, x="dataset", y="train_s", hue="mode", ax=ax)
+    ax.set(ylabel="training time (s)", title="QCNN training: sequential vs parallel")
+    return fig
+
+
+def plot_sweep(table: pd.DataFrame, column: str, xlabel: str, log: bool = False):
+    """Test accuracy and F1 against a swept parameter."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = table.melt(id_vars=["dataset", column], value_vars=["accuracy", "f1"], var_name="score")
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    sns.lineplot(data=long, x=column, y="value", hue="dataset", style="score", marker="o", ax=ax)
+    ax.set(xlabel=xlabel, ylabel="test score", title=f"QCNN test scores against {xlabel}")
+    if log:
+        ax.set_xscale("log")
+    return fig
+
+
+def plot_kernel(title: str, K: np.ndarray):
+    """Heatmap of a kernel matrix (samples sorted by class)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(5, 4.2), layout="constrained")
+    sns.heatmap(K, ax=ax, cmap="viridis", vmin=0, vmax=1, square=True, xticklabels=False, yticklabels=False)
+    ax.set_title(title, fontsize=9)
+    return fig

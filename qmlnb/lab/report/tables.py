@@ -1,0 +1,168 @@
+"""The report's tables, computed from the runs DataFrame of :mod:`.load` (one row per configuration)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import runs
+from .load import load_tables, select_stage
+
+SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
+
+
+def results_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test scores per dataset and model (QCNN per mode, QSVM per backend, classical baselines).
+
+    One row per dataset, model, variant (mode/backend), n_train, folds and threads:
+    accuracy, f1, roc_auc, balanced_accuracy (means), time_s (median), speedup
+    (time of the sequential QCNN run, or of the ``cpu`` backend's Gram, on the
+    same dataset, n_train, folds and threads, over this time; median) and runs.
+    """
+    rows = []
+    for _, r in frame.iterrows():
+        stage = r.get("stage")
+        if stage not in ("qcnn", "qsvm"):
+            continue
+        base = {"grid": r["grid"], "dataset": r.get("dataset"), "n_train": r.get("n_train"),
+                "folds": r.get("folds", 1), "threads": r.get("threads")}
+        rows.append({**base, "model": "QCNN", "variant": r.get("mode"),
+                     **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s")})
+        if stage == "qsvm":
+            rows.append({**base, "model": "QSVM", "variant": r.get("backend"),
+                         **{s: r.get(f"qsvm.{s}") for s in SCORES}, "time_s": r.get("timings.gram_s")})
+            names = sorted({c.split(".")[1] for c in r.index if c.startswith("baselines.") and pd.notna(r[c])})
+            for name in names:
+                rows.append({**base, "model": name, "variant": "classical",
+                             **{s: r.get(f"baselines.{name}.{s}") for s in SCORES},
+                             "time_s": r.get(f"baselines.{name}.fit_s")})
+    table = pd.DataFrame(rows, columns=["grid", "dataset", "n_train", "folds", "threads", "model", "variant", *SCORES,
+                                        "time_s"])
+    if table.empty:
+        return table.assign(speedup=[])
+    table = table.astype({s: float for s in SCORES} | {"time_s": float})
+    table["folds"] = table["folds"].fillna(1).astype(int)
+    table["n_train"] = table["n_train"].astype("Int64")
+
+    def reference(row) -> float:
+        # QCNN: the sequential run; QSVM: the cpu backend -- same dataset, training size, folds and threads
+        # (a 2-thread parallel run against a 1-thread sequential one would not measure the parallel mode)
+        same = table[(table["dataset"] == row["dataset"]) & (table["n_train"] == row["n_train"])
+                     & (table["folds"] == row["folds"]) & (table["threads"] == row["threads"])
+                     & (table["model"] == row["model"])]
+        ref = {"QCNN": "sequential", "QSVM": "cpu"}.get(row["model"])
+        times = same.loc[same["variant"] == ref, "time_s"]
+        return float(times.median() / row["time_s"]) if ref and len(times) and row["time_s"] else np.nan
+
+    table["speedup"] = table.apply(reference, axis=1)
+    return (table.groupby(["dataset", "model", "variant", "n_train", "folds", "threads"], dropna=False, sort=True)
+            .agg({**{s: "mean" for s in SCORES}, "time_s": "median", "speedup": "median", "grid": "count"})
+            .rename(columns={"grid": "runs"}).reset_index())
+
+
+def fit_loglog_slope(x, y) -> float:
+    """Least-squares slope of log(y) against log(x) (2 for a Gram matrix's N^2 cost)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = (x > 0) & (y > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def gram_table(frame: pd.DataFrame, runs_dir) -> pd.DataFrame:
+    """Per-N Gram timings of every gram-scaling run (backend, threads, n_qubits, n_samples, gram_s, ...)."""
+    return load_tables(runs_dir, "gram_times", select_stage(frame, "gram-scaling"))
+
+
+def gram_slopes(times: pd.DataFrame) -> pd.DataFrame:
+    """Fitted log-log slope of Gram time against N per backend, n_qubits and threads."""
+    if times.empty:
+        return pd.DataFrame(columns=["backend", "n_qubits", "threads", "slope", "largest_n", "gram_s_largest"])
+    rows = []
+    for (backend, n, threads), part in times.groupby(["backend", "n_qubits", "threads"]):
+        part = part.sort_values("n_samples")
+        rows.append({"backend": backend, "n_qubits": n, "threads": threads,
+                     "slope": fit_loglog_slope(part["n_samples"], part["gram_s"]),
+                     "largest_n": int(part["n_samples"].iloc[-1]), "gram_s_largest": float(part["gram_s"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def backend_speedup(times: pd.DataFrame) -> pd.DataFrame:
+    """Gram time of each backend against ``cpu`` at the same N, n_qubits and threads (ratio > 1: faster)."""
+    if times.empty:
+        return pd.DataFrame(columns=["backend", "n_qubits", "threads", "n_samples", "gram_s", "cpu_s", "speedup_vs_cpu"])
+    keys = ["n_qubits", "threads", "n_samples"]
+    cpu = times[times["backend"] == "cpu"].groupby(keys)["gram_s"].median().rename("cpu_s")
+    out = times.groupby(["backend", *keys])["gram_s"].median().reset_index().join(cpu, on=keys)
+    out["speedup_vs_cpu"] = out["cpu_s"] / out["gram_s"]
+    return out
+
+
+def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    """Speedup against 1 thread: QCNN training time and the Gram time at the largest N, with the ideal line."""
+    rows = []
+    qcnn = select_stage(frame, "qcnn")
+    if not qcnn.empty and "timings.train_s" in qcnn:
+        qcnn = qcnn[qcnn["grid"].str.contains("threads")]
+        for (dataset, mode), part in qcnn.groupby(["dataset", "mode"]):
+            t = part.groupby("threads")["timings.train_s"].median()
+            if 1 in t.index:
+                rows += [{"what": f"QCNN {mode} ({dataset})", "threads": int(k), "seconds": float(v),
+                          "speedup": float(t[1] / v)} for k, v in t.items()]
+    if not times.empty:
+        for (backend, n), part in times.groupby(["backend", "n_qubits"]):
+            largest = part[part["n_samples"] == part["n_samples"].max()]
+            t = largest.groupby("threads")["gram_s"].median()
+            if 1 in t.index and len(t) > 1:
+                rows += [{"what": f"Gram {backend} n={n} N={largest['n_samples'].iloc[0]}", "threads": int(k),
+                          "seconds": float(v), "speedup": float(t[1] / v)} for k, v in t.items()]
+    out = pd.DataFrame(rows, columns=["what", "threads", "seconds", "speedup"])
+    out["ideal"] = out["threads"].astype(float)
+    out["efficiency"] = out["speedup"] / out["ideal"]
+    return out
+
+
+def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
+    """QCNN training time and test scores per dataset, mode (sequential, fold-parallel, data-parallel), n_train,
+    threads and folds; the speedup is against the sequential run of the same dataset, n_train, threads and folds."""
+    qcnn = select_stage(frame, "qcnn")
+    cols = ["dataset", "mode", "n_train", "threads", "folds", "train_s", "accuracy", "f1", "speedup_vs_sequential"]
+    if qcnn.empty:
+        return pd.DataFrame(columns=cols)
+    out = (qcnn.groupby(["dataset", "mode", "n_train", "threads", "folds"], dropna=False)
+           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"))
+           .reset_index())
+    out["folds"] = out["folds"].fillna(1).astype(int)
+    # the same work: a dataset-size sweep's small runs or a 1-thread run are not the reference of a 2-thread one
+    same = ["dataset", "n_train", "threads", "folds"]
+    seq = out[out["mode"] == "sequential"].groupby(same)["train_s"].median().rename("seq_s")
+    out = out.join(seq, on=same)
+    out["speedup_vs_sequential"] = out["seq_s"] / out["train_s"]
+    return out[cols]
+
+
+def sweep_table(frame: pd.DataFrame, grid_word: str, column: str) -> pd.DataFrame:
+    """Test scores and training time against ``column`` (n_train, batch_size) for QCNN runs of grids named *grid_word*."""
+    qcnn = select_stage(frame, "qcnn")
+    if qcnn.empty or column not in qcnn:
+        return pd.DataFrame(columns=["dataset", column, "accuracy", "f1", "train_s"])
+    qcnn = qcnn[qcnn["grid"].str.contains(grid_word)]
+    return (qcnn.groupby(["dataset", column]).agg(accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
+                                                  train_s=("timings.train_s", "median")).reset_index())
+
+
+def kernel_matrices(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """(title, K) of every QSVM run's saved kernel sample (``kernel_sample.csv``)."""
+    out = []
+    for _, r in select_stage(frame, "qsvm").iterrows():
+        path = Path(r["path"]) / "kernel_sample.csv"
+        if path.is_file():
+            out.append((f"{r.get('dataset')} / {r.get('backend')} ({r['run']})", pd.read_csv(path).to_numpy()))
+    return out
+
+
+def save_table(table: pd.DataFrame, reports_dir: str | os.PathLike, name: str) -> Path:
+    """Save a table as ``<reports_dir>/tables/<name>.csv`` (atomically)."""
+    return runs.write_table(Path(reports_dir) / "tables" / f"{name}.csv", table)
