@@ -85,8 +85,33 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_positive_int(value, name: str) -> int:
-    """An int > 0 (bools refused), else a ValueError naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def is_int(value, minimum: int | None = None) -> bool:
+    """True for an integer (Python or NumPy; bools are not integers here) that is >= ``minimum``."""
+    return bool(not isinstance(value, bool) and isinstance(value, numbers.Integral)
+                and (minimum is None or value >= minimum))
+
+
+def check_int(value, name: str, *, minimum: int | None = None, none_ok: bool = False) -> int | None:
+    """``value`` as a Python int >= ``minimum``, else a ValueError naming the parameter.
+
+    Bools are refused (True is not 1 of anything); NumPy integers are accepted.
+    none_ok : None passes through unchanged (the parameter is optional).
+    """
+    if none_ok and value is None:
+        return None
+    if not is_int(value, minimum):
+        if minimum is None:
+            what = "an integer"
+        elif minimum == 1:
+            what = "a positive integer"
+        elif minimum == 0:
+            what = "a non-negative integer"
+        else:
+            what = f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}{' or None' if none_ok else ''}, got {value!r}")
     return int(value)
+
+
+def check_positive_int(value, name: str, *, none_ok: bool = False) -> int | None:
+    """An int > 0 (bools refused; None too unless ``none_ok``), else a ValueError naming the parameter."""
+    return check_int(value, name, minimum=1, none_ok=none_ok)

@@ -14,8 +14,10 @@ import warnings
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+from ._util import check_int
 
-def _labels(y, name: str) -> np.ndarray:
+
+def _check_label_vector(y, name: str) -> np.ndarray:
     """A 1-D int64 array of non-negative integer labels (torch tensors and lists accepted)."""
     if hasattr(y, "detach"):  # torch tensor: no torch import needed
         y = y.detach().cpu().numpy()
@@ -69,8 +71,8 @@ def classification_metrics(y_true, y_pred, scores=None, *, n_classes: int | None
     multiclass: one-vs-rest AUC averaged over the classes present in y_true)
     and ``balanced_accuracy`` (mean recall over the classes present in y_true).
     """
-    y_true = _labels(y_true, "y_true")
-    y_pred = _labels(y_pred, "y_pred")
+    y_true = _check_label_vector(y_true, "y_true")
+    y_pred = _check_label_vector(y_pred, "y_pred")
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true has {len(y_true)} samples but y_pred has {len(y_pred)}")
     if scores is not None:
@@ -78,8 +80,7 @@ def classification_metrics(y_true, y_pred, scores=None, *, n_classes: int | None
     largest = int(max(y_true.max(), y_pred.max()))
     if n_classes is None:
         n_classes = scores.shape[1] if scores is not None and scores.ndim == 2 else max(2, largest + 1)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     if largest >= n_classes:
         raise ValueError(f"labels must be in 0..{n_classes - 1}, found {largest}")
     if scores is not None:

@@ -145,7 +145,9 @@ def test_images_of_the_wrong_shape_are_refused():
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"simulator": "qiskit"}, "simulator"),
-    ({"n_classes": 1}, "n_classes"),
+    ({"n_classes": 1}, "n_classes must be an integer >= 2, got 1"),
+    ({"n_classes": True}, "n_classes must be an integer >= 2, got True"),
+    ({"n_classes": 2.0}, "n_classes must be an integer >= 2, got 2.0"),
     ({"image_shape": (8, 8)}, "image_shape"),
     ({"image_shape": (1, 3, 3)}, "image_shape"),
 ])

@@ -252,6 +252,9 @@ def test_multiclass_training_scores_macro_metrics():
     ({"patience": 0}, "patience"),
     ({"lr": -1.0}, "lr must be"),
     ({"epochs": 0}, "epochs must be a positive int"),
+    ({"threads": True}, "threads must be a positive integer or None"),
+    ({"patience": 1.5}, "patience must be a positive integer or None"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
 ])
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .._util import check_positive_int
 from . import catalog
 from .catalog import ENV_VAR, dataset_folder, dataset_info
 
@@ -89,8 +90,7 @@ def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, p
     """
     dest = Path(dest)
     check_url(url)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes <= 0:
-        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    max_bytes = check_positive_int(max_bytes, "max_bytes")
     too_big = f"{url} is larger than the {max_bytes:,} bytes allowed for {dest.name}"
     not_it = "refused: it is not the file expected, and nothing was written"
     opener = urllib.request.build_opener(_SameHostRedirects)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util import check_int, check_positive_int, is_int
 from .catalog import DEFAULT_CLASSES, dataset_info
 from .readers import Part, read_dataset
 
@@ -68,7 +69,7 @@ def _check_classes(classes) -> tuple[int, ...] | None:
         raise ValueError(f"classes must be a sequence of class ids such as (3, 8), or None for all; got {classes!r}")
     ids = tuple(classes)
     for c in ids:
-        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+        if not is_int(c):
             raise ValueError(f"class ids must be integers, got {c!r} in {classes!r}")
     ids = tuple(int(c) for c in ids)
     if len(ids) < 2:
@@ -157,10 +158,8 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
     wanted = _check_classes(classes)
     val_fraction = _check_fraction(val_fraction, "val_fraction")
     test_fraction = _check_fraction(test_fraction, "test_fraction")
-    if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train <= 0):
-        raise ValueError(f"n_train must be a positive integer or None, got {n_train!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    n_train = check_positive_int(n_train, "n_train", none_ok=True)
+    seed = check_int(seed, "seed", minimum=0)
 
     raw = read_dataset(name, Path(data_dir) if data_dir is not None else None)
     single = raw.train is None or raw.test is None

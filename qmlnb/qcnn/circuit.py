@@ -45,18 +45,20 @@ import math
 import torch
 from torch import nn
 
+from .._util import is_int
+
 N_CONV = 6  # angles of one convolution block
 N_POOL = 2  # angles of one pooling block
 
 
 def check_n_qubits(n_qubits) -> int:
     """``n_qubits`` as an int; a power of two >= 2, else ValueError."""
-    if isinstance(n_qubits, bool) or not isinstance(n_qubits, int) or n_qubits < 2 or n_qubits & (n_qubits - 1):
+    if not is_int(n_qubits, minimum=2) or n_qubits & (n_qubits - 1):
         raise ValueError(
             f"n_qubits must be a power of two >= 2 (the QCNN halves the active qubits "
             f"at each of log2(n) levels), got {n_qubits!r}"
         )
-    return n_qubits
+    return int(n_qubits)
 
 
 def n_levels(n_qubits: int) -> int:

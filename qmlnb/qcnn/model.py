@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from .._util import check_int
 from .circuit import check_n_qubits, init_weights, make_quantum_layer
 
 SIMULATOR_NAMES = ("torch", "pennylane")
@@ -49,9 +50,8 @@ class HybridQCNN(nn.Module):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1 or min(image_shape[1:]) < 5:
             raise ValueError(f"image_shape must be (C, H, W) with H, W >= 5, got {image_shape!r}")
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-        check_n_qubits(n_qubits)
+        n_classes = check_int(n_classes, "n_classes", minimum=2)
+        n_qubits = check_n_qubits(n_qubits)
         if simulator not in SIMULATOR_NAMES:
             raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {simulator!r}")
         self.image_shape, self.n_classes, self.n_qubits, self.simulator = image_shape, n_classes, n_qubits, simulator

@@ -34,11 +34,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
-from .._util import available_cores
+from .._util import atomic_write_bytes, available_cores, check_int, check_positive_int
 from .model import HybridQCNN, SIMULATOR_NAMES
 from . import parallel
 from .circuit import check_n_qubits
-from .._util import atomic_write_bytes
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
 # TrainConfig fields that do not change the numbers a run produces: a checkpoint
@@ -89,15 +88,10 @@ class TrainConfig:
     def __post_init__(self):
         check_n_qubits(self.n_qubits)
         for name in ("epochs", "batch_size", "folds", "workers", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
-                                          or self.patience < 1):
-            raise ValueError(f"patience must be a positive int or None, got {self.patience!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.patience, "patience", none_ok=True)
+        check_positive_int(self.threads, "threads", none_ok=True)
+        check_int(self.seed, "seed", minimum=0)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not 0 < self.lr_min_factor <= 1:
@@ -176,8 +170,8 @@ def check_images(X, image_shape, name: str) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
-def check_labels(y, n_classes: int, name: str, n: int | None = None) -> np.ndarray:
-    """y as an int64 (N,) array of labels in 0..n_classes-1, else ValueError."""
+def check_class_indices(y, n_classes: int, name: str, n: int | None = None) -> np.ndarray:
+    """y as an int64 (N,) array of class indices in 0..n_classes-1 (N = ``n`` if given), else ValueError."""
     y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if y.ndim != 1 or (n is not None and len(y) != n):
         raise ValueError(f"{name} must have shape ({n if n is not None else 'N'},), got {y.shape}")
@@ -197,7 +191,7 @@ def fold_data(splits, cfg: TrainConfig) -> list[FoldData]:
     arrays = {}
     for part in ("train", "val", "test"):
         X = check_images(getattr(splits, f"X_{part}"), image_shape, f"X_{part}")
-        arrays[part] = (X, check_labels(getattr(splits, f"y_{part}"), n_classes, f"y_{part}", len(X)))
+        arrays[part] = (X, check_class_indices(getattr(splits, f"y_{part}"), n_classes, f"y_{part}", len(X)))
     ckpt = (lambda k: str(Path(cfg.checkpoint_dir) / f"fold{k}.pt")) if cfg.checkpoint_dir else (lambda k: None)
     if cfg.folds == 1:
         folds = [FoldData(0, *arrays["train"], *arrays["val"], image_shape, n_classes, ckpt(0))]
@@ -372,7 +366,7 @@ def predict_scores(model: HybridQCNN, X, batch_size: int = 512) -> torch.Tensor:
 
 def evaluate(model: HybridQCNN, X, y, batch_size: int = 512) -> dict:
     """accuracy, f1, roc_auc, balanced_accuracy of ``model`` on images X (N, C, H, W), labels y (N,)."""
-    y = check_labels(y, model.n_classes, "y", len(X))
+    y = check_class_indices(y, model.n_classes, "y", len(X))
     probs = predict_scores(model, X, batch_size).numpy()
     scores = probs[:, 1] if model.n_classes == 2 else probs
     return classification_metrics(y, probs.argmax(axis=1), scores, n_classes=model.n_classes)

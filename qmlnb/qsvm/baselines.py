@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_array, check_X_y
 from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
-from .svm import check_labels, stratified_folds
+from .svm import check_at_least_two_classes, stratified_folds
 
 # name -> (input: "embeddings" | "pixels", what it is)
 BASELINES = {
@@ -76,7 +76,7 @@ def fit_baseline(name: str, X_train, y_train, X_test, y_test, *, cv: int = 5, se
     X_test = check_array(X_test)
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}")
-    check_labels(y_train)
+    check_at_least_two_classes(y_train)
     search = make_baseline(name, cv=stratified_folds(y_train, cv), seed=seed)
     t0 = time.perf_counter()
     search.fit(X_train, y_train)

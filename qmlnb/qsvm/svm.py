@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..kernels import FeatureMap, gram
 from ..kernels.registry import get_backend
+from .._util import check_int
 
 # C grid of the stratified search, log-spaced as usual for SVMs
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -71,8 +72,8 @@ def _check_auto_or_positive(value, name: str):
     return _check_positive(value, name)
 
 
-def check_labels(y) -> np.ndarray:
-    """Training labels as an array, with at least two classes."""
+def check_at_least_two_classes(y) -> np.ndarray:
+    """Training labels as an array, else a ValueError when they hold fewer than two classes."""
     y = np.asarray(y)
     classes = np.unique(y)
     if len(classes) < 2:
@@ -83,13 +84,12 @@ def check_labels(y) -> np.ndarray:
 
 def stratified_folds(y: np.ndarray, cv: int) -> int:
     """Folds for a stratified search: ``cv``, capped by the smallest class."""
-    if isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2:
-        raise ValueError(f"cv must be an integer >= 2, got {cv!r}")
+    cv = check_int(cv, "cv", minimum=2)
     smallest = int(np.unique(y, return_counts=True)[1].min())
     if smallest < 2:
         raise ValueError("choosing C by cross-validation needs at least 2 samples of every class; "
                          f"the smallest class has {smallest} (pass a fixed C instead)")
-    return min(int(cv), smallest)
+    return min(cv, smallest)
 
 
 def check_kernel(K, shape: tuple[int, int], name: str = "K") -> np.ndarray:
@@ -139,7 +139,7 @@ def cross_validate_C(K, y, Cs=DEFAULT_CS, *, cv: int = 5, seed: int = 0, progres
     K : (N, N) training Gram;  y : (N,) labels;  Cs : C values (> 0).
     Returns (n_folds, len(Cs)) float64; folds are ``min(cv, smallest class)``.
     """
-    y = check_labels(y)
+    y = check_at_least_two_classes(y)
     K = check_kernel(K, (len(y), len(y)))
     Cs = _check_grid(Cs, "Cs")
     n_splits = stratified_folds(y, cv)
@@ -177,7 +177,7 @@ def fit_precomputed(K, y, *, C="auto", Cs=DEFAULT_CS, cv: int = 5, seed: int = 0
     C : "auto" (stratified CV over ``Cs`` on slices of K) or a number > 0.
     """
     C = _check_auto_or_positive(C, "C")
-    y = check_labels(y)
+    y = check_at_least_two_classes(y)
     K = check_kernel(K, (len(y), len(y)))
     scores = None
     if C == "auto":
@@ -288,7 +288,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         candidates = self._check_params()
         X, y = check_X_y(X, y, dtype=np.float64)
         X = self._check_X(X)
-        y = check_labels(y)
+        y = check_at_least_two_classes(y)
         if self.C == "auto":
             stratified_folds(y, self.cv)  # enough samples per class for the folds?
         timings = dict(states=0.0, gram=0.0, select=0.0, fit=0.0)
