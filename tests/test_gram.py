@@ -8,6 +8,7 @@ from qmlnb.kernels import (
     InsufficientMemoryError,
     UnknownBackendError,
     available_backends,
+    check_backend,
     gram,
 )
 from qmlnb.kernels import registry, validation
@@ -127,6 +128,34 @@ def test_unusable_backend_gives_reason_and_install_step(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="BLAS went missing.*To enable it: pip install"):
         gram(random_states(2, 2), backend="cpu")
     assert available_backends()["cpu"] == (False, "BLAS went missing")
+
+
+def test_check_backend_is_the_one_answer_to_can_it_run_here(monkeypatch):
+    from qmlnb.kernels.backends import cpu_blas
+
+    usable, reason = check_backend("cpu")
+    assert usable is True and isinstance(reason, str) and reason
+    with pytest.raises(UnknownBackendError, match="unknown Gram backend 'tpu'; known backends: cpu"):
+        check_backend("tpu")
+    # get_backend and available_backends ask check_backend: a backend it calls unusable is refused by both
+    monkeypatch.setattr(registry, "check_backend", lambda name: (False, f"{name} switched off"))
+    assert available_backends()["cpu"] == (False, "cpu switched off")
+    with pytest.raises(BackendUnavailableError, match="cpu switched off"):
+        registry.get_backend("cpu")
+    monkeypatch.undo()
+    monkeypatch.setattr(cpu_blas, "probe", lambda: (False, "BLAS went missing"))
+    assert check_backend("cpu") == (False, "BLAS went missing")
+
+
+def test_check_backend_probes_only_the_backend_asked_for():
+    import subprocess
+    import sys
+
+    code = ("import sys; from qmlnb.kernels import check_backend\n"
+            "check_backend('cpu')\n"
+            "print(' '.join(m for m in ('torch', 'numba', 'qmlnb._openmp', 'pycuda', 'cupy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
 
 
 def test_unknown_backend_in_registry_error_is_also_a_value_error():

@@ -344,17 +344,36 @@ def test_default_threads_share_the_cores_between_parallel_runs(tmp_path, toy):
 
 
 def test_points_naming_an_unusable_backend_are_skipped_before_a_kernel_starts(tmp_path, toy, monkeypatch):
-    import qmlnb.kernels
+    from qmlnb.kernels.backends import torch_cuda
 
-    monkeypatch.setattr(qmlnb.kernels, "available_backends",
-                        lambda: {"cpu": (True, "BLAS"), "gpu": (False, "no CUDA device here")})
-    s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["gpu"], "threads": [1]}, name="gpu"), tmp_path / "runs")
+    # the sweep asks the registry's check_backend, which asks the backend's probe
+    monkeypatch.setattr(torch_cuda, "probe", lambda: (False, "no CUDA device here"))
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["torchcuda"], "threads": [1]}, name="gpu"),
+                         tmp_path / "runs")
     summary = sweep.run_sweeps([s], cores=2, progress=False)
-    folder = run_of(tmp_path / "runs" / "gpu", backend="gpu", threads=1)
+    folder = run_of(tmp_path / "runs" / "gpu", backend="torchcuda", threads=1)
     record = runs.read_status(folder)
     assert summary["skipped"] == 1 and record["status"] == "skipped"
-    assert record["reason"] == "Gram backend 'gpu' cannot run here: no CUDA device here"
+    assert record["reason"] == "Gram backend 'torchcuda' cannot run here: no CUDA device here"
     assert not list(folder.glob("*.ipynb"))  # nothing ran
+    # a usable backend, no backend, or an unknown name (left to the notebook's own error) is no skip
+    assert sweep.backend_unusable({"backend": "cpu"}) is None
+    assert sweep.backend_unusable({"threads": 1}) is None
+    assert sweep.backend_unusable({"backend": "tpu"}) is None
+
+
+
+def test_a_notebook_task_skips_an_unusable_backend_and_refuses_an_unknown_one(monkeypatch):
+    from qmlnb.kernels import UnknownBackendError
+    from qmlnb.kernels.backends import torch_cuda
+    from qmlnb.lab import tasks
+
+    assert tasks.check_backend("cpu") is None
+    monkeypatch.setattr(torch_cuda, "probe", lambda: (False, "no CUDA device here"))
+    with pytest.raises(tasks.RunSkipped, match="Gram backend 'torchcuda' cannot run here: no CUDA device here"):
+        tasks.check_backend("torchcuda")
+    with pytest.raises(UnknownBackendError, match="known backends: cpu"):
+        tasks.check_backend("tpu")
 
 
 def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):

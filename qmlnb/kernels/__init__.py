@@ -11,6 +11,7 @@ from .registry import (
     BackendUnavailableError,
     UnknownBackendError,
     available_backends,
+    check_backend,
 )
 from .validation import InsufficientMemoryError
 
@@ -18,6 +19,7 @@ __all__ = [
     "FeatureMap",
     "gram",
     "available_backends",
+    "check_backend",
     "BackendError",
     "BackendUnavailableError",
     "UnknownBackendError",

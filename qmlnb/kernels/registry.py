@@ -4,7 +4,8 @@ A backend is a module of ``qmlnb.kernels.backends`` with
 
 - ``INSTALL``: the install step that makes it usable (shown in errors);
 - ``DEFAULT_TILE``: its default tile edge in rows;
-- ``probe() -> (usable: bool, reason: str)``: cheap, never raises;
+- ``probe() -> (usable: bool, reason: str)``: cheap, never raises (ask it through
+  :func:`check_backend`);
 - ``gram(A, B, *, out, tile, n_threads)``: fills ``out`` (N, M) float32 or
   float64 with |A B^H|^2 (``B is None``: the symmetric A A^H, computing
   only upper tiles) from validated C-contiguous complex64 states.
@@ -45,10 +46,21 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(BACKENDS[name])
 
 
+def check_backend(name: str) -> tuple[bool, str]:
+    """(usable, reason): can the backend ``name`` run on this machine?
+
+    The one answer to that question: :func:`get_backend`, :func:`available_backends`
+    and the lab's skip decisions all ask here.  Probes only this backend (its
+    heavy dependency is imported, the others are not touched).  An unknown
+    name raises :class:`UnknownBackendError`.
+    """
+    return _module(name).probe()
+
+
 def get_backend(name: str) -> ModuleType:
     """The backend module, after checking that it can run here (never a fallback)."""
     module = _module(name)
-    usable, reason = module.probe()
+    usable, reason = check_backend(name)
     if not usable:
         raise BackendUnavailableError(f"Gram backend {name!r} cannot run here: {reason}. To enable it: {module.INSTALL}")
     return module
@@ -56,4 +68,4 @@ def get_backend(name: str) -> ModuleType:
 
 def available_backends() -> dict[str, tuple[bool, str]]:
     """{name: (usable, reason)} for every known backend on this machine."""
-    return {name: _module(name).probe() for name in BACKENDS}
+    return {name: check_backend(name) for name in BACKENDS}

@@ -230,9 +230,12 @@ def backend_unusable(point: dict) -> str | None:
     name = point.get("backend")
     if not isinstance(name, str):
         return None
-    from ..kernels import available_backends
+    from ..kernels import UnknownBackendError, check_backend
 
-    usable, reason = available_backends().get(name, (True, ""))
+    try:
+        usable, reason = check_backend(name)
+    except UnknownBackendError:
+        return None
     return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
 
 

@@ -119,12 +119,9 @@ def pca_angles(X_fit: np.ndarray, *others: np.ndarray, n_components: int) -> lis
 
 def check_backend(backend: str) -> None:
     """Raise :class:`RunSkipped` when a known Gram backend cannot run here (unknown names stay errors)."""
-    from ..kernels import available_backends
+    from ..kernels import check_backend
 
-    status = available_backends()
-    if backend not in status:
-        raise ValueError(f"unknown Gram backend {backend!r}; known backends: {', '.join(status)}")
-    usable, reason = status[backend]
+    usable, reason = check_backend(backend)  # an unknown name: UnknownBackendError, a ValueError
     if not usable:
         raise RunSkipped(f"Gram backend {backend!r} cannot run here: {reason}")
 
