@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from qmlnb.qcnn.model import HybridQCNN
-from qmlnb.qcnn.circuit import (TorchQCNN, apply_two_qubit, conv_matrices, init_weights, levels, pennylane_qcnn,
-                                pool_matrices, readout_wire)
+from qmlnb.qcnn.circuit import conv_matrices, init_weights, levels, pool_matrices, readout_wire
+from qmlnb.qcnn.simulators import SIMULATORS, TorchQCNN, apply_two_qubit, check_simulator, pennylane_qcnn
 
 IMAGE = (1, 8, 8)
 
@@ -144,7 +144,8 @@ def test_images_of_the_wrong_shape_are_refused():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"simulator": "qiskit"}, "simulator"),
+    ({"simulator": "qiskit"}, r"simulator must be one of \('torch', 'pennylane'\), got 'qiskit'"),
+    ({"simulator": None}, "simulator must be one of"),
     ({"n_classes": 1}, "n_classes must be an integer >= 2, got 1"),
     ({"n_classes": True}, "n_classes must be an integer >= 2, got True"),
     ({"n_classes": 2.0}, "n_classes must be an integer >= 2, got 2.0"),
@@ -155,3 +156,11 @@ def test_bad_constructor_arguments(kwargs, match):
     args = {"image_shape": IMAGE, **kwargs}
     with pytest.raises(ValueError, match=match):
         HybridQCNN(**args)
+
+
+def test_the_simulators_are_named_in_one_place():
+    assert tuple(SIMULATORS) == ("torch", "pennylane")
+    for name in SIMULATORS:
+        assert check_simulator(name) == name
+    with pytest.raises(ValueError, match="simulator must be one of"):
+        check_simulator("qulacs")

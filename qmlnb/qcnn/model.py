@@ -4,8 +4,8 @@
       -> CNN: adaptive average pool to 7x7, Conv(C->16, 3x3, stride 2) ReLU,
               flatten (B, 144)
       -> Linear(144 -> n_qubits), angles = pi * tanh(.)   (B, n_qubits)  == model.embed(x)
-      -> QCNN circuit (qmlnb.qcnn.circuit): RY angle encoding, log2(n) levels
-         of convolution + pooling, <Z> of the last wire            (B, 1)
+      -> QCNN circuit (qmlnb.qcnn.circuit; run by qmlnb.qcnn.simulators): RY angle
+         encoding, log2(n) levels of convolution + pooling, <Z> of the last wire  (B, 1)
       -> Linear(1 -> n_classes)                                     (B, n_classes) logits
 
 The angles are bounded to [-pi, pi] by ``pi * tanh``: RY(a) and RY(a + 2 pi)
@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from .._util import check_int
-from .circuit import check_n_qubits, init_weights, make_quantum_layer
-
-SIMULATOR_NAMES = ("torch", "pennylane")
+from .circuit import check_n_qubits, init_weights
+from .simulators import check_simulator, make_quantum_layer
 
 
 class HybridQCNN(nn.Module):
@@ -52,8 +51,7 @@ class HybridQCNN(nn.Module):
             raise ValueError(f"image_shape must be (C, H, W) with H, W >= 5, got {image_shape!r}")
         n_classes = check_int(n_classes, "n_classes", minimum=2)
         n_qubits = check_n_qubits(n_qubits)
-        if simulator not in SIMULATOR_NAMES:
-            raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {simulator!r}")
+        check_simulator(simulator)
         self.image_shape, self.n_classes, self.n_qubits, self.simulator = image_shape, n_classes, n_qubits, simulator
         self.seed = seed
 

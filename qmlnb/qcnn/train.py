@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
 from .._util import atomic_write_bytes, available_cores, check_int, check_positive_int
-from .model import HybridQCNN, SIMULATOR_NAMES
+from .model import HybridQCNN
 from . import parallel
 from .circuit import check_n_qubits
+from .simulators import check_simulator
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
 # TrainConfig fields that do not change the numbers a run produces: a checkpoint
@@ -100,8 +101,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.simulator not in SIMULATOR_NAMES:
-            raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {self.simulator!r}")
+        check_simulator(self.simulator)
 
     def processes(self) -> int:
         """Processes this configuration runs at once."""
