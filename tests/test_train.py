@@ -304,3 +304,28 @@ def HybridQCNN_from(splits):
     from qmlnb.qcnn.model import HybridQCNN
 
     return HybridQCNN(splits.image_shape, len(splits.classes), n_qubits=4)
+
+
+def test_training_settings_hold_for_the_block_and_are_restored_after():
+    from qmlnb.qcnn.determinism import training_settings
+
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    # a caller with strict determinism (not warn-only) and 2 threads must get exactly that back
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    try:
+        with training_settings(1):
+            assert torch.get_num_threads() == 1
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.get_num_threads() == 2
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+            with training_settings(0):
+                pass
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])

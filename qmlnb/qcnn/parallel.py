@@ -13,8 +13,9 @@
   the metrics (all ranks make the same early-stopping decision), writes the
   checkpoints and hands the result back.
 
-Both set ``torch.set_num_threads`` in every process so that
-processes x threads never exceeds the cores.  The training function comes in as an
+Both give every process the same threads and deterministic algorithms
+(:func:`qmlnb.qcnn.determinism.apply_training_settings`), with processes x
+threads never more than the cores.  The training function comes in as an
 argument (pickled by name into the spawned processes), so this module does not
 import :mod:`qmlnb.qcnn.train`, which imports it.
 """
@@ -33,6 +34,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
+
+from .determinism import apply_training_settings
 
 
 class LocalSync:
@@ -82,11 +85,6 @@ class DistributedSync:
 
 
 # ------------------------------------------------------------------ fold-parallel
-def _init_pool_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
 # Pools are kept for the next train_qcnn call (a sweep, a notebook's next cell):
 # starting a spawned worker costs seconds (it imports torch and scikit-learn),
 # often more than training one fold of this small model.
@@ -98,7 +96,7 @@ def fold_pool(processes: int, threads: int) -> ProcessPoolExecutor:
     key = (processes, threads)
     if key not in _POOLS:
         _POOLS[key] = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_init_pool_worker, initargs=(threads,))
+                                          initializer=apply_training_settings, initargs=(threads,))
     return _POOLS[key]
 
 
@@ -140,8 +138,7 @@ def _data_parallel_rank(train_fold, rank: int, world: int, port: int, threads: i
     import torch.distributed as dist
 
     try:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        apply_training_settings(threads)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(minutes=5))
         sync = DistributedSync(rank)

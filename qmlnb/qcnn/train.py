@@ -18,7 +18,6 @@ selected on.  The process-level parts (process pool, torch.distributed) are in
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -38,6 +37,7 @@ from .._util import atomic_write_bytes, available_cores, check_int, check_positi
 from .model import HybridQCNN
 from . import parallel
 from .circuit import check_n_qubits
+from .determinism import training_settings
 from .simulators import check_simulator
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
@@ -300,19 +300,6 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 # ------------------------------------------------------------------ training one fold
-@contextlib.contextmanager
-def torch_settings(threads: int):
-    """Threads and deterministic algorithms for a training run; restored afterwards."""
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
-
-
 def build_model(data: FoldData, cfg: TrainConfig) -> HybridQCNN:
     """The fold's freshly initialised model (seed = cfg.seed + fold)."""
     return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold)
@@ -476,7 +463,7 @@ def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> 
 
     start = time.perf_counter()
     if cfg.mode == "sequential":
-        with torch_settings(threads):
+        with training_settings(threads):
             outcomes = [train_fold(data, cfg, on_epoch_end=on_epoch_end) for data in folds]
     elif cfg.mode == "fold-parallel":
         outcomes = parallel.run_fold_parallel(train_fold, folds, cfg, threads)
