@@ -190,7 +190,34 @@ def test_fit_precomputed(fitted, binary):
     result = fit_precomputed(fitted.train_kernel_, y, Cs=(0.1, 1.0, 10.0), cv=3)
     assert result.C == fitted.C_
     np.testing.assert_array_equal(result.svc.support_, fitted.support_)
-    assert fit_precomputed(fitted.train_kernel_, y, C=2.0).cv_scores is None
+    assert set(result.timings) == {"select", "fit"} and min(result.timings.values()) >= 0
+    fixed = fit_precomputed(fitted.train_kernel_, y, C=2.0)
+    assert fixed.cv_scores is None and fixed.C == 2.0
+
+
+@pytest.mark.parametrize("C", ["auto", 2.0])
+def test_fit_searches_C_through_fit_precomputed(binary, monkeypatch, C):
+    """One C-search path: the estimator hands its chosen Gram to fit_precomputed and keeps what it returns."""
+    X, y, _, _ = binary
+    calls = []
+
+    def recording(K, labels, **kwargs):
+        calls.append((K, kwargs))
+        return fit_precomputed(K, labels, **kwargs)
+
+    monkeypatch.setattr(svm_module, "fit_precomputed", recording)
+    clf = QuantumKernelSVC(**{**SMALL, "C": C}).fit(X, y)
+    assert len(calls) == 1
+    K, kwargs = calls[0]
+    assert K is clf.train_kernel_
+    assert kwargs == dict(C=C, Cs=SMALL["Cs"], cv=SMALL["cv"], seed=0, progress=False)
+    expected = fit_precomputed(clf.train_kernel_, y, C=C, Cs=SMALL["Cs"], cv=SMALL["cv"])
+    assert clf.C_ == expected.C
+    np.testing.assert_array_equal(clf.support_, expected.svc.support_)
+    if C == "auto":
+        np.testing.assert_array_equal(clf.cv_scores_, expected.cv_scores)
+    else:
+        assert clf.cv_scores_ is None
 
 
 # ---------------------------------------------------------------- bad input

@@ -163,15 +163,19 @@ def best_C(Cs, scores: np.ndarray) -> float:
 
 @dataclass
 class PrecomputedFit:
-    """``fit_precomputed``'s result: the fitted SVC, its C and the CV table."""
+    """``fit_precomputed``'s result: the fitted SVC, its C, the CV table and the seconds spent."""
 
     svc: SVC
     C: float
     cv_scores: np.ndarray | None  # (n_folds, len(Cs)) balanced accuracy, None for a fixed C
+    timings: dict  # seconds: "select" (the C search, 0 for a fixed C), "fit" (the final SVC)
 
 
 def fit_precomputed(K, y, *, C="auto", Cs=DEFAULT_CS, cv: int = 5, seed: int = 0, progress: bool = False) -> PrecomputedFit:
     """Fit ``SVC(kernel="precomputed")`` on a training Gram, choosing C by CV if asked.
+
+    The one C search and final fit: :meth:`QuantumKernelSVC.fit` calls it on
+    the Gram of the bandwidth it chose.
 
     K : (N, N) finite training Gram;  y : (N,) labels (two classes or more).
     C : "auto" (stratified CV over ``Cs`` on slices of K) or a number > 0.
@@ -180,11 +184,14 @@ def fit_precomputed(K, y, *, C="auto", Cs=DEFAULT_CS, cv: int = 5, seed: int = 0
     y = check_at_least_two_classes(y)
     K = check_kernel(K, (len(y), len(y)))
     scores = None
+    t0 = time.perf_counter()
     if C == "auto":
         Cs = _check_grid(Cs, "Cs")
         scores = cross_validate_C(K, y, Cs, cv=cv, seed=seed, progress=progress)
         C = best_C(Cs, scores)
-    return PrecomputedFit(SVC(kernel="precomputed", C=C).fit(K, y), C, scores)
+    t1 = time.perf_counter()
+    svc = SVC(kernel="precomputed", C=C).fit(K, y)
+    return PrecomputedFit(svc, float(C), scores, {"select": t1 - t0, "fit": time.perf_counter() - t1})
 
 
 # ---------------------------------------------------------------- estimator
@@ -314,19 +321,12 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         _, self.bandwidth_, S, K = best
         del best
 
-        t0 = time.perf_counter()
-        scores = None
-        C = self.C
-        if C == "auto":
-            scores = cross_validate_C(K, y, self.Cs, cv=self.cv, seed=self.seed, progress=self.progress)
-            C = best_C(_check_grid(self.Cs, "Cs"), scores)
-        t1 = time.perf_counter()
-        self.svc_ = SVC(kernel="precomputed", C=C).fit(K, y)
-        timings["select"] += t1 - t0
-        timings["fit"] = time.perf_counter() - t1
-
-        self.C_ = float(C)
-        self.cv_scores_ = scores
+        result = fit_precomputed(K, y, C=self.C, Cs=self.Cs, cv=self.cv, seed=self.seed, progress=self.progress)
+        timings["select"] += result.timings["select"]
+        timings["fit"] = result.timings["fit"]
+        self.svc_ = result.svc
+        self.C_ = result.C
+        self.cv_scores_ = result.cv_scores
         self.classes_ = self.svc_.classes_
         self.support_ = self.svc_.support_
         self.support_states_ = np.ascontiguousarray(S[self.support_])
