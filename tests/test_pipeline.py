@@ -11,7 +11,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import qmlnb.qsvm.pipeline as pipeline_module
-from qmlnb.qsvm.baselines import BASELINES, fit_baseline, run_baselines
+from qmlnb.qsvm.baselines import BASELINES, check_baselines, fit_baseline, make_baseline, run_baselines
 from qmlnb.data import load_splits
 from qmlnb.qsvm.pipeline import embed, run_qsvm_experiment
 
@@ -126,12 +126,30 @@ def test_embedding_width_must_match_n_qubits(digits, stand_in):
 
 def test_bad_baseline_input(digits):
     X = digits.X_train.reshape(len(digits.X_train), -1)
-    with pytest.raises(ValueError, match="unknown baseline 'knn'"):
+    with pytest.raises(ValueError, match="unknown baselines \\['knn'\\]; known baselines: rbf_svm_embeddings"):
         fit_baseline("knn", X, digits.y_train, X, digits.y_train)
     with pytest.raises(ValueError, match="single class"):
         fit_baseline("logreg_embeddings", X, np.zeros(len(X), dtype=int), X, digits.y_train)
     with pytest.raises(ValueError, match="X_test has 3 features but X_train has 64"):
         fit_baseline("logreg_embeddings", X, digits.y_train, X[:, :3], digits.y_train)
+
+
+
+def test_baseline_names_are_checked_in_one_place(digits):
+    assert check_baselines(list(BASELINES)) == tuple(BASELINES)
+    assert check_baselines(()) == ()
+    for name in BASELINES:  # every listed baseline has a model
+        assert make_baseline(name, cv=2).cv.n_splits == 2
+    with pytest.raises(ValueError, match="^unknown baselines \\['knn', 'tree'\\]; known baselines: "
+                                         + ", ".join(BASELINES) + "$"):
+        check_baselines(("logreg_embeddings", "knn", "tree"))
+    with pytest.raises(ValueError, match="sequence of names.*got the string 'logreg_embeddings'"):
+        check_baselines("logreg_embeddings")
+    with pytest.raises(ValueError, match="unknown baselines \\['knn'\\]"):
+        make_baseline("knn", cv=2)
+    X = digits.X_train
+    with pytest.raises(ValueError, match="unknown baselines \\['knn'\\]"):
+        run_baselines(X, X, X, X, digits.y_train, digits.y_train, names=("knn",))
 
 
 # ---------------------------------------------------------------- with the real QCNN

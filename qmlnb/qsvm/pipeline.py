@@ -17,7 +17,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .baselines import BASELINES, run_baselines
+from .baselines import BASELINES, check_baselines, run_baselines
 from ..metrics import classification_metrics
 from .svm import QuantumKernelSVC
 
@@ -85,9 +85,7 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
       ``gram_backend`` and ``dataset`` (name, classes, sizes); the caller records the environment.
     """
     svm_params = check_svm_params(svm_params)
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}; known baselines: {', '.join(BASELINES)}")
+    baselines = check_baselines(baselines)
     if trained is None and train_config is None:
         raise ValueError("pass a train_config to train the QCNN, or trained= an existing TrainResult")
     cv = svm_params.get("cv", 5) if cv is None else cv
