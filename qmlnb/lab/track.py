@@ -632,6 +632,7 @@ class SweepTracker:
         self.store = store_location(to, store)
         self.counts = {LOGGED: 0, ALREADY_LOGGED: 0, FAILED: 0, BUSY: 0}
         self.failures: list[tuple[str, str]] = []
+        self._lock = threading.Lock()  # the sweep's worker threads count here at once
 
     def __call__(self, run_dir: str | os.PathLike) -> dict:
         """Log one completed run; never raises for a tracker error (it is in ``tracker.json``)."""
@@ -642,9 +643,10 @@ class SweepTracker:
             entry = {"status": FAILED, "error": f"{type(err).__name__}: {err}"}
         finally:
             sinks.close()
-        self.counts[entry["status"]] += 1
-        if entry["status"] == FAILED:
-            self.failures.append((str(run_dir), entry["error"]))
+        with self._lock:
+            self.counts[entry["status"]] += 1
+            if entry["status"] == FAILED:
+                self.failures.append((str(run_dir), entry["error"]))
         return entry
 
     def report(self, runs_dir: str | os.PathLike) -> str:
