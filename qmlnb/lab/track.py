@@ -328,7 +328,8 @@ class MlflowSink:
                         (Path(tmp) / name).write_bytes(blob)
                     self.client.log_artifacts(run_id, tmp, "figures")
         except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
+            with contextlib.suppress(Exception):  # the first error is the one to report; find() deletes this run
+                self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED", end_time=max(end, start))
         return run_id
@@ -411,9 +412,12 @@ class WandbSink:
 
     @contextlib.contextmanager
     def _environment(self):
-        """wandb's staging, cache and config folders under ``<store>/wandb/`` (unless set), offline, silent."""
-        wanted = {"WANDB_MODE": "offline", "WANDB_SILENT": "true",
-                  **{var: str(self.root / sub) for var, sub in WANDB_DIR_ENV.items() if var not in os.environ}}
+        """wandb's staging, cache and config folders under ``<store>/wandb/`` (unless set), while logging.
+
+        Only these: offline and silent are the run's settings, so a papermill kernel a sweep starts
+        meanwhile (it copies this process's environment) is not made offline.
+        """
+        wanted = {var: str(self.root / sub) for var, sub in WANDB_DIR_ENV.items() if var not in os.environ}
         before = {var: os.environ.get(var) for var in wanted}
         os.environ.update(wanted)
         try:
