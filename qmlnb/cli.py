@@ -15,6 +15,7 @@ BENCHES = {
 COMMANDS = {
     "sweep": "qmlnb.lab.sweep",
     "report": "qmlnb.lab.report",
+    "track": "qmlnb.lab.track",
     "download": "qmlnb.data.download",
 }
 

@@ -269,7 +269,7 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
 
 
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
-               client=None) -> dict:
+               client=None, tracker=None) -> dict:
     """Run every pending point of ``sweeps``; returns counts and the failed, skipped and busy runs.
 
     Points of one grid run up to ``min(jobs, grid's jobs)`` at a time; a run with
@@ -279,7 +279,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
     how many run at once.  A point held by another live sweep counts as ``busy``
     and is not run.  SIGTERM/SIGINT (when called from the main thread) stop the
     local papermill processes, mark their runs interrupted and raise
-    :class:`SweepInterrupted`.
+    :class:`SweepInterrupted`.  ``tracker`` (a :class:`qmlnb.lab.track.SweepTracker`) logs each run
+    completed here to MLflow or W&B; its failures are recorded in the run's ``tracker.json``, never raised.
     """
     from ..kernels.distributed import connect
 
@@ -303,6 +304,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
         budget = CoreBudget(budget_cores)
 
         def account(result: dict, sweep: Sweep, point: dict) -> None:
+            if tracker is not None and result["status"] == runs.COMPLETE:
+                result["tracker"] = tracker(sweep.run_dir(point))
             with lock:
                 summary[result["status"]] += 1
                 where = str(sweep.run_dir(point))
@@ -363,6 +366,11 @@ def add_arguments(parser) -> None:
                         help="run each point as a Dask task: 'local' (a LocalCluster of this machine) or a "
                              "scheduler address; the workers must see the notebooks, runs and data at the same paths")
     parser.add_argument("--list", action="store_true", help="print the points and their state, run nothing")
+    parser.add_argument("--tracker", choices=("mlflow", "wandb"), default=None,
+                        help="also log each completed run to MLflow (mlruns/) or W&B (offline, wandb/); "
+                             "needs pip install -e \".[track]\"")
+    parser.add_argument("--tracker-store", default=None, metavar="PATH",
+                        help="the tracker's store (see python -m qmlnb track export --help)")
 
 
 def run(args) -> int:
@@ -375,13 +383,21 @@ def run(args) -> int:
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
+    tracker = None
+    if getattr(args, "tracker", None) and not args.list:
+        from .track import SweepTracker, TrackerUnavailable
+        try:
+            tracker = SweepTracker(args.tracker, args.tracker_store)
+        except TrackerUnavailable as err:
+            print(f"qmlnb sweep: {err}", file=sys.stderr)
+            return 2
     try:
         if args.list:
             for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
                 state = action if action in ("run", "done") else f"skip ({action})"
                 print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
             return 0
-        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, tracker=tracker)
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
@@ -398,4 +414,6 @@ def run(args) -> int:
         print(f"  busy {where}: held by {f'pid {pid}' if pid else 'another process'}, not run")
     for where, error in summary["failures"]:
         print(f"  FAILED {where}: {error}", file=sys.stderr)
+    if tracker is not None:
+        print(tracker.report(args.runs_dir))
     return 1 if summary["failed"] else 0
