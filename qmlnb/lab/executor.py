@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nbformat
 from tqdm.auto import tqdm
@@ -26,10 +25,8 @@ from tqdm.auto import tqdm
 from . import runs
 from ..data import catalog
 from ..kernels.distributed import connect
+from .grid import Sweep
 from .tasks import THREAD_ENV_VARS, RunSkipped
-
-if TYPE_CHECKING:
-    from .sweep import Sweep
 from .. import _util
 
 
