@@ -17,7 +17,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from qmlnb import cli
-from qmlnb.lab import executor, report, runs, sweep
+from qmlnb.lab import executor, report, runs, sweep, tasks
 from qmlnb import _util
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,23 @@ def test_cli_refuses_bad_grids_before_running_anything(tmp_path, toy, capsys):
     assert cli.main(["sweep", str(good), str(bad), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "unknown parameter(s) 'b'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--jobs", "--cores"])
+def test_cli_refuses_a_non_positive_jobs_or_cores(tmp_path, toy, capsys, flag):
+    grid = grid_file(tmp_path, toy, {"a": [1]})
+    assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs"), flag, "0"]) == 2
+    assert f"{flag} must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"repeats": 0}, "repeats must be a positive integer, got 0"),
+                                             ({"qubits": [4, 0]}, "each of qubits must be a positive integer"),
+                                             ({"qubits": [2.5]}, "each of qubits must be a positive integer")])
+def test_gram_scaling_refuses_bad_counts_before_loading_data(kwargs, message, monkeypatch):
+    monkeypatch.setattr(tasks, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    with pytest.raises(ValueError, match=message):
+        tasks.gram_scaling(**kwargs)
 
 
 # ------------------------------------------------------------------ core budget

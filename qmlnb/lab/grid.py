@@ -31,6 +31,7 @@ import nbformat
 import yaml
 
 from . import runs
+from .._util import check_positive_int
 
 GRID_KEYS = {"name", "notebook", "jobs", "timeout", "grid", "description"}
 # a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
@@ -196,8 +197,11 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
                                  f"{notebook.name} expects a {type(params[key]).__name__} (default {params[key]!r})")
     for key in ("jobs", "timeout"):
         value = spec.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SweepError(f"{path}: {key!r} must be a positive integer, got {value!r}")
+        if value is not None:
+            try:
+                check_positive_int(value, repr(key))
+            except ValueError as err:
+                raise SweepError(f"{path}: {err}") from None
     return Sweep(path=path, name=name, notebook=notebook, points=points, notebook_params=params,
                  notebook_sha256=notebook_sha256, jobs=spec.get("jobs"), timeout=spec.get("timeout"),
                  description=str(spec.get("description") or ""), runs_dir=Path(runs_dir))

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm.auto import tqdm
 
 from . import runs
-from .._util import available_cores
+from .._util import available_cores, check_positive_int
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
                        run_points_on_dask, skip_point, stop_children_on_signals)
 # the grid files' names, handed on: `sweep.load_sweep(...)` is how callers read a grid
@@ -183,8 +183,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     for name in ("jobs", "cores"):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"--{name} must be at least 1, got {value}")
+        if value is not None:
+            try:
+                check_positive_int(value, f"--{name}")
+            except ValueError as err:
+                print(f"qmlnb sweep: {err}", file=sys.stderr)
+                return 2
     try:
         sweeps = [load_sweep(path, args.runs_dir) for path in args.grids]
     except SweepError as err:

@@ -160,13 +160,12 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
 
     check_backend(backend)
     sizes = sorted(int(n) for n in sizes)
-    qubits = sorted(int(n) for n in qubits)
+    qubits = sorted(_util.check_positive_int(n, "each of qubits") for n in qubits)
     if not sizes or sizes[0] < 2:
         raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {sizes!r}")
-    if not qubits or qubits[0] < 1:
-        raise ValueError(f"qubits must be a non-empty list of positive integers, got {qubits!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not qubits:
+        raise ValueError("qubits must be a non-empty list of positive integers, got []")
+    _util.check_positive_int(repeats, "repeats")
     threads = set_threads(threads)
     splits = load_data(dataset, classes=None, seed=seed)
     images = np.concatenate([splits.X_train, splits.X_val, splits.X_test])
