@@ -184,6 +184,23 @@ def test_gram_scaling_refuses_bad_counts_before_loading_data(kwargs, message, mo
         tasks.gram_scaling(**kwargs)
 
 
+def test_the_papermill_command_is_written_once(tmp_path):
+    from qmlnb.lab.papermill_run import papermill_command
+
+    cmd = papermill_command(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path,
+                            parameters={"a": 1, "b": 1.0, "c": [1, 2]}, timeout=30)
+    assert cmd[:5] == [sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")]
+    assert cmd[cmd.index("--cwd") + 1] == str(tmp_path) and cmd[cmd.index("--execution-timeout") + 1] == "30"
+    assert json.loads(cmd[cmd.index("-y") + 1]) == {"a": 1, "b": 1.0, "c": [1, 2]}
+    assert "--execution-timeout" not in papermill_command("a", "b", cwd=".", parameters={})
+    with pytest.raises(ValueError, match="timeout must be a positive integer"):
+        papermill_command("a", "b", cwd=".", parameters={}, timeout=0)
+    # the sweep and the report build their command with it: no other module spells papermill's argv
+    spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py")
+               if '"-m", "papermill"' in p.read_text()]
+    assert spelled == ["qmlnb/lab/papermill_run.py"]
+
+
 # ------------------------------------------------------------------ core budget
 def test_core_budget_never_exceeds_the_cores():
     budget, lock = executor.CoreBudget(3), threading.Lock()

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from . import runs
 from ..data import catalog
 from ..kernels.distributed import connect
 from .grid import Sweep
+from .papermill_run import papermill_command
 from .tasks import THREAD_ENV_VARS, RunSkipped
 from .. import _util
 
@@ -243,10 +242,7 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     env[catalog.ENV_VAR] = data_dir or str(catalog.data_dir().resolve())
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"
     final = run_dir / sweep.notebook.name
-    cmd = [sys.executable, "-m", "papermill", str(sweep.notebook), str(partial), "--cwd", str(run_dir),
-           "--kernel", "python3", "--no-progress-bar", "-y", json.dumps(parameters)]
-    if sweep.timeout:
-        cmd += ["--execution-timeout", str(sweep.timeout)]
+    cmd = papermill_command(sweep.notebook, partial, cwd=run_dir, parameters=parameters, timeout=sweep.timeout)
     start = time.perf_counter()
     # papermill keeps a copy of the lock: should this sweep be SIGKILLed, the point stays held while papermill lives
     proc = CHILDREN.start(cmd, env=env, pass_fds=(lock.fileno(),))

@@ -10,7 +10,6 @@ code cells hidden behind a "show code" button.  Figures go to
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ... import _util
 from .load import ReportError, require_runs
+from ..papermill_run import papermill_command
 
 # shipped as package data, so an installed wheel can build a report; notebooks/90-summary.ipynb links here
 SUMMARY_NOTEBOOK = Path(__file__).resolve().parent / "summary.ipynb"
@@ -78,9 +78,8 @@ def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.Pat
     reports_dir.mkdir(parents=True, exist_ok=True)
     executed = reports_dir / "_build" / "summary.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "--cwd", str(reports_dir),
-           "--kernel", "python3", "--no-progress-bar", "--execution-timeout", str(timeout),
-           "-y", json.dumps({"runs_dir": str(runs_dir), "reports_dir": str(reports_dir)})]
+    cmd = papermill_command(notebook, executed, cwd=reports_dir, timeout=timeout,
+                            parameters={"runs_dir": str(runs_dir), "reports_dir": str(reports_dir)})
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the summary notebook failed (executed copy: {executed}):\n{proc.stderr[-3000:]}")
