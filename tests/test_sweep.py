@@ -201,6 +201,13 @@ def test_the_papermill_command_is_written_once(tmp_path):
     assert spelled == ["qmlnb/lab/papermill_run.py"]
 
 
+@pytest.mark.parametrize("literal, owner", [('"QMLNB_RUN_DIR"', "qmlnb/lab/runs.py"),
+                                            ('"QMLNB_DATA_DIR"', "qmlnb/data/catalog.py")])
+def test_environment_variable_names_are_written_once(literal, owner):
+    spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py") if literal in p.read_text()]
+    assert spelled == [owner]
+
+
 # ------------------------------------------------------------------ core budget
 def test_core_budget_never_exceeds_the_cores():
     budget, lock = executor.CoreBudget(3), threading.Lock()

@@ -237,7 +237,7 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     _util.atomic_write_json(run_dir / runs.PARAMS_FILE, parameters)
     runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
-    env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
+    env[runs.RUN_DIR_ENV] = str(run_dir.resolve())
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
     env[catalog.ENV_VAR] = data_dir or str(catalog.data_dir().resolve())
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"

@@ -36,6 +36,7 @@ STATUS_FILE = "status.json"
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
 LOCK_FILE = ".lock"
+RUN_DIR_ENV = "QMLNB_RUN_DIR"  # the sweep sets it in a kernel's environment: the folder that run writes to
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT of the sweep; redone by the next sweep
 FINAL_STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)

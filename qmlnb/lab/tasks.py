@@ -21,7 +21,6 @@ import pandas as pd
 from . import provenance, runs
 from .. import _util
 
-RUN_DIR_ENV = "QMLNB_RUN_DIR"  # set by `qmlnb sweep` to the run's folder
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -42,7 +41,7 @@ def run_dir(stage: str = "interactive") -> Path:
     ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
-    folder = Path(os.environ.get(RUN_DIR_ENV) or project_root() / "runs" / "interactive" / stage)
+    folder = Path(os.environ.get(runs.RUN_DIR_ENV) or project_root() / "runs" / "interactive" / stage)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
