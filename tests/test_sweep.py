@@ -17,7 +17,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from qmlnb import cli
-from qmlnb.lab import executor, report, runs, sweep, tasks
+from qmlnb.lab import executor, report, runs, stages, sweep, tasks
 from qmlnb import _util
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,6 +206,31 @@ def test_the_papermill_command_is_written_once(tmp_path):
 def test_environment_variable_names_are_written_once(literal, owner):
     spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py") if literal in p.read_text()]
     assert spelled == [owner]
+
+
+def test_a_grid_stage_must_be_a_known_stage(tmp_path, toy):
+    with pytest.raises(sweep.SweepError, match=r"'stage' = 'thread' is not a known stage; known stages: sequential"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, stage="thread"))
+    assert sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, stage=stages.THREADS)).stage == "threads"
+
+
+def test_each_run_records_its_grids_stage(tmp_path, toy, monkeypatch):
+    monkeypatch.setenv(stages.STAGE_ENV, "from-the-shell")  # never leaks into a run
+    staged = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="renamed",
+                                        stage=stages.DATASET_SIZE, stem="staged"), tmp_path / "runs")
+    plain = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [2], "threads": [1]}, name="plain", stem="plain"),
+                             tmp_path / "runs")
+    assert sweep.run_sweeps([staged, plain], cores=2, progress=False)["complete"] == 2
+    folder = staged.run_dir({"a": 1, "threads": 1})
+    assert json.loads((folder / "metrics.json").read_text())["stage"] == "dataset-size"
+    assert runs.read_status(folder)["stage"] == "dataset-size"
+    # no stage in the grid: the notebook's own ("toy") stands
+    assert json.loads((plain.run_dir({"a": 2, "threads": 1}) / "metrics.json").read_text())["stage"] == "toy"
+    # a run recorded under another stage belongs to another report section: it is run again
+    moved = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="renamed",
+                                       stage=stages.BATCH_SIZE, stem="moved"), tmp_path / "runs")
+    assert [action for *_, action in sweep.plan([staged], 2, 1)] == ["done"]
+    assert [action for *_, action in sweep.plan([moved], 2, 1)] == ["run"]
 
 
 # ------------------------------------------------------------------ core budget
@@ -596,10 +621,13 @@ def test_there_are_notebooks_and_grids(tmp_path):
     assert {s.notebook.name for s in sweeps} == {p.name for p in NOTEBOOKS} - {"00-explore.ipynb", "90-summary.ipynb"}
     # the summary ships inside the package (an installed wheel builds reports); notebooks/ links to it
     assert (ROOT / "notebooks" / "90-summary.ipynb").resolve() == report.SUMMARY_NOTEBOOK
-    # the report finds its QCNN sweeps by grid name: each such grid exists and varies what its section plots
+    # every committed grid declares its stage, and each stage the report plots a QCNN quantity against
+    # has a grid that varies that quantity
+    assert all(s.stage in stages.STAGES for s in sweeps)
     qcnn = [s for s in sweeps if s.notebook.name == "10-train-qcnn.ipynb"]
-    for word, varied in (("threads", "threads"), ("dataset-size", "n_train"), ("batch-size", "batch_size")):
-        assert any(word in s.name and len({p[varied] for p in s.points}) > 1 for s in qcnn), word
+    for stage, varied in ((stages.THREADS, "threads"), (stages.DATASET_SIZE, "n_train"),
+                          (stages.BATCH_SIZE, "batch_size")):
+        assert any(s.stage == stage and len({p[varied] for p in s.points}) > 1 for s in qcnn), stage
 
 
 @pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, stages
 from ..data import catalog
 from ..kernels.distributed import connect
 from .grid import Sweep
@@ -238,6 +238,10 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env[runs.RUN_DIR_ENV] = str(run_dir.resolve())
+    # the grid's stage, which tasks.save_run records; without one the notebook's own (not this shell's) holds
+    env.pop(stages.STAGE_ENV, None)
+    if sweep.stage:
+        env[stages.STAGE_ENV] = sweep.stage
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
     env[catalog.ENV_VAR] = data_dir or str(catalog.data_dir().resolve())
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"

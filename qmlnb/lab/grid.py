@@ -3,6 +3,7 @@
 A grid file::
 
     name: gram-scaling                      # runs/<name>/...; default: the file's stem
+    stage: gram-scaling                     # what the runs measure (qmlnb.lab.stages.STAGES): the report selects by it
     notebook: notebooks/30-gram-scaling.ipynb   # relative to the YAML's repository (its folder's parent) or absolute
     jobs: 1                                 # at most this many runs at once (timing stages say 1)
     timeout: 900                            # seconds per notebook cell (optional)
@@ -30,10 +31,10 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import runs
+from . import runs, stages
 from .._util import check_positive_int
 
-GRID_KEYS = {"name", "notebook", "jobs", "timeout", "grid", "description"}
+GRID_KEYS = {"name", "stage", "notebook", "jobs", "timeout", "grid", "description"}
 # a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
 
@@ -56,13 +57,16 @@ class Sweep:
     timeout: int | None = None
     description: str = ""
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
+    stage: str | None = None  # one of stages.STAGES, recorded by each run (None: the notebook's own)
 
     def run_dir(self, point: dict) -> Path:
         return self.runs_dir / self.name / runs.run_name(point)
 
     def identity(self, point: dict) -> dict:
-        """What a complete run of ``point`` must have recorded: the point and the notebook's path and hash."""
-        return {"point": point, "notebook_path": str(self.notebook), "notebook_sha256": self.notebook_sha256}
+        """What a complete run of ``point`` must have recorded: the point, the grid's stage and the notebook's
+        path and hash (a run recorded under another stage would land in another report section: it is redone)."""
+        return {"point": point, "stage": self.stage, "notebook_path": str(self.notebook),
+                "notebook_sha256": self.notebook_sha256}
 
     def is_done(self, point: dict) -> bool:
         """Is ``point`` complete, run by this very notebook with these very parameters?"""
@@ -181,6 +185,10 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
     if "notebook" not in spec:
         raise SweepError(f"{path}: no 'notebook' key")
     name = _grid_name(spec, path)
+    stage = spec.get("stage")
+    if stage is not None and stage not in stages.STAGES:
+        raise SweepError(f"{path}: 'stage' = {stage!r} is not a known stage; known stages: "
+                         f"{', '.join(stages.STAGES)} (qmlnb/lab/stages.py)")
     notebook = _resolve_notebook(spec["notebook"], path)
     notebook_sha256 = _read_notebook(notebook, path)
     points = expand_grid(spec.get("grid"), str(path))
@@ -204,4 +212,4 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
                 raise SweepError(f"{path}: {err}") from None
     return Sweep(path=path, name=name, notebook=notebook, points=points, notebook_params=params,
                  notebook_sha256=notebook_sha256, jobs=spec.get("jobs"), timeout=spec.get("timeout"),
-                 description=str(spec.get("description") or ""), runs_dir=Path(runs_dir))
+                 description=str(spec.get("description") or ""), runs_dir=Path(runs_dir), stage=stage)

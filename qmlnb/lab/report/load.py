@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import runs
+from .. import runs, stages
 from ... import _util
 
 
@@ -54,6 +54,9 @@ def read_run(run_dir: Path) -> dict:
     for key, value in params.items():
         row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
     _flatten("", metrics, row)
+    if "task" not in row and row.get("stage") in stages.TASKS:
+        # written before runs recorded a task: their "stage" named the task
+        row["task"], row["stage"] = row["stage"], None
     row["machine.cpu"] = machine.get("cpu")
     row["machine.cores"] = machine.get("cores")
     row["git.commit"] = str(git.get("commit") or "")[:10]
@@ -117,7 +120,7 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
         path = Path(row["path"]) / f"{name}.csv"
         if path.is_file():
             table = pd.read_csv(path)
-            for key in ("grid", "run", "stage", "backend", "threads", "dataset", "mode"):
+            for key in ("grid", "run", "task", "stage", "backend", "threads", "dataset", "mode"):
                 if key in row and key not in table and pd.notna(row[key]):
                     table[key] = row[key]
             parts.append(table)
@@ -133,7 +136,24 @@ def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def select_stage(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+def select_stage(frame: pd.DataFrame, stage: str, task: str | None = None) -> pd.DataFrame:
+    """The runs recorded under ``stage`` (one of :data:`qmlnb.lab.stages.STAGES`), of ``task`` when given.
+
+    Selects by the ``stage`` each run recorded (its grid's ``stage:``), never by
+    the grid's name: a renamed grid keeps its section.  An unknown ``stage``
+    is a ValueError (a misspelt name would select nothing, silently).
+    """
+    stages.check_stage(stage)
     if frame.empty or "stage" not in frame:
         return frame.iloc[0:0]
-    return frame[frame["stage"] == stage].copy()
+    chosen = frame[frame["stage"] == stage]
+    return (chosen if task is None else select_task(chosen, task)).copy()
+
+
+def select_task(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The runs whose notebook did ``task`` (one of :data:`qmlnb.lab.stages.TASKS`), whatever their stage."""
+    if task not in stages.TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(stages.TASKS)}")
+    if frame.empty or "task" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["task"] == task].copy()
