@@ -24,6 +24,7 @@ import atexit
 import datetime
 import multiprocessing
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -83,6 +84,10 @@ class DistributedSync:
 
 # ------------------------------------------------------------------ fold-parallel
 def _init_pool_worker(threads: int) -> None:
+    # An interrupt is the parent's to handle: Jupyter stops a kernel by first sending SIGINT to the kernel's
+    # process group, idle pool workers included, and each would die printing a KeyboardInterrupt traceback.
+    # The workers end when the parent shuts the pool down (atexit) or dies (their call queue closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
