@@ -358,6 +358,36 @@ def test_a_complete_run_with_corrupt_metrics_is_listed_unreadable_and_the_report
     assert pd.read_csv(tmp / "reports" / "tables" / "results.csv")["accuracy"].tolist() == [0.75]
 
 
+def test_export_html_is_self_contained_with_the_code_behind_a_toggle(tmp_path):
+    import base64
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+    nb = new_notebook(cells=[
+        new_markdown_cell("# The title\n\nA formula, $x^2$, stays text (no typesetting script is loaded)."),
+        new_code_cell("secret_code_line = 1", execution_count=1,
+                      outputs=[new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})])])
+    import nbformat
+
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    html = report.export_html(tmp_path / "executed.ipynb", tmp_path / "page.html").read_text()
+    # no resource from the network, not even a lazy import() in a module script (Mermaid) or a MathJax config
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.S)
+    assert not re.search(r"<(script|img|link)[^>]+(src|href)=", html.replace('src="data:image/png', ""))
+    assert not any("http" in body or "import(" in body for body in scripts) and "MathJax" not in html
+    assert f'src="data:image/png;base64,{png}"' in html
+    # the code is in the page, hidden until the button is pressed
+    assert "secret_code_line" in html and html.count('id="qmlnb-code-toggle"') == 1
+    head, body = html.split("</head>")
+    assert "body:not(.qmlnb-show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }" in head
+    assert "function qmlnbToggleCode" in head and "<button" not in head
+    assert re.search(r'<button id="qmlnb-code-toggle" onclick="qmlnbToggleCode\(this\)">show code</button>', body)
+    # the template ships with the package (package data), beside the summary notebook
+    assert (report.export.TEMPLATES / report.export.TEMPLATE_NAME / "index.html.j2").is_file()
+    assert report.export.TEMPLATES.parent == report.SUMMARY_NOTEBOOK.parent
+
+
 # ------------------------------------------------------------------ one smoke sweep, end to end
 SMOKE = [  # (grid name, stage, notebook, grid): the images grid's name says nothing of its stage
     ("gram-threads", stages.GRAM_THREADS, "30-gram-scaling.ipynb",
