@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ if fail:
 folder = tasks.run_dir("toy")
 tasks.save_run(folder, dict(a=a, scale=scale, name=name, threads=threads),
                      {"stage": "toy", "omp": os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd(),
-                      "pid": os.getpid()})
+                      "pid": os.getpid(), "data_dir": os.environ.get("QMLNB_DATA_DIR")})
 """
 
 
@@ -233,6 +234,49 @@ def test_each_run_records_its_grids_stage(tmp_path, toy, monkeypatch):
     assert [action for *_, action in sweep.plan([moved], 2, 1)] == ["run"]
 
 
+@pytest.mark.parametrize("grid, message", [
+    ({"backend": ["cpu", "gpu"]}, r"parameter 'backend' = 'gpu' is not a known Gram backend; known: cpu, numba, openmp"),
+    ([{"a": [1]}, {"dataset": ["mnist"]}],
+     r"parameter 'dataset' = 'mnist' is not a known dataset; known: digits, fashion-mnist, cifar10, svhn"),
+])
+def test_unknown_backend_or_dataset_is_refused_when_the_grid_is_loaded(tmp_path, toy, grid, message):
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[0].source += 'dataset = "digits"\n'
+    nbformat.write(nb, toy)
+    path = grid_file(tmp_path, toy, grid)
+    with pytest.raises(sweep.SweepError, match=f"^{re.escape(str(path))}: {message}"):
+        sweep.load_sweep(path)
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_data_folder_that_does_not_exist_is_refused_before_anything_runs(tmp_path, toy, capsys, monkeypatch, how):
+    grid = grid_file(tmp_path, toy, {"a": [1]})
+    missing = tmp_path / "no-such-data"
+    args = ["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]
+    if how == "flag":
+        args += ["--data-dir", str(missing)]
+    else:
+        monkeypatch.setenv("QMLNB_DATA_DIR", str(missing))
+    assert cli.main(args) == 2
+    source = "--data-dir" if how == "flag" else "$QMLNB_DATA_DIR"
+    assert f"the data folder {missing}, given by {source}, does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(sweep.SweepError, match="does not exist"):
+        sweep.run_sweeps([sweep.load_sweep(grid, tmp_path / "runs")], cores=2, progress=False,
+                         data_dir=missing if how == "flag" else None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_data_dir_reaches_every_run_as_an_absolute_path(tmp_path, toy, monkeypatch):
+    (tmp_path / "my-data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "elsewhere"))  # the flag wins over the variable
+    grid = grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="data")
+    assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--data-dir", "my-data"]) == 0
+    metrics = json.loads((run_of(tmp_path / "runs" / "data", a=1, threads=1) / "metrics.json").read_text())
+    assert metrics["data_dir"] == str(tmp_path / "my-data")
+
+
 # ------------------------------------------------------------------ core budget
 def test_core_budget_never_exceeds_the_cores():
     budget, lock = executor.CoreBudget(3), threading.Lock()
@@ -413,13 +457,14 @@ def test_points_naming_an_unusable_backend_are_skipped_before_a_kernel_starts(tm
     import qmlnb.kernels
 
     monkeypatch.setattr(qmlnb.kernels, "available_backends",
-                        lambda: {"cpu": (True, "BLAS"), "gpu": (False, "no CUDA device here")})
-    s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["gpu"], "threads": [1]}, name="gpu"), tmp_path / "runs")
+                        lambda: {"cpu": (True, "BLAS"), "torchcuda": (False, "no CUDA device here")})
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"backend": ["torchcuda"], "threads": [1]}, name="gpu"),
+                         tmp_path / "runs")
     summary = sweep.run_sweeps([s], cores=2, progress=False)
-    folder = run_of(tmp_path / "runs" / "gpu", backend="gpu", threads=1)
+    folder = run_of(tmp_path / "runs" / "gpu", backend="torchcuda", threads=1)
     record = runs.read_status(folder)
     assert summary["skipped"] == 1 and record["status"] == "skipped"
-    assert record["reason"] == "Gram backend 'gpu' cannot run here: no CUDA device here"
+    assert record["reason"] == "Gram backend 'torchcuda' cannot run here: no CUDA device here"
     assert not list(folder.glob("*.ipynb"))  # nothing ran
 
 
@@ -605,7 +650,6 @@ def test_committed_notebooks_are_stripped_with_one_literal_parameters_cell(path)
 
 
 def test_there_are_notebooks_and_grids(tmp_path):
-    import re
 
     # docs/notebooks.md lists exactly the committed grids, and only notebooks that exist
     docs = (ROOT / "docs" / "notebooks.md").read_text()

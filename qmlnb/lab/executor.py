@@ -294,16 +294,18 @@ def _point_task(item: tuple) -> dict:
     return run_point(*item)
 
 
-def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client) -> list[dict]:
+def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client,
+                       data_dir: str | os.PathLike | None = None) -> list[dict]:
     """Status records of ``pending`` (point, threads) pairs, each run as a Dask task.
 
     The workers must see the notebooks, the runs folder and the data folder
     at the same paths as this process (one machine or a shared file system);
-    paths are made absolute here.  A task that fails outside papermill
+    paths are made absolute here (``data_dir``: default $QMLNB_DATA_DIR or
+    ./data).  A task that fails outside papermill
     (e.g. its worker died more often than Dask retries) counts as a failed run.
     """
     portable = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve())
-    data_dir = str(catalog.data_dir().resolve())
+    data_dir = str(Path(data_dir or catalog.data_dir()).resolve())
     items = [(portable, point, threads, data_dir) for point, threads in pending]
     results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
     return [r if isinstance(r, dict) else {"status": runs.FAILED, "error": f"the Dask task failed: {r!r}"}

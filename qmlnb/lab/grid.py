@@ -168,6 +168,20 @@ def _check_points(points: list[dict], grid_file: Path) -> None:
         seen[name] = point
 
 
+def named_values() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """{parameter: (what its value names, the known names)}: grid values checked against the library's registries.
+
+    A point naming an unknown Gram backend or dataset is refused when the grid is
+    loaded, instead of starting a kernel that fails later.  (A known backend
+    that cannot run on this machine is not an error: the sweep records its
+    points as skipped, with the reason.)
+    """
+    from ..data import DATASETS
+    from ..kernels.registry import BACKENDS
+
+    return {"backend": ("Gram backend", tuple(BACKENDS)), "dataset": ("dataset", tuple(DATASETS))}
+
+
 def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Sweep:
     """Read and validate a grid file; every error is raised here, before anything runs."""
     path = Path(path)
@@ -194,6 +208,7 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
     points = expand_grid(spec.get("grid"), str(path))
     _check_points(points, path)
     params = notebook_parameters(notebook)
+    known = named_values()
     for point in points:
         unknown = [k for k in point if k not in params]
         if unknown:
@@ -203,6 +218,10 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
             if not _type_ok(value, params[key]):
                 raise SweepError(f"{path}: parameter {key!r} = {value!r} is a {type(value).__name__}, but "
                                  f"{notebook.name} expects a {type(params[key]).__name__} (default {params[key]!r})")
+            if key in known and isinstance(value, str) and value not in known[key][1]:
+                what, names = known[key]
+                raise SweepError(f"{path}: parameter {key!r} = {value!r} is not a known {what}; "
+                                 f"known: {', '.join(names)}")
     for key in ("jobs", "timeout"):
         value = spec.get(key)
         if value is not None:

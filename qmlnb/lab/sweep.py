@@ -22,13 +22,16 @@ holds its lock, so the next sweep does not start that point a second time.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from . import runs
+from ..data import catalog
 from .._util import available_cores, check_positive_int
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
                        run_points_on_dask, skip_point, stop_children_on_signals)
@@ -36,7 +39,7 @@ from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
 from .grid import GRID_KEYS, Sweep, SweepError, expand_grid, load_sweep, notebook_parameters
 
 __all__ = ["GRID_KEYS", "Sweep", "SweepError", "add_arguments", "backend_unusable", "expand_grid", "load_sweep",
-           "notebook_parameters", "plan", "run", "run_sweeps"]
+           "notebook_parameters", "plan", "resolve_data_dir", "run", "run_sweeps"]
 
 
 def backend_unusable(point: dict) -> str | None:
@@ -83,8 +86,26 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
     return out
 
 
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data folder the runs will read, absolute: ``data_dir``, else $QMLNB_DATA_DIR, else ``data/``.
+
+    A folder given explicitly (``data_dir`` or the variable) that does not exist
+    is a :class:`SweepError` naming it, raised before any run starts: otherwise
+    every point needing a dataset would be skipped, one by one, for want of its
+    files.  The default ``data/`` may be absent (the embedded digits need no files).
+    """
+    if data_dir:
+        path, source = Path(data_dir), "--data-dir"
+    else:
+        path, source = catalog.data_dir(), f"${catalog.ENV_VAR}" if os.environ.get(catalog.ENV_VAR) else None
+    if source and not path.is_dir():
+        absolute = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.resolve()})"
+        raise SweepError(f"the data folder {path}{absolute}, given by {source}, does not exist or is not a folder")
+    return path.resolve()
+
+
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
-               client=None) -> dict:
+               client=None, data_dir: str | os.PathLike | None = None) -> dict:
     """Run every pending point of ``sweeps``; returns counts and the failed, skipped and busy runs.
 
     Points of one grid run up to ``min(jobs, grid's jobs)`` at a time; a run with
@@ -94,9 +115,12 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
     how many run at once.  A point held by another live sweep counts as ``busy``
     and is not run.  SIGTERM/SIGINT (when called from the main thread) stop the
     local papermill processes, mark their runs interrupted and raise
-    :class:`SweepInterrupted`.
+    :class:`SweepInterrupted`.  ``data_dir``: the data folder the runs read (see
+    :func:`resolve_data_dir`; checked before anything runs).
     """
     from ..kernels.distributed import connect
+
+    data_dir = resolve_data_dir(data_dir)
 
     summary = {"complete": 0, "already_complete": 0, "skipped": 0, "failed": 0, "busy": 0, "interrupted": 0,
                "failures": [], "skips": [], "busy_runs": []}
@@ -136,7 +160,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
             tokens = budget.acquire(threads)
             try:
                 bar.set_postfix_str(f"{sweep.name}/{runs.run_name(point)}"[-60:])
-                result = run_point(sweep, point, threads)
+                result = run_point(sweep, point, threads, str(data_dir))
             finally:
                 budget.release(tokens)
             account(result, sweep, point)
@@ -153,7 +177,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                 else:  # a reason known before running: record it like a skip from inside the notebook
                     account(skip_point(sweep, point, action), sweep, point)
             if dask_client is not None:
-                for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client)):
+                for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client, data_dir)):
                     account(result, sweep, point)
                 continue
             workers = max(1, min(jobs, sweep.jobs or jobs, len(pending) or 1))
@@ -174,6 +198,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=1,
                         help="runs at once (each grid may cap it; threads x runs never exceed the cores)")
     parser.add_argument("--cores", type=int, default=None, help="cores to share out (default: this process's)")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"folder holding the dataset folders (default ${catalog.ENV_VAR} or ./data); "
+                             "one given that does not exist is an error")
     parser.add_argument("--dask", default=None, metavar="ADDRESS",
                         help="run each point as a Dask task: 'local' (a LocalCluster of this machine) or a "
                              "scheduler address; the workers must see the notebooks, runs and data at the same paths")
@@ -191,6 +218,7 @@ def run(args) -> int:
                 return 2
     try:
         sweeps = [load_sweep(path, args.runs_dir) for path in args.grids]
+        data_dir = resolve_data_dir(args.data_dir)
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
@@ -200,7 +228,7 @@ def run(args) -> int:
                 state = action if action in ("run", "done") else f"skip ({action})"
                 print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
             return 0
-        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, data_dir=data_dir)
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
