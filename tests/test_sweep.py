@@ -650,7 +650,6 @@ def test_committed_notebooks_are_stripped_with_one_literal_parameters_cell(path)
 
 
 def test_there_are_notebooks_and_grids(tmp_path):
-
     # docs/notebooks.md lists exactly the committed grids, and only notebooks that exist
     docs = (ROOT / "docs" / "notebooks.md").read_text()
     assert set(re.findall(r"`(\d\d-[\w-]+\.yaml)`", docs)) == {p.name for p in GRIDS}
