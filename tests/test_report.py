@@ -313,14 +313,38 @@ def test_runs_recorded_before_tasks_existed_read_their_stage_as_the_task(tmp_pat
 
 
 def test_report_refuses_without_runs(tmp_path, capsys):
-    with pytest.raises(report.ReportError, match="no complete runs under .*run a sweep first"):
+    with pytest.raises(report.ReportError, match="no runs under .*run a sweep first"):
         report.build_report(tmp_path / "runs", tmp_path / "reports")
-    fake_run(tmp_path / "runs", "g", "failed-only", qcnn("sequential", 1.0), status=runs.FAILED)
     assert cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")]) == 2
-    assert "no complete runs" in capsys.readouterr().err
+    assert "no runs under" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
     with pytest.raises(report.ReportError, match="summary notebook .* not found"):
         report.build_report(tmp_path / "runs", tmp_path / "reports", notebook=tmp_path / "absent.ipynb")
+
+
+@pytest.mark.slow  # runs the summary notebook
+def test_a_sweep_whose_every_run_failed_still_gets_a_report_listing_the_failures(tmp_path, capsys):
+    failed = fake_run(tmp_path / "runs", "threads", "failed-only", qcnn("sequential", 1.0), status=runs.FAILED)
+    runs.write_status(failed, runs.FAILED, error="RuntimeError: planned failure of the only run")
+    skipped = tmp_path / "runs" / "final" / "no-data"
+    runs.write_status(skipped, runs.SKIPPED, reason="dataset 'svhn' is not in the data directory")
+    assert cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")]) == 0
+    text = (tmp_path / "reports" / "summary.html").read_text()
+    assert "No complete run" in text
+    assert "RuntimeError: planned failure of the only run" in text and "is not in the data directory" in text
+    listed = pd.read_csv(tmp_path / "reports" / "tables" / "runs_not_complete.csv")
+    assert sorted(zip(listed["run"], listed["status"])) == [("failed-only", "failed"), ("no-data", "skipped")]
+
+
+def test_the_summary_finds_the_project_runs_whatever_the_working_directory(tmp_path, monkeypatch):
+    for cwd in (tmp_path, ROOT / "notebooks", ROOT / "qmlnb" / "lab" / "report"):
+        monkeypatch.chdir(cwd)
+        assert report.report_dirs() == (ROOT / "runs", ROOT / "reports"), cwd
+    assert report.report_dirs(tmp_path / "r", "out") == (tmp_path / "r", ROOT / "qmlnb" / "lab" / "report" / "out")
+    # the summary's parameters default to "" (the project's folders), resolved by report_dirs
+    params = sweep.notebook_parameters(report.SUMMARY_NOTEBOOK)
+    assert params == {"runs_dir": "", "reports_dir": ""}
+    assert "report.report_dirs(runs_dir, reports_dir)" in report.SUMMARY_NOTEBOOK.read_text()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import provenance, runs, stages
+from .runs import project_root
 from .. import _util
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -29,12 +30,6 @@ class RunSkipped(RuntimeError):
 
 
 # ---------------------------------------------------------------------- runs
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml``, else ``start``."""
-    start = Path(start or Path.cwd()).resolve()
-    return next((p for p in (start, *start.parents) if (p / "pyproject.toml").is_file()), start)
-
-
 def run_dir(stage: str = "interactive") -> Path:
     """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<stage>/``.
 

@@ -49,8 +49,9 @@ def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.Pat
                  notebook: str | os.PathLike = SUMMARY_NOTEBOOK, timeout: int = 900) -> Path:
     """Run the summary notebook over ``runs_dir`` and export ``<reports_dir>/summary.html``.
 
-    Raises ReportError (before running anything) when there are no complete runs
-    or the summary notebook is missing; a failing summary notebook raises
+    Raises ReportError (before running anything) when ``runs_dir`` holds no run
+    at all or the summary notebook is missing (a sweep whose every run failed
+    still gets a page listing the failures); a failing summary notebook raises
     ``RuntimeError`` with papermill's message.
     """
     runs_dir, reports_dir, notebook = Path(runs_dir).resolve(), Path(reports_dir).resolve(), Path(notebook)

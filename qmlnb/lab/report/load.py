@@ -128,12 +128,26 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
 
 
 def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """The complete runs, or a ReportError saying there are none (and what to run)."""
-    frame = load_runs(runs_dir)
-    if frame.empty:
-        raise ReportError(f"no complete runs under {Path(runs_dir).resolve()}; run a sweep first, e.g. "
+    """The complete runs (maybe none), or a ReportError when ``runs_dir`` holds no run at all (and what to run).
+
+    A sweep whose every run failed or was skipped still gets a report: its
+    overview lists each failure and skip with the error or reason.
+    """
+    if not any(True for _ in runs.iter_runs(runs_dir, status=None)):
+        raise ReportError(f"no runs under {Path(runs_dir).resolve()}; run a sweep first, e.g. "
                           "`python -m qmlnb sweep params/*.yaml` (or `make report`)")
-    return frame
+    return load_runs(runs_dir)
+
+
+def report_dirs(runs_dir: str | os.PathLike = "", reports_dir: str | os.PathLike = "") -> tuple[Path, Path]:
+    """(runs folder, reports folder), absolute: the ones given, else ``runs/`` and ``reports/`` of the project.
+
+    The project is :func:`qmlnb.lab.runs.project_root`, found from the working
+    directory or from this package, so the summary notebook finds the runs
+    whether its kernel starts in ``notebooks/``, in the package or elsewhere.
+    """
+    root = runs.project_root()
+    return (Path(runs_dir or root / "runs").resolve(), Path(reports_dir or root / "reports").resolve())
 
 
 def select_stage(frame: pd.DataFrame, stage: str, task: str | None = None) -> pd.DataFrame:
