@@ -79,11 +79,11 @@ def test_unknown_parameter_is_refused_naming_the_notebooks_parameters(tmp_path, 
 
 
 @pytest.mark.parametrize("grid, message", [
-    ({"a": ["1"]}, r"'a' = '1' is a str, but toy.ipynb expects a int"),
+    ({"a": ["1"]}, r"'a' = '1' is a str, but toy.ipynb expects an int"),
     ({"a": [1.5]}, r"'a' = 1.5 is a float"),
-    ({"flag": [1]}, r"'flag' = 1 is a int, but .* expects a bool"),
+    ({"flag": [1]}, r"'flag' = 1 is an int, but .* expects a bool"),
     ({"a": [True]}, r"'a' = True is a bool"),
-    ({"sizes": [3]}, r"'sizes' = 3 is a int, but .* expects a list"),
+    ({"sizes": [3]}, r"'sizes' = 3 is an int, but .* expects a list"),
 ])
 def test_wrong_type_is_refused(tmp_path, toy, grid, message):
     with pytest.raises(sweep.SweepError, match=message):
@@ -275,6 +275,21 @@ def test_sweep_data_dir_reaches_every_run_as_an_absolute_path(tmp_path, toy, mon
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--data-dir", "my-data"]) == 0
     metrics = json.loads((run_of(tmp_path / "runs" / "data", a=1, threads=1) / "metrics.json").read_text())
     assert metrics["data_dir"] == str(tmp_path / "my-data")
+
+
+def test_progress_labels_show_the_values_that_tell_points_apart(tmp_path, toy):
+    grid = {"name": ["a-long-shared-value-" * 3], "sizes": [[1, 2, 3, 4, 5, 6, 7, 8]], "scale": [0.5], "a": [1, 2]}
+    s = sweep.load_sweep(grid_file(tmp_path, toy, grid, name="labels"))
+    # the run folders' names differ only in "a-1"/"a-2" up front and in the hash at the end
+    assert [s.label(p) for p in s.points] == ["labels: a=1", "labels: a=2"]
+    one = sweep.load_sweep(grid_file(tmp_path, toy, {"name": ["x" * 80]}, name="one", stem="one"))
+    assert one.label(one.points[0]) == ("one: name=" + '"' + "x" * 80 + '"')[:57] + "..."
+    assert len(one.label(one.points[0])) == 60
+
+
+def test_messages_use_an_before_a_vowel_and_plural_counts():
+    assert _util.a_or_an("int") == "an int" and _util.a_or_an("str") == "a str"
+    assert _util.plural(1, "run") == "1 run" and _util.plural(28, "run") == "28 runs" and _util.plural(0, "run") == "0 runs"
 
 
 # ------------------------------------------------------------------ core budget
@@ -475,7 +490,7 @@ def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
     assert capsys.readouterr().out.count("  run") == 2
     assert cli.main(args) == 1
     out = capsys.readouterr()
-    assert "1 run, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
+    assert "sweep: 1 run completed, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
 
 
 # ------------------------------------------------------------------ a fake papermill
@@ -566,7 +581,7 @@ def test_a_point_held_by_another_live_sweep_is_counted_busy_and_not_run(tmp_path
         assert runs.read_status(held) is None and [p.name for p in held.iterdir()] == [runs.LOCK_FILE]
         assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]) == 0
         out = capsys.readouterr().out
-        assert "0 run, 1 already complete, 0 skipped, 0 failed, 1 busy (held by another sweep)" in out
+        assert "sweep: 0 runs completed, 1 already complete, 0 skipped, 0 failed, 1 busy (held by another sweep)" in out
         assert f"busy {held}: held by pid {holder.pid}, not run" in out
     finally:
         holder.kill()

@@ -32,7 +32,7 @@ import nbformat
 import yaml
 
 from . import runs, stages
-from .._util import check_positive_int
+from .._util import a_or_an, check_positive_int
 
 GRID_KEYS = {"name", "stage", "notebook", "jobs", "timeout", "grid", "description"}
 # a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
@@ -67,6 +67,19 @@ class Sweep:
         path and hash (a run recorded under another stage would land in another report section: it is redone)."""
         return {"point": point, "stage": self.stage, "notebook_path": str(self.notebook),
                 "notebook_sha256": self.notebook_sha256}
+
+    def label(self, point: dict, width: int = 60) -> str:
+        """``<name>: key=value ...`` of the parameters that tell ``point`` apart from the grid's other points.
+
+        For progress lines: the run folder's name starts with the parameters in
+        alphabetical order and ends with a hash, so any cut of it may hide the
+        one value that differs.  Cut at ``width`` characters (ending in "...").
+        """
+        varying = [key for key in point
+                   if len({runs.canonical_json(p.get(key)) for p in self.points}) > 1] or list(point)
+        values = " ".join(f"{key}={runs.canonical_json(point[key])}" for key in varying) or "defaults"
+        text = f"{self.name}: {values}"
+        return text if len(text) <= width else text[:width - 3] + "..."
 
     def is_done(self, point: dict) -> bool:
         """Is ``point`` complete, run by this very notebook with these very parameters?"""
@@ -216,8 +229,9 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
                              f"its parameters are: {', '.join(params)}")
         for key, value in point.items():
             if not _type_ok(value, params[key]):
-                raise SweepError(f"{path}: parameter {key!r} = {value!r} is a {type(value).__name__}, but "
-                                 f"{notebook.name} expects a {type(params[key]).__name__} (default {params[key]!r})")
+                raise SweepError(f"{path}: parameter {key!r} = {value!r} is {a_or_an(type(value).__name__)}, but "
+                                 f"{notebook.name} expects {a_or_an(type(params[key]).__name__)} "
+                                 f"(default {params[key]!r})")
             if key in known and isinstance(value, str) and value not in known[key][1]:
                 what, names = known[key]
                 raise SweepError(f"{path}: parameter {key!r} = {value!r} is not a known {what}; "

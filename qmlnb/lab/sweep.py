@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from . import runs
 from ..data import catalog
-from .._util import available_cores, check_positive_int
+from .._util import available_cores, check_positive_int, plural
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
                        run_points_on_dask, skip_point, stop_children_on_signals)
 # the grid files' names, handed on: `sweep.load_sweep(...)` is how callers read a grid
@@ -159,7 +159,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
         def work(sweep: Sweep, point: dict, threads: int) -> None:
             tokens = budget.acquire(threads)
             try:
-                bar.set_postfix_str(f"{sweep.name}/{runs.run_name(point)}"[-60:])
+                bar.set_postfix_str(sweep.label(point))
                 result = run_point(sweep, point, threads, str(data_dir))
             finally:
                 budget.release(tokens)
@@ -218,7 +218,7 @@ def run(args) -> int:
                 return 2
     try:
         sweeps = [load_sweep(path, args.runs_dir) for path in args.grids]
-        data_dir = resolve_data_dir(args.data_dir)
+        resolve_data_dir(args.data_dir)  # also before --list: a folder that is not there is named at once
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
@@ -228,7 +228,7 @@ def run(args) -> int:
                 state = action if action in ("run", "done") else f"skip ({action})"
                 print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
             return 0
-        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, data_dir=data_dir)
+        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, data_dir=args.data_dir)
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
@@ -237,7 +237,7 @@ def run(args) -> int:
               "run the sweep again to redo them", file=sys.stderr)
         return 128 + stop.signum
     busy = f", {summary['busy']} busy (held by another sweep)" if summary["busy"] else ""
-    print(f"sweep: {summary['complete']} run, {summary['already_complete']} already complete, "
+    print(f"sweep: {plural(summary['complete'], 'run')} completed, {summary['already_complete']} already complete, "
           f"{summary['skipped']} skipped, {summary['failed']} failed{busy}")
     for where, reason in summary["skips"]:
         print(f"  skipped {where}: {reason}")
