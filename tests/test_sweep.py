@@ -711,7 +711,7 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     metrics = json.loads((run_of(folder, a=1) / "metrics.json").read_text())
     assert metrics["omp"] == "1" and Path(metrics["cwd"]) == run_of(folder, a=1).resolve()  # a worker's one thread
     assert "planned failure a=3" in runs.read_status(run_of(folder, a=3, fail=True))["error"]
-    assert "exceeds the 1 cores of a Dask worker" in runs.read_status(run_of(folder, a=4, threads=2))["reason"]
+    assert "exceeds the 1 core of a Dask worker" in runs.read_status(run_of(folder, a=4, threads=2))["reason"]
     # the command line: a fresh LocalCluster; completed points are not redone
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
     assert runs.is_complete(run_of(folder, a=1)) and json.loads((run_of(folder, a=1) / "metrics.json").read_text()) == metrics

@@ -80,7 +80,7 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
             if sweep.is_done(point):
                 out.append((sweep, point, threads, "done"))
             elif isinstance(threads, int) and threads > cores:
-                out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of {where}"))
+                out.append((sweep, point, threads, f"threads={threads} exceeds the {plural(cores, 'core')} of {where}"))
             else:
                 out.append((sweep, point, threads, backend_unusable(point) or "run"))
     return out
