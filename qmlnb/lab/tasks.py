@@ -30,13 +30,14 @@ class RunSkipped(RuntimeError):
 
 
 # ---------------------------------------------------------------------- runs
-def run_dir(stage: str = "interactive") -> Path:
-    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<stage>/``.
+def run_dir(task: str = "notebook") -> Path:
+    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<task>/``.
 
+    ``task`` names the folder of a run made by hand (e.g. :data:`.stages.QCNN`).
     ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
-    folder = Path(os.environ.get(runs.RUN_DIR_ENV) or project_root() / "runs" / "interactive" / stage)
+    folder = Path(os.environ.get(runs.RUN_DIR_ENV) or project_root() / "runs" / stages.INTERACTIVE / task)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
