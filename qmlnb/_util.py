@@ -77,6 +77,16 @@ def read_json(path: str | os.PathLike):
     return json.loads(path.read_text())
 
 
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: ``"an int"``, ``"a str"`` (by the first letter)."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 run"``, ``"28 runs"``: ``count`` and ``noun``, with an ``s`` unless ``count`` is 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity on Linux)."""
     try:

@@ -16,21 +16,23 @@ import pytest
 import yaml
 
 from qmlnb import cli
-from qmlnb.lab import report, runs, sweep, tasks
+from qmlnb.lab import report, runs, stages, sweep, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def fake_run(runs_dir, grid, name, metrics, status=runs.COMPLETE, params=None, tables=None):
+def fake_run(runs_dir, grid, name, metrics, status=runs.COMPLETE, params=None, tables=None, stage=None):
+    """A run folder as a sweep leaves it; its stage is ``stage``, else the grid's name when that is a stage."""
     folder = runs_dir / grid / name
-    tasks.save_run(folder, params or {}, metrics, tables)
+    stage = stage or (grid if grid in stages.STAGES else None)
+    tasks.save_run(folder, params or {}, {**metrics, **({"stage": stage} if stage else {})}, tables)
     runs.write_status(folder, status)
     return folder
 
 
 def qcnn(mode, train_s, acc=0.8, folds=2, threads=2, dataset="digits", n_train=100, batch_size=16):
-    return {"stage": "qcnn", "dataset": dataset, "mode": mode, "folds": folds, "threads": threads, "n_train": n_train,
+    return {"task": "qcnn", "dataset": dataset, "mode": mode, "folds": folds, "threads": threads, "n_train": n_train,
             "batch_size": batch_size,
             "qcnn": {"accuracy": acc, "f1": acc - 0.1, "roc_auc": acc, "balanced_accuracy": acc},
             "timings": {"train_s": train_s}}
@@ -41,7 +43,7 @@ def qsvm(backend, gram_s, acc=0.9, dataset="digits", n_train=100, threads=2, tra
     def scores(a):
         return {"accuracy": a, "f1": a - 0.1, "roc_auc": a, "balanced_accuracy": a}
 
-    return {"stage": "qsvm", "dataset": dataset, "mode": "sequential", "backend": backend, "threads": threads,
+    return {"task": "qsvm", "dataset": dataset, "mode": "sequential", "backend": backend, "threads": threads,
             "n_train": n_train, "qcnn": scores(qcnn_acc), "qsvm": scores(acc),
             "timings": {"train_s": train_s, "gram_s": gram_s},
             "baselines": {"rbf_svm_embeddings": {**scores(baseline_acc), "fit_s": baseline_fit_s}}}
@@ -201,7 +203,7 @@ def gram_times(tmp_path):
             table = pd.DataFrame([{"n_qubits": q, "n_samples": n, "gram_s": gram_time(backend, q, threads, n)}
                                   for q in (6, 8) for n in GRAM_N])
             fake_run(tmp_path, "gram-threads", f"{backend}-{threads}",
-                     {"stage": "gram-scaling", "backend": backend, "threads": threads}, tables={"gram_times": table})
+                     {"task": "gram-scaling", "backend": backend, "threads": threads}, tables={"gram_times": table})
     return report.load_runs(tmp_path), report.gram_table(report.load_runs(tmp_path), tmp_path)
 
 
@@ -222,7 +224,7 @@ def test_gram_slope_and_backend_speedup(gram_times, tmp_path):
                  for b, q, t in groups for n in GRAM_N})
     # a second cpu run of the same points (another grid): the reference is the median of both
     table = pd.DataFrame([{"n_qubits": 6, "n_samples": n, "gram_s": 3 * gram_time("cpu", 6, 2, n)} for n in GRAM_N])
-    fake_run(tmp_path, "gram-scaling", "cpu-again", {"stage": "gram-scaling", "backend": "cpu", "threads": 2},
+    fake_run(tmp_path, "gram-scaling", "cpu-again", {"task": "gram-scaling", "backend": "cpu", "threads": 2},
              tables={"gram_times": table})
     speed = report.backend_speedup(report.gram_table(report.load_runs(tmp_path), tmp_path))
     numba = speed.set_index(["backend", "n_qubits", "threads", "n_samples"]).loc[("numba", 6, 2, 400)]
@@ -275,15 +277,74 @@ def test_sweep_table_per_dataset_and_swept_value(tmp_path):
         ("digits", 8): {"accuracy": 0.85, "train_s": 6.0}, ("digits", 32): {"accuracy": 0.80, "train_s": 3.0}})
 
 
+def test_a_renamed_grid_keeps_its_report_section(tmp_path):
+    # sections select runs by the stage each run recorded, not by the words in its grid's folder name
+    for i, (grid, stage, threads, n_train, batch, train_s) in enumerate([
+            ("cores-2026", stages.THREADS, 1, 100, 16, 12.0), ("cores-2026", stages.THREADS, 2, 100, 16, 6.0),
+            ("how-many-images", stages.DATASET_SIZE, 1, 50, 16, 2.0),
+            ("how-many-images", stages.DATASET_SIZE, 1, 200, 16, 8.0),
+            ("batches-v2", stages.BATCH_SIZE, 1, 160, 8, 5.0), ("batches-v2", stages.BATCH_SIZE, 1, 160, 32, 3.0),
+            # named like the other sections, recorded as another stage: in none of them
+            ("threads-dataset-size-batch-size", stages.SEQUENTIAL, 1, 120, 64, 50.0)]):
+        fake_run(tmp_path, grid, f"run{i}", qcnn("sequential", train_s, folds=1, threads=threads, n_train=n_train,
+                                                 batch_size=batch), stage=stage)
+    frame = report.load_runs(tmp_path)
+    assert set(frame["task"]) == {"qcnn"} and "threads-dataset-size-batch-size" in set(frame["grid"])
+    assert_rows(report.threads_speedup(frame, pd.DataFrame()), ["what", "threads"],
+                {("QCNN sequential (digits)", 1): {"seconds": 12.0, "speedup": 1.0},
+                 ("QCNN sequential (digits)", 2): {"seconds": 6.0, "speedup": 2.0}})
+    assert_rows(report.sweep_table(frame, stages.DATASET_SIZE, "n_train"), ["dataset", "n_train"],
+                {("digits", 50): {"train_s": 2.0}, ("digits", 200): {"train_s": 8.0}})
+    assert_rows(report.sweep_table(frame, stages.BATCH_SIZE, "batch_size"), ["dataset", "batch_size"],
+                {("digits", 8): {"train_s": 5.0}, ("digits", 32): {"train_s": 3.0}})
+    with pytest.raises(ValueError, match="unknown stage 'dataset_size'; known stages: sequential, "):
+        report.sweep_table(frame, "dataset_size", "n_train")  # a misspelt stage is an error, not an empty section
+
+
+def test_runs_recorded_before_tasks_existed_read_their_stage_as_the_task(tmp_path):
+    folder = fake_run(tmp_path, "g", "old", qcnn("sequential", 4.0))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    del metrics["task"]
+    metrics["stage"] = "qcnn"  # what runs recorded before: the task under "stage"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    frame = report.load_runs(tmp_path)
+    assert frame.loc[0, "task"] == "qcnn" and pd.isna(frame.loc[0, "stage"])
+    assert report.results_table(frame)["model"].tolist() == ["QCNN"]
+
+
 def test_report_refuses_without_runs(tmp_path, capsys):
-    with pytest.raises(report.ReportError, match="no complete runs under .*run a sweep first"):
+    with pytest.raises(report.ReportError, match="no runs under .*run a sweep first"):
         report.build_report(tmp_path / "runs", tmp_path / "reports")
-    fake_run(tmp_path / "runs", "g", "failed-only", qcnn("sequential", 1.0), status=runs.FAILED)
     assert cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")]) == 2
-    assert "no complete runs" in capsys.readouterr().err
+    assert "no runs under" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
     with pytest.raises(report.ReportError, match="summary notebook .* not found"):
         report.build_report(tmp_path / "runs", tmp_path / "reports", notebook=tmp_path / "absent.ipynb")
+
+
+@pytest.mark.slow  # runs the summary notebook
+def test_a_sweep_whose_every_run_failed_still_gets_a_report_listing_the_failures(tmp_path, capsys):
+    failed = fake_run(tmp_path / "runs", "threads", "failed-only", qcnn("sequential", 1.0), status=runs.FAILED)
+    runs.write_status(failed, runs.FAILED, error="RuntimeError: planned failure of the only run")
+    skipped = tmp_path / "runs" / "final" / "no-data"
+    runs.write_status(skipped, runs.SKIPPED, reason="dataset 'svhn' is not in the data directory")
+    assert cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")]) == 0
+    text = (tmp_path / "reports" / "summary.html").read_text()
+    assert "No complete run" in text
+    assert "RuntimeError: planned failure of the only run" in text and "is not in the data directory" in text
+    listed = pd.read_csv(tmp_path / "reports" / "tables" / "runs_not_complete.csv")
+    assert sorted(zip(listed["run"], listed["status"])) == [("failed-only", "failed"), ("no-data", "skipped")]
+
+
+def test_the_summary_finds_the_project_runs_whatever_the_working_directory(tmp_path, monkeypatch):
+    for cwd in (tmp_path, ROOT / "notebooks", ROOT / "qmlnb" / "lab" / "report"):
+        monkeypatch.chdir(cwd)
+        assert report.report_dirs() == (ROOT / "runs", ROOT / "reports"), cwd
+    assert report.report_dirs(tmp_path / "r", "out") == (tmp_path / "r", ROOT / "qmlnb" / "lab" / "report" / "out")
+    # the summary's parameters default to "" (the project's folders), resolved by report_dirs
+    params = sweep.notebook_parameters(report.SUMMARY_NOTEBOOK)
+    assert params == {"runs_dir": "", "reports_dir": ""}
+    assert "report.report_dirs(runs_dir, reports_dir)" in report.SUMMARY_NOTEBOOK.read_text()
 
 
 @pytest.fixture
@@ -291,13 +352,13 @@ def runs_with_a_corrupt_one(tmp_path):
     """A readable complete QCNN run beside a complete run whose metrics.json is corrupt."""
     scores = {"accuracy": 0.75, "f1": 0.75, "roc_auc": 0.75, "balanced_accuracy": 0.75}
     good = tmp_path / "runs" / "modes" / "good"
-    tasks.save_run(good, {"n_train": 40}, {"stage": "qcnn", "dataset": "digits", "mode": "sequential",
+    tasks.save_run(good, {"n_train": 40}, {"task": "qcnn", "dataset": "digits", "mode": "sequential",
                                                  "folds": 1, "threads": 1, "n_train": 40, "qcnn": scores,
                                                  "timings": {"train_s": 2.0}})
     runs.write_status(good, runs.COMPLETE)
     bad = tmp_path / "runs" / "modes" / "corrupt"
-    tasks.save_run(bad, {"n_train": 80}, {"stage": "qcnn"})
-    (bad / "metrics.json").write_text('{"stage": "qcnn", "qcnn": {"accur')  # e.g. edited by hand, a bad disk
+    tasks.save_run(bad, {"n_train": 80}, {"task": "qcnn"})
+    (bad / "metrics.json").write_text('{"task": "qcnn", "qcnn": {"accur')  # e.g. edited by hand, a bad disk
     runs.write_status(bad, runs.COMPLETE)
     return tmp_path, good, bad
 
@@ -321,12 +382,43 @@ def test_a_complete_run_with_corrupt_metrics_is_listed_unreadable_and_the_report
     assert pd.read_csv(tmp / "reports" / "tables" / "results.csv")["accuracy"].tolist() == [0.75]
 
 
+def test_export_html_is_self_contained_with_the_code_behind_a_toggle(tmp_path):
+    import base64
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+    nb = new_notebook(cells=[
+        new_markdown_cell("# The title\n\nA formula, $x^2$, stays text (no typesetting script is loaded)."),
+        new_code_cell("secret_code_line = 1", execution_count=1,
+                      outputs=[new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})])])
+    import nbformat
+
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    html = report.export_html(tmp_path / "executed.ipynb", tmp_path / "page.html").read_text()
+    # no resource from the network, not even a lazy import() in a module script (Mermaid) or a MathJax config
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.S)
+    assert not re.search(r"<(script|img|link)[^>]+(src|href)=", html.replace('src="data:image/png', ""))
+    assert not any("http" in body or "import(" in body for body in scripts) and "MathJax" not in html
+    assert f'src="data:image/png;base64,{png}"' in html
+    # the code is in the page, hidden until the button is pressed
+    assert "secret_code_line" in html and html.count('id="qmlnb-code-toggle"') == 1
+    head, body = html.split("</head>")
+    assert "body:not(.qmlnb-show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }" in head
+    assert "function qmlnbToggleCode" in head and "<button" not in head
+    assert re.search(r'<button id="qmlnb-code-toggle" onclick="qmlnbToggleCode\(this\)">show code</button>', body)
+    # the template ships with the package (package data), beside the summary notebook
+    assert (report.export.TEMPLATES / report.export.TEMPLATE_NAME / "index.html.j2").is_file()
+    assert report.export.TEMPLATES.parent == report.SUMMARY_NOTEBOOK.parent
+
+
 # ------------------------------------------------------------------ one smoke sweep, end to end
-SMOKE = [
-    ("gram-threads", "30-gram-scaling.ipynb",
+SMOKE = [  # (grid name, stage, notebook, grid): the images grid's name says nothing of its stage
+    ("gram-threads", stages.GRAM_THREADS, "30-gram-scaling.ipynb",
      {"backend": ["cpu"], "qubits": [[3, 4]], "sizes": [[20, 40]], "repeats": [1], "threads": [1, 2]}),
-    ("dataset-size", "10-train-qcnn.ipynb", {"n_train": [40], "batch_size": [16], "epochs": [1], "threads": [1]}),
-    ("qsvm", "20-qsvm.ipynb", {"n_train": [40], "epochs": [1], "batch_size": [16], "threads": [1]}),
+    ("images", stages.DATASET_SIZE, "10-train-qcnn.ipynb",
+     {"n_train": [40], "batch_size": [16], "epochs": [1], "threads": [1]}),
+    ("qsvm", stages.QSVM_BACKENDS, "20-qsvm.ipynb", {"n_train": [40], "epochs": [1], "batch_size": [16], "threads": [1]}),
 ]
 
 
@@ -335,9 +427,10 @@ def smoke(tmp_path_factory):
     """Run the real notebooks on tiny grids, then the report (with a half-written run lying beside them)."""
     tmp = tmp_path_factory.mktemp("smoke")
     grids = []
-    for name, notebook, grid in SMOKE:
+    for name, stage, notebook, grid in SMOKE:
         path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({"name": name, "notebook": str(ROOT / "notebooks" / notebook), "grid": grid}))
+        path.write_text(yaml.safe_dump({"name": name, "stage": stage, "notebook": str(ROOT / "notebooks" / notebook),
+                                        "grid": grid}))
         grids.append(sweep.load_sweep(path, tmp / "runs"))
     summary = sweep.run_sweeps(grids, jobs=2, cores=2, progress=False)
     # the summary reads run files, never notebook outputs: remove the executed notebooks
@@ -358,6 +451,7 @@ def test_smoke_sweep_completes_every_run(smoke):
     for folder in runs.iter_runs(tmp / "runs"):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["environment"]["git"]["commit"] and metrics["threads"] >= 1
+        assert metrics["stage"] == {name: stage for name, stage, *_ in SMOKE}[folder.parent.name]
         assert (folder / "params.json").is_file()
 
 

@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from qmlnb import cli
-from qmlnb.lab import executor, report, runs, sweep
+from qmlnb.lab import executor, report, runs, stages, sweep, tasks
 from qmlnb import _util
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ if fail:
 folder = tasks.run_dir("toy")
 tasks.save_run(folder, dict(a=a, scale=scale, name=name, threads=threads),
                      {"stage": "toy", "omp": os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd(),
-                      "pid": os.getpid()})
+                      "pid": os.getpid(), "data_dir": os.environ.get("QMLNB_DATA_DIR")})
 """
 
 
@@ -78,11 +79,11 @@ def test_unknown_parameter_is_refused_naming_the_notebooks_parameters(tmp_path, 
 
 
 @pytest.mark.parametrize("grid, message", [
-    ({"a": ["1"]}, r"'a' = '1' is a str, but toy.ipynb expects a int"),
+    ({"a": ["1"]}, r"'a' = '1' is a str, but toy.ipynb expects an int"),
     ({"a": [1.5]}, r"'a' = 1.5 is a float"),
-    ({"flag": [1]}, r"'flag' = 1 is a int, but .* expects a bool"),
+    ({"flag": [1]}, r"'flag' = 1 is an int, but .* expects a bool"),
     ({"a": [True]}, r"'a' = True is a bool"),
-    ({"sizes": [3]}, r"'sizes' = 3 is a int, but .* expects a list"),
+    ({"sizes": [3]}, r"'sizes' = 3 is an int, but .* expects a list"),
 ])
 def test_wrong_type_is_refused(tmp_path, toy, grid, message):
     with pytest.raises(sweep.SweepError, match=message):
@@ -165,6 +166,130 @@ def test_cli_refuses_bad_grids_before_running_anything(tmp_path, toy, capsys):
     assert cli.main(["sweep", str(good), str(bad), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "unknown parameter(s) 'b'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--jobs", "--cores"])
+def test_cli_refuses_a_non_positive_jobs_or_cores(tmp_path, toy, capsys, flag):
+    grid = grid_file(tmp_path, toy, {"a": [1]})
+    assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs"), flag, "0"]) == 2
+    assert f"{flag} must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"repeats": 0}, "repeats must be a positive integer, got 0"),
+                                             ({"qubits": [4, 0]}, "each of qubits must be a positive integer"),
+                                             ({"qubits": [2.5]}, "each of qubits must be a positive integer")])
+def test_gram_scaling_refuses_bad_counts_before_loading_data(kwargs, message, monkeypatch):
+    monkeypatch.setattr(tasks, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    with pytest.raises(ValueError, match=message):
+        tasks.gram_scaling(**kwargs)
+
+
+def test_the_papermill_command_is_written_once(tmp_path):
+    from qmlnb.lab.papermill_run import papermill_command
+
+    cmd = papermill_command(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path,
+                            parameters={"a": 1, "b": 1.0, "c": [1, 2]}, timeout=30)
+    assert cmd[:5] == [sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")]
+    assert cmd[cmd.index("--cwd") + 1] == str(tmp_path) and cmd[cmd.index("--execution-timeout") + 1] == "30"
+    assert json.loads(cmd[cmd.index("-y") + 1]) == {"a": 1, "b": 1.0, "c": [1, 2]}
+    assert "--execution-timeout" not in papermill_command("a", "b", cwd=".", parameters={})
+    with pytest.raises(ValueError, match="timeout must be a positive integer"):
+        papermill_command("a", "b", cwd=".", parameters={}, timeout=0)
+    # the sweep and the report build their command with it: no other module spells papermill's argv
+    spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py")
+               if '"-m", "papermill"' in p.read_text()]
+    assert spelled == ["qmlnb/lab/papermill_run.py"]
+
+
+@pytest.mark.parametrize("literal, owner", [('"QMLNB_RUN_DIR"', "qmlnb/lab/runs.py"),
+                                            ('"QMLNB_DATA_DIR"', "qmlnb/data/catalog.py")])
+def test_environment_variable_names_are_written_once(literal, owner):
+    spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py") if literal in p.read_text()]
+    assert spelled == [owner]
+
+
+def test_a_grid_stage_must_be_a_known_stage(tmp_path, toy):
+    with pytest.raises(sweep.SweepError, match=r"'stage' = 'thread' is not a known stage; known stages: sequential"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, stage="thread"))
+    assert sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1]}, stage=stages.THREADS)).stage == "threads"
+
+
+def test_each_run_records_its_grids_stage(tmp_path, toy, monkeypatch):
+    monkeypatch.setenv(stages.STAGE_ENV, "from-the-shell")  # never leaks into a run
+    staged = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="renamed",
+                                        stage=stages.DATASET_SIZE, stem="staged"), tmp_path / "runs")
+    plain = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [2], "threads": [1]}, name="plain", stem="plain"),
+                             tmp_path / "runs")
+    assert sweep.run_sweeps([staged, plain], cores=2, progress=False)["complete"] == 2
+    folder = staged.run_dir({"a": 1, "threads": 1})
+    assert json.loads((folder / "metrics.json").read_text())["stage"] == "dataset-size"
+    assert runs.read_status(folder)["stage"] == "dataset-size"
+    # no stage in the grid: the notebook's own ("toy") stands
+    assert json.loads((plain.run_dir({"a": 2, "threads": 1}) / "metrics.json").read_text())["stage"] == "toy"
+    # a run recorded under another stage belongs to another report section: it is run again
+    moved = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="renamed",
+                                       stage=stages.BATCH_SIZE, stem="moved"), tmp_path / "runs")
+    assert [action for *_, action in sweep.plan([staged], 2, 1)] == ["done"]
+    assert [action for *_, action in sweep.plan([moved], 2, 1)] == ["run"]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"backend": ["cpu", "gpu"]}, r"parameter 'backend' = 'gpu' is not a known Gram backend; known: cpu, numba, openmp"),
+    ([{"a": [1]}, {"dataset": ["mnist"]}],
+     r"parameter 'dataset' = 'mnist' is not a known dataset; known: digits, fashion-mnist, cifar10, svhn"),
+])
+def test_unknown_backend_or_dataset_is_refused_when_the_grid_is_loaded(tmp_path, toy, grid, message):
+    nb = nbformat.read(toy, as_version=4)
+    nb.cells[0].source += 'dataset = "digits"\n'
+    nbformat.write(nb, toy)
+    path = grid_file(tmp_path, toy, grid)
+    with pytest.raises(sweep.SweepError, match=f"^{re.escape(str(path))}: {message}"):
+        sweep.load_sweep(path)
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_data_folder_that_does_not_exist_is_refused_before_anything_runs(tmp_path, toy, capsys, monkeypatch, how):
+    grid = grid_file(tmp_path, toy, {"a": [1]})
+    missing = tmp_path / "no-such-data"
+    args = ["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]
+    if how == "flag":
+        args += ["--data-dir", str(missing)]
+    else:
+        monkeypatch.setenv("QMLNB_DATA_DIR", str(missing))
+    assert cli.main(args) == 2
+    source = "--data-dir" if how == "flag" else "$QMLNB_DATA_DIR"
+    assert f"the data folder {missing}, given by {source}, does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(sweep.SweepError, match="does not exist"):
+        sweep.run_sweeps([sweep.load_sweep(grid, tmp_path / "runs")], cores=2, progress=False,
+                         data_dir=missing if how == "flag" else None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_data_dir_reaches_every_run_as_an_absolute_path(tmp_path, toy, monkeypatch):
+    (tmp_path / "my-data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "elsewhere"))  # the flag wins over the variable
+    grid = grid_file(tmp_path, toy, {"a": [1], "threads": [1]}, name="data")
+    assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--data-dir", "my-data"]) == 0
+    metrics = json.loads((run_of(tmp_path / "runs" / "data", a=1, threads=1) / "metrics.json").read_text())
+    assert metrics["data_dir"] == str(tmp_path / "my-data")
+
+
+def test_progress_labels_show_the_values_that_tell_points_apart(tmp_path, toy):
+    grid = {"name": ["a-long-shared-value-" * 3], "sizes": [[1, 2, 3, 4, 5, 6, 7, 8]], "scale": [0.5], "a": [1, 2]}
+    s = sweep.load_sweep(grid_file(tmp_path, toy, grid, name="labels"))
+    # the run folders' names differ only in "a-1"/"a-2" up front and in the hash at the end
+    assert [s.label(p) for p in s.points] == ["labels: a=1", "labels: a=2"]
+    one = sweep.load_sweep(grid_file(tmp_path, toy, {"name": ["x" * 80]}, name="one", stem="one"))
+    assert one.label(one.points[0]) == ("one: name=" + '"' + "x" * 80 + '"')[:57] + "..."
+    assert len(one.label(one.points[0])) == 60
+
+
+def test_messages_use_an_before_a_vowel_and_plural_counts():
+    assert _util.a_or_an("int") == "an int" and _util.a_or_an("str") == "a str"
+    assert _util.plural(1, "run") == "1 run" and _util.plural(28, "run") == "28 runs" and _util.plural(0, "run") == "0 runs"
 
 
 # ------------------------------------------------------------------ core budget
@@ -383,7 +508,7 @@ def test_cli_sweep_exit_code_and_list(tmp_path, toy, capsys):
     assert capsys.readouterr().out.count("  run") == 2
     assert cli.main(args) == 1
     out = capsys.readouterr()
-    assert "1 run, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
+    assert "sweep: 1 run completed, 0 already complete, 0 skipped, 1 failed" in out.out and "planned failure" in out.err
 
 
 # ------------------------------------------------------------------ a fake papermill
@@ -474,7 +599,7 @@ def test_a_point_held_by_another_live_sweep_is_counted_busy_and_not_run(tmp_path
         assert runs.read_status(held) is None and [p.name for p in held.iterdir()] == [runs.LOCK_FILE]
         assert cli.main(["sweep", str(grid), "--runs-dir", str(tmp_path / "runs")]) == 0
         out = capsys.readouterr().out
-        assert "0 run, 1 already complete, 0 skipped, 0 failed, 1 busy (held by another sweep)" in out
+        assert "sweep: 0 runs completed, 1 already complete, 0 skipped, 0 failed, 1 busy (held by another sweep)" in out
         assert f"busy {held}: held by pid {holder.pid}, not run" in out
     finally:
         holder.kill()
@@ -558,8 +683,6 @@ def test_committed_notebooks_are_stripped_with_one_literal_parameters_cell(path)
 
 
 def test_there_are_notebooks_and_grids(tmp_path):
-    import re
-
     # docs/notebooks.md lists exactly the committed grids, and only notebooks that exist
     docs = (ROOT / "docs" / "notebooks.md").read_text()
     assert set(re.findall(r"`(\d\d-[\w-]+\.yaml)`", docs)) == {p.name for p in GRIDS}
@@ -574,10 +697,13 @@ def test_there_are_notebooks_and_grids(tmp_path):
     assert {s.notebook.name for s in sweeps} == {p.name for p in NOTEBOOKS} - {"00-explore.ipynb", "90-summary.ipynb"}
     # the summary ships inside the package (an installed wheel builds reports); notebooks/ links to it
     assert (ROOT / "notebooks" / "90-summary.ipynb").resolve() == report.SUMMARY_NOTEBOOK
-    # the report finds its QCNN sweeps by grid name: each such grid exists and varies what its section plots
+    # every committed grid declares its stage, and each stage the report plots a QCNN quantity against
+    # has a grid that varies that quantity
+    assert all(s.stage in stages.STAGES for s in sweeps)
     qcnn = [s for s in sweeps if s.notebook.name == "10-train-qcnn.ipynb"]
-    for word, varied in (("threads", "threads"), ("dataset-size", "n_train"), ("batch-size", "batch_size")):
-        assert any(word in s.name and len({p[varied] for p in s.points}) > 1 for s in qcnn), word
+    for stage, varied in ((stages.THREADS, "threads"), (stages.DATASET_SIZE, "n_train"),
+                          (stages.BATCH_SIZE, "batch_size")):
+        assert any(s.stage == stage and len({p[varied] for p in s.points}) > 1 for s in qcnn), stage
 
 
 @pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
@@ -603,7 +729,7 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     metrics = json.loads((run_of(folder, a=1) / "metrics.json").read_text())
     assert metrics["omp"] == "1" and Path(metrics["cwd"]) == run_of(folder, a=1).resolve()  # a worker's one thread
     assert "planned failure a=3" in runs.read_status(run_of(folder, a=3, fail=True))["error"]
-    assert "exceeds the 1 cores of a Dask worker" in runs.read_status(run_of(folder, a=4, threads=2))["reason"]
+    assert "exceeds the 1 core of a Dask worker" in runs.read_status(run_of(folder, a=4, threads=2))["reason"]
     # the command line: a fresh LocalCluster; completed points are not redone
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
     assert runs.is_complete(run_of(folder, a=1)) and json.loads((run_of(folder, a=1) / "metrics.json").read_text()) == metrics

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import catalog
 from ..qcnn.model import HybridQCNN
 from ..lab.provenance import environment
 from ..qcnn.train import TrainConfig, available_cores, make_optimizer, train_qcnn, training_step
@@ -41,7 +42,7 @@ TARGETS = {"simulator_speedup": 20.0, "two_process_speedup": 1.6, "fashion_mnist
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=os.environ.get("QMLNB_DATA_DIR"),
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get(catalog.ENV_VAR),
                         help="folder with fashion-mnist/ and cifar-10-batches-py/ (default $QMLNB_DATA_DIR); "
                              "the datasets section is skipped without it")
     parser.add_argument("--n-qubits", type=int, default=8, help="QCNN wires (default 8)")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "svhn")
 DEFAULT_CLASSES = (3, 8)  # the seed project's pairs: 3 vs 8, Dress vs Bag, cat vs ship
-ENV_VAR = "QMLNB_DATA_DIR"
+ENV_VAR = "QMLNB_DATA_DIR"  # the data folder; unset: DEFAULT_DATA_DIR (relative to the working directory)
+DEFAULT_DATA_DIR = "data"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -122,8 +123,8 @@ INFO = {
 
 
 def data_dir() -> Path:
-    """The data directory: ``$QMLNB_DATA_DIR`` if set, else ``Path("data")``."""
-    return Path(os.environ.get(ENV_VAR) or "data")
+    """The data directory: ``$QMLNB_DATA_DIR`` if set, else ``Path("data")`` (:data:`DEFAULT_DATA_DIR`)."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_DATA_DIR)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _util
 from .catalog import CorruptDataError, DataNotFoundError, ENV_VAR, dataset_folder, dataset_info
 
 IDX_UBYTE = 0x08  # the only IDX element type Fashion-MNIST uses
@@ -155,7 +156,7 @@ def _unpickle(path: Path) -> dict:
             ImportError, IndexError, KeyError, MemoryError) as exc:
         raise CorruptDataError(f"{path} is not a readable CIFAR-10 pickle batch ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
-        raise CorruptDataError(f"{path} holds a {type(obj).__name__}, not the dict of a CIFAR-10 batch")
+        raise CorruptDataError(f"{path} holds {_util.a_or_an(type(obj).__name__)}, not the dict of a CIFAR-10 batch")
     return obj
 
 

@@ -10,26 +10,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nbformat
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, stages
 from ..data import catalog
 from ..kernels.distributed import connect
+from .grid import Sweep
+from .papermill_run import papermill_command
 from .tasks import THREAD_ENV_VARS, RunSkipped
-
-if TYPE_CHECKING:
-    from .sweep import Sweep
 from .. import _util
 
 
@@ -241,15 +237,16 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     _util.atomic_write_json(run_dir / runs.PARAMS_FILE, parameters)
     runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
-    env["QMLNB_RUN_DIR"] = str(run_dir.resolve())
+    env[runs.RUN_DIR_ENV] = str(run_dir.resolve())
+    # the grid's stage, which tasks.save_run records; without one the notebook's own (not this shell's) holds
+    env.pop(stages.STAGE_ENV, None)
+    if sweep.stage:
+        env[stages.STAGE_ENV] = sweep.stage
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
     env[catalog.ENV_VAR] = data_dir or str(catalog.data_dir().resolve())
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"
     final = run_dir / sweep.notebook.name
-    cmd = [sys.executable, "-m", "papermill", str(sweep.notebook), str(partial), "--cwd", str(run_dir),
-           "--kernel", "python3", "--no-progress-bar", "-y", json.dumps(parameters)]
-    if sweep.timeout:
-        cmd += ["--execution-timeout", str(sweep.timeout)]
+    cmd = papermill_command(sweep.notebook, partial, cwd=run_dir, parameters=parameters, timeout=sweep.timeout)
     start = time.perf_counter()
     # papermill keeps a copy of the lock: should this sweep be SIGKILLed, the point stays held while papermill lives
     proc = CHILDREN.start(cmd, env=env, pass_fds=(lock.fileno(),))
@@ -297,16 +294,18 @@ def _point_task(item: tuple) -> dict:
     return run_point(*item)
 
 
-def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client) -> list[dict]:
+def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client,
+                       data_dir: str | os.PathLike | None = None) -> list[dict]:
     """Status records of ``pending`` (point, threads) pairs, each run as a Dask task.
 
     The workers must see the notebooks, the runs folder and the data folder
     at the same paths as this process (one machine or a shared file system);
-    paths are made absolute here.  A task that fails outside papermill
+    paths are made absolute here (``data_dir``: default $QMLNB_DATA_DIR or
+    ./data).  A task that fails outside papermill
     (e.g. its worker died more often than Dask retries) counts as a failed run.
     """
     portable = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve())
-    data_dir = str(catalog.data_dir().resolve())
+    data_dir = str(Path(data_dir or catalog.data_dir()).resolve())
     items = [(portable, point, threads, data_dir) for point, threads in pending]
     results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
     return [r if isinstance(r, dict) else {"status": runs.FAILED, "error": f"the Dask task failed: {r!r}"}

@@ -36,6 +36,7 @@ STATUS_FILE = "status.json"
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
 LOCK_FILE = ".lock"
+RUN_DIR_ENV = "QMLNB_RUN_DIR"  # the sweep sets it in a kernel's environment: the folder that run writes to
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT of the sweep; redone by the next sweep
 FINAL_STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)
@@ -56,6 +57,22 @@ class RunBusy(RuntimeError):
         super().__init__(f"{run_dir} is held by {holder} (another sweep is running it)")
 
 
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The project folder: the nearest one holding ``pyproject.toml`` at or above ``start`` (default: the
+    working directory), else at or above this package (a source checkout, or a virtualenv inside the
+    project), else ``start``.
+
+    Where ``runs/`` and ``reports/`` live by default, whatever folder a notebook's kernel runs in.
+    """
+    start = Path(start or Path.cwd()).resolve()
+    package = Path(__file__).resolve().parent
+    for base in (start, package):
+        found = next((p for p in (base, *base.parents) if (p / "pyproject.toml").is_file()), None)
+        if found is not None:
+            return found
+    return start
 
 
 def _now() -> str:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import provenance, runs
+from . import provenance, runs, stages
+from .runs import project_root
 from .. import _util
 
-RUN_DIR_ENV = "QMLNB_RUN_DIR"  # set by `qmlnb sweep` to the run's folder
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -30,19 +30,14 @@ class RunSkipped(RuntimeError):
 
 
 # ---------------------------------------------------------------------- runs
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml``, else ``start``."""
-    start = Path(start or Path.cwd()).resolve()
-    return next((p for p in (start, *start.parents) if (p / "pyproject.toml").is_file()), start)
+def run_dir(task: str = "notebook") -> Path:
+    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<task>/``.
 
-
-def run_dir(stage: str = "interactive") -> Path:
-    """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<stage>/``.
-
+    ``task`` names the folder of a run made by hand (e.g. :data:`.stages.QCNN`).
     ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
-    folder = Path(os.environ.get(RUN_DIR_ENV) or project_root() / "runs" / "interactive" / stage)
+    folder = Path(os.environ.get(runs.RUN_DIR_ENV) or project_root() / "runs" / stages.INTERACTIVE / task)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -76,12 +71,15 @@ def save_run(folder: str | os.PathLike, params: dict, metrics: dict, tables: dic
     """Write ``params.json``, each table as ``<name>.csv`` and, last, ``metrics.json`` (all atomic).
 
     ``metrics`` gets an ``environment`` entry (machine, versions, git commit, time)
-    from :func:`qmlnb.lab.provenance.environment`.
+    from :func:`qmlnb.lab.provenance.environment` and a ``stage``: the grid's
+    (``$QMLNB_STAGE``, set by the sweep) when there is one, else the ``stage``
+    ``metrics`` names, else ``interactive`` (:func:`qmlnb.lab.stages.current_stage`).
     """
     folder = Path(folder)
     _util.atomic_write_json(folder / runs.PARAMS_FILE, params)
     for name, table in (tables or {}).items():
         runs.write_table(folder / f"{name}.csv", pd.DataFrame(table))
+    metrics = {**metrics, "stage": stages.current_stage(metrics.get("stage"))}
     _util.atomic_write_json(folder / runs.METRICS_FILE, {**metrics, "environment": provenance.environment()})
     return folder
 
@@ -157,13 +155,12 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
 
     check_backend(backend)
     sizes = sorted(int(n) for n in sizes)
-    qubits = sorted(int(n) for n in qubits)
+    qubits = sorted(_util.check_positive_int(n, "each of qubits") for n in qubits)
     if not sizes or sizes[0] < 2:
         raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {sizes!r}")
-    if not qubits or qubits[0] < 1:
-        raise ValueError(f"qubits must be a non-empty list of positive integers, got {qubits!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not qubits:
+        raise ValueError("qubits must be a non-empty list of positive integers, got []")
+    _util.check_positive_int(repeats, "repeats")
     threads = set_threads(threads)
     splits = load_data(dataset, classes=None, seed=seed)
     images = np.concatenate([splits.X_train, splits.X_val, splits.X_test])
@@ -182,7 +179,7 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
         rows.append({"n_qubits": n_qubits, "n_samples": n, "dim": fm.dim, "states_s": states_s, "gram_s": best,
                      "gram_median_s": median, "gflops": 4.0 * n * n * fm.dim / best / 1e9})
     table = pd.DataFrame(rows)
-    metrics = {"stage": "gram-scaling", "backend": backend, "threads": threads, "qubits": qubits,
+    metrics = {"task": stages.GRAM, "backend": backend, "threads": threads, "qubits": qubits,
                "dataset": dataset, "max_abs_diff_vs_cpu": check, "largest_n": sizes[-1],
                "timings": {"gram_s_largest": rows[-1]["gram_s"], "states_s_largest": rows[-1]["states_s"]}}
     return metrics, table
@@ -287,14 +284,14 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     splits = load_data(dataset, classes=classes, n_train=n_train, seed=seed, grayscale=grayscale)
     load_s = time.perf_counter() - start
     result = train_qcnn(splits, cfg)
-    metrics = {"stage": "qcnn", "dataset": dataset, "classes": list(splits.classes), "mode": mode,
+    metrics = {"task": stages.QCNN, "dataset": dataset, "classes": list(splits.classes), "mode": mode,
                "threads": cfg.threads * cfg.processes(), "threads_per_process": cfg.threads,
                "processes": cfg.processes(), "workers": workers, "folds": folds, "n_train": int(len(splits.y_train)),
                "n_test": int(len(splits.y_test)), "batch_size": batch_size, "epochs": epochs, "n_qubits": n_qubits,
                "best_fold": result.best_fold, "qcnn": result.metrics,
                "timings": {"train_s": result.timings["total"], "load_s": load_s,
                            "samples_per_s": result.timings.get("train_samples_per_s")}}
-    return metrics, {"history": _history_table(result), "folds": _fold_table(result)}
+    return metrics, {stages.HISTORY: _history_table(result), stages.FOLDS: _fold_table(result)}
 
 
 # ------------------------------------------------------------------ quantum-kernel SVM
@@ -340,7 +337,7 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
     result = run_qsvm_experiment(splits, svm_params=svm_params, trained=trained,
                                  baselines=tuple(BASELINES) if baselines else ())
     timings = {**result["timings"], "qcnn_train": trained.timings["total"]}
-    metrics = {"stage": "qsvm", "dataset": dataset, "classes": list(splits.classes), "mode": "sequential",
+    metrics = {"task": stages.QSVM, "dataset": dataset, "classes": list(splits.classes), "mode": "sequential",
                "backend": result["gram_backend"], "threads": cfg.threads, "n_train": int(len(splits.y_train)),
                "n_test": int(len(splits.y_test)), "n_qubits": n_qubits, "epochs": epochs, "batch_size": batch_size,
                "qcnn": result["qcnn"]["metrics"], "qsvm": result["qsvm"]["metrics"],
@@ -350,6 +347,6 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                "timings": {"train_s": trained.timings["total"], "gram_s": timings["gram"],
                            "states_s": timings["states"], "svm_fit_s": timings["svm_fit"],
                            "svm_select_s": timings["svm_select"], "total_s": timings["total"] + timings["qcnn_train"]}}
-    tables = {"kernel_sample": kernel_sample(trained.model, splits, result["qsvm"]["params"], backend),
-              "timings": pd.DataFrame([timings])}
+    tables = {stages.KERNEL_SAMPLE: kernel_sample(trained.model, splits, result["qsvm"]["params"], backend),
+              stages.TIMINGS: pd.DataFrame([timings])}
     return metrics, tables

@@ -25,6 +25,7 @@ import atexit
 import datetime
 import multiprocessing
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -85,6 +86,14 @@ class DistributedSync:
 
 
 # ------------------------------------------------------------------ fold-parallel
+def _init_pool_worker(threads: int) -> None:
+    # An interrupt is the parent's to handle: Jupyter stops a kernel by first sending SIGINT to the kernel's
+    # process group, idle pool workers included, and each would die printing a KeyboardInterrupt traceback.
+    # The workers end when the parent shuts the pool down (atexit) or dies (their call queue closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    apply_training_settings(threads)
+
+
 # Pools are kept for the next train_qcnn call (a sweep, a notebook's next cell):
 # starting a spawned worker costs seconds (it imports torch and scikit-learn),
 # often more than training one fold of this small model.
@@ -96,7 +105,7 @@ def fold_pool(processes: int, threads: int) -> ProcessPoolExecutor:
     key = (processes, threads)
     if key not in _POOLS:
         _POOLS[key] = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=apply_training_settings, initargs=(threads,))
+                                          initializer=_init_pool_worker, initargs=(threads,))
     return _POOLS[key]
 
 

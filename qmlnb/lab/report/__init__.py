@@ -10,8 +10,8 @@ The summary notebook calls these as ``report.<name>``, so the public names are
 handed on here.
 """
 from .export import SUMMARY_NOTEBOOK, add_arguments, build_report, export_html, run
-from .load import (UNREADABLE, ReportError, load_runs, load_tables, read_run, require_runs, run_overview,
-                   select_stage, unreadable_runs)
+from .load import (UNREADABLE, ReportError, load_runs, load_tables, read_run, report_dirs, require_runs,
+                   run_overview, select_stage, select_task, unreadable_runs)
 from .plots import (plot_gram_scaling, plot_kernel, plot_sweep, plot_threads, plot_training_modes,
                     save_figure)
 from .tables import (SCORES, backend_speedup, fit_loglog_slope, gram_slopes, gram_table, kernel_matrices,
@@ -21,6 +21,7 @@ __all__ = [
     "SCORES", "SUMMARY_NOTEBOOK", "UNREADABLE", "ReportError", "add_arguments", "backend_speedup",
     "build_report", "export_html", "fit_loglog_slope", "gram_slopes", "gram_table", "kernel_matrices",
     "load_runs", "load_tables", "plot_gram_scaling", "plot_kernel", "plot_sweep", "plot_threads",
-    "plot_training_modes", "read_run", "require_runs", "results_table", "run", "run_overview", "save_figure",
-    "save_table", "select_stage", "sweep_table", "threads_speedup", "training_modes", "unreadable_runs",
+    "plot_training_modes", "read_run", "report_dirs", "require_runs", "results_table", "run", "run_overview",
+    "save_figure", "save_table", "select_stage", "select_task", "sweep_table", "threads_speedup", "training_modes",
+    "unreadable_runs",
 ]

@@ -10,56 +10,38 @@ code cells hidden behind a "show code" button.  Figures go to
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from ... import _util
 from .load import ReportError, require_runs
+from ..papermill_run import papermill_command
 
 # shipped as package data, so an installed wheel can build a report; notebooks/90-summary.ipynb links here
 SUMMARY_NOTEBOOK = Path(__file__).resolve().parent / "summary.ipynb"
 
-HIDE_CODE = """
-<style>
-  body:not(.qmlnb-show-code) .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
-  #qmlnb-code-toggle { position: fixed; top: 8px; right: 8px; z-index: 10; }
-</style>
-<script>
-  function qmlnbToggleCode(button) {
-    document.body.classList.toggle("qmlnb-show-code");
-    button.textContent = document.body.classList.contains("qmlnb-show-code") ? "hide code" : "show code";
-  }
-</script>
-"""
-TOGGLE_BUTTON = '<button id="qmlnb-code-toggle" onclick="qmlnbToggleCode(this)">show code</button>'
+# the page's nbconvert template (package data): `lab`, with no network resources and a "show code" button
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "qmlnb_report"
 
 
 def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, title: str = "qmlnb summary") -> Path:
     """Export an executed notebook to one self-contained HTML file, code hidden behind a toggle.
 
-    Images are inlined as data URIs; MathJax and require.js (loaded from a CDN
-    by the default template) are left out, so the page needs no network.
+    Uses the ``qmlnb_report`` template (``templates/qmlnb_report/``, extending
+    nbconvert's ``lab``): images are inlined as data URIs, and require.js,
+    MathJax, Mermaid and the widget manager (loaded from a CDN by ``lab``) are
+    left out, so the page needs no network.
     """
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    # the default template links MathJax and require.js from a CDN; the report uses neither
-    exporter.mathjax_url = ""
-    exporter.require_js_url = ""
-    exporter.widget_renderer_url = ""
+    exporter = HTMLExporter(template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)],
+                            embed_images=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
                                           resources={"metadata": {"name": title}})
-    body = re.sub(r'<script src="">\s*</script>', "", body)  # what the emptied CDN links leave behind
-    body = body.replace("</head>", HIDE_CODE + "</head>", 1)
-    head, sep, rest = body.partition("<body")
-    tag_end = rest.index(">") + 1
-    body = head + sep + rest[:tag_end] + TOGGLE_BUTTON + rest[tag_end:]
     return _util.atomic_write_text(html_path, body)
 
 
@@ -67,8 +49,9 @@ def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.Pat
                  notebook: str | os.PathLike = SUMMARY_NOTEBOOK, timeout: int = 900) -> Path:
     """Run the summary notebook over ``runs_dir`` and export ``<reports_dir>/summary.html``.
 
-    Raises ReportError (before running anything) when there are no complete runs
-    or the summary notebook is missing; a failing summary notebook raises
+    Raises ReportError (before running anything) when ``runs_dir`` holds no run
+    at all or the summary notebook is missing (a sweep whose every run failed
+    still gets a page listing the failures); a failing summary notebook raises
     ``RuntimeError`` with papermill's message.
     """
     runs_dir, reports_dir, notebook = Path(runs_dir).resolve(), Path(reports_dir).resolve(), Path(notebook)
@@ -78,9 +61,8 @@ def build_report(runs_dir: str | os.PathLike = "runs", reports_dir: str | os.Pat
     reports_dir.mkdir(parents=True, exist_ok=True)
     executed = reports_dir / "_build" / "summary.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "--cwd", str(reports_dir),
-           "--kernel", "python3", "--no-progress-bar", "--execution-timeout", str(timeout),
-           "-y", json.dumps({"runs_dir": str(runs_dir), "reports_dir": str(reports_dir)})]
+    cmd = papermill_command(notebook, executed, cwd=reports_dir, timeout=timeout,
+                            parameters={"runs_dir": str(runs_dir), "reports_dir": str(reports_dir)})
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the summary notebook failed (executed copy: {executed}):\n{proc.stderr[-3000:]}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import runs
+from .. import runs, stages
 from ... import _util
 
 
@@ -54,6 +54,9 @@ def read_run(run_dir: Path) -> dict:
     for key, value in params.items():
         row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
     _flatten("", metrics, row)
+    if "task" not in row and row.get("stage") in stages.TASKS:
+        # written before runs recorded a task: their "stage" named the task
+        row["task"], row["stage"] = row["stage"], None
     row["machine.cpu"] = machine.get("cpu")
     row["machine.cores"] = machine.get("cores")
     row["git.commit"] = str(git.get("commit") or "")[:10]
@@ -117,7 +120,7 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
         path = Path(row["path"]) / f"{name}.csv"
         if path.is_file():
             table = pd.read_csv(path)
-            for key in ("grid", "run", "stage", "backend", "threads", "dataset", "mode"):
+            for key in ("grid", "run", "task", "stage", "backend", "threads", "dataset", "mode"):
                 if key in row and key not in table and pd.notna(row[key]):
                     table[key] = row[key]
             parts.append(table)
@@ -125,15 +128,46 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
 
 
 def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """The complete runs, or a ReportError saying there are none (and what to run)."""
-    frame = load_runs(runs_dir)
-    if frame.empty:
-        raise ReportError(f"no complete runs under {Path(runs_dir).resolve()}; run a sweep first, e.g. "
+    """The complete runs (maybe none), or a ReportError when ``runs_dir`` holds no run at all (and what to run).
+
+    A sweep whose every run failed or was skipped still gets a report: its
+    overview lists each failure and skip with the error or reason.
+    """
+    if not any(True for _ in runs.iter_runs(runs_dir, status=None)):
+        raise ReportError(f"no runs under {Path(runs_dir).resolve()}; run a sweep first, e.g. "
                           "`python -m qmlnb sweep params/*.yaml` (or `make report`)")
-    return frame
+    return load_runs(runs_dir)
 
 
-def select_stage(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+def report_dirs(runs_dir: str | os.PathLike = "", reports_dir: str | os.PathLike = "") -> tuple[Path, Path]:
+    """(runs folder, reports folder), absolute: the ones given, else ``runs/`` and ``reports/`` of the project.
+
+    The project is :func:`qmlnb.lab.runs.project_root`, found from the working
+    directory or from this package, so the summary notebook finds the runs
+    whether its kernel starts in ``notebooks/``, in the package or elsewhere.
+    """
+    root = runs.project_root()
+    return (Path(runs_dir or root / "runs").resolve(), Path(reports_dir or root / "reports").resolve())
+
+
+def select_stage(frame: pd.DataFrame, stage: str, task: str | None = None) -> pd.DataFrame:
+    """The runs recorded under ``stage`` (one of :data:`qmlnb.lab.stages.STAGES`), of ``task`` when given.
+
+    Selects by the ``stage`` each run recorded (its grid's ``stage:``), never by
+    the grid's name: a renamed grid keeps its section.  An unknown ``stage``
+    is a ValueError (a misspelt name would select nothing, silently).
+    """
+    stages.check_stage(stage)
     if frame.empty or "stage" not in frame:
         return frame.iloc[0:0]
-    return frame[frame["stage"] == stage].copy()
+    chosen = frame[frame["stage"] == stage]
+    return (chosen if task is None else select_task(chosen, task)).copy()
+
+
+def select_task(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The runs whose notebook did ``task`` (one of :data:`qmlnb.lab.stages.TASKS`), whatever their stage."""
+    if task not in stages.TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(stages.TASKS)}")
+    if frame.empty or "task" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["task"] == task].copy()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import runs
-from .load import load_tables, select_stage
+from .. import runs, stages
+from .load import load_tables, select_stage, select_task
 
 SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
 
@@ -23,14 +23,14 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for _, r in frame.iterrows():
-        stage = r.get("stage")
-        if stage not in ("qcnn", "qsvm"):
+        task = r.get("task")
+        if task not in (stages.QCNN, stages.QSVM):
             continue
         base = {"grid": r["grid"], "dataset": r.get("dataset"), "n_train": r.get("n_train"),
                 "folds": r.get("folds", 1), "threads": r.get("threads")}
         rows.append({**base, "model": "QCNN", "variant": r.get("mode"),
                      **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s")})
-        if stage == "qsvm":
+        if task == stages.QSVM:
             rows.append({**base, "model": "QSVM", "variant": r.get("backend"),
                          **{s: r.get(f"qsvm.{s}") for s in SCORES}, "time_s": r.get("timings.gram_s")})
             names = sorted({c.split(".")[1] for c in r.index if c.startswith("baselines.") and pd.notna(r[c])})
@@ -73,7 +73,7 @@ def fit_loglog_slope(x, y) -> float:
 
 def gram_table(frame: pd.DataFrame, runs_dir) -> pd.DataFrame:
     """Per-N Gram timings of every gram-scaling run (backend, threads, n_qubits, n_samples, gram_s, ...)."""
-    return load_tables(runs_dir, "gram_times", select_stage(frame, "gram-scaling"))
+    return load_tables(runs_dir, stages.GRAM_TIMES, select_task(frame, stages.GRAM))
 
 
 def gram_slopes(times: pd.DataFrame) -> pd.DataFrame:
@@ -101,11 +101,11 @@ def backend_speedup(times: pd.DataFrame) -> pd.DataFrame:
 
 
 def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Speedup against 1 thread: QCNN training time and the Gram time at the largest N, with the ideal line."""
+    """Speedup against 1 thread: QCNN training time of the threads stage's runs and the Gram time at the largest N,
+    with the ideal line."""
     rows = []
-    qcnn = select_stage(frame, "qcnn")
+    qcnn = select_stage(frame, stages.THREADS, stages.QCNN)
     if not qcnn.empty and "timings.train_s" in qcnn:
-        qcnn = qcnn[qcnn["grid"].str.contains("threads")]
         for (dataset, mode), part in qcnn.groupby(["dataset", "mode"]):
             t = part.groupby("threads")["timings.train_s"].median()
             if 1 in t.index:
@@ -127,7 +127,7 @@ def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
 def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     """QCNN training time and test scores per dataset, mode (sequential, fold-parallel, data-parallel), n_train,
     threads and folds; the speedup is against the sequential run of the same dataset, n_train, threads and folds."""
-    qcnn = select_stage(frame, "qcnn")
+    qcnn = select_task(frame, stages.QCNN)
     cols = ["dataset", "mode", "n_train", "threads", "folds", "train_s", "accuracy", "f1", "speedup_vs_sequential"]
     if qcnn.empty:
         return pd.DataFrame(columns=cols)
@@ -143,12 +143,12 @@ def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-def sweep_table(frame: pd.DataFrame, grid_word: str, column: str) -> pd.DataFrame:
-    """Test scores and training time against ``column`` (n_train, batch_size) for QCNN runs of grids named *grid_word*."""
-    qcnn = select_stage(frame, "qcnn")
+def sweep_table(frame: pd.DataFrame, stage: str, column: str) -> pd.DataFrame:
+    """Test scores and training time against ``column`` (n_train, batch_size) for the QCNN runs of ``stage``
+    (e.g. :data:`qmlnb.lab.stages.DATASET_SIZE`), whatever their grids are named."""
+    qcnn = select_stage(frame, stage, stages.QCNN)
     if qcnn.empty or column not in qcnn:
         return pd.DataFrame(columns=["dataset", column, "accuracy", "f1", "train_s"])
-    qcnn = qcnn[qcnn["grid"].str.contains(grid_word)]
     return (qcnn.groupby(["dataset", column]).agg(accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
                                                   train_s=("timings.train_s", "median")).reset_index())
 
@@ -156,8 +156,8 @@ def sweep_table(frame: pd.DataFrame, grid_word: str, column: str) -> pd.DataFram
 def kernel_matrices(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """(title, K) of every QSVM run's saved kernel sample (``kernel_sample.csv``)."""
     out = []
-    for _, r in select_stage(frame, "qsvm").iterrows():
-        path = Path(r["path"]) / "kernel_sample.csv"
+    for _, r in select_task(frame, stages.QSVM).iterrows():
+        path = Path(r["path"]) / f"{stages.KERNEL_SAMPLE}.csv"
         if path.is_file():
             out.append((f"{r.get('dataset')} / {r.get('backend')} ({r['run']})", pd.read_csv(path).to_numpy()))
     return out

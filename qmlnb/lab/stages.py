@@ -1,0 +1,69 @@
+"""The names the notebooks, the sweep and the report share: tasks, stages and tables, each spelled once.
+
+A run records two names in its ``metrics.json``:
+
+- ``task``: what its notebook computed (:data:`QCNN` training, the :data:`QSVM`
+  pipeline, :data:`GRAM` timings, the :data:`EXPLORE` notebook), set by the
+  function of :mod:`.tasks` that did the work; it says which metrics exist.
+- ``stage``: the question the run's grid asks (:data:`THREADS`,
+  :data:`DATASET_SIZE`, ...), declared by the grid file's ``stage:`` key,
+  checked against :data:`STAGES` when the grid is loaded, handed to the kernel
+  in ``$QMLNB_STAGE`` and written by :func:`.tasks.save_run`.
+
+The report selects runs by these recorded names, never by a grid's ``name``, so
+a renamed grid keeps its report section.  Table names are the CSV files a run
+writes (``<name>.csv``) and the report reads.
+"""
+from __future__ import annotations
+
+import os
+
+# ---------------------------------------------------------------- tasks (metrics["task"])
+QCNN = "qcnn"              # 10-train-qcnn.ipynb: tasks.qcnn_run
+QSVM = "qsvm"              # 20-qsvm.ipynb: tasks.qsvm_run
+GRAM = "gram-scaling"      # 30-gram-scaling.ipynb: tasks.gram_scaling
+EXPLORE = "explore"        # 00-explore.ipynb
+TASKS = (QCNN, QSVM, GRAM, EXPLORE)
+
+# ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
+SEQUENTIAL = "sequential"
+PARALLEL_MODES = "parallel-modes"
+THREADS = "threads"
+DATASET_SIZE = "dataset-size"
+BATCH_SIZE = "batch-size"
+GRAM_SCALING = "gram-scaling"
+GRAM_THREADS = "gram-threads"
+QSVM_BACKENDS = "qsvm-backends"
+FINAL = "final"
+STAGES = {
+    SEQUENTIAL: "the sequential QCNN baseline",
+    PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
+    THREADS: "QCNN training time against threads (the report's threads speedup)",
+    DATASET_SIZE: "QCNN test scores against the training-set size",
+    BATCH_SIZE: "QCNN test scores against the batch size",
+    GRAM_SCALING: "Gram time against N and n per backend",
+    GRAM_THREADS: "Gram time against threads per CPU backend",
+    QSVM_BACKENDS: "the quantum-kernel SVM per Gram backend, beside the baselines",
+    FINAL: "QCNN and QSVM on the real datasets",
+}
+INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
+STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
+
+# ---------------------------------------------------------------- tables (<name>.csv in a run folder)
+GRAM_TIMES = "gram_times"        # GRAM: one row per (n_qubits, N)
+HISTORY = "history"              # QCNN: one row per epoch (and fold)
+FOLDS = "folds"                  # QCNN: one row per fold
+KERNEL_SAMPLE = "kernel_sample"  # QSVM: the (n, n) training Gram, samples sorted by class
+TIMINGS = "timings"              # QSVM: one row of the pipeline's timings
+
+
+def check_stage(stage) -> str:
+    """``stage`` if it is one of :data:`STAGES`, else a ValueError listing them."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
+    return stage
+
+
+def current_stage(default: str | None = None) -> str:
+    """The stage of the run in progress: ``$QMLNB_STAGE`` (under a sweep), else ``default`` or ``interactive``."""
+    return os.environ.get(STAGE_ENV) or default or INTERACTIVE
