@@ -126,20 +126,19 @@ def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
 
 def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     """QCNN training time and test scores per dataset, mode (sequential, fold-parallel, data-parallel), n_train,
-    threads and folds; the speedup is against the sequential run of the same dataset, n_train, threads and folds."""
+    threads and folds; ``speedup_vs_sequential`` is the one each run measured against sequential training of the
+    same work in the same run (``qcnn_run(compare="sequential")``; median over the row's runs), never a ratio of
+    times from different runs (NaN where the runs measured none)."""
     qcnn = select_stage(frame, "qcnn")
     cols = ["dataset", "mode", "n_train", "threads", "folds", "train_s", "accuracy", "f1", "speedup_vs_sequential"]
     if qcnn.empty:
         return pd.DataFrame(columns=cols)
+    qcnn = qcnn.assign(speedup_vs_sequential=qcnn.get("speedup_vs_sequential", np.nan))
     out = (qcnn.groupby(["dataset", "mode", "n_train", "threads", "folds"], dropna=False)
-           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"))
+           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
+                speedup_vs_sequential=("speedup_vs_sequential", "median"))
            .reset_index())
     out["folds"] = out["folds"].fillna(1).astype(int)
-    # the same work: a dataset-size sweep's small runs or a 1-thread run are not the reference of a 2-thread one
-    same = ["dataset", "n_train", "threads", "folds"]
-    seq = out[out["mode"] == "sequential"].groupby(same)["train_s"].median().rename("seq_s")
-    out = out.join(seq, on=same)
-    out["speedup_vs_sequential"] = out["seq_s"] / out["train_s"]
     return out[cols]
 
 
