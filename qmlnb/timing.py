@@ -165,7 +165,7 @@ def _timed_call(fn, sync):
 
 
 def measure(fn, *, warmup: int = 1, min_repeats: int = 5, min_time: float = 0.2,
-            max_repeats: int = DEFAULT_MAX_REPEATS, sync=None) -> Timing:
+            max_repeats: int = DEFAULT_MAX_REPEATS, sync=None, after=None) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then repeats until ``min_repeats`` and ``min_time`` are both met.
 
     Parameters
@@ -180,6 +180,9 @@ def measure(fn, *, warmup: int = 1, min_repeats: int = 5, min_time: float = 0.2,
     sync : callable, optional
         Called before each timed call's clock starts and before it stops
         (e.g. ``torch.cuda.synchronize``) so that asynchronous work is counted.
+    after : callable, optional
+        ``after(value)`` runs after each timed call, outside the clock (check
+        or free a result, delete a file the call wrote).
 
     Returns
     -------
@@ -197,12 +200,14 @@ def measure(fn, *, warmup: int = 1, min_repeats: int = 5, min_time: float = 0.2,
         seconds, used, value = _timed_call(fn, sync)
         times.append(seconds)
         cpu += used
+        if after is not None:
+            after(value)
     return Timing(times=times, compile_s=compile_s, load_before=load_before, load_after=load_average(), cpu_s=cpu,
                   wall_s=float(sum(times)), cores=available_cores(), value=value)
 
 
 def interleaved(fns: dict, *, warmup: int = 1, min_rounds: int = 5, min_time: float = 0.2,
-                max_rounds: int = DEFAULT_MAX_REPEATS, sync=None) -> dict[str, Timing]:
+                max_rounds: int = DEFAULT_MAX_REPEATS, sync=None, after=None) -> dict[str, Timing]:
     """Time several functions in rounds (A, B, A, B, ...) after warming up each one.
 
     Every round calls each function once, in the dict's order; rounds go on
@@ -210,7 +215,8 @@ def interleaved(fns: dict, *, warmup: int = 1, min_rounds: int = 5, min_time: fl
     ``min_time`` measured seconds, all functions together (or ``max_rounds``):
     a fast function beside a slow one is not repeated until it alone reaches
     ``min_time``.  All functions get the same number of calls, so :func:`ratio`
-    can pair them round by round.
+    can pair them round by round.  ``sync`` is as for :func:`measure`;
+    ``after(name, value)`` runs after each timed call, outside the clock.
 
     Returns ``{name: Timing}`` in the same order; each Timing's load is read at
     the start and the end of the whole interleaved run (both sides share it).
@@ -238,6 +244,8 @@ def interleaved(fns: dict, *, warmup: int = 1, min_rounds: int = 5, min_time: fl
             times[name].append(seconds)
             cpu[name] += used
             total += seconds
+            if after is not None:
+                after(name, values[name])
         rounds += 1
     load_after, cores = load_average(), available_cores()
     return {name: Timing(times=times[name], compile_s=compile_s[name], load_before=load_before,

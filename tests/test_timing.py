@@ -1,7 +1,6 @@
 """qmlnb.timing: statistics of known costs, the noisy rule, warm-up apart, interleaving order, ratios, bad input."""
 import json
 import os
-import random
 import time
 
 import pytest
@@ -10,41 +9,47 @@ from qmlnb import timing
 from qmlnb._util import available_cores
 
 
-def busy(seconds: float) -> None:
-    """Spin for ``seconds`` of wall time (a known cost that keeps one core busy)."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+# Tolerances allow for a loaded machine: a sleep never returns early but may return late, and a busy-wait of a
+# known CPU time takes at least that long on the wall clock.
+LATE = 0.25
+
+
+def busy_cpu(seconds: float) -> None:
+    """Spin until this thread has used ``seconds`` of CPU time (a known cost that keeps one core busy)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
 def test_known_cost_gives_its_median():
-    t = timing.measure(lambda: time.sleep(0.01), min_repeats=5, min_time=0.0)
+    t = timing.measure(lambda: time.sleep(0.02), min_repeats=5, min_time=0.0)
     assert t.n == 5 and len(t.times) == 5
-    # sleep never returns early; on a loaded machine it may return late
-    assert 0.01 <= t.median < 0.03 and t.min >= 0.01
+    assert 0.02 <= t.median < 0.02 + LATE and t.min >= 0.02
     assert t.q1 <= t.median <= t.q3 and t.iqr == pytest.approx(t.q3 - t.q1)
     assert t.wall_s == pytest.approx(sum(t.times))
 
 
 def test_busy_wait_cost_and_cpu_time():
-    t = timing.measure(lambda: busy(0.02), min_repeats=5, min_time=0.0)
-    assert 0.02 <= t.median < 0.04
-    # a busy-wait burns CPU on this process's thread; a sleep does not
-    assert t.cpu_s > 0.3 * t.wall_s and 0.3 < t.own_cores <= 1.2
+    t = timing.measure(lambda: busy_cpu(0.01), min_repeats=5, min_time=0.0)
+    # its wall time is at least its CPU time (more when other processes take turns on the core)
+    assert t.median >= 0.01 and t.min >= 0.01
+    # the process's CPU time is the known cost, 5 x 10 ms (plus the loop's overhead), one core at most
+    assert 0.05 <= t.cpu_s < 0.065 and t.cpu_s <= t.wall_s * 1.05 + 0.01 and t.own_cores <= 1.1
     idle = timing.measure(lambda: time.sleep(0.01), min_repeats=5, min_time=0.0)
-    assert idle.own_cores < 0.3
+    assert idle.cpu_s < 0.01 and idle.own_cores < 0.2
 
 
 def test_jitter_widens_the_iqr():
     steady = timing.measure(lambda: time.sleep(0.005), min_repeats=12, min_time=0.0)
-    rng = random.Random(0)
-    jittered = timing.measure(lambda: time.sleep(rng.choice([0.005, 0.04])), min_repeats=12, min_time=0.0)
-    assert jittered.iqr > steady.iqr + 0.01
+    delays = iter([0.005, 0.15] * 7)  # warm-up + 12 calls: 6 or 7 long ones, so q3 >= 0.15
+    jittered = timing.measure(lambda: time.sleep(next(delays)), min_repeats=12, min_time=0.0)
+    assert jittered.q3 >= 0.15 and jittered.iqr > steady.iqr and jittered.iqr > 0.05
 
 
 def test_min_time_adds_repeats_and_max_repeats_caps_them():
     t = timing.measure(lambda: time.sleep(0.01), min_repeats=2, min_time=0.1)
-    assert t.n >= 8 and sum(t.times) >= 0.1
+    # repeats go on until 0.1 s is reached, and stop there
+    assert t.n >= 2 and sum(t.times) >= 0.1 and (t.n == 2 or sum(t.times[:-1]) < 0.1)
     capped = timing.measure(lambda: time.sleep(0.01), min_repeats=2, min_time=10.0, max_repeats=3)
     assert capped.n == 3
 
@@ -54,12 +59,12 @@ def test_warmup_is_excluded_and_recorded_as_compile_s():
 
     def fn():  # the first call is slow, as a JIT compilation is
         calls.append(None)
-        time.sleep(0.05 if len(calls) == 1 else 0.001)
+        time.sleep(0.3 if len(calls) == 1 else 0.001)
         return len(calls)
 
     t = timing.measure(fn, warmup=1, min_repeats=5, min_time=0.0)
     assert len(calls) == 6 and t.n == 5
-    assert t.compile_s >= 0.05 and max(t.times) < 0.05
+    assert t.compile_s >= 0.3 and max(t.times) < 0.3
     assert t.value == 6  # the last timed call's result
     cold = timing.measure(lambda: None, warmup=0, min_repeats=1, min_time=0.0)
     assert cold.compile_s is None and cold.n == 1 and cold.iqr == 0.0
@@ -105,9 +110,10 @@ def test_interleaved_alternates_after_warming_each():
 def test_interleaved_min_time_counts_all_functions_together():
     result = timing.interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.01)}, min_rounds=2,
                                 min_time=0.05)
-    # the slow side's 10 ms per round reaches 50 ms in 5 rounds (fewer only if sleep overshoots)
-    assert result["fast"].n == result["slow"].n and 3 <= result["slow"].n <= 5
-    assert sum(result["slow"].times) + sum(result["fast"].times) >= 0.05
+    # the slow side's 10 ms per round reaches 50 ms in 5 rounds (fewer only if sleep overshoots), then it stops
+    assert result["fast"].n == result["slow"].n and 2 <= result["slow"].n <= 5
+    rounds = [f + s for f, s in zip(result["fast"].times, result["slow"].times)]
+    assert sum(rounds) >= 0.05 and (len(rounds) == 2 or sum(rounds[:-1]) < 0.05)
     capped = timing.interleaved({"a": lambda: time.sleep(0.01)}, min_rounds=1, min_time=10.0, max_rounds=2)
     assert capped["a"].n == 2
 
@@ -118,8 +124,7 @@ def test_ratio_of_paired_rounds():
     r = timing.ratio(result["slow"], result["fast"])
     assert r["ratio"] == pytest.approx(result["slow"].median / result["fast"].median)
     assert r["n"] == 5 and len(r["rounds"]) == 5 and r["q1"] <= r["median"] <= r["q3"]
-    assert r["rounds"][0] == pytest.approx(result["slow"].times[0] / result["fast"].times[0])
-    assert 1.5 < r["median"] < 5  # 20 ms against 5 ms, with sleep's overshoot on a busy machine
+    assert r["rounds"] == pytest.approx([s / f for s, f in zip(result["slow"].times, result["fast"].times)])
 
 
 def test_ratio_from_known_times():
@@ -168,3 +173,14 @@ def test_sync_runs_inside_the_clock():
     timing.measure(lambda: events.append("call"), warmup=0, min_repeats=2, min_time=0.0,
                    sync=lambda: events.append("sync"))
     assert events == ["sync", "call", "sync"] * 2
+
+
+def test_after_runs_outside_the_clock_with_each_result():
+    seen = []
+    t = timing.measure(lambda: len(seen), warmup=1, min_repeats=3, min_time=0.0,
+                       after=lambda value: (seen.append(value), time.sleep(0.3)))
+    assert seen == [0, 1, 2] and max(t.times) < 0.3  # the warm-up's result is not checked; the sleeps not timed
+    pairs = []
+    result = timing.interleaved({"a": lambda: "A", "b": lambda: "B"}, warmup=0, min_rounds=2, min_time=0.0,
+                                after=lambda name, value: (pairs.append((name, value)), time.sleep(0.3)))
+    assert pairs == [("a", "A"), ("b", "B")] * 2 and max(result["a"].times + result["b"].times) < 0.3
