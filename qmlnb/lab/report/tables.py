@@ -90,34 +90,46 @@ def gram_slopes(times: pd.DataFrame) -> pd.DataFrame:
 
 
 def backend_speedup(times: pd.DataFrame) -> pd.DataFrame:
-    """Gram time of each backend against ``cpu`` at the same N, n_qubits and threads (ratio > 1: faster)."""
-    if times.empty:
-        return pd.DataFrame(columns=["backend", "n_qubits", "threads", "n_samples", "gram_s", "cpu_s", "speedup_vs_cpu"])
+    """Gram time of each backend and its speedup against ``cpu`` at the same N, n_qubits and threads.
+
+    Both come from the run itself: a gram-scaling run times ``cpu`` interleaved with its backend on the same
+    states (``cpu_s`` and ``speedup_vs_cpu`` in ``gram_times.csv``); ``cpu``'s own rows are 1 by definition.
+    Medians over the runs of a row; never a ratio of times from different runs (NaN where none was measured).
+    """
     keys = ["n_qubits", "threads", "n_samples"]
-    cpu = times[times["backend"] == "cpu"].groupby(keys)["gram_s"].median().rename("cpu_s")
-    out = times.groupby(["backend", *keys])["gram_s"].median().reset_index().join(cpu, on=keys)
-    out["speedup_vs_cpu"] = out["cpu_s"] / out["gram_s"]
-    return out
+    if times.empty:
+        return pd.DataFrame(columns=["backend", *keys, "gram_s", "cpu_s", "speedup_vs_cpu"])
+    measured = times.assign(cpu_s=times.get("cpu_s", np.nan), speedup_vs_cpu=times.get("speedup_vs_cpu", np.nan))
+    is_cpu = measured["backend"] == "cpu"
+    measured.loc[is_cpu, "cpu_s"] = measured.loc[is_cpu, "gram_s"]
+    measured.loc[is_cpu, "speedup_vs_cpu"] = 1.0
+    return (measured.groupby(["backend", *keys])
+            .agg(gram_s=("gram_s", "median"), cpu_s=("cpu_s", "median"), speedup_vs_cpu=("speedup_vs_cpu", "median"))
+            .reset_index())
 
 
 def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Speedup against 1 thread: QCNN training time and the Gram time at the largest N, with the ideal line."""
+    """Speedup against 1 thread as each run measured it, with the ideal line: QCNN training (runs of grids
+    named *threads* with ``compare: 1-thread``) and the Gram at the largest N (``speedup_vs_1_thread`` of
+    ``gram_times.csv``; 1 at 1 thread).  Medians over the runs of a row; never a ratio across runs."""
     rows = []
     qcnn = select_stage(frame, "qcnn")
-    if not qcnn.empty and "timings.train_s" in qcnn:
-        qcnn = qcnn[qcnn["grid"].str.contains("threads")]
-        for (dataset, mode), part in qcnn.groupby(["dataset", "mode"]):
-            t = part.groupby("threads")["timings.train_s"].median()
-            if 1 in t.index:
-                rows += [{"what": f"QCNN {mode} ({dataset})", "threads": int(k), "seconds": float(v),
-                          "speedup": float(t[1] / v)} for k, v in t.items()]
+    if not qcnn.empty and "timings.train_s" in qcnn and "speedup_vs_1_thread" in qcnn:
+        qcnn = qcnn[qcnn["grid"].str.contains("threads") & qcnn["speedup_vs_1_thread"].notna()]
+        for (dataset, mode, threads), part in qcnn.groupby(["dataset", "mode", "threads"]):
+            rows.append({"what": f"QCNN {mode} ({dataset})", "threads": int(threads),
+                         "seconds": float(part["timings.train_s"].median()),
+                         "speedup": float(part["speedup_vs_1_thread"].median())})
     if not times.empty:
+        times = times.assign(speedup_vs_1_thread=times.get("speedup_vs_1_thread", np.nan))
+        times.loc[times["threads"] == 1, "speedup_vs_1_thread"] = 1.0
         for (backend, n), part in times.groupby(["backend", "n_qubits"]):
-            largest = part[part["n_samples"] == part["n_samples"].max()]
-            t = largest.groupby("threads")["gram_s"].median()
-            if 1 in t.index and len(t) > 1:
-                rows += [{"what": f"Gram {backend} n={n} N={largest['n_samples'].iloc[0]}", "threads": int(k),
-                          "seconds": float(v), "speedup": float(t[1] / v)} for k, v in t.items()]
+            largest = part[(part["n_samples"] == part["n_samples"].max()) & part["speedup_vs_1_thread"].notna()]
+            if (largest["threads"] > 1).any():
+                for threads, same in largest.groupby("threads"):
+                    rows.append({"what": f"Gram {backend} n={n} N={largest['n_samples'].iloc[0]}",
+                                 "threads": int(threads), "seconds": float(same["gram_s"].median()),
+                                 "speedup": float(same["speedup_vs_1_thread"].median())})
     out = pd.DataFrame(rows, columns=["what", "threads", "seconds", "speedup"])
     out["ideal"] = out["threads"].astype(float)
     out["efficiency"] = out["speedup"] / out["ideal"]
