@@ -115,3 +115,18 @@ def test_a_parallel_mode_is_measured_against_sequential_training_of_the_same_wor
     assert metrics["processes"] == 2 and metrics["threads"] == 2
     assert metrics["speedup_vs_sequential"] == pytest.approx(
         comparison["reference_timing"]["median_s"] / metrics["timing"]["train"]["median_s"], rel=1e-12)
+
+
+def test_gram_comparison_times_the_backend_beside_cpu_and_cherk_on_the_same_states():
+    from qmlnb.kernels import FeatureMap
+
+    S = FeatureMap(n_qubits=3).states(np.random.default_rng(0).uniform(0, np.pi, (30, 3)))
+    out = tasks.gram_comparison(S, "numba", 1, repeats=3, min_time=0.0)
+    gram_t, cherk_t, cpu_t = out["gram"], out["cherk"], out["cpu"]
+    assert gram_t["n"] == cherk_t["n"] == cpu_t["n"] == 3 and gram_t["compile_s"] > 0
+    assert out["gflops"] == pytest.approx(8 * 30 * 30 * 8 / gram_t["median_s"] / 1e9, rel=1e-12)
+    assert out["vs_cherk"]["ratio"] == pytest.approx(cherk_t["median_s"] / gram_t["median_s"], rel=1e-12)
+    assert out["speedup_vs_cpu"]["rounds"] == pytest.approx(
+        [c / g for c, g in zip(cpu_t["times_s"], gram_t["times_s"])])
+    assert out["noisy"] == any(t["noisy"] for t in (gram_t, cherk_t, cpu_t))
+    assert "speedup_vs_cpu" not in tasks.gram_comparison(S, "cpu", 1, repeats=2, min_time=0.0)
