@@ -18,7 +18,7 @@ N, N_QUBITS, REPEATS, THREADS = 96, 5, 3, (1, 2)
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "gram.json"
     assert main(["bench", "gram", "--n", str(N), "--n-qubits", str(N_QUBITS), "--states-n", "20",
-                 "--states-qubits", "4", "--pennylane-n", "4", "--repeats", str(REPEATS),
+                 "--states-qubits", "4", "--pennylane-n", "4", "--repeats", str(REPEATS), "--min-time", "0",
                  "--threads", ",".join(map(str, THREADS)), "--json", str(out)]) == 0
     return json.loads(out.read_text())
 
@@ -27,6 +27,8 @@ def test_bench_gram_writes_every_section(result):
     states = result["states"]
     assert (states["n"], states["n_qubits"]) == (20, 4) and states["max_abs_difference"] < 1e-6
     assert states["speedup"] == pytest.approx(states["pennylane_broadcast_s"] / states["qmlnb_s"], rel=1e-12)
+    assert states["timing"]["qmlnb"]["n"] == states["timing"]["pennylane"]["n"] == REPEATS  # interleaved rounds
+    assert states["timing"]["qmlnb"]["median_s"] == states["qmlnb_s"]
     assert result["params"]["n"] == N and result["params"]["repeats"] == REPEATS and result["gram_states_s"] > 0
     assert result["environment"]["machine"]["cores"] >= 1 and result["peak_rss_mib"] > 0
 
@@ -44,6 +46,11 @@ def test_bench_gram_rows_follow_from_their_times(result):
         assert c["gflops"] == pytest.approx(8 * N * N * dim / c["seconds"] / 1e9, rel=1e-12)
     for (backend, threads), row in rows.items():
         assert row["max_abs_difference_vs_cpu"] < 1e-5 and row["first_call_s"] > 0
+        # the timing discipline: the warm-up apart, the statistics of the recorded times, load and noisy
+        stats = row["timing"]
+        assert stats["compile_s"] == row["first_call_s"] and stats["times_s"] == row["all_seconds"]
+        assert stats["iqr_s"] == row["iqr_s"] == pytest.approx(stats["q3_s"] - stats["q1_s"])
+        assert stats["load_before"] >= 0 and row["noisy"] == stats["noisy"] and stats["n"] == REPEATS
         assert len(row["all_seconds"]) == REPEATS and row["seconds"] == statistics.median(row["all_seconds"])
         # GFLOP/s = 8 N^2 2^n / s (the full matrix, as cherk's) and pairs per second = N^2 / s
         assert row["gflops"] == pytest.approx(8 * N * N * dim / row["seconds"] / 1e9, rel=1e-12)
@@ -52,9 +59,11 @@ def test_bench_gram_rows_follow_from_their_times(result):
         assert row["vs_cherk"] == pytest.approx(cherk[threads]["seconds"] / row["seconds"], rel=1e-12)
         rounds = [c / s for c, s in zip(cherk[threads]["all_seconds"], row["all_seconds"])]
         assert row["vs_cherk_median_of_rounds"] == pytest.approx(statistics.median(rounds), rel=1e-12)
-        # against the same backend on 1 thread
-        one = rows[(backend, 1)]["seconds"]
-        assert row["speedup_vs_1_thread"] == pytest.approx(one / row["seconds"], rel=1e-12)
+        # against the same backend on 1 thread, timed in the same rounds
+        one = rows[(backend, 1)]
+        assert row["speedup_vs_1_thread"] == pytest.approx(one["seconds"] / row["seconds"], rel=1e-12)
+        paired = [o / s for o, s in zip(one["all_seconds"], row["all_seconds"])]
+        assert row["speedup_vs_1_thread_rounds"]["median"] == pytest.approx(statistics.median(paired), rel=1e-12)
 
 
 def test_bench_gram_pennylane_kernel_against_the_fastest_backend(result):

@@ -31,6 +31,12 @@ def test_bench_scale_writes_every_section(tmp_path, shared_data):
     dask = result["dask"]
     for mode in ("single_process", "memory", "file", "network"):
         assert len(dask[mode]["speedup_two_vs_one"]) == 1 and dask[mode]["median_speedup"] > 0
+        # both sides in the same rounds: the speedup pairs them, and the load they shared is recorded
+        one, two = dask[mode]["timing"].values()
+        assert dask[mode]["speedup_two_vs_one"][0] == pytest.approx(one["times_s"][0] / two["times_s"][0])
+        assert one["load_before"] == two["load_before"] and isinstance(dask[mode]["noisy"], bool)
+    assert set(disk["timing"]) == {"to_disk", "baseline_in_memory", "baseline_to_disk"}
+    assert disk["timing"]["to_disk"]["median_s"] == disk["seconds"] and disk["timing"]["to_disk"]["n"] == 1
     nystrom = result["nystrom"]
     assert (nystrom["n"], nystrom["n_train"] + nystrom["n_test"]) == (200, 200)
     errors = [nystrom["nystrom_linear_svm"][m]["relative_frobenius_error"] for m in ("10", "40")]

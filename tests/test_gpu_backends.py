@@ -638,9 +638,15 @@ def test_several_gpus_equal_one_gpu(module, gpu_states):
 def test_matmul_baseline_reports_the_product_throughput():
     from qmlnb.bench.gpu_baseline import matmul_baseline
 
-    row = matmul_baseline(random_states(40, 16, 9), CPU, repeats=2)
+    row = matmul_baseline(random_states(40, 16, 9), CPU, repeats=2, min_time=0.0)
     assert row["shape"] == [40, 16] and row["device"] == "cpu" and len(row["all_seconds"]) == 2
     assert row["seconds"] > 0 and row["gflops"] == pytest.approx(8 * 40 * 40 * 16 / row["seconds"] / 1e9)
+    # the timing discipline: warm-up apart, the median of the recorded times, load and noisy recorded
+    stats = row["timing"]
+    assert stats["n"] == 2 and stats["times_s"] == row["all_seconds"] and stats["compile_s"] > 0
+    assert stats["median_s"] == row["seconds"] and isinstance(stats["noisy"], bool) and stats["load_before"] >= 0
+    more = matmul_baseline(random_states(40, 16, 9), CPU, repeats=2, min_time=0.05)
+    assert sum(more["all_seconds"]) >= 0.05
 
 
 def test_bench_gpu_smoke_run_on_the_cpu_device(tmp_path, capsys):
@@ -649,7 +655,8 @@ def test_bench_gpu_smoke_run_on_the_cpu_device(tmp_path, capsys):
     from qmlnb.cli import main
 
     path = tmp_path / "gpu.json"
-    assert main(["bench", "gpu", "--device", "cpu", "--cases", "40x4:60,9x3", "--repeats", "1", "--json", str(path)]) == 0
+    assert main(["bench", "gpu", "--device", "cpu", "--cases", "40x4:60,9x3", "--repeats", "1", "--min-time", "0",
+                 "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["device"] == "cpu" and "environment" in result
     first, second = result["cases"]

@@ -23,11 +23,12 @@ the harness on machines without a GPU; its numbers say nothing about GPUs).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from pathlib import Path
 
 import numpy as np
+
+from .. import timing
 
 # the issue's targets: (N, n_qubits, seconds allowed for states plus Gram)
 TARGET_CASES = ((20_000, 14, 1.0), (1_000, 16, 0.05))
@@ -43,22 +44,16 @@ def _synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats: int) -> tuple[float, list[float], object]:
-    """(median seconds, all seconds, last result) of ``repeats`` calls after one warm-up call.
+def timed(fn, device, repeats: int, min_time: float = 0.2) -> tuple[float, list[float], object, dict]:
+    """(median seconds, all seconds, last result, Timing dict) of ``fn`` by :func:`qmlnb.timing.measure`.
 
+    One warm-up call (cuBLAS handles, kernel compilation, allocator pools:
+    ``compile_s``), then at least ``repeats`` calls and ``min_time`` seconds.
     The device is synchronised before and after each call so that the time
     covers the GPU work, not just its launch.
     """
-    fn()  # warm-up: cuBLAS handles, kernel compilation, allocator pools
-    times, result = [], None
-    for _ in range(repeats):
-        result = None  # free the previous result before the next allocation
-        _synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
+    t = timing.measure(fn, min_repeats=repeats, min_time=min_time, sync=functools.partial(_synchronize, device))
+    return t.median, t.times, t.value, t.as_dict()
 
 
 def _throughput(seconds: float, n: int, m: int, dim: int) -> dict:
@@ -71,7 +66,7 @@ def _device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def matmul_baseline(S, device, *, repeats: int = 3) -> dict:
+def matmul_baseline(S, device, *, repeats: int = 5, min_time: float = 0.2) -> dict:
     """Time the plain complex64 ``S @ S^H`` (one torch.matmul) on ``device``.
 
     Parameters
@@ -80,12 +75,15 @@ def matmul_baseline(S, device, *, repeats: int = 3) -> dict:
         States; copied to ``device`` once, outside the timing.
     device : torch.device or str
     repeats : int
-        Timed calls after one warm-up; the median is reported.
+        Timed calls after one warm-up (at least; see ``min_time``); the median is reported.
+    min_time : float
+        Seconds the timed calls must add up to.
 
     Returns
     -------
     dict with ``seconds`` (median), ``all_seconds``, ``gflops`` (8 N^2 d / s),
-    ``pairs_per_s``, ``shape`` and ``device`` (its name).
+    ``pairs_per_s``, ``shape``, ``device`` (its name) and ``timing`` (the
+    :class:`qmlnb.timing.Timing` dict: IQR, compile_s, load, noisy).
     """
     import torch
 
@@ -94,14 +92,14 @@ def matmul_baseline(S, device, *, repeats: int = 3) -> dict:
     device = torch.device(device)
     S = (S if isinstance(S, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(S))).to(device, torch.complex64)
     with exact_float32_matmul():  # the Gram backends refuse TF32; so must their baseline
-        seconds, times, _ = timed(lambda: S @ S.mH, device, repeats)
+        seconds, times, _, stats = timed(lambda: S @ S.mH, device, repeats, min_time)
     n, d = S.shape
     return {"operation": "torch.matmul(S, S^H) complex64", "device": _device_name(device), "shape": [n, d],
-            **_throughput(seconds, n, n, d), "all_seconds": times}
+            **_throughput(seconds, n, n, d), "all_seconds": times, "timing": stats}
 
 
 def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeats: int,
-                backends=GPU_BACKENDS, seed: int = 0) -> dict:
+                backends=GPU_BACKENDS, seed: int = 0, min_time: float = 0.2) -> dict:
     """One target case: on-device states plus Gram, the matmul baseline, and each GPU backend."""
     import torch
 
@@ -118,18 +116,20 @@ def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeat
     def states_plus_gram():
         return gram_device(states_torch(fm, X, device), device=device, dtype=np.float32)
 
-    total_s, total_times, K = timed(states_plus_gram, device, repeats)
+    total_s, total_times, K, total_stats = timed(states_plus_gram, device, repeats, min_time)
     del K
     S = states_torch(fm, X, device)
-    states_s, _, _ = timed(lambda: states_torch(fm, X, device), device, repeats)
-    gram_s, gram_times, K = timed(lambda: gram_device(S, device=device, dtype=np.float32), device, repeats)
-    baseline = matmul_baseline(S, device, repeats=repeats)
+    states_s, _, _, states_stats = timed(lambda: states_torch(fm, X, device), device, repeats, min_time)
+    gram_s, gram_times, K, gram_stats = timed(lambda: gram_device(S, device=device, dtype=np.float32), device,
+                                              repeats, min_time)
+    baseline = matmul_baseline(S, device, repeats=repeats, min_time=min_time)
     rows = min(n, ACCURACY_ROWS)
     S_host = S.cpu().numpy()
     reference = gram(S_host[:rows], backend="cpu")
     case["torch_on_device"] = {
         "states_plus_gram_s": total_s, "states_plus_gram_all_s": total_times, "states_s": states_s,
-        "gram": {**_throughput(gram_s, n, n, dim), "all_seconds": gram_times},
+        "timing": {"states_plus_gram": total_stats, "states": states_stats},
+        "gram": {**_throughput(gram_s, n, n, dim), "all_seconds": gram_times, "timing": gram_stats},
         "gram_vs_matmul": baseline["seconds"] / gram_s,
         "max_abs_difference_vs_cpu": float(np.abs(K[:rows, :rows].cpu().numpy() - reference).max()),
         "states_max_abs_difference_vs_numpy": float(np.abs(S_host[:rows] - fm.states(X[:rows])).max()),
@@ -152,9 +152,10 @@ def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeat
         if not usable:
             case["host_backends"][name] = {"usable": False, "reason": reason}
             continue
-        seconds, times, K_host = timed(lambda: gram(S_host, backend=name, dtype=np.float32), device, repeats)
+        seconds, times, K_host, stats = timed(lambda: gram(S_host, backend=name, dtype=np.float32), device,
+                                              repeats, min_time)
         case["host_backends"][name] = {
-            "usable": True, **_throughput(seconds, n, n, dim), "all_seconds": times,
+            "usable": True, **_throughput(seconds, n, n, dim), "all_seconds": times, "timing": stats,
             "vs_matmul": baseline["seconds"] / seconds,
             "max_abs_difference_vs_cpu": float(np.abs(K_host[:rows, :rows] - reference).max()),
         }
@@ -168,6 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated NxQUBITS[:SECONDS] cases (default: the issue's 20000x14:1,1000x16:0.05)")
     parser.add_argument("--backends", default=",".join(GPU_BACKENDS), help="GPU backends timed through gram()")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after a warm-up; the median is reported")
+    parser.add_argument("--min-time", type=float, default=0.2,
+                        help="repeat until the timed calls add up to this many seconds too (default 0.2)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
 
 
@@ -207,7 +210,8 @@ def run(args) -> int:
               "cases": []}
     for n, n_qubits, allowed in cases:
         print(f"qmlnb bench gpu: N={n}, n_qubits={n_qubits} on {result['device']}", flush=True)
-        case = target_case(n, n_qubits, allowed, device=device, repeats=args.repeats, backends=backends)
+        case = target_case(n, n_qubits, allowed, device=device, repeats=args.repeats, backends=backends,
+                           min_time=args.min_time)
         result["cases"].append(case)
         on = case["torch_on_device"]
         print(f"  states+Gram on device {on['states_plus_gram_s']:.4f} s (target < {allowed:g} s met: "

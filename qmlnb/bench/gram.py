@@ -14,19 +14,27 @@ in the same run and on the same data:
 GFLOP/s are counted as 8 * N * M * 2**n / seconds: the full matrix's complex
 multiply-adds, also for the symmetric case where only the triangle is
 computed, so that the numbers compare directly with ``cherk``'s.
+
+Every time comes from :mod:`qmlnb.timing`: a warm-up call apart (its seconds
+are ``first_call_s`` / ``compile_s``), then at least ``--repeats`` calls and
+``--min-time`` seconds; ``seconds`` is the median, ``timing`` holds the
+quartiles, IQR, load average, CPU time and the ``noisy`` flag.  The Gram
+section runs every backend at every thread count and ``cherk`` at every
+thread count in the same interleaved rounds, so ``vs_cherk`` and
+``speedup_vs_1_thread`` pair calls made at the same moments.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import resource
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import timing
 from ..kernels import FeatureMap, available_backends, gram
+from ..kernels.blas_reference import cherk_call, gram_gflops
 from ..lab.provenance import environment
 from .._util import atomic_write_json
 
@@ -37,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", default="all", help="comma-separated backends, or 'all' usable ones")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--tile", type=int, default=None, help="tile edge (default: each backend's)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats (interleaved rounds) after a warm-up; the median is reported (default 5)")
+    parser.add_argument("--min-time", type=float, default=0.2,
+                        help="repeat until the timed calls add up to this many seconds too (default 0.2)")
     parser.add_argument("--dataset", choices=("random", "digits"), default="random",
                         help="embeddings: uniform random angles, or sklearn digits reduced by PCA to n-qubits")
     parser.add_argument("--states-n", type=int, default=2000, help="samples of the states section (default 2000)")
@@ -61,65 +72,26 @@ def embeddings(n: int, n_qubits: int, dataset: str, seed: int = 0) -> np.ndarray
     return np.pi * features / np.abs(features).max(axis=0)
 
 
-def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
-    """Median wall time of ``repeats`` calls (after none: callers warm up)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
-
 def throughput(seconds: float, n: int, m: int, dim: int) -> dict:
     return {
         "seconds": seconds,
         "pairs_per_s": n * m / seconds,
-        "gflops": 8.0 * n * m * dim / seconds / 1e9,
+        "gflops": gram_gflops(n, m, dim, seconds),
     }
 
 
-def bench_states(n: int, n_qubits: int, dataset: str, repeats: int) -> dict:
-    """FeatureMap.states against PennyLane default.qubit with broadcasting."""
+def bench_states(n: int, n_qubits: int, dataset: str, repeats: int, min_time: float) -> dict:
+    """FeatureMap.states against PennyLane default.qubit with broadcasting, interleaved on the same angles."""
     fm = FeatureMap(n_qubits=n_qubits, reps=2)
     X = embeddings(n, n_qubits, dataset if n <= 1797 else "random")
-    fm.states(X[:8])  # warm up
-    ours, _ = median_seconds(lambda: fm.states(X), repeats)
     qnode = fm.qnode("default.qubit")
-    start = time.perf_counter()
-    reference = np.asarray(qnode(X))  # one broadcast execution of the whole batch
-    pennylane = time.perf_counter() - start
-    error = float(np.abs(fm.states(X) - reference).max())
-    return {"n": n, "n_qubits": n_qubits, "qmlnb_s": ours, "pennylane_broadcast_s": pennylane,
-            "speedup": pennylane / ours, "max_abs_difference": error}
-
-
-def cherk_call(S: np.ndarray, threads: int):
-    """A callable running SciPy's BLAS cherk (S S^H, one triangle) on ``threads``."""
-    from scipy.linalg import blas
-
-    from ..kernels.backends.cpu_blas import blas_threads
-
-    def call():
-        with blas_threads().limit(limits=threads, user_api="blas"):
-            blas.cherk(1.0, S.T, trans=2)
-
-    return call
-
-
-def interleaved_seconds(calls: dict, repeats: int) -> dict:
-    """{name: [seconds, ...]}: each round times every call once, in turn.
-
-    Interleaving keeps the ratios between calls fair on a machine whose load
-    changes during the benchmark: each round's calls share the same moment.
-    """
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
+    timed = timing.interleaved({"qmlnb": lambda: fm.states(X), "pennylane": lambda: np.asarray(qnode(X))},
+                               min_rounds=repeats, min_time=min_time)
+    ours, pennylane = timed["qmlnb"], timed["pennylane"]
+    error = float(np.abs(ours.value - pennylane.value).max())
+    return {"n": n, "n_qubits": n_qubits, "qmlnb_s": ours.median, "pennylane_broadcast_s": pennylane.median,
+            "speedup": pennylane.median / ours.median, "speedup_rounds": timing.ratio(pennylane, ours),
+            "max_abs_difference": error, "timing": {"qmlnb": ours.as_dict(), "pennylane": pennylane.as_dict()}}
 
 
 def bench_pennylane_kernel(fm: FeatureMap, X: np.ndarray) -> dict:
@@ -137,13 +109,14 @@ def bench_pennylane_kernel(fm: FeatureMap, X: np.ndarray) -> dict:
     def kernel(x, y):
         return overlap(x, y)[0]
 
-    start = time.perf_counter()
-    K = qml.kernels.square_kernel_matrix(X, kernel, assume_normalized_kernel=True)
-    seconds = time.perf_counter() - start
+    # one call, no warm-up: per-pair circuits take seconds to minutes, and PennyLane compiles nothing
+    timed = timing.measure(lambda: qml.kernels.square_kernel_matrix(X, kernel, assume_normalized_kernel=True),
+                           warmup=0, min_repeats=1, min_time=0.0)
+    seconds = timed.median
     n = len(X)
     pairs = n * (n - 1) // 2  # the diagonal is assumed 1, not evaluated
     return {"n": n, "n_qubits": fm.n_qubits, "seconds": seconds, "pairs": pairs,
-            "pairs_per_s": pairs / seconds, "K": np.asarray(K)}
+            "pairs_per_s": pairs / seconds, "timing": timed.as_dict(), "K": np.asarray(timed.value)}
 
 
 def run(args) -> int:
@@ -157,52 +130,58 @@ def run(args) -> int:
                                                for k, v in vars(args).items() if k != "run"},
               "backends_available": {k: list(v) for k, v in available_backends().items()}}
 
-    result["states"] = bench_states(args.states_n, args.states_qubits, args.dataset, repeats)
+    result["states"] = bench_states(args.states_n, args.states_qubits, args.dataset, repeats, args.min_time)
     s = result["states"]
     print(f"states N={s['n']} n={s['n_qubits']}: qmlnb {s['qmlnb_s']:.3f} s, PennyLane broadcast "
           f"{s['pennylane_broadcast_s']:.3f} s -> {s['speedup']:.1f}x", flush=True)
 
     fm = FeatureMap(n_qubits=n_qubits, reps=2)
     X = embeddings(n, n_qubits, args.dataset)
-    states_s, _ = median_seconds(lambda: fm.states(X), repeats)
-    S = fm.states(X)
+    states = timing.measure(lambda: fm.states(X), min_repeats=repeats, min_time=args.min_time)
+    S = states.value
     dim = S.shape[1]
-    result["gram_states_s"] = states_s
+    result["gram_states_s"] = states.median
+    result["gram_states_timing"] = states.as_dict()
+
+    # every backend at every thread count and cherk at every thread count, in the same rounds
+    reference = gram(S, backend="cpu")
+    calls = {}
+    for t in threads:
+        calls[("cherk", t)] = cherk_call(S, t)
+        for name in names:
+            calls[(name, t)] = functools.partial(gram, S, backend=name, tile=args.tile, n_threads=t)
+    timed = timing.interleaved({f"{name}@{t}": call for (name, t), call in calls.items()},
+                               min_rounds=repeats, min_time=args.min_time)
+    timed = {key: timed[f"{key[0]}@{key[1]}"] for key in calls}
 
     rows, cherk = [], {}
-    reference = gram(S, backend="cpu")
     for t in threads:
-        calls = {"cherk": cherk_call(S, t)}
-        first, errors = {}, {}
+        c = timed["cherk", t]
+        cherk[t] = {"threads": t, **throughput(c.median, n, n, dim), "all_seconds": c.times, "timing": c.as_dict()}
+        print(f"  blas cherk        threads={t}: {c.median:.3f} s  {cherk[t]['gflops']:.1f} GFLOP/s"
+              f"{'  (noisy)' if c.noisy else ''}", flush=True)
         for name in names:
-            warm = time.perf_counter()
-            K = gram(S, backend=name, tile=args.tile, n_threads=t)  # first call: JIT, allocation, caches
-            first[name] = time.perf_counter() - warm
-            errors[name] = float(np.abs(K - reference).max())
-            del K
-            calls[name] = functools.partial(gram, S, backend=name, tile=args.tile, n_threads=t)
-        calls["cherk"]()  # warm up
-        times = interleaved_seconds(calls, repeats)
-        cherk[t] = {"threads": t, **throughput(statistics.median(times["cherk"]), n, n, dim),
-                    "all_seconds": times["cherk"]}
-        print(f"  blas cherk        threads={t}: {cherk[t]['seconds']:.3f} s  {cherk[t]['gflops']:.1f} GFLOP/s",
-              flush=True)
-        for name in names:
-            seconds = statistics.median(times[name])
-            ratios = [c / s for c, s in zip(times["cherk"], times[name])]
-            row = {"backend": name, "threads": t, **throughput(seconds, n, n, dim), "all_seconds": times[name],
-                   "first_call_s": first[name], "max_abs_difference_vs_cpu": errors[name],
-                   "vs_cherk": cherk[t]["seconds"] / seconds, "vs_cherk_median_of_rounds": statistics.median(ratios)}
+            b = timed[name, t]
+            vs_cherk = timing.ratio(c, b)
+            row = {"backend": name, "threads": t, **throughput(b.median, n, n, dim), "all_seconds": b.times,
+                   "first_call_s": b.compile_s, "iqr_s": b.iqr, "noisy": b.noisy, "timing": b.as_dict(),
+                   "max_abs_difference_vs_cpu": float(np.abs(b.value - reference).max()),
+                   "vs_cherk": vs_cherk["ratio"], "vs_cherk_median_of_rounds": vs_cherk["median"],
+                   "vs_cherk_rounds": vs_cherk}
+            if 1 in threads:
+                one = timing.ratio(timed[name, 1], b)
+                row |= {"speedup_vs_1_thread": one["ratio"], "speedup_vs_1_thread_rounds": one}
+            else:
+                row["speedup_vs_1_thread"] = None
             rows.append(row)
-            print(f"  {name:<17} threads={t}: {seconds:.3f} s  {row['gflops']:.1f} GFLOP/s  "
-                  f"{row['vs_cherk']:.2f}x cherk", flush=True)
-    for row in rows:
-        one = next((r for r in rows if r["backend"] == row["backend"] and r["threads"] == 1), None)
-        row["speedup_vs_1_thread"] = one["seconds"] / row["seconds"] if one else None
+            print(f"  {name:<17} threads={t}: {b.median:.3f} s (IQR {b.iqr:.3f})  {row['gflops']:.1f} GFLOP/s  "
+                  f"{row['vs_cherk']:.2f}x cherk{'  (noisy)' if b.noisy else ''}", flush=True)
+    del timed, calls
     result["gram"] = rows
     result["baselines"] = {"blas_cherk": list(cherk.values())}
+    result["noisy"] = any(r["noisy"] for r in rows) or any(c["timing"]["noisy"] for c in cherk.values())
 
-    gpu = gpu_matmul_baseline(S, repeats)
+    gpu = gpu_matmul_baseline(S, repeats, args.min_time)
     if gpu is not None:
         result["baselines"]["torch_matmul_cuda"] = gpu
 
@@ -226,7 +205,7 @@ def run(args) -> int:
     return 0
 
 
-def gpu_matmul_baseline(S: np.ndarray, repeats: int) -> dict | None:
+def gpu_matmul_baseline(S: np.ndarray, repeats: int, min_time: float = 0.2) -> dict | None:
     """The plain complex64 torch.matmul of the same shape on CUDA, when there is a GPU."""
     try:
         import torch
@@ -236,4 +215,4 @@ def gpu_matmul_baseline(S: np.ndarray, repeats: int) -> dict | None:
         return None
     from .gpu_baseline import matmul_baseline
 
-    return matmul_baseline(S, torch.device("cuda"), repeats=repeats)
+    return matmul_baseline(S, torch.device("cuda"), repeats=repeats, min_time=min_time)

@@ -13,9 +13,15 @@ otherwise do:
 - ``parallel``: ``train_qcnn`` throughput (training samples per second) of
   the sequential mode against fold-parallel (2 folds, 2 processes) and
   data-parallel (2 gloo processes), same data and epochs, early stopping off;
-  wall clock and the epochs alone.  Fold-parallel runs twice: ``_cold``
-  starts the pool's processes, the headline run reuses them (as a sweep's
-  later runs do); data-parallel starts its processes every call.
+  wall clock and the epochs alone.  All configurations run in the same
+  interleaved rounds after one warm-up call each: fold-parallel's warm-up
+  starts the pool's processes (``_cold``, its ``compile_s``), the timed runs
+  reuse them (as a sweep's later runs do); data-parallel starts its
+  processes every call.
+
+Every time comes from :mod:`qmlnb.timing` (warm-up apart as ``compile_s``,
+median, IQR, load average, CPU time, ``noisy``); the two sides of every
+speedup are timed in the same interleaved rounds.
 - ``datasets``: default ``TrainConfig`` on the real Fashion-MNIST subset
   (Dress vs Bag) and CIFAR-10 (cat vs ship) in ``--data-dir``: seconds
   (loading included) and held-out test metrics.
@@ -26,12 +32,11 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from .. import timing
 from ..data import catalog
 from ..qcnn.model import HybridQCNN
 from ..lab.provenance import environment
@@ -53,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed repeats of both simulators; the median is reported (default 5)")
     parser.add_argument("--parallel-epochs", type=int, default=150,
                         help="epochs per fold in the parallel section (default 150)")
+    parser.add_argument("--parallel-rounds", type=int, default=1,
+                        help="interleaved rounds of the parallel section, after a warm-up run each (default 1)")
+    parser.add_argument("--min-time", type=float, default=0.2,
+                        help="simulator section: repeat until the timed calls add up to this many seconds too")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the simulator section and of the sequential runs (default 1: "
                              "these small ops gain nothing from a second thread, and on a shared machine "
@@ -62,50 +71,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
 
 
-def _median_seconds(fn, steps: int, repeats: int) -> float:
-    """Median over repeats of the seconds per call of fn (after 2 warm-up calls)."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+def bench_simulator(n_qubits: int, batch: int, steps: int, pl_steps: int, repeats: int, min_time: float = 0.2) -> dict:
+    """Training samples/s and quantum-layer calls/s, torch simulator vs PennyLane TorchLayer, interleaved.
 
-
-def bench_simulator(n_qubits: int, batch: int, steps: int, pl_steps: int, repeats: int) -> dict:
-    """Training samples/s and quantum-layer calls/s, torch simulator vs PennyLane TorchLayer."""
+    A timed call is a block of ``steps`` (torch) or ``pl_steps`` (PennyLane)
+    steps; per-step seconds are the block's over its steps, and the speed-ups
+    pair the blocks of the same round.
+    """
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(1))
     angles = (torch.rand(batch, n_qubits, generator=torch.Generator().manual_seed(2)) * 6 - 3).requires_grad_()
     out = {"n_qubits": n_qubits, "batch_size": batch, "image_shape": [1, 28, 28], "threads": torch.get_num_threads()}
-    for simulator, n_steps in (("torch", steps), ("pennylane", pl_steps)):
+    n_steps = {"torch": steps, "pennylane": pl_steps}
+    blocks = {}
+    for simulator in ("torch", "pennylane"):
         model = HybridQCNN((1, 28, 28), 2, n_qubits, simulator, seed=0)
         optimizer = make_optimizer(model, TrainConfig(n_qubits=n_qubits, batch_size=batch))
 
-        def train_step():  # the step train_qcnn takes (sequential mode)
-            training_step(model, optimizer, x, y, batch)
+        def train_block(model=model, optimizer=optimizer, k=n_steps[simulator]):  # train_qcnn's step, k times
+            for _ in range(k):
+                training_step(model, optimizer, x, y, batch)
 
-        def layer_step():
-            model.quantum(angles).sum().backward()
+        def layer_block(model=model, k=n_steps[simulator]):
+            for _ in range(k):
+                model.quantum(angles).sum().backward()
 
-        step = _median_seconds(train_step, n_steps, repeats)
-        layer = _median_seconds(layer_step, n_steps, repeats)
-        out[simulator] = {"train_step_s": step, "train_samples_per_s": batch / step,
-                          "quantum_layer_fwd_bwd_s": layer}
+        blocks[f"{simulator}_train"], blocks[f"{simulator}_layer"] = train_block, layer_block
+    timed = timing.interleaved(blocks, min_rounds=repeats, min_time=min_time)
+    for simulator in ("torch", "pennylane"):
+        k = n_steps[simulator]
+        step, layer = timed[f"{simulator}_train"].median / k, timed[f"{simulator}_layer"].median / k
+        out[simulator] = {"steps_per_call": k, "train_step_s": step, "train_samples_per_s": batch / step,
+                          "quantum_layer_fwd_bwd_s": layer,
+                          "timing": {"train": timed[f"{simulator}_train"].as_dict(),
+                                     "layer": timed[f"{simulator}_layer"].as_dict()}}
         print(f"  {simulator:9s}: {batch / step:9.0f} training samples/s, quantum layer fwd+bwd {layer * 1e3:.2f} ms")
+    per_step = steps / pl_steps  # block ratios -> per-step ratios
+    train_rounds = timing.ratio(timed["pennylane_train"], timed["torch_train"])
+    layer_rounds = timing.ratio(timed["pennylane_layer"], timed["torch_layer"])
     out["speedup_train"] = out["torch"]["train_samples_per_s"] / out["pennylane"]["train_samples_per_s"]
     out["speedup_quantum_layer"] = out["pennylane"]["quantum_layer_fwd_bwd_s"] / out["torch"]["quantum_layer_fwd_bwd_s"]
+    out["speedup_train_rounds"] = {k: train_rounds[k] * per_step for k in ("median", "q1", "q3", "iqr")}
+    out["speedup_quantum_layer_rounds"] = {k: layer_rounds[k] * per_step for k in ("median", "q1", "q3", "iqr")}
+    out["noisy"] = any(t.noisy for t in timed.values())
     print(f"  speed-up: {out['speedup_train']:.1f}x training, {out['speedup_quantum_layer']:.1f}x quantum layer")
     return out
 
 
-def _throughput(splits, cfg: TrainConfig) -> dict:
-    start = time.perf_counter()
-    result = train_qcnn(splits, cfg)
-    wall = time.perf_counter() - start
+def _throughput(timed: timing.Timing, cfg: TrainConfig) -> dict:
+    """Throughput of a timed ``train_qcnn`` call (its last result gives the samples and epoch seconds)."""
+    result, wall = timed.value, timed.median
     samples, folds = result.timings["train_samples"], result.timings["folds"]
     # the epochs alone, without process start-up: folds run side by side in fold-parallel mode
     loop = max(folds) if cfg.mode == "fold-parallel" else sum(folds)
@@ -113,40 +128,47 @@ def _throughput(splits, cfg: TrainConfig) -> dict:
             "threads_per_process": result.timings["threads_per_process"], "wall_s": wall,
             "train_samples": samples, "train_samples_per_s": samples / wall,
             "epoch_loop_s": loop, "epoch_loop_samples_per_s": samples / loop,
-            "test_balanced_accuracy": result.metrics["balanced_accuracy"]}
+            "test_balanced_accuracy": result.metrics["balanced_accuracy"], "timing": timed.as_dict()}
 
 
-def bench_parallel(splits, n_qubits: int, batch: int, epochs: int, threads: int) -> dict:
-    """Sequential (``threads`` threads) vs fold-parallel and data-parallel (2 processes x 1 thread) throughput."""
+def bench_parallel(splits, n_qubits: int, batch: int, epochs: int, threads: int, rounds: int = 1) -> dict:
+    """Sequential (``threads`` threads) vs fold-parallel and data-parallel (2 processes x 1 thread) throughput.
+
+    All configurations are timed in the same interleaved rounds after one
+    warm-up call each; fold-parallel's warm-up starts its pool (the ``_cold``
+    entry), its timed runs reuse the processes.
+    """
     base = TrainConfig(n_qubits=n_qubits, epochs=epochs, batch_size=batch, patience=None, progress=False,
                        threads=threads)
-    out = {"dataset": splits.name, "n_train": int(len(splits.y_train)), "epochs": epochs}
+    out = {"dataset": splits.name, "n_train": int(len(splits.y_train)), "epochs": epochs, "rounds": rounds}
     if available_cores() < 2:
         out["skipped"] = "fewer than 2 cores"
         return out
-    runs = {
+    configs = {
         "sequential_2_folds": dataclasses.replace(base, folds=2),
-        # first call: the pool's processes start (cold); second call: they are reused (warm)
-        "fold_parallel_2_processes_cold": dataclasses.replace(base, folds=2, mode="fold-parallel", workers=2,
-                                                              threads=None),
         "fold_parallel_2_processes": dataclasses.replace(base, folds=2, mode="fold-parallel", workers=2,
                                                          threads=None),
         "sequential": base,
         "data_parallel_2_processes": dataclasses.replace(base, mode="data-parallel", workers=2, threads=None),
     }
-    for name, cfg in runs.items():
-        out[name] = _throughput(splits, cfg)
+    timed = timing.interleaved({name: (lambda cfg=cfg: train_qcnn(splits, cfg)) for name, cfg in configs.items()},
+                               min_rounds=rounds, min_time=0.0)
+    for name, cfg in configs.items():
+        out[name] = _throughput(timed[name], cfg)
         print(f"  {name:26s}: {out[name]['train_samples_per_s']:8.0f} samples/s ({out[name]['wall_s']:.1f} s)")
-    out["speedup_fold_parallel"] = (out["fold_parallel_2_processes"]["train_samples_per_s"]
-                                    / out["sequential_2_folds"]["train_samples_per_s"])
-    out["speedup_fold_parallel_cold"] = (out["fold_parallel_2_processes_cold"]["train_samples_per_s"]
-                                         / out["sequential_2_folds"]["train_samples_per_s"])
-    out["speedup_data_parallel"] = (out["data_parallel_2_processes"]["train_samples_per_s"]
-                                    / out["sequential"]["train_samples_per_s"])
+    cold = timed["fold_parallel_2_processes"].compile_s  # the warm-up call started the pool's processes
+    out["fold_parallel_2_processes_cold"] = {"wall_s": cold,
+                                             "train_samples_per_s": out["fold_parallel_2_processes"]["train_samples"]
+                                             / cold}
     for key, par, seq in (("fold_parallel", "fold_parallel_2_processes", "sequential_2_folds"),
                           ("data_parallel", "data_parallel_2_processes", "sequential")):
+        r = timing.ratio(timed[seq], timed[par])  # same samples on both sides: time ratio = throughput ratio
+        out[f"speedup_{key}"] = r["ratio"]
+        out[f"speedup_{key}_rounds"] = r
         out[f"speedup_{key}_epoch_loop"] = (out[par]["epoch_loop_samples_per_s"]
                                             / out[seq]["epoch_loop_samples_per_s"])
+    out["speedup_fold_parallel_cold"] = out["sequential_2_folds"]["wall_s"] / cold
+    out["noisy"] = any(t.noisy for t in timed.values())
     print(f"  speed-up (wall clock): fold-parallel {out['speedup_fold_parallel']:.2f}x "
           f"({out['speedup_fold_parallel_cold']:.2f}x with process start-up), "
           f"data-parallel {out['speedup_data_parallel']:.2f}x; epochs alone: "
@@ -158,15 +180,19 @@ def bench_dataset(name: str, data_dir: Path, n_qubits: int) -> dict:
     """Default TrainConfig on a real dataset (classes 3 vs 8): seconds and test metrics."""
     from ..data import load_splits
 
-    start = time.perf_counter()
-    splits = load_splits(name, classes=(3, 8), data_dir=data_dir)
-    result = train_qcnn(splits, TrainConfig(n_qubits=n_qubits, progress=False))
-    seconds = time.perf_counter() - start
+    def load_and_train():
+        splits = load_splits(name, classes=(3, 8), data_dir=data_dir)
+        return splits, train_qcnn(splits, TrainConfig(n_qubits=n_qubits, progress=False))
+
+    # one call, loading included: what a user waits for (minutes; no warm-up)
+    timed = timing.measure(load_and_train, warmup=0, min_repeats=1, min_time=0.0)
+    (splits, result), seconds = timed.value, timed.median
     print(f"  {name:13s} {splits.class_names}: balanced accuracy {result.metrics['balanced_accuracy']:.4f} "
           f"in {seconds:.1f} s")
     return {"dataset": name, "classes": list(splits.classes), "class_names": list(splits.class_names),
             "source": splits.source, "n_train": int(len(splits.y_train)), "n_val": int(len(splits.y_val)),
-            "n_test": int(len(splits.y_test)), "seconds_total": seconds, "train_timings": result.timings,
+            "n_test": int(len(splits.y_test)), "seconds_total": seconds, "timing": timed.as_dict(),
+            "train_timings": result.timings,
             "epochs_run": len(result.history), "test_metrics": result.metrics,
             "config": dataclasses.asdict(result.config)}
 
@@ -182,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if "simulator" in sections:
         print("simulator: fast torch vs PennyLane TorchLayer (default.qubit, backprop)")
         results["simulator"] = bench_simulator(args.n_qubits, args.batch_size, args.steps, args.pennylane_steps,
-                                               args.repeats)
+                                               args.repeats, args.min_time)
     if "parallel" in sections:
         from ..data import load_splits
 
@@ -193,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  fashion-mnist unavailable ({err.__class__.__name__}); using digits")
             splits = load_splits("digits", classes=(3, 8))
         results["parallel"] = bench_parallel(splits, args.n_qubits, args.batch_size, args.parallel_epochs,
-                                             args.threads)
+                                             args.threads, args.parallel_rounds)
     if "datasets" in sections:
         if args.data_dir is None:
             print("datasets: skipped (no --data-dir)")

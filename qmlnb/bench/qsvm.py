@@ -8,29 +8,33 @@ For each case (a set of classes and a training-set size) on the same split:
   ``targets`` checks the issue's two goals (SVM balanced accuracy within 0.02
   of the QCNN's; the whole pipeline under 120 s);
 - ``gram``: the training Gram and the test-vs-support-vector Gram per usable
-  backend (median of repeats, after a warm-up call), as ratios to ``cpu``,
-  with each backend's predictions compared with the pipeline's;
+  backend, all backends timed in the same interleaved rounds by
+  :func:`qmlnb.timing.interleaved` (a warm-up call each, then at least
+  ``--repeats`` rounds and ``--min-time`` seconds; median, IQR, load and
+  ``noisy`` recorded), as ratios to ``cpu`` from those paired rounds, with
+  each backend's predictions compared with the pipeline's;
 - ``c_search``: the C search on slices of one precomputed Gram against what a
   scikit-learn user would write otherwise, ``GridSearchCV`` over
   ``SVC(kernel=<callable quantum kernel>)``, which recomputes states and
-  kernels for every fold and every C.  Same folds, same C grid, same kernel.
+  kernels for every fold and every C.  Same folds, same C grid, same kernel;
+  one call each (the callable-kernel search takes minutes), one after the
+  other, with their load and ``noisy`` flag.
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 
+from .. import timing
 from ..kernels import available_backends, gram
 from ..lab.provenance import environment
 from .._util import atomic_write_json
 from ..qsvm.svm import DEFAULT_CS, QuantumKernelSVC, cross_validate_C, stratified_folds
-from .gram import median_seconds
 
 DEFAULT_CASES = ("3,8:all", "1,3,5,8:1000")
 SECONDS_TARGET = 120.0
@@ -47,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-qubits", type=int, default=8, help="qubits of the QCNN and the feature map (default 8)")
     parser.add_argument("--epochs", type=int, default=15, help="QCNN training epochs (default 15)")
     parser.add_argument("--backends", default="all", help="comma-separated Gram backends to time, or 'all' usable")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each Gram; the median is reported")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds of each Gram after a warm-up; the median is reported (default 5)")
+    parser.add_argument("--min-time", type=float, default=0.2,
+                        help="repeat until the timed calls add up to this many seconds too (default 0.2)")
     parser.add_argument("--cv", type=int, default=5, help="folds of every hyperparameter search (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the QCNN and the folds")
     parser.add_argument("--json", type=Path, default=None,
@@ -67,27 +74,34 @@ def parse_case(text: str) -> tuple[tuple[int, ...], int | None]:
     return ids, size
 
 
-def time_grams(names, A, B=None, *, repeats: int) -> dict:
-    """{backend: {"seconds", "max_abs_difference_vs_cpu"}} for gram(A, B), median of ``repeats``."""
+def time_grams(names, A, B=None, *, repeats: int, min_time: float = 0.2) -> dict:
+    """{backend: {"seconds", "timing", "max_abs_difference_vs_cpu", "speedup_vs_cpu"}} for gram(A, B).
+
+    All backends run in the same interleaved rounds (after a warm-up call
+    each: JIT compilation, thread pools, caches); ``seconds`` is the median,
+    ``speedup_vs_cpu`` the ratio of medians to ``cpu``'s (with the per-round
+    ratios in ``speedup_vs_cpu_rounds``) when ``cpu`` is among ``names``.
+    """
     reference = gram(A, B, backend="cpu")
-    rows = {}
-    for name in names:
-        K = gram(A, B, backend=name)  # warm-up: JIT compilation, thread pools, caches
-        seconds, _ = median_seconds(lambda: gram(A, B, backend=name), repeats)
-        rows[name] = {"seconds": seconds, "max_abs_difference_vs_cpu": float(np.abs(K - reference).max())}
-    for row in rows.values():
-        if "cpu" in rows:
-            row["speedup_vs_cpu"] = rows["cpu"]["seconds"] / row["seconds"]
+    timed = timing.interleaved({name: (lambda name=name: gram(A, B, backend=name)) for name in names},
+                               min_rounds=repeats, min_time=min_time)
+    rows = {name: {"seconds": t.median, "timing": t.as_dict(),
+                   "max_abs_difference_vs_cpu": float(np.abs(t.value - reference).max())}
+            for name, t in timed.items()}
+    if "cpu" in timed:
+        for name, row in rows.items():
+            r = timing.ratio(timed["cpu"], timed[name])
+            row |= {"speedup_vs_cpu": r["ratio"], "speedup_vs_cpu_rounds": r}
     return rows
 
 
 def compare_c_search(fm, backend: str, Cs, E_train, y_train, cv: int, seed: int) -> dict:
     """One Gram + sliced C search against GridSearchCV with a callable quantum kernel (same folds, same Cs)."""
     n_splits = stratified_folds(y_train, cv)
-    t0 = time.perf_counter()
-    K = gram(fm.states(E_train), backend=backend)
-    scores = cross_validate_C(K, y_train, Cs, cv=cv, seed=seed)
-    ours = time.perf_counter() - t0
+
+    def ours():
+        K = gram(fm.states(E_train), backend=backend)
+        return cross_validate_C(K, y_train, Cs, cv=cv, seed=seed)
 
     def quantum_kernel(A, B):  # what SVC calls for every fit and every predict
         return gram(fm.states(A), fm.states(B), backend=backend)
@@ -95,12 +109,15 @@ def compare_c_search(fm, backend: str, Cs, E_train, y_train, cv: int, seed: int)
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     search = GridSearchCV(SVC(kernel=quantum_kernel), {"C": list(Cs)}, scoring="balanced_accuracy", cv=folds,
                           refit=False, n_jobs=1)
-    t0 = time.perf_counter()
-    search.fit(E_train, y_train)
-    naive = time.perf_counter() - t0
+    # one call each: the backend is already warm (time_grams ran it), the callable-kernel search takes minutes
+    timed = timing.interleaved({"ours": ours, "naive": lambda: search.fit(E_train, y_train)}, warmup=0,
+                               min_rounds=1, min_time=0.0)
+    scores = timed["ours"].value
     agree = float(np.abs(search.cv_results_["mean_test_score"] - scores.mean(axis=0)).max())
-    return {"n_folds": n_splits, "n_Cs": len(Cs), "one_gram_sliced_s": ours,
-            "gridsearchcv_callable_kernel_s": naive, "speedup": naive / ours,
+    return {"n_folds": n_splits, "n_Cs": len(Cs), "one_gram_sliced_s": timed["ours"].median,
+            "gridsearchcv_callable_kernel_s": timed["naive"].median,
+            "speedup": timed["naive"].median / timed["ours"].median,
+            "timing": {name: t.as_dict() for name, t in timed.items()},
             "max_abs_difference_of_cv_scores": agree}
 
 
@@ -112,15 +129,14 @@ def run_case(args, classes, n_train, names) -> dict:
     splits = load_splits(args.dataset, classes=classes, n_train=n_train, seed=args.seed, data_dir=args.data_dir)
     print(f"case {splits}", flush=True)
     config = TrainConfig(n_qubits=args.n_qubits, epochs=args.epochs, seed=args.seed, progress=False)
-    start = time.perf_counter()
-    trained = train_qcnn(splits, config)
-    train_s = time.perf_counter() - start
+    training = timing.measure(lambda: train_qcnn(splits, config), warmup=0, min_repeats=1, min_time=0.0)
+    trained, train_s = training.value, training.median
     print(f"  QCNN trained in {train_s:.1f} s: {trained.metrics}", flush=True)
 
     # training Gram per backend on this run's embeddings; the fastest runs the pipeline
     E_train, E_test = embed(trained.model, splits.X_train), embed(trained.model, splits.X_test)
     S_train = QuantumKernelSVC(n_qubits=args.n_qubits).feature_map(0.1).states(E_train)
-    train_grams = time_grams(names, S_train, repeats=args.repeats)
+    train_grams = time_grams(names, S_train, repeats=args.repeats, min_time=args.min_time)
     best = min(train_grams, key=lambda name: train_grams[name]["seconds"])
     for name, row in train_grams.items():
         print(f"  training Gram {name:<10} {row['seconds']:.4f} s", flush=True)
@@ -145,13 +161,16 @@ def run_case(args, classes, n_train, names) -> dict:
         same[name] = bool(np.array_equal(predicted, reference))
         if test_grams is None:
             S_test = clf.feature_map(clf.bandwidth_).states(E_test)
-            test_grams = time_grams(names, S_test, clf.support_states_, repeats=args.repeats)
+            test_grams = time_grams(names, S_test, clf.support_states_, repeats=args.repeats, min_time=args.min_time)
     grams = {name: {"train_gram_s": train_grams[name]["seconds"], "test_vs_support_gram_s": test_grams[name]["seconds"],
                     "train_speedup_vs_cpu": train_grams[name].get("speedup_vs_cpu"),
                     "test_speedup_vs_cpu": test_grams[name].get("speedup_vs_cpu"),
                     "max_abs_difference_vs_cpu": max(train_grams[name]["max_abs_difference_vs_cpu"],
                                                      test_grams[name]["max_abs_difference_vs_cpu"]),
-                    "same_predictions_as_first_backend": same[name]}
+                    "same_predictions_as_first_backend": same[name],
+                    "timing": {"train_gram": train_grams[name]["timing"],
+                               "test_vs_support_gram": test_grams[name]["timing"]},
+                    "noisy": train_grams[name]["timing"]["noisy"] or test_grams[name]["timing"]["noisy"]}
              for name in names}
     print(f"  backends agree on predictions: {same}", flush=True)
 
@@ -162,6 +181,7 @@ def run_case(args, classes, n_train, names) -> dict:
 
     return {
         "classes": list(classes), "n_train_requested": n_train, "best_backend": best,
+        "qcnn_training_timing": training.as_dict(),
         "pipeline": result, "gram": grams, "c_search": c_search,
         "targets": {
             "qsvm_minus_qcnn_balanced_accuracy": qsvm["balanced_accuracy"] - qcnn["balanced_accuracy"],

@@ -15,7 +15,9 @@ Three sections, each compared in the same run with what a user would otherwise d
   memory (tiles through shared memory), to a file (workers write their
   tiles), and with the client connected by address, as to a remote cluster
   (states scattered, tiles sent back over sockets); next to the
-  single-process ``gram`` with two threads against one;
+  single-process ``gram`` with two threads against one; all of them in the
+  same rounds of :func:`qmlnb.timing.interleaved` (each result checked
+  against ``gram()`` and its file deleted outside the clock);
 - ``nystrom``: on CIFAR-10 (the 10,000 test images in the data folder and
   their left-right mirror images, 20,000 samples, PCA to n_qubits
   dimensions, scaled to [0, 1]; an image and its mirror always fall on the
@@ -23,20 +25,25 @@ Three sections, each compared in the same run with what a user would otherwise d
   Nystrom features for several M over all N samples (computed tile by tile,
   K is never held) and the accuracy of a linear SVM on them against an SVC
   on the exact precomputed kernel.
+
+Long single calls (the to-disk Gram, the Nystrom fits) are timed once by
+:func:`qmlnb.timing.measure` without warm-up (the ``cpu`` backend compiles
+nothing); every entry records its load average, CPU time and ``noisy`` flag.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import resource
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import timing
 from ..kernels import FeatureMap, gram
 from ..kernels.out_of_core import sidecar_paths
 from ..lab.provenance import environment
@@ -75,17 +82,23 @@ def random_states(n: int, n_qubits: int, bandwidth: float, seed: int = 0) -> np.
     return FeatureMap(n_qubits=n_qubits, bandwidth=bandwidth).states(X)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
+def timed(fn, log: dict | None = None, name: str | None = None):
+    """(value, seconds) of one call of ``fn`` by :func:`qmlnb.timing.measure` (no warm-up, one repeat).
+
+    The Timing's dict (load, CPU time, ``noisy``) goes to ``log[name]`` when given.
+    """
+    t = timing.measure(fn, warmup=0, min_repeats=1, min_time=0.0)
+    if log is not None:
+        log[name] = t.as_dict()
+    return t.value, t.median
 
 
 def disk_section(args) -> dict:
     S = random_states(args.n, args.n_qubits, args.bandwidth)
     folder = Path(tempfile.mkdtemp(prefix="qmlnb-scale-", dir=args.work_dir))
+    log = {}
     try:
-        K, seconds = timed(lambda: gram(S, out=folder / "K.npy", tile=args.tile, dtype=args.dtype))
+        K, seconds = timed(lambda: gram(S, out=folder / "K.npy", tile=args.tile, dtype=args.dtype), log, "to_disk")
         check = np.asarray(K[:64, :64]).astype(np.float64)
         exact = gram(S[:64], dtype=np.float64)
         max_error = float(np.abs(check - exact).max())
@@ -94,8 +107,9 @@ def disk_section(args) -> dict:
         peak = peak_rss_gib()
         # the same call in memory vs to disk, on a size whose matrix fits in RAM
         Sb = S[: args.baseline_n]
-        _, t_memory = timed(lambda: gram(Sb, tile=args.tile, dtype=args.dtype))
-        _, t_disk = timed(lambda: gram(Sb, out=folder / "Kb.npy", tile=args.tile, dtype=args.dtype))
+        _, t_memory = timed(lambda: gram(Sb, tile=args.tile, dtype=args.dtype), log, "baseline_in_memory")
+        _, t_disk = timed(lambda: gram(Sb, out=folder / "Kb.npy", tile=args.tile, dtype=args.dtype), log,
+                          "baseline_to_disk")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     entries = args.n * (args.n + 1) / 2  # upper triangle computed
@@ -103,7 +117,8 @@ def disk_section(args) -> dict:
     projected_entries = args.project_n * (args.project_n + 1) / 2
     return {
         "n": args.n, "n_qubits": args.n_qubits, "dtype": args.dtype, "tile": args.tile, "backend": "cpu",
-        "seconds": seconds, "file_gib": file_gib, "peak_rss_gib": peak,
+        "seconds": seconds, "file_gib": file_gib, "peak_rss_gib": peak, "timing": log,
+        "noisy": any(t["noisy"] for t in log.values()),
         "gflops": 8 * args.n * args.n * 2**args.n_qubits / seconds / 1e9,
         "max_abs_error_vs_in_memory_64x64": max_error,
         "baseline": {"n": args.baseline_n, "in_memory_seconds": t_memory, "to_disk_seconds": t_disk,
@@ -123,8 +138,7 @@ def dask_section(args) -> dict:
     reference = gram(S, backend=args.dask_backend, dtype=args.dtype)  # all cores: not timed
     folder = Path(tempfile.mkdtemp(prefix="qmlnb-scale-", dir=args.work_dir))
     modes = ("memory", "file", "network")
-    seconds = {(mode, workers): [] for mode in modes for workers in (1, 2)}
-    threads = {1: [], 2: []}  # the same Gram in one process: what Dask's ratio competes with
+    calls_made = itertools.count()
     try:
         with contextlib.ExitStack() as stack:
             clients = {}
@@ -136,33 +150,43 @@ def dask_section(args) -> dict:
                 clients[workers, "address"] = stack.enter_context(Client(cluster.scheduler_address))
             for client in clients.values():
                 gram(S[:200], client=client, tile=100, backend=args.dask_backend)  # warm the workers, not timed
-            for r in range(args.rounds):
-                for n_threads in (1, 2):
-                    threads[n_threads].append(timed(lambda: gram(S, **{**options, "n_threads": n_threads}))[1])
-                for mode in modes:
-                    for workers in (1, 2):
-                        client = clients[workers, "address" if mode == "network" else "local"]
-                        out = folder / f"K-{r}-{workers}.npy" if mode == "file" else None
-                        K, t = timed(lambda: gram(S, client=client, out=out, **options))
-                        assert np.abs(K - reference).max() < 1e-5, f"Dask {mode} Gram differs from gram()"
-                        seconds[mode, workers].append(t)
-                        del K
-                        if out is not None:
-                            for path in (out, *sidecar_paths(out)):
-                                path.unlink()
+
+            last = {}  # the latest Dask result, checked and dropped by check() (timings keep no matrices)
+
+            def dask_call(mode, workers):
+                client = clients[workers, "address" if mode == "network" else "local"]
+                out = folder / f"K-{next(calls_made)}-{workers}.npy" if mode == "file" else None
+                last["K"], last["out"] = gram(S, client=client, out=out, **options), out
+
+            def check(name, value):  # outside the clock: the result is right, and its file goes
+                if name.startswith("threads"):
+                    return
+                K, out = last.pop("K"), last.pop("out")
+                assert np.abs(K - reference).max() < 1e-5, f"Dask {name} Gram differs from gram()"
+                del K
+                if out is not None:
+                    for path in (out, *sidecar_paths(out)):
+                        path.unlink()
+
+            calls = {f"threads-{n}": (lambda n=n: gram(S, **{**options, "n_threads": n}) is None) for n in (1, 2)}
+            calls |= {f"{mode}-{workers}": (lambda mode=mode, workers=workers: dask_call(mode, workers))
+                      for mode in modes for workers in (1, 2)}
+            timed_calls = timing.interleaved(calls, warmup=0, min_rounds=args.rounds, min_time=0.0, after=check)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     def scaling(one, two, names):
-        ratios = [a / b for a, b in zip(one, two)]
-        return {f"{names[0]}_seconds": one, f"{names[1]}_seconds": two, "speedup_two_vs_one": ratios,
-                "median_speedup": float(np.median(ratios))}
+        r = timing.ratio(one, two)
+        return {f"{names[0]}_seconds": one.times, f"{names[1]}_seconds": two.times, "speedup_two_vs_one": r["rounds"],
+                "median_speedup": r["median"], "iqr_speedup": r["iqr"], "noisy": r["noisy"],
+                "timing": {names[0]: one.as_dict(), names[1]: two.as_dict()}}
 
     result = {"n": args.dask_n, "n_qubits": args.n_qubits, "tile": args.dask_tile, "dtype": args.dtype,
               "backend": args.dask_backend, "threads_per_worker": 1, "rounds": args.rounds, "target_speedup": 1.7,
-              "single_process": scaling(threads[1], threads[2], ("one_thread", "two_threads"))}
+              "single_process": scaling(timed_calls["threads-1"], timed_calls["threads-2"],
+                                        ("one_thread", "two_threads"))}
     for mode in modes:
-        result[mode] = scaling(seconds[mode, 1], seconds[mode, 2], ("one_worker", "two_workers"))
+        result[mode] = scaling(timed_calls[f"{mode}-1"], timed_calls[f"{mode}-2"], ("one_worker", "two_workers"))
     return result
 
 
@@ -207,17 +231,18 @@ def nystrom_section(args) -> dict:
         svc = SVC(kernel="precomputed", C=10.0).fit(gram(S[train]), y[train])
         return float((svc.predict(gram(S[test], S[train])) == y[test]).mean())
 
-    exact_accuracy, t_exact = timed(exact_svc)
+    log = {}
+    exact_accuracy, t_exact = timed(exact_svc, log, "exact_svc")
     rows, features = {}, []
     for m in [m for m in ms if m <= len(train)]:
         def fit_nystrom(m=m):
             ny = NystroemQuantumKernel(fm, m, landmarks="kmeans++", random_state=0).fit(X[train])
             F = ny.transform_states(S)
             return F, LinearSVC(C=10.0, max_iter=5000).fit(F[train], y[train])
-        (F, linear), seconds = timed(fit_nystrom)
+        (F, linear), seconds = timed(fit_nystrom, log, f"nystrom_{m}")
         features.append(F)
         rows[str(m)] = {"accuracy": float((linear.predict(F[test]) == y[test]).mean()), "fit_seconds": seconds}
-    errors, t_error = timed(lambda: relative_frobenius_error(S, features))
+    errors, t_error = timed(lambda: relative_frobenius_error(S, features), log, "error_over_all_n")
     for row, error in zip(rows.values(), errors):
         row["relative_frobenius_error"] = error
     return {"n_qubits": args.n_qubits, "bandwidth": args.bandwidth, "n": len(y), "n_train": len(train),
@@ -225,7 +250,8 @@ def nystrom_section(args) -> dict:
             "dataset": "CIFAR-10 test images in the data folder and their left-right mirrors (an image and its "
                        "mirror on the same side of the split), PCA to n_qubits, min-max to [0, 1], 10 classes",
             "exact_svc_accuracy": exact_accuracy, "exact_seconds": t_exact,
-            "error_over_all_n_seconds": t_error, "nystrom_linear_svm": rows}
+            "error_over_all_n_seconds": t_error, "nystrom_linear_svm": rows, "timing": log,
+            "noisy": any(t["noisy"] for t in log.values())}
 
 
 SECTIONS = {"disk": disk_section, "dask": dask_section, "nystrom": nystrom_section}

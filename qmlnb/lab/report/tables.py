@@ -90,34 +90,46 @@ def gram_slopes(times: pd.DataFrame) -> pd.DataFrame:
 
 
 def backend_speedup(times: pd.DataFrame) -> pd.DataFrame:
-    """Gram time of each backend against ``cpu`` at the same N, n_qubits and threads (ratio > 1: faster)."""
-    if times.empty:
-        return pd.DataFrame(columns=["backend", "n_qubits", "threads", "n_samples", "gram_s", "cpu_s", "speedup_vs_cpu"])
+    """Gram time of each backend and its speedup against ``cpu`` at the same N, n_qubits and threads.
+
+    Both come from the run itself: a gram-scaling run times ``cpu`` interleaved with its backend on the same
+    states (``cpu_s`` and ``speedup_vs_cpu`` in ``gram_times.csv``); ``cpu``'s own rows are 1 by definition.
+    Medians over the runs of a row; never a ratio of times from different runs (NaN where none was measured).
+    """
     keys = ["n_qubits", "threads", "n_samples"]
-    cpu = times[times["backend"] == "cpu"].groupby(keys)["gram_s"].median().rename("cpu_s")
-    out = times.groupby(["backend", *keys])["gram_s"].median().reset_index().join(cpu, on=keys)
-    out["speedup_vs_cpu"] = out["cpu_s"] / out["gram_s"]
-    return out
+    if times.empty:
+        return pd.DataFrame(columns=["backend", *keys, "gram_s", "cpu_s", "speedup_vs_cpu"])
+    measured = times.assign(cpu_s=times.get("cpu_s", np.nan), speedup_vs_cpu=times.get("speedup_vs_cpu", np.nan))
+    is_cpu = measured["backend"] == "cpu"
+    measured.loc[is_cpu, "cpu_s"] = measured.loc[is_cpu, "gram_s"]
+    measured.loc[is_cpu, "speedup_vs_cpu"] = 1.0
+    return (measured.groupby(["backend", *keys])
+            .agg(gram_s=("gram_s", "median"), cpu_s=("cpu_s", "median"), speedup_vs_cpu=("speedup_vs_cpu", "median"))
+            .reset_index())
 
 
 def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Speedup against 1 thread: QCNN training time of the threads stage's runs and the Gram time at the largest N,
-    with the ideal line."""
+    """Speedup against 1 thread as each run measured it, with the ideal line: QCNN training (runs of the
+    threads stage with ``compare: 1-thread``) and the Gram at the largest N (``speedup_vs_1_thread`` of
+    ``gram_times.csv``; 1 at 1 thread).  Medians over the runs of a row; never a ratio across runs."""
     rows = []
     qcnn = select_stage(frame, stages.THREADS, stages.QCNN)
-    if not qcnn.empty and "timings.train_s" in qcnn:
-        for (dataset, mode), part in qcnn.groupby(["dataset", "mode"]):
-            t = part.groupby("threads")["timings.train_s"].median()
-            if 1 in t.index:
-                rows += [{"what": f"QCNN {mode} ({dataset})", "threads": int(k), "seconds": float(v),
-                          "speedup": float(t[1] / v)} for k, v in t.items()]
+    if not qcnn.empty and "timings.train_s" in qcnn and "speedup_vs_1_thread" in qcnn:
+        qcnn = qcnn[qcnn["speedup_vs_1_thread"].notna()]
+        for (dataset, mode, threads), part in qcnn.groupby(["dataset", "mode", "threads"]):
+            rows.append({"what": f"QCNN {mode} ({dataset})", "threads": int(threads),
+                         "seconds": float(part["timings.train_s"].median()),
+                         "speedup": float(part["speedup_vs_1_thread"].median())})
     if not times.empty:
+        times = times.assign(speedup_vs_1_thread=times.get("speedup_vs_1_thread", np.nan))
+        times.loc[times["threads"] == 1, "speedup_vs_1_thread"] = 1.0
         for (backend, n), part in times.groupby(["backend", "n_qubits"]):
-            largest = part[part["n_samples"] == part["n_samples"].max()]
-            t = largest.groupby("threads")["gram_s"].median()
-            if 1 in t.index and len(t) > 1:
-                rows += [{"what": f"Gram {backend} n={n} N={largest['n_samples'].iloc[0]}", "threads": int(k),
-                          "seconds": float(v), "speedup": float(t[1] / v)} for k, v in t.items()]
+            largest = part[(part["n_samples"] == part["n_samples"].max()) & part["speedup_vs_1_thread"].notna()]
+            if (largest["threads"] > 1).any():
+                for threads, same in largest.groupby("threads"):
+                    rows.append({"what": f"Gram {backend} n={n} N={largest['n_samples'].iloc[0]}",
+                                 "threads": int(threads), "seconds": float(same["gram_s"].median()),
+                                 "speedup": float(same["speedup_vs_1_thread"].median())})
     out = pd.DataFrame(rows, columns=["what", "threads", "seconds", "speedup"])
     out["ideal"] = out["threads"].astype(float)
     out["efficiency"] = out["speedup"] / out["ideal"]
@@ -126,20 +138,19 @@ def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
 
 def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     """QCNN training time and test scores per dataset, mode (sequential, fold-parallel, data-parallel), n_train,
-    threads and folds; the speedup is against the sequential run of the same dataset, n_train, threads and folds."""
+    threads and folds; ``speedup_vs_sequential`` is the one each run measured against sequential training of the
+    same work in the same run (``qcnn_run(compare="sequential")``; median over the row's runs), never a ratio of
+    times from different runs (NaN where the runs measured none)."""
     qcnn = select_task(frame, stages.QCNN)
     cols = ["dataset", "mode", "n_train", "threads", "folds", "train_s", "accuracy", "f1", "speedup_vs_sequential"]
     if qcnn.empty:
         return pd.DataFrame(columns=cols)
+    qcnn = qcnn.assign(speedup_vs_sequential=qcnn.get("speedup_vs_sequential", np.nan))
     out = (qcnn.groupby(["dataset", "mode", "n_train", "threads", "folds"], dropna=False)
-           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"))
+           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
+                speedup_vs_sequential=("speedup_vs_sequential", "median"))
            .reset_index())
     out["folds"] = out["folds"].fillna(1).astype(int)
-    # the same work: a dataset-size sweep's small runs or a 1-thread run are not the reference of a 2-thread one
-    same = ["dataset", "n_train", "threads", "folds"]
-    seq = out[out["mode"] == "sequential"].groupby(same)["train_s"].median().rename("seq_s")
-    out = out.join(seq, on=same)
-    out["speedup_vs_sequential"] = out["seq_s"] / out["train_s"]
     return out[cols]
 
 
