@@ -331,8 +331,9 @@ def test_a_renamed_grid_keeps_its_report_section(tmp_path):
             ("batches-v2", stages.BATCH_SIZE, 1, 160, 8, 5.0), ("batches-v2", stages.BATCH_SIZE, 1, 160, 32, 3.0),
             # named like the other sections, recorded as another stage: in none of them
             ("threads-dataset-size-batch-size", stages.SEQUENTIAL, 1, 120, 64, 50.0)]):
+        measured = {"speedup_vs_1_thread": 12.0 / train_s} if stage == stages.THREADS else {}
         fake_run(tmp_path, grid, f"run{i}", qcnn("sequential", train_s, folds=1, threads=threads, n_train=n_train,
-                                                 batch_size=batch), stage=stage)
+                                                 batch_size=batch) | measured, stage=stage)
     frame = report.load_runs(tmp_path)
     assert set(frame["task"]) == {"qcnn"} and "threads-dataset-size-batch-size" in set(frame["grid"])
     assert_rows(report.threads_speedup(frame, pd.DataFrame()), ["what", "threads"],

@@ -582,7 +582,7 @@ def log_run(run_dir: str | os.PathLike, to: str, store: str | os.PathLike | None
 def _log_guarded(run_dir: Path, to: str, store: str, sinks: _Sinks) -> dict:
     """:func:`_log_locked` under the run folder's lock -- unless this process is that run's own notebook,
     whose sweep (through papermill) already holds it."""
-    own = os.environ.get("QMLNB_RUN_DIR")
+    own = os.environ.get(runs.RUN_DIR_ENV)
     with _LOG_LOCK:
         if own and Path(own).resolve() == run_dir.resolve():
             return _log_locked(run_dir, to, store, sinks)
