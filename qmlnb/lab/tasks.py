@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import provenance, runs
 from .. import _util
+from .._util import project_root  # notebooks find runs/ and reports/ with tasks.project_root()
 
 RUN_DIR_ENV = "QMLNB_RUN_DIR"  # set by `qmlnb sweep` to the run's folder
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -30,15 +31,11 @@ class RunSkipped(RuntimeError):
 
 
 # ---------------------------------------------------------------------- runs
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding ``pyproject.toml``, else ``start``."""
-    start = Path(start or Path.cwd()).resolve()
-    return next((p for p in (start, *start.parents) if (p / "pyproject.toml").is_file()), start)
-
-
 def run_dir(stage: str = "interactive") -> Path:
     """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<stage>/``.
 
+    ``<project>`` is :func:`qmlnb._util.project_root`, whatever the working directory
+    (a notebook opened in JupyterLab runs in ``notebooks/``, and writes nothing there).
     ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
