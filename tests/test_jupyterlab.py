@@ -212,6 +212,7 @@ def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium")
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+           "--disable-breakpad", "--disable-crash-reporter",
            "--window-size=1400,1000", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
            f"--user-data-dir={profile}", "about:blank"]
     log = open(profile.parent / "chromium.log", "w")
