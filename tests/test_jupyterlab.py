@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import psutil
 import pytest
 
@@ -94,14 +96,19 @@ def stop_tree(proc: subprocess.Popen, grace: float = 5.0) -> list[str]:
 
 
 # ---------------------------------------------------------------- the server
-def make_lab_command(port: int, data_dir: str) -> list[str]:
-    """The command `make lab` runs, as an argument list (its environment assignment, the executable, options)."""
+def make_lab_command(port: int, data_dir: str | None = None) -> list[str]:
+    """The command `make lab` runs, as an argument list (environment assignments, the executable, options).
+
+    Run without a display and, unless ``data_dir`` is given, without ``QMLNB_DATA_DIR``.
+    """
     if shutil.which("make") is None:
         pytest.skip("make is not installed: `make lab` cannot be read")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QMLNB_DATA_DIR")}
+    if data_dir is not None:
+        env["QMLNB_DATA_DIR"] = data_dir
     # -o: the set-up stamp counts as up to date, so only the lab's own command is printed
-    out = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "lab", f"LAB_PORT={port}",
-                          f"QMLNB_DATA_DIR={data_dir}"], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}).stdout
+    out = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "lab", f"LAB_PORT={port}"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, check=True).stdout
     return shlex.split(out.replace("\\\n", " "))
 
 
@@ -113,11 +120,9 @@ def lab(tmp_path_factory):
     # symlinks followed: 90-summary.ipynb is a link into the package
     shutil.copytree(ROOT / "notebooks", root, symlinks=False)
     port, token = free_port(), secrets.token_hex(16)
-    cmd = make_lab_command(port, str(ROOT / "data"))
-    env = dict(os.environ)
-    while cmd and re.match(r"^\w+=", cmd[0]):  # `VAR=value command ...`
-        key, _, value = cmd.pop(0).partition("=")
-        env[key] = value
+    cmd = make_lab_command(port)
+    # the kernels find data/ and runs/ by themselves, as in a person's lab (no sweep's or user's settings)
+    env = {k: v for k, v in os.environ.items() if k not in ("QMLNB_DATA_DIR", "QMLNB_RUN_DIR")}
     assert cmd[:2] == [".venv/bin/jupyter", "lab"], cmd
     # the copy in place of notebooks/ as the root (Jupyter takes an option once)
     root_option = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
@@ -125,11 +130,11 @@ def lab(tmp_path_factory):
     options = [f"--ServerApp.root_dir={root}" if option == root_option else option for option in cmd[2:]]
     # this interpreter (and through PYTHONPATH this checkout) rather than .venv's, which may be another one;
     # then the token, and the app exposed to the test's JavaScript
-    cmd = [sys.executable, "-m", "jupyterlab", *options, f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0", "--LabApp.expose_app_in_browser=True",
+    cmd = [sys.executable, "-m", "jupyterlab", *options, f"--IdentityProvider.token={token}",
+           "--ServerApp.port_retries=0", "--LabApp.expose_app_in_browser=True",
            f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}"]
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-               QMLNB_RUN_DIR="")  # the notebooks must choose their own run folders, as in a person's lab
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"))
     log = open(tmp / "jupyterlab.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -241,9 +246,9 @@ def browser(tmp_path_factory):
 
 
 def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(lab):
-    cmd = make_lab_command(12345, "relative/data")
     # a relative data folder is made absolute: the kernels run in notebooks/, not where make ran
-    assert cmd[0] == f"QMLNB_DATA_DIR={ROOT / 'relative' / 'data'}"
+    cmd = make_lab_command(12345, "relative/data")
+    assert cmd[0] == f"QMLNB_DATA_DIR={ROOT / 'relative' / 'data'}" and cmd[1:] == make_lab_command(12345)
     assert cmd[1:3] == [".venv/bin/jupyter", "lab"]
     options = cmd[3:]
     assert {"--ip=127.0.0.1", "--port=12345", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
@@ -303,8 +308,12 @@ def run_all(page: DevTools, timeout: float) -> list[dict]:
     """Run every cell (the Run menu's "Run All Cells"), wait until all ran, fail on any error output."""
     # not awaited: the command resolves only when every cell has run
     page.js("void window.jupyterapp.commands.execute('notebook:run-all-cells'); true")
-    page.wait(f"(() => {{ const s = {CELLS}; return s.status === 'idle' && s.cells.every(c => c.count !== null); }})()",
-              timeout, "every cell to run", CELLS)
+    # done when every cell ran, or as soon as one failed (Run All stops there)
+    page.wait(f"""(() => {{
+        const s = {CELLS};
+        return (s.status === 'idle' && s.cells.every(c => c.count !== null))
+               || s.cells.some(c => c.outputs.some(o => o.output_type === 'error'));
+    }})()""", timeout, "every cell to run", CELLS)
     cells = page.js(CELLS)["cells"]
     errors = [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors, "a cell failed:\n" + "\n".join(
@@ -329,6 +338,8 @@ def test_explorer_and_training_notebooks_run_in_jupyterlab(lab, browser, tmp_pat
     page, started = browser, time.time()
     open_lab(page, lab, "00-explore.ipynb")
     cells = run_all(page, 120)
+    # the first run, with the notebook's defaults: its figure, once
+    assert sum("image/png" in o.get("data", {}) for o in cells[1]["outputs"]) == 1, cells[1]["outputs"]
     # the interact cell displayed a widget view, which the page rendered as ipywidgets' DOM, not as text
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in cells for o in c["outputs"])
     widget = page.wait("""(() => {
@@ -352,23 +363,15 @@ def test_explorer_and_training_notebooks_run_in_jupyterlab(lab, browser, tmp_pat
         return {x: r.x + r.width / 2, y: r.y + r.height / 2};
     })()""")
     page.click(rect["x"], rect["y"])
-    # the heatmap: a PNG in the explorer's output, most of it the viridis colours of the kernel matrix
-    # (the sample images and the text around it are grey), measured on the decoded image in a canvas
+    # the heatmap: a PNG in the explorer's output that the page decoded and laid out
     image = page.wait("""(async () => {
         const img = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .widget-interact .widget-output img');
         if (!img) return null;
-        await img.decode();  // drawn before it is decoded, an image leaves the canvas blank
-        const canvas = document.createElement('canvas');
-        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-        const ctx = canvas.getContext('2d');
-        ctx.drawImage(img, 0, 0);
-        const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-        let colour = 0;
-        for (let i = 0; i < px.length; i += 4) {
-            if (Math.abs(px[i] - px[i + 1]) + Math.abs(px[i + 1] - px[i + 2]) > 60) colour++;
-        }
-        return {width: img.naturalWidth, height: img.naturalHeight, src: img.src, colour: colour / (px.length / 4),
-                text: img.closest('.widget-output').innerText};
+        await img.decode();
+        const box = img.getBoundingClientRect();
+        return {width: img.naturalWidth, height: img.naturalHeight, shown: [box.width, box.height], src: img.src,
+                text: img.closest('.widget-output').innerText,
+                count: img.closest('.widget-output').querySelectorAll('img').length};
     })()""", 120, "the kernel heatmap after clicking Run Interact",
         "(() => { const o = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .widget-interact "
         ".widget-output'); return o ? o.innerText.slice(-1500) : 'no output area'; })()")
@@ -376,8 +379,12 @@ def test_explorer_and_training_notebooks_run_in_jupyterlab(lab, browser, tmp_pat
     assert src.startswith("data:image/png;base64,"), src[:80]
     picture = tmp_path / "explorer.png"
     picture.write_bytes(base64.b64decode(src.partition(",")[2]))  # kept for a look when a check below fails
-    assert image["width"] > 300 and image["height"] > 300, (image, picture)
-    assert image["colour"] > 0.1, (image, picture)  # a grey or blank picture is not a heatmap
+    assert image["width"] > 300 and image["height"] > 300 and min(image["shown"]) > 100, (image, picture)
+    assert image.pop("count") == 1, (image, picture)  # shown once, complete (not also half-drawn)
+    # most of it in the viridis colours of the kernel matrix: the sample images and the text are grey
+    rgb = (matplotlib.image.imread(picture)[..., :3] * 255).astype(int)
+    colour = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2]) > 60))
+    assert rgb.shape[:2] == (image["height"], image["width"]) and colour > 0.1, (colour, image, picture)
     # the circuit drawing printed above it: one wire per qubit (4 by default), each starting with a Hadamard
     assert all(f"{q}: ──H" in image["text"] for q in range(4)) and "4: ──" not in image["text"], image["text"]
     explore = ROOT / "runs" / "interactive" / "explore" / "metrics.json"
