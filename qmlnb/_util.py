@@ -1,4 +1,4 @@
-"""Small helpers every part of qmlnb shares: all-or-nothing file writes, JSON, the project folder, cores, argument checks.
+"""Small helpers every part of qmlnb shares: atomic file writes, JSON, the project folder, cores, argument checks.
 
 The library (``data``, ``kernels``, ``qcnn``, ``qsvm``) and the lab both use these,
 so they live below both: this module imports nothing from qmlnb.
