@@ -1,10 +1,10 @@
-# The README's two commands: `make report` (the main job) and `make test`.
+# The README's commands: `make lab` (the notebooks in JupyterLab), `make report` (the main job) and `make test`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test report bench clean mutate
+.PHONY: setup test lab report bench clean mutate
 
 # torch is pinned and installed first: 2.13.0 is a CPU build available
 # offline here; with it present, pip keeps it for the `torch>=2.2` requirement.
@@ -19,6 +19,19 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# JupyterLab on the notebooks (open 00-explore.ipynb first), served on 127.0.0.1 only: the URL it prints
+# carries the login token. Notebooks find data/ and runs/ from the project folder, not their working
+# directory; a relative QMLNB_DATA_DIR is made absolute here for the same reason. No browser is started
+# where there is no display (open the printed URL, or forward the port over ssh); Jupyter refuses root
+# without --allow-root. LAB_ARGS passes more options, e.g. LAB_ARGS=--ServerApp.port_retries=0.
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+LAB_DISPLAY := $(if $(DISPLAY)$(WAYLAND_DISPLAY),yes,$(if $(filter Darwin,$(shell uname -s)),yes,))
+lab: $(STAMP)
+	$(if $(QMLNB_DATA_DIR),QMLNB_DATA_DIR="$(abspath $(QMLNB_DATA_DIR))" )$(VENV)/bin/jupyter lab \
+	    --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir="$(CURDIR)/notebooks" \
+	    $(if $(LAB_DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The main job: every stage's grid (params/*.yaml, small sizes) through papermill into runs/,
 # then the summary notebook into reports/summary.html. Completed runs are kept and skipped,

@@ -1,4 +1,4 @@
-"""Small helpers every part of qmlnb shares: all-or-nothing file writes, JSON, cores, argument checks.
+"""Small helpers every part of qmlnb shares: atomic file writes, JSON, the project folder, cores, argument checks.
 
 The library (``data``, ``kernels``, ``qcnn``, ``qsvm``) and the lab both use these,
 so they live below both: this module imports nothing from qmlnb.
@@ -9,6 +9,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -85,6 +86,35 @@ def a_or_an(word: str) -> str:
 def plural(count: int, noun: str) -> str:
     """``"1 run"``, ``"28 runs"``: ``count`` and ``noun``, with an ``s`` unless ``count`` is 1."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# the folder holding the qmlnb package: in a checkout (editable install, or PYTHONPATH) its parent is the project
+PACKAGE_DIR = Path(__file__).resolve().parent
+_PROJECT_NAME = re.compile(r'^name\s*=\s*["\']qmlnb["\']\s*$', re.MULTILINE)
+
+
+def is_project_root(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds qmlnb's ``pyproject.toml`` (one whose ``name`` is ``qmlnb``)."""
+    try:
+        return _PROJECT_NAME.search((Path(folder) / "pyproject.toml").read_text(encoding="utf-8")) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def project_root(cwd: str | os.PathLike | None = None) -> Path:
+    """The qmlnb project folder (absolute): where ``data/``, ``runs/`` and ``reports/`` live by default.
+
+    The same folder whatever the working directory (a notebook's kernel runs in
+    ``notebooks/``, papermill's in a run folder): first the checkout this package
+    is imported from (the parent of ``qmlnb/``, when it holds qmlnb's
+    ``pyproject.toml``); for an installed copy (site-packages), the nearest
+    folder at or above ``cwd`` (default: the working directory) holding qmlnb's
+    ``pyproject.toml``; else ``cwd`` itself.
+    """
+    if is_project_root(PACKAGE_DIR.parent):
+        return PACKAGE_DIR.parent
+    start = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    return next((p for p in (start, *start.parents) if is_project_root(p)), start)
 
 
 def available_cores() -> int:

@@ -35,6 +35,7 @@ from qmlnb.data.download import check_url, fetch
 from qmlnb.data.readers import read_cifar_label_names
 
 FASHION_N = 4443
+REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------ file writers
@@ -211,7 +212,9 @@ def test_digits_is_the_embedded_default():
 
 def test_data_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("QMLNB_DATA_DIR", raising=False)
-    assert data_dir() == Path("data")
+    # the default is the project's data/ whatever the working directory (a notebook's kernel runs in notebooks/)
+    monkeypatch.chdir(REPO / "notebooks")
+    assert data_dir() == REPO / "data"
     monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path))
     assert data_dir() == tmp_path
     write_fashion(tmp_path)

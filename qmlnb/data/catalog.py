@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import _util
+
 DATASETS = ("digits", "fashion-mnist", "cifar10", "svhn")
 DEFAULT_CLASSES = (3, 8)  # the seed project's pairs: 3 vs 8, Dress vs Bag, cat vs ship
 ENV_VAR = "QMLNB_DATA_DIR"  # the data folder; unset: DEFAULT_DATA_DIR (relative to the working directory)
@@ -123,8 +125,14 @@ INFO = {
 
 
 def data_dir() -> Path:
-    """The data directory: ``$QMLNB_DATA_DIR`` if set, else ``Path("data")`` (:data:`DEFAULT_DATA_DIR`)."""
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_DATA_DIR)
+    """The data directory: ``$QMLNB_DATA_DIR`` if set, else ``data/`` in the project folder.
+
+    The default is absolute (:func:`qmlnb._util.project_root`), so a notebook finds the
+    same folder whatever its working directory; a relative ``$QMLNB_DATA_DIR`` is
+    relative to the working directory, as any path in the environment
+    (``make lab`` makes it absolute before the notebooks' kernels start elsewhere).
+    """
+    return Path(os.environ.get(ENV_VAR) or _util.project_root() / DEFAULT_DATA_DIR)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -187,7 +187,7 @@ def download(name: str, data_dir: str | os.PathLike | None = None, timeout: floa
 def add_arguments(parser) -> None:
     parser.add_argument("name", choices=[n for n in catalog.DATASETS if dataset_info(n).sources],
                         help="dataset to fetch")
-    parser.add_argument("--data-dir", default=None, help=f"target folder (default ${ENV_VAR} or ./data)")
+    parser.add_argument("--data-dir", default=None, help=f"target folder (default ${ENV_VAR} or the project's data/)")
     parser.add_argument("--timeout", type=float, default=30, help="seconds before a stalled connection fails")
     parser.add_argument("--force", action="store_true", help="download again even if the files exist")
 

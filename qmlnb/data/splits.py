@@ -147,7 +147,7 @@ def load_splits(name: str = "digits", classes=DEFAULT_CLASSES, n_train: int | No
     grayscale : convert RGB to one channel with ITU-R 601 luma weights.
     seed : seeds every random choice; the same seed gives identical arrays.
     data_dir : folder holding ``fashion-mnist/``, ``cifar-10-batches-py/``,
-        ``svhn/`` (default :func:`qmlnb.data.data_dir`, i.e. $QMLNB_DATA_DIR or "data").
+        ``svhn/`` (default :func:`qmlnb.data.data_dir`, i.e. $QMLNB_DATA_DIR or the project's ``data/``).
 
     Returns
     -------

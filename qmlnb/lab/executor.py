@@ -211,7 +211,7 @@ def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = No
     notebook is written under a temporary name and moved into place only when
     papermill wrote it whole; ``status.json`` is written last, with the point
     and the notebook's path and SHA-256.  Returns the status record.
-    ``data_dir``: the data folder (default: $QMLNB_DATA_DIR or ./data, resolved here).
+    ``data_dir``: the data folder (default: $QMLNB_DATA_DIR or the project's data/, resolved here).
     """
     return _under_lock(sweep, point, lambda run_dir, lock: _execute(sweep, point, threads, data_dir, run_dir, lock))
 

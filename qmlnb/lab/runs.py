@@ -59,22 +59,6 @@ class RunBusy(RuntimeError):
 
 
 
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The project folder: the nearest one holding ``pyproject.toml`` at or above ``start`` (default: the
-    working directory), else at or above this package (a source checkout, or a virtualenv inside the
-    project), else ``start``.
-
-    Where ``runs/`` and ``reports/`` live by default, whatever folder a notebook's kernel runs in.
-    """
-    start = Path(start or Path.cwd()).resolve()
-    package = Path(__file__).resolve().parent
-    for base in (start, package):
-        found = next((p for p in (base, *base.parents) if (p / "pyproject.toml").is_file()), None)
-        if found is not None:
-            return found
-    return start
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

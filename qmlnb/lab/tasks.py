@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from . import provenance, runs, stages
-from .runs import project_root
 from .. import _util, timing
+from .._util import project_root  # noqa: F401 -- notebooks find runs/ and reports/ with tasks.project_root()
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -33,6 +33,9 @@ def run_dir(task: str = "notebook") -> Path:
     """Folder this run writes to: ``$QMLNB_RUN_DIR`` under a sweep, else ``<project>/runs/interactive/<task>/``.
 
     ``task`` names the folder of a run made by hand (e.g. :data:`.stages.QCNN`).
+
+    ``<project>`` is :func:`qmlnb._util.project_root`, whatever the working directory
+    (a notebook opened in JupyterLab runs in ``notebooks/``, and writes nothing there).
     ``runs/`` is git-ignored, and the summary only reads folders with a
     ``status.json`` (written by the sweep), so interactive runs never reach it.
     """
@@ -257,13 +260,18 @@ def explore(dataset: str = "digits", classes=(3, 8), n_samples: int = 120, n_qub
 
 
 def plot_exploration(result: dict):
-    """Sample images and the kernel heatmap of an :func:`explore` result (a matplotlib Figure)."""
-    import matplotlib.pyplot as plt
+    """Sample images and the kernel heatmap of an :func:`explore` result: a matplotlib Figure, shown with ``display``.
+
+    The figure is built without pyplot, so nothing shows it before it is complete: with ipykernel 7 a
+    widget's message, handled on another thread, flushes pyplot's open figures (matplotlib-inline's
+    post-execute hook), and the explorer's Run button then showed a half-drawn figure.
+    """
+    from matplotlib.figure import Figure
     import seaborn as sns
 
     k = len(result["images"])
-    fig, axes = plt.subplot_mosaic([[f"i{i}" for i in range(k)], ["K"] * k], figsize=(max(1.6 * k, 7), 8),
-                                   height_ratios=[1, 4])
+    fig = Figure(figsize=(max(1.6 * k, 7), 8))
+    axes = fig.subplot_mosaic([[f"i{i}" for i in range(k)], ["K"] * k], height_ratios=[1, 4])
     for i, (image, label) in enumerate(zip(result["images"], result["labels"])):
         axes[f"i{i}"].imshow(image, cmap="gray")
         axes[f"i{i}"].set_title(label, fontsize=9)

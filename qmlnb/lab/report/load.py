@@ -142,11 +142,11 @@ def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
 def report_dirs(runs_dir: str | os.PathLike = "", reports_dir: str | os.PathLike = "") -> tuple[Path, Path]:
     """(runs folder, reports folder), absolute: the ones given, else ``runs/`` and ``reports/`` of the project.
 
-    The project is :func:`qmlnb.lab.runs.project_root`, found from the working
-    directory or from this package, so the summary notebook finds the runs
+    The project is :func:`qmlnb._util.project_root` (the checkout of this package,
+    else found from the working directory), so the summary notebook finds the runs
     whether its kernel starts in ``notebooks/``, in the package or elsewhere.
     """
-    root = runs.project_root()
+    root = _util.project_root()
     return (Path(runs_dir or root / "runs").resolve(), Path(reports_dir or root / "reports").resolve())
 
 
