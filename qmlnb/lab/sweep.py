@@ -44,7 +44,7 @@ import nbformat
 import yaml
 from tqdm.auto import tqdm
 
-from . import runs
+from . import decisions, flow, runs
 from .._util import available_cores
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
                        run_points_on_dask, skip_point, stop_children_on_signals)
@@ -202,13 +202,17 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
     points = expand_grid(spec.get("grid"), str(path))
     _check_points(points, path)
     params = notebook_parameters(notebook)
+    try:  # references to earlier stages ({from: ..., pick: ...}) are filled in by qmlnb.lab.flow
+        decisions.check_points(points, path, params)
+    except decisions.DecisionError as err:
+        raise SweepError(str(err)) from err
     for point in points:
         unknown = [k for k in point if k not in params]
         if unknown:
             raise SweepError(f"{path}: unknown parameter(s) {', '.join(map(repr, unknown))} for {notebook.name}; "
                              f"its parameters are: {', '.join(params)}")
         for key, value in point.items():
-            if not _type_ok(value, params[key]):
+            if not decisions.is_deferred(value) and not _type_ok(value, params[key]):
                 raise SweepError(f"{path}: parameter {key!r} = {value!r} is a {type(value).__name__}, but "
                                  f"{notebook.name} expects a {type(params[key]).__name__} (default {params[key]!r})")
     for key in ("jobs", "timeout"):
@@ -374,12 +378,10 @@ def run(args) -> int:
         return 2
     try:
         if args.list:
-            for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
-                state = action if action in ("run", "done") else f"skip ({action})"
-                print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
+            print("\n".join(flow.plan_lines(sweeps, args.cores or available_cores(), args.jobs)))
             return 0
-        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
-    except SweepError as err:
+        summary = flow.run_flow(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+    except (SweepError, decisions.DecisionError) as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
     except SweepInterrupted as stop:
