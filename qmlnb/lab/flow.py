@@ -14,19 +14,25 @@ Then each stage in turn: its references are decided from the referenced stage's
 complete runs (the runs of that stage's current points when it is part of this
 sweep, else every complete run in ``<runs>/<stage>/``), each decision is recorded
 (:func:`qmlnb.lab.decisions.record`), the chosen values fill the points, and the
-stage is planned and run by :func:`qmlnb.lab.sweep.run_sweeps`.  A referenced
+stage is planned and run by :func:`qmlnb.lab.sweep.run_sweeps`.  Each stage's place in the
+flow and the values it took are written to ``<runs>/<stage>/flow.json`` (for the report's diagram).  A referenced
 stage that ends with no complete run stops the flow before the stages that need it.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import sys
 from pathlib import Path
 
 import yaml
 
 from . import decisions, runs
+from .._util import atomic_write_json
 from .decisions import DecisionError
+
+
+FLOW_FILE = "flow.json"  # <runs>/<stage>/flow.json: the stage's place in the flow and the values it took
 
 
 def _references(sweep) -> list[decisions.Reference]:
@@ -111,8 +117,11 @@ def decide_reference(ref: decisions.Reference, groups: dict, runs_dir, write: bo
     return decision
 
 
-def resolve(sweep, groups: dict, runs_dir, write: bool = True):
-    """A copy of ``sweep`` whose points hold the decided values instead of references (checked like a grid)."""
+def resolve(sweep, groups: dict, runs_dir, write: bool = True, used: list | None = None):
+    """A copy of ``sweep`` whose points hold the decided values instead of references (checked like a grid).
+
+    ``used`` (when given) gets one entry per reference: key, from, pick, param, at_least and the value filled in.
+    """
     from .sweep import SweepError, _check_points, _type_ok
 
     cache: dict = {}
@@ -128,6 +137,10 @@ def resolve(sweep, groups: dict, runs_dir, write: bool = True):
                 if ref.decision_key not in cache:
                     cache[ref.decision_key] = decide_reference(ref, groups, runs_dir, write)["value"]
                 value = decisions.apply_floor(cache[ref.decision_key], ref)
+                entry = {"key": key, "from": ref.stage, "pick": ref.pick, "param": ref.param,
+                         "at_least": ref.at_least, "decided": cache[ref.decision_key], "value": value}
+                if used is not None and entry not in used:
+                    used.append(entry)
                 if not _type_ok(value, sweep.notebook_params[key]):
                     raise SweepError(f"{ref.where}: the decided value {value!r} does not have the type of the "
                                      f"notebook's default {sweep.notebook_params[key]!r}")
@@ -152,9 +165,13 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
     runs_dir = sweeps[0].runs_dir
     order, groups, _ = stages_in_order(sweeps, runs_dir)
     summary: dict = {}
-    for stage in order:
-        group = [resolve(s, groups, runs_dir) for s in groups[stage]]
+    for index, stage in enumerate(order):
+        used: list = []
+        group = [resolve(s, groups, runs_dir, used=used) for s in groups[stage]]
         groups[stage] = group  # later stages decide from these (resolved) points
+        atomic_write_json(runs_dir / stage / FLOW_FILE, {
+            "stage": stage, "order": index, "grid_files": [str(s.path) for s in group], "references": used,
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         if progress:
             print(f"stage {stage}: {sum(len(s.points) for s in group)} point(s)", file=sys.stderr)
         _merge(summary, run_sweeps(group, jobs=jobs, cores=cores, progress=progress, client=client))
