@@ -219,7 +219,7 @@ def test_reference_errors_come_before_any_work(tmp_path, toy, fake_sweep, capsys
         flow.run_flow([sweep.load_sweep(p, tmp_path / "runs") for p in (b, c)], progress=False)
     assert fake_sweep == []
     bad = grid(tmp_path, "d", toy, {"threads": {"from": "b", "pick": "slowest"}}, name="d")
-    assert sweep.run(_args(bad, tmp_path)) == 2
+    assert flow.run(_args(bad, tmp_path)) == 2
     assert "unknown rule pick='slowest'" in capsys.readouterr().err
     wrong = grid(tmp_path, "e", toy, {"threads": {"from": "b", "pick": "fastest"}, "nope": [1]}, name="e")
     with pytest.raises(sweep.SweepError, match="unknown parameter"):

@@ -1,6 +1,7 @@
-"""The experiment flow: run grids stage by stage, filling references from earlier stages' decisions.
+"""Run YAML grids of notebooks stage by stage, filling references from earlier stages' decisions.
 
-``qmlnb sweep`` hands its grids here.  Grids without references
+``python -m qmlnb sweep`` is this module's :func:`run`: the sweep of :mod:`qmlnb.lab.sweep`, run
+through :func:`run_flow`.  Grids without references
 (:mod:`qmlnb.lab.decisions`) run as before, in one plan.  Otherwise, before any
 run starts:
 
@@ -176,6 +177,20 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
             print(f"stage {stage}: {sum(len(s.points) for s in group)} point(s)", file=sys.stderr)
         _merge(summary, run_sweeps(group, jobs=jobs, cores=cores, progress=progress, client=client))
     return summary
+
+
+def add_arguments(parser) -> None:
+    """The ``sweep`` command's arguments (those of :mod:`qmlnb.lab.sweep`)."""
+    from .sweep import add_arguments as sweep_arguments
+
+    sweep_arguments(parser)
+
+
+def run(args) -> int:
+    """``python -m qmlnb sweep``: :func:`qmlnb.lab.sweep.run` with the stages run in dependency order."""
+    from .sweep import run as run_sweep_command
+
+    return run_sweep_command(args, run_all=run_flow, plan_lines=plan_lines)
 
 
 def plan_lines(sweeps, cores: int, jobs: int) -> list[str]:

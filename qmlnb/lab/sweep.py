@@ -10,6 +10,8 @@ A grid file (``params/*.yaml``)::
       backend: [cpu, numba]
       threads: [1, 2]
     # ... or a list of such mappings, whose points are joined in order
+    # a value may be {from: <stage>, pick: <rule>}: an earlier stage's decision (qmlnb.lab.decisions,
+    # filled in stage by stage by qmlnb.lab.flow, which `python -m qmlnb sweep` runs through)
 
 Each point runs in its own folder ``runs/<name>/<run>/`` (papermill ``cwd``), with
 OMP/MKL/OpenBLAS/Numba thread counts set in the kernel's environment and passed as
@@ -44,7 +46,7 @@ import nbformat
 import yaml
 from tqdm.auto import tqdm
 
-from . import decisions, flow, runs
+from . import decisions, runs
 from .._util import available_cores
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
                        run_points_on_dask, skip_point, stop_children_on_signals)
@@ -366,7 +368,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="print the points and their state, run nothing")
 
 
-def run(args) -> int:
+def run(args, run_all=None, plan_lines=None) -> int:
+    """The ``sweep`` command; ``run_all``/``plan_lines`` replace :func:`run_sweeps` and the ``--list``
+    lines (``qmlnb.lab.flow`` passes its stage-by-stage versions; ``python -m qmlnb sweep`` runs through it)."""
     for name in ("jobs", "cores"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -378,9 +382,14 @@ def run(args) -> int:
         return 2
     try:
         if args.list:
-            print("\n".join(flow.plan_lines(sweeps, args.cores or available_cores(), args.jobs)))
+            if plan_lines is not None:
+                print("\n".join(plan_lines(sweeps, args.cores or available_cores(), args.jobs)))
+                return 0
+            for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
+                state = action if action in ("run", "done") else f"skip ({action})"
+                print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
             return 0
-        summary = flow.run_flow(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
+        summary = (run_all or run_sweeps)(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask)
     except (SweepError, decisions.DecisionError) as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
