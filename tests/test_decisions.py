@@ -272,3 +272,40 @@ def test_first_available_dataset_falls_back_to_digits(tmp_path, toy, fake_sweep,
     assert decisions.first_available(["fashion-mnist", "digits"], "x") == "fashion-mnist"
     with pytest.raises(sweep.SweepError, match="applies to 'dataset' only"):
         sweep.load_sweep(grid(tmp_path, "31", toy, {"seed": {"first_available": ["digits"]}}), tmp_path / "runs")
+
+
+# ------------------------------------------------------------------ end to end, through papermill
+TIMED = """
+from qmlnb.lab import tasks
+tasks.save_run(tasks.run_dir("toy"), dict(threads=threads, batch_size=batch_size, seed=seed, dataset=dataset),
+               {"stage": "qcnn", "timings": {"train_s": {1: 3.0, 2: 1.0}.get(threads, 5.0) + 0.01 * seed},
+                "qcnn": {"balanced_accuracy": 0.5}})
+"""
+
+
+@pytest.mark.slow  # real papermill runs
+def test_the_sweep_command_runs_the_flow_through_papermill(tmp_path, capsys):
+    nb = new_notebook(cells=[new_code_cell(PARAMS, metadata={"tags": ["parameters"]}), new_code_cell(TIMED)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    notebook = tmp_path / "timed.ipynb"
+    nbformat.write(nb, notebook)
+    final = grid(tmp_path, "70-final", notebook, {"threads": {"from": "threads", "pick": "fastest"}}, name="final")
+    grid(tmp_path, "20-threads", notebook, {"threads": [1, 2]}, name="threads")
+    from qmlnb import cli
+
+    argv = ["sweep", str(final), "--runs-dir", str(tmp_path / "runs"), "--cores", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 run, 0 already complete" in out
+    runs_dir = tmp_path / "runs"
+    assert json.loads((runs_dir / "threads" / "decision-threads-fastest.json").read_text())["value"] == 2
+    done = [p.parent.name for p in (runs_dir / "final").glob("*/status.json")]
+    assert done == [runs.run_name({"threads": 2})]
+    flow_record = json.loads((runs_dir / "final" / "flow.json").read_text())
+    assert flow_record["order"] == 1 and flow_record["references"][0]["value"] == 2
+    # a second sweep reuses every complete run and the same decision
+    assert cli.main(argv) == 0
+    assert "0 run, 3 already complete" in capsys.readouterr().out
+    assert json.loads((runs_dir / "threads" / "decision-threads-fastest.json").read_text())["history"] == []
+    assert cli.main([*argv, "--list"]) == 0
+    assert f"{runs.run_name({'threads': 2})}  threads=2  done" in capsys.readouterr().out
