@@ -74,9 +74,9 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert seq["training time (s)"] == "11.00 [10.50-11.50]"
     fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
     # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
-    assert fold["speedup vs sequential"] == "2.50 [2.00-3.00] over 2 seed(s)"
+    assert fold["speedup vs sequential"] == "2.50 [2.00-3.00], across runs, 2 seed pair(s)"
     data = row(digits, "QCNN", "data-parallel", "n_train=100")
-    assert data["speedup vs sequential"].startswith("1.25 [1.25-1.25] over 1 seed")
+    assert data["speedup vs sequential"] == "1.25 [1.25-1.25], across runs, 1 seed pair(s)"
     assert data["balanced accuracy"] == "0.850 (one run)"
     big = row(digits, "QCNN", "fold-parallel", "n_train=200")
     assert big["speedup vs sequential"].startswith("4.00") and big["balanced accuracy"].startswith("0.980")
