@@ -309,3 +309,12 @@ def test_the_sweep_command_runs_the_flow_through_papermill(tmp_path, capsys):
     assert json.loads((runs_dir / "threads" / "decision-threads-fastest.json").read_text())["history"] == []
     assert cli.main([*argv, "--list"]) == 0
     assert f"{runs.run_name({'threads': 2})}  threads=2  done" in capsys.readouterr().out
+
+
+def test_a_cheap_setting_does_not_win_by_its_own_noise(tmp_path):
+    # 50 images: seeds at 0.5 and 0.97 (mean 0.735, std 0.33); 200 images: 0.99 and 1.0 (std 0.007)
+    for n_train, values in {50: [0.50, 0.97], 200: [0.99, 1.0]}.items():
+        for seed, s in enumerate(values):
+            fake_run(tmp_path, "size", {"n_train": n_train, "seed": seed}, score=s)
+    d = decisions.decide(rows_for(tmp_path, "size", "n_train", "best_score"), "best_score", "n_train", "size")
+    assert d["value"] == 200

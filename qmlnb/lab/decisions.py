@@ -27,8 +27,10 @@ training images):
 ``best_score``
     the value with the best mean test balanced accuracy (``qcnn.balanced_accuracy``)
     over its runs (seeds); a cheaper value whose mean is below the best by at most
-    one standard deviation (the larger of the two values' sample std, ddof=1;
-    0 for a single run) is within noise and is chosen instead.
+    one standard deviation of the best value's runs (sample std, ddof=1; 0 for a
+    single run) is within noise and is chosen instead.  (The best value's spread,
+    not the cheaper one's: a cheap setting whose seeds scatter widely must not win
+    by its own noise.)
 
 Each decision is written atomically, with its evidence (per-value count,
 median, IQR, mean, std and run folders, the rule and the reason), to
@@ -291,7 +293,7 @@ def decide(rows: list[dict], rule: str, param: str, stage: str = "?") -> dict:
                       "the IQRs overlap) and cheaper")
     else:
         best = max(per_value, key=lambda s: (s["mean"], -s["value"]))
-        close = [s for s in per_value if best["mean"] - s["mean"] <= max(best["std"], s["std"])]
+        close = [s for s in per_value if best["mean"] - s["mean"] <= best["std"]]
         chosen = min(close, key=lambda s: s["value"])
         how = f"mean {spec.metric} {chosen['mean']:.3f} ± {chosen['std']:.3f} (n={chosen['n']})"
         if chosen is best:
