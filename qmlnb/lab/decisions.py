@@ -78,7 +78,7 @@ RULES = {
     "fastest": Rule("fastest", "timings.train_s", "min",
                     "smallest median training time; overlapping IQRs go to the cheaper (smaller) value"),
     "best_score": Rule("best_score", "qcnn.balanced_accuracy", "max",
-                       "best mean balanced accuracy over seeds; a cheaper (smaller) value within one std wins"),
+                       "best mean balanced accuracy over seeds; a cheaper (smaller) value within one std of the best (its seeds) wins"),
 }
 
 
