@@ -318,3 +318,12 @@ def test_a_cheap_setting_does_not_win_by_its_own_noise(tmp_path):
             fake_run(tmp_path, "size", {"n_train": n_train, "seed": seed}, score=s)
     d = decisions.decide(rows_for(tmp_path, "size", "n_train", "best_score"), "best_score", "n_train", "size")
     assert d["value"] == 200
+
+
+def test_points_on_an_absent_dataset_are_skipped_before_a_kernel_starts(tmp_path, toy, monkeypatch):
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "no-data"))
+    g = grid(tmp_path, "70", toy, {"dataset": ["digits", "svhn"]}, name="final")
+    s = sweep.load_sweep(g, tmp_path / "runs")
+    actions = {p["dataset"]: a for _, p, _, a in sweep.plan([s], cores=2, jobs=1)}
+    assert actions["digits"] == "run"
+    assert "dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat" in actions["svhn"]

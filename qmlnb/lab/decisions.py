@@ -379,6 +379,23 @@ def dataset_available(name: str) -> bool:
     return present(info.train_files) or present(info.test_files)
 
 
+def dataset_unusable(point: dict) -> str | None:
+    """Why a point's ``dataset`` cannot be read here (its files named), or None (also for no/unknown dataset).
+
+    Checked before a kernel starts, so a grid over datasets that are absent does
+    not pay a kernel start per point; the notebook remains the judge of the rest.
+    """
+    from ..data import DATASETS, dataset_info
+    from ..data.catalog import ENV_VAR, dataset_folder
+
+    name = point.get("dataset")
+    if not isinstance(name, str) or name not in DATASETS or dataset_available(name):
+        return None
+    info = dataset_info(name)
+    return (f"dataset {name!r} is not in the data directory: missing {', '.join(info.train_files + info.test_files)} "
+            f"in {dataset_folder(name).resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
+
+
 def first_available(names: list[str], where: str) -> str:
     """The first of ``names`` whose files are present (DecisionError naming ``where`` when none is)."""
     for name in names:

@@ -267,7 +267,7 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
             elif isinstance(threads, int) and threads > cores:
                 out.append((sweep, point, threads, f"threads={threads} exceeds the {cores} cores of {where}"))
             else:
-                out.append((sweep, point, threads, backend_unusable(point) or "run"))
+                out.append((sweep, point, threads, backend_unusable(point) or decisions.dataset_unusable(point) or "run"))
     return out
 
 
