@@ -72,6 +72,7 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert seq["balanced accuracy"] == "0.850 ± 0.071"  # mean and sample std of 0.80, 0.90
     assert seq["F1"] == "0.800 ± 0.071" and seq["ROC AUC"] == "0.900 ± 0.071"
     assert seq["training time (s)"] == "11.00 [10.50-11.50]"
+    assert "folds=2," in seq["setting"] and "threads=2" in seq["setting"]  # not 2.0 (a column with NaN)
     fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
     # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
     assert fold["speedup vs sequential"] == "2.50 [2.00-3.00], across runs, 2 seed pair(s)"

@@ -63,9 +63,15 @@ def _setting_columns(frame: pd.DataFrame) -> list[str]:
     return sorted(c for c in frame.columns if c.startswith("param.") and c not in ("param.seed", "param.mode"))
 
 
+def _plain(value):
+    # a column holding NaN for other grids' runs is float: show 2, not 2.0
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _setting(row: pd.Series, columns: list[str]) -> str:
     skip = {"param.dataset", "param.progress"}
-    return ", ".join(f"{c.removeprefix('param.')}={row[c]}" for c in columns if c not in skip and pd.notna(row[c]))
+    return ", ".join(f"{c.removeprefix('param.')}={_plain(row[c])}" for c in columns
+                     if c not in skip and pd.notna(row[c]))
 
 
 def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
