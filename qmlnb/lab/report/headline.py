@@ -200,17 +200,25 @@ def flow_stages(runs_dir: str | os.PathLike) -> list[dict]:
 
 
 
+def _took(ref: dict) -> str:
+    """``threads=2`` or, when a floor raised the decision, ``threads=2 (decided 1, at least 2)``."""
+    text = f"{ref['key']}={ref['value']}"
+    if "decided" in ref and ref["decided"] != ref["value"]:
+        text += f" (decided {ref['decided']}, at least {ref.get('at_least')})"
+    return text
+
+
 def flow_text(stages: list[dict]) -> str:
     """The flow as text: one line per stage, with the values it took from earlier stages."""
     lines = []
     for s in stages:
-        used = ", ".join(f"{r['key']}={r['value']} ({r['pick']} of {r['from']})" for r in s.get("references", []))
+        used = ", ".join(f"{_took(r)} ({r['pick']} of {r['from']})" for r in s.get("references", []))
         lines.append(f"{s.get('order', 0) + 1}. {s['stage']}" + (f"  <-  {used}" if used else ""))
     return "\n".join(lines)
 
 
 def plot_flow(stages: list[dict]):
-    """The flow as boxes (one per stage, left to right by dependency depth) and arrows labelled with decisions."""
+    """The flow as boxes (columns by dependency depth) joined by arrows, each box with the values it took."""
     import matplotlib.pyplot as plt
 
     depth = {}
@@ -222,20 +230,22 @@ def plot_flow(stages: list[dict]):
     pos = {name: (d, -i) for d, names in layers.items() for i, name in enumerate(names)}
     width = max(len(layers), 1)
     height = max((len(v) for v in layers.values()), default=1)
-    fig, ax = plt.subplots(figsize=(2.6 * width + 1, 1.1 * height + 1))
-    for s in stages:
-        x, y = pos[s["stage"]]
-        for r in s.get("references", []):
-            if r["from"] not in pos:
-                continue
-            fx, fy = pos[r["from"]]
-            ax.annotate("", xy=(x - 0.35, y), xytext=(fx + 0.35, fy),
-                        arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 1})
-        label = s["stage"] + "".join(f"\n{r['key']}={r['value']}" for r in s.get("references", []))
-        ax.text(x, y, label, ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#3367d6"})
+    fig, ax = plt.subplots(figsize=(2.8 * width + 0.5, 1.3 * height + 0.8))
     ax.set_xlim(-0.6, width - 0.4)
     ax.set_ylim(-height + 0.4, 0.6)
     ax.axis("off")
+    boxes = {}
+    for s in stages:
+        x, y = pos[s["stage"]]
+        label = s["stage"] + "".join(f"\n{_took(r)}" for r in s.get("references", []))
+        boxes[s["stage"]] = ax.text(x, y, label, ha="center", va="center", fontsize=8,
+                                    bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#3367d6"})
+    for s in stages:
+        for source in dict.fromkeys(r["from"] for r in s.get("references", [])):
+            if source in boxes:  # one arrow per pair of stages, box edge to box edge
+                ax.annotate("", xy=(0, 0.5), xycoords=boxes[s["stage"]], xytext=(1, 0.5),
+                            textcoords=boxes[source],
+                            arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 0.9,
+                                        "connectionstyle": "arc3,rad=0.12", "shrinkA": 4, "shrinkB": 4})
     ax.set_title("the experiment flow: each stage with the values it took from earlier stages", fontsize=9)
     return fig
