@@ -133,3 +133,6 @@ def test_decision_lines_and_the_flow_diagram(tmp_path):
     fig = headline.plot_flow(stages)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "final\nthreads=2" in texts and "threads" in texts
+    raised = {"key": "threads", "from": "threads", "pick": "fastest", "decided": 1, "at_least": 2, "value": 2}
+    assert headline.flow_text([{"stage": "modes", "references": [raised]}]) == \
+        "1. modes  <-  threads=2 (decided 1, at least 2) (fastest of threads)"
