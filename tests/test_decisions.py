@@ -327,3 +327,16 @@ def test_points_on_an_absent_dataset_are_skipped_before_a_kernel_starts(tmp_path
     actions = {p["dataset"]: a for _, p, _, a in sweep.plan([s], cores=2, jobs=1)}
     assert actions["digits"] == "run"
     assert "dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat" in actions["svhn"]
+
+
+def test_list_shows_decided_values_and_stages_that_wait(tmp_path, toy, fake_sweep):
+    final = grid(tmp_path, "70-final", toy, {"threads": {"from": "threads", "pick": "fastest"}}, name="final")
+    threads = grid(tmp_path, "20-threads", toy, {"threads": [1, 2]}, name="threads")
+    sweeps = [sweep.load_sweep(p, tmp_path / "runs") for p in (final, threads)]
+    lines = flow.plan_lines(sweeps, cores=2, jobs=1)
+    assert [line.split()[-1] for line in lines[:2]] == ["run", "run"]
+    assert "final/*  waits for an earlier stage" in lines[2] and "no complete run" in lines[2]
+    assert not (tmp_path / "runs" / "threads").exists()  # listing decides and writes nothing
+    flow.run_flow(sweeps, progress=False)
+    lines = flow.plan_lines([sweep.load_sweep(p, tmp_path / "runs") for p in (final, threads)], cores=2, jobs=1)
+    assert lines[-1].endswith(f"{runs.run_name({'threads': 2})}  threads=2  done")
