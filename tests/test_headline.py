@@ -71,7 +71,7 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert seq["n"] == 2
     assert seq["balanced accuracy"] == "0.850 ± 0.071"  # mean and sample std of 0.80, 0.90
     assert seq["F1"] == "0.800 ± 0.071" and seq["ROC AUC"] == "0.900 ± 0.071"
-    assert seq["training time (s)"] == "11.00 [10.50-11.50]"
+    assert seq["training time (s)"] == "11 [10.5-11.5]"
     assert "folds=2," in seq["setting"] and "threads=2" in seq["setting"]  # not 2.0 (a column with NaN)
     fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
     # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
@@ -83,9 +83,9 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert big["speedup vs sequential"].startswith("4.00") and big["balanced accuracy"].startswith("0.980")
     # the QSVM and baseline rows of the final grid, with their own timing
     qsvm = row(digits, "QSVM on the QCNN's embeddings", "sequential")
-    assert qsvm["training time (s)"] == "2.00 [1.75-2.25]" and qsvm["n"] == 2  # gram + svm fit: 1.5, 2.5
+    assert qsvm["training time (s)"] == "2 [1.75-2.25]" and qsvm["n"] == 2  # gram + svm fit: 1.5, 2.5
     rbf = row(digits, headline.BASELINE_NAMES["rbf_svm_embeddings"], "classical")
-    assert rbf["balanced accuracy"] == "0.650 ± 0.071" and rbf["training time (s)"] == "0.60 [0.55-0.65]"
+    assert rbf["balanced accuracy"] == "0.650 ± 0.071" and rbf["training time (s)"] == "0.6 [0.55-0.65]"
     fm = tables["fashion-mnist"]
     assert len(fm) == 1 and fm.iloc[0]["speedup vs sequential"] == "1 (reference)"
     for table in tables.values():
@@ -136,3 +136,9 @@ def test_decision_lines_and_the_flow_diagram(tmp_path):
     raised = {"key": "threads", "from": "threads", "pick": "fastest", "decided": 1, "at_least": 2, "value": 2}
     assert headline.flow_text([{"stage": "modes", "references": [raised]}]) == \
         "1. modes  <-  threads=2 (decided 1, at least 2) (fastest of threads)"
+
+
+def test_a_millisecond_time_keeps_its_digits(tmp_path):
+    mode_run(tmp_path, "sequential", 0, 0.00312, 0.7)
+    table = headline.headline_tables(load_runs(tmp_path))["digits"]
+    assert table.iloc[0]["training time (s)"] == "0.00312 [0.00312-0.00312]"

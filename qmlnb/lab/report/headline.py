@@ -9,7 +9,7 @@ twice at two training sizes gives two rows each).  Columns:
 
 - ``F1``, ``ROC AUC``, ``balanced accuracy``: mean ± sample std over the seeds;
 - ``n``: the number of runs (seeds) behind the row;
-- ``training time``: median [25th-75th percentile] seconds;
+- ``training time``: median [25th-75th percentile] seconds (3 significant digits);
 - ``speedup vs sequential``: for a parallel mode, the sequential runs' time over
   this mode's, seed by seed (same stage, same setting, same seed: separate runs
   of one sweep, not one run), median [min-max] over the seeds.
@@ -55,7 +55,7 @@ def _median_iqr(values) -> str:
     if arr.size == 0:
         return "—"
     q1, med, q3 = np.percentile(arr, [25, 50, 75])
-    return f"{med:.2f} [{q1:.2f}-{q3:.2f}]"
+    return f"{med:.3g} [{q1:.3g}-{q3:.3g}]"  # significant digits: a 3 ms Gram and a 30 s training both read
 
 
 def _setting_columns(frame: pd.DataFrame) -> list[str]:
