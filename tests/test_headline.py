@@ -142,3 +142,9 @@ def test_a_millisecond_time_keeps_its_digits(tmp_path):
     mode_run(tmp_path, "sequential", 0, 0.00312, 0.7)
     table = headline.headline_tables(load_runs(tmp_path))["digits"]
     assert table.iloc[0]["training time (s)"] == "0.00312 [0.00312-0.00312]"
+
+
+def test_tables_follow_the_catalogue_order(tmp_path):
+    for dataset in ("cifar10", "fashion-mnist", "digits"):
+        mode_run(tmp_path, "sequential", 0, 1.0, 0.7, dataset=dataset)
+    assert list(headline.headline_tables(load_runs(tmp_path))) == ["digits", "fashion-mnist", "cifar10"]

@@ -148,9 +148,12 @@ def headline_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{dataset: table} from the final stages' complete runs (see the module docstring); {} when there are none."""
     if frame.empty or "grid" not in frame or "stage" not in frame:
         return {}
+    from ...data import DATASETS
+
     rows = _mode_rows(frame) + _final_rows(frame)
     out = {}
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+    rank = {name: i for i, name in enumerate(DATASETS)}  # the catalogue's order: digits first
+    for dataset in sorted(dict.fromkeys(r["dataset"] for r in rows), key=lambda d: (rank.get(d, len(rank)), d)):
         out[dataset] = pd.DataFrame([r for r in rows if r["dataset"] == dataset], columns=COLUMNS)
     return out
 
