@@ -13,7 +13,7 @@ BENCHES = {
     "scale": "qmlnb.bench.scale",
 }
 COMMANDS = {
-    "sweep": "qmlnb.lab.sweep",
+    "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order
     "report": "qmlnb.lab.report",
     "track": "qmlnb.lab.track",
     "download": "qmlnb.data.download",

@@ -9,7 +9,7 @@ import pytest
 
 from qmlnb import _util
 from qmlnb.data import data_dir
-from qmlnb.lab import tasks
+from qmlnb.lab import runs, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def installed(monkeypatch, tmp_path):
     """The package as if installed in site-packages (no checkout around it)."""
     monkeypatch.setattr(_util, "PACKAGE_DIR", tmp_path / "venv" / "site-packages" / "qmlnb")
     monkeypatch.delenv("QMLNB_DATA_DIR", raising=False)
-    monkeypatch.delenv(tasks.RUN_DIR_ENV, raising=False)
+    monkeypatch.delenv(runs.RUN_DIR_ENV, raising=False)
     return tmp_path
 
 
@@ -64,7 +64,7 @@ def test_data_dir_and_interactive_runs_live_at_the_project_root_never_in_noteboo
     assert folder == project / "runs" / "interactive" / "explore" and folder.is_dir()
     assert list((project / "notebooks").iterdir()) == []
     # under a sweep the run folder is the sweep's
-    monkeypatch.setenv(tasks.RUN_DIR_ENV, str(installed / "sweep-run"))
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(installed / "sweep-run"))
     assert tasks.run_dir("explore") == installed / "sweep-run"
     monkeypatch.setenv("QMLNB_DATA_DIR", "relative/data")
     assert data_dir() == Path("relative/data")

@@ -303,7 +303,7 @@ def test_sweep_with_a_tracker_logs_each_completed_run_and_survives_its_failures(
     monkeypatch.setattr(track.MlflowSink, "log", fail_for_a2)
     assert cli.main(args) == 0  # the tracker's failure does not fail the sweep
     out = capsys.readouterr().out
-    assert "2 run, 0 already complete, 0 skipped, 0 failed" in out
+    assert "2 runs completed, 0 already complete, 0 skipped, 0 failed" in out
     assert "1 logged, 0 already logged, 1 failed" in out and "track export" in out
     folders = sorted(runs.iter_runs(runs_dir))
     assert len(folders) == 2  # both runs complete
@@ -339,7 +339,7 @@ def test_a_notebook_logs_its_own_run_while_its_sweep_holds_the_lock(tmp_path, mo
     try:
         assert holder.stdout.readline() == "locked\n"
         assert track.log_run(folder, "mlflow", store)["status"] == "busy"  # someone else's run: left alone
-        monkeypatch.setenv(tasks.RUN_DIR_ENV, str(folder))
+        monkeypatch.setenv(runs.RUN_DIR_ENV, str(folder))
         entry = track.log_run(folder, "mlflow", store)
     finally:
         holder.kill()

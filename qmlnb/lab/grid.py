@@ -11,6 +11,8 @@ A grid file::
       backend: [cpu, numba]
       threads: [1, 2]
     # ... or a list of such mappings, whose points are joined in order
+    # a value may be {from: <grid>, pick: <rule>}: an earlier stage's decision (qmlnb.lab.decisions,
+    # filled in stage by stage by qmlnb.lab.flow, which `python -m qmlnb sweep` runs through)
 
 Everything a grid can get wrong is refused here, by :func:`load_sweep`, before
 any run starts (:class:`SweepError` naming the file, the key and the value).
@@ -31,7 +33,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import runs, stages
+from . import decisions, runs, stages
 from .._util import a_or_an, check_positive_int
 
 GRID_KEYS = {"name", "stage", "notebook", "jobs", "timeout", "grid", "description"}
@@ -221,6 +223,10 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
     points = expand_grid(spec.get("grid"), str(path))
     _check_points(points, path)
     params = notebook_parameters(notebook)
+    try:  # references to earlier stages ({from: ..., pick: ...}) are filled in by qmlnb.lab.flow
+        decisions.check_points(points, path, params)
+    except decisions.DecisionError as err:
+        raise SweepError(str(err)) from err
     known = named_values()
     for point in points:
         unknown = [k for k in point if k not in params]
@@ -228,6 +234,8 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
             raise SweepError(f"{path}: unknown parameter(s) {', '.join(map(repr, unknown))} for {notebook.name}; "
                              f"its parameters are: {', '.join(params)}")
         for key, value in point.items():
+            if decisions.is_deferred(value):
+                continue
             if not _type_ok(value, params[key]):
                 raise SweepError(f"{path}: parameter {key!r} = {value!r} is {a_or_an(type(value).__name__)}, but "
                                  f"{notebook.name} expects {a_or_an(type(params[key]).__name__)} "

@@ -35,6 +35,7 @@ GRAM_SCALING = "gram-scaling"
 GRAM_THREADS = "gram-threads"
 QSVM_BACKENDS = "qsvm-backends"
 FINAL = "final"
+FINAL_MODES = "final-modes"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -45,6 +46,7 @@ STAGES = {
     GRAM_THREADS: "Gram time against threads per CPU backend",
     QSVM_BACKENDS: "the quantum-kernel SVM per Gram backend, beside the baselines",
     FINAL: "QCNN and QSVM on the real datasets",
+    FINAL_MODES: "sequential against fold- and data-parallel training on each dataset, at the decided settings",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage

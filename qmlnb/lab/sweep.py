@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import runs
+from . import decisions, runs
 from ..data import catalog
 from .._util import available_cores, check_positive_int, plural
 from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
@@ -85,7 +85,7 @@ def plan(sweeps: list[Sweep], cores: int, jobs: int,
             elif isinstance(threads, int) and threads > cores:
                 out.append((sweep, point, threads, f"threads={threads} exceeds the {plural(cores, 'core')} of {where}"))
             else:
-                out.append((sweep, point, threads, backend_unusable(point) or "run"))
+                out.append((sweep, point, threads, backend_unusable(point) or decisions.dataset_unusable(point) or "run"))
     return out
 
 
@@ -218,7 +218,9 @@ def add_arguments(parser) -> None:
                         help="the tracker's store (see python -m qmlnb track export --help)")
 
 
-def run(args) -> int:
+def run(args, run_all=None, plan_lines=None) -> int:
+    """The ``sweep`` command; ``run_all``/``plan_lines`` replace :func:`run_sweeps` and the ``--list``
+    lines (``qmlnb.lab.flow`` passes its stage-by-stage versions; ``python -m qmlnb sweep`` runs through it)."""
     for name in ("jobs", "cores"):
         value = getattr(args, name)
         if value is not None:
@@ -229,7 +231,7 @@ def run(args) -> int:
                 return 2
     try:
         sweeps = [load_sweep(path, args.runs_dir) for path in args.grids]
-        resolve_data_dir(args.data_dir)  # also before --list: a folder that is not there is named at once
+        data_dir = resolve_data_dir(args.data_dir)  # also before --list: a folder that is not there is named at once
     except SweepError as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
@@ -241,15 +243,22 @@ def run(args) -> int:
         except TrackerUnavailable as err:
             print(f"qmlnb sweep: {err}", file=sys.stderr)
             return 2
+    if args.data_dir:
+        # this command's process reads the same folder as its runs: the skips of absent datasets
+        # (plan) and the flow's first-available datasets look for files there
+        os.environ[catalog.ENV_VAR] = str(data_dir)
     try:
         if args.list:
+            if plan_lines is not None:
+                print("\n".join(plan_lines(sweeps, args.cores or available_cores(), args.jobs)))
+                return 0
             for sweep, point, threads, action in plan(sweeps, args.cores or available_cores(), args.jobs):
                 state = action if action in ("run", "done") else f"skip ({action})"
                 print(f"{sweep.run_dir(point)}  threads={threads}  {state}")
             return 0
-        summary = run_sweeps(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, tracker=tracker,
-                             data_dir=args.data_dir)
-    except SweepError as err:
+        summary = (run_all or run_sweeps)(sweeps, jobs=args.jobs, cores=args.cores, client=args.dask, tracker=tracker,
+                                          data_dir=args.data_dir)
+    except (SweepError, decisions.DecisionError) as err:
         print(f"qmlnb sweep: {err}", file=sys.stderr)
         return 2
     except SweepInterrupted as stop:

@@ -1,0 +1,261 @@
+"""The headline of the report: per dataset, each training mode and baseline of the final stages.
+
+One table per dataset, from the complete runs of the final stages only
+(``final-modes``: the QCNN trained sequentially, fold-parallel and
+data-parallel with the same work; ``final``: the QCNN + quantum-kernel SVM and
+the classical baselines beside it).  A row is one model/mode at one setting:
+runs are pooled over seeds only, never over any other parameter (a stage run
+twice at two training sizes gives two rows each).  Columns:
+
+- ``F1``, ``ROC AUC``, ``balanced accuracy``: mean ± sample std over the seeds;
+- ``n``: the number of runs (seeds) behind the row;
+- ``training time``: median [25th-75th percentile] seconds (3 significant digits);
+- ``speedup vs sequential``: for a parallel mode, the speedup each run measured
+  against sequential training of the same work in the same run
+  (``compare: sequential``), median [min-max] over the seeds; only for runs that
+  measured none, the sequential runs' time over this mode's, seed by seed, said
+  to be across runs.
+
+The decisions of the flow (:mod:`qmlnb.lab.decisions`) are stated above the
+tables (:func:`decision_lines`) and drawn as a diagram (:func:`plot_flow`).
+Datasets with no complete final run are listed with the reason their runs
+were skipped (e.g. SVHN's missing ``train_32x32.mat``/``test_32x32.mat``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import decisions, runs, stages
+from ..flow import FLOW_FILE
+from .load import select_stage
+
+FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
+MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
+SCORE_COLUMNS = {"F1": "f1", "ROC AUC": "roc_auc", "balanced accuracy": "balanced_accuracy"}
+BASELINE_NAMES = {
+    "rbf_svm_embeddings": "RBF SVM on the QCNN's CNN embeddings (CNN+SVM)",
+    "logreg_embeddings": "logistic regression on the QCNN's embeddings",
+    "linear_svm_pixels": "linear SVM on the pixels",
+}
+COLUMNS = ["model", "mode", "n", *SCORE_COLUMNS, "training time (s)", "speedup vs sequential", "timed", "setting"]
+
+
+def _mean_std(values) -> str:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return "—"
+    if arr.size == 1:
+        return f"{arr[0]:.3f} (one run)"
+    return f"{arr.mean():.3f} ± {arr.std(ddof=1):.3f}"
+
+
+def _median_iqr(values) -> str:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return "—"
+    q1, med, q3 = np.percentile(arr, [25, 50, 75])
+    return f"{med:.3g} [{q1:.3g}-{q3:.3g}]"  # significant digits: a 3 ms Gram and a 30 s training both read
+
+
+def _setting_columns(frame: pd.DataFrame) -> list[str]:
+    # every parameter the run was given except the seed (pooled) and the mode (the row)
+    return sorted(c for c in frame.columns if c.startswith("param.") and c not in ("param.seed", "param.mode"))
+
+
+def _plain(value):
+    # a column holding NaN for other grids' runs is float: show 2, not 2.0
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _setting(row: pd.Series, columns: list[str]) -> str:
+    skip = {"param.dataset", "param.progress"}
+    return ", ".join(f"{c.removeprefix('param.')}={_plain(row[c])}" for c in columns
+                     if c not in skip and pd.notna(row[c]))
+
+
+def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    if not columns:
+        return pd.Series("", index=frame.index)
+    return frame[columns].apply(lambda r: "|".join(map(str, r)), axis=1)
+
+
+def _seed_speedups(seq: pd.DataFrame, mine: pd.DataFrame) -> list[float]:
+    """sequential time / this mode's time for each seed both have (their own runs' medians per seed)."""
+    a = seq.groupby(seq["param.seed"].astype(str))["timings.train_s"].median()
+    b = mine.groupby(mine["param.seed"].astype(str))["timings.train_s"].median()
+    common = sorted(set(a.index) & set(b.index))
+    return [float(a[s] / b[s]) for s in common if b[s] > 0]
+
+
+def _mode_rows(frame: pd.DataFrame) -> list[dict]:
+    qcnn = select_stage(frame, stages.FINAL_MODES, stages.QCNN)
+    if qcnn.empty:
+        return []
+    if "param.seed" not in qcnn:
+        qcnn["param.seed"] = 0
+    columns = _setting_columns(qcnn)
+    qcnn["_setting"] = _key(qcnn, columns)
+    rows = []
+    for (dataset, setting), part in qcnn.groupby(["dataset", "_setting"], sort=True):
+        seq = part[part["mode"] == "sequential"]
+        for mode, mine in sorted(part.groupby("mode"), key=lambda m: MODE_ORDER.get(m[0], 9)):
+            measured = mine.get("speedup_vs_sequential", pd.Series(dtype=float)).dropna()
+            if mode == "sequential":
+                speedup = "1 (reference)"
+            elif len(measured):
+                speedup = (f"{measured.median():.2f} [{measured.min():.2f}-{measured.max():.2f}], "
+                           f"measured in each run, {len(measured)} run(s)")
+            else:
+                ratios = _seed_speedups(seq, mine)
+                # separate runs of one stage (the runs do not time a sequential pass themselves): say so
+                speedup = (f"{np.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}], across runs, "
+                           f"{len(ratios)} seed pair(s)" if ratios else "— (no sequential run of this setting)")
+            rows.append({"dataset": dataset, "model": "QCNN", "mode": mode, "n": len(mine),
+                         **{name: _mean_std(mine.get(f"qcnn.{key}", pd.Series(dtype=float)))
+                            for name, key in SCORE_COLUMNS.items()},
+                         "training time (s)": _median_iqr(mine["timings.train_s"]), "speedup vs sequential": speedup,
+                         "timed": "QCNN training", "setting": _setting(mine.iloc[0], columns)})
+    return rows
+
+
+def _final_rows(frame: pd.DataFrame) -> list[dict]:
+    final = select_stage(frame, stages.FINAL, stages.QSVM)
+    if final.empty:
+        return []
+    if "param.seed" not in final:
+        final["param.seed"] = 0
+    columns = [c for c in _setting_columns(final) if c != "param.backend"]
+    final["_setting"] = _key(final, columns)
+    rows = []
+    for (dataset, setting), part in final.groupby(["dataset", "_setting"], sort=True):
+        common = {"dataset": dataset, "n": len(part), "speedup vs sequential": "— (not a training mode)",
+                  "setting": _setting(part.iloc[0], columns)}
+        qsvm_time = part.get("timings.gram_s", np.nan) + part.get("timings.svm_fit_s", np.nan)
+        rows.append({**common, "model": "QSVM on the QCNN's embeddings", "mode": "sequential",
+                     **{name: _mean_std(part.get(f"qsvm.{key}", pd.Series(dtype=float)))
+                        for name, key in SCORE_COLUMNS.items()},
+                     "training time (s)": _median_iqr(qsvm_time), "timed": "Gram + SVM fit (after the QCNN)"})
+        names = sorted({c.split(".")[1] for c in part.columns if c.startswith("baselines.")
+                        and part[c].notna().any()})
+        for name in names:
+            rows.append({**common, "model": BASELINE_NAMES.get(name, name), "mode": "classical",
+                         **{label: _mean_std(part.get(f"baselines.{name}.{key}", pd.Series(dtype=float)))
+                            for label, key in SCORE_COLUMNS.items()},
+                         "training time (s)": _median_iqr(part.get(f"baselines.{name}.fit_s",
+                                                                   pd.Series(dtype=float))),
+                         "timed": "fit with its CV search"})
+    return rows
+
+
+def headline_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{dataset: table} from the final stages' complete runs (see the module docstring); {} when there are none."""
+    if frame.empty or "task" not in frame or "stage" not in frame:
+        return {}
+    from ...data import DATASETS
+
+    rows = _mode_rows(frame) + _final_rows(frame)
+    out = {}
+    rank = {name: i for i, name in enumerate(DATASETS)}  # the catalogue's order: digits first
+    for dataset in sorted(dict.fromkeys(r["dataset"] for r in rows), key=lambda d: (rank.get(d, len(rank)), d)):
+        out[dataset] = pd.DataFrame([r for r in rows if r["dataset"] == dataset], columns=COLUMNS)
+    return out
+
+
+def skipped_datasets(runs_dir: str | os.PathLike, tables: dict) -> pd.DataFrame:
+    """Datasets the final stages skipped (no complete run there), with the skip reason (the files they need)."""
+    rows = {}
+    for grid in FINAL_GRIDS:
+        folder = Path(runs_dir) / grid
+        if not folder.is_dir():
+            continue
+        for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            status = runs.read_status(run_dir) or {}
+            dataset = (status.get("point") or {}).get("dataset")
+            if status.get("status") == runs.SKIPPED and dataset and dataset not in tables:
+                rows.setdefault(dataset, status.get("reason") or "skipped")
+    return pd.DataFrame([{"dataset": d, "reason": r} for d, r in rows.items()], columns=["dataset", "reason"])
+
+
+def decision_lines(runs_dir: str | os.PathLike) -> list[str]:
+    """One sentence per recorded decision: "optimal threads: 2, because ..." (Markdown)."""
+    out = []
+    for d in decisions.read_decisions(runs_dir):
+        per = "; ".join(
+            f"{v['value']}: median {v['median']:.3g} [{v['q1']:.3g}-{v['q3']:.3g}], mean {v['mean']:.3g} ± "
+            f"{v['std']:.3g}, n={v['n']}" for v in d.get("per_value", []))
+        label = {"threads": "optimal threads", "n_train": "training size", "batch_size": "batch size"}.get(
+            d["param"], d["param"])
+        out.append(f"**{label}: {d['value']}** (stage `{d['stage']}`, rule `{d['rule']}`), because {d['reason']}. "
+                   f"Evidence ({d['metric']} per value): {per}.")
+    return out
+
+
+def flow_stages(runs_dir: str | os.PathLike) -> list[dict]:
+    """The flow records (``<runs>/<stage>/flow.json``, written by :mod:`qmlnb.lab.flow`), in run order."""
+    from ... import _util
+
+    out = []
+    for path in sorted(Path(runs_dir).glob(f"*/{FLOW_FILE}")):
+        try:
+            record = _util.read_json(path)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "stage" in record:
+            out.append(record)
+    return sorted(out, key=lambda r: r.get("order", 0))
+
+
+
+def _took(ref: dict) -> str:
+    """``threads=2`` or, when a floor raised the decision, ``threads=2 (decided 1, at least 2)``."""
+    text = f"{ref['key']}={ref['value']}"
+    if "decided" in ref and ref["decided"] != ref["value"]:
+        text += f" (decided {ref['decided']}, at least {ref.get('at_least')})"
+    return text
+
+
+def flow_text(stages: list[dict]) -> str:
+    """The flow as text: one line per stage, with the values it took from earlier stages."""
+    lines = []
+    for s in stages:
+        used = ", ".join(f"{_took(r)} ({r['pick']} of {r['from']})" for r in s.get("references", []))
+        lines.append(f"{s.get('order', 0) + 1}. {s['stage']}" + (f"  <-  {used}" if used else ""))
+    return "\n".join(lines)
+
+
+def plot_flow(stages: list[dict]):
+    """The flow as boxes (columns by dependency depth) joined by arrows, each box with the values it took."""
+    import matplotlib.pyplot as plt
+
+    depth = {}
+    for s in stages:
+        depth[s["stage"]] = 1 + max((depth.get(r["from"], 0) for r in s.get("references", [])), default=-1)
+    layers: dict[int, list[str]] = {}
+    for s in stages:
+        layers.setdefault(depth[s["stage"]], []).append(s["stage"])
+    pos = {name: (d, -i) for d, names in layers.items() for i, name in enumerate(names)}
+    width = max(len(layers), 1)
+    height = max((len(v) for v in layers.values()), default=1)
+    fig, ax = plt.subplots(figsize=(2.8 * width + 0.5, 1.3 * height + 0.8))
+    ax.set_xlim(-0.6, width - 0.4)
+    ax.set_ylim(-height + 0.4, 0.6)
+    ax.axis("off")
+    boxes = {}
+    for s in stages:
+        x, y = pos[s["stage"]]
+        label = s["stage"] + "".join(f"\n{_took(r)}" for r in s.get("references", []))
+        boxes[s["stage"]] = ax.text(x, y, label, ha="center", va="center", fontsize=8,
+                                    bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#3367d6"})
+    for s in stages:
+        for source in dict.fromkeys(r["from"] for r in s.get("references", [])):
+            if source in boxes:  # one arrow per pair of stages, box edge to box edge
+                ax.annotate("", xy=(0, 0.5), xycoords=boxes[s["stage"]], xytext=(1, 0.5),
+                            textcoords=boxes[source],
+                            arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 0.9,
+                                        "connectionstyle": "arc3,rad=0.12", "shrinkA": 4, "shrinkB": 4})
+    ax.set_title("the experiment flow: each stage with the values it took from earlier stages", fontsize=9)
+    return fig

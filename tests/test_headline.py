@@ -1,0 +1,162 @@
+"""The headline tables on fabricated final-stage runs: one row per setting, spread columns, seed-paired speedups."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from qmlnb import _util
+from qmlnb.lab import decisions, runs, tasks
+from qmlnb.lab.report import headline, load_runs
+
+
+def fake_run(runs_dir, grid, params, metrics, status=runs.COMPLETE, reason=None):
+    folder = runs_dir / grid / runs.run_name(params)
+    if status == runs.COMPLETE:
+        tasks.save_run(folder, params, metrics)
+    else:
+        folder.mkdir(parents=True)
+    runs.write_status(folder, status, point=params, **({"reason": reason} if reason else {}))
+    return folder
+
+
+def scores(b):
+    return {"f1": b - 0.05, "roc_auc": b + 0.05, "balanced_accuracy": b, "accuracy": b}
+
+
+def mode_run(tmp_path, mode, seed, train_s, ba, dataset="digits", n_train=100, **measured):
+    params = {"dataset": dataset, "mode": mode, "seed": seed, "n_train": n_train, "threads": 2, "folds": 2}
+    fake_run(tmp_path, "final-modes", params, {"task": "qcnn", "stage": "final-modes", "dataset": dataset,
+                                               "mode": mode, "qcnn": scores(ba), "timings": {"train_s": train_s},
+                                               **measured})
+
+
+@pytest.fixture
+def final_runs(tmp_path):
+    # digits at n_train 100: sequential 10 / 12 s, fold-parallel 5 / 4 s, data-parallel 8 s (seed 0 only)
+    for mode, seed, t, ba in [("sequential", 0, 10.0, 0.80), ("sequential", 1, 12.0, 0.90),
+                              ("fold-parallel", 0, 5.0, 0.70), ("fold-parallel", 1, 4.0, 0.74),
+                              ("data-parallel", 0, 8.0, 0.85)]:
+        mode_run(tmp_path, mode, seed, t, ba)
+    # the same modes at another training size: a separate row, never pooled with the n_train=100 ones
+    mode_run(tmp_path, "sequential", 0, 100.0, 0.99, n_train=200)
+    mode_run(tmp_path, "fold-parallel", 0, 25.0, 0.98, n_train=200)
+    mode_run(tmp_path, "sequential", 0, 30.0, 0.60, dataset="fashion-mnist")
+    # a failed run and a run of another grid are not read
+    fake_run(tmp_path, "final-modes", {"dataset": "digits", "mode": "sequential", "seed": 9}, {}, status=runs.FAILED)
+    fake_run(tmp_path, "threads", {"dataset": "digits", "mode": "sequential", "seed": 0, "threads": 1},
+             {"task": "qcnn", "stage": "threads", "dataset": "digits", "mode": "sequential", "qcnn": scores(0.1),
+              "timings": {"train_s": 1.0}})
+    for seed, fit in ((0, 0.5), (1, 0.7)):
+        params = {"dataset": "digits", "seed": seed, "n_train": 100, "backend": "openmp"}
+        fake_run(tmp_path, "final", params, {
+            "task": "qsvm", "stage": "final", "dataset": "digits", "mode": "sequential", "qcnn": scores(0.8),
+            "qsvm": scores(0.9),
+            "timings": {"train_s": 10.0, "gram_s": 1.0 + seed, "svm_fit_s": 0.5},
+            "baselines": {"rbf_svm_embeddings": {**scores(0.6 + 0.1 * seed), "fit_s": fit}}})
+    fake_run(tmp_path, "final", {"dataset": "svhn", "seed": 0}, {}, status=runs.SKIPPED,
+             reason="dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat")
+    return tmp_path
+
+
+def row(table, model, mode, setting_part=""):
+    match = table[(table["model"] == model) & (table["mode"] == mode) & table["setting"].str.contains(setting_part)]
+    assert len(match) == 1, (model, mode, setting_part, table)
+    return match.iloc[0]
+
+
+def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
+    tables = headline.headline_tables(load_runs(final_runs))
+    assert list(tables) == ["digits", "fashion-mnist"]
+    digits = tables["digits"]
+    assert list(digits.columns) == headline.COLUMNS
+    seq = row(digits, "QCNN", "sequential", "n_train=100")
+    assert seq["n"] == 2
+    assert seq["balanced accuracy"] == "0.850 ± 0.071"  # mean and sample std of 0.80, 0.90
+    assert seq["F1"] == "0.800 ± 0.071" and seq["ROC AUC"] == "0.900 ± 0.071"
+    assert seq["training time (s)"] == "11 [10.5-11.5]"
+    assert "folds=2," in seq["setting"] and "threads=2" in seq["setting"]  # not 2.0 (a column with NaN)
+    fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
+    # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
+    assert fold["speedup vs sequential"] == "2.50 [2.00-3.00], across runs, 2 seed pair(s)"
+    data = row(digits, "QCNN", "data-parallel", "n_train=100")
+    assert data["speedup vs sequential"] == "1.25 [1.25-1.25], across runs, 1 seed pair(s)"
+    assert data["balanced accuracy"] == "0.850 (one run)"
+    big = row(digits, "QCNN", "fold-parallel", "n_train=200")
+    assert big["speedup vs sequential"].startswith("4.00") and big["balanced accuracy"].startswith("0.980")
+    # the QSVM and baseline rows of the final grid, with their own timing
+    qsvm = row(digits, "QSVM on the QCNN's embeddings", "sequential")
+    assert qsvm["training time (s)"] == "2 [1.75-2.25]" and qsvm["n"] == 2  # gram + svm fit: 1.5, 2.5
+    rbf = row(digits, headline.BASELINE_NAMES["rbf_svm_embeddings"], "classical")
+    assert rbf["balanced accuracy"] == "0.650 ± 0.071" and rbf["training time (s)"] == "0.6 [0.55-0.65]"
+    fm = tables["fashion-mnist"]
+    assert len(fm) == 1 and fm.iloc[0]["speedup vs sequential"] == "1 (reference)"
+    for table in tables.values():
+        assert not table.isna().any().any()
+        assert not table.astype(str).apply(lambda c: c.str.contains("nan")).any().any()
+
+
+def test_a_parallel_mode_without_a_sequential_run_says_so(tmp_path):
+    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.7)
+    table = headline.headline_tables(load_runs(tmp_path))["digits"]
+    assert table.iloc[0]["speedup vs sequential"].startswith("— (no sequential run")
+
+
+def test_no_final_runs_gives_no_tables(tmp_path):
+    assert headline.headline_tables(pd.DataFrame()) == {}
+
+
+def test_skipped_datasets_name_the_files_they_need(final_runs):
+    tables = headline.headline_tables(load_runs(final_runs))
+    skipped = headline.skipped_datasets(final_runs, tables)
+    assert list(skipped["dataset"]) == ["svhn"]
+    assert "train_32x32.mat" in skipped.iloc[0]["reason"]
+
+
+def test_decision_lines_and_the_flow_diagram(tmp_path):
+    for threads, t in {1: 4.0, 2: 2.0}.items():
+        folder = tmp_path / "threads" / runs.run_name({"threads": threads})
+        folder.mkdir(parents=True)
+        _util.atomic_write_json(folder / runs.PARAMS_FILE, {"threads": threads})
+        _util.atomic_write_json(folder / runs.METRICS_FILE, {"timings": {"train_s": t}})
+        runs.write_status(folder, runs.COMPLETE, point={"threads": threads})
+    rows = decisions.collect(sorted((tmp_path / "threads").iterdir()), "threads", "timings.train_s")
+    decisions.record(tmp_path, decisions.decide(rows, "fastest", "threads", "threads"))
+    lines = headline.decision_lines(tmp_path)
+    assert len(lines) == 1 and lines[0].startswith("**optimal threads: 2**") and "because threads=2" in lines[0]
+    _util.atomic_write_json(tmp_path / "threads" / "flow.json", {"stage": "threads", "order": 0, "references": []})
+    _util.atomic_write_json(tmp_path / "final" / "flow.json", {"stage": "final", "order": 1, "references": [
+        {"key": "threads", "from": "threads", "pick": "fastest", "param": "threads", "value": 2}]})
+    stages = headline.flow_stages(tmp_path)
+    assert [s["stage"] for s in stages] == ["threads", "final"]
+    assert headline.flow_text(stages) == "1. threads\n2. final  <-  threads=2 (fastest of threads)"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = headline.plot_flow(stages)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "final\nthreads=2" in texts and "threads" in texts
+    raised = {"key": "threads", "from": "threads", "pick": "fastest", "decided": 1, "at_least": 2, "value": 2}
+    assert headline.flow_text([{"stage": "modes", "references": [raised]}]) == \
+        "1. modes  <-  threads=2 (decided 1, at least 2) (fastest of threads)"
+
+
+def test_a_millisecond_time_keeps_its_digits(tmp_path):
+    mode_run(tmp_path, "sequential", 0, 0.00312, 0.7)
+    table = headline.headline_tables(load_runs(tmp_path))["digits"]
+    assert table.iloc[0]["training time (s)"] == "0.00312 [0.00312-0.00312]"
+
+
+def test_tables_follow_the_catalogue_order(tmp_path):
+    for dataset in ("cifar10", "fashion-mnist", "digits"):
+        mode_run(tmp_path, "sequential", 0, 1.0, 0.7, dataset=dataset)
+    assert list(headline.headline_tables(load_runs(tmp_path))) == ["digits", "fashion-mnist", "cifar10"]
+
+
+def test_a_speedup_measured_in_the_run_is_shown_instead_of_a_ratio_across_runs(tmp_path):
+    mode_run(tmp_path, "sequential", 0, 10.0, 0.8, speedup_vs_sequential=1.0)
+    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.8, speedup_vs_sequential=1.6)
+    mode_run(tmp_path, "fold-parallel", 1, 5.0, 0.8, speedup_vs_sequential=1.8)
+    table = headline.headline_tables(load_runs(tmp_path))["digits"]
+    fold = row(table, "QCNN", "fold-parallel")
+    # 10 s / 5 s across runs would say 2.00: the runs' own measurements say 1.6 and 1.8
+    assert fold["speedup vs sequential"] == "1.70 [1.60-1.80], measured in each run, 2 run(s)"
