@@ -65,7 +65,7 @@ def test_result_layout(result, digits):
     assert result["dataset"]["n_train"] == len(digits.y_train)
     assert set(result["baselines"]) == set(BASELINES)
     for model in [result["qsvm"], *result["baselines"].values()]:
-        assert set(model["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+        assert set(model["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
         assert all(0.0 <= v <= 1.0 for v in model["metrics"].values())
     assert set(result["timings"]) == {"qcnn_train", "embedding", "states", "gram", "svm_select", "svm_fit",
                                       "predict", "baselines", "total"}
@@ -140,7 +140,7 @@ def test_pipeline_trains_the_qcnn(digits):
 
     config = TrainConfig(n_qubits=N_QUBITS, epochs=1, batch_size=32, progress=False)
     result = run_qsvm_experiment(digits, config, SVM, baselines=("logreg_embeddings",), cv=3)
-    assert set(result["qcnn"]["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert set(result["qcnn"]["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
     assert result["timings"]["qcnn_train"] > 0
     assert result["qsvm"]["params"]["n_qubits"] == N_QUBITS
     # even a briefly trained CNN front end separates 3 from 8 for the kernel SVM
