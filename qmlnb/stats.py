@@ -105,3 +105,30 @@ def describe_difference(result: dict, name_a: str = "A", name_b: str = "B", digi
     if result["within_noise"]:
         return f"{name_a} - {name_b} = {interval}: within noise"
     return f"{name_a} - {name_b} = {interval}: {name_a} {'better' if mean > 0 else 'worse'}"
+
+
+def compare_to_reference(scores: dict, reference: str, confidence: float = 0.95, *, method: str = "t") -> dict:
+    """Each model's scores over seeds beside a reference model's, with paired differences.
+
+    scores : {model name: (n,) scores}, every list in the same seed order
+        (``scores[m][i]`` and ``scores[reference][i]`` come from the same seed).
+    reference : the model the others are compared with (e.g. "quantum", "qsvm").
+
+    Returns {model name: {"n", "mean", "std", "scores", and for every model but
+    the reference "reference_minus_model": :func:`paired_difference`
+    (reference - model: positive means the reference is better)}}.
+    """
+    if reference not in scores:
+        raise ValueError(f"reference {reference!r} is not among the models {sorted(scores)}")
+    ref = _scores(scores[reference], f"scores[{reference!r}]")
+    out = {}
+    for name, values in scores.items():
+        values = _scores(values, f"scores[{name!r}]")
+        row = {"n": int(values.size), "mean": float(values.mean()),
+               "std": float(values.std(ddof=1)) if values.size > 1 else math.nan, "scores": values.tolist()}
+        if name != reference:
+            if values.size != ref.size:
+                raise ValueError(f"scores[{name!r}] has {values.size} seeds but the reference has {ref.size}")
+            row["reference_minus_model"] = paired_difference(ref, values, confidence, method=method)
+        out[name] = row
+    return out

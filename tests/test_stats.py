@@ -65,3 +65,17 @@ def test_single_seed_has_no_interval_and_identical_scores_tie():
 def test_bad_input_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         paired_difference(**kwargs)
+
+
+def test_compare_to_reference_pairs_every_model_with_the_reference():
+    from qmlnb.stats import compare_to_reference
+
+    scores = {"quantum": [0.90, 0.92, 0.91], "linear": [0.89, 0.93, 0.91], "constant": [0.5, 0.5, 0.5]}
+    out = compare_to_reference(scores, "quantum")
+    assert "reference_minus_model" not in out["quantum"] and out["quantum"]["mean"] == pytest.approx(0.91)
+    assert out["linear"]["reference_minus_model"]["within_noise"] is True
+    assert out["constant"]["reference_minus_model"]["ci_low"] > 0.3
+    with pytest.raises(ValueError, match="reference"):
+        compare_to_reference(scores, "qsvm")
+    with pytest.raises(ValueError, match="seeds"):
+        compare_to_reference({"quantum": [0.9, 0.8], "linear": [0.9]}, "quantum")

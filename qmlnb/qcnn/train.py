@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
 from .._util import available_cores
-from .model import HybridQCNN, SIMULATOR_NAMES
+from .model import HEADS, HybridQCNN, SIMULATOR_NAMES
 from . import parallel
 from .circuit import check_n_qubits
 from .._util import atomic_write_bytes
@@ -71,6 +71,9 @@ class TrainConfig:
     process (None: cores // processes, at least 1).  seed : seeds weights and
     shuffling.  checkpoint_dir : folder for one checkpoint per fold (None: none).
     simulator : "torch" or "pennylane".  progress : tqdm bars.
+    head : "quantum" (the QCNN) or a control with the same trainer and budget:
+    "frozen-quantum", "linear", "mlp", "cnn-linear" (:mod:`qmlnb.qcnn.model`,
+    docs/controls.md).
     """
 
     n_qubits: int = 8
@@ -89,6 +92,7 @@ class TrainConfig:
     simulator: str = "torch"
     progress: bool = True
     eval_batch_size: int = 512
+    head: str = "quantum"
 
     def __post_init__(self):
         check_n_qubits(self.n_qubits)
@@ -112,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.simulator not in SIMULATOR_NAMES:
             raise ValueError(f"simulator must be one of {SIMULATOR_NAMES}, got {self.simulator!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def processes(self) -> int:
         """Processes this configuration runs at once."""
@@ -325,7 +331,8 @@ def torch_settings(threads: int):
 
 def build_model(data: FoldData, cfg: TrainConfig) -> HybridQCNN:
     """The fold's freshly initialised model (seed = cfg.seed + fold)."""
-    return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold)
+    return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold,
+                      head=cfg.head)
 
 
 def make_optimizer(model: HybridQCNN, cfg: TrainConfig) -> torch.optim.Adam:
@@ -335,7 +342,9 @@ def make_optimizer(model: HybridQCNN, cfg: TrainConfig) -> torch.optim.Adam:
     small ops per parameter tensor; on this model's few-millisecond steps that
     is a measurable part of a step.
     """
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # frozen weights (the frozen-quantum control) are left out: weight decay would move them
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def training_step(model: HybridQCNN, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
