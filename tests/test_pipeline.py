@@ -147,21 +147,32 @@ def test_pipeline_trains_the_qcnn(digits):
     assert result["qsvm"]["metrics"]["balanced_accuracy"] >= 0.8
 
 
-def test_bench_cases_and_smoke_run(tmp_path):
-    from qmlnb.bench.qsvm import parse_case
+def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
+    from qmlnb.bench import results
+    from qmlnb.bench.qsvm import parse_ids, parse_seeds
     from qmlnb.cli import main
 
-    assert parse_case("3,8:all") == ((3, 8), None)
-    assert parse_case("1,3,5,8:1000") == ((1, 3, 5, 8), 1000)
-    for bad in ("3,8", "3,8:many", "a,b:all", "3,8:0"):
-        with pytest.raises(ValueError, match="N_TRAIN"):
-            parse_case(bad)
+    assert parse_ids("3,8") == (3, 8) and parse_ids("all") is None and parse_seeds("0,2") == (0, 2)
+    for bad in ("3", "3,3", "a,b"):
+        with pytest.raises(ValueError, match="class"):
+            parse_ids(bad)
+    for bad in ("0,0", "-1", "x"):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)
+    monkeypatch.setattr(results, "git_commit", lambda: {"commit": "abc", "dirty": False})
     out = tmp_path / "qsvm.json"
-    assert main(["bench", "qsvm", "--dataset", "digits", "--case", "3,8:all", "--n-qubits", "4", "--epochs", "1",
-                 "--repeats", "1", "--cv", "2", "--backends", "cpu", "--json", str(out)]) == 0
+    assert main(["bench", "qsvm", "--datasets", "digits", "--classes", "3,8", "--n-train", "120", "--seeds", "0,1", "--n-qubits", "4",
+                 "--epochs", "1", "--repeats", "1", "--cv", "2", "--backend", "cpu", "--backends", "cpu,numba",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    case = result["cases"][0]
-    assert case["best_backend"] == "cpu" and case["gram"]["cpu"]["same_predictions_as_first_backend"]
-    assert case["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
-    assert set(case["targets"]) >= {"qsvm_within_tolerance_of_qcnn", "pipeline_under_120_s"}
-    assert result["environment"]["git"]
+    task = result["tasks"][0]
+    assert task["backend"] == "cpu" and task["seeds"] == [0, 1] and task["classes"] == [3, 8]
+    summary = task["summary"]
+    assert {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"} <= set(summary)
+    diff = summary["rbf_svm_embeddings_alignment"]["reference_minus_model"]
+    assert diff["n"] == 2 and diff["mean_difference"] == pytest.approx(
+        summary["qsvm"]["mean"] - summary["rbf_svm_embeddings_alignment"]["mean"])
+    assert 0.9 <= task["agreement"]["numba"]["min"] <= 1.0
+    assert "diagnostics" in task["runs"][0]["pipeline"]["qsvm"]
+    assert task["timing"]["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
+    assert result["provenance"]["dirty"] is False and result["provenance"]["allow_dirty"] is False
