@@ -88,3 +88,23 @@ def test_train_controls_compares_every_head_with_the_qcnn_seed_by_seed(small):
 def test_train_controls_refuses_bad_arguments(small, kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_controls(small, TrainConfig(**TINY), **kwargs)
+
+
+def test_bench_qcnn_controls_section(tmp_path, monkeypatch):
+    import json
+
+    from qmlnb.bench import results
+    from qmlnb.cli import main
+
+    monkeypatch.setattr(results, "git_commit", lambda: {"commit": "abc", "dirty": False})
+    out = tmp_path / "qcnn.json"
+    assert main(["bench", "qcnn", "--sections", "controls", "--datasets", "digits", "--classes", "3,8",
+                 "--n-train", "48", "--seeds", "0,1", "--heads", "quantum,linear", "--epochs", "1", "--n-qubits", "4",
+                 "--batch-size", "16",
+                 "--json", str(out)]) == 0
+    task = json.loads(out.read_text())["controls"][0]
+    assert task["seeds"] == [0, 1] and task["heads"] == ["quantum", "linear"] and task["n_train"] == 48
+    diff = task["summary"]["linear"]["reference_minus_model"]
+    assert diff["n"] == 2 and diff["confidence"] == 0.95
+    with pytest.raises(SystemExit, match="--heads"):
+        main(["bench", "qcnn", "--sections", "controls", "--heads", "linear,mlp"])
