@@ -42,8 +42,10 @@ from .circuit import check_n_qubits
 from .._util import atomic_write_bytes
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
-# TrainConfig fields that do not change the numbers a run produces: a checkpoint
-# written under other values of these resumes fine
+# TrainConfig fields a checkpoint may be resumed under with other values.  They
+# do not change the training algorithm, but "threads" (and the process layout of
+# "mode"/"workers") can change the order of floating-point reductions: runs are
+# reproducible bit for bit only with the same threads and mode
 RESULT_NEUTRAL_FIELDS = ("mode", "workers", "threads", "checkpoint_dir", "progress", "eval_batch_size")
 # how the best epoch and fold are chosen (recorded in checkpoints: a checkpoint
 # written under another rule is refused rather than resumed with mixed choices)
