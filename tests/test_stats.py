@@ -79,3 +79,17 @@ def test_compare_to_reference_pairs_every_model_with_the_reference():
         compare_to_reference(scores, "qsvm")
     with pytest.raises(ValueError, match="seeds"):
         compare_to_reference({"quantum": [0.9, 0.8], "linear": [0.9]}, "quantum")
+
+
+def test_comparison_table_lines_up_and_says_what_is_noise():
+    from qmlnb.bench.comparison import comparison_table
+    from qmlnb.stats import compare_to_reference
+
+    summary = compare_to_reference({"quantum": [0.9, 0.91, 0.92], "linear": [0.9, 0.92, 0.91],
+                                    "constant": [0.5, 0.5, 0.5]}, "quantum")
+    lines = comparison_table(summary, "quantum", degenerate={"constant": 3}).splitlines()
+    assert len(lines) == 4 and "(reference)" in lines[1]
+    assert "within noise" in lines[2] and "quantum better" in lines[3] and "3 degenerate" in lines[3]
+    starts = {line.index("0.") for line in lines[1:]}
+    assert len(starts) == 1  # the means start in one column
+    assert lines[0].index("quantum - model") == lines[1].index("(reference)")

@@ -19,12 +19,14 @@ def comparison_table(summary: dict, reference: str, score: str = "balanced_accur
     whose test predictions were one class} (shown when non-zero).
     """
     width = max(len(name) for name in summary) + 2
-    lines = [f"{'model':<{width}}{score + ' mean ± std (n)':<28}{reference} - model"]
+    header = f"{score} mean ± std (n)"
+    column = max(28, len(header) + 2)
+    lines = [f"{'model':<{width}}{header:<{column}}{reference} - model"]
     for name, row in summary.items():
         flag = f"  [{degenerate[name]} degenerate run(s)]" if degenerate and degenerate.get(name) else ""
         if name == reference:
-            lines.append(f"{name:<{width}}{_pm(row):<28}(reference){flag}")
+            lines.append(f"{name:<{width}}{_pm(row):<{column}}(reference){flag}")
             continue
         text = describe_difference(row["reference_minus_model"], reference, name)
-        lines.append(f"{name:<{width}}{_pm(row):<28}{text.split(' = ', 1)[1]}{flag}")
+        lines.append(f"{name:<{width}}{_pm(row):<{column}}{text.split(' = ', 1)[1]}{flag}")
     return "\n".join(lines)
