@@ -1,10 +1,12 @@
-"""Classification scores: accuracy, F1, ROC AUC and balanced accuracy.
+"""Classification scores: accuracy, F1, ROC AUC and balanced accuracy, and a degenerate-predictor flag.
 
 Binary problems (labels 0 and 1) score F1 of class 1 and ROC AUC from 1-D
 scores (a decision function or P(class 1)); multiclass problems score macro
 F1 and one-vs-rest macro ROC AUC from an (N, k) score matrix. ``roc_auc`` is
 NaN when no scores are given or when ``y_true`` holds a single class, because
 the area under the ROC curve is undefined without both positives and negatives.
+``degenerate`` is True when every prediction is the same class: such a model
+has learnt nothing about the inputs, whatever its accuracy on an unbalanced set.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def classification_metrics(y_true, y_pred, scores=None, *, n_classes: int | None
     dict with float ``accuracy``, ``f1`` (class 1 if k == 2, else macro over the
     k classes), ``roc_auc`` (NaN if scores is None or y_true has one class;
     multiclass: one-vs-rest AUC averaged over the classes present in y_true)
-    and ``balanced_accuracy`` (mean recall over the classes present in y_true).
+    and ``balanced_accuracy`` (mean recall over the classes present in y_true);
+    bool ``degenerate``: every prediction is the same class.
     """
     y_true = _check_label_vector(y_true, "y_true")
     y_pred = _check_label_vector(y_pred, "y_pred")
@@ -108,7 +111,14 @@ def classification_metrics(y_true, y_pred, scores=None, *, n_classes: int | None
         "f1": float(f1),
         "roc_auc": float(roc_auc),
         "balanced_accuracy": float(_balanced_accuracy(y_true, y_pred)),
+        "degenerate": bool(is_degenerate(y_pred)),
     }
+
+
+def is_degenerate(y_pred) -> bool:
+    """True when the (N,) predictions hold a single class (a constant predictor)."""
+    y_pred = np.asarray(y_pred)
+    return bool(y_pred.size > 0 and (y_pred == y_pred.flat[0]).all())
 
 
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -16,7 +16,7 @@ def test_binary_closed_form():
     y_pred = [0, 0, 0, 1, 1, 0]
     scores = [0.1, 0.2, 0.3, 0.8, 0.9, 0.25]
     m = classification_metrics(y_true, y_pred, scores)
-    assert set(m) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert set(m) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
     assert m["accuracy"] == pytest.approx(4 / 6)
     # class 1: TP = 1, FP = 1, FN = 1 -> precision = recall = 1/2 -> F1 = 1/2
     assert m["f1"] == pytest.approx(0.5)
@@ -24,6 +24,16 @@ def test_binary_closed_form():
     assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2) / 2)
     # positive/negative pairs ranked right: 0.9 beats all 4 negatives, 0.25 beats 0.1 and 0.2 -> 6 of 8
     assert m["roc_auc"] == pytest.approx(6 / 8)
+    assert m["degenerate"] is False
+
+
+def test_a_constant_predictor_is_flagged_degenerate():
+    y_true = [0, 1, 1, 1, 0, 1]
+    m = classification_metrics(y_true, [1] * 6, [0.7] * 6)
+    assert m["degenerate"] is True and m["balanced_accuracy"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.8)  # F1 of class 1 rewards it: why model selection must not use it
+    assert classification_metrics([0, 1, 2], [2, 2, 2], n_classes=3)["degenerate"] is True
+    assert classification_metrics([0, 1, 2], [2, 1, 2], n_classes=3)["degenerate"] is False
 
 
 def test_binary_probability_matrix_and_decision_function_agree():

@@ -65,7 +65,7 @@ def test_result_layout(result, digits):
     assert result["dataset"]["n_train"] == len(digits.y_train)
     assert set(result["baselines"]) == set(BASELINES)
     for model in [result["qsvm"], *result["baselines"].values()]:
-        assert set(model["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+        assert set(model["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
         assert all(0.0 <= v <= 1.0 for v in model["metrics"].values())
     assert set(result["timings"]) == {"qcnn_train", "embedding", "states", "gram", "svm_select", "svm_fit",
                                       "predict", "baselines", "total"}
@@ -158,28 +158,39 @@ def test_pipeline_trains_the_qcnn(digits):
 
     config = TrainConfig(n_qubits=N_QUBITS, epochs=1, batch_size=32, progress=False)
     result = run_qsvm_experiment(digits, config, SVM, baselines=("logreg_embeddings",), cv=3)
-    assert set(result["qcnn"]["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert set(result["qcnn"]["metrics"]) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
     assert result["timings"]["qcnn_train"] > 0
     assert result["qsvm"]["params"]["n_qubits"] == N_QUBITS
     # even a briefly trained CNN front end separates 3 from 8 for the kernel SVM
     assert result["qsvm"]["metrics"]["balanced_accuracy"] >= 0.8
 
 
-def test_bench_cases_and_smoke_run(tmp_path):
-    from qmlnb.bench.qsvm import parse_case
+def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
+    from qmlnb.bench import results
+    from qmlnb.bench.qsvm import parse_ids, parse_seeds
     from qmlnb.cli import main
 
-    assert parse_case("3,8:all") == ((3, 8), None)
-    assert parse_case("1,3,5,8:1000") == ((1, 3, 5, 8), 1000)
-    for bad in ("3,8", "3,8:many", "a,b:all", "3,8:0"):
-        with pytest.raises(ValueError, match="N_TRAIN"):
-            parse_case(bad)
+    assert parse_ids("3,8") == (3, 8) and parse_ids("all") is None and parse_seeds("0,2") == (0, 2)
+    for bad in ("3", "3,3", "a,b"):
+        with pytest.raises(ValueError, match="class"):
+            parse_ids(bad)
+    for bad in ("0,0", "-1", "x"):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)
+    monkeypatch.setattr(results, "git_commit", lambda: {"commit": "abc", "dirty": False})
     out = tmp_path / "qsvm.json"
-    assert main(["bench", "qsvm", "--dataset", "digits", "--case", "3,8:all", "--n-qubits", "4", "--epochs", "1",
-                 "--repeats", "1", "--cv", "2", "--backends", "cpu", "--json", str(out)]) == 0
+    assert main(["bench", "qsvm", "--datasets", "digits", "--classes", "3,8", "--n-train", "120", "--seeds", "0,1", "--n-qubits", "4",
+                 "--epochs", "1", "--repeats", "1", "--cv", "2", "--backend", "cpu", "--backends", "cpu,numba",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    case = result["cases"][0]
-    assert case["best_backend"] == "cpu" and case["gram"]["cpu"]["same_predictions_as_first_backend"]
-    assert case["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
-    assert set(case["targets"]) >= {"qsvm_within_tolerance_of_qcnn", "pipeline_under_120_s"}
-    assert result["environment"]["git"]
+    task = result["tasks"][0]
+    assert task["backend"] == "cpu" and task["seeds"] == [0, 1] and task["classes"] == [3, 8]
+    summary = task["summary"]
+    assert {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"} <= set(summary)
+    diff = summary["rbf_svm_embeddings_alignment"]["reference_minus_model"]
+    assert diff["n"] == 2 and diff["mean_difference"] == pytest.approx(
+        summary["qsvm"]["mean"] - summary["rbf_svm_embeddings_alignment"]["mean"])
+    assert 0.9 <= task["agreement"]["numba"]["min"] <= 1.0
+    assert "diagnostics" in task["runs"][0]["pipeline"]["qsvm"]
+    assert task["timing"]["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
+    assert result["provenance"]["dirty"] is False and result["provenance"]["allow_dirty"] is False

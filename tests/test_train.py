@@ -13,7 +13,7 @@ import torch
 
 from qmlnb.data import load_splits
 from qmlnb.qcnn.train import (CheckpointMismatchError, TrainConfig, available_cores, evaluate, load_checkpoint,
-                              save_checkpoint, train_qcnn)
+                              save_checkpoint, selection_key, train_qcnn)
 
 # 8x8 digits, 3 vs 8: tiny, real, and embedded (no files needed)
 TINY = dict(n_qubits=4, epochs=3, batch_size=16, threads=1, progress=False)
@@ -36,7 +36,7 @@ def same_weights(a, b) -> bool:
 
 def test_learns_digits_and_reports_test_metrics(digits):
     result = train_qcnn(digits, TrainConfig(n_qubits=4, epochs=6, batch_size=32, threads=1, progress=False))
-    assert set(result.metrics) == {"accuracy", "f1", "roc_auc", "balanced_accuracy"}
+    assert set(result.metrics) == {"accuracy", "f1", "roc_auc", "balanced_accuracy", "degenerate"}
     assert result.metrics["balanced_accuracy"] >= 0.85
     assert [h["epoch"] for h in result.history] == list(range(len(result.history)))
     assert {"train_loss", "val_f1", "lr", "seconds"} <= set(result.history[0])
@@ -97,6 +97,60 @@ def test_early_stopping_keeps_the_best_epoch(small, monkeypatch):
     for epoch, state in enumerate(weights):  # the kept weights are epoch 3's, and only epoch 3's
         assert all(torch.equal(kept[k], state[k]) for k in kept) == (epoch == 3), epoch
     assert result.metrics == real_evaluate(result.model, small.X_test, small.y_test)
+
+
+def test_early_stopping_never_keeps_a_constant_predictor(small, monkeypatch):
+    from qmlnb.qcnn import train
+
+    # epoch 0 predicts class 1 everywhere: F1 of class 1 = 0.667 beats epoch 1's 0.55, but its balanced
+    # accuracy is chance; epoch 2 ties epoch 1 on balanced accuracy and is degenerate; epoch 3 ties
+    # epoch 1 with a lower validation loss and wins
+    scripted = [dict(f1=0.667, balanced_accuracy=0.5, degenerate=True, loss=0.60),
+                dict(f1=0.55, balanced_accuracy=0.6, degenerate=False, loss=0.70),
+                dict(f1=0.80, balanced_accuracy=0.6, degenerate=True, loss=0.10),
+                dict(f1=0.50, balanced_accuracy=0.6, degenerate=False, loss=0.65),
+                dict(f1=0.90, balanced_accuracy=0.5, degenerate=True, loss=0.05)]
+    calls = {"evaluate": 0, "loss": 0}
+    real_evaluate = train.evaluate
+
+    def scripted_evaluate(model, X, y, batch_size=512):
+        if not np.array_equal(X, small.X_val):
+            return real_evaluate(model, X, y, batch_size)
+        calls["evaluate"] += 1
+        row = scripted[calls["evaluate"] - 1]
+        return {"accuracy": row["balanced_accuracy"], "f1": row["f1"], "roc_auc": 0.5,
+                "balanced_accuracy": row["balanced_accuracy"], "degenerate": row["degenerate"]}
+
+    def scripted_loss(model, X, y, batch_size=512):
+        calls["loss"] += 1
+        return scripted[calls["loss"] - 1]["loss"]
+
+    monkeypatch.setattr(train, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(train, "validation_loss", scripted_loss)
+    result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 5, "patience": None}))
+    assert result.fold_metrics[0]["best_epoch"] == 3
+    assert result.fold_metrics[0]["val"]["loss"] == 0.65 and not result.fold_metrics[0]["val"]["degenerate"]
+    assert [h["val_loss"] for h in result.history] == [row["loss"] for row in scripted]
+
+
+def test_selection_key_ranks_balanced_accuracy_then_non_degenerate_then_loss():
+    nan = float("nan")
+    assert selection_key({"balanced_accuracy": 0.7, "loss": 9.0}) > selection_key({"balanced_accuracy": 0.6,
+                                                                                    "loss": 0.1})
+    assert selection_key({"balanced_accuracy": 0.5, "degenerate": False, "loss": 1.0}) > \
+        selection_key({"balanced_accuracy": 0.5, "degenerate": True, "loss": 0.1})
+    assert selection_key({"balanced_accuracy": 0.5, "loss": 0.3}) > selection_key({"balanced_accuracy": 0.5,
+                                                                                   "loss": 0.4})
+    assert selection_key({"balanced_accuracy": nan}) < selection_key({"balanced_accuracy": 0.0, "loss": nan})
+
+
+def test_a_real_run_reports_validation_loss_and_degenerate_flags(small):
+    result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 2, "patience": None}))
+    assert all(np.isfinite(h["val_loss"]) and isinstance(h["val_degenerate"], bool) for h in result.history)
+    best = result.history[result.fold_metrics[0]["best_epoch"]]
+    assert selection_key({k[4:]: v for k, v in best.items() if k.startswith("val_")}) == max(
+        selection_key({k[4:]: v for k, v in h.items() if k.startswith("val_")}) for h in result.history)
+    assert isinstance(result.metrics["degenerate"], bool)
 
 
 def test_resume_after_interruption_gives_the_same_model(small, tmp_path):
@@ -188,7 +242,7 @@ def test_save_checkpoint_stores_only_tensors_and_plain_values(tmp_path, monkeypa
 def test_k_fold_reports_every_fold(small):
     result = train_qcnn(small, TrainConfig(**{**TINY, "epochs": 1, "folds": 3}))
     assert [m["fold"] for m in result.fold_metrics] == [0, 1, 2]
-    assert result.best_fold == max(range(3), key=lambda k: (result.fold_metrics[k]["val"]["f1"], -k))
+    assert result.best_fold == max(range(3), key=lambda k: (selection_key(result.fold_metrics[k]["val"]), -k))
     assert result.metrics == result.fold_metrics[result.best_fold]["test"]
     assert sorted({h["fold"] for h in result.history}) == [0, 1, 2]
 
@@ -239,7 +293,7 @@ def test_multiclass_training_scores_macro_metrics():
     y, pred = splits.y_test, probs.argmax(axis=1)
     expected = {"accuracy": accuracy_score(y, pred), "f1": f1_score(y, pred, average="macro", labels=[0, 1, 2]),
                 "roc_auc": roc_auc_score(y, probs, multi_class="ovr", average="macro"),
-                "balanced_accuracy": balanced_accuracy_score(y, pred)}
+                "balanced_accuracy": balanced_accuracy_score(y, pred), "degenerate": len(set(pred)) == 1}
     assert result.metrics == pytest.approx(expected, abs=1e-6)
 
 

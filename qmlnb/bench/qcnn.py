@@ -25,12 +25,20 @@ speedup are timed in the same interleaved rounds.
 - ``datasets``: default ``TrainConfig`` on the real Fashion-MNIST subset
   (Dress vs Bag) and CIFAR-10 (cat vs ship) in ``--data-dir``: seconds
   (loading included) and held-out test metrics.
+- ``controls``: for each task (``--datasets`` x ``--classes``, one split
+  fixed by ``--split-seed``) and each of ``--seeds``, the QCNN and every
+  control of ``--heads`` (quantum layer frozen, replaced by Linear or a small
+  MLP of the same width, the CNN with a linear head) trained with the same
+  ``TrainConfig``; each model's test balanced accuracy, mean ± std over seeds,
+  and the paired difference QCNN - control with a 95% t interval
+  (``qmlnb.qcnn.controls.train_controls``).
+
+With ``--json`` the result is refused from a dirty git tree unless ``--allow-dirty`` (recorded).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -41,6 +49,11 @@ from ..data import catalog
 from ..qcnn.model import HybridQCNN
 from ..lab.provenance import environment
 from ..qcnn.train import TrainConfig, available_cores, make_optimizer, train_qcnn, training_step
+from ..qcnn.model import HEADS
+from .comparison import comparison_table
+from .results import add_allow_dirty, check_tree, write_result
+
+SECTIONS = ("simulator", "parallel", "datasets", "controls")
 
 TARGETS = {"simulator_speedup": 20.0, "two_process_speedup": 1.6, "fashion_mnist_balanced_accuracy": 0.95,
            "fashion_mnist_seconds": 180.0}
@@ -66,9 +79,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads of the simulator section and of the sequential runs (default 1: "
                              "these small ops gain nothing from a second thread, and on a shared machine "
                              "OpenMP threads that wait for a busy core slow everything down)")
-    parser.add_argument("--sections", default="simulator,parallel,datasets",
-                        help="comma-separated sections to run (default all three)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    parser.add_argument("--datasets", default="fashion-mnist",
+                        help="controls: comma-separated dataset names (default fashion-mnist; digits needs no files)")
+    parser.add_argument("--classes", action="append", default=None, metavar="IDS",
+                        help="controls: class ids of one task, e.g. 0,6 or all; repeatable (default 3,8)")
+    parser.add_argument("--n-train", default="all", help="controls: training images per task, or all (default)")
+    parser.add_argument("--seeds", default="0,1,2", help="controls: initialisation seeds (default 0,1,2)")
+    parser.add_argument("--split-seed", type=int, default=0, help="controls: seed of the data split (default 0)")
+    parser.add_argument("--heads", default=",".join(HEADS),
+                        help=f"controls: comma-separated heads, quantum included (default {','.join(HEADS)})")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                        help=f"controls: maximum epochs of every model (default {TrainConfig.epochs})")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
+    add_allow_dirty(parser)
 
 
 def bench_simulator(n_qubits: int, batch: int, steps: int, pl_steps: int, repeats: int, min_time: float = 0.2) -> dict:
@@ -197,11 +222,47 @@ def bench_dataset(name: str, data_dir: Path, n_qubits: int) -> dict:
             "config": dataclasses.asdict(result.config)}
 
 
+def bench_controls(args: argparse.Namespace, dataset: str, classes, n_train, seeds, heads) -> dict:
+    """The QCNN and its controls over seeds on one task, compared seed by seed."""
+    from ..data import load_splits
+    from ..qcnn.controls import train_controls
+
+    splits = load_splits(dataset, classes=classes, n_train=n_train, seed=args.split_seed, data_dir=args.data_dir)
+    print(f"  task {splits} (split seed {args.split_seed})", flush=True)
+    cfg = TrainConfig(n_qubits=args.n_qubits, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads,
+                      progress=False)
+
+    def show(record):
+        m = record["metrics"]
+        print(f"    seed {record['seed']} {record['head']:<15} balanced accuracy {m['balanced_accuracy']:.4f}"
+              f"{' (degenerate)' if m['degenerate'] else ''}, best epoch {record['best_epoch']}, "
+              f"{record['seconds']:.1f} s", flush=True)
+
+    out = train_controls(splits, cfg, heads=heads, seeds=seeds, on_run=show)
+    print("\n".join("    " + line for line in comparison_table(out["summary"], "quantum",
+                                                                degenerate=out["degenerate_runs"]).splitlines()))
+    return {"dataset": dataset, "classes": list(splits.classes), "class_names": list(splits.class_names),
+            "n_train": int(len(splits.y_train)), "n_val": int(len(splits.y_val)), "n_test": int(len(splits.y_test)),
+            "split_seed": args.split_seed, "config": dataclasses.asdict(cfg), **out}
+
+
 def run(args: argparse.Namespace) -> int:
+    from .qsvm import parse_ids, parse_seeds
+
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sections - {"simulator", "parallel", "datasets"}
+    unknown = sections - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from simulator, parallel, datasets")
+        raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    try:
+        class_sets = [parse_ids(text) for text in (args.classes or ["3,8"])]
+        seeds = parse_seeds(args.seeds)
+        n_train = None if args.n_train == "all" else int(args.n_train)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    if "controls" in sections and ("quantum" not in heads or any(h not in HEADS for h in heads)):
+        raise SystemExit(f"--heads must include quantum and name only {', '.join(HEADS)}; got {args.heads!r}")
+    started = check_tree(args.allow_dirty) if args.json else None
     results = {"benchmark": "qcnn", "environment": environment(), "targets": TARGETS,
                "note": "measured on the machine named in environment; other jobs may have shared its cores"}
     torch.set_num_threads(args.threads)
@@ -227,8 +288,13 @@ def run(args: argparse.Namespace) -> int:
             print("datasets: default TrainConfig on real data")
             results["datasets"] = {name: bench_dataset(name, args.data_dir, args.n_qubits)
                                    for name in ("fashion-mnist", "cifar10")}
+    if "controls" in sections:
+        print("controls: the QCNN beside the same network with its quantum layer replaced (same trainer, budget, "
+              "split and seeds)")
+        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        results["controls"] = [bench_controls(args, dataset, classes, n_train, seeds, heads)
+                               for dataset in datasets for classes in class_sets]
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_result(args.json, results, allow_dirty=args.allow_dirty, started=started)
         print(f"wrote {args.json}")
     return 0

@@ -7,11 +7,12 @@
     result.model.embed(x) # the trained (B, n_qubits) embedding
 
 One fold is trained by :func:`train_fold`: cross-entropy, Adam, a cosine
-learning-rate schedule, early stopping on validation F1 (the best epoch's
-weights are kept) and a checkpoint after every epoch.  With ``folds > 1`` the
-training and validation splits are pooled and cut into stratified folds; each
-fold trains on the others and validates on itself; the fold with the best
-validation F1 gives ``result.model``.  The test split is never trained or
+learning-rate schedule, early stopping on validation balanced accuracy (ties:
+lower validation loss; the best epoch's weights are kept, see
+:func:`selection_key`) and a checkpoint after every epoch.  With ``folds > 1``
+the training and validation splits are pooled and cut into stratified folds;
+each fold trains on the others and validates on itself; the fold with the best
+validation score (same key) gives ``result.model``.  The test split is never trained or
 selected on.  The process-level parts (process pool, torch.distributed) are in
 :mod:`qmlnb.qcnn.parallel`.
 """
@@ -34,16 +35,21 @@ from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
 from .._util import atomic_write_bytes, available_cores, check_int, check_positive_int
-from .model import HybridQCNN
+from .model import HEADS, HybridQCNN
 from . import parallel
 from .circuit import check_n_qubits
 from .determinism import training_settings
 from .simulators import check_simulator
 
 MODES = ("sequential", "fold-parallel", "data-parallel")
-# TrainConfig fields that do not change the numbers a run produces: a checkpoint
-# written under other values of these resumes fine
+# TrainConfig fields a checkpoint may be resumed under with other values.  They
+# do not change the training algorithm, but "threads" (and the process layout of
+# "mode"/"workers") can change the order of floating-point reductions: runs are
+# reproducible bit for bit only with the same threads and mode
 RESULT_NEUTRAL_FIELDS = ("mode", "workers", "threads", "checkpoint_dir", "progress", "eval_batch_size")
+# how the best epoch and fold are chosen (recorded in checkpoints: a checkpoint
+# written under another rule is refused rather than resumed with mixed choices)
+SELECTION = "val_balanced_accuracy, then non-degenerate, then lower val_loss"
 
 
 class CheckpointMismatchError(ValueError):
@@ -58,7 +64,7 @@ class TrainConfig:
     batch_size : samples per optimiser step (global, also in data-parallel mode).
     lr : Adam's learning rate, annealed by a cosine schedule to ``lr * lr_min_factor``.
     weight_decay : Adam's L2 penalty.  patience : stop after this many epochs
-    without a better validation F1 (None: never stop early).
+    without a better validation score (:func:`selection_key`; None: never stop early).
     folds : 1 = train on the training split, validate on the validation split;
     k > 1 = stratified k-fold over training + validation.
     mode : "sequential", "fold-parallel" (one process per fold) or
@@ -67,6 +73,9 @@ class TrainConfig:
     process (None: cores // processes, at least 1).  seed : seeds weights and
     shuffling.  checkpoint_dir : folder for one checkpoint per fold (None: none).
     simulator : "torch" or "pennylane".  progress : tqdm bars.
+    head : "quantum" (the QCNN) or a control with the same trainer and budget:
+    "frozen-quantum", "linear", "mlp", "cnn-linear" (:mod:`qmlnb.qcnn.model`,
+    docs/controls.md).
     """
 
     n_qubits: int = 8
@@ -85,6 +94,7 @@ class TrainConfig:
     simulator: str = "torch"
     progress: bool = True
     eval_batch_size: int = 512
+    head: str = "quantum"
 
     def __post_init__(self):
         check_n_qubits(self.n_qubits)
@@ -102,6 +112,8 @@ class TrainConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         check_simulator(self.simulator)
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def processes(self) -> int:
         """Processes this configuration runs at once."""
@@ -222,7 +234,7 @@ def fingerprint(data: FoldData, cfg: TrainConfig, world: int) -> dict:
     for array in (data.X_train, data.y_train, data.X_val, data.y_val):
         digest.update(np.ascontiguousarray(array).tobytes())
     # data-parallel sums gradients in another order: its runs differ in the last bits
-    return {**config, "fold": data.fold, "data_parallel_world": world, "image_shape": list(data.image_shape),
+    return {**config, "selection": SELECTION, "fold": data.fold, "data_parallel_world": world, "image_shape": list(data.image_shape),
             "n_classes": data.n_classes, "n_train": len(data.y_train), "data_sha1": digest.hexdigest()}
 
 
@@ -302,7 +314,8 @@ def save_checkpoint(path: str, state: dict) -> None:
 # ------------------------------------------------------------------ training one fold
 def build_model(data: FoldData, cfg: TrainConfig) -> HybridQCNN:
     """The fold's freshly initialised model (seed = cfg.seed + fold)."""
-    return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold)
+    return HybridQCNN(data.image_shape, data.n_classes, cfg.n_qubits, cfg.simulator, seed=cfg.seed + data.fold,
+                      head=cfg.head)
 
 
 def make_optimizer(model: HybridQCNN, cfg: TrainConfig) -> torch.optim.Adam:
@@ -312,7 +325,9 @@ def make_optimizer(model: HybridQCNN, cfg: TrainConfig) -> torch.optim.Adam:
     small ops per parameter tensor; on this model's few-millisecond steps that
     is a measurable part of a step.
     """
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # frozen weights (the frozen-quantum control) are left out: weight decay would move them
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def training_step(model: HybridQCNN, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
@@ -352,11 +367,44 @@ def predict_scores(model: HybridQCNN, X, batch_size: int = 512) -> torch.Tensor:
 
 
 def evaluate(model: HybridQCNN, X, y, batch_size: int = 512) -> dict:
-    """accuracy, f1, roc_auc, balanced_accuracy of ``model`` on images X (N, C, H, W), labels y (N,)."""
+    """accuracy, f1, roc_auc, balanced_accuracy, degenerate of ``model`` on images X (N, C, H, W), labels y (N,)."""
     y = check_class_indices(y, model.n_classes, "y", len(X))
     probs = predict_scores(model, X, batch_size).numpy()
     scores = probs[:, 1] if model.n_classes == 2 else probs
     return classification_metrics(y, probs.argmax(axis=1), scores, n_classes=model.n_classes)
+
+
+def validation_loss(model: HybridQCNN, X, y, batch_size: int = 512) -> float:
+    """Mean cross-entropy of ``model`` on images X (N, C, H, W) float32 and labels y (N,) int64 (eval mode, no grad)."""
+    X = torch.as_tensor(check_images(X, model.image_shape, "X"))
+    y = torch.as_tensor(check_class_indices(y, model.n_classes, "y", len(X)))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        total = sum(float(F.cross_entropy(model(X[i:i + batch_size]), y[i:i + batch_size], reduction="sum"))
+                    for i in range(0, len(X), batch_size))
+    model.train(was_training)
+    return total / len(X)
+
+
+def selection_key(val: dict) -> tuple:
+    """How epochs and folds are ranked: the larger key wins.
+
+    Validation balanced accuracy first (NaN ranks below any value); at equal
+    balanced accuracy a model that predicts more than one class beats a
+    constant predictor, then the lower validation loss wins.  F1 of class 1 is
+    not used: a model predicting class 1 everywhere scores F1 = 2p/(1+p) (0.667
+    on balanced data) and would be kept over better models; its balanced
+    accuracy is 1/k, the chance level.
+
+    val : {"balanced_accuracy", "degenerate", "loss", ...} (missing ``degenerate``
+    counts as False, missing or NaN ``loss`` as +inf).
+    """
+    balanced = val.get("balanced_accuracy", math.nan)
+    loss = val.get("loss", math.inf)
+    return (balanced if math.isfinite(balanced) else -1.0,
+            0 if val.get("degenerate", False) else 1,
+            -loss if math.isfinite(loss) else -math.inf)
 
 
 def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 1, sync=None,
@@ -382,7 +430,7 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
                                                            eta_min=cfg.lr * cfg.lr_min_factor)
     shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + data.fold)
     torch.manual_seed(cfg.seed + data.fold)
-    state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "best_state": None, "best_val": None,
+    state = {"epoch": 0, "best_key": None, "best_epoch": -1, "best_state": None, "best_val": None,
              "bad_epochs": 0, "history": [], "train_seconds": 0.0, "train_samples": 0, "done": False}
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -413,16 +461,17 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
                                       sync if world > 1 else None)
         scheduler.step()
         train_loss = sync.total(loss_sum) / len(y_train)
-        val = sync.from_rank0(lambda: evaluate(model, data.X_val, data.y_val, cfg.eval_batch_size))
+        val = sync.from_rank0(lambda: {**evaluate(model, data.X_val, data.y_val, cfg.eval_batch_size),
+                                       "loss": validation_loss(model, data.X_val, data.y_val, cfg.eval_batch_size)})
         seconds = time.perf_counter() - start
         state["train_seconds"] += seconds
         state["train_samples"] += len(y_train)
         record = {"fold": data.fold, "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds, **{f"val_{k}": v for k, v in val.items()}}
         state["history"].append(record)
-        score = val["f1"] if math.isfinite(val["f1"]) else -1.0  # an undefined F1 ranks below any F1
-        if score > state["best_f1"]:
-            state.update(best_f1=score, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()),
+        key = selection_key(val)
+        if state["best_key"] is None or key > tuple(state["best_key"]):
+            state.update(best_key=key, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()),
                          best_val=val, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
@@ -434,7 +483,7 @@ def train_fold(data: FoldData, cfg: TrainConfig, *, rank: int = 0, world: int = 
                 "fingerprint": expected, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "progress": state,
                 "rng": {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}})
-        bar.set_postfix(val_f1=f"{val['f1']:.3f}", loss=f"{train_loss:.3f}")
+        bar.set_postfix(val_bacc=f"{val['balanced_accuracy']:.3f}", loss=f"{train_loss:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(record)
     bar.close()
@@ -480,8 +529,7 @@ def train_qcnn(splits, cfg: TrainConfig | None = None, *, on_epoch_end=None) -> 
         models.append(model)
         fold_metrics.append({"fold": data.fold, "best_epoch": outcome["best_epoch"], "val": outcome["val_metrics"],
                              "test": evaluate(model, X_test, y_test, cfg.eval_batch_size)})
-    val_f1 = [m["val"]["f1"] if math.isfinite(m["val"]["f1"]) else -1.0 for m in fold_metrics]
-    best = max(range(len(folds)), key=lambda k: (val_f1[k], -k))
+    best = max(range(len(folds)), key=lambda k: (selection_key(fold_metrics[k]["val"]), -k))
     samples = sum(o["train_samples"] for o in outcomes)
     fold_seconds = [o["train_seconds"] for o in outcomes]
     timings = {"total": total, "folds": fold_seconds, "train_samples": samples,

@@ -6,11 +6,19 @@ hyperparameters are chosen by the same stratified CV (balanced accuracy) as
 
 - ``rbf_svm_embeddings``: RBF-kernel SVM on the QCNN embeddings (C, gamma);
 - ``logreg_embeddings``: logistic regression on the embeddings (C);
-- ``linear_svm_pixels``: linear SVM on the raw pixels, flattened (C).
+- ``linear_svm_pixels``: linear SVM on the raw pixels, flattened (C);
+- ``rbf_svm_embeddings_alignment``: the QSVM's control: an RBF SVM on the same
+  embeddings, unscaled like the QSVM's input, with gamma chosen exactly as the
+  quantum bandwidth is (the highest centred kernel-target alignment over a
+  grid, ``gamma = factor / median |x - y|^2``) and C by the same CV on slices
+  of the one Gram (``svm.fit_precomputed``); its Gram's diagnostics are kept;
+- ``rbf_svm_pixels``: RBF SVM on the pixels after PCA to at most 50
+  components (C; gamma "scale");
+- ``logreg_pixels``: logistic regression on the same PCA components (C).
 
 If the quantum kernel does not beat the RBF SVM on the same embeddings, the
-quantum part adds nothing; if the pixel baseline wins, the embedding loses
-information.
+quantum part adds nothing; if a pixel baseline wins, the embedding loses
+information.  The paired differences over seeds are in docs/controls.md.
 
 >>> results = run_baselines(E_train, E_test, P_train, P_test, y_train, y_test)
 >>> results["rbf_svm_embeddings"]["metrics"]["balanced_accuracy"]
@@ -20,6 +28,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -29,14 +38,24 @@ from sklearn.utils.validation import check_array, check_X_y
 from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
-from .svm import check_at_least_two_classes, stratified_folds
+from .diagnostics import kernel_diagnostics
+from .svm import DEFAULT_CS, check_at_least_two_classes, fit_precomputed, kernel_target_alignment, stratified_folds
 
 # name -> (input: "embeddings" | "pixels", what it is)
 BASELINES = {
     "rbf_svm_embeddings": ("embeddings", "RBF-kernel SVM on the QCNN embeddings"),
     "logreg_embeddings": ("embeddings", "logistic regression on the QCNN embeddings"),
     "linear_svm_pixels": ("pixels", "linear SVM on the raw pixels"),
+    "rbf_svm_embeddings_alignment": ("embeddings", "RBF-kernel SVM on the QCNN embeddings, gamma by kernel-target "
+                                                   "alignment and C by CV, as the QSVM's bandwidth and C"),
+    "rbf_svm_pixels": ("pixels", "RBF-kernel SVM on the pixels after PCA (<= 50 components)"),
+    "logreg_pixels": ("pixels", "logistic regression on the pixels after PCA (<= 50 components)"),
 }
+# the pixel baselines project onto at most this many principal components
+PCA_COMPONENTS = 50
+# gamma candidates of rbf_svm_embeddings_alignment, in units of 1 / median |x - y|^2: like the quantum
+# bandwidth grid, from a nearly flat kernel to one that sees only near neighbours
+RBF_GAMMA_FACTORS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def check_baselines(names) -> tuple[str, ...]:
@@ -55,10 +74,12 @@ def check_baselines(names) -> tuple[str, ...]:
     return names
 
 
-def make_baseline(name: str, *, cv: int, seed: int = 0) -> GridSearchCV:
+def make_baseline(name: str, *, cv: int, seed: int = 0, pca_components: int = PCA_COMPONENTS) -> GridSearchCV:
     """The unfitted baseline ``name``: a standardising pipeline inside a stratified grid search.
 
-    ``cv`` is the number of folds (already capped by the smallest class).
+    ``cv`` is the number of folds (already capped by the smallest class);
+    ``pca_components`` the components of the PCA baselines (at most the
+    features and the samples of a CV training fold).
     """
     check_baselines((name,))
     if name == "rbf_svm_embeddings":
@@ -72,6 +93,15 @@ def make_baseline(name: str, *, cv: int, seed: int = 0) -> GridSearchCV:
         # "auto" picks the primal, which measured ~10x slower at C >= 0.1 here
         model = make_pipeline(StandardScaler(), LinearSVC(dual=True, max_iter=5000, random_state=seed))
         grid = {"linearsvc__C": [1e-4, 1e-3, 1e-2, 0.1, 1.0]}
+    elif name == "rbf_svm_pixels":
+        model = make_pipeline(StandardScaler(), PCA(pca_components, random_state=seed), SVC(kernel="rbf"))
+        grid = {"svc__C": [0.1, 1.0, 10.0, 100.0]}
+    elif name == "logreg_pixels":
+        model = make_pipeline(StandardScaler(), PCA(pca_components, random_state=seed),
+                              LogisticRegression(max_iter=5000))
+        grid = {"logisticregression__C": [1e-3, 0.01, 0.1, 1.0, 10.0]}
+    elif name == "rbf_svm_embeddings_alignment":
+        raise ValueError(f"{name} is not a grid search; fit it with fit_baseline or fit_rbf_alignment")
     else:  # a name added to BASELINES without its model here
         raise NotImplementedError(f"baseline {name!r} is listed in BASELINES but make_baseline has no model for it")
     folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
@@ -93,7 +123,13 @@ def fit_baseline(name: str, X_train, y_train, X_test, y_test, *, cv: int = 5, se
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}")
     check_at_least_two_classes(y_train)
-    search = make_baseline(name, cv=stratified_folds(y_train, cv), seed=seed)
+    if name == "rbf_svm_embeddings_alignment":
+        return fit_rbf_alignment(X_train, y_train, X_test, y_test, cv=cv, seed=seed, n_classes=n_classes)
+    folds = stratified_folds(y_train, cv)
+    # PCA inside the CV: fitted on each training fold, so it cannot have more components than its samples
+    smallest_fold = len(y_train) - -(-len(y_train) // folds)
+    search = make_baseline(name, cv=folds, seed=seed,
+                           pca_components=max(1, min(PCA_COMPONENTS, X_train.shape[1], smallest_fold - 1)))
     t0 = time.perf_counter()
     search.fit(X_train, y_train)
     t1 = time.perf_counter()
@@ -106,6 +142,60 @@ def fit_baseline(name: str, X_train, y_train, X_test, y_test, *, cv: int = 5, se
         "metrics": classification_metrics(y_test, predicted, scores, n_classes=n_classes),
         "timings": {"fit": t1 - t0, "predict": t2 - t1},
         "params": params,
+    }
+
+
+def rbf_gram(A, B=None, gamma: float = 1.0) -> np.ndarray:
+    """exp(-gamma |a - b|^2) for rows a of A (N, F) and b of B (M, F) (default B = A): (N, M) float64."""
+    A = np.asarray(A, dtype=np.float64)
+    B = A if B is None else np.asarray(B, dtype=np.float64)
+    d2 = np.sum(A * A, axis=1)[:, None] + np.sum(B * B, axis=1)[None, :] - 2 * A @ B.T
+    return np.exp(-gamma * np.maximum(d2, 0.0))
+
+
+def fit_rbf_alignment(X_train, y_train, X_test, y_test, *, cv: int = 5, seed: int = 0, Cs=DEFAULT_CS,
+                      gamma_factors=RBF_GAMMA_FACTORS, n_classes: int | None = None) -> dict:
+    """RBF SVM chosen the way ``QuantumKernelSVC`` is: gamma by alignment, C by CV on slices of one Gram.
+
+    X_* : (N, F) real features (the embeddings the QSVM sees, not standardised);
+    y_* : (N,) labels.  gamma = factor / median |x - y|^2 over training pairs,
+    for each factor of ``gamma_factors``.  Returns fit_baseline's dict plus
+    "alignments" {gamma: alignment} and "diagnostics" (``kernel_diagnostics``
+    of the chosen training Gram, with the gamma grid).
+    """
+    X_train, y_train = check_X_y(X_train, y_train, dtype=np.float64)
+    X_test = check_array(X_test, dtype=np.float64)
+    if X_test.shape[1] != X_train.shape[1]:
+        raise ValueError(f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}")
+    y_train = check_at_least_two_classes(y_train)
+    t0 = time.perf_counter()
+    sq = np.sum(X_train * X_train, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * X_train @ X_train.T, 0.0)
+    median = float(np.median(d2[np.triu_indices(len(d2), 1)])) if len(d2) > 1 else 0.0
+    if not median > 0:
+        raise ValueError("the training features are all identical; an RBF kernel cannot tell them apart")
+    gammas = [factor / median for factor in gamma_factors]
+    alignments, best = {}, None
+    for gamma in gammas:
+        K = np.exp(-gamma * d2)
+        alignments[gamma] = kernel_target_alignment(K, y_train)
+        if best is None or alignments[gamma] > alignments[best[0]]:
+            best = (gamma, K)
+    gamma, K = best
+    fit = fit_precomputed(K, y_train, C="auto", Cs=Cs, cv=cv, seed=seed)
+    t1 = time.perf_counter()
+    K_test = rbf_gram(X_test, X_train, gamma)
+    predicted, scores = fit.svc.predict(K_test), fit.svc.decision_function(K_test)
+    t2 = time.perf_counter()
+    diagnostics = kernel_diagnostics(K, X_train, alignment=alignments[gamma], bandwidth=gamma, grid=gammas,
+                                     n_support=len(fit.svc.support_), seed=seed)
+    return {
+        "description": BASELINES["rbf_svm_embeddings_alignment"][1],
+        "metrics": classification_metrics(y_test, predicted, scores, n_classes=n_classes),
+        "timings": {"fit": t1 - t0, "predict": t2 - t1},
+        "params": {"gamma": gamma, "gamma_factor": gamma * median, "C": fit.C},
+        "alignments": {str(g): a for g, a in alignments.items()},
+        "diagnostics": diagnostics,
     }
 
 

@@ -78,7 +78,8 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
     -------
     dict with
       ``qcnn``: {"metrics", "timings"} from training;
-      ``qsvm``: {"metrics", "timings", "params": chosen bandwidth and C, support size, alignments};
+      ``qsvm``: {"metrics", "timings", "params": chosen bandwidth and C, support size, alignments,
+      "diagnostics": the training Gram's ``kernel_diagnostics``};
       ``baselines``: {name: {"metrics", "timings", "params", "description"}};
       ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
       svm_fit, predict, baselines and total;
@@ -118,6 +119,8 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "bandwidth": clf.bandwidth_, "C": clf.C_, "n_support": int(len(clf.support_)),
             "n_train": int(clf.n_train_), "alignments": {str(b): a for b, a in clf.alignments_.items()},
         },
+        # concentration, Gaussian likeness, grid edge (qsvm.diagnostics); its warnings were issued by fit
+        "diagnostics": clf.diagnostics_,
     }
     t_svm = time.perf_counter()
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..kernels import FeatureMap, gram
 from ..kernels.registry import get_backend
 from .._util import check_int
+from .diagnostics import kernel_diagnostics, warn_diagnostics
 
 # C grid of the stratified search, log-spaced as usual for SVMs
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -234,9 +235,13 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     support_states_ : (n_SV, 2**n_qubits) complex64 states of the support vectors.
     train_kernel_ : (N, N) float64 training Gram at ``bandwidth_``.
     n_train_ : int, training samples.
+    diagnostics_ : dict, ``qsvm.diagnostics.kernel_diagnostics`` of the training
+        Gram (concentration, correlation with the best Gaussian, alignment,
+        bandwidth at its grid's edge, support-vector fraction); a
+        ``KernelDiagnosticWarning`` is issued for each flag raised.
     timings_ : seconds: ``states``, ``gram`` (all candidate bandwidths),
         ``select`` (alignment and C search), ``fit`` (final SVC),
-        ``fit_total``; after a prediction also ``predict_states``,
+        ``fit_total``, ``diagnostics`` (not in fit_total); after a prediction also ``predict_states``,
         ``predict_gram``, ``predict_svc`` and ``predict`` (their sum).
     """
 
@@ -334,7 +339,15 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         self.n_train_ = len(y)
         self.n_features_in_ = X.shape[1]
         timings["fit_total"] = time.perf_counter() - start
+        # after fit_total: the diagnostics are a report on the fit, not part of it
+        t0 = time.perf_counter()
+        self.diagnostics_ = kernel_diagnostics(K, X, alignment=self.alignments_[self.bandwidth_],
+                                               bandwidth=self.bandwidth_,
+                                               grid=candidates if len(candidates) > 1 else None,
+                                               n_support=len(self.support_), seed=self.seed)
+        timings["diagnostics"] = time.perf_counter() - t0
         self.timings_ = timings
+        warn_diagnostics(self.diagnostics_)
         return self
 
     # ------------------------------------------------------------ predict
