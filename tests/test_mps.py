@@ -107,7 +107,7 @@ def test_backends_agree_on_large_n():
     M = FeatureMap(n_qubits=120, reps=2, entanglement="circular").mps(X)
     reference = gram(M, backend="cpu")
     for backend in MPS_BACKENDS:
-        np.testing.assert_allclose(gram(M, backend=backend, tile=6), reference, rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(gram(M, backend=backend, tile=6), reference, rtol=1e-3, atol=1e-9)
 
 
 @pytest.mark.parametrize("backend", MPS_BACKENDS)
