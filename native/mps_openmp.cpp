@@ -18,10 +18,10 @@
 //     lanes of a group (the ZZ map's tensors vanish unless s equals the last
 //     layer's bit of c) and zero coefficients of A.  For the ZZ map with
 //     linear entanglement this leaves 1.5 chi^3 of the 4 chi^3 products.
-//   * Underflow: after every site each lane's environment is divided by its
-//     largest |re| or |im| and the factor is multiplied into a per-lane
-//     double; when that product nears the bottom of double's range its log is
-//     moved into a per-lane log sum.  K = exp(2 (log|E00| + log scale)) is
+//   * Underflow: after every site each lane's environment is divided by the
+//     power of two 2**e at or below its largest |re| or |im| (exact: only the
+//     float exponent changes) and e is summed per lane as an integer, so the
+//     scale itself can never underflow.  K = exp(2 (log|E00| + e_sum ln 2)) is
 //     formed in double at the end, so the only loss is the output dtype's own
 //     range (float64: values below about 4.9e-324 become 0).
 #include <pybind11/numpy.h>
@@ -32,6 +32,7 @@
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -113,11 +114,8 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
             std::fill(ere, ere + cc * W, 0.0f);
             std::fill(eim, eim + cc * W, 0.0f);
             for (int w = 0; w < W; ++w) ere[w] = 1.0f;
-            double scale[W], log_scale[W];
-            for (int w = 0; w < W; ++w) {
-                scale[w] = 1.0;
-                log_scale[w] = 0.0;
-            }
+            int64_t exponent[W];  // the environment was divided by 2**exponent
+            for (int w = 0; w < W; ++w) exponent[w] = 0;
             for (int64_t k = 0; k < n_sites; ++k) {
                 const unsigned char* nzk = nzg + k * 2 * chi;
                 // half_s[x][c] = sum_y E[x][y] B_s[y][c]
@@ -187,18 +185,16 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
 #pragma omp simd
                     for (int w = 0; w < W; ++w)
                         largest[w] = std::max(largest[w], std::max(std::fabs(nre[e * W + w]), std::fabs(nim[e * W + w])));
+                // divide by the power of two at or below it: exact, and its exponent is summed as an integer
                 float inv[W];
+#pragma omp simd
                 for (int w = 0; w < W; ++w) {
-                    if (largest[w] > 0.0f) {
-                        inv[w] = 1.0f / largest[w];
-                        scale[w] *= largest[w];
-                        if (scale[w] < 1e-250) {  // move it into the log before double underflows
-                            log_scale[w] += std::log(scale[w]);
-                            scale[w] = 1.0;
-                        }
-                    } else {
-                        inv[w] = 1.0f;
-                    }
+                    uint32_t u;
+                    std::memcpy(&u, &largest[w], sizeof u);
+                    const int e = u == 0 ? 0 : static_cast<int>((u >> 23) & 0xffu) - 127;
+                    const uint32_t iu = static_cast<uint32_t>(127 - e) << 23;
+                    std::memcpy(&inv[w], &iu, sizeof iu);
+                    exponent[w] += e;
                 }
                 for (int64_t e = 0; e < cc; ++e)
 #pragma omp simd
@@ -213,7 +209,7 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
                 const double re = ere[w], im = eim[w];
                 const double modulus = std::sqrt(re * re + im * im);
                 const double value =
-                    modulus == 0.0 ? 0.0 : std::exp(2.0 * (std::log(modulus) + std::log(scale[w]) + log_scale[w]));
+                    modulus == 0.0 ? 0.0 : std::exp(2.0 * (std::log(modulus) + exponent[w] * 0.6931471805599453));
                 out[i * ldo + j] = static_cast<OutT>(value);
                 if (symmetric) out[j * ldo + i] = static_cast<OutT>(value);
             }

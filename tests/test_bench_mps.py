@@ -35,6 +35,7 @@ def test_bench_mps_rows_follow_from_their_times(result):
             assert stats["median_s"] == pytest.approx(float(np.median(stats["all_s"])), rel=1e-12)
             assert stats["iqr_s"] == pytest.approx(stats["q3_s"] - stats["q1_s"], rel=1e-12)
             assert stats["entries_per_s"] == pytest.approx(config["distinct_entries"] / stats["median_s"], rel=1e-12)
+            assert stats["entries_per_cpu_s"] > 0
             assert stats["states_plus_gram_s"] == pytest.approx(config["states"]["median_s"] + stats["median_s"])
             assert isinstance(stats["conditions"]["noisy"], bool)
         best = min(config["gram"], key=lambda b: config["gram"][b]["median_s"])

@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", default="all", help="comma-separated MPS backends, or 'all' usable ones")
     parser.add_argument("--threads", type=int, default=None, help="threads per call (default: the cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after the warm-up (default 5)")
-    parser.add_argument("--max-seconds", type=float, default=40.0,
-                        help="skip a backend for a configuration whose estimated call takes longer (default 40)")
+    parser.add_argument("--max-seconds", type=float, default=120.0,
+                        help="skip a backend for a configuration whose estimated call takes longer (default 120)")
     parser.add_argument("--exact-qubits", type=int, default=12, help="qubits of the exactness check (default 12)")
     parser.add_argument("--aer-entries", type=int, default=12, help="kernel entries sampled for Aer (0 skips it)")
     parser.add_argument("--aer-qubits", default="16,50,165", help="qubit counts at which Aer is run")
@@ -143,6 +143,8 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int) -> dict:
             continue
         stats, conditions = timed(lambda: gram(M, backend=backend, n_threads=threads), args.repeats)
         stats.update({"warmup_subset_s": warm_s, "entries_per_s": distinct / stats["median_s"],
+                      # CPU seconds of this process (all threads): a rate that a loaded machine changes less
+                      "entries_per_cpu_s": distinct * args.repeats / max(conditions["cpu_s"], 1e-9),
                       "states_plus_gram_s": states["median_s"] + stats["median_s"], "conditions": conditions})
         row["gram"][backend] = stats
         print(f"  {backend:<7} {stats['median_s']:.3f} s (IQR {stats['iqr_s']:.3f})  "
@@ -197,8 +199,9 @@ def run(args) -> int:
     configs += parse_pairs(args.targets)
     configs = list(dict.fromkeys(configs))  # in order, without repeats
     print(f"qmlnb bench mps: backends={backends}, threads={threads}, configs={configs}", flush=True)
-    result = {"benchmark": "mps", "params": {k: str(v) if isinstance(v, Path) else v
-                                              for k, v in vars(args).items() if k != "run"},
+    # where and on which commit, taken before anything runs: the code measured is the code imported now
+    result = {"benchmark": "mps", "environment": environment(),
+              "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "run"},
               "threads": threads, "backends": backends,
               "exactness": exactness(backends, args.exact_qubits, args.reps, args.entanglement)}
     print(f"exactness at n={args.exact_qubits}: {result['exactness']['max_abs_difference']}", flush=True)
@@ -227,8 +230,8 @@ def run(args) -> int:
     result["configs"] = rows
     result["complete"] = True
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["environment"] = environment()
     result["environment"]["versions"]["qiskit-aer"] = _version("qiskit-aer")
+    result["environment"]["finished"] = environment()["timestamp"]
     if args.json:
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
