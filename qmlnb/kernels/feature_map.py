@@ -33,6 +33,9 @@ from .._util import check_positive_int
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")
 MAX_QUBITS = 30  # statevector limit: 2**30 complex64 amplitudes = 8 GiB for a single state
+# method="auto" keeps state vectors up to this many qubits (if they fit in memory), then uses the MPS
+AUTO_STATEVECTOR_MAX_QUBITS = 20
+METHODS = ("auto", "statevector", "mps")
 # Wires a FeatureMap may have: ``mps`` works at any n (memory O(N n chi^2));
 # ``states`` stops at MAX_QUBITS.
 MAX_MPS_QUBITS = 100_000
@@ -293,6 +296,43 @@ class FeatureMap:
         if chi > MAX_BOND:
             raise ValueError(f"reps={self.reps} with {self.entanglement} entanglement needs bond dimension {chi} "
                              f"> {MAX_BOND} (2**reps linear, 4**reps circular); use fewer reps")
+
+    def has_mps(self) -> bool:
+        """True if ``mps`` can build this map's exact MPS (ZZ, linear or circular, bond <= MAX_BOND)."""
+        try:
+            self._check_mps_supported()
+        except ValueError:
+            return False
+        return True
+
+    def resolve_method(self, n_samples: int, method: str = "auto") -> str:
+        """Which simulation ``method`` means for ``n_samples`` samples: ``"statevector"`` or ``"mps"``.
+
+        ``"auto"``: state vectors while ``n_qubits <= AUTO_STATEVECTOR_MAX_QUBITS``
+        (20) and ``states`` of ``n_samples`` would take at most half of the
+        free memory; beyond that the MPS if this map has one, else state
+        vectors (whose own checks then say why they cannot run).  A forced
+        ``"mps"`` on a map without one raises ``ValueError`` here.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        if method == "mps":
+            self._check_mps_supported()
+            return "mps"
+        if method == "statevector":
+            return "statevector"
+        if self.n_qubits <= AUTO_STATEVECTOR_MAX_QUBITS:
+            from .validation import available_memory_bytes
+
+            if self.peak_bytes(n_samples) <= 0.5 * available_memory_bytes():
+                return "statevector"
+        return "mps" if self.has_mps() else "statevector"
+
+    def simulate(self, X, method: str = "auto"):
+        """``states(X)`` or ``mps(X)`` as ``resolve_method(len(X), method)`` decides; both feed ``gram``."""
+        chosen = self.resolve_method(len(X), method)
+        return self.mps(X) if chosen == "mps" else self.states(X)
 
     def mps(self, X) -> MPSStates:
         """The exact matrix-product state of U(x)|0> for every row of X (no 2**n vector).

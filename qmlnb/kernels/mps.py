@@ -107,9 +107,11 @@ class MPSStates:
         return self.n_samples
 
     def __getitem__(self, rows) -> MPSStates:
-        """The states of a slice of samples (a view for a step-1 slice)."""
+        """The states of some samples: a slice (a view for step 1) or a 1-D array of indices (a copy)."""
         if not isinstance(rows, slice):
-            raise TypeError(f"MPSStates can only be sliced by sample ranges (M[i0:i1]), got {rows!r}")
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or not (np.issubdtype(rows.dtype, np.integer) or rows.dtype == bool):
+                raise TypeError(f"MPSStates are indexed by samples only (M[i0:i1] or M[indices]), got {rows!r}")
         return MPSStates(np.ascontiguousarray(self.tensors[rows]))
 
     def to_dense(self) -> np.ndarray:

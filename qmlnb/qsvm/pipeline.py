@@ -82,7 +82,8 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
       ``baselines``: {name: {"metrics", "timings", "params", "description"}};
       ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
       svm_fit, predict, baselines and total;
-      ``gram_backend`` and ``dataset`` (name, classes, sizes); the caller records the environment.
+      ``gram_backend``, ``state_method`` ("statevector" or "mps", what ``svm_params["method"]``,
+      default "auto", chose) and ``dataset`` (name, classes, sizes); the caller records the environment.
     """
     svm_params = check_svm_params(svm_params)
     unknown = [name for name in baselines if name not in BASELINES]
@@ -119,6 +120,7 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "bandwidth_requested": clf.bandwidth, "C_requested": clf.C,
             "bandwidth": clf.bandwidth_, "C": clf.C_, "n_support": int(len(clf.support_)),
             "n_train": int(clf.n_train_), "alignments": {str(b): a for b, a in clf.alignments_.items()},
+            "method_used": clf.method_,
         },
     }
     t_svm = time.perf_counter()
@@ -149,4 +151,5 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "total": t_end - start,
         },
         "gram_backend": clf.backend,
+        "state_method": clf.method_,
     }
