@@ -91,7 +91,8 @@ class FeatureMap:
     Parameters
     ----------
     n_qubits : int
-        Number of wires; one feature per wire.
+        Number of wires; one feature per wire.  Up to ``MAX_MPS_QUBITS``
+        (100,000); ``states`` stops at ``MAX_QUBITS`` (30) and ``mps`` covers the rest.
     reps : int
         Repetitions of the (Hadamard layer, diagonal layer) block.
     entanglement : {"linear", "circular", "full"}
