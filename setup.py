@@ -1,4 +1,4 @@
-"""Builds the OpenMP Gram extension ``qmlnb._openmp`` from ``native/``.
+"""Builds the OpenMP Gram extensions ``qmlnb._openmp`` (state vectors) and ``qmlnb._mps_openmp`` (MPS) from ``native/``.
 
 Everything else about the package lives in ``pyproject.toml``.
 
@@ -44,7 +44,13 @@ setup(
             cxx_std=17,
             # fp-contract: let a*b+c become one FMA (C++ standard modes may forbid it)
             extra_compile_args=["-O3", "-ffp-contract=fast"],
-        )
+        ),
+        Pybind11Extension(
+            "qmlnb._mps_openmp",
+            ["native/mps_openmp.cpp"],
+            cxx_std=17,
+            extra_compile_args=["-O3", "-ffp-contract=fast"],
+        ),
     ],
     cmdclass={"build_ext": BuildWithOpenMP},
 )

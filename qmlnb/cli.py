@@ -11,6 +11,7 @@ BENCHES = {
     "qsvm": "qmlnb.bench.qsvm",
     "qcnn": "qmlnb.bench.qcnn",
     "scale": "qmlnb.bench.scale",
+    "mps": "qmlnb.bench.mps",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

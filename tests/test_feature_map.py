@@ -96,7 +96,7 @@ def test_bad_embeddings_are_refused(X, message):
     "kwargs, message",
     [
         ({"n_qubits": 0}, "n_qubits"),
-        ({"n_qubits": 31}, "n_qubits"),
+        ({"n_qubits": 100_001}, "n_qubits"),
         ({"reps": 0}, "reps"),
         ({"bandwidth": 0.0}, "bandwidth"),
         ({"bandwidth": float("nan")}, "bandwidth"),

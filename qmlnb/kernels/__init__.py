@@ -3,9 +3,12 @@
 >>> from qmlnb.kernels import FeatureMap, gram
 >>> S = FeatureMap(n_qubits=4).states(X)      # (N, 16) complex64
 >>> K = gram(S, backend="cpu")                 # (N, N) float64
+>>> M = FeatureMap(n_qubits=200).mps(X)       # exact MPS (ZZ, linear/circular): any n
+>>> K = gram(M, backend="openmp")              # same entry point
 """
 from .feature_map import FeatureMap
 from .gram import gram
+from .mps import MPSStates
 from .registry import (
     BackendError,
     BackendUnavailableError,
@@ -18,6 +21,7 @@ from .validation import InsufficientMemoryError
 __all__ = [
     "FeatureMap",
     "gram",
+    "MPSStates",
     "available_backends",
     "check_backend",
     "BackendError",

@@ -43,7 +43,7 @@ import numpy as np
 
 from .._util import available_cores
 from .out_of_core import compute_tile, gram_to_file, open_output
-from .shared_memory import SharedArray, scratch_output, shared_copy
+from .shared_memory import SharedArray, SharedMPS, scratch_output, share
 from .validation import check_fits_in_memory
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -106,11 +106,11 @@ def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: in
                target=None, flush: bool = False):
     """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its checksum returned.
 
-    ``A`` and ``B`` are arrays (scattered) or ``SharedArray`` files on this machine.
+    ``A`` and ``B`` are arrays or ``MPSStates`` (scattered), or ``SharedArray``/``SharedMPS`` files on this machine.
     """
     from .registry import get_backend
 
-    A, B = (x.open() if isinstance(x, SharedArray) else x for x in (A, B))
+    A, B = (x.open() if isinstance(x, (SharedArray, SharedMPS)) else x for x in (A, B))
     block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype))
     if target is None:
         return block
@@ -136,7 +136,7 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
 
     with contextlib.ExitStack() as stack:
         if shared:
-            a, b = (None if X is None else stack.enter_context(shared_copy(X)) for X in (A, B))
+            a, b = (None if X is None else stack.enter_context(share(X)) for X in (A, B))
         else:
             # hash=False: a key per call.  Content-hashed keys would let a
             # repeated call on the same states re-scatter a key the previous

@@ -26,12 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .mps import MAX_BOND, MPSStates, mps_peak_bytes, zz_mps
 from .validation import check_embeddings, check_fits_in_memory
 from .._util import check_positive_int
 
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")
-MAX_QUBITS = 30  # 2**30 complex64 amplitudes = 8 GiB for a single state
+MAX_QUBITS = 30  # statevector limit: 2**30 complex64 amplitudes = 8 GiB for a single state
+# method="auto" keeps state vectors up to this many qubits (if they fit in memory), then uses the MPS
+AUTO_STATEVECTOR_MAX_QUBITS = 20
+METHODS = ("auto", "statevector", "mps")
+# Wires a FeatureMap may have: ``mps`` works at any n (memory O(N n chi^2));
+# ``states`` stops at MAX_QUBITS.
+MAX_MPS_QUBITS = 100_000
 DEFAULT_BATCH_BYTES = 64 << 20  # float64 phases of one batch, by default
 # Work space of one batch, in bytes per amplitude (row x 2**n), at its peak
 # in ``_simulate``: float32 cos, sin, planar re/im (16) and a Hadamard
@@ -84,7 +91,8 @@ class FeatureMap:
     Parameters
     ----------
     n_qubits : int
-        Number of wires; one feature per wire.
+        Number of wires; one feature per wire.  Up to ``MAX_MPS_QUBITS``
+        (100,000); ``states`` stops at ``MAX_QUBITS`` (30) and ``mps`` covers the rest.
     reps : int
         Repetitions of the (Hadamard layer, diagonal layer) block.
     entanglement : {"linear", "circular", "full"}
@@ -106,8 +114,9 @@ class FeatureMap:
         # bools are ints to Python, but n_qubits=True or bandwidth=True is a mistake, not 1
         if isinstance(self.n_qubits, bool) or not isinstance(self.n_qubits, numbers.Integral):
             raise TypeError(f"n_qubits must be an integer, got {type(self.n_qubits).__name__} {self.n_qubits!r}")
-        if not 1 <= self.n_qubits <= MAX_QUBITS:
-            raise ValueError(f"n_qubits must be an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
+        if not 1 <= self.n_qubits <= MAX_MPS_QUBITS:
+            raise ValueError(f"n_qubits must be an integer in [1, {MAX_MPS_QUBITS}] (state vectors: at most "
+                             f"{MAX_QUBITS}, beyond that FeatureMap.mps), got {self.n_qubits!r}")
         check_positive_int(self.reps, "reps")
         if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, numbers.Real):
             raise TypeError(f"bandwidth must be a real number, got {type(self.bandwidth).__name__} {self.bandwidth!r}")
@@ -188,6 +197,10 @@ class FeatureMap:
         and ``InsufficientMemoryError`` if the peak memory (``peak_bytes``)
         does not fit, both before any work.
         """
+        if self.n_qubits > MAX_QUBITS:
+            raise ValueError(f"n_qubits={self.n_qubits} is beyond the state-vector limit of {MAX_QUBITS} qubits "
+                             f"(2**{self.n_qubits} amplitudes per sample); use FeatureMap.mps(X), the exact "
+                             "matrix-product states (kind='zz', linear or circular entanglement), with gram(M)")
         X = check_embeddings(X, self.n_qubits)
         self._check_angles(X)
         n = X.shape[0]
@@ -261,6 +274,98 @@ class FeatureMap:
             im += re_sin
             del re_sin
         out.real, out.imag = re, im
+
+    # ------------------------------------------------------------------ MPS
+    @property
+    def mps_bond_dim(self) -> int:
+        """Padded bond dimension of ``mps``: 2**reps (linear), 4**reps (circular, n >= 3)."""
+        self._check_mps_supported()
+        return 4**self.reps if self._circular_ring else 2**self.reps
+
+    @property
+    def _circular_ring(self) -> bool:
+        # with 2 qubits the closing pair would repeat (0, 1): the chain is linear
+        return self.entanglement == "circular" and self.n_qubits > 2
+
+    def _check_mps_supported(self) -> None:
+        if self.kind != "zz" or self.entanglement == "full":
+            what = "kind='iqp' (all pairs of wires)" if self.kind != "zz" else "entanglement='full'"
+            raise ValueError(f"FeatureMap.mps has no bounded exact MPS for {what}: its bond dimension grows "
+                             f"exponentially with n_qubits; use FeatureMap.states (state vectors, at most "
+                             f"{MAX_QUBITS} qubits) or kind='zz' with entanglement 'linear' or 'circular'")
+        chi = 4**self.reps if self._circular_ring else 2**self.reps
+        if chi > MAX_BOND:
+            raise ValueError(f"reps={self.reps} with {self.entanglement} entanglement needs bond dimension {chi} "
+                             f"> {MAX_BOND} (2**reps linear, 4**reps circular); use fewer reps")
+
+    def has_mps(self) -> bool:
+        """True if ``mps`` can build this map's exact MPS (ZZ, linear or circular, bond <= MAX_BOND)."""
+        try:
+            self._check_mps_supported()
+        except ValueError:
+            return False
+        return True
+
+    def resolve_method(self, n_samples: int, method: str = "auto") -> str:
+        """Which simulation ``method`` means for ``n_samples`` samples: ``"statevector"`` or ``"mps"``.
+
+        ``"auto"``: state vectors while ``n_qubits <= AUTO_STATEVECTOR_MAX_QUBITS``
+        (20) and ``states`` of ``n_samples`` would take at most half of the
+        free memory; beyond that the MPS if this map has one, else state
+        vectors (whose own checks then say why they cannot run).  A forced
+        ``"mps"`` on a map without one raises ``ValueError`` here.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        if method == "mps":
+            self._check_mps_supported()
+            return "mps"
+        if method == "statevector":
+            return "statevector"
+        if self.n_qubits <= AUTO_STATEVECTOR_MAX_QUBITS:
+            from .validation import available_memory_bytes
+
+            if self.peak_bytes(n_samples) <= 0.5 * available_memory_bytes():
+                return "statevector"
+        return "mps" if self.has_mps() else "statevector"
+
+    def simulate(self, X, method: str = "auto"):
+        """``states(X)`` or ``mps(X)`` as ``resolve_method(len(X), method)`` decides; both feed ``gram``."""
+        chosen = self.resolve_method(len(X), method)
+        return self.mps(X) if chosen == "mps" else self.states(X)
+
+    def mps(self, X) -> MPSStates:
+        """The exact matrix-product state of U(x)|0> for every row of X (no 2**n vector).
+
+        Only the ZZ map with ``linear`` (bond dimension ``2**reps``) or
+        ``circular`` (``4**reps``) entanglement has a bounded exact MPS;
+        ``kind="iqp"`` and ``entanglement="full"`` raise ``ValueError``.
+        All samples are built at once (a loop over sites only); see
+        ``qmlnb.kernels.mps`` for the construction.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_qubits), real and finite
+
+        Returns
+        -------
+        MPSStates
+            ``tensors`` of shape (N, n_qubits, 2, chi, chi), complex64: 8 N n 2 chi^2 bytes.
+            ``gram(M)`` gives the same kernel as ``gram(states(X))``.
+
+        Raises ``ValueError`` for bad X, an unsupported map or overflowing
+        angles, ``InsufficientMemoryError`` if the tensors do not fit, before any work.
+        """
+        self._check_mps_supported()
+        X = check_embeddings(X, self.n_qubits)
+        self._check_angles(X)
+        chi, columns = self.mps_bond_dim, 2**self.reps
+        check_fits_in_memory(mps_peak_bytes(X.shape[0], self.n_qubits, chi, columns),
+                             f"the MPS of {X.shape[0]} samples on {self.n_qubits} qubits (bond {chi}, complex64)")
+        angles = self._angles(X)
+        single, pair = angles[:, :self.n_qubits], angles[:, self.n_qubits:]
+        return zz_mps(single, pair, self.reps, self._circular_ring)
 
     # ------------------------------------------------------------------ circuit
     def circuit(self, x, wires=None) -> None:

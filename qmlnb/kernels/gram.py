@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._util import available_cores as default_threads
+from .mps import MPSStates, check_mps, self_log_overlap
 from .registry import get_backend
-from .validation import MAX_THREADS, check_fits_in_memory, check_states, check_threads, check_unit_rows
+from .validation import (MAX_THREADS, check_fits_in_memory, check_states, check_threads, check_unit_norms,
+                         check_unit_rows)
 from .._util import check_positive_int
 
 OUTPUT_DTYPES = (np.float32, np.float64)
@@ -13,14 +15,19 @@ OUTPUT_DTYPES = (np.float32, np.float64)
 
 def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
          dtype=np.float64, out=None, client=None, verify: bool = True) -> np.ndarray:
-    """Fidelity Gram matrix of state vectors.
+    """Fidelity Gram matrix of state vectors or matrix-product states.
 
     Parameters
     ----------
-    A : array_like, shape (N, d), complex
+    A : array_like, shape (N, d), complex, or MPSStates
         State vectors as rows (``FeatureMap.states``); converted to complex64.
         Each row must be a unit vector (norm 1 within 1e-3), else ValueError.
-    B : array_like, shape (M, d), complex, optional
+        Or the exact MPS of N samples (``FeatureMap.mps``, any number of
+        qubits; backends ``cpu``, ``numba`` and ``openmp``): each pair is
+        contracted site by site with a rescaled environment, so values down
+        to the output dtype's smallest subnormal (about 4.9e-324 in float64)
+        are kept and only smaller ones become 0 (``qmlnb.kernels.mps``).
+    B : array_like, shape (M, d), complex, or MPSStates (with an MPS ``A``), optional
         Second set of unit states.  Omitted: the symmetric K = |A A^H|^2, of which
         only the upper tiles are computed.
     backend : str
@@ -51,12 +58,18 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     K : ndarray (numpy.memmap with ``out``), shape (N, N) or (N, M), ``dtype``
     """
     module = get_backend(backend)
-    A = check_states(A, "A")
-    if B is not None:
-        B = check_states(B, "B")
-        if B.shape[1] != A.shape[1]:
-            raise ValueError(f"A and B have different state dimensions: {A.shape[1]} and {B.shape[1]}")
-    tile = check_positive_int(module.DEFAULT_TILE if tile is None else tile, "tile")
+    mps = isinstance(A, MPSStates) or isinstance(B, MPSStates)
+    if mps:
+        A, B = check_mps_operands(A, B, backend, module)
+        default_tile = module.MPS_DEFAULT_TILE
+    else:
+        A = check_states(A, "A")
+        if B is not None:
+            B = check_states(B, "B")
+            if B.shape[1] != A.shape[1]:
+                raise ValueError(f"A and B have different state dimensions: {A.shape[1]} and {B.shape[1]}")
+        default_tile = module.DEFAULT_TILE
+    tile = check_positive_int(default_tile if tile is None else tile, "tile")
     if client is not None and n_threads is None:
         n_threads = 1  # Dask workers run one task per worker thread
     n_threads = check_threads(min(default_threads(), MAX_THREADS) if n_threads is None else n_threads)
@@ -68,14 +81,42 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     n_cols = A.shape[0] if B is None else B.shape[0]
     if out is None and client is None:
         check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
-    # O(N d), so after the O(1) checks above
-    check_unit_rows(A, "A")
-    if B is not None:
-        check_unit_rows(B, "B")
+    # O(N d) (MPS: O(N n chi^3)), so after the O(1) checks above
+    for name, states in (("A", A), ("B", B)):
+        if states is None:
+            continue
+        if mps:
+            check_unit_norms(np.exp(0.5 * self_log_overlap(states.tensors)), name)
+        else:
+            check_unit_rows(states, name)
     if out is not None or client is not None:  # to disk and/or on a cluster: delegated
         from .distributed import gram_scaled
 
         return gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client,
                            verify=verify)
     out = np.empty((A.shape[0], n_cols), dtype=dtype)
-    return module.gram(A, B, out=out, tile=tile, n_threads=n_threads)
+    return (module.gram_mps if mps else module.gram)(A, B, out=out, tile=tile, n_threads=n_threads)
+
+
+def check_mps_operands(A, B, backend: str, module) -> tuple[MPSStates, MPSStates | None]:
+    """Validated MPS operands with one bond dimension (the smaller padded with zeros: still exact)."""
+    if not hasattr(module, "gram_mps"):
+        raise ValueError(f"backend={backend!r} has no MPS kernel; matrix-product states (FeatureMap.mps) work with "
+                         "the backends 'cpu', 'numba' and 'openmp'")
+    A = check_mps(A, "A")
+    if B is None:
+        return A, None
+    B = check_mps(B, "B")
+    if A.n_qubits != B.n_qubits:
+        raise ValueError(f"A and B are MPS on different numbers of qubits: {A.n_qubits} and {B.n_qubits}")
+    chi = max(A.bond_dim, B.bond_dim)
+    return pad_bond(A, chi), pad_bond(B, chi)
+
+
+def pad_bond(M: MPSStates, chi: int) -> MPSStates:
+    """``M`` with bond dimension ``chi`` >= its own (zero rows and columns added)."""
+    if M.bond_dim == chi:
+        return M
+    t = np.zeros(M.shape[:3] + (chi, chi), dtype=np.complex64)
+    t[..., :M.bond_dim, :M.bond_dim] = M.tensors
+    return MPSStates(t)

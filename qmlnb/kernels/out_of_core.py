@@ -351,7 +351,9 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
     meta = {
         "format": FORMAT, "version": FORMAT_VERSION, "shape": [n_rows, n_cols], "dtype": dtype.name,
         "state_dim": A.shape[1], "tile": tile, "symmetric": B is None,
-        "fingerprint": [states_fingerprint(A), None if B is None else states_fingerprint(B)],
+        # MPSStates: their site tensors (N, n, 2, chi, chi) are hashed
+        "fingerprint": [states_fingerprint(getattr(A, "tensors", A)),
+                        None if B is None else states_fingerprint(getattr(B, "tensors", B))],
     }
     meta_path, ledger_path = sidecar_paths(path)
     pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
@@ -405,12 +407,15 @@ def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int
     A diagonal tile of the symmetric Gram is passed to the backend as one
     state block (B=None), so that it uses its symmetric product.
     """
+    from .mps import MPSStates
+
     i0, i1, j0, j1 = pair
     buffer = np.empty((i1 - i0, j1 - j0), dtype=dtype)
+    kernel = module.gram_mps if isinstance(A, MPSStates) else module.gram
     if B is None and i0 == j0:
-        return module.gram(A[i0:i1], None, out=buffer, tile=tile, n_threads=n_threads)
+        return kernel(A[i0:i1], None, out=buffer, tile=tile, n_threads=n_threads)
     right = A if B is None else B
-    return module.gram(A[i0:i1], right[j0:j1], out=buffer, tile=tile, n_threads=n_threads)
+    return kernel(A[i0:i1], right[j0:j1], out=buffer, tile=tile, n_threads=n_threads)
 
 
 def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, tile: int, n_threads: int,

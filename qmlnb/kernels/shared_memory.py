@@ -74,6 +74,31 @@ def shared_copy(array: np.ndarray):
         yield SharedArray(str(path), tuple(array.shape), array.dtype.name)
 
 
+@dataclass(frozen=True)
+class SharedMPS:
+    """``MPSStates`` whose site tensors lie in a ``SharedArray`` (sent to Dask tasks instead of the data)."""
+
+    tensors: SharedArray
+
+    def open(self):
+        from .mps import MPSStates
+
+        return MPSStates(self.tensors.open())
+
+
+@contextlib.contextmanager
+def share(states):
+    """``shared_copy`` of a state matrix, or of the site tensors of ``MPSStates`` (as a ``SharedMPS``)."""
+    from .mps import MPSStates
+
+    if isinstance(states, MPSStates):
+        with shared_copy(states.tensors) as tensors:
+            yield SharedMPS(tensors)
+        return
+    with shared_copy(states) as shared:
+        yield shared
+
+
 @contextlib.contextmanager
 def scratch_output(n_rows: int, n_cols: int, dtype):
     """A Gram file that processes on this machine write tiles into, and an array that sees them.

@@ -83,7 +83,8 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
       ``baselines``: {name: {"metrics", "timings", "params", "description"}};
       ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
       svm_fit, predict, baselines and total;
-      ``gram_backend`` and ``dataset`` (name, classes, sizes); the caller records the environment.
+      ``gram_backend``, ``state_method`` ("statevector" or "mps", what ``svm_params["method"]``,
+      default "auto", chose) and ``dataset`` (name, classes, sizes); the caller records the environment.
     """
     svm_params = check_svm_params(svm_params)
     baselines = check_baselines(baselines)
@@ -118,6 +119,7 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "bandwidth_requested": clf.bandwidth, "C_requested": clf.C,
             "bandwidth": clf.bandwidth_, "C": clf.C_, "n_support": int(len(clf.support_)),
             "n_train": int(clf.n_train_), "alignments": {str(b): a for b, a in clf.alignments_.items()},
+            "method_used": clf.method_,
         },
         # concentration, Gaussian likeness, grid edge (qsvm.diagnostics); its warnings were issued by fit
         "diagnostics": clf.diagnostics_,
@@ -150,4 +152,5 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
             "total": t_end - start,
         },
         "gram_backend": clf.backend,
+        "state_method": clf.method_,
     }

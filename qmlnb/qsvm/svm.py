@@ -223,6 +223,10 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         Shuffling of the CV folds.
     progress : bool
         tqdm bars over the bandwidth and C searches.
+    method : {"auto", "statevector", "mps"}
+        How the states are simulated (``FeatureMap.resolve_method``):
+        ``"auto"`` keeps state vectors while they fit (up to 20 qubits) and
+        uses the exact MPS beyond (ZZ map, linear or circular entanglement).
 
     Attributes (after ``fit``)
     --------------------------
@@ -232,7 +236,9 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     cv_scores_ : (n_folds, len(Cs)) balanced accuracy, or None for a fixed C.
     svc_ : the fitted ``SVC(kernel="precomputed")``.
     support_ : (n_SV,) indices of the support vectors in the training set.
-    support_states_ : (n_SV, 2**n_qubits) complex64 states of the support vectors.
+    method_ : "statevector" or "mps", the simulation ``method`` chose.
+    support_states_ : (n_SV, 2**n_qubits) complex64 states of the support vectors
+        (``MPSStates`` of them with ``method_ == "mps"``).
     train_kernel_ : (N, N) float64 training Gram at ``bandwidth_``.
     n_train_ : int, training samples.
     diagnostics_ : dict, ``qsvm.diagnostics.kernel_diagnostics`` of the training
@@ -248,7 +254,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     def __init__(self, n_qubits: int = 8, reps: int = 2, entanglement: str = "linear", kind: str = "zz",
                  bandwidth="auto", bandwidths=DEFAULT_BANDWIDTHS, backend: str = "cpu", C="auto", Cs=DEFAULT_CS,
                  cv: int = 5, tile: int | None = None, n_threads: int | None = None, seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, method: str = "auto"):
         self.n_qubits = n_qubits
         self.reps = reps
         self.entanglement = entanglement
@@ -263,6 +269,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.seed = seed
         self.progress = progress
+        self.method = method
 
     # ------------------------------------------------------------ helpers
     def feature_map(self, bandwidth: float) -> FeatureMap:
@@ -287,7 +294,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         if self.C == "auto":
             _check_grid(self.Cs, "Cs")
         candidates = list(_check_grid(self.bandwidths, "bandwidths")) if bandwidth == "auto" else [bandwidth]
-        self.feature_map(candidates[0])  # validates n_qubits, reps, entanglement, kind
+        self.feature_map(candidates[0]).resolve_method(1, self.method)  # validates the map and the method
         get_backend(self.backend)  # unknown or unusable backend: fail now, not after the states
         return candidates
 
@@ -305,6 +312,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
             stratified_folds(y, self.cv)  # enough samples per class for the folds?
         timings = dict(states=0.0, gram=0.0, select=0.0, fit=0.0)
         start = time.perf_counter()
+        self.method_ = self.feature_map(candidates[0]).resolve_method(len(X), self.method)
 
         self.alignments_ = {}
         best = None  # (alignment, bandwidth, states, Gram) of the best candidate so far
@@ -312,7 +320,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
                    leave=False)
         for b in bar:
             t0 = time.perf_counter()
-            S = self.feature_map(b).states(X)
+            S = self.feature_map(b).simulate(X, self.method_)
             t1 = time.perf_counter()
             K = self._gram(S)
             t2 = time.perf_counter()
@@ -334,7 +342,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         self.cv_scores_ = result.cv_scores
         self.classes_ = self.svc_.classes_
         self.support_ = self.svc_.support_
-        self.support_states_ = np.ascontiguousarray(S[self.support_])
+        self.support_states_ = S[self.support_] if self.method_ == "mps" else np.ascontiguousarray(S[self.support_])
         self.train_kernel_ = K
         self.n_train_ = len(y)
         self.n_features_in_ = X.shape[1]
@@ -356,7 +364,7 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "svc_")
         X = self._check_X(X)
         t0 = time.perf_counter()
-        S = self.feature_map(self.bandwidth_).states(X)
+        S = self.feature_map(self.bandwidth_).simulate(X, self.method_)
         t1 = time.perf_counter()
         K = self._gram(S, self.support_states_)
         self.timings_.update(predict_states=t1 - t0, predict_gram=time.perf_counter() - t1)

@@ -66,3 +66,62 @@ def gram(A, B=None, *, out, tile, n_threads):
     if B is None:
         mirror_upper_(out)
     return out
+
+
+# MPS states: a tile of pairs at a time, batched einsum over the tile
+MPS_DEFAULT_TILE = 128
+
+
+def mps_log_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """<a_i|b_j> for all pairs of two blocks of MPS tensors, as (mantissa, log scale).
+
+    Parameters
+    ----------
+    a : ndarray, shape (ti, n, 2, chi, chi), complex64
+    b : ndarray, shape (tj, n, 2, chi, chi), complex64
+
+    Returns
+    -------
+    (overlap, log_scale) : (ti, tj) complex128 and (ti, tj) float64 with
+    <a_i|b_j> = overlap * exp(log_scale).  The environment is divided by its
+    largest modulus after every site (so it cannot underflow) and the log of
+    that factor accumulated.
+    """
+    ti, tj, chi = a.shape[0], b.shape[0], a.shape[3]
+    env = np.zeros((ti, tj, chi, chi), dtype=np.complex128)
+    env[:, :, 0, 0] = 1.0
+    log_scale = np.zeros((ti, tj))
+    for k in range(a.shape[1]):
+        ak, bk = a[:, k].astype(np.complex128).conj(), b[:, k].astype(np.complex128)
+        # E'[b, b'] = sum_s sum_{x, y} conj(A_s[x, b]) E[x, y] B_s[y, b']
+        half = np.einsum("ijxy,jsyc->ijsxc", env, bk)
+        env = np.einsum("isxb,ijsxc->ijbc", ak, half)
+        scale = np.abs(env).max(axis=(2, 3))
+        scale[scale == 0] = 1.0
+        env /= scale[:, :, None, None]
+        log_scale += np.log(scale)
+    return env[:, :, 0, 0], log_scale
+
+
+def kernel_from_log(overlap: np.ndarray, log_scale: np.ndarray, dest: np.ndarray) -> None:
+    """dest[...] = |overlap|^2 exp(2 log_scale), computed in logs (0 where it underflows the dtype)."""
+    with np.errstate(divide="ignore"):
+        log_k = 2.0 * (np.log(np.abs(overlap)) + log_scale)
+    np.exp(log_k, out=dest, casting="unsafe")
+
+
+def gram_mps(A, B=None, *, out, tile, n_threads):
+    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (upper tiles only when ``B is None``).
+
+    NumPy's einsum does the contraction for a whole tile of pairs per site;
+    ``n_threads`` caps the BLAS threads (einsum itself is single-threaded).
+    """
+    a = A.tensors
+    b = a if B is None else B.tensors
+    with blas_threads().limit(limits=n_threads, user_api="blas"):
+        for i0, i1, j0, j1 in tile_pairs(a.shape[0], None if B is None else b.shape[0], tile):
+            overlap, log_scale = mps_log_overlaps(a[i0:i1], b[j0:j1])
+            kernel_from_log(overlap, log_scale, out[i0:i1, j0:j1])
+    if B is None:
+        mirror_upper_(out)
+    return out

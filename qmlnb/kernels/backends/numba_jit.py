@@ -161,3 +161,93 @@ def gram(A, B=None, *, out, tile, n_threads):
         numba.set_num_threads(previous)
     LAST_CALL["thread_ids"] = sorted(set(owner.tolist()))
     return out
+
+
+# ---------------------------------------------------------------- MPS states
+MPS_DEFAULT_TILE = 32
+_mps_kernel = None
+
+
+def _compile_mps():
+    """The MPS pair kernel, jitted (or loaded from numba's cache) on first use."""
+    global _mps_kernel
+    if _mps_kernel is not None:
+        return _mps_kernel
+    import numba
+    from numba import prange
+
+    @numba.njit(parallel=True, fastmath=False, cache=True)
+    def mps_tiles(a, b, tiles, symmetric, out):
+        """Fill out[i, j] = |<a_i|b_j>|^2 for the pairs of each tile.
+
+        a (N, n, 2, chi, chi), b (M, n, 2, chi, chi) complex64 site tensors;
+        tiles (T, 4) int64 rows (i0, i1, j0, j1); symmetric: b is a, only
+        upper tiles are listed and pairs below the diagonal are skipped
+        (the caller mirrors them).  Per pair the chi x chi environment is
+        contracted in complex128, divided by its largest modulus after every
+        site, and the log of the factors is summed.
+        """
+        n_sites, chi = a.shape[1], a.shape[3]
+        for t in prange(tiles.shape[0]):
+            i0, i1, j0, j1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
+            env = np.empty((chi, chi), np.complex128)
+            half = np.empty((2, chi, chi), np.complex128)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    if symmetric and j < i:
+                        continue
+                    env[:, :] = 0.0
+                    env[0, 0] = 1.0
+                    log_scale = 0.0
+                    for k in range(n_sites):
+                        for s in range(2):
+                            for x in range(chi):
+                                for c in range(chi):
+                                    acc = 0j
+                                    for y in range(chi):
+                                        acc += env[x, y] * b[j, k, s, y, c]
+                                    half[s, x, c] = acc
+                        largest = 0.0
+                        for p in range(chi):
+                            for c in range(chi):
+                                acc = 0j
+                                for s in range(2):
+                                    for x in range(chi):
+                                        acc += np.conj(a[i, k, s, x, p]) * half[s, x, c]
+                                env[p, c] = acc
+                                largest = max(largest, abs(acc.real), abs(acc.imag))
+                        if largest > 0.0:
+                            env[:, :] /= largest
+                            log_scale += np.log(largest)
+                    value = abs(env[0, 0])
+                    if value == 0.0:
+                        out[i, j] = 0.0
+                    else:
+                        out[i, j] = np.exp(2.0 * (np.log(value) + log_scale))
+
+    _mps_kernel = mps_tiles
+    return _mps_kernel
+
+
+def gram_mps(A, B=None, *, out, tile, n_threads):
+    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (``prange`` over tiles of pairs)."""
+    import numba
+
+    from ..tiling import mirror_upper_
+
+    if n_threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"n_threads={n_threads} exceeds numba's thread pool of {numba.config.NUMBA_NUM_THREADS}")
+    kernel = _compile_mps()
+    a = A.tensors
+    b = a if B is None else B.tensors
+    tiles = np.array(tile_pairs(a.shape[0], None if B is None else b.shape[0], tile), dtype=np.int64)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        with numba.parallel_chunksize(1):
+            kernel(a, b, tiles, B is None, out)
+    finally:
+        numba.set_num_threads(previous)
+    if B is None:
+        mirror_upper_(out)
+    return out

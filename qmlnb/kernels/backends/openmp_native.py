@@ -31,3 +31,20 @@ def gram(A, B=None, *, out, tile, n_threads):
 
     _openmp.gram(A, B, out, tile, n_threads)
     return out
+
+
+# MPS states: the extension qmlnb._mps_openmp (native/mps_openmp.cpp), built beside qmlnb._openmp
+MPS_DEFAULT_TILE = 64
+
+
+def gram_mps(A, B=None, *, out, tile, n_threads):
+    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (C++: SIMD over 16 pairs, OpenMP over tiles)."""
+    try:
+        from qmlnb import _mps_openmp
+    except ImportError as exc:
+        from ..registry import BackendUnavailableError
+
+        raise BackendUnavailableError(f"the native MPS extension qmlnb._mps_openmp is not built ({exc}); "
+                                      f"to enable it: {INSTALL}") from exc
+    _mps_openmp.gram(A.tensors, None if B is None else B.tensors, out, tile, n_threads)
+    return out
