@@ -541,7 +541,7 @@ def test_html_renders_tables_and_images_in_headless_chromium(smoke, tmp_path):
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", html.resolve().as_uri()],
         capture_output=True, text=True, timeout=120, check=True).stdout
-    assert "Scores per dataset and model" in dom and "Gram matrix: time against N per backend" in dom
+    assert "Scores per configuration" in dom and "Gram matrix: time against N per backend" in dom
     assert dom.count("<table") >= 5
     images = re.findall(r'<img[^>]+src="data:image/png;base64,', dom)
     assert len(images) >= 4
