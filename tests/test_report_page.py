@@ -71,6 +71,7 @@ def test_rows_never_pool_different_settings_and_show_spread_where_repeats_exist(
     # epochs and batch size vary among the runs: each is a column, and a row's runs share every parameter but
     # the seed
     assert {"epochs", "batch_size"} <= set(table.columns) and "param.seed" not in table.columns
+    assert "param.epochs" not in table.columns and "param.batch_size" not in table.columns  # one column each
     qcnn_rows = table[table["model"] == "QCNN"].set_index(["epochs", "batch_size"])
     assert qcnn_rows.index.is_unique and set(qcnn_rows.index) == {(5, 16), (3, 16), (5, 64)}
     for (epochs, batch), row in qcnn_rows.iterrows():
@@ -97,6 +98,9 @@ def test_a_setting_that_does_not_vary_is_no_column():
     frame = pd.DataFrame({"param.epochs": [5, 5], "param.seed": [0, 1], "param.lr": [0.1, 0.2],
                           "batch_size": [16, 16], "n_train": [1, 2]})
     assert report.setting_columns(frame, ["n_train"]) == ["param.lr"]
+    # a parameter also recorded as a metric is one column: the metric's
+    both = frame.assign(**{"param.epochs": [3, 5], "epochs": [3, 5]})
+    assert report.setting_columns(both, ["n_train"]) == ["epochs", "param.lr"]
 
 
 def test_no_cell_is_nan_or_cut_and_integers_stay_integers():

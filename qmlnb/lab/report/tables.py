@@ -24,7 +24,7 @@ def setting_columns(frame: pd.DataFrame, fixed) -> list[str]:
 
     Candidates are :data:`SETTING_METRICS` and every ``param.<name>`` the runs
     recorded, except the seed (repeats of one configuration) and ``param.<key>``
-    where ``<key>`` is already in ``fixed``.  A column is kept when it takes
+    where ``<key>`` is already in ``fixed`` or a kept metric column.  A column is kept when it takes
     more than one value (missing counts as a value): so a row never pools runs
     that differ in any recorded parameter.
     """
@@ -32,8 +32,8 @@ def setting_columns(frame: pd.DataFrame, fixed) -> list[str]:
     for column in [*SETTING_METRICS, *sorted(c for c in frame.columns if c.startswith("param."))]:
         if column in fixed or column in POOLED_PARAMS or column not in frame:
             continue
-        if column.startswith("param.") and column.removeprefix("param.") in fixed:
-            continue
+        if column.startswith("param.") and column.removeprefix("param.") in [*fixed, *out]:
+            continue  # the run's recorded value (e.g. ``epochs``) is already a key or a column
         if frame[column].astype(str).nunique(dropna=False) > 1:
             out.append(column)
     return out
