@@ -97,23 +97,25 @@ def test_only_complete_runs_are_read(tmp_path):
     assert dict(zip(overview["run"], overview["status"])) == {"broken": "failed", "done": "complete", "half": "running"}
 
 
-def test_results_table_speedups_against_sequential_and_cpu(mode_runs):
-    # the reference is the sequential run of the same dataset, n_train, folds and threads (median of several)
+def test_results_table_one_row_per_configuration_with_spread_and_no_cross_run_speedup(mode_runs):
+    # repeats of one configuration: mean and sample std of the scores, n, median time; these runs measured no
+    # speedup, so none is shown (the sequential runs' time over this one's would divide different runs)
     table = report.results_table(mode_runs)
     assert set(table["model"]) == {"QCNN"}
     assert_rows(table, ["dataset", "variant", "n_train", "folds", "threads"], {
-        ("digits", "sequential", 100, 2, 2): {"accuracy": 0.85, "f1": 0.75, "time_s": 10.0,
-                                              "speedup": 1.0, "runs": 3},  # median of 10/8, 10/10, 10/15
-        ("digits", "fold-parallel", 100, 2, 2): {"accuracy": 0.82, "time_s": 5.0, "speedup": 2.0, "runs": 1},
-        ("digits", "data-parallel", 100, 2, 2): {"accuracy": 0.78, "time_s": 4.0, "speedup": 2.5, "runs": 1},
-        ("digits", "sequential", 200, 2, 2): {"accuracy": 0.85, "time_s": 20.0, "speedup": 1.0, "runs": 1},
-        ("digits", "fold-parallel", 200, 2, 2): {"accuracy": 0.86, "time_s": 10.0, "speedup": 2.0, "runs": 1},
-        ("digits", "sequential", 100, 2, 1): {"accuracy": 0.80, "time_s": 16.0, "speedup": 1.0, "runs": 1},
-        ("digits", "fold-parallel", 100, 2, 1): {"accuracy": 0.84, "time_s": 8.0, "speedup": 2.0, "runs": 1},
-        ("digits", "sequential", 100, 1, 2): {"accuracy": 0.70, "time_s": 3.0, "speedup": 1.0, "runs": 1},
-        ("fashion-mnist", "sequential", 100, 2, 2): {"accuracy": 0.60, "time_s": 30.0, "speedup": 1.0, "runs": 1},
-        ("fashion-mnist", "fold-parallel", 100, 2, 2): {"accuracy": 0.62, "time_s": 12.0, "speedup": 2.5, "runs": 1},
+        ("digits", "sequential", 100, 2, 2): {"accuracy": 0.85, "accuracy_std": 0.05, "f1": 0.75, "time_s": 10.0,
+                                              "speedup": np.nan, "n": 3},
+        ("digits", "fold-parallel", 100, 2, 2): {"accuracy": 0.82, "accuracy_std": np.nan, "time_s": 5.0, "n": 1},
+        ("digits", "data-parallel", 100, 2, 2): {"accuracy": 0.78, "time_s": 4.0, "n": 1},
+        ("digits", "sequential", 200, 2, 2): {"accuracy": 0.85, "time_s": 20.0, "n": 1},
+        ("digits", "fold-parallel", 200, 2, 2): {"accuracy": 0.86, "time_s": 10.0, "n": 1},
+        ("digits", "sequential", 100, 2, 1): {"accuracy": 0.80, "time_s": 16.0, "n": 1},
+        ("digits", "fold-parallel", 100, 2, 1): {"accuracy": 0.84, "time_s": 8.0, "n": 1},
+        ("digits", "sequential", 100, 1, 2): {"accuracy": 0.70, "time_s": 3.0, "n": 1},
+        ("fashion-mnist", "sequential", 100, 2, 2): {"accuracy": 0.60, "time_s": 30.0, "n": 1},
+        ("fashion-mnist", "fold-parallel", 100, 2, 2): {"accuracy": 0.62, "time_s": 12.0, "n": 1},
     })
+    assert table["speedup"].isna().all()
 
 
 # QSVM runs: (name, dataset, n_train, threads, backend, gram_s, qsvm accuracy, QCNN train_s, baseline accuracy)
@@ -131,37 +133,41 @@ QSVM_RUNS = [
 
 def test_results_table_qsvm_against_cpu_with_qcnn_and_baseline_rows(tmp_path):
     for name, dataset, n_train, threads, backend, gram_s, acc, train_s, base_acc in QSVM_RUNS:
-        fake_run(tmp_path, "qsvm", name, qsvm(backend, gram_s, acc, dataset, n_train, threads, train_s,
-                                              qcnn_acc=acc - 0.2, baseline_acc=base_acc, baseline_fit_s=train_s / 20))
+        metrics = qsvm(backend, gram_s, acc, dataset, n_train, threads, train_s, qcnn_acc=acc - 0.2,
+                       baseline_acc=base_acc, baseline_fit_s=train_s / 20)
+        cpu_s = next(r[5] for r in QSVM_RUNS if r[1:4] == (dataset, n_train, threads) and r[4] == "cpu")
+        if backend != "cpu":  # what the run measured against cpu on its own states
+            metrics["timings"]["gram_speedup_vs_cpu"] = measured_speedup(cpu_s / gram_s)
+        fake_run(tmp_path, "qsvm", name, metrics)
     table = report.results_table(report.load_runs(tmp_path))
     keys = ["dataset", "model", "variant", "n_train", "folds", "threads"]
-    # the cpu backend's Gram time of the same dataset, n_train and threads over this run's
+    # the speedup each QSVM run measured against cpu (1 for cpu), never the cpu run's time over this one's
     qsvm_rows = {("digits", "QSVM", "cpu", 100, 1, 2): {"accuracy": 0.90, "time_s": 2.0, "speedup": 1.0},
-                 ("digits", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.70, "time_s": 0.5, "speedup": 4.0},
+                 ("digits", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.70, "time_s": 0.5, "speedup": measured_speedup(4.0)},
                  ("digits", "QSVM", "cpu", 200, 1, 2): {"accuracy": 0.92, "time_s": 6.0, "speedup": 1.0},
-                 ("digits", "QSVM", "numba", 200, 1, 2): {"accuracy": 0.93, "time_s": 1.0, "speedup": 6.0},
+                 ("digits", "QSVM", "numba", 200, 1, 2): {"accuracy": 0.93, "time_s": 1.0, "speedup": measured_speedup(6.0)},
                  ("digits", "QSVM", "cpu", 100, 1, 1): {"accuracy": 0.90, "time_s": 3.0, "speedup": 1.0},
-                 ("digits", "QSVM", "openmp", 100, 1, 1): {"accuracy": 0.91, "time_s": 1.0, "speedup": 3.0},
+                 ("digits", "QSVM", "openmp", 100, 1, 1): {"accuracy": 0.91, "time_s": 1.0, "speedup": measured_speedup(3.0)},
                  ("fashion-mnist", "QSVM", "cpu", 100, 1, 2): {"accuracy": 0.60, "time_s": 10.0, "speedup": 1.0},
-                 ("fashion-mnist", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.62, "time_s": 4.0, "speedup": 2.5}}
-    # each QSVM run trained a sequential QCNN first: two runs per point, their own reference
+                 ("fashion-mnist", "QSVM", "numba", 100, 1, 2): {"accuracy": 0.62, "time_s": 4.0, "speedup": measured_speedup(2.5)}}
+    # each QSVM run trained a sequential QCNN first: two runs per point (one per backend), no speedup measured
     qcnn_rows = {("digits", "QCNN", "sequential", 100, 1, 2):
-                 {"accuracy": 0.60, "time_s": 11.0, "speedup": (11 / 10 + 11 / 12) / 2, "runs": 2},
+                 {"accuracy": 0.60, "time_s": 11.0, "speedup": np.nan, "n": 2},
                  ("digits", "QCNN", "sequential", 200, 1, 2):
-                 {"accuracy": 0.725, "time_s": 21.0, "speedup": (21 / 20 + 21 / 22) / 2, "runs": 2},
+                 {"accuracy": 0.725, "time_s": 21.0, "speedup": np.nan, "n": 2},
                  ("digits", "QCNN", "sequential", 100, 1, 1):
-                 {"accuracy": 0.705, "time_s": 15.0, "speedup": (15 / 14 + 15 / 16) / 2, "runs": 2},
+                 {"accuracy": 0.705, "time_s": 15.0, "speedup": np.nan, "n": 2},
                  ("fashion-mnist", "QCNN", "sequential", 100, 1, 2):
-                 {"accuracy": 0.41, "time_s": 32.0, "speedup": (32 / 30 + 32 / 34) / 2, "runs": 2}}
+                 {"accuracy": 0.41, "time_s": 32.0, "speedup": np.nan, "n": 2}}
     # the classical baselines of the two runs of one split are averaged; they have no speedup
     baseline_rows = {("digits", "rbf_svm_embeddings", "classical", 100, 1, 2):
-                     {"accuracy": 0.80, "f1": 0.70, "time_s": 0.55, "speedup": np.nan, "runs": 2},
+                     {"accuracy": 0.80, "f1": 0.70, "time_s": 0.55, "speedup": np.nan, "n": 2},
                      ("digits", "rbf_svm_embeddings", "classical", 200, 1, 2):
-                     {"accuracy": 0.76, "time_s": 1.05, "speedup": np.nan, "runs": 2},
+                     {"accuracy": 0.76, "time_s": 1.05, "speedup": np.nan, "n": 2},
                      ("digits", "rbf_svm_embeddings", "classical", 100, 1, 1):
-                     {"accuracy": 0.71, "time_s": 0.75, "speedup": np.nan, "runs": 2},
+                     {"accuracy": 0.71, "time_s": 0.75, "speedup": np.nan, "n": 2},
                      ("fashion-mnist", "rbf_svm_embeddings", "classical", 100, 1, 2):
-                     {"accuracy": 0.51, "time_s": 1.6, "speedup": np.nan, "runs": 2}}
+                     {"accuracy": 0.51, "time_s": 1.6, "speedup": np.nan, "n": 2}}
     assert_rows(table, keys, {**qsvm_rows, **qcnn_rows, **baseline_rows})
 
 
@@ -260,9 +266,14 @@ def test_gram_slope_and_backend_speedup(gram_times, tmp_path):
     fake_run(tmp_path, "gram-scaling", "cpu-again", {"task": "gram-scaling", "backend": "cpu", "threads": 2},
              tables={"gram_times": table})
     speed = report.backend_speedup(report.gram_table(report.load_runs(tmp_path), tmp_path))
-    indexed = speed.set_index(["backend", "n_qubits", "threads", "n_samples"])
-    assert indexed.loc[("numba", 6, 2, 400), "speedup_vs_cpu"] == pytest.approx(speedup("numba", 6, 2, 400))
-    assert indexed.loc[("cpu", 6, 2, 400), "gram_s"] == pytest.approx(2 * gram_time("cpu", 6, 2, 400))  # median
+    indexed = speed.set_index(["stage", "backend", "n_qubits", "threads", "n_samples"])
+    assert indexed.index.is_unique
+    assert indexed.loc[("gram-threads", "numba", 6, 2, 400), "speedup_vs_cpu"] == pytest.approx(
+        speedup("numba", 6, 2, 400))
+    # the same configuration measured by two grids is two rows, each naming its stage: never their mean
+    assert indexed.loc[("gram-threads", "cpu", 6, 2, 400), "gram_s"] == pytest.approx(gram_time("cpu", 6, 2, 400))
+    assert indexed.loc[("gram-scaling", "cpu", 6, 2, 400), "gram_s"] == pytest.approx(3 * gram_time("cpu", 6, 2, 400))
+    assert indexed.loc[("gram-scaling", "cpu", 6, 2, 400), "n"] == 1
     # a run that measured no cpu reference gets none made up from other runs
     table = pd.DataFrame([{"n_qubits": 6, "n_samples": 100, "gram_s": 1.0}])
     fake_run(tmp_path, "gram-scaling", "old-openmp", {"stage": "gram-scaling", "backend": "openmp", "threads": 4},
@@ -270,6 +281,8 @@ def test_gram_slope_and_backend_speedup(gram_times, tmp_path):
     speed = report.backend_speedup(report.gram_table(report.load_runs(tmp_path), tmp_path))
     assert np.isnan(speed.set_index(["backend", "n_qubits", "threads", "n_samples"])
                     .loc[("openmp", 6, 4, 100), "speedup_vs_cpu"])
+    assert report.gram_slopes(report.gram_table(report.load_runs(tmp_path), tmp_path)).set_index(
+        ["stage", "backend", "n_qubits", "threads"]).index.is_unique
 
 
 def test_threads_speedup_against_one_thread(gram_times, tmp_path):
@@ -528,7 +541,7 @@ def test_html_renders_tables_and_images_in_headless_chromium(smoke, tmp_path):
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", html.resolve().as_uri()],
         capture_output=True, text=True, timeout=120, check=True).stdout
-    assert "Scores per dataset and model" in dom and "Gram matrix: time against N per backend" in dom
+    assert "Scores per configuration" in dom and "Gram matrix: time against N per backend" in dom
     assert dom.count("<table") >= 5
     images = re.findall(r'<img[^>]+src="data:image/png;base64,', dom)
     assert len(images) >= 4

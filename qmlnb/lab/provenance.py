@@ -74,11 +74,45 @@ def versions(packages=PACKAGES) -> dict:
     return out
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def blas() -> dict:
+    """The BLAS numpy calls: {"vendor", "version", "threads"} (threadpoolctl), None values when unknown."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"vendor": None, "version": None, "threads": None}
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        return {"vendor": None, "version": None, "threads": None}
+    first = pools[0]  # numpy's own BLAS is loaded first
+    return {"vendor": first.get("internal_api"), "version": first.get("version"), "threads": first.get("num_threads")}
+
+
+def data_folder() -> str | None:
+    """The data folder runs read (``$QMLNB_DATA_DIR`` or the project's ``data/``), absolute."""
+    from ..data import data_dir
+
+    try:
+        return str(Path(data_dir()).resolve())
+    except (OSError, ValueError):
+        return None
+
+
 def environment() -> dict:
-    """Everything a result file records about where and when it was made."""
+    """Everything a result file records about where and when it was made.
+
+    ``blas`` (vendor, version, threads), the thread variables the run saw
+    (``thread_env``: OMP/MKL/OpenBLAS/NUMBA_NUM_THREADS) and the ``data_dir``
+    are what the report's header shows beside the machine and versions.
+    """
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
         "git": git_commit(),
+        "blas": blas(),
+        "thread_env": {name: os.environ.get(name) for name in THREAD_VARS},
+        "data_dir": data_folder(),
     }

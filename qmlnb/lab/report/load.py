@@ -61,6 +61,11 @@ def read_run(run_dir: Path) -> dict:
     row["machine.cores"] = machine.get("cores")
     row["git.commit"] = str(git.get("commit") or "")[:10]
     row["timestamp"] = env.get("timestamp")
+    # the rest of the record, for the report's header (env.machine.memory_gib, env.versions.numpy, env.blas.vendor,
+    # env.git.dirty, env.data_dir, ...); lists (the GPUs) as JSON text, so a cell holds one value
+    flat: dict = {}
+    _flatten("env", env, flat)
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()})
     return row
 
 
@@ -79,7 +84,9 @@ def load_runs(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
     """One row per complete run: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
 
     Nested metrics become dotted columns (``scores.f1``, ``timings.train_s``);
-    the environment record is reduced to its machine, commit and timestamp.
+    the environment record gives ``machine.cpu``, ``machine.cores``, ``git.commit``
+    (10 characters) and ``timestamp``, and all of it flattened as ``env.<path>``
+    (``env.versions.numpy``, ``env.blas.vendor``, ``env.git.dirty``, ...).
     Only folders whose ``status.json`` says ``complete`` are read.  A complete
     run whose ``metrics.json``/``params.json`` cannot be read (e.g. edited by
     hand, a damaged disk) is left out with a warning naming its path; the

@@ -20,23 +20,40 @@ def save_figure(fig, reports_dir: str | os.PathLike, name: str) -> Path:
 
 
 def plot_gram_scaling(times: pd.DataFrame, slopes: pd.DataFrame):
-    """Gram time against N per backend (log-log, one panel per n_qubits), slopes in the legend."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    """Gram time against N per backend (log-log, one panel per n_qubits) with IQR error bars.
 
-    # the scaling plot uses each backend's highest thread count (the threads plot covers the rest)
+    Each point is the median over the runs of one (stage, backend, threads, N)
+    of their medians; the error bar spans that median's IQR (``gram_iqr_s``,
+    centred on the median, as the run recorded only its width).  The legend gives the
+    fitted slope and, in brackets, the range of the local slopes between
+    successive N (:func:`.tables.gram_slopes`); the stage is named when the runs
+    come from more than one.
+    """
+    import matplotlib.pyplot as plt
+
+    # the scaling plot uses each backend's highest thread count (the threads section covers the rest)
     top = times[times["threads"] == times.groupby("backend")["threads"].transform("max")].copy()
-    slope = slopes.set_index(["backend", "n_qubits", "threads"])["slope"]
-    top["label"] = [f"{b} (slope {slope.get((b, n, t), np.nan):.2f})"
-                    for b, n, t in zip(top["backend"], top["n_qubits"], top["threads"])]
+    top = top if "stage" in top else top.assign(stage=np.nan)
+    top = top.assign(gram_iqr_s=top["gram_iqr_s"] if "gram_iqr_s" in top else np.nan)
+    several = top["stage"].nunique(dropna=False) > 1
+    by = slopes.set_index(["stage", "backend", "n_qubits", "threads"]) if "stage" in slopes else None
     qubits = sorted(top["n_qubits"].unique())
     fig, axes = plt.subplots(1, len(qubits), figsize=(5 * len(qubits), 4), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], qubits):
-        # several runs of one (backend, n, threads, N) -- e.g. the scaling and threads grids -- show their median
-        sns.lineplot(data=top[top["n_qubits"] == n], x="n_samples", y="gram_s", hue="label", marker="o", ax=ax,
-                     estimator="median", errorbar=None)
-        ax.set(xscale="log", yscale="log", xlabel="N (states)", ylabel="Gram time (s)", title=f"n = {n} qubits")
-        ax.legend(fontsize=8, title=None)
+        for (stage, backend, threads), part in top[top["n_qubits"] == n].groupby(["stage", "backend", "threads"],
+                                                                              dropna=False):
+            per_n = part.groupby("n_samples").agg(gram_s=("gram_s", "median"), iqr=("gram_iqr_s", "median"))
+            label = f"{backend}, {int(threads)} thr" + (f" [{stage}]" if several else "")
+            if by is not None and (stage, backend, n, threads) in by.index:
+                fit = by.loc[(stage, backend, n, threads)]
+                label += f": slope {fit['slope']:.2f} [{fit['slope_min']:.2f}-{fit['slope_max']:.2f}]"
+            half = (per_n["iqr"] / 2).fillna(0.0).to_numpy()
+            # a bar never reaches below zero on the log axis
+            low = np.minimum(half, per_n["gram_s"].to_numpy() * 0.999)
+            ax.errorbar(per_n.index, per_n["gram_s"], yerr=[low, half], marker="o", capsize=3, label=label)
+        ax.set(xscale="log", yscale="log", xlabel="N (states)", ylabel="Gram time (s), median and IQR",
+               title=f"n = {n} qubits")
+        ax.legend(fontsize=7, title="slope [local range]")
     return fig
 
 

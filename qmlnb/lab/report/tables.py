@@ -13,53 +13,90 @@ from .load import load_tables, select_stage, select_task
 SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
 
 
-def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Test scores per dataset and model (QCNN per mode, QSVM per backend, classical baselines).
+# parameters never a column of their own: the seed is what repeats vary (pooled as mean ± std), progress is display
+POOLED_PARAMS = ("param.seed", "param.progress")
+# per-run metrics that are settings: a column wherever they vary among a table's runs
+SETTING_METRICS = ("epochs", "batch_size", "n_qubits")
 
-    One row per dataset, model, variant (mode/backend), n_train, folds and threads:
-    accuracy, f1, roc_auc, balanced_accuracy (means), time_s (median), speedup
-    (time of the sequential QCNN run, or of the ``cpu`` backend's Gram, on the
-    same dataset, n_train, folds and threads, over this time; median) and runs.
+
+def setting_columns(frame: pd.DataFrame, fixed) -> list[str]:
+    """The settings that vary among ``frame``'s runs and are not already in ``fixed`` (the table's own keys).
+
+    Candidates are :data:`SETTING_METRICS` and every ``param.<name>`` the runs
+    recorded, except the seed (repeats of one configuration) and ``param.<key>``
+    where ``<key>`` is already in ``fixed`` or a kept metric column.  A column is kept when it takes
+    more than one value (missing counts as a value): so a row never pools runs
+    that differ in any recorded parameter.
     """
-    rows = []
-    for _, r in frame.iterrows():
-        task = r.get("task")
-        if task not in (stages.QCNN, stages.QSVM):
+    out = []
+    for column in [*SETTING_METRICS, *sorted(c for c in frame.columns if c.startswith("param."))]:
+        if column in fixed or column in POOLED_PARAMS or column not in frame:
             continue
-        base = {"grid": r["grid"], "dataset": r.get("dataset"), "n_train": r.get("n_train"),
-                "folds": r.get("folds", 1), "threads": r.get("threads")}
+        if column.startswith("param.") and column.removeprefix("param.") in [*fixed, *out]:
+            continue  # the run's recorded value (e.g. ``epochs``) is already a key or a column
+        if frame[column].astype(str).nunique(dropna=False) > 1:
+            out.append(column)
+    return out
+
+
+def _spread(groups, columns: dict) -> pd.DataFrame:
+    """Per group: for each {output: input} column the mean and ``<output>_std`` (sample std; NaN for one run)."""
+    parts = {}
+    for out, col in columns.items():
+        parts[out] = groups[col].mean()
+        parts[f"{out}_std"] = groups[col].std(ddof=1)
+    return pd.DataFrame(parts)
+
+
+def results_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test scores per configuration: QCNN per mode, QSVM per backend, and the classical baselines.
+
+    A row is one configuration: stage, dataset, model, variant (mode/backend),
+    n_train, folds, threads and every other setting that varies among the runs
+    (:func:`setting_columns`: epochs, batch size, any ``param.<name>``); only
+    repeats of it (seeds) are pooled.  Columns: each score's mean and
+    ``<score>_std`` (sample std over the repeats), ``n`` (the runs behind the
+    row), ``time_s`` (median of the QCNN's training, the QSVM's steady Gram or
+    the baseline's fit time) and ``speedup``: the speedup each run measured
+    inside itself (QCNN: ``speedup_vs_sequential``; QSVM:
+    ``timings.gram_speedup_vs_cpu``, 1 for ``cpu``), median over the row's
+    runs, NaN where none was measured -- never a ratio of different runs' times.
+    """
+    qcnn_runs = frame[frame["task"].isin([stages.QCNN, stages.QSVM])] if "task" in frame else frame.iloc[0:0]
+    fixed = ["stage", "dataset", "n_train", "folds", "threads", "mode", "backend"]
+    settings = setting_columns(qcnn_runs, fixed) if not qcnn_runs.empty else []
+    rows = []
+    for _, r in qcnn_runs.iterrows():
+        base = {"stage": r.get("stage"), "dataset": r.get("dataset"), "n_train": r.get("n_train"),
+                "folds": r.get("folds", 1), "threads": r.get("threads"), **{c: r.get(c) for c in settings}}
+        measured = r.get("speedup_vs_sequential", np.nan) if r.get("task") == stages.QCNN else np.nan
         rows.append({**base, "model": "QCNN", "variant": r.get("mode"),
-                     **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s")})
-        if task == stages.QSVM:
+                     **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s"),
+                     "speedup": measured})
+        if r.get("task") == stages.QSVM:
+            gram = 1.0 if r.get("backend") == "cpu" else r.get("timings.gram_speedup_vs_cpu", np.nan)
             rows.append({**base, "model": "QSVM", "variant": r.get("backend"),
-                         **{s: r.get(f"qsvm.{s}") for s in SCORES}, "time_s": r.get("timings.gram_s")})
+                         **{s: r.get(f"qsvm.{s}") for s in SCORES}, "time_s": r.get("timings.gram_s"),
+                         "speedup": gram})
             names = sorted({c.split(".")[1] for c in r.index if c.startswith("baselines.") and pd.notna(r[c])})
             for name in names:
                 rows.append({**base, "model": name, "variant": "classical",
                              **{s: r.get(f"baselines.{name}.{s}") for s in SCORES},
-                             "time_s": r.get(f"baselines.{name}.fit_s")})
-    table = pd.DataFrame(rows, columns=["grid", "dataset", "n_train", "folds", "threads", "model", "variant", *SCORES,
-                                        "time_s"])
-    if table.empty:
-        return table.assign(speedup=[])
-    table = table.astype({s: float for s in SCORES} | {"time_s": float})
+                             "time_s": r.get(f"baselines.{name}.fit_s"), "speedup": np.nan})
+    keys = ["stage", "dataset", "model", "variant", "n_train", "folds", "threads", *settings]
+    spread = [c for s in SCORES for c in (s, f"{s}_std")]
+    if not rows:
+        return pd.DataFrame(columns=[*keys, *spread, "n", "time_s", "speedup"])
+    table = pd.DataFrame(rows)
+    table = table.astype({s: float for s in SCORES} | {"time_s": float, "speedup": float})
     table["folds"] = table["folds"].fillna(1).astype(int)
     table["n_train"] = table["n_train"].astype("Int64")
-
-    def reference(row) -> float:
-        # QCNN: the sequential run; QSVM: the cpu backend -- same dataset, training size, folds and threads
-        # (a 2-thread parallel run against a 1-thread sequential one would not measure the parallel mode)
-        same = table[(table["dataset"] == row["dataset"]) & (table["n_train"] == row["n_train"])
-                     & (table["folds"] == row["folds"]) & (table["threads"] == row["threads"])
-                     & (table["model"] == row["model"])]
-        ref = {"QCNN": "sequential", "QSVM": "cpu"}.get(row["model"])
-        times = same.loc[same["variant"] == ref, "time_s"]
-        return float(times.median() / row["time_s"]) if ref and len(times) and row["time_s"] else np.nan
-
-    table["speedup"] = table.apply(reference, axis=1)
-    return (table.groupby(["dataset", "model", "variant", "n_train", "folds", "threads"], dropna=False, sort=True)
-            .agg({**{s: "mean" for s in SCORES}, "time_s": "median", "speedup": "median", "grid": "count"})
-            .rename(columns={"grid": "runs"}).reset_index())
+    groups = table.groupby(keys, dropna=False, sort=True)
+    out = _spread(groups, {s: s for s in SCORES})
+    out["n"] = groups.size()
+    out["time_s"] = groups["time_s"].median()
+    out["speedup"] = groups["speedup"].median()
+    return out.reset_index()[[*keys, *spread, "n", "time_s", "speedup"]]
 
 
 def fit_loglog_slope(x, y) -> float:
@@ -76,36 +113,99 @@ def gram_table(frame: pd.DataFrame, runs_dir) -> pd.DataFrame:
     return load_tables(runs_dir, stages.GRAM_TIMES, select_task(frame, stages.GRAM))
 
 
+def _stage_key(times: pd.DataFrame) -> pd.DataFrame:
+    # the stage (grid) is part of every Gram configuration: two grids' measurements of one point stay two rows
+    return times if "stage" in times else times.assign(stage=np.nan)
+
+
+def slope_range(x, y) -> tuple[float, float]:
+    """(min, max) of the local log-log slopes between successive N: how far the fitted slope holds."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = (x > 0) & (y > 0)
+    x, y = x[keep], y[keep]
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    order = np.argsort(x)
+    local = np.diff(np.log(y[order])) / np.diff(np.log(x[order]))
+    local = local[np.isfinite(local)]
+    return (float(local.min()), float(local.max())) if local.size else (float("nan"), float("nan"))
+
+
 def gram_slopes(times: pd.DataFrame) -> pd.DataFrame:
-    """Fitted log-log slope of Gram time against N per backend, n_qubits and threads."""
+    """Fitted log-log slope of Gram time against N per stage, backend, n_qubits and threads.
+
+    ``slope`` is the least-squares fit over all N (medians of each N's runs);
+    ``slope_min``/``slope_max`` the range of the local slopes between successive N.
+    """
+    cols = ["stage", "backend", "n_qubits", "threads", "slope", "slope_min", "slope_max", "largest_n",
+            "gram_s_largest"]
     if times.empty:
-        return pd.DataFrame(columns=["backend", "n_qubits", "threads", "slope", "largest_n", "gram_s_largest"])
+        return pd.DataFrame(columns=cols)
     rows = []
-    for (backend, n, threads), part in times.groupby(["backend", "n_qubits", "threads"]):
-        part = part.sort_values("n_samples")
-        rows.append({"backend": backend, "n_qubits": n, "threads": threads,
-                     "slope": fit_loglog_slope(part["n_samples"], part["gram_s"]),
-                     "largest_n": int(part["n_samples"].iloc[-1]), "gram_s_largest": float(part["gram_s"].iloc[-1])})
-    return pd.DataFrame(rows)
+    for (stage, backend, n, threads), part in _stage_key(times).groupby(["stage", "backend", "n_qubits", "threads"],
+                                                                         dropna=False):
+        per_n = part.groupby("n_samples")["gram_s"].median().sort_index()
+        low, high = slope_range(per_n.index, per_n.to_numpy())
+        rows.append({"stage": stage, "backend": backend, "n_qubits": n, "threads": threads,
+                     "slope": fit_loglog_slope(per_n.index, per_n.to_numpy()), "slope_min": low, "slope_max": high,
+                     "largest_n": int(per_n.index[-1]), "gram_s_largest": float(per_n.iloc[-1])})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def backend_speedup(times: pd.DataFrame) -> pd.DataFrame:
-    """Gram time of each backend and its speedup against ``cpu`` at the same N, n_qubits and threads.
+    """Gram time of each backend and its speedup against ``cpu`` at the same stage, N, n_qubits and threads.
 
     Both come from the run itself: a gram-scaling run times ``cpu`` interleaved with its backend on the same
     states (``cpu_s`` and ``speedup_vs_cpu`` in ``gram_times.csv``); ``cpu``'s own rows are 1 by definition.
-    Medians over the runs of a row; never a ratio of times from different runs (NaN where none was measured).
+    Medians over the runs of a row (``n`` of them); never a ratio of times from different runs (NaN where none
+    was measured).  The stage is a key: one configuration measured by two grids is two rows, each saying which.
     """
-    keys = ["n_qubits", "threads", "n_samples"]
+    keys = ["stage", "n_qubits", "threads", "n_samples"]
     if times.empty:
-        return pd.DataFrame(columns=["backend", *keys, "gram_s", "cpu_s", "speedup_vs_cpu"])
-    measured = times.assign(cpu_s=times.get("cpu_s", np.nan), speedup_vs_cpu=times.get("speedup_vs_cpu", np.nan))
+        return pd.DataFrame(columns=["backend", *keys, "gram_s", "cpu_s", "speedup_vs_cpu", "n"])
+    measured = _stage_key(times)
+    measured = measured.assign(cpu_s=measured.get("cpu_s", np.nan),
+                               speedup_vs_cpu=measured.get("speedup_vs_cpu", np.nan))
     is_cpu = measured["backend"] == "cpu"
     measured.loc[is_cpu, "cpu_s"] = measured.loc[is_cpu, "gram_s"]
     measured.loc[is_cpu, "speedup_vs_cpu"] = 1.0
-    return (measured.groupby(["backend", *keys])
-            .agg(gram_s=("gram_s", "median"), cpu_s=("cpu_s", "median"), speedup_vs_cpu=("speedup_vs_cpu", "median"))
+    return (measured.groupby(["backend", *keys], dropna=False)
+            .agg(gram_s=("gram_s", "median"), cpu_s=("cpu_s", "median"), speedup_vs_cpu=("speedup_vs_cpu", "median"),
+                 n=("gram_s", "size"))
             .reset_index())
+
+
+def gram_headline(times: pd.DataFrame) -> pd.DataFrame:
+    """Each backend at the largest N of its stage, n_qubits and threads: what the Gram step reaches.
+
+    Columns: stage, n_qubits, threads, N, backend, ``gram_s`` (median of the
+    runs' medians), ``gram_iqr_s`` (median of their IQRs), ``gflops`` (8 N^2 2^n
+    real flops of the full matrix over the median), ``vs_cherk`` (BLAS
+    ``cherk``'s time on the same states over the backend's, measured in the
+    run: 1 means as fast as the matrix-product limit), ``speedup_vs_cpu``
+    (measured in the run; 1 for ``cpu``), ``n`` (runs) and ``noisy`` (runs
+    flagged noisy).  Runs recorded before GFLOP/s and ``cherk`` were measured
+    show NaN there (shown as "—").
+    """
+    cols = ["stage", "n_qubits", "threads", "N", "backend", "gram_s", "gram_iqr_s", "gflops", "vs_cherk",
+            "speedup_vs_cpu", "n", "noisy"]
+    if times.empty:
+        return pd.DataFrame(columns=cols)
+    t = _stage_key(times)
+    for column in ("gram_iqr_s", "gflops", "vs_cherk", "speedup_vs_cpu", "noisy"):
+        if column not in t:
+            t = t.assign(**{column: np.nan})
+    t.loc[t["backend"] == "cpu", "speedup_vs_cpu"] = 1.0
+    largest = t.groupby(["stage", "n_qubits", "threads"], dropna=False)["n_samples"].transform("max")
+    top = t[t["n_samples"] == largest].copy()
+    top["noisy"] = top["noisy"].map(lambda v: bool(v) if pd.notna(v) else False)
+    out = (top.groupby(["stage", "n_qubits", "threads", "n_samples", "backend"], dropna=False)
+           .agg(gram_s=("gram_s", "median"), gram_iqr_s=("gram_iqr_s", "median"), gflops=("gflops", "median"),
+                vs_cherk=("vs_cherk", "median"), speedup_vs_cpu=("speedup_vs_cpu", "median"), n=("gram_s", "size"),
+                noisy=("noisy", "sum"))
+           .reset_index().rename(columns={"n_samples": "N"}))
+    out["noisy"] = out["noisy"].astype(int)
+    return out[cols].sort_values(["stage", "n_qubits", "threads", "gram_s"], kind="stable").reset_index(drop=True)
 
 
 def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
@@ -137,31 +237,50 @@ def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
-    """QCNN training time and test scores per dataset, mode (sequential, fold-parallel, data-parallel), n_train,
-    threads and folds; ``speedup_vs_sequential`` is the one each run measured against sequential training of the
-    same work in the same run (``qcnn_run(compare="sequential")``; median over the row's runs), never a ratio of
-    times from different runs (NaN where the runs measured none)."""
+    """QCNN training time and test scores per stage, dataset, mode (sequential, fold-parallel, data-parallel),
+    n_train, threads, folds and every other setting that varies (:func:`setting_columns`).
+
+    ``train_s`` is the median over the row's runs (``n`` of them), accuracy and
+    f1 their mean with ``_std``; ``speedup_vs_sequential`` is the one each run
+    measured against sequential training of the same work in the same run
+    (``qcnn_run(compare="sequential")``; median over the row's runs), never a
+    ratio of times from different runs (NaN where the runs measured none).
+    """
     qcnn = select_task(frame, stages.QCNN)
-    cols = ["dataset", "mode", "n_train", "threads", "folds", "train_s", "accuracy", "f1", "speedup_vs_sequential"]
+    keys = ["stage", "dataset", "mode", "n_train", "threads", "folds"]
+    settings = setting_columns(qcnn, keys) if not qcnn.empty else []
+    cols = [*keys, *settings, "n", "train_s", "accuracy", "accuracy_std", "f1", "f1_std", "speedup_vs_sequential"]
     if qcnn.empty:
         return pd.DataFrame(columns=cols)
-    qcnn = qcnn.assign(speedup_vs_sequential=qcnn.get("speedup_vs_sequential", np.nan))
-    out = (qcnn.groupby(["dataset", "mode", "n_train", "threads", "folds"], dropna=False)
-           .agg(train_s=("timings.train_s", "median"), accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
-                speedup_vs_sequential=("speedup_vs_sequential", "median"))
-           .reset_index())
+    qcnn = qcnn.assign(speedup_vs_sequential=qcnn.get("speedup_vs_sequential", np.nan),
+                       stage=qcnn.get("stage", np.nan))
+    groups = qcnn.groupby([*keys, *settings], dropna=False)
+    out = _spread(groups, {"accuracy": "qcnn.accuracy", "f1": "qcnn.f1"})
+    out["n"] = groups.size()
+    out["train_s"] = groups["timings.train_s"].median()
+    out["speedup_vs_sequential"] = groups["speedup_vs_sequential"].median()
+    out = out.reset_index()
     out["folds"] = out["folds"].fillna(1).astype(int)
     return out[cols]
 
 
 def sweep_table(frame: pd.DataFrame, stage: str, column: str) -> pd.DataFrame:
     """Test scores and training time against ``column`` (n_train, batch_size) for the QCNN runs of ``stage``
-    (e.g. :data:`qmlnb.lab.stages.DATASET_SIZE`), whatever their grids are named."""
+    (e.g. :data:`qmlnb.lab.stages.DATASET_SIZE`), whatever their grids are named.
+
+    A row is one dataset, ``column`` value and any other setting that varies
+    (:func:`setting_columns`); accuracy and f1 are means with ``_std`` over the
+    row's ``n`` runs (seeds), ``train_s`` their median.
+    """
     qcnn = select_stage(frame, stage, stages.QCNN)
     if qcnn.empty or column not in qcnn:
-        return pd.DataFrame(columns=["dataset", column, "accuracy", "f1", "train_s"])
-    return (qcnn.groupby(["dataset", column]).agg(accuracy=("qcnn.accuracy", "mean"), f1=("qcnn.f1", "mean"),
-                                                  train_s=("timings.train_s", "median")).reset_index())
+        return pd.DataFrame(columns=["dataset", column, "n", "accuracy", "accuracy_std", "f1", "f1_std", "train_s"])
+    settings = setting_columns(qcnn, ["dataset", column])
+    groups = qcnn.groupby(["dataset", column, *settings], dropna=False)
+    out = _spread(groups, {"accuracy": "qcnn.accuracy", "f1": "qcnn.f1"})
+    out.insert(0, "n", groups.size())
+    out["train_s"] = groups["timings.train_s"].median()
+    return out.reset_index()
 
 
 def kernel_matrices(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:

@@ -1,0 +1,105 @@
+"""How the report shows its tables: mean ± std, integers as integers, no NaN, no index, nothing cut.
+
+:func:`format_table` turns a table of :mod:`.tables` (numbers, ``<column>_std``
+beside a mean) into text cells; :func:`to_html` renders it without the index,
+inside a box that scrolls sideways when the page is narrower than the table
+(the ``qmlnb-table`` CSS of the report's nbconvert template).
+"""
+from __future__ import annotations
+
+import html
+import math
+import re
+
+import pandas as pd
+
+MISSING = "—"  # what an empty cell shows (never "NaN")
+
+
+def natural_key(text) -> list:
+    """Sort key that orders the numbers inside names as numbers: ``run2`` before ``run10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def _missing(value) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def format_value(value) -> str:
+    """One cell: "—" when missing, integers without ".0", other numbers to 3 significant digits, text whole."""
+    if _missing(value):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.3g}"
+    if hasattr(value, "item"):  # a numpy scalar
+        return format_value(value.item())
+    return str(value)
+
+
+def mean_std(mean, std) -> str:
+    """"0.853 ± 0.012" (3 decimals); the mean alone when there is no spread (one run), "—" when missing."""
+    if _missing(mean):
+        return MISSING
+    if _missing(std):
+        return f"{float(mean):.3f}"
+    return f"{float(mean):.3f} ± {float(std):.3f}"
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of text cells: each ``<c>`` with a ``<c>_std`` beside it becomes "mean ± std" (one column ``<c>``),
+    every other cell :func:`format_value`; ``param.<name>`` columns are named ``<name>``; the index is dropped."""
+    out = {}
+    for column in table.columns:
+        if column.endswith("_std") and column.removesuffix("_std") in table:
+            continue
+        name = column.removeprefix("param.")
+        if f"{column}_std" in table:
+            out[name] = [mean_std(m, s) for m, s in zip(table[column], table[f"{column}_std"])]
+        else:
+            out[name] = [format_value(v) for v in table[column].astype(object)]
+    return pd.DataFrame(out, columns=list(out)).reset_index(drop=True)
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """:func:`format_table` of ``table`` as HTML: no index column, cells escaped and never shortened, in a
+    ``qmlnb-scroll`` box (scrolls sideways at narrow widths)."""
+    cells = format_table(table)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cells.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                   for row in cells.itertuples(index=False))
+    return (f'<div class="qmlnb-scroll"><table class="qmlnb-table"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def skipped_summary(overview: pd.DataFrame, names_shown: int = 6) -> pd.DataFrame:
+    """Runs that did not complete, grouped by grid, status and full reason: one row each, naturally sorted.
+
+    Columns: grid, status, runs (count), which (the run names, naturally
+    sorted; past ``names_shown`` the rest are counted, the full list is in
+    ``runs_not_complete.csv``) and reason (the whole reason or error text).
+    """
+    cols = ["grid", "status", "runs", "which", "reason"]
+    rest = overview[overview["status"] != "complete"] if not overview.empty else overview
+    if rest.empty:
+        return pd.DataFrame(columns=cols)
+    rest = rest.assign(reason=rest["note"].map(lambda v: MISSING if _missing(v) or v == "" else str(v)),
+                       status=rest["status"].map(lambda v: "unknown" if _missing(v) else str(v)))
+    rows = []
+    for (grid, status, reason), part in rest.groupby(["grid", "status", "reason"], sort=False):
+        names = sorted(part["run"], key=natural_key)
+        which = ", ".join(names[:names_shown])
+        if len(names) > names_shown:
+            which += f" and {len(names) - names_shown} more"
+        rows.append({"grid": grid, "status": status, "runs": len(names), "which": which, "reason": reason})
+    out = pd.DataFrame(rows, columns=cols)
+    order = sorted(range(len(out)), key=lambda i: (natural_key(out.at[i, "grid"]), out.at[i, "status"],
+                                                   natural_key(out.at[i, "which"])))
+    return out.iloc[order].reset_index(drop=True)
