@@ -247,19 +247,14 @@ def bench_controls(args: argparse.Namespace, dataset: str, classes, n_train, see
 
 
 def run(args: argparse.Namespace) -> int:
-    from .qsvm import parse_ids, parse_seeds
+    from .qsvm import parse_tasks
 
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sections - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    try:
-        class_sets = [parse_ids(text) for text in (args.classes or ["3,8"])]
-        seeds = parse_seeds(args.seeds)
-        n_train = None if args.n_train == "all" else int(args.n_train)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    class_sets, seeds, n_train = parse_tasks(args)
     if "controls" in sections and ("quantum" not in heads or any(h not in HEADS for h in heads)):
         raise SystemExit(f"--heads must include quantum and name only {', '.join(HEADS)}; got {args.heads!r}")
     started = check_tree(args.allow_dirty) if args.json else None

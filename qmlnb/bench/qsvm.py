@@ -265,9 +265,11 @@ def run_task(args, dataset: str, classes, n_train, seeds, names) -> dict:
     return out
 
 
-def run(args) -> int:
-    # bad arguments fail before any work
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+def parse_tasks(args) -> tuple[list, tuple[int, ...], int | None]:
+    """(class sets, seeds, n_train) from ``--classes``, ``--seeds`` and ``--n-train`` (``all``: None).
+
+    Shared by ``bench qsvm`` and ``bench qcnn``; bad values exit with the message, before any work.
+    """
     try:
         class_sets = [parse_ids(text) for text in (args.classes or ["3,8"])]
         seeds = parse_seeds(args.seeds)
@@ -276,6 +278,13 @@ def run(args) -> int:
         raise SystemExit(str(err)) from None
     if n_train is not None and n_train <= 0:
         raise SystemExit(f"--n-train must be a positive integer or all, got {args.n_train!r}")
+    return class_sets, seeds, n_train
+
+
+def run(args) -> int:
+    # bad arguments fail before any work
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    class_sets, seeds, n_train = parse_tasks(args)
     usable = sorted(name for name, (ok, _) in available_backends().items() if ok)
     names = usable if args.backends == "all" else [b.strip() for b in args.backends.split(",")]
     missing = [name for name in [*names, args.backend] if name not in usable]
