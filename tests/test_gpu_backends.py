@@ -167,7 +167,19 @@ def test_abs2_squares_in_place_and_symmetrize_copies_the_upper_triangle():
 # ---------------------------------------------------------------- several devices (CPU devices stand in)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rectangular", [False, True])
-def test_tiles_over_several_devices_equal_one_device(states, dtype, rectangular):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tiles_over_several_devices_equal_one_device(states, dtype, rectangular, threads):
+    # the device threads compute with the caller's torch threads (a worker thread would start with
+    # OpenMP's default and round its sums differently from the one-device run in the calling thread)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _tiles_over_several_devices_equal_one_device(states, dtype, rectangular)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _tiles_over_several_devices_equal_one_device(states, dtype, rectangular):
     A, B = states
     B = B if rectangular else None
     shape = (A.shape[0], (A if B is None else B).shape[0])

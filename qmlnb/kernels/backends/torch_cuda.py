@@ -413,7 +413,13 @@ def gram_on_devices(A, B, *, out, tile: int, devices) -> np.ndarray:
     if "streamed" in placements.values():  # pin once, shared by every device that streams
         host_A, host_B = _to(host_A, None, "streamed"), _to(host_B, None, "streamed")
 
+    threads = torch.get_num_threads()
+
     def work(device, pairs, advance):
+        if device.type == "cpu":
+            # a worker thread starts with OpenMP's default thread count, not the caller's: on a CPU device
+            # the products would then split their sums differently from the same tiles on one device
+            torch.set_num_threads(threads)
         context = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with context:
             a, b = _to(host_A, device, placements[device]), _to(host_B, device, placements[device])
