@@ -180,3 +180,13 @@ def test_the_controls_grid_loads_every_head_over_seeds_on_one_split():
     assert {(p["head"], p["seed"]) for p in sweep.points} == {(h, s) for h in HEADS for s in (0, 1, 2)}
     assert {p["split_seed"] for p in sweep.points} == {0}
     assert {p["threads"] for p in sweep.points} == {1}
+
+
+def test_a_single_seed_concludes_nothing(tmp_path):
+    head_run(tmp_path, "quantum", 0, 0.9)
+    head_run(tmp_path, "linear", 0, 0.7)
+    table = controls.qcnn_controls(load_runs(tmp_path))
+    (lines,) = controls.control_sentences(table, "quantum", "the quantum layer").values()
+    assert lines[0] == ("quantum − linear = +0.200 over 1 paired seed (0.700 for linear): "
+                        "one paired seed: no interval.")
+    assert lines[-1].startswith("No control has two seeds paired with quantum: no interval")

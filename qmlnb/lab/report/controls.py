@@ -226,7 +226,8 @@ def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[st
     table : :func:`compare_models` rows;  reference : their reference model;
     what : how the conclusion names the reference's quantum part (e.g. "the quantum layer").
     The conclusion is "<what> adds nothing measurable here" when no interval
-    excludes 0 in the reference's favour, else which controls it beats.
+    excludes 0 in the reference's favour, else which controls it beats; with
+    no interval at all (one seed) it says that nothing can be concluded.
     """
     out = {}
     for task, group in table.groupby(list(TASK_COLUMNS), sort=True):
@@ -246,13 +247,17 @@ def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[st
             interval = ("" if pd.isna(row["ci_low"]) else
                         f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({round(CONFIDENCE * 100)}%)")
             lines.append(f"{reference} − {row['model']} = {_number(row['reference_minus_model'])}{interval} over "
-                         f"{int(row['pairs'])} paired seeds ({row['mean ± std']} for {row['model']}): "
+                         f"{int(row['pairs'])} paired seed{'s' if row['pairs'] != 1 else ''} "
+                         f"({row['mean ± std']} for {row['model']}): "
                          f"{row['verdict']}{flagged}.")
             if row["verdict"] == f"{reference} better":
                 beaten.append(row["model"])
             elif row["verdict"].endswith(" better"):
                 better.append(row["model"])
-        if beaten:
+        if group["ci_low"].notna().sum() == 0:
+            conclusion = (f"No control has two seeds paired with {reference}: no interval, so nothing can be "
+                          "concluded here (run more seeds)")
+        elif beaten:
             conclusion = f"{reference} is better beyond noise than {', '.join(beaten)}"
             conclusion += ("" if len(beaten) == len(group) - 1 else
                            "; against the other controls the difference is within noise or unmeasured")
