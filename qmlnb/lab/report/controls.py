@@ -320,7 +320,7 @@ def plot_kernel_concentration(diagnostics: pd.DataFrame):
                      errorbar=None)
         ax.set(yscale="log", xlabel="qubits", ylabel=title, title=title)
     if qubits.size:
-        axes[0].plot(qubits, 2.0 ** -qubits, color="grey", linestyle=":", label="2^-n")
+        axes[0].plot(qubits, 2.0 ** -qubits, color="grey", linestyle=":", marker="x", label="2^-n")
     axes[1].axhline(CONCENTRATION_STD, color="red", linestyle="--", label=f"concentrated below {CONCENTRATION_STD}")
     for ax in axes:
         ax.legend(fontsize=8)
