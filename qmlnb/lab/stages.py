@@ -34,6 +34,7 @@ BATCH_SIZE = "batch-size"
 GRAM_SCALING = "gram-scaling"
 GRAM_THREADS = "gram-threads"
 QSVM_BACKENDS = "qsvm-backends"
+CONTROLS = "controls"
 FINAL = "final"
 FINAL_MODES = "final-modes"
 STAGES = {
@@ -45,6 +46,7 @@ STAGES = {
     GRAM_SCALING: "Gram time against N and n per backend",
     GRAM_THREADS: "Gram time against threads per CPU backend",
     QSVM_BACKENDS: "the quantum-kernel SVM per Gram backend, beside the baselines",
+    CONTROLS: "the QCNN against classical controls of its quantum layer (head x seed, one split)",
     FINAL: "QCNN and QSVM on the real datasets",
     FINAL_MODES: "sequential against fold- and data-parallel training on each dataset, at the decided settings",
 }

@@ -338,10 +338,15 @@ def epoch_timing(result, train: timing.Timing) -> timing.Timing:
 def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: str = "sequential", threads: int = 0,
              workers: int = 2, folds: int = 1, batch_size: int = 32, epochs: int = 3, lr: float = 0.01,
              n_qubits: int = 4, patience: int = 0, grayscale: bool = False, seed: int = 0, progress: bool = True,
-             compare: str = "", compare_rounds: int = 1):
+             compare: str = "", compare_rounds: int = 1, head: str = "quantum", split_seed: int | None = None):
     """Train the hybrid QCNN and score it on the test split; optionally against a reference trained in the same run.
 
     ``n_train`` 0 and ``patience`` 0 mean "all" and "no early stopping".
+    ``head`` is "quantum" (the QCNN) or one of its controls (``qmlnb.qcnn.model.HEADS``:
+    the same trainer and budget with the quantum layer replaced, docs/controls.md).
+    ``seed`` seeds the initial weights and the shuffling; ``split_seed`` the data
+    split and subsample (None: ``seed``), so runs over seeds on one fixed split
+    pair up seed by seed across heads.
     ``compare`` trains a reference configuration on the same data in the same
     run, interleaved with this one (one untimed warm-up training each, then
     reference, run, reference, run, ...: ``compare_rounds`` rounds), so that
@@ -369,10 +374,12 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     if compare not in COMPARISONS:
         raise ValueError(f"compare must be one of {COMPARISONS}, got {compare!r}")
     _util.check_positive_int(compare_rounds, "compare_rounds")
+    split_seed = seed if split_seed is None else _util.check_int(split_seed, "split_seed", minimum=0)
     cfg = train_config(threads=threads, mode=mode, workers=workers, folds=folds, n_qubits=n_qubits, epochs=epochs,
-                       batch_size=batch_size, lr=lr, patience=patience or None, seed=seed, progress=progress)
+                       batch_size=batch_size, lr=lr, patience=patience or None, seed=seed, progress=progress,
+                       head=head)
     total = cfg.threads * cfg.processes()
-    loading = timing.measure(lambda: load_data(dataset, classes=classes, n_train=n_train, seed=seed,
+    loading = timing.measure(lambda: load_data(dataset, classes=classes, n_train=n_train, seed=split_seed,
                                                grayscale=grayscale), warmup=0, min_repeats=1, min_time=0.0)
     splits = loading.value
 
@@ -402,6 +409,9 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
                "threads": total, "threads_per_process": cfg.threads,
                "processes": cfg.processes(), "workers": workers, "folds": folds, "n_train": int(len(splits.y_train)),
                "n_test": int(len(splits.y_test)), "batch_size": batch_size, "epochs": epochs, "n_qubits": n_qubits,
+               "head": head, "seed": seed, "split_seed": split_seed,
+               # every test prediction one class (qmlnb.metrics.is_degenerate): the report flags the run
+               "degenerate": bool(result.metrics.get("degenerate", False)),
                "best_fold": result.best_fold, "qcnn": result.metrics,
                "timings": {"train_s": train.median, "train_iqr_s": train.iqr, "train_n": train.n,
                            "epoch_s": epochs_t.median, "epoch_iqr_s": epochs_t.iqr, "epoch_n": epochs_t.n,
@@ -477,6 +487,26 @@ def gram_comparison(S: np.ndarray, backend: str, threads: int, *, repeats: int =
     return out
 
 
+DIAGNOSTIC_SCALARS = ("off_diagonal_mean", "off_diagonal_std", "effective_rank", "gaussian_gamma",
+                      "gaussian_correlation", "alignment", "bandwidth", "bandwidth_at_grid_edge", "support_fraction",
+                      "concentrated", "gaussian_like", "n_samples_diagnosed")
+
+
+def flat_diagnostics(diagnostics: dict | None) -> tuple[dict, list[str]]:
+    """A ``qmlnb.qsvm.diagnostics.kernel_diagnostics`` result as (flat scalars, warning sentences).
+
+    The scalars (:data:`DIAGNOSTIC_SCALARS`, plus ``bandwidth_grid`` as a
+    string) become one report column each; the warnings stay a list.  None or
+    {} (a model without a Gram) gives ({}, []).
+    """
+    if not diagnostics:
+        return {}, []
+    flat = {key: diagnostics.get(key) for key in DIAGNOSTIC_SCALARS}
+    grid = diagnostics.get("bandwidth_grid")
+    flat["bandwidth_grid"] = None if grid is None else " ".join(f"{g:g}" for g in grid)
+    return flat, list(diagnostics.get("warnings") or [])
+
+
 def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend: str = "cpu", tile: int = 0,
              threads: int = 0, n_qubits: int = 4, bandwidth: float = 0.0, C: float = 0.0, epochs: int = 3,
              batch_size: int = 32, lr: float = 0.01, baselines: bool = True, grayscale: bool = False, seed: int = 0,
@@ -484,8 +514,13 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
     """Train the QCNN, then the quantum-kernel SVM on its embeddings with ``backend``, beside the baselines.
 
     ``bandwidth`` / ``C`` 0 mean "auto" (kernel-target alignment / CV search).
-    Returns (metrics with ``qcnn``, ``qsvm`` and ``baselines.<name>`` scores
-    and ``timings`` (train_s, gram_s, ...), {"kernel_sample": Gram table, "timings": one row}).
+    Returns (metrics with ``qcnn``, ``qsvm`` and ``baselines.<name>`` scores (each
+    with its ``degenerate`` flag), ``kernel_diagnostics`` (flat scalars of the
+    training Gram's :func:`qmlnb.qsvm.diagnostics.kernel_diagnostics`),
+    ``kernel_warnings`` (its sentences), ``baseline_diagnostics.<name>`` (the
+    RBF control's Gram), ``degenerate`` (the QSVM predicts one class),
+    ``degenerate_models`` (every model that does) and ``timings`` (train_s,
+    gram_s, ...), {"kernel_sample": Gram table, "timings": one row}).
     ``timings.gram_s`` is the median of the training Gram timed by
     :func:`gram_comparison` (warm-up apart, interleaved with ``cpu`` and BLAS
     ``cherk`` on the same states); the pipeline's single cold call is
@@ -524,6 +559,15 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                            "states_s": timings["states"], "svm_fit_s": timings["svm_fit"],
                            "svm_select_s": timings["svm_select"], "total_s": timings["total"] + timings["qcnn_train"]},
                "gram_comparison": compared, "noisy": compared["noisy"], "load": max(gram_t["load_before"], gram_t["load_after"])}
+    # the training Gram's diagnostics (concentration, Gaussian likeness, grid edge), flat for the report, and those
+    # of the RBF control's Gram (gamma chosen by alignment like the bandwidth)
+    metrics["kernel_diagnostics"], metrics["kernel_warnings"] = flat_diagnostics(result["qsvm"].get("diagnostics"))
+    metrics["baseline_diagnostics"] = {name: flat_diagnostics(r.get("diagnostics"))[0]
+                                       for name, r in result["baselines"].items() if r.get("diagnostics")}
+    models = {"qcnn": metrics["qcnn"], "qsvm": metrics["qsvm"], **metrics["baselines"]}
+    metrics["degenerate_models"] = sorted(name for name, scores in models.items() if scores.get("degenerate"))
+    metrics["degenerate"] = "qsvm" in metrics["degenerate_models"]
+    metrics["seed"] = seed
     tables = {stages.KERNEL_SAMPLE: kernel_sample(trained.model, splits, result["qsvm"]["params"], backend),
               stages.TIMINGS: pd.DataFrame([timings])}
     return metrics, tables

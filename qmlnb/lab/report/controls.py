@@ -1,0 +1,327 @@
+"""The report's "What the controls show": each quantum model beside the classical models that would replace it.
+
+Two kinds of comparison, both paired over seeds (:func:`qmlnb.stats.paired_difference`):
+
+- **QCNN heads** (task ``qcnn``, e.g. the ``controls`` stage, params/65-controls.yaml): runs
+  that differ only in ``head`` ("quantum", "frozen-quantum", "linear", "mlp",
+  "cnn-linear") and ``seed``, on one task (dataset, classes, setting: training
+  size, epochs, batch size, qubits, split seed, stage).  The runs of one seed
+  pair up across heads (same split, same initial CNN weights).
+- **QSVM and its baselines** (task ``qsvm``): each run scores the QSVM, the QCNN
+  it embeds with and every baseline on one split, so the models of one run pair
+  up; the runs of one task (stage, dataset, classes, training size, epochs,
+  backend) give one pair per seed.
+
+:func:`qcnn_controls` / :func:`qsvm_controls` give one row per (task, model):
+n seeds, mean ± std, and (for every model but the reference) the reference's
+paired difference ``reference - model`` with its 95% interval and a verdict in
+words; :func:`control_sentences` says per task what the comparison shows.
+:func:`kernel_diagnostics_table` and :func:`plot_kernel_concentration` show the
+QSVM's training Gram as its model saw it (``qmlnb.qsvm.diagnostics``).
+
+Runs whose test predictions are all one class (``degenerate``) are counted
+in each row's ``degenerate`` column and named in the sentences.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from ... import stats
+from ...qcnn.model import HEADS
+from ...qsvm.baselines import BASELINES
+from .. import stages
+
+SCORE = "balanced_accuracy"
+QCNN_REFERENCE = "quantum"
+QSVM_REFERENCE = "qsvm"
+CONFIDENCE = 0.95
+# what tells two tasks apart (a row never pools two of them); "classes" and "setting" are built from these
+QCNN_SETTING = ("n_train", "epochs", "batch_size", "n_qubits", "split_seed")
+QSVM_SETTING = ("n_train", "epochs", "n_qubits", "backend")
+TASK_COLUMNS = ("stage", "dataset", "classes", "setting")
+TABLE_COLUMNS = [*TASK_COLUMNS, "model", "n", "mean", "std", "mean ± std", "degenerate", "reference_minus_model",
+                 "ci_low", "ci_high", "pairs", "wins", "losses", "verdict"]
+DIAGNOSTIC_COLUMNS = ("off_diagonal_mean", "off_diagonal_std", "gaussian_correlation", "alignment", "effective_rank",
+                      "bandwidth", "bandwidth_grid", "bandwidth_at_grid_edge", "support_fraction")
+
+
+# ---------------------------------------------------------------- helpers
+def _column(frame: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(default, index=frame.index, dtype=object)
+
+
+def _classes_label(value) -> str:
+    """A run's classes (a list, or the JSON text of one from params) as "3 vs 8"; "" when absent."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, (list, tuple)):
+        return " vs ".join(str(c) for c in value)
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _value(row: pd.Series, name: str):
+    """``row[name]``, else the run's parameter ``param.<name>``, else NaN."""
+    for key in (name, f"param.{name}"):
+        if key in row and not (isinstance(row[key], float) and math.isnan(row[key])):
+            return row[key]
+    return np.nan
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _setting(row: pd.Series, keys) -> str:
+    parts = []
+    for key in keys:
+        value = _value(row, key)
+        if key == "split_seed" and not _given(row.get("param.split_seed")) and _given(value):
+            value = "seed"  # no split seed asked for: each seed its own split, and the runs are still one task
+        if not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{key}={int(value) if isinstance(value, float) and value.is_integer() else value}")
+    return ", ".join(parts)
+
+
+def _seed(row: pd.Series) -> int:
+    value = _value(row, "seed")
+    return 0 if isinstance(value, float) and math.isnan(value) else int(value)
+
+
+def _flag(value) -> bool:
+    return bool(value) if isinstance(value, (bool, np.bool_, int, np.integer)) else False
+
+
+def _task_frame(runs: pd.DataFrame, setting_keys) -> pd.DataFrame:
+    """stage, dataset, classes label and setting string of each run, as columns."""
+    out = pd.DataFrame(index=runs.index)
+    out["stage"] = _column(runs, "stage", "").fillna("").astype(str)
+    out["dataset"] = _column(runs, "dataset", "").fillna("").astype(str)
+    out["classes"] = [_classes_label(_value(row, "classes")) for _, row in runs.iterrows()]
+    out["setting"] = [_setting(row, setting_keys) for _, row in runs.iterrows()]
+    out["seed"] = [_seed(row) for _, row in runs.iterrows()]
+    return out
+
+
+# ---------------------------------------------------------------- the comparison
+def verdict(difference: dict, reference: str, model: str) -> str:
+    """A :func:`qmlnb.stats.paired_difference` result (reference - model) in words."""
+    if difference["n"] < 2 or not math.isfinite(difference["ci_low"]):
+        return "one paired seed: no interval"
+    if difference["within_noise"]:
+        return "within noise"
+    return f"{reference if difference['mean_difference'] > 0 else model} better"
+
+
+def compare_models(long: pd.DataFrame, reference: str, order=(), confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per task, each model's scores over seeds and the reference's paired difference to it.
+
+    long : one row per (run, model): the :data:`TASK_COLUMNS`, ``model``,
+        ``seed`` (int), ``score`` (float) and ``degenerate`` (bool).  Rows of one
+        (task, model, seed) are averaged (a run repeated); a model's seeds pair
+        with the reference's same seeds, and only those present for both count.
+    reference : the model the others are compared with.
+    order : models in the order of the rows (others follow, sorted).
+
+    Returns a DataFrame with :data:`TABLE_COLUMNS`: ``n`` seeds, ``mean``,
+    ``std`` (ddof 1; NaN for one seed), ``mean ± std`` as text, ``degenerate``
+    (runs whose predictions are one class), ``reference_minus_model`` (mean
+    paired difference: positive means the reference is better), ``ci_low``,
+    ``ci_high`` (the ``confidence`` interval, Student's t), ``pairs``,
+    ``wins`` / ``losses`` (of the reference) and ``verdict`` (:func:`verdict`).
+    Tasks without the reference are left out.
+    """
+    if long.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    rank = {name: i for i, name in enumerate(order)}
+    rows = []
+    for task, group in long.groupby(list(TASK_COLUMNS), sort=True):
+        per_seed = group.groupby(["model", "seed"])["score"].mean().unstack("seed")
+        if reference not in per_seed.index:
+            continue
+        degenerate = group.groupby("model")["degenerate"].sum()
+        models = sorted(per_seed.index, key=lambda m: (m != reference, rank.get(m, len(rank)), m))
+        ref = per_seed.loc[reference]
+        for model in models:
+            scores = per_seed.loc[model].dropna()
+            n = int(scores.size)
+            std = float(scores.std(ddof=1)) if n > 1 else math.nan
+            row = dict(zip(TASK_COLUMNS, task))
+            row |= {"model": model, "n": n, "mean": float(scores.mean()), "std": std,
+                    "mean ± std": f"{scores.mean():.3f} ± {std:.3f}" if n > 1 else f"{scores.mean():.3f}",
+                    "degenerate": int(degenerate.get(model, 0))}
+            if model != reference:
+                both = pd.concat([ref, per_seed.loc[model]], axis=1).dropna()
+                if len(both):
+                    d = stats.paired_difference(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), confidence)
+                    row |= {"reference_minus_model": d["mean_difference"], "ci_low": d["ci_low"],
+                            "ci_high": d["ci_high"], "pairs": d["n"], "wins": d["wins"], "losses": d["losses"],
+                            "verdict": verdict(d, reference, model)}
+                else:
+                    row["verdict"] = "no seed in common with the reference"
+            rows.append(row)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def qcnn_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QCNN against its controls (runs that differ in ``head``), per task: :func:`compare_models` rows.
+
+    A run that recorded no head is the QCNN ("quantum"); tasks whose runs all
+    have one head (no control was run) are left out.
+    """
+    from .load import select_task
+
+    runs = select_task(frame, stages.QCNN)
+    column = f"qcnn.{score}"
+    if runs.empty or column not in runs:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    long = _task_frame(runs, QCNN_SETTING)
+    long["model"] = [str(h) if isinstance(h, str) else QCNN_REFERENCE for h in _column(runs, "head")]
+    long["score"] = pd.to_numeric(runs[column], errors="coerce")
+    long["degenerate"] = [_flag(a) or _flag(b) for a, b in zip(_column(runs, "degenerate", False),
+                                                               _column(runs, "qcnn.degenerate", False))]
+    long = long.dropna(subset=["score"])
+    with_controls = long.groupby(list(TASK_COLUMNS))["model"].transform("nunique") > 1
+    return compare_models(long[with_controls], QCNN_REFERENCE, order=HEADS, confidence=confidence)
+
+
+def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QSVM against the QCNN it embeds with and every baseline of its runs: :func:`compare_models` rows."""
+    from .load import select_task
+
+    runs = select_task(frame, stages.QSVM)
+    if runs.empty or f"qsvm.{score}" not in runs:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    task = _task_frame(runs, QSVM_SETTING)
+    prefixes = {"qsvm": "qsvm", "qcnn": "qcnn"}
+    prefixes |= {name: f"baselines.{name}" for name in BASELINES}
+    prefixes |= {col.split(".")[1]: ".".join(col.split(".")[:2]) for col in runs
+                 if col.startswith("baselines.") and col.endswith(f".{score}")}
+    parts = []
+    for model, prefix in prefixes.items():
+        if f"{prefix}.{score}" not in runs:
+            continue
+        part = task.copy()
+        part["model"] = model
+        part["score"] = pd.to_numeric(runs[f"{prefix}.{score}"], errors="coerce")
+        part["degenerate"] = [_flag(v) for v in _column(runs, f"{prefix}.degenerate", False)]
+        parts.append(part.dropna(subset=["score"]))
+    return compare_models(pd.concat(parts, ignore_index=True), QSVM_REFERENCE,
+                          order=("qsvm", "qcnn", *BASELINES), confidence=confidence)
+
+
+def _number(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[str, list[str]]:
+    """Per task ("dataset, classes, setting [stage]"), one sentence per comparison and a conclusion.
+
+    table : :func:`compare_models` rows;  reference : their reference model;
+    what : how the conclusion names the reference's quantum part (e.g. "the quantum layer").
+    The conclusion is "<what> adds nothing measurable here" when no interval
+    excludes 0 in the reference's favour, else which controls it beats; with
+    no interval at all (one seed) it says that nothing can be concluded.
+    """
+    out = {}
+    for task, group in table.groupby(list(TASK_COLUMNS), sort=True):
+        stage, dataset, classes, setting = task
+        label = f"{dataset} {classes}".strip() + (f", {setting}" if setting else "") + (f" [{stage}]" if stage else "")
+        lines, beaten, better = [], [], []
+        for _, row in group.iterrows():
+            flagged = (f"; {row['degenerate']} of its {row['n']} runs predicted one class (degenerate)"
+                       if row["degenerate"] else "")
+            if row["model"] == reference:
+                if flagged:
+                    lines.append(f"{reference}: {row['mean ± std']} over {row['n']} seeds{flagged}.")
+                continue
+            if pd.isna(row["reference_minus_model"]):
+                lines.append(f"{row['model']}: {row['verdict']}{flagged}.")
+                continue
+            interval = ("" if pd.isna(row["ci_low"]) else
+                        f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({round(CONFIDENCE * 100)}%)")
+            lines.append(f"{reference} − {row['model']} = {_number(row['reference_minus_model'])}{interval} over "
+                         f"{int(row['pairs'])} paired seed{'s' if row['pairs'] != 1 else ''} "
+                         f"({row['mean ± std']} for {row['model']}): "
+                         f"{row['verdict']}{flagged}.")
+            if row["verdict"] == f"{reference} better":
+                beaten.append(row["model"])
+            elif row["verdict"].endswith(" better"):
+                better.append(row["model"])
+        if group["ci_low"].notna().sum() == 0:
+            conclusion = (f"No control has two seeds paired with {reference}: no interval, so nothing can be "
+                          "concluded here (run more seeds)")
+        elif beaten:
+            conclusion = f"{reference} is better beyond noise than {', '.join(beaten)}"
+            conclusion += ("" if len(beaten) == len(group) - 1 else
+                           "; against the other controls the difference is within noise or unmeasured")
+        else:
+            conclusion = f"{what[0].upper()}{what[1:]} adds nothing measurable here: no interval excludes 0 in its favour"
+        if better:
+            conclusion += f"; {', '.join(better)} {'is' if len(better) == 1 else 'are'} better than {reference} beyond noise"
+        out[label] = [*lines, conclusion + "."]
+    return out
+
+
+# ---------------------------------------------------------------- kernel diagnostics
+def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per QSVM run: its training Gram's diagnostics (``tasks.qsvm_run``'s ``kernel_diagnostics``).
+
+    Columns: stage, dataset, classes, backend, n_qubits, seed, the
+    :data:`DIAGNOSTIC_COLUMNS` (off-diagonal mean and std, correlation with the
+    best Gaussian, alignment, effective rank, chosen bandwidth, its grid and
+    whether it sits on the grid's edge, support-vector fraction), the QSVM's
+    score, ``degenerate`` and ``warnings`` (the diagnostics' sentences, "; "-joined).
+    Runs recorded before the diagnostics existed are left out.
+    """
+    from .load import select_task
+
+    runs = select_task(frame, stages.QSVM)
+    if runs.empty or "kernel_diagnostics.off_diagonal_std" not in runs:
+        return pd.DataFrame()
+    runs = runs[runs["kernel_diagnostics.off_diagonal_std"].notna()]
+    task = _task_frame(runs, ())
+    out = pd.DataFrame({"stage": task["stage"], "dataset": task["dataset"], "classes": task["classes"],
+                        "backend": _column(runs, "backend"), "n_qubits": _column(runs, "n_qubits"),
+                        "seed": task["seed"]})
+    for name in DIAGNOSTIC_COLUMNS:
+        out[name] = _column(runs, f"kernel_diagnostics.{name}")
+    out[SCORE] = _column(runs, f"qsvm.{SCORE}")
+    out["degenerate"] = [_flag(v) for v in _column(runs, "qsvm.degenerate", False)]
+    out["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in _column(runs, "kernel_warnings", None)]
+    return out.sort_values(["stage", "dataset", "classes", "n_qubits", "seed"]).reset_index(drop=True)
+
+
+def plot_kernel_concentration(diagnostics: pd.DataFrame):
+    """Off-diagonal mean and std of the training Gram against qubits, one line per bandwidth.
+
+    ``diagnostics`` is :func:`kernel_diagnostics_table`.  The mean panel
+    shows 2^-n (a fully concentrated fidelity kernel's mean), the std panel
+    the concentration threshold of ``qmlnb.qsvm.diagnostics``.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ...qsvm.diagnostics import CONCENTRATION_STD
+
+    data = diagnostics.copy()
+    data["bandwidth"] = [f"{b:g}" if pd.notna(b) else "?" for b in data["bandwidth"]]
+    qubits = np.array(sorted(data["n_qubits"].dropna().unique()), dtype=float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for ax, column, title in ((axes[0], "off_diagonal_mean", "off-diagonal mean"),
+                              (axes[1], "off_diagonal_std", "off-diagonal std")):
+        sns.lineplot(data=data, x="n_qubits", y=column, hue="bandwidth", style="dataset", marker="o", ax=ax,
+                     errorbar=None)
+        ax.set(yscale="log", xlabel="qubits", ylabel=title, title=title)
+    if qubits.size:
+        axes[0].plot(qubits, 2.0 ** -qubits, color="grey", linestyle=":", marker="x", label="2^-n")
+    axes[1].axhline(CONCENTRATION_STD, color="red", linestyle="--", label=f"concentrated below {CONCENTRATION_STD}")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    return fig
