@@ -91,14 +91,21 @@ def _seed_speedups(seq: pd.DataFrame, mine: pd.DataFrame) -> list[float]:
     return [float(a[s] / b[s]) for s in common if b[s] > 0]
 
 
+def _with_settings(runs: pd.DataFrame, exclude=()) -> tuple[pd.DataFrame, list[str]]:
+    """``runs`` with ``param.seed`` (0 where no seed was recorded) and ``_setting``, the key of every other
+    parameter that varies (minus ``exclude``), so rows pool seeds only; and those parameter columns."""
+    if "param.seed" not in runs:
+        runs["param.seed"] = 0
+    columns = [c for c in _setting_columns(runs) if c not in exclude]
+    runs["_setting"] = _key(runs, columns)
+    return runs, columns
+
+
 def _mode_rows(frame: pd.DataFrame) -> list[dict]:
     qcnn = select_stage(frame, stages.FINAL_MODES, stages.QCNN)
     if qcnn.empty:
         return []
-    if "param.seed" not in qcnn:
-        qcnn["param.seed"] = 0
-    columns = _setting_columns(qcnn)
-    qcnn["_setting"] = _key(qcnn, columns)
+    qcnn, columns = _with_settings(qcnn)
     rows = []
     for (dataset, setting), part in qcnn.groupby(["dataset", "_setting"], sort=True):
         seq = part[part["mode"] == "sequential"]
@@ -126,10 +133,7 @@ def _final_rows(frame: pd.DataFrame) -> list[dict]:
     final = select_stage(frame, stages.FINAL, stages.QSVM)
     if final.empty:
         return []
-    if "param.seed" not in final:
-        final["param.seed"] = 0
-    columns = [c for c in _setting_columns(final) if c != "param.backend"]
-    final["_setting"] = _key(final, columns)
+    final, columns = _with_settings(final, exclude=("param.backend",))
     rows = []
     for (dataset, setting), part in final.groupby(["dataset", "_setting"], sort=True):
         common = {"dataset": dataset, "n": len(part), "speedup vs sequential": "— (not a training mode)",
