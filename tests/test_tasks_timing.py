@@ -79,10 +79,11 @@ def test_qcnn_run_measures_its_speedup_against_one_thread_in_the_same_run():
 
 
 @pytest.mark.parametrize("compare, key", [("1-thread", "speedup_vs_1_thread"), ("sequential", "speedup_vs_sequential")])
-def test_a_run_that_is_its_own_reference_trains_once(compare, key):
+def test_a_run_that_is_its_own_reference_is_warmed_up_like_the_runs_it_is_compared_with(compare, key):
     metrics, _ = tasks.qcnn_run(n_train=40, epochs=1, threads=1, batch_size=16, compare=compare, progress=False)
     assert metrics[key] == 1.0 and "reference_timing" not in metrics["comparison"]
-    assert metrics["timing"]["train"]["n"] == 1 and metrics["timing"]["train"]["compile_s"] is None
+    # one timed training after an untimed warm-up one: not a cold first call beside warm runs
+    assert metrics["timing"]["train"]["n"] == 1 and metrics["timing"]["train"]["compile_s"] is not None
     assert metrics["timings"]["first_epoch_s"] is None and metrics["timings"]["epoch_n"] == 1
 
 

@@ -359,7 +359,8 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     - ``"1-thread"``: the same mode on 1 thread; gives ``speedup_vs_1_thread``.
 
     A run that already is its reference (a sequential run, a 1-thread run)
-    records 1.0 by definition and trains once, so one grid can hold both.
+    records 1.0 by definition and trains twice (a warm-up, then the timed run,
+    like every run it is compared with), so one grid can hold both.
 
     The speedup is the reference's median training time over this run's (see
     :func:`qmlnb.timing.ratio`).  Returns (metrics dict with ``qcnn`` test
@@ -400,8 +401,11 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
             return train_qcnn(splits, reference)
 
         calls = {"reference": run_reference, **calls}
-    # without a reference the one training is the stage's result: no warm-up (its first epoch is set apart below)
-    timed = timing.interleaved(calls, warmup=1 if reference else 0, min_rounds=compare_rounds if reference else 1,
+    # A run that is compared with others (compare set) is warmed up like them, also when it is its own
+    # reference: a cold 1-thread or sequential training against warm runs of the same stage would make the
+    # stage's `fastest` decision and its time columns compare first-call costs. Without compare the one
+    # training is the stage's result: no warm-up (its first epoch is set apart below).
+    timed = timing.interleaved(calls, warmup=1 if compare else 0, min_rounds=compare_rounds if reference else 1,
                                min_time=0.0)
     train, result = timed["run"], timed["run"].value
     epochs_t = epoch_timing(result, train)
