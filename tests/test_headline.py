@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from qmlnb import _util
-from qmlnb.lab import decisions, runs, tasks
+from qmlnb.lab import decisions, runs, stages, tasks
 from qmlnb.lab.report import headline, load_runs
 
 
@@ -52,7 +52,9 @@ def final_runs(tmp_path):
             "task": "qsvm", "stage": "final", "dataset": "digits", "mode": "sequential", "qcnn": scores(0.8),
             "qsvm": scores(0.9),
             "timings": {"train_s": 10.0, "gram_s": 1.0 + seed, "svm_fit_s": 0.5},
-            "baselines": {"rbf_svm_embeddings": {**scores(0.6 + 0.1 * seed), "fit_s": fit}}})
+            "baselines": {"rbf_svm_embeddings": {**scores(0.6 + 0.1 * seed), "fit_s": fit},
+                          "linear_svm_pixels": {**scores(0.7), "fit_s": 0.1},
+                          "cnn": {**scores(0.75 + 0.05 * seed), "fit_s": 3.0 + seed}}})
     fake_run(tmp_path, "final", {"dataset": "svhn", "seed": 0}, {}, status=runs.SKIPPED,
              reason="dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat")
     return tmp_path
@@ -88,6 +90,14 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert qsvm["training time (s)"] == "2 [1.75-2.25]" and qsvm["n"] == 2  # gram + svm fit: 1.5, 2.5
     rbf = row(digits, headline.BASELINE_NAMES["rbf_svm_embeddings"], "classical")
     assert rbf["balanced accuracy"] == "0.650 ± 0.071" and rbf["training time (s)"] == "0.6 [0.55-0.65]"
+    # the classical CNN (linear head, same trainer and budget) beside CNN+SVM, timed by its training
+    cnn = row(digits, headline.BASELINE_NAMES[stages.CNN_BASELINE], "classical")
+    assert cnn["model"] == "CNN (linear head, same trainer and budget)"
+    assert cnn["balanced accuracy"] == "0.775 ± 0.035" and cnn["n"] == 2
+    assert cnn["training time (s)"] == "3.5 [3.25-3.75]" and cnn["timed"].startswith("training")
+    classical = list(digits.loc[digits["mode"] == "classical", "model"])
+    assert classical == [headline.BASELINE_NAMES[name]
+                         for name in (stages.CNN_BASELINE, "rbf_svm_embeddings", "linear_svm_pixels")]
     fm = tables["fashion-mnist"]
     assert len(fm) == 1 and fm.iloc[0]["speedup vs sequential"] == "1 (reference)"
     for table in tables.values():

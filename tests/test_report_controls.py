@@ -131,7 +131,8 @@ def qsvm_run(runs_dir, seed, qsvm_ba, rbf_ba, pixels_ba, stage=stages.FINAL, deg
     fake_run(runs_dir, "final", params, {
         "task": stages.QSVM, "stage": stage, "dataset": "digits", "classes": [3, 8], "n_train": 100, "epochs": 3,
         "n_qubits": n_qubits, "backend": "cpu", "seed": seed, "qcnn": scores(0.8), "qsvm": scores(qsvm_ba, degenerate),
-        "baselines": {"rbf_svm_embeddings_alignment": {**scores(rbf_ba), "fit_s": 0.1},
+        "baselines": {"cnn": {**scores(0.85), "fit_s": 2.0},
+                      "rbf_svm_embeddings_alignment": {**scores(rbf_ba), "fit_s": 0.1},
                       "rbf_svm_pixels": {**scores(pixels_ba), "fit_s": 0.1}},
         "kernel_diagnostics": diagnostics, "kernel_warnings": warnings, "degenerate": degenerate})
 
@@ -141,7 +142,8 @@ def test_qsvm_against_its_baselines_paired_within_runs(tmp_path):
         qsvm_run(tmp_path, seed, q, rbf, pix, degenerate=seed == 2)
     frame = load_runs(tmp_path)
     table = controls.qsvm_controls(frame).set_index("model")
-    assert list(table.index) == ["qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels"]
+    # the classical CNN (same trainer and budget as the QCNN) right after the QCNN
+    assert list(table.index) == ["qsvm", "qcnn", "cnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels"]
     assert table.loc["qsvm", "degenerate"] == 1
     assert table.loc["rbf_svm_pixels", "reference_minus_model"] == pytest.approx((0.90 + 0.92 + 0.50) / 3 - 0.97)
     assert table.loc["rbf_svm_embeddings_alignment", "verdict"] == "within noise"

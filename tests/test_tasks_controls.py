@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from qmlnb.lab import tasks
+from qmlnb.lab import stages, tasks
 from qmlnb.qsvm.baselines import BASELINES
 
 
@@ -46,9 +46,29 @@ def test_qsvm_run_records_kernel_diagnostics_every_baseline_and_degenerate_model
     assert math.isfinite(diag["gaussian_correlation"]) and diag["effective_rank"] >= 1
     assert diag["bandwidth"] == metrics["qsvm_params"]["bandwidth"]
     assert isinstance(metrics["kernel_warnings"], list)
-    assert set(metrics["baselines"]) == set(BASELINES)
+    assert set(metrics["baselines"]) == {*BASELINES, stages.CNN_BASELINE}
     assert "rbf_svm_embeddings_alignment" in metrics["baseline_diagnostics"]
     models = {"qcnn": metrics["qcnn"], "qsvm": metrics["qsvm"], **metrics["baselines"]}
     assert metrics["degenerate_models"] == sorted(m for m, s in models.items() if s["degenerate"])
     assert metrics["degenerate"] == metrics["qsvm"]["degenerate"]
     assert metrics["seed"] == 0
+
+
+def test_qsvm_run_trains_the_classical_cnn_with_the_qcnns_budget_unless_told_not_to():
+    small = dict(n_train=60, epochs=1, threads=1, batch_size=16, progress=False)
+    metrics, tables = tasks.qsvm_run(baselines=False, **small)
+    cnn = metrics["baselines"][stages.CNN_BASELINE]
+    assert set(metrics["baselines"]) == {stages.CNN_BASELINE}  # the CNN does not need the sklearn baselines
+    for score in ("accuracy", "f1", "roc_auc", "balanced_accuracy"):
+        assert 0 <= cnn[score] <= 1
+    assert isinstance(cnn["degenerate"], bool)
+    assert (stages.CNN_BASELINE in metrics["degenerate_models"]) == cnn["degenerate"]
+    assert cnn["fit_s"] > 0 and cnn["fit_s"] == metrics["timings"]["cnn_train_s"]
+    assert tables["timings"]["cnn_train"].iloc[0] == cnn["fit_s"]
+    assert metrics["timings"]["total_s"] > metrics["timings"]["train_s"] + cnn["fit_s"]
+    # the same trainer, budget, seed and split as a stand-alone cnn-linear training: the same scores
+    alone, _ = tasks.qcnn_run(head="cnn-linear", **small)
+    assert {k: cnn[k] for k in alone["qcnn"]} == alone["qcnn"]
+
+    off, _ = tasks.qsvm_run(baselines=False, cnn_baseline=False, **small)
+    assert off["baselines"] == {} and "cnn_train_s" not in off["timings"]

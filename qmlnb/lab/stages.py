@@ -53,6 +53,11 @@ STAGES = {
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
 
+# ---------------------------------------------------------------- models a run scores beside its own
+# QSVM: the classical CNN (the QCNN's network with a linear head instead of the quantum layer, same trainer and
+# budget) that tasks.qsvm_run trains and records among its baselines: metrics["baselines"][CNN_BASELINE]
+CNN_BASELINE = "cnn"
+
 # ---------------------------------------------------------------- tables (<name>.csv in a run folder)
 GRAM_TIMES = "gram_times"        # GRAM: one row per (n_qubits, N)
 HISTORY = "history"              # QCNN: one row per epoch (and fold)

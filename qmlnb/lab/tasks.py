@@ -513,23 +513,32 @@ def flat_diagnostics(diagnostics: dict | None) -> tuple[dict, list[str]]:
 
 def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend: str = "cpu", tile: int = 0,
              threads: int = 0, n_qubits: int = 4, bandwidth: float = 0.0, C: float = 0.0, epochs: int = 3,
-             batch_size: int = 32, lr: float = 0.01, baselines: bool = True, grayscale: bool = False, seed: int = 0,
-             progress: bool = True):
+             batch_size: int = 32, lr: float = 0.01, baselines: bool = True, cnn_baseline: bool = True,
+             grayscale: bool = False, seed: int = 0, progress: bool = True):
     """Train the QCNN, then the quantum-kernel SVM on its embeddings with ``backend``, beside the baselines.
 
     ``bandwidth`` / ``C`` 0 mean "auto" (kernel-target alignment / CV search).
+    ``baselines`` scores the classical models of :data:`qmlnb.qsvm.baselines.BASELINES`
+    (on the QCNN's embeddings and on the pixels); ``cnn_baseline`` also trains
+    the classical CNN (:data:`.stages.CNN_BASELINE`): the QCNN's network with the quantum
+    layer replaced by a linear head (``head="cnn-linear"``), by the same trainer
+    with the same budget (epochs, batch size, lr, early stopping), seed and split.
     Returns (metrics with ``qcnn``, ``qsvm`` and ``baselines.<name>`` scores (each
-    with its ``degenerate`` flag), ``kernel_diagnostics`` (flat scalars of the
-    training Gram's :func:`qmlnb.qsvm.diagnostics.kernel_diagnostics`),
-    ``kernel_warnings`` (its sentences), ``baseline_diagnostics.<name>`` (the
-    RBF control's Gram), ``degenerate`` (the QSVM predicts one class),
-    ``degenerate_models`` (every model that does) and ``timings`` (train_s,
-    gram_s, ...), {"kernel_sample": Gram table, "timings": one row}).
+    with its ``degenerate`` flag; ``baselines.<name>.fit_s`` its fit time: for the
+    CNN its one training call, as ``timings.train_s`` is the QCNN's),
+    ``kernel_diagnostics`` (flat scalars of the training Gram's
+    :func:`qmlnb.qsvm.diagnostics.kernel_diagnostics`), ``kernel_warnings`` (its
+    sentences), ``baseline_diagnostics.<name>`` (the RBF control's Gram),
+    ``degenerate`` (the QSVM predicts one class), ``degenerate_models`` (every
+    model that does) and ``timings`` (train_s, cnn_train_s, gram_s, ...),
+    {"kernel_sample": Gram table, "timings": one row}).
     ``timings.gram_s`` is the median of the training Gram timed by
     :func:`gram_comparison` (warm-up apart, interleaved with ``cpu`` and BLAS
     ``cherk`` on the same states); the pipeline's single cold call is
     ``timings.gram_first_call_s``.
     """
+    import dataclasses
+
     from ..qsvm.baselines import BASELINES
     from ..qsvm.pipeline import run_qsvm_experiment
     from ..qcnn.train import train_qcnn
@@ -539,11 +548,14 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                        progress=progress)
     splits = load_data(dataset, classes=classes, n_train=n_train, seed=seed, grayscale=grayscale)
     trained = train_qcnn(splits, cfg)
+    # the classical CNN: the same network, trainer, budget, seed and split; only the quantum layer is replaced
+    cnn = train_qcnn(splits, dataclasses.replace(cfg, head="cnn-linear")) if cnn_baseline else None
     svm_params = {"backend": backend, "tile": tile or None, "n_threads": cfg.threads, "seed": seed,
                   "bandwidth": bandwidth or "auto", "C": C or "auto"}
     result = run_qsvm_experiment(splits, svm_params=svm_params, trained=trained,
                                  baselines=tuple(BASELINES) if baselines else ())
-    timings = {**result["timings"], "qcnn_train": trained.timings["total"]}
+    timings = {**result["timings"], "qcnn_train": trained.timings["total"],
+               **({"cnn_train": cnn.timings["total"]} if cnn else {})}
     # the pipeline's Gram is one cold call (compilation included): time it again, steady, beside its references
     compared = gram_comparison(_svm_states(trained.model, splits.X_train, result["qsvm"]["params"]), backend,
                                cfg.threads)
@@ -561,8 +573,12 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                            "gram_vs_cherk": compared["vs_cherk"]["ratio"],
                            "gram_speedup_vs_cpu": (compared.get("speedup_vs_cpu") or {}).get("ratio"),
                            "states_s": timings["states"], "svm_fit_s": timings["svm_fit"],
-                           "svm_select_s": timings["svm_select"], "total_s": timings["total"] + timings["qcnn_train"]},
+                           "svm_select_s": timings["svm_select"],
+                           "total_s": timings["total"] + timings["qcnn_train"] + timings.get("cnn_train", 0.0)},
                "gram_comparison": compared, "noisy": compared["noisy"], "load": max(gram_t["load_before"], gram_t["load_after"])}
+    if cnn is not None:  # a baseline like the others: its scores, degenerate flag and fit_s (its training)
+        metrics["baselines"][stages.CNN_BASELINE] = {**cnn.metrics, "fit_s": cnn.timings["total"]}
+        metrics["timings"]["cnn_train_s"] = cnn.timings["total"]
     # the training Gram's diagnostics (concentration, Gaussian likeness, grid edge), flat for the report, and those
     # of the RBF control's Gram (gamma chosen by alignment like the bandwidth)
     metrics["kernel_diagnostics"], metrics["kernel_warnings"] = flat_diagnostics(result["qsvm"].get("diagnostics"))

@@ -8,9 +8,10 @@ Two kinds of comparison, both paired over seeds (:func:`qmlnb.stats.paired_diffe
   size, epochs, batch size, qubits, split seed, stage).  The runs of one seed
   pair up across heads (same split, same initial CNN weights).
 - **QSVM and its baselines** (task ``qsvm``): each run scores the QSVM, the QCNN
-  it embeds with and every baseline on one split, so the models of one run pair
-  up; the runs of one task (stage, dataset, classes, training size, epochs,
-  backend) give one pair per seed.
+  it embeds with, the classical CNN (``cnn``: the QCNN's network with a linear
+  head, same trainer and budget) and every other baseline on one split, so the
+  models of one run pair up; the runs of one task (stage, dataset, classes,
+  training size, epochs, backend) give one pair per seed.
 
 :func:`qcnn_controls` / :func:`qsvm_controls` give one row per (task, model):
 n seeds, mean ± std, and (for every model but the reference) the reference's
@@ -213,7 +214,7 @@ def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
         part["degenerate"] = [_flag(v) for v in _column(runs, f"{prefix}.degenerate", False)]
         parts.append(part.dropna(subset=["score"]))
     return compare_models(pd.concat(parts, ignore_index=True), QSVM_REFERENCE,
-                          order=("qsvm", "qcnn", *BASELINES), confidence=confidence)
+                          order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES), confidence=confidence)
 
 
 def _number(x: float) -> str:

@@ -3,7 +3,10 @@
 One table per dataset, from the complete runs of the final stages only
 (``final-modes``: the QCNN trained sequentially, fold-parallel and
 data-parallel with the same work; ``final``: the QCNN + quantum-kernel SVM and
-the classical baselines beside it).  A row is one model/mode at one setting:
+the classical baselines beside it: the CNN with a linear head instead of the
+quantum layer, trained by the same trainer with the same budget, and the
+models of :mod:`qmlnb.qsvm.baselines`, CNN+SVM first, in :data:`BASELINE_NAMES`'
+order).  A row is one model/mode at one setting:
 runs are pooled over seeds only, never over any other parameter (a stage run
 twice at two training sizes gives two rows each).  Columns:
 
@@ -36,11 +39,18 @@ from .load import select_stage
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
 SCORE_COLUMNS = {"F1": "f1", "ROC AUC": "roc_auc", "balanced accuracy": "balanced_accuracy"}
+# the classical baselines of the final stage in the order of their rows (others follow, sorted by name):
+# the CNN beside CNN+SVM, then the other models on the embeddings, then those on the pixels
 BASELINE_NAMES = {
+    stages.CNN_BASELINE: "CNN (linear head, same trainer and budget)",
     "rbf_svm_embeddings": "RBF SVM on the QCNN's CNN embeddings (CNN+SVM)",
+    "rbf_svm_embeddings_alignment": "RBF SVM on the QCNN's embeddings, gamma chosen like the bandwidth",
     "logreg_embeddings": "logistic regression on the QCNN's embeddings",
     "linear_svm_pixels": "linear SVM on the pixels",
+    "rbf_svm_pixels": "RBF SVM on the pixels (PCA)",
+    "logreg_pixels": "logistic regression on the pixels (PCA)",
 }
+BASELINE_TIMED = {stages.CNN_BASELINE: "training (one call, as the QCNN's)"}  # the others: "fit with its CV search"
 COLUMNS = ["model", "mode", "n", *SCORE_COLUMNS, "training time (s)", "speedup vs sequential", "timed", "setting"]
 
 
@@ -143,15 +153,15 @@ def _final_rows(frame: pd.DataFrame) -> list[dict]:
                      **{name: _mean_std(part.get(f"qsvm.{key}", pd.Series(dtype=float)))
                         for name, key in SCORE_COLUMNS.items()},
                      "training time (s)": _median_iqr(qsvm_time), "timed": "Gram + SVM fit (after the QCNN)"})
-        names = sorted({c.split(".")[1] for c in part.columns if c.startswith("baselines.")
-                        and part[c].notna().any()})
-        for name in names:
+        names = {c.split(".")[1] for c in part.columns if c.startswith("baselines.") and part[c].notna().any()}
+        rank = {name: i for i, name in enumerate(BASELINE_NAMES)}
+        for name in sorted(names, key=lambda n: (rank.get(n, len(rank)), n)):
             rows.append({**common, "model": BASELINE_NAMES.get(name, name), "mode": "classical",
                          **{label: _mean_std(part.get(f"baselines.{name}.{key}", pd.Series(dtype=float)))
                             for label, key in SCORE_COLUMNS.items()},
                          "training time (s)": _median_iqr(part.get(f"baselines.{name}.fit_s",
                                                                    pd.Series(dtype=float))),
-                         "timed": "fit with its CV search"})
+                         "timed": BASELINE_TIMED.get(name, "fit with its CV search")})
     return rows
 
 
