@@ -1,5 +1,6 @@
 """The report page as a benchmark report: rows that never pool settings, spread where repeats exist, no NaN or cut
-cells, a header from the runs' recorded environment, the Gram headline, and the skipped runs grouped at the end.
+cells, a header from the runs' recorded environment, one headline part (each dataset's table, then the Gram
+headline), and the skipped runs grouped at the end.
 
 Built from fabricated run folders (``fake_run`` of test_report.py); one end-to-end HTML build.
 """
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from qmlnb.lab import report, runs, stages
-from test_report import fake_run, qcnn
+from test_report import fake_run, qcnn, qsvm
 
 LONG_REASON = ("dataset 'svhn' is not in the data directory /work/shared/data: it needs svhn/train_32x32.mat and "
                "svhn/test_32x32.mat (download them from http://ufldl.stanford.edu/housenumbers/ and put them in "
@@ -191,15 +192,48 @@ def test_the_environment_records_blas_threads_and_data_folder():
     assert set(env["thread_env"]) == set(provenance.THREAD_VARS) and env["data_dir"]
 
 
+# the page's sections in the order a reader meets them: one headline part (each dataset's table first, then the
+# Gram step's performance), then the rest, the runs that did not complete last
+PAGE_ORDER = ("Headline", "Each dataset's final runs", "The Gram step at the largest N", "Scores per configuration",
+              "Gram matrix: time against N per backend", "What the controls show", "Runs that did not complete")
+
+
+def headings(markdown_cells) -> list[str]:
+    """The Markdown headings (##, ###) of the summary notebook's cells, without their #s, in page order."""
+    return [line.lstrip("#").strip() for cell in markdown_cells for line in cell.splitlines()
+            if line.startswith(("## ", "### "))]
+
+
+def test_the_summary_opens_with_the_dataset_headline_then_the_gram_headline_and_ends_with_skipped_runs():
+    nb = json.loads(report.SUMMARY_NOTEBOOK.read_text())
+    found = headings("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert found[0] == "Headline" and found[-1] == "Runs that did not complete"
+    assert [h for h in found if h in PAGE_ORDER] == list(PAGE_ORDER)
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    first = next(i for i, c in enumerate(code) if "headline.headline_tables" in c)
+    assert first < next(i for i, c in enumerate(code) if "report.gram_headline" in c)
+    assert "skipped_summary" in code[-1]
+
+
 @pytest.mark.slow  # runs the summary notebook (a few seconds)
 def test_the_page_reads_as_a_benchmark_report(page_runs, tmp_path):
+    # a final-stage run: the dataset headline has a table (with the classical CNN beside CNN+SVM) to show first
+    fake_run(page_runs, "final", "digits-s0", {**qsvm("openmp", 0.01), "baselines": {
+        "cnn": {"accuracy": 0.8, "f1": 0.8, "roc_auc": 0.8, "balanced_accuracy": 0.8, "fit_s": 2.0},
+        "rbf_svm_embeddings": {"accuracy": 0.7, "f1": 0.7, "roc_auc": 0.7, "balanced_accuracy": 0.7, "fit_s": 0.5}}},
+        params={"dataset": "digits", "seed": 0, "n_train": 100, "backend": "openmp"})
     html = report.build_report(page_runs, tmp_path / "reports").read_text()
     text = re.sub(r"<[^>]+>", " ", html)
     for label in ("date:", "commit:", "machine:", "packages:", "BLAS:", "data folder:", "load:"):
         assert label in text, label
-    order = [text.index(h) for h in ("Headline: the Gram step", "Scores per configuration",
-                                     "Gram matrix: time against N", "Runs that did not complete")]
-    assert order == sorted(order)  # the headline first, the skipped runs last
+    page = [unescape(re.sub(r"<[^>]+>", "", h)).rstrip("¶").strip()
+            for h in re.findall(r"<h[23][^>]*>(.*?)</h[23]>", html, flags=re.S)]
+    assert page[0] == "Headline" and page[-1] == "Runs that did not complete"  # the skipped runs last
+    assert [h for h in page if h in PAGE_ORDER] == list(PAGE_ORDER)
+    # the dataset's table (its CNN row) sits before the Gram headline's section
+    cnn = text.index("CNN (linear head, same trainer and budget)")
+    assert text.index("Each dataset's final runs") < cnn < text.index("The Gram step at the largest N")
+    assert text.index("RBF SVM on the QCNN's CNN embeddings (CNN+SVM)") < text.index("The Gram step at the largest N")
     tables = re.findall(r"<table.*?</table>", html, flags=re.S)
     assert tables and all(">NaN<" not in t and ">nan<" not in t and "..." not in t for t in tables)
     assert LONG_REASON in unescape(html) and "0.850 ± 0.050" in html
