@@ -57,7 +57,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     repeats of it (seeds) are pooled.  Columns: each score's mean and
     ``<score>_std`` (sample std over the repeats), ``n`` (the runs behind the
     row), ``time_s`` (median of the QCNN's training, the QSVM's steady Gram or
-    the baseline's fit time) and ``speedup``: the speedup each run measured
+    the baseline's fit time: for the classical CNN, ``cnn``, its training) and ``speedup``: the speedup each run measured
     inside itself (QCNN: ``speedup_vs_sequential``; QSVM:
     ``timings.gram_speedup_vs_cpu``, 1 for ``cpu``), median over the row's
     runs, NaN where none was measured -- never a ratio of different runs' times.
