@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -51,9 +52,11 @@ def scale_rows(runs_dir: str | os.PathLike, frame: pd.DataFrame | None = None) -
 
 
 def _joined(values, fmt="{:g}") -> str:
-    """Distinct values, sorted, as "a, b" (what a setting's seeds chose)."""
-    distinct = sorted({v for v in values if isinstance(v, str) or not pd.isna(v)})
-    return ", ".join(v if isinstance(v, str) else fmt.format(v) for v in distinct)
+    """Distinct values, sorted, as "a, b" (what a setting's seeds chose); equal once formatted counts once
+    (a gamma factor read back as gamma * median is 1.0000000000000002 on one seed and 1.0 on another)."""
+    present = [v for v in values if isinstance(v, str) or not pd.isna(v)]
+    order = sorted(present, key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0, str(v)))
+    return ", ".join(dict.fromkeys(v if isinstance(v, str) else fmt.format(v) for v in order))
 
 
 def _raised(value) -> bool:
@@ -222,7 +225,9 @@ def plot_scale(summary: pd.DataFrame):
         top, middle, bottom = axes[:, col]
         errorbar(top, rows, "qsvm", label=QUANTUM)
         errorbar(top, rows, "rbf", label=CLASSICAL, linestyle="--")
-        top.set(ylabel="test balanced accuracy", title=label if len(label) < 60 else label.split(" (")[0])
+        # the whole label (two settings may differ only in their training size), wrapped to the panel
+        top.set_title(textwrap.fill(label, 48), fontsize=9)
+        top.set(ylabel="test balanced accuracy")
         top.legend(fontsize=8)
         errorbar(middle, rows, "off_diagonal_std")
         middle.axhline(CONCENTRATION_STD, color="red", linestyle=":", label=f"concentrated below {CONCENTRATION_STD}")
