@@ -110,6 +110,7 @@ def test_the_task_uses_state_vectors_then_the_mps(tiny):
     assert list(table["method"]) == ["statevector", "mps", "statevector", "mps"]  # auto: MPS beyond 20 qubits
     assert metrics["task"] == stages.SCALE and metrics["methods_used"] == ["mps", "statevector"]
     assert set(table["n_train"]) == {40} and set(table["n_test"]) == {30} and set(table["seed"]) == {1}
+    assert set(table["method_requested"]) == {"auto"}
     for model in ("qsvm", "rbf"):
         assert table[f"{model}_balanced_accuracy"].between(0, 1).all()
     np.testing.assert_allclose(table["difference"], table["qsvm_balanced_accuracy"] - table["rbf_balanced_accuracy"])
@@ -138,16 +139,17 @@ def test_the_mps_gives_the_state_vector_result_at_few_qubits(tiny):
 
 
 # ---------------------------------------------------------------- the report from fabricated runs
-def scale_run(runs_dir, seed, rows, features="pca", n_train=100, dataset="digits"):
+def scale_run(runs_dir, seed, rows, features="pca", n_train=100, dataset="digits", requested="auto"):
     """A complete kernels-at-scale run: rows are (n, method, qsvm, rbf, off_std, gauss, bandwidth, edge)."""
     table = pd.DataFrame([
         {"dataset": dataset, "classes": "3 vs 8", "features": features, "n_train": n_train, "n_test": 71, "reps": 2,
-         "backend": "cpu", "threads": 1, "seed": seed, "split_seed": 0, "n_qubits": n, "method": method,
+         "method_requested": requested, "backend": "cpu", "threads": 1, "seed": seed, "split_seed": 0, "n_qubits": n,
+         "method": method,
          "qsvm_balanced_accuracy": q, "rbf_balanced_accuracy": r, "difference": q - r, "off_diagonal_std": s,
          "gaussian_correlation": g, "bandwidth": b, "bandwidth_at_grid_edge": edge, "concentrated": s < 0.01,
          "gaussian_like": g > 0.99, "rbf_gamma_factor": 1.0, "gram_s": 0.1 * n}
         for n, method, q, r, s, g, b, edge in rows])
-    params = {"dataset": dataset, "features": [features], "seed": seed, "n_train": n_train}
+    params = {"dataset": dataset, "features": [features], "seed": seed, "n_train": n_train, "method": requested}
     folder = runs_dir / "kernels-at-scale" / runs.run_name(params)
     tasks.save_run(folder, params, {"task": stages.SCALE, "stage": stages.KERNELS_AT_SCALE, "dataset": dataset},
                    {stages.SCALE_TABLE: table})
@@ -215,8 +217,17 @@ def test_sentences_say_beats_matches_or_loses_per_setting(fabricated):
                                         "n = 16")
     assert by_kind["200"].startswith("One seed per qubit count (n = 4): no interval")
     labels = [label for label, _ in scale.settings(summary)]
-    assert "digits 3 vs 8, pca features (n_train=100, n_test=71, reps=2, backend=cpu, threads=1, split_seed=0) " \
-           "[kernels-at-scale]" in labels
+    assert "digits 3 vs 8, pca features (n_train=100, n_test=71, reps=2, method_requested=auto, backend=cpu, " \
+           "threads=1, split_seed=0) [kernels-at-scale]" in labels
+
+
+def test_a_forced_method_is_its_own_setting(tmp_path):
+    for seed in (0, 1):
+        scale_run(tmp_path, seed, [(4, "statevector", 0.8, 0.9, 0.2, 0.9, 0.1, False)])
+        scale_run(tmp_path, seed, [(4, "mps", 0.8, 0.9, 0.2, 0.9, 0.1, False)], requested="mps")
+    summary = scale.scale_summary(scale.scale_rows(tmp_path))
+    assert sorted(zip(summary["method_requested"], summary["method"], summary["n"])) == [
+        ("auto", "statevector", 2), ("mps", "mps", 2)]
 
 
 def test_display_table_and_plot(fabricated):

@@ -692,8 +692,8 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
     points = [(kind, n) for kind in kinds
               for n in check_scale_features(kind, qubits, len(y_train), splits.image_shape)]
     common = {"dataset": dataset, "classes": " vs ".join(str(c) for c in splits.classes),
-              "n_train": int(len(y_train)), "n_test": int(len(y_test)), "reps": reps, "backend": backend,
-              "threads": threads, "seed": seed, "split_seed": split_seed}
+              "n_train": int(len(y_train)), "n_test": int(len(y_test)), "reps": reps, "method_requested": method,
+              "backend": backend, "threads": threads, "seed": seed, "split_seed": split_seed}
     rows = []
     for kind, n in tqdm(points, desc="kernels at scale", disable=not progress):
         if kind == "pca":
@@ -722,7 +722,7 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
         rows.append(row)
     table = pd.DataFrame(rows)
     metrics = {"task": stages.SCALE, **common, "classes": list(splits.classes), "features": kinds,
-               "qubits": sorted({n for _, n in points}), "method": method,
+               "qubits": sorted({n for _, n in points}),
                "methods_used": sorted(set(table["method"])),
                "per_n": {f"{r['features']}:{r['n_qubits']}": {
                    "qsvm_balanced_accuracy": r["qsvm_balanced_accuracy"],

@@ -32,7 +32,7 @@ CONFIDENCE = 0.95
 QUANTUM, CLASSICAL = "QSVM", "RBF"
 # what tells two settings apart: a summary row pools runs that differ in nothing else but the seed
 GROUP = ("stage", "dataset", "classes", "features")
-SETTING = ("n_train", "n_test", "reps", "backend", "threads", "split_seed")
+SETTING = ("n_train", "n_test", "reps", "method_requested", "backend", "threads", "split_seed")
 FLAGS = {"concentrated": "concentrated", "gaussian_like": "Gaussian-like",
          "bandwidth_at_grid_edge": "bandwidth at its grid's edge"}
 SUMMARY_COLUMNS = [*GROUP, *SETTING, "n_qubits", "method", "n", "qsvm", "qsvm_std", "rbf", "rbf_std", "difference",
