@@ -23,7 +23,8 @@ QCNN = "qcnn"              # 10-train-qcnn.ipynb: tasks.qcnn_run
 QSVM = "qsvm"              # 20-qsvm.ipynb: tasks.qsvm_run
 GRAM = "gram-scaling"      # 30-gram-scaling.ipynb: tasks.gram_scaling
 EXPLORE = "explore"        # 00-explore.ipynb
-TASKS = (QCNN, QSVM, GRAM, EXPLORE)
+SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -37,6 +38,7 @@ QSVM_BACKENDS = "qsvm-backends"
 CONTROLS = "controls"
 FINAL = "final"
 FINAL_MODES = "final-modes"
+KERNELS_AT_SCALE = "kernels-at-scale"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -49,6 +51,8 @@ STAGES = {
     CONTROLS: "the QCNN against classical controls of its quantum layer (head x seed, one split)",
     FINAL: "QCNN and QSVM on the real datasets",
     FINAL_MODES: "sequential against fold- and data-parallel training on each dataset, at the decided settings",
+    KERNELS_AT_SCALE: "the quantum-kernel SVM beside an RBF SVM against qubits (PCA or pixel features, MPS beyond "
+                      "state vectors)",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
@@ -64,6 +68,7 @@ HISTORY = "history"              # QCNN: one row per epoch (and fold)
 FOLDS = "folds"                  # QCNN: one row per fold
 KERNEL_SAMPLE = "kernel_sample"  # QSVM: the (n, n) training Gram, samples sorted by class
 TIMINGS = "timings"              # QSVM: one row of the pipeline's timings
+SCALE_TABLE = "scale"            # SCALE: one row per qubit count (QSVM and RBF scores, diagnostics, Gram time)
 
 
 def check_stage(stage) -> str:
