@@ -76,7 +76,12 @@ def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
     assert seq["balanced accuracy"] == "0.850 ± 0.071"  # mean and sample std of 0.80, 0.90
     assert seq["F1"] == "0.800 ± 0.071" and seq["ROC AUC"] == "0.900 ± 0.071"
     assert seq["training time (s)"] == "11 [10.5-11.5]"
-    assert "folds=2," in seq["setting"] and "threads=2" in seq["setting"]  # not 2.0 (a column with NaN)
+    # the QSVM runs have no folds or threads, and n_train differs: nothing is shared by every digits row
+    assert digits.attrs["common_setting"] == ""
+    assert seq["setting"] == "folds=2, n_train=100, threads=2"  # not 2.0 (a column with NaN)
+    # one row: all of its setting is said once above the table
+    fashion = tables["fashion-mnist"]
+    assert fashion.attrs["common_setting"] == "folds=2, n_train=100, threads=2" and list(fashion["setting"]) == ["—"]
     fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
     # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
     assert fold["speedup vs sequential"] == "2.50 [2.00-3.00], across runs, 2 seed pair(s)"
@@ -170,3 +175,16 @@ def test_a_speedup_measured_in_the_run_is_shown_instead_of_a_ratio_across_runs(t
     fold = row(table, "QCNN", "fold-parallel")
     # 10 s / 5 s across runs would say 2.00: the runs' own measurements say 1.6 and 1.8
     assert fold["speedup vs sequential"] == "1.70 [1.60-1.80], measured in each run, 2 run(s)"
+
+
+def test_the_sequential_reference_on_fewer_threads_is_named_and_the_sequential_row_shows_its_own_speedup(tmp_path):
+    # compare_threads 1: each run trained sequentially on 1 thread beside itself (the threads stage's fastest)
+    on_one = {"reference_threads": 1, "reference_mode": "sequential"}
+    mode_run(tmp_path, "sequential", 0, 10.0, 0.8, speedup_vs_sequential=0.5, comparison=on_one)
+    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.8, speedup_vs_sequential=1.2, comparison=on_one)
+    table = headline.headline_tables(load_runs(tmp_path))["digits"]
+    # 2 threads made sequential training slower than 1: said, not hidden behind "1 (reference)"
+    assert row(table, "QCNN", "sequential")["speedup vs sequential"] == \
+        "0.50 [0.50-0.50], measured in each run against sequential on 1 thread(s), 1 run(s)"
+    assert row(table, "QCNN", "fold-parallel")["speedup vs sequential"] == \
+        "1.20 [1.20-1.20], measured in each run against sequential on 1 thread(s), 1 run(s)"

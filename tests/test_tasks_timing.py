@@ -87,11 +87,28 @@ def test_a_run_that_is_its_own_reference_is_warmed_up_like_the_runs_it_is_compar
     assert metrics["timings"]["first_epoch_s"] is None and metrics["timings"]["epoch_n"] == 1
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores")
+def test_a_sequential_run_on_two_threads_is_measured_against_sequential_on_compare_threads():
+    metrics, _ = tasks.qcnn_run(n_train=40, epochs=1, threads=2, batch_size=16, compare="sequential",
+                                compare_threads=1, progress=False)
+    comparison = metrics["comparison"]
+    assert comparison["reference_mode"] == "sequential" and comparison["reference_threads"] == 1
+    assert metrics["threads"] == 2 and metrics["timing"]["train"]["n"] == 1
+    assert metrics["speedup_vs_sequential"] == pytest.approx(
+        comparison["reference_timing"]["median_s"] / metrics["timing"]["train"]["median_s"], rel=1e-12)
+    # compare_threads equal to the run's threads: the run is its own reference again
+    same, _ = tasks.qcnn_run(n_train=40, epochs=1, threads=2, batch_size=16, compare="sequential",
+                             compare_threads=2, progress=False)
+    assert same["speedup_vs_sequential"] == 1.0 and same["comparison"]["reference"] == "the run itself"
+
+
 def test_qcnn_run_refuses_bad_comparisons():
     with pytest.raises(ValueError, match="compare"):
         tasks.qcnn_run(n_train=40, epochs=1, threads=1, compare="2-threads", progress=False)
     with pytest.raises(ValueError, match="compare_rounds"):
         tasks.qcnn_run(n_train=40, epochs=1, threads=1, compare="1-thread", compare_rounds=0, progress=False)
+    with pytest.raises(ValueError, match="compare_threads"):
+        tasks.qcnn_run(n_train=40, epochs=1, threads=1, compare="sequential", compare_threads=-1, progress=False)
 
 
 def test_epoch_timing_sets_each_folds_first_epoch_apart():

@@ -15,9 +15,12 @@ twice at two training sizes gives two rows each).  Columns:
 - ``training time``: median [25th-75th percentile] seconds (3 significant digits);
 - ``speedup vs sequential``: for a parallel mode, the speedup each run measured
   against sequential training of the same work in the same run
-  (``compare: sequential``), median [min-max] over the seeds; only for runs that
-  measured none, the sequential runs' time over this mode's, seed by seed, said
-  to be across runs.
+  (``compare: sequential``, on ``compare_threads`` threads, named in the cell),
+  median [min-max] over the seeds; for the sequential row, 1 when it is its own
+  reference, else its measured speedup over sequential training on the
+  reference's threads (below 1: its extra threads slowed it down); only for
+  runs that measured none, the sequential runs' time over this mode's, seed by
+  seed, said to be across runs.
 
 The decisions of the flow (:mod:`qmlnb.lab.decisions`) are stated above the
 tables (:func:`decision_lines`) and drawn as a diagram (:func:`plot_flow`).
@@ -81,10 +84,23 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _setting(row: pd.Series, columns: list[str]) -> str:
+def _setting(row: pd.Series, columns: list[str]) -> dict:
     skip = {"param.dataset", "param.progress"}
-    return ", ".join(f"{c.removeprefix('param.')}={_plain(row[c])}" for c in columns
-                     if c not in skip and pd.notna(row[c]))
+    return {c.removeprefix("param."): _plain(row[c]) for c in columns if c not in skip and pd.notna(row[c])}
+
+
+def _text(setting: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items())
+
+
+def _split_common(rows: list[dict]) -> tuple[list[dict], str]:
+    """``rows`` with each ``setting`` dict turned into the text of what sets it apart from the table's other
+    rows, and the text of what every row shares (said once above the table: a column repeating a dozen
+    parameters on every row hid the few that differ)."""
+    settings = [r["setting"] for r in rows]
+    common = {k: v for k, v in settings[0].items() if all(k in s and s[k] == v for s in settings[1:])}
+    own = [{k: v for k, v in s.items() if k not in common} for s in settings]
+    return [{**r, "setting": _text(o) or "—"} for r, o in zip(rows, own)], _text(common)
 
 
 def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -121,11 +137,15 @@ def _mode_rows(frame: pd.DataFrame) -> list[dict]:
         seq = part[part["mode"] == "sequential"]
         for mode, mine in sorted(part.groupby("mode"), key=lambda m: MODE_ORDER.get(m[0], 9)):
             measured = mine.get("speedup_vs_sequential", pd.Series(dtype=float)).dropna()
-            if mode == "sequential":
+            # the runs that trained a reference of their own (not "the run itself"), on how many threads
+            reference_threads = mine.get("comparison.reference_threads", pd.Series(dtype=float)).dropna()
+            if mode == "sequential" and reference_threads.empty:
                 speedup = "1 (reference)"
             elif len(measured):
+                on = ", ".join(str(_plain(t)) for t in sorted(reference_threads.unique()))
+                against = f" against sequential on {on} thread(s)" if on else ""
                 speedup = (f"{measured.median():.2f} [{measured.min():.2f}-{measured.max():.2f}], "
-                           f"measured in each run, {len(measured)} run(s)")
+                           f"measured in each run{against}, {len(measured)} run(s)")
             else:
                 ratios = _seed_speedups(seq, mine)
                 # separate runs of one stage (the runs do not time a sequential pass themselves): say so
@@ -166,7 +186,11 @@ def _final_rows(frame: pd.DataFrame) -> list[dict]:
 
 
 def headline_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{dataset: table} from the final stages' complete runs (see the module docstring); {} when there are none."""
+    """{dataset: table} from the final stages' complete runs (see the module docstring); {} when there are none.
+
+    A table's ``setting`` column holds what sets a row apart; the parameters every row of it shares are
+    ``table.attrs["common_setting"]`` (text, "" when none), for the line above the table.
+    """
     if frame.empty or "task" not in frame or "stage" not in frame:
         return {}
     from ...data import DATASETS
@@ -175,7 +199,9 @@ def headline_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = {}
     rank = {name: i for i, name in enumerate(DATASETS)}  # the catalogue's order: digits first
     for dataset in sorted(dict.fromkeys(r["dataset"] for r in rows), key=lambda d: (rank.get(d, len(rank)), d)):
-        out[dataset] = pd.DataFrame([r for r in rows if r["dataset"] == dataset], columns=COLUMNS)
+        mine, common = _split_common([r for r in rows if r["dataset"] == dataset])
+        out[dataset] = pd.DataFrame(mine, columns=COLUMNS)
+        out[dataset].attrs["common_setting"] = common
     return out
 
 
