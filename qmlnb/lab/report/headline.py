@@ -263,7 +263,7 @@ def simulator_table(frame: pd.DataFrame) -> pd.DataFrame:
                      **_load_noisy(run, p), "measured in": f"{run['stage']} run {run['run']}"})
     if qcnn.empty:
         rows.append({"comparison": QCNN_LABEL, "measured in": QCNN_SOURCE})
-    return pd.DataFrame(rows, columns=SIMULATOR_COLUMNS).fillna("—")
+    return pd.DataFrame([{**dict.fromkeys(SIMULATOR_COLUMNS, "—"), **row} for row in rows], columns=SIMULATOR_COLUMNS)
 
 
 def skipped_datasets(runs_dir: str | os.PathLike, tables: dict) -> pd.DataFrame:
