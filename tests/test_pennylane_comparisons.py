@@ -115,8 +115,9 @@ def test_qcnn_run_compares_its_training_step_with_torchlayer():
                                    "torchlayer": tasks.SIMULATOR_STEPS["pennylane"]}
     assert c["ratio"] > 0 and c["torch_samples_per_s"] > 0 and c["torchlayer_samples_per_s"] > 0
     assert c["ratio"] == pytest.approx(c["torch_samples_per_s"] / c["torchlayer_samples_per_s"], rel=1e-12)
-    assert c["ratio_q1"] <= c["ratio_q3"] and c["rounds"] == tasks.SIMULATOR_ROUNDS
-    assert c["timing"]["torch"]["n"] == c["timing"]["torchlayer"]["n"] == tasks.SIMULATOR_ROUNDS
+    # at least SIMULATOR_ROUNDS paired rounds (more until the blocks add up to 0.2 s)
+    assert c["ratio_q1"] <= c["ratio_q3"] and c["rounds"] >= tasks.SIMULATOR_ROUNDS
+    assert c["timing"]["torch"]["n"] == c["timing"]["torchlayer"]["n"] == c["rounds"]
     assert isinstance(c["noisy"], bool) and c["load"] >= 0
 
 

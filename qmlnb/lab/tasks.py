@@ -188,7 +188,7 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
     interleaved in the same run
     (:func:`qmlnb.kernels.pennylane_reference.states_vs_pennylane`): the
     metrics' ``states_vs_pennylane`` (:func:`states_vs_pennylane_metrics`).
-    PennyLane is slow per state: 16 states at 10 qubits take about a second.
+    PennyLane is slow per state: a few dozen states give a stable ratio.
     """
     from tqdm.auto import tqdm
 
@@ -354,8 +354,9 @@ def _fold_table(result) -> pd.DataFrame:
 COMPARISONS = ("", "sequential", "1-thread")  # qcnn_run's ``compare``: what the run is measured against
 # qcnn_run's ``compare_simulator``: the fast torch simulator's training step against PennyLane's TorchLayer
 SIMULATOR_COMPARISONS = ("", "torchlayer")
-# training steps per timed block (few for PennyLane, whose step is slow) and rounds: about a second in all
-SIMULATOR_STEPS = {"torch": 20, "pennylane": 2}
+# training steps per timed block (one for PennyLane, whose step is many times slower) and the least rounds (then
+# rounds until the blocks add up to 0.2 s): a small cost beside the training, PennyLane's import included
+SIMULATOR_STEPS = {"torch": 10, "pennylane": 1}
 SIMULATOR_ROUNDS = 5
 
 
@@ -444,8 +445,8 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     ``compare_simulator="torchlayer"`` also times, after the training, a few
     training steps of this model with the fast torch simulator against the
     same model with PennyLane's ``qml.qnn.TorchLayer``, interleaved, on the
-    first batch of the training split (:func:`simulator_comparison`; about a
-    second plus PennyLane's import): the metrics' ``simulator_comparison``.
+    first batch of the training split (:func:`simulator_comparison`: few
+    steps, since PennyLane's are slow): the metrics' ``simulator_comparison``.
     The sequential stage (``params/10-sequential.yaml``) sets it.  Returns (metrics dict with ``qcnn`` test
     scores, ``timings`` (train_s, load_s, samples_per_s), ``timing``: the
     training call and its epochs as :class:`qmlnb.timing.Timing` dicts, and
