@@ -107,6 +107,9 @@ def test_a_setting_that_does_not_vary_is_no_column():
     # a parameter also recorded as a metric is one column: the metric's
     both = frame.assign(**{"param.epochs": [3, 5], "epochs": [3, 5]})
     assert report.setting_columns(both, ["n_train"]) == ["epochs", "param.lr"]
+    # a comparison with PennyLane made after the run's own work changes none of its numbers: not a setting
+    compared = frame.assign(**{"param.compare_simulator": ["torchlayer", None], "param.pennylane_states": [16, 0]})
+    assert report.setting_columns(compared, ["n_train"]) == ["param.lr"]
 
 
 def test_no_cell_is_nan_or_cut_and_integers_stay_integers():
