@@ -447,10 +447,12 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     same model with PennyLane's ``qml.qnn.TorchLayer``, interleaved, on the
     first batch of the training split (:func:`simulator_comparison`: few
     steps, since PennyLane's are slow): the metrics' ``simulator_comparison``.
-    The sequential stage (``params/10-sequential.yaml``) sets it.  Returns (metrics dict with ``qcnn`` test
-    scores, ``timings`` (train_s, load_s, samples_per_s), ``timing``: the
-    training call and its epochs as :class:`qmlnb.timing.Timing` dicts, and
-    ``noisy``; {"history": per-epoch table, "folds": per-fold table}).
+    The sequential stage (``params/10-sequential.yaml``) sets it.
+
+    Returns (metrics dict with ``qcnn`` test scores, ``timings`` (train_s,
+    load_s, samples_per_s), ``timing``: the training call and its epochs as
+    :class:`qmlnb.timing.Timing` dicts, and ``noisy``; {"history": per-epoch
+    table, "folds": per-fold table}).
     """
     import dataclasses
 
