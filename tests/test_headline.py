@@ -188,3 +188,62 @@ def test_the_sequential_reference_on_fewer_threads_is_named_and_the_sequential_r
         "0.50 [0.50-0.50], measured in each run against sequential on 1 thread(s), 1 run(s)"
     assert row(table, "QCNN", "fold-parallel")["speedup vs sequential"] == \
         "1.20 [1.20-1.20], measured in each run against sequential on 1 thread(s), 1 run(s)"
+
+
+# ---------------------------------------------------------------- simulators against PennyLane
+def states_metrics(ratio=25.0, noisy=False):
+    return {"n_states": 16, "n_qubits": 10, "qmlnb_s": 16 * 2e-5, "pennylane_s": 16 * 2e-5 * ratio,
+            "qmlnb_per_state_s": 2e-5, "pennylane_per_state_s": 2e-5 * ratio, "ratio": ratio, "ratio_q1": ratio - 1,
+            "ratio_q3": ratio + 2, "rounds": 5, "max_abs_difference": 6.7e-8, "load": 0.5, "noisy": noisy}
+
+
+def simulator_metrics(ratio=7.0):
+    return {"against": "torchlayer", "batch_size": 16, "n_qubits": 4, "threads": 2, "rounds": 5,
+            "steps_per_call": {"torch": 20, "torchlayer": 2}, "torch_samples_per_s": 7000.0,
+            "torchlayer_samples_per_s": 7000.0 / ratio, "ratio": ratio, "ratio_q1": ratio - 0.5,
+            "ratio_q3": ratio + 0.5, "load": 2.7, "noisy": True}
+
+
+def test_simulator_table_reads_the_comparisons_each_run_measured(tmp_path):
+    fake_run(tmp_path, "gram-scaling", {"backend": "cpu", "pennylane_states": 16},
+             {"task": stages.GRAM, "stage": stages.GRAM_SCALING, "backend": "cpu",
+              "states_vs_pennylane": states_metrics()})
+    # a run of the same stage that did not compare (another backend) gives no row
+    fake_run(tmp_path, "gram-scaling", {"backend": "numba"}, {"task": stages.GRAM, "stage": stages.GRAM_SCALING,
+                                                              "backend": "numba"})
+    fake_run(tmp_path, "sequential", {"dataset": "digits", "mode": "sequential", "compare_simulator": "torchlayer"},
+             {"task": "qcnn", "stage": stages.SEQUENTIAL, "dataset": "digits", "mode": "sequential",
+              "qcnn": scores(0.9), "timings": {"train_s": 3.0}, "simulator_comparison": simulator_metrics()})
+    table = headline.simulator_table(load_runs(tmp_path))
+    assert list(table.columns) == headline.SIMULATOR_COLUMNS
+    assert list(table["comparison"]) == [headline.STATES_LABEL, headline.QCNN_LABEL]  # one row per measuring run
+    states, qcnn = table.iloc[0], table.iloc[1]
+    assert states["ours"] == "20 µs per state" and states["PennyLane"] == "500 µs per state"
+    assert states["ratio [q1-q3]"] == "25 [24-27]" and states["max |difference|"] == "6.7e-08"
+    assert states["setting"] == "10 qubits, 16 states, 5 rounds"
+    assert (states["load"], states["noisy"]) == ("0.50", "no")
+    assert states["measured in"].startswith("gram-scaling run backend-cpu")
+    assert qcnn["ours"] == "7,000 samples/s" and qcnn["PennyLane"] == "1,000 samples/s"
+    assert qcnn["ratio [q1-q3]"] == "7 [6.5-7.5]" and (qcnn["load"], qcnn["noisy"]) == ("2.70", "yes")
+    assert qcnn["setting"] == "digits, 4 qubits, batch 16, 2 thread(s), 5 rounds"
+    assert qcnn["measured in"].startswith("sequential run ")
+    assert not table.isna().any().any() and not table.astype(str).apply(lambda c: c.str.contains("nan")).any().any()
+
+
+def test_simulator_table_without_runs_names_the_stage_that_measures_each_row(tmp_path, final_runs):
+    for frame in (pd.DataFrame(), load_runs(final_runs)):  # no runs at all; runs that compared nothing
+        table = headline.simulator_table(frame)
+        assert list(table["comparison"]) == [headline.STATES_LABEL, headline.QCNN_LABEL]
+        assert list(table["measured in"]) == [headline.STATES_SOURCE, headline.QCNN_SOURCE]
+        assert "50-gram-scaling.yaml" in table.iloc[0]["measured in"]
+        assert "10-sequential.yaml" in table.iloc[1]["measured in"]
+        assert not table.isna().any().any() and (table.drop(columns=["comparison", "measured in"]) == "—").all().all()
+
+
+def test_the_grids_that_measure_the_simulator_rows_set_their_parameters():
+    from qmlnb.lab.grid import load_sweep
+
+    gram = load_sweep(_util.project_root() / "params" / "50-gram-scaling.yaml")
+    assert [p["backend"] for p in gram.points if p.get("pennylane_states", 0) > 0] == ["cpu"]
+    sequential = load_sweep(_util.project_root() / "params" / "10-sequential.yaml")
+    assert all(p.get("compare_simulator") == "torchlayer" for p in sequential.points)

@@ -46,8 +46,13 @@ def gram_runs(root):
             rows.append({"n_qubits": 6, "n_samples": n, "dim": 64, "gram_s": gram_s, "gram_iqr_s": gram_s / 10,
                          "gflops": 8 * n * n * 64 / gram_s / 1e9, "vs_cherk": 0.1 / scale,
                          "speedup_vs_cpu": np.nan if backend == "cpu" else 3.5, "load": 0.4, "noisy": noisy})
+        # the cpu run also compared the states with PennyLane's (gram_scaling's pennylane_states)
+        states = {"states_vs_pennylane": {
+            "n_states": 16, "n_qubits": 6, "qmlnb_per_state_s": 1e-5, "pennylane_per_state_s": 3e-4, "ratio": 30.0,
+            "ratio_q1": 28.0, "ratio_q3": 31.0, "rounds": 5, "max_abs_difference": 5e-8, "load": 0.4,
+            "noisy": False}} if backend == "cpu" else {}
         fake_run(root, "gram-scaling", backend, {"task": stages.GRAM, "backend": backend, "threads": 2,
-                                                  "load_max": 0.4, "noisy": noisy},
+                                                  "load_max": 0.4, "noisy": noisy, **states},
                  tables={stages.GRAM_TIMES: pd.DataFrame(rows)})
 
 
@@ -102,6 +107,9 @@ def test_a_setting_that_does_not_vary_is_no_column():
     # a parameter also recorded as a metric is one column: the metric's
     both = frame.assign(**{"param.epochs": [3, 5], "epochs": [3, 5]})
     assert report.setting_columns(both, ["n_train"]) == ["epochs", "param.lr"]
+    # a comparison with PennyLane made after the run's own work changes none of its numbers: not a setting
+    compared = frame.assign(**{"param.compare_simulator": ["torchlayer", None], "param.pennylane_states": [16, 0]})
+    assert report.setting_columns(compared, ["n_train"]) == ["param.lr"]
 
 
 def test_no_cell_is_nan_or_cut_and_integers_stay_integers():
@@ -194,7 +202,8 @@ def test_the_environment_records_blas_threads_and_data_folder():
 
 # the page's sections in the order a reader meets them: one headline part (each dataset's table first, then the
 # Gram step's performance), then the rest, the runs that did not complete last
-PAGE_ORDER = ("Headline", "Each dataset's final runs", "The Gram step at the largest N", "Scores per configuration",
+PAGE_ORDER = ("Headline", "Each dataset's final runs", "The Gram step at the largest N",
+              "Simulators against PennyLane, measured in the same run", "Scores per configuration",
               "Gram matrix: time against N per backend", "What the controls show", "Runs that did not complete")
 
 
@@ -211,7 +220,8 @@ def test_the_summary_opens_with_the_dataset_headline_then_the_gram_headline_and_
     assert [h for h in found if h in PAGE_ORDER] == list(PAGE_ORDER)
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     first = next(i for i, c in enumerate(code) if "headline.headline_tables" in c)
-    assert first < next(i for i, c in enumerate(code) if "report.gram_headline" in c)
+    gram = next(i for i, c in enumerate(code) if "report.gram_headline" in c)
+    assert first < gram < next(i for i, c in enumerate(code) if "headline.simulator_table" in c)
     assert "skipped_summary" in code[-1]
 
 
@@ -234,6 +244,12 @@ def test_the_page_reads_as_a_benchmark_report(page_runs, tmp_path):
     cnn = text.index("CNN (linear head, same trainer and budget)")
     assert text.index("Each dataset's final runs") < cnn < text.index("The Gram step at the largest N")
     assert text.index("RBF SVM on the QCNN's CNN embeddings (CNN+SVM)") < text.index("The Gram step at the largest N")
+    # the simulators' table after the Gram headline: the states row measured in the cpu run, the QCNN row
+    # naming the stage that measures it (no sequential run compared its simulator here)
+    simulators = text.index("Simulators against PennyLane, measured in the same run")
+    assert text.index("The Gram step at the largest N") < simulators < text.index("Scores per configuration")
+    assert "10 µs per state" in unescape(text[simulators:]) and "30 [28-31]" in text[simulators:]
+    assert "no run yet: the sequential stage measures it" in unescape(text[simulators:])
     tables = re.findall(r"<table.*?</table>", html, flags=re.S)
     assert tables and all(">NaN<" not in t and ">nan<" not in t and "..." not in t for t in tables)
     assert LONG_REASON in unescape(html) and "0.850 ± 0.050" in html

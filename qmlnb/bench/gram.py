@@ -35,6 +35,7 @@ import numpy as np
 from .. import timing
 from ..kernels import FeatureMap, available_backends, gram
 from ..kernels.blas_reference import cherk_call, gram_gflops
+from ..kernels.pennylane_reference import states_vs_pennylane
 from ..lab.provenance import environment
 from .._util import atomic_write_json
 
@@ -82,16 +83,8 @@ def throughput(seconds: float, n: int, m: int, dim: int) -> dict:
 
 def bench_states(n: int, n_qubits: int, dataset: str, repeats: int, min_time: float) -> dict:
     """FeatureMap.states against PennyLane default.qubit with broadcasting, interleaved on the same angles."""
-    fm = FeatureMap(n_qubits=n_qubits, reps=2)
     X = embeddings(n, n_qubits, dataset if n <= 1797 else "random")
-    qnode = fm.qnode("default.qubit")
-    timed = timing.interleaved({"qmlnb": lambda: fm.states(X), "pennylane": lambda: np.asarray(qnode(X))},
-                               min_rounds=repeats, min_time=min_time)
-    ours, pennylane = timed["qmlnb"], timed["pennylane"]
-    error = float(np.abs(ours.value - pennylane.value).max())
-    return {"n": n, "n_qubits": n_qubits, "qmlnb_s": ours.median, "pennylane_broadcast_s": pennylane.median,
-            "speedup": pennylane.median / ours.median, "speedup_rounds": timing.ratio(pennylane, ours),
-            "max_abs_difference": error, "timing": {"qmlnb": ours.as_dict(), "pennylane": pennylane.as_dict()}}
+    return states_vs_pennylane(FeatureMap(n_qubits=n_qubits, reps=2), X, rounds=repeats, min_time=min_time)
 
 
 def bench_pennylane_kernel(fm: FeatureMap, X: np.ndarray) -> dict:

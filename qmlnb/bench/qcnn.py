@@ -46,9 +46,9 @@ import torch
 
 from .. import timing
 from ..data import catalog
-from ..qcnn.model import HybridQCNN
 from ..lab.provenance import environment
-from ..qcnn.train import TrainConfig, available_cores, make_optimizer, train_qcnn, training_step
+from ..qcnn.simulator_speed import compare_simulators
+from ..qcnn.train import TrainConfig, available_cores, train_qcnn
 from ..qcnn.model import HEADS
 from .comparison import comparison_table
 from .results import add_allow_dirty, check_tree, write_result
@@ -101,44 +101,17 @@ def bench_simulator(n_qubits: int, batch: int, steps: int, pl_steps: int, repeat
 
     A timed call is a block of ``steps`` (torch) or ``pl_steps`` (PennyLane)
     steps; per-step seconds are the block's over its steps, and the speed-ups
-    pair the blocks of the same round.
+    pair the blocks of the same round (``qmlnb.qcnn.simulator_speed.compare_simulators``).
     """
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(1))
     angles = (torch.rand(batch, n_qubits, generator=torch.Generator().manual_seed(2)) * 6 - 3).requires_grad_()
     out = {"n_qubits": n_qubits, "batch_size": batch, "image_shape": [1, 28, 28], "threads": torch.get_num_threads()}
-    n_steps = {"torch": steps, "pennylane": pl_steps}
-    blocks = {}
+    out |= compare_simulators(x, y, TrainConfig(n_qubits=n_qubits, batch_size=batch), steps=steps,
+                              pennylane_steps=pl_steps, rounds=repeats, min_time=min_time, angles=angles)
     for simulator in ("torch", "pennylane"):
-        model = HybridQCNN((1, 28, 28), 2, n_qubits, simulator, seed=0)
-        optimizer = make_optimizer(model, TrainConfig(n_qubits=n_qubits, batch_size=batch))
-
-        def train_block(model=model, optimizer=optimizer, k=n_steps[simulator]):  # train_qcnn's step, k times
-            for _ in range(k):
-                training_step(model, optimizer, x, y, batch)
-
-        def layer_block(model=model, k=n_steps[simulator]):
-            for _ in range(k):
-                model.quantum(angles).sum().backward()
-
-        blocks[f"{simulator}_train"], blocks[f"{simulator}_layer"] = train_block, layer_block
-    timed = timing.interleaved(blocks, min_rounds=repeats, min_time=min_time)
-    for simulator in ("torch", "pennylane"):
-        k = n_steps[simulator]
-        step, layer = timed[f"{simulator}_train"].median / k, timed[f"{simulator}_layer"].median / k
-        out[simulator] = {"steps_per_call": k, "train_step_s": step, "train_samples_per_s": batch / step,
-                          "quantum_layer_fwd_bwd_s": layer,
-                          "timing": {"train": timed[f"{simulator}_train"].as_dict(),
-                                     "layer": timed[f"{simulator}_layer"].as_dict()}}
-        print(f"  {simulator:9s}: {batch / step:9.0f} training samples/s, quantum layer fwd+bwd {layer * 1e3:.2f} ms")
-    per_step = steps / pl_steps  # block ratios -> per-step ratios
-    train_rounds = timing.ratio(timed["pennylane_train"], timed["torch_train"])
-    layer_rounds = timing.ratio(timed["pennylane_layer"], timed["torch_layer"])
-    out["speedup_train"] = out["torch"]["train_samples_per_s"] / out["pennylane"]["train_samples_per_s"]
-    out["speedup_quantum_layer"] = out["pennylane"]["quantum_layer_fwd_bwd_s"] / out["torch"]["quantum_layer_fwd_bwd_s"]
-    out["speedup_train_rounds"] = {k: train_rounds[k] * per_step for k in ("median", "q1", "q3", "iqr")}
-    out["speedup_quantum_layer_rounds"] = {k: layer_rounds[k] * per_step for k in ("median", "q1", "q3", "iqr")}
-    out["noisy"] = any(t.noisy for t in timed.values())
+        print(f"  {simulator:9s}: {out[simulator]['train_samples_per_s']:9.0f} training samples/s, quantum layer "
+              f"fwd+bwd {out[simulator]['quantum_layer_fwd_bwd_s'] * 1e3:.2f} ms")
     print(f"  speed-up: {out['speedup_train']:.1f}x training, {out['speedup_quantum_layer']:.1f}x quantum layer")
     return out
 

@@ -138,9 +138,28 @@ def _ratio_columns(name: str, r: dict) -> dict:
     return {name: r["ratio"], f"{name}_q1": r["q1"], f"{name}_q3": r["q3"]}
 
 
+def states_vs_pennylane_metrics(result: dict) -> dict:
+    """``qmlnb.kernels.pennylane_reference.states_vs_pennylane``'s result as a run's metrics entry.
+
+    ``n_states``, ``n_qubits``; ``qmlnb_s``/``pennylane_s`` (median seconds of
+    one call on all the states) and the same per state (``*_per_state_s``);
+    ``ratio`` (PennyLane's median over ours) with ``ratio_q1``/``ratio_q3``, the
+    quartiles of the per-round ratios; ``max_abs_difference`` of the
+    amplitudes; ``load`` and ``noisy`` of the interleaved rounds; ``timing``.
+    """
+    n, r, ours = result["n"], result["speedup_rounds"], result["timing"]["qmlnb"]
+    return {"n_states": n, "n_qubits": result["n_qubits"], "qmlnb_s": result["qmlnb_s"],
+            "pennylane_s": result["pennylane_broadcast_s"], "qmlnb_per_state_s": result["qmlnb_s"] / n,
+            "pennylane_per_state_s": result["pennylane_broadcast_s"] / n, "ratio": result["speedup"],
+            "ratio_q1": r["q1"], "ratio_q3": r["q3"], "rounds": r["n"],
+            "max_abs_difference": result["max_abs_difference"],
+            "load": max(ours["load_before"], ours["load_after"]), "noisy": bool(r["noisy"]),
+            "timing": result["timing"]}
+
+
 def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threads: int = 0, reps: int = 2,
                  tile: int = 0, repeats: int = 5, min_time: float = 0.2, dataset: str = "digits", seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, pennylane_states: int = 0):
     """Time the symmetric Gram matrix of N states for each N in ``sizes`` and n in ``qubits``, with its references.
 
     Embeddings are n PCA angles of the dataset's images (all splits joined, so
@@ -162,6 +181,14 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
     fraction of BLAS throughput reached) with the quartiles of its per-round
     values, speedup_vs_cpu and speedup_vs_1_thread likewise (cpu_s,
     one_thread_s), max_abs_diff_vs_cpu, load and noisy).
+
+    ``pennylane_states`` > 0 also times ``FeatureMap.states`` against PennyLane
+    ``default.qubit`` (broadcast QNode of the same map) on the first
+    ``pennylane_states`` angles of the largest point (largest n, largest N),
+    interleaved in the same run
+    (:func:`qmlnb.kernels.pennylane_reference.states_vs_pennylane`): the
+    metrics' ``states_vs_pennylane`` (:func:`states_vs_pennylane_metrics`).
+    PennyLane is slow per state: a few dozen states give a stable ratio.
     """
     from tqdm.auto import tqdm
 
@@ -176,6 +203,10 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
     if not qubits:
         raise ValueError("qubits must be a non-empty list of positive integers, got []")
     _util.check_positive_int(repeats, "repeats")
+    pennylane_states = _util.check_int(pennylane_states, "pennylane_states", minimum=0)
+    if pennylane_states > sizes[-1]:
+        raise ValueError(f"pennylane_states={pennylane_states} exceeds the largest size {sizes[-1]}: it compares "
+                         "states of the largest point")
     threads = set_threads(threads)
     splits = load_data(dataset, classes=None, seed=seed)
     images = np.concatenate([splits.X_train, splits.X_val, splits.X_test])
@@ -224,6 +255,12 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
                            "speedup_vs_cpu_largest": last.get("speedup_vs_cpu"),
                            "speedup_vs_1_thread_largest": last.get("speedup_vs_1_thread")},
                "timing_largest": largest}
+    if pennylane_states:
+        from ..kernels.pennylane_reference import states_vs_pennylane
+
+        # fm and X are the largest point's (the loop's last): the same angles as its Gram's states
+        result = states_vs_pennylane(fm, X[:pennylane_states], rounds=repeats, min_time=min_time)
+        metrics["states_vs_pennylane"] = states_vs_pennylane_metrics(result)
     return metrics, table
 
 
@@ -315,6 +352,45 @@ def _fold_table(result) -> pd.DataFrame:
 
 
 COMPARISONS = ("", "sequential", "1-thread")  # qcnn_run's ``compare``: what the run is measured against
+# qcnn_run's ``compare_simulator``: the fast torch simulator's training step against PennyLane's TorchLayer
+SIMULATOR_COMPARISONS = ("", "torchlayer")
+# training steps per timed block (one for PennyLane, whose step is many times slower) and the least rounds (then
+# rounds until the blocks add up to 0.2 s): a small cost beside the training, PennyLane's import included
+SIMULATOR_STEPS = {"torch": 10, "pennylane": 1}
+SIMULATOR_ROUNDS = 5
+
+
+def simulator_comparison(splits, cfg, threads: int) -> dict:
+    """The run's training step with the torch simulator against PennyLane's ``TorchLayer``, as a metrics entry.
+
+    Same model (``cfg``'s n_qubits, head, seed, optimiser) and the same data:
+    the first ``cfg.batch_size`` images of the run's training split; timed in
+    this process on ``threads`` threads by
+    :func:`qmlnb.qcnn.simulator_speed.compare_simulators` (interleaved blocks of
+    :data:`SIMULATOR_STEPS` steps, :data:`SIMULATOR_ROUNDS` rounds).  Returns
+    ``against``, ``batch_size``, ``n_qubits``, ``threads``, ``steps_per_call``,
+    ``torch_samples_per_s``, ``torchlayer_samples_per_s``, ``ratio`` (torch's
+    samples/s over TorchLayer's) with ``ratio_q1``/``ratio_q3`` (quartiles of
+    the per-round ratios), ``load``, ``noisy`` and ``timing``.
+    """
+    import torch
+
+    from ..qcnn.simulator_speed import compare_simulators
+
+    set_threads(threads)
+    images = torch.as_tensor(np.asarray(splits.X_train[: cfg.batch_size], dtype=np.float32))
+    labels = torch.as_tensor(np.asarray(splits.y_train[: cfg.batch_size], dtype=np.int64))
+    result = compare_simulators(images, labels, cfg, n_classes=len(splits.classes), steps=SIMULATOR_STEPS["torch"],
+                                pennylane_steps=SIMULATOR_STEPS["pennylane"], rounds=SIMULATOR_ROUNDS)
+    ours, theirs, r = result["torch"], result["pennylane"], result["speedup_train_rounds"]
+    timed = ours["timing"]["train"]
+    return {"against": "torchlayer", "batch_size": len(labels), "n_qubits": cfg.n_qubits, "threads": threads,
+            "steps_per_call": {"torch": ours["steps_per_call"], "torchlayer": theirs["steps_per_call"]},
+            "torch_samples_per_s": ours["train_samples_per_s"],
+            "torchlayer_samples_per_s": theirs["train_samples_per_s"], "ratio": result["speedup_train"],
+            "ratio_q1": r["q1"], "ratio_q3": r["q3"], "rounds": timed["n"],
+            "load": max(timed["load_before"], timed["load_after"]), "noisy": bool(result["noisy"]),
+            "timing": {"torch": ours["timing"]["train"], "torchlayer": theirs["timing"]["train"]}}
 
 
 def epoch_timing(result, train: timing.Timing) -> timing.Timing:
@@ -339,7 +415,7 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
              workers: int = 2, folds: int = 1, batch_size: int = 32, epochs: int = 3, lr: float = 0.01,
              n_qubits: int = 4, patience: int = 0, grayscale: bool = False, seed: int = 0, progress: bool = True,
              compare: str = "", compare_rounds: int = 1, compare_threads: int = 0, head: str = "quantum",
-             split_seed: int | None = None):
+             split_seed: int | None = None, compare_simulator: str = ""):
     """Train the hybrid QCNN and score it on the test split; optionally against a reference trained in the same run.
 
     ``n_train`` 0 and ``patience`` 0 mean "all" and "no early stopping".
@@ -368,10 +444,19 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
     like every run it is compared with), so one grid can hold both.
 
     The speedup is the reference's median training time over this run's (see
-    :func:`qmlnb.timing.ratio`).  Returns (metrics dict with ``qcnn`` test
-    scores, ``timings`` (train_s, load_s, samples_per_s), ``timing``: the
-    training call and its epochs as :class:`qmlnb.timing.Timing` dicts, and
-    ``noisy``; {"history": per-epoch table, "folds": per-fold table}).
+    :func:`qmlnb.timing.ratio`).
+
+    ``compare_simulator="torchlayer"`` also times, after the training, a few
+    training steps of this model with the fast torch simulator against the
+    same model with PennyLane's ``qml.qnn.TorchLayer``, interleaved, on the
+    first batch of the training split (:func:`simulator_comparison`: few
+    steps, since PennyLane's are slow): the metrics' ``simulator_comparison``.
+    The sequential stage (``params/10-sequential.yaml``) sets it.
+
+    Returns (metrics dict with ``qcnn`` test scores, ``timings`` (train_s,
+    load_s, samples_per_s), ``timing``: the training call and its epochs as
+    :class:`qmlnb.timing.Timing` dicts, and ``noisy``; {"history": per-epoch
+    table, "folds": per-fold table}).
     """
     import dataclasses
 
@@ -381,6 +466,13 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
         raise ValueError(f"compare must be one of {COMPARISONS}, got {compare!r}")
     _util.check_positive_int(compare_rounds, "compare_rounds")
     compare_threads = _util.check_int(compare_threads, "compare_threads", minimum=0)
+    if compare_simulator not in SIMULATOR_COMPARISONS:
+        raise ValueError(f"compare_simulator must be one of {SIMULATOR_COMPARISONS}, got {compare_simulator!r}")
+    if compare_simulator:
+        from ..qcnn.model import QUANTUM_HEADS
+
+        if head not in QUANTUM_HEADS:
+            raise ValueError(f"compare_simulator times the quantum layer; head={head!r} has none")
     split_seed = seed if split_seed is None else _util.check_int(split_seed, "split_seed", minimum=0)
     cfg = train_config(threads=threads, mode=mode, workers=workers, folds=folds, n_qubits=n_qubits, epochs=epochs,
                        batch_size=batch_size, lr=lr, patience=patience or None, seed=seed, progress=progress,
@@ -444,6 +536,8 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
                                      "reference_timing": timed["reference"].as_dict(),
                                      "reference_qcnn": timed["reference"].value.metrics}
             metrics["noisy"] = bool(r["noisy"])
+    if compare_simulator:
+        metrics["simulator_comparison"] = simulator_comparison(splits, cfg, total)
     return metrics, {stages.HISTORY: _history_table(result), stages.FOLDS: _fold_table(result)}
 
 

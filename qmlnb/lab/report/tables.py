@@ -14,7 +14,10 @@ SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
 
 
 # parameters never a column of their own: the seed is what repeats vary (pooled as mean ± std), progress is display
-POOLED_PARAMS = ("param.seed", "param.progress")
+# parameters that do not make another configuration: repeats (seed), display (progress), and the comparisons with
+# PennyLane a run makes after its own work (gram_scaling's pennylane_states, qcnn_run's compare_simulator), which
+# change none of its scores or times
+POOLED_PARAMS = ("param.seed", "param.progress", "param.pennylane_states", "param.compare_simulator")
 # per-run metrics that are settings: a column wherever they vary among a table's runs
 SETTING_METRICS = ("epochs", "batch_size", "n_qubits")
 
