@@ -332,6 +332,7 @@ def test_the_small_grid_is_in_make_report_and_fits_both_datasets():
         for kind in point["features"]:  # digits' 8 x 8 images are the tightest case
             tasks.check_scale_features(kind, point["qubits"], point["n_train"], (1, 8, 8))
         assert max(point["qubits"]) > 20  # the MPS path runs in make report too
+        assert point["bandwidth_rule"] == "scaled"  # its own run folders, apart from runs of the default grid
 
 
 def test_the_large_grid_loads_outside_make_reports_grids():
@@ -342,6 +343,7 @@ def test_the_large_grid_loads_outside_make_reports_grids():
     assert max(max(p["qubits"]) for p in sweep.points) == 784 and min(min(p["qubits"]) for p in sweep.points) == 4
     assert {k for p in sweep.points for k in p["features"]} == {"pca", "pixels"}
     assert len({p["seed"] for p in sweep.points}) >= 3
+    assert {p["bandwidth_rule"] for p in sweep.points} == {"scaled"}
     for point in sweep.points:
         for kind in point["features"]:
             tasks.check_scale_features(kind, point["qubits"], point["n_train"], (1, 28, 28))
