@@ -14,7 +14,9 @@ from qmlnb.data.resample import area_downsample, area_weights, pixel_side
 from qmlnb.lab import grid, runs, stages, tasks
 from qmlnb.lab.report import load_runs, scale
 from qmlnb.qsvm.baselines import RBF_GAMMA_FACTORS
-from qmlnb.qsvm.svm import DEFAULT_BANDWIDTHS
+from qmlnb.qsvm.diagnostics import at_grid_edge
+from qmlnb.qsvm.pipeline import run_kernel_comparison
+from qmlnb.qsvm.svm import DEFAULT_BANDWIDTHS, scaled_bandwidths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +116,13 @@ def test_the_task_uses_state_vectors_then_the_mps(tiny):
     for model in ("qsvm", "rbf"):
         assert table[f"{model}_balanced_accuracy"].between(0, 1).all()
     np.testing.assert_allclose(table["difference"], table["qsvm_balanced_accuracy"] - table["rbf_balanced_accuracy"])
-    assert set(table["bandwidth"]) <= set(DEFAULT_BANDWIDTHS)
+    # the default rule, "scaled": the default grid at 4 qubits, extended by sqrt(8 / 25) at 25
+    assert set(table["bandwidth_rule"]) == {"scaled"} and metrics["bandwidth_rule"] == "scaled"
+    for _, row in table.iterrows():
+        grid = scaled_bandwidths(row["n_qubits"])
+        assert row["bandwidth_grid"] == " ".join(f"{b:g}" for b in grid)
+        assert row["bandwidth_grid_min"] == min(grid) and any(math.isclose(row["bandwidth"], b) for b in grid)
+        assert row["bandwidth_at_grid_edge"] == at_grid_edge(row["bandwidth"], grid)
     assert table["bandwidth_grid"].iloc[0] == " ".join(f"{b:g}" for b in DEFAULT_BANDWIDTHS)
     assert all(any(math.isclose(f, g) for g in RBF_GAMMA_FACTORS) for f in table["rbf_gamma_factor"])
     assert table["off_diagonal_std"].gt(0).all() and table["gaussian_correlation"].between(-1, 1).all()
@@ -136,6 +144,67 @@ def test_the_mps_gives_the_state_vector_result_at_few_qubits(tiny):
     assert row["qsvm_balanced_accuracy"] == reference["qsvm_balanced_accuracy"]
     assert row["off_diagonal_std"] == pytest.approx(reference["off_diagonal_std"], abs=1e-5)
     assert row["rbf_balanced_accuracy"] == reference["rbf_balanced_accuracy"]  # same features, same control
+
+
+def test_the_comparison_searches_the_bandwidths_it_is_given():
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(0, np.pi, (40, 4)), np.repeat([0, 1], 20)
+    X[y == 1, :2] += 0.8  # a little signal
+    grid = (0.03, 0.3, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qsvm = run_kernel_comparison(X[::2], y[::2], X[1::2], y[1::2], cv=3, bandwidths=grid)["qsvm"]
+    assert qsvm["params"]["bandwidths"] == list(grid) and qsvm["params"]["bandwidth"] in grid
+    assert set(qsvm["params"]["alignments"]) == {str(b) for b in grid}
+    assert qsvm["diagnostics"]["bandwidth_grid"] == list(grid)
+    assert qsvm["diagnostics"]["bandwidth_at_grid_edge"] == at_grid_edge(qsvm["params"]["bandwidth"], grid)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    """Pixels of tiny digits at 9 and 64 qubits (the MPS) with the scaled grid, at 9 with the default one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {rule: tasks.kernels_at_scale(dataset="digits", features="pixels", qubits=qubits, n_train=40,
+                                             n_test=30, backend="cpu", threads=1, seed=1, progress=False,
+                                             bandwidth_rule=rule)
+                for rule, qubits in (("scaled", [9, 64]), ("default", [9]))}
+
+
+def test_the_scaled_rule_searches_the_extended_grid_at_64_qubits(rules):
+    metrics, tables = rules["scaled"]
+    row = tables[stages.SCALE_TABLE].set_index("n_qubits").loc[64]
+    grid = scaled_bandwidths(64)
+    assert row["method"] == "mps" and row["bandwidth_rule"] == "scaled" and metrics["bandwidth_rule"] == "scaled"
+    assert row["bandwidth_grid"] == " ".join(f"{b:g}" for b in grid) and len(grid) == 16
+    assert row["bandwidth_grid_min"] == pytest.approx(0.02 * math.sqrt(8 / 64))  # below the default grid's 0.02
+    assert any(math.isclose(row["bandwidth"], b) for b in grid)
+    # the edge flag and its warning are against the grid searched, not the default one
+    assert row["bandwidth_at_grid_edge"] == at_grid_edge(row["bandwidth"], grid)
+    assert ("at the edge of its grid [0.00707107 .. 1]" in row["warnings"]) == row["bandwidth_at_grid_edge"]
+    assert metrics["per_n"]["pixels:64"]["bandwidth_grid_min"] == row["bandwidth_grid_min"]
+
+
+def test_the_default_rule_keeps_the_default_grid_and_is_its_own_setting(rules):
+    metrics, tables = rules["default"]
+    row = tables[stages.SCALE_TABLE].iloc[0]
+    assert row["bandwidth_rule"] == "default" and metrics["bandwidth_rule"] == "default"
+    assert row["bandwidth_grid"] == " ".join(f"{b:g}" for b in DEFAULT_BANDWIDTHS) and row["bandwidth_grid_min"] == 0.02
+    scaled_nine = rules["scaled"][1][stages.SCALE_TABLE].iloc[:1]
+    assert scaled_nine["bandwidth_grid_min"].iloc[0] < 0.02  # 9 > 8 qubits: the scaled grid goes lower
+    summary = scale.scale_summary(pd.concat([tables[stages.SCALE_TABLE], scaled_nine], ignore_index=True))
+    assert sorted(zip(summary["bandwidth_rule"], summary["n"])) == [("default", 1), ("scaled", 1)]
+    assert dict(zip(summary["bandwidth_rule"], summary["bandwidth_grid_min"])) == {"default": "0.02",
+                                                                                   "scaled": "0.0188562"}
+    labels = [label for label, _ in scale.settings(summary)]
+    assert any("bandwidth_rule=default" in label for label in labels)
+    assert any("bandwidth_rule=scaled" in label for label in labels)
+    assert "grid's smallest bandwidth" in scale.display_table(summary)
+
+
+def test_an_unknown_bandwidth_rule_is_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"bandwidth_rule must be one of \('scaled', 'default'\), got 'wide'"):
+        tasks.kernels_at_scale(dataset="no-such-dataset", qubits=[4], bandwidth_rule="wide", progress=False)
 
 
 # ---------------------------------------------------------------- the report from fabricated runs
@@ -217,8 +286,9 @@ def test_sentences_say_beats_matches_or_loses_per_setting(fabricated):
                                         "n = 16")
     assert by_kind["200"].startswith("One seed per qubit count (n = 4): no interval")
     labels = [label for label, _ in scale.settings(summary)]
-    assert "digits 3 vs 8, pca features (n_train=100, n_test=71, reps=2, method_requested=auto, backend=cpu, " \
-           "threads=1, split_seed=0) [kernels-at-scale]" in labels
+    # runs recorded before the bandwidth rule existed searched the default grid
+    assert "digits 3 vs 8, pca features (n_train=100, n_test=71, reps=2, method_requested=auto, " \
+           "bandwidth_rule=default, backend=cpu, threads=1, split_seed=0) [kernels-at-scale]" in labels
 
 
 def test_a_forced_method_is_its_own_setting(tmp_path):
@@ -262,6 +332,7 @@ def test_the_small_grid_is_in_make_report_and_fits_both_datasets():
         for kind in point["features"]:  # digits' 8 x 8 images are the tightest case
             tasks.check_scale_features(kind, point["qubits"], point["n_train"], (1, 8, 8))
         assert max(point["qubits"]) > 20  # the MPS path runs in make report too
+        assert point["bandwidth_rule"] == "scaled"  # its own run folders, apart from runs of the default grid
 
 
 def test_the_large_grid_loads_outside_make_reports_grids():
@@ -272,6 +343,7 @@ def test_the_large_grid_loads_outside_make_reports_grids():
     assert max(max(p["qubits"]) for p in sweep.points) == 784 and min(min(p["qubits"]) for p in sweep.points) == 4
     assert {k for p in sweep.points for k in p["features"]} == {"pca", "pixels"}
     assert len({p["seed"] for p in sweep.points}) >= 3
+    assert {p["bandwidth_rule"] for p in sweep.points} == {"scaled"}
     for point in sweep.points:
         for kind in point["features"]:
             tasks.check_scale_features(kind, point["qubits"], point["n_train"], (1, 28, 28))

@@ -1,6 +1,8 @@
 """QuantumKernelSVC: one Gram per bandwidth, C search on slices, SV-only prediction, bad input."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -12,7 +14,9 @@ from sklearn.svm import SVC
 
 import qmlnb.qsvm.svm as svm_module
 from qmlnb.kernels import UnknownBackendError, available_backends, gram
-from qmlnb.qsvm.svm import QuantumKernelSVC, cross_validate_C, fit_precomputed, kernel_target_alignment
+from qmlnb.qsvm.diagnostics import KernelDiagnosticWarning
+from qmlnb.qsvm.svm import (DEFAULT_BANDWIDTHS, QuantumKernelSVC, cross_validate_C, fit_precomputed,
+                            kernel_target_alignment, scaled_bandwidths)
 
 N_QUBITS = 4
 SMALL = dict(n_qubits=N_QUBITS, bandwidths=(0.1, 0.5), Cs=(0.1, 1.0, 10.0), cv=3)
@@ -218,6 +222,49 @@ def test_fit_searches_C_through_fit_precomputed(binary, monkeypatch, C):
         np.testing.assert_array_equal(clf.cv_scores_, expected.cv_scores)
     else:
         assert clf.cv_scores_ is None
+
+
+# ---------------------------------------------------------------- bandwidth grids
+def test_scaled_bandwidths_are_the_default_grid_up_to_the_reference():
+    for n in (1, 4, 8):
+        assert scaled_bandwidths(n) == DEFAULT_BANDWIDTHS
+    assert scaled_bandwidths(16, reference=16) == DEFAULT_BANDWIDTHS
+    assert scaled_bandwidths(3, grid=[0.5, 0.1]) == (0.5, 0.1)  # the grid as given, floats
+
+
+def test_scaled_bandwidths_extend_the_grid_down_by_sqrt_reference_over_n():
+    grid = scaled_bandwidths(64)
+    expected = sorted({*DEFAULT_BANDWIDTHS, *(b * np.sqrt(8 / 64) for b in DEFAULT_BANDWIDTHS)})
+    assert len(grid) == 16 and list(grid) == sorted(grid) and all(type(b) is float for b in grid)
+    np.testing.assert_allclose(grid, expected, rtol=1e-11)
+    assert set(DEFAULT_BANDWIDTHS) <= set(grid)  # the default values themselves, not approximations
+    assert grid[0] == pytest.approx(0.02 / np.sqrt(8))
+    assert scaled_bandwidths(784)[0] == pytest.approx(0.02 * np.sqrt(8 / 784))
+    assert scaled_bandwidths(64, reference=16)[0] == pytest.approx(0.01)
+    # four times the reference: the factor is 1/2, and 0.1 / 2 = 0.05 (and two more) are grid values, kept once
+    assert scaled_bandwidths(32) == (0.01, 0.02, 0.025, 0.05, 0.1, 0.175, 0.2, 0.25, 0.35, 0.375, 0.5, 0.75, 1.0)
+    with pytest.raises(ValueError, match="n_qubits must be a positive integer"):
+        scaled_bandwidths(0)
+    with pytest.raises(ValueError, match="every value of grid"):
+        scaled_bandwidths(64, grid=(0.1, -1.0))
+
+
+def test_the_grid_edge_is_judged_against_the_grid_searched(binary):
+    X, y, _, _ = binary
+    wide = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    params = dict(SMALL, bandwidths=wide)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KernelDiagnosticWarning)  # e.g. Gaussian-like; the edge is checked below
+        inside = QuantumKernelSVC(**params).fit(X, y)
+    best = inside.bandwidth_
+    assert wide[0] < best < wide[-1]  # these digits' best bandwidth lies inside the wide grid
+    assert inside.diagnostics_["bandwidth_grid"] == list(wide) and not inside.diagnostics_["bandwidth_at_grid_edge"]
+    upper = tuple(b for b in wide if b >= best)  # the same best value, now the grid's smallest
+    with pytest.warns(KernelDiagnosticWarning, match=f"bandwidth {best:g} is at the edge of its grid "
+                                                     rf"\[{best:g} \.\. 3\]"):
+        edge = QuantumKernelSVC(**dict(params, bandwidths=upper)).fit(X, y)
+    assert edge.bandwidth_ == best and edge.diagnostics_["bandwidth_grid"] == list(upper)
+    assert edge.diagnostics_["bandwidth_at_grid_edge"]
 
 
 # ---------------------------------------------------------------- bad input

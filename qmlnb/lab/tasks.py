@@ -696,6 +696,18 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
 
 # ------------------------------------------------------------------ kernels at scale
 FEATURES = ("pca", "pixels")  # kernels_at_scale's ``features``: what each qubit encodes
+# kernels_at_scale's ``bandwidth_rule``: the QSVM's bandwidth grid at n qubits is
+# qsvm.svm.scaled_bandwidths(n) ("scaled": extended by sqrt(8 / n) beyond 8 qubits) or DEFAULT_BANDWIDTHS
+BANDWIDTH_RULES = ("scaled", "default")
+
+
+def bandwidth_grid(rule: str, n_qubits: int) -> tuple[float, ...]:
+    """The bandwidth candidates of ``rule`` (one of :data:`BANDWIDTH_RULES`) at ``n_qubits`` qubits."""
+    from ..qsvm.svm import DEFAULT_BANDWIDTHS, scaled_bandwidths
+
+    if rule not in BANDWIDTH_RULES:
+        raise ValueError(f"bandwidth_rule must be one of {BANDWIDTH_RULES}, got {rule!r}")
+    return scaled_bandwidths(n_qubits) if rule == "scaled" else DEFAULT_BANDWIDTHS
 
 
 def pixel_angles(X_fit: np.ndarray, *others: np.ndarray, n_pixels: int) -> list[np.ndarray]:
@@ -757,7 +769,8 @@ def _take(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES, qubits=(4, 16, 64),
                      n_train: int = 100, n_test: int = 0, reps: int = 2, backend: str = "cpu", method: str = "auto",
-                     threads: int = 0, seed: int = 0, split_seed: int = 0, progress: bool = True):
+                     threads: int = 0, seed: int = 0, split_seed: int = 0, bandwidth_rule: str = "scaled",
+                     progress: bool = True):
     """The quantum-kernel SVM beside an RBF SVM on the same features, for each qubit count n in ``qubits``.
 
     The data split (train / validation / test) is fixed by ``split_seed``; the
@@ -775,16 +788,21 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
 
     Then :func:`qmlnb.qsvm.pipeline.run_kernel_comparison`: the ZZ map (``reps``,
     linear entanglement) simulated by ``method`` ("auto": state vectors up to
-    20 qubits, the exact MPS beyond), bandwidth by kernel-target alignment, C by
-    CV, Gram ``backend``; beside it the RBF SVM with gamma by alignment.
+    20 qubits, the exact MPS beyond), bandwidth by kernel-target alignment over
+    :func:`bandwidth_grid` (``bandwidth_rule`` "scaled": the default grid
+    extended by sqrt(8 / n) beyond 8 qubits, :func:`qmlnb.qsvm.svm.scaled_bandwidths`,
+    against the concentration of many-qubit kernels; "default": ``DEFAULT_BANDWIDTHS``
+    at every n), C by CV, Gram ``backend``; beside it the RBF SVM with gamma by alignment.
 
     Returns (metrics: task, dataset, classes, features, qubits, sizes, seeds,
-    ``per_n`` {"<features>:<n>": {qsvm / rbf balanced accuracy, method, gram_s}};
-    {"scale": one row per (features, n): qsvm_* and rbf_* accuracy, balanced
-    accuracy and degenerate flag, difference (QSVM - RBF balanced accuracy),
-    method, the QSVM training Gram's diagnostics (off-diagonal mean and std,
-    Gaussian correlation, alignment, bandwidth and its grid, grid edge, flags),
-    warnings, C, the RBF's gamma, gamma factor, C and off-diagonal std, and the
+    bandwidth_rule, ``per_n`` {"<features>:<n>": {qsvm / rbf balanced accuracy,
+    method, bandwidth, bandwidth_grid_min, gram_s}};
+    {"scale": one row per (features, n): the setting (bandwidth_rule included),
+    qsvm_* and rbf_* accuracy, balanced accuracy and degenerate flag, difference
+    (QSVM - RBF balanced accuracy), method, the QSVM training Gram's diagnostics
+    (off-diagonal mean and std, Gaussian correlation, alignment, bandwidth, the
+    grid searched as ``bandwidth_grid`` and its smallest value
+    ``bandwidth_grid_min``, grid edge against that grid, flags), warnings, C, the RBF's gamma, gamma factor, C and off-diagonal std, and the
     seconds of the states, the training Grams over the bandwidth grid (and per
     bandwidth), the test Gram and the RBF (single calls, not benchmarks) with
     the load}).
@@ -801,6 +819,7 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
     split_seed = _util.check_int(split_seed, "split_seed", minimum=0)
     seed = _util.check_int(seed, "seed", minimum=0)
     n_train = _util.check_positive_int(n_train, "n_train")
+    bandwidth_grid(bandwidth_rule, 1)  # an unknown rule fails before the data are read
     splits = load_data(dataset, classes=classes, seed=split_seed, grayscale=True)
     train = _take(splits.y_train, n_train, seed)
     test = _take(splits.y_test, n_test, split_seed)
@@ -810,7 +829,8 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
               for n in check_scale_features(kind, qubits, len(y_train), splits.image_shape)]
     common = {"dataset": dataset, "classes": " vs ".join(str(c) for c in splits.classes),
               "n_train": int(len(y_train)), "n_test": int(len(y_test)), "reps": reps, "method_requested": method,
-              "backend": backend, "threads": threads, "seed": seed, "split_seed": split_seed}
+              "bandwidth_rule": bandwidth_rule, "backend": backend, "threads": threads, "seed": seed,
+              "split_seed": split_seed}
     rows = []
     for kind, n in tqdm(points, desc="kernels at scale", disable=not progress):
         if kind == "pca":
@@ -820,7 +840,7 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
         load_before = timing.load_average()
         result = run_kernel_comparison(A_train, y_train, A_test, y_test, reps=reps, backend=backend,
                                        n_threads=threads, method=method, seed=seed,
-                                       n_classes=len(splits.classes))
+                                       n_classes=len(splits.classes), bandwidths=bandwidth_grid(bandwidth_rule, n))
         qsvm, rbf = result["qsvm"], result["rbf"]
         diagnostics, kernel_warnings = flat_diagnostics(qsvm["diagnostics"])
         t = qsvm["timings"]
@@ -829,6 +849,7 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
             row |= {f"{name}_{key}": scores[key] for key in ("accuracy", "balanced_accuracy", "degenerate")}
         row["difference"] = row["qsvm_balanced_accuracy"] - row["rbf_balanced_accuracy"]
         row |= diagnostics
+        row["bandwidth_grid_min"] = min(qsvm["params"]["bandwidths"])
         row |= {"C": qsvm["params"]["C"], "warnings": "; ".join(kernel_warnings), "rbf_gamma": rbf["params"]["gamma"],
                 "rbf_gamma_factor": rbf["params"]["gamma_factor"], "rbf_C": rbf["params"]["C"],
                 "rbf_off_diagonal_std": rbf["diagnostics"]["off_diagonal_std"],
@@ -843,7 +864,8 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
                "methods_used": sorted(set(table["method"])),
                "per_n": {f"{r['features']}:{r['n_qubits']}": {
                    "qsvm_balanced_accuracy": r["qsvm_balanced_accuracy"],
-                   "rbf_balanced_accuracy": r["rbf_balanced_accuracy"], "method": r["method"], "gram_s": r["gram_s"]}
+                   "rbf_balanced_accuracy": r["rbf_balanced_accuracy"], "method": r["method"],
+                   "bandwidth": r["bandwidth"], "bandwidth_grid_min": r["bandwidth_grid_min"], "gram_s": r["gram_s"]}
                    for r in rows},
                "load": float(table["load"].max())}
     return metrics, {stages.SCALE_TABLE: table}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .baselines import BASELINES, check_baselines, run_baselines
 from ..metrics import classification_metrics
-from .svm import QuantumKernelSVC
+from .svm import DEFAULT_BANDWIDTHS, QuantumKernelSVC
 
 
 def embed(model, X, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
@@ -158,22 +158,25 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
 
 def run_kernel_comparison(X_train, y_train, X_test, y_test, *, reps: int = 2, entanglement: str = "linear",
                           backend: str = "cpu", n_threads: int | None = None, method: str = "auto", cv: int = 5,
-                          seed: int = 0, n_classes: int | None = None, progress: bool = False) -> dict:
+                          seed: int = 0, n_classes: int | None = None, bandwidths=DEFAULT_BANDWIDTHS,
+                          progress: bool = False) -> dict:
     """The quantum-kernel SVM and its RBF control on the same features (no QCNN): one point of a scaling study.
 
     X_* : (N, n) real features, one per qubit (e.g. angles in [0, pi]);
     y_* : (N,) int labels 0..k-1.  The QSVM uses the ZZ feature map on n
     qubits (``reps``, ``entanglement``), simulated as ``method`` says
     (``"auto"``: state vectors while they fit, the exact MPS beyond), with the
-    bandwidth chosen by kernel-target alignment over ``DEFAULT_BANDWIDTHS`` and
-    C by stratified CV, as :class:`QuantumKernelSVC` always does; the control is
+    bandwidth chosen by kernel-target alignment over ``bandwidths`` (e.g.
+    :func:`qmlnb.qsvm.svm.scaled_bandwidths` of n for many qubits) and C by
+    stratified CV, as :class:`QuantumKernelSVC` always does; the control is
     :func:`qmlnb.qsvm.baselines.fit_rbf_alignment` (gamma by alignment, C by
     the same CV) on the same, unscaled features.
 
-    Returns {"qsvm": {"metrics", "params" (bandwidth, C, method_used,
-    alignments, n_support), "diagnostics" (its training Gram's
-    ``kernel_diagnostics``), "timings" (``QuantumKernelSVC.timings_``: states,
-    gram over every candidate bandwidth, predict_gram, ...)}, "rbf":
+    Returns {"qsvm": {"metrics", "params" (bandwidth, bandwidths: the grid
+    searched, C, method_used, alignments, n_support), "diagnostics" (its
+    training Gram's ``kernel_diagnostics``; the edge flag is against that
+    grid), "timings" (``QuantumKernelSVC.timings_``: states, gram over every
+    candidate bandwidth, predict_gram, ...)}, "rbf":
     ``fit_rbf_alignment``'s dict}.  Timings are single calls, not benchmarks.
     """
     from sklearn.utils.validation import check_X_y
@@ -182,13 +185,14 @@ def run_kernel_comparison(X_train, y_train, X_test, y_test, *, reps: int = 2, en
 
     X_train, y_train = check_X_y(X_train, y_train, dtype=np.float64)  # 2-D and finite, before n is read off it
     n_classes = n_classes or int(max(np.max(y_train), np.max(y_test))) + 1
-    clf = QuantumKernelSVC(n_qubits=X_train.shape[1], reps=reps,
+    clf = QuantumKernelSVC(n_qubits=X_train.shape[1], reps=reps, bandwidths=bandwidths,
                            entanglement=entanglement, backend=backend, n_threads=n_threads, method=method, cv=cv,
                            seed=seed, progress=progress).fit(X_train, y_train)
     predicted, scores = clf.predict_with_scores(X_test)
     qsvm = {
         "metrics": classification_metrics(y_test, predicted, scores, n_classes=n_classes),
-        "params": {"bandwidth": clf.bandwidth_, "C": clf.C_, "method_used": clf.method_,
+        "params": {"bandwidth": clf.bandwidth_, "bandwidths": [float(b) for b in clf.alignments_],
+                   "C": clf.C_, "method_used": clf.method_,
                    "n_support": int(len(clf.support_)), "alignments": {str(b): a for b, a in clf.alignments_.items()}},
         "diagnostics": clf.diagnostics_,
         "timings": dict(clf.timings_),

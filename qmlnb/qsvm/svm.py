@@ -45,8 +45,43 @@ DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 # feature scales tried by kernel-target alignment; with angles of order one
 # and n = 4..12 qubits the best scale is usually well below 1
 DEFAULT_BANDWIDTHS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+# qubit count the default grid was sized for (scaled_bandwidths leaves it unchanged up to here)
+BANDWIDTH_REFERENCE_QUBITS = 8
 # rows of test kernel handed to the SVC at once (bounds the scratch matrix)
 PREDICT_SCRATCH_BYTES = 64 << 20
+
+
+def scaled_bandwidths(n_qubits: int, reference: int = BANDWIDTH_REFERENCE_QUBITS,
+                      grid=DEFAULT_BANDWIDTHS) -> tuple[float, ...]:
+    """The bandwidth grid for ``n_qubits``: ``grid`` extended downwards by the factor sqrt(reference / n).
+
+    Why: the fidelity kernel of the ZZ map concentrates as n grows.  Its
+    overlap is a product over qubits (and linked pairs) of terms whose phases
+    depend on the bandwidth-scaled features, so with a fixed bandwidth b the
+    total phase difference between two inputs is a sum of about n terms whose
+    spread grows like b * sqrt(n): the kernel's off-diagonal entries shrink
+    towards 2**-n and the grid's smallest value stops being small enough
+    (alignment then picks it, at the grid's edge).  A bandwidth that scales like
+    1 / sqrt(n) keeps that spread, hence the kernel's typical value, constant
+    (Shaydulin and Wild 2022, "Importance of kernel bandwidth in quantum machine
+    learning", Phys. Rev. A 106, 042407; Canatar et al. 2022, "Bandwidth enables
+    generalization in quantum kernel models").  The grid, sized for
+    ``reference`` qubits, is therefore also tried times sqrt(reference / n).
+
+    n_qubits, reference : int >= 1.  grid : bandwidths > 0.
+    Returns a tuple of floats: exactly ``grid`` (as floats, e.g. ``DEFAULT_BANDWIDTHS``
+    itself) when n_qubits <= reference, else the sorted union of ``grid`` and
+    ``grid * sqrt(reference / n_qubits)`` (values equal to 12 significant digits
+    counted once).
+    """
+    n_qubits = check_int(n_qubits, "n_qubits", minimum=1)
+    reference = check_int(reference, "reference", minimum=1)
+    grid = _check_grid(grid, "grid")
+    if n_qubits <= reference:
+        return grid
+    factor = float(np.sqrt(reference / n_qubits))
+    # the rounding only merges products that equal a grid value up to float error (n = 4 * reference: factor 1/2)
+    return tuple(sorted({float(f"{b:.12g}") for b in (*grid, *(b * factor for b in grid))}))
 
 
 # ---------------------------------------------------------------- validation

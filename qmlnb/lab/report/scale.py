@@ -10,7 +10,9 @@ diagnostics, the simulation method and the Gram time.  Here:
   one n): QSVM and RBF balanced accuracy mean ± std (n seeds), the paired
   difference QSVM - RBF with its 95% interval (:func:`qmlnb.stats.paired_difference`:
   the two models of one seed saw the same training images), the method, the
-  diagnostics (mean ± std over seeds), the chosen bandwidths and the flags raised;
+  diagnostics (mean ± std over seeds), the chosen bandwidths, the smallest
+  bandwidth of the grid searched and the flags raised; the ``bandwidth_rule``
+  (which grid the task searched) is part of the setting;
 - :func:`scale_sentences` says per setting whether the quantum kernel beats,
   matches (within noise) or loses to the RBF SVM, and at which n;
 - :func:`plot_scale` draws accuracy, off-diagonal std and Gaussian correlation against n.
@@ -32,12 +34,15 @@ CONFIDENCE = 0.95
 QUANTUM, CLASSICAL = "QSVM", "RBF"
 # what tells two settings apart: a summary row pools runs that differ in nothing else but the seed
 GROUP = ("stage", "dataset", "classes", "features")
-SETTING = ("n_train", "n_test", "reps", "method_requested", "backend", "threads", "split_seed")
+SETTING = ("n_train", "n_test", "reps", "method_requested", "bandwidth_rule", "backend", "threads", "split_seed")
+# runs recorded before the task had a bandwidth_rule searched DEFAULT_BANDWIDTHS at every n
+LEGACY_BANDWIDTH_RULE = "default"
 FLAGS = {"concentrated": "concentrated", "gaussian_like": "Gaussian-like",
          "bandwidth_at_grid_edge": "bandwidth at its grid's edge"}
 SUMMARY_COLUMNS = [*GROUP, *SETTING, "n_qubits", "method", "n", "qsvm", "qsvm_std", "rbf", "rbf_std", "difference",
                    "ci_low", "ci_high", "verdict", "off_diagonal_std", "off_diagonal_std_std", "gaussian_correlation",
-                   "gaussian_correlation_std", "bandwidth", "rbf_gamma_factor", "flags", "gram_s"]
+                   "gaussian_correlation_std", "bandwidth", "bandwidth_grid_min", "rbf_gamma_factor", "flags",
+                   "gram_s"]
 
 
 def scale_rows(runs_dir: str | os.PathLike, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -77,6 +82,12 @@ def _flags(group: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _grid_minima(group: pd.DataFrame) -> list[float]:
+    """The smallest value of each row's ``bandwidth_grid`` (the candidates as "0.02 0.05 ..."; absent: none)."""
+    grids = group.get("bandwidth_grid", pd.Series(dtype=object)).dropna()
+    return [min(float(v) for v in str(g).split()) for g in grids if str(g).strip()]
+
+
 def _std(values: pd.Series) -> float:
     values = pd.to_numeric(values, errors="coerce").dropna()
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
@@ -92,13 +103,18 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     mean of QSVM - RBF per seed, ``ci_low`` / ``ci_high`` its Student's t
     interval (NaN for one seed), ``verdict`` in words; ``method``: the
     simulation(s) used; the diagnostics as mean and ``_std``; ``bandwidth`` and
-    ``rbf_gamma_factor``: the values chosen (distinct, joined); ``flags``: the
+    ``rbf_gamma_factor``: the values chosen (distinct, joined);
+    ``bandwidth_grid_min``: the smallest value of the bandwidth grid searched
+    (``bandwidth_rule`` sets the grid per n), the edge a bandwidth flagged "at
+    its grid's edge" usually sits on; ``flags``: the
     diagnostic flags raised and in how many seeds; ``gram_s``: median seconds
     of the training Grams over the bandwidth grid.
     """
     if rows.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     rows = rows.copy()
+    rule = rows["bandwidth_rule"] if "bandwidth_rule" in rows else pd.Series(np.nan, index=rows.index)
+    rows["bandwidth_rule"] = rule.astype(object).fillna(LEGACY_BANDWIDTH_RULE)
     for column in (*GROUP, *SETTING):
         if column not in rows:
             rows[column] = "" if column in GROUP else np.nan
@@ -118,6 +134,7 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
             values = pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce")
             row[column], row[f"{column}_std"] = float(values.mean()), _std(values)
         row["bandwidth"] = _joined(group.get("bandwidth", []))
+        row["bandwidth_grid_min"] = _joined(_grid_minima(group))
         row["rbf_gamma_factor"] = _joined(group.get("rbf_gamma_factor", []))
         row["flags"] = _flags(group)
         row["gram_s"] = float(pd.to_numeric(group.get("gram_s", pd.Series(dtype=float)), errors="coerce").median())
@@ -150,6 +167,7 @@ def display_table(rows: pd.DataFrame) -> pd.DataFrame:
         "difference": f"{QUANTUM} − {CLASSICAL}", "ci_low": "95% CI low", "ci_high": "95% CI high",
         "off_diagonal_std": "off-diag. std", "off_diagonal_std_std": "off-diag. std_std",
         "gaussian_correlation": "Gaussian corr.", "gaussian_correlation_std": "Gaussian corr._std",
+        "bandwidth_grid_min": "grid's smallest bandwidth",
         "rbf_gamma_factor": "RBF gamma factor", "gram_s": "Gram s (median)"})
 
 
