@@ -254,3 +254,22 @@ def test_the_page_reads_as_a_benchmark_report(page_runs, tmp_path):
     assert tables and all(">NaN<" not in t and ">nan<" not in t and "..." not in t for t in tables)
     assert LONG_REASON in unescape(html) and "0.850 ± 0.050" in html
     assert ".qmlnb-scroll" in html and "overflow-x: auto" in html
+
+
+def test_the_gram_scaling_legend_never_prints_nan_for_a_stage_with_one_n():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qmlnb.lab.report import plots, tables
+
+    rows = [{"stage": "gram-scaling", "backend": "openmp", "n_qubits": 12, "threads": 2, "n_samples": n,
+             "gram_s": 1e-8 * n * n, "gram_iqr_s": 1e-9 * n} for n in (800, 1200, 1600)]
+    # a threads run times one N: no slope can be fitted
+    rows.append({"stage": "gram-threads", "backend": "openmp", "n_qubits": 12, "threads": 2, "n_samples": 1600,
+                 "gram_s": 0.03, "gram_iqr_s": 0.001})
+    times = pd.DataFrame(rows)
+    fig = plots.plot_gram_scaling(times, tables.gram_slopes(times))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("[gram-threads]: one N, no slope" in label for label in labels)
+    assert any(label.startswith("openmp, 2 thr [gram-scaling]: slope 2.00") for label in labels), labels
+    assert not any("nan" in label for label in labels)

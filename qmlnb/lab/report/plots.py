@@ -46,7 +46,9 @@ def plot_gram_scaling(times: pd.DataFrame, slopes: pd.DataFrame):
             label = f"{backend}, {int(threads)} thr" + (f" [{stage}]" if several else "")
             if by is not None and (stage, backend, n, threads) in by.index:
                 fit = by.loc[(stage, backend, n, threads)]
-                label += f": slope {fit['slope']:.2f} [{fit['slope_min']:.2f}-{fit['slope_max']:.2f}]"
+                # one N (a threads run) has no slope: say so rather than print nan
+                label += (f": slope {fit['slope']:.2f} [{fit['slope_min']:.2f}-{fit['slope_max']:.2f}]"
+                          if pd.notna(fit["slope"]) else ": one N, no slope")
             half = (per_n["iqr"] / 2).fillna(0.0).to_numpy()
             # a bar never reaches below zero on the log axis
             low = np.minimum(half, per_n["gram_s"].to_numpy() * 0.999)
