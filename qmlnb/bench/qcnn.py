@@ -16,8 +16,8 @@ otherwise do:
   wall clock and the epochs alone.  All configurations run in the same
   interleaved rounds after one warm-up call each: fold-parallel's warm-up
   starts the pool's processes (``_cold``, its ``compile_s``), the timed runs
-  reuse them (as a sweep's later runs do); data-parallel starts its
-  processes every call.
+  reuse them (as a sweep's later runs do); data-parallel's warm-up starts
+  its gloo group, which the timed runs reuse too.
 
 Every time comes from :mod:`qmlnb.timing` (warm-up apart as ``compile_s``,
 median, IQR, load average, CPU time, ``noisy``); the two sides of every

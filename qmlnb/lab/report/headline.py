@@ -41,11 +41,11 @@ from .load import select_stage
 
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
-# what a mode's training time holds (qmlnb.qcnn.parallel): fold-parallel reuses a process pool started by the
-# run's warm-up training; data-parallel spawns its gloo processes on every call, so its time includes their
-# start-up (seconds of imports against a tenth of a second of training for this small model)
+# what a mode's training time holds (qmlnb.qcnn.parallel): both parallel modes reuse the worker processes the
+# run's warm-up training started (fold-parallel a process pool, data-parallel a gloo group), so their start-up
+# (seconds of imports against a tenth of a second of training for this small model) is not in the time
 MODE_TIMED = {"sequential": "QCNN training", "fold-parallel": "QCNN training (process pool already started)",
-              "data-parallel": "QCNN training, including spawning its worker processes (every call)"}
+              "data-parallel": "QCNN training (gloo worker processes already started)"}
 SCORE_COLUMNS = {"F1": "f1", "ROC AUC": "roc_auc", "balanced accuracy": "balanced_accuracy"}
 # the classical baselines of the final stage in the order of their rows (others follow, sorted by name):
 # the CNN beside CNN+SVM, then the other models on the embeddings, then those on the pixels
