@@ -190,7 +190,8 @@ def test_the_papermill_command_is_written_once(tmp_path):
 
     cmd = papermill_command(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path,
                             parameters={"a": 1, "b": 1.0, "c": [1, 2]}, timeout=30)
-    assert cmd[:5] == [sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")]
+    assert cmd[:5] == [sys.executable, "-m", "qmlnb.lab.papermill_run", str(tmp_path / "in.ipynb"),
+                       str(tmp_path / "out.ipynb")]
     assert cmd[cmd.index("--cwd") + 1] == str(tmp_path) and cmd[cmd.index("--execution-timeout") + 1] == "30"
     assert json.loads(cmd[cmd.index("-y") + 1]) == {"a": 1, "b": 1.0, "c": [1, 2]}
     assert "--execution-timeout" not in papermill_command("a", "b", cwd=".", parameters={})
@@ -198,8 +199,52 @@ def test_the_papermill_command_is_written_once(tmp_path):
         papermill_command("a", "b", cwd=".", parameters={}, timeout=0)
     # the sweep and the report build their command with it: no other module spells papermill's argv
     spelled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "qmlnb").rglob("*.py")
-               if '"-m", "papermill"' in p.read_text()]
+               if '"-m", "qmlnb.lab.papermill_run"' in p.read_text() or "execute_notebook(" in p.read_text()]
     assert spelled == ["qmlnb/lab/papermill_run.py"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_runner_executes_then_kills_the_kernel_with_its_children(tmp_path):
+    from qmlnb.lab.papermill_run import papermill_command
+
+    # a cell leaves a child process running, as a fold-parallel pool or a data-parallel group does
+    nb = new_notebook(cells=[new_code_cell("a = 1", metadata={"tags": ["parameters"]}),
+                             new_code_cell("import pathlib, subprocess, sys\n"
+                                           "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                                           "pathlib.Path('child.pid').write_text(str(child.pid))\n"
+                                           "print('a x 2 =', a * 2)")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    cmd = papermill_command(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path, parameters={"a": 21})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "a x 2 = 42" in out.cells[-1].outputs[0]["text"]  # the injected parameter, then every cell ran
+    pid = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:  # killed with the kernel's process group
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def test_the_runner_fails_with_the_cells_error(tmp_path):
+    from qmlnb.lab.papermill_run import papermill_command
+
+    nb = new_notebook(cells=[new_code_cell("raise ValueError('planned')")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    done = subprocess.run(papermill_command(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path,
+                                            parameters={}), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "PapermillExecutionError" in done.stderr and "planned" in done.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[-1].outputs[0]["ename"] == "ValueError"
 
 
 @pytest.mark.parametrize("literal, owner", [('"QMLNB_RUN_DIR"', "qmlnb/lab/runs.py"),
