@@ -82,12 +82,6 @@ def _flags(group: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _grid_minima(group: pd.DataFrame) -> list[float]:
-    """The smallest value of each row's ``bandwidth_grid`` (the candidates as "0.02 0.05 ..."; absent: none)."""
-    grids = group.get("bandwidth_grid", pd.Series(dtype=object)).dropna()
-    return [min(float(v) for v in str(g).split()) for g in grids if str(g).strip()]
-
-
 def _std(values: pd.Series) -> float:
     values = pd.to_numeric(values, errors="coerce").dropna()
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
@@ -134,7 +128,7 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
             values = pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce")
             row[column], row[f"{column}_std"] = float(values.mean()), _std(values)
         row["bandwidth"] = _joined(group.get("bandwidth", []))
-        row["bandwidth_grid_min"] = _joined(_grid_minima(group))
+        row["bandwidth_grid_min"] = _joined(group.get("bandwidth_grid_min", []))  # recorded by the task
         row["rbf_gamma_factor"] = _joined(group.get("rbf_gamma_factor", []))
         row["flags"] = _flags(group)
         row["gram_s"] = float(pd.to_numeric(group.get("gram_s", pd.Series(dtype=float)), errors="coerce").median())
