@@ -371,9 +371,10 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         except (FileNotFoundError, json.JSONDecodeError):
             raise GramFileMismatchError(f"{path} exists but is not a qmlnb Gram output (no valid {meta_path.name}); "
                                         "refusing to overwrite it: delete it or choose another out= path") from None
-        differing = [key for key in meta if old.get(key) != meta[key]]
+        # both sides' keys: a file of estimates ("device") is not the exact Gram either
+        differing = [key for key in {**old, **meta} if old.get(key) != meta.get(key)]
         if differing:
-            detail = ", ".join(f"{k}: file has {old.get(k)!r}, this call {meta[k]!r}" for k in differing)
+            detail = ", ".join(f"{k}: file has {old.get(k)!r}, this call {meta.get(k)!r}" for k in differing)
             raise GramFileMismatchError(f"{path} holds a different Gram matrix ({detail}); refusing to mix them: "
                                         "delete it (and its .meta.json/.tiles files) or choose another out= path")
         ledger = TileLedger.load(ledger_path, len(pairs))
