@@ -119,11 +119,13 @@ def test_mps_path_estimates_the_same_matrix(fm):
     assert np.mean(K_mps != K_states) < 0.02
 
 
+@pytest.mark.slow  # worker processes start and compile the sampler: minutes on a loaded 2-core machine
 def test_dask_layout_gives_the_same_matrix(states, tmp_path):
     distributed = pytest.importorskip("distributed")
     K = gram(states, shots=800, seed=5, tile=25)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c, \
-            distributed.Client(c) as client:
+    # worker processes: the estimate's spec travels pickled and each worker compiles its own sampler
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as c, distributed.Client(c) as client:
         assert np.array_equal(gram(states, shots=800, seed=5, client=client, tile=13), K)
         on_disk = gram(states, shots=800, seed=5, client=client, tile=40, out=tmp_path / "K.npy")
         assert np.array_equal(np.asarray(on_disk), K)
@@ -131,7 +133,8 @@ def test_dask_layout_gives_the_same_matrix(states, tmp_path):
 
 def test_resuming_a_file_with_another_estimate_is_refused(states, tmp_path):
     path = tmp_path / "K.npy"
-    gram(states, shots=100, seed=1, tile=30, out=path)
+    gram(states, shots=np.int64(100), seed=np.int64(1), tile=30, out=path)  # NumPy ints: JSON metadata still
+    gram(states, shots=100, seed=1, tile=30, out=path)  # the same estimate: resumed
     with pytest.raises(GramFileMismatchError, match="device"):
         gram(states, shots=100, seed=2, tile=30, out=path)
     with pytest.raises(GramFileMismatchError, match="device"):

@@ -191,11 +191,11 @@ class DeviceEstimate:
     n_qubits: int
 
     def __post_init__(self):
-        if self.shots is not None:
-            check_int(self.shots, "shots", minimum=1)
+        if self.shots is not None:  # plain ints: they go into JSON metadata (out=) and numba kernels
+            object.__setattr__(self, "shots", check_int(self.shots, "shots", minimum=1))
             if self.shots >= MAX_SHOTS:
                 raise ValueError(f"shots must be below 2**53, got {self.shots}")
-        check_int(self.seed, "seed", minimum=0)
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", minimum=0))
         check_estimator(self.estimator)
         if self.noise is not None and not isinstance(self.noise, DeviceNoise):
             raise TypeError(f"noise must be a qmlnb.kernels.DeviceNoise or None, got {type(self.noise).__name__}")
