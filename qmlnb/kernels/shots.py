@@ -90,6 +90,19 @@ def _compile():
             if x <= bound:
                 return x
 
+    # log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
+    FC = np.array([0.08106146679532726, 0.04134069595540929, 0.02767792568499834, 0.02079067210376509,
+                   0.01664469118982119, 0.01387612882307075, 0.01189670994589177, 0.01041126526197209,
+                   0.009255462182712733, 0.008330563433362871])
+
+    @numba.njit(inline="always", cache=True)
+    def stirling_tail(k):
+        if k < 10:
+            return FC[int(k)]
+        k1 = k + 1.0
+        k1sq = k1 * k1
+        return (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / k1sq) / k1sq) / k1
+
     @numba.njit(cache=True)
     def btrs(n, q, key):  # Binomial(n, q), n q >= 10, q <= 1/2: Hormann's BTRS
         spq = math.sqrt(n * q * (1.0 - q))
@@ -111,11 +124,15 @@ def _compile():
                 return k
             if alpha == 0.0:  # the slow path's constants, only when the squeeze fails
                 alpha = (2.83 + 5.1 / b) * spq
-                lpq = math.log(q / (1.0 - q))
+                r = q / (1.0 - q)
                 m = math.floor((n + 1) * q)
-                h = math.lgamma(m + 1.0) + math.lgamma(n - m + 1.0)
+                nm = n - m + 1.0
+                h = (m + 0.5) * math.log((m + 1.0) / (r * nm)) + stirling_tail(m) + stirling_tail(n - m)
+            # log of the acceptance ratio with Stirling's series in place of lgamma (the same test)
             v = math.log(v * alpha / (a / (us * us) + b))
-            if v <= h - math.lgamma(k + 1.0) - math.lgamma(n - k + 1.0) + (k - m) * lpq:
+            nk = n - k + 1.0
+            if v <= h + (n + 1.0) * math.log(nm / nk) + (k + 0.5) * math.log(nk * r / (k + 1.0)) \
+                    - stirling_tail(k) - stirling_tail(n - k):
                 return k
 
     @numba.njit(inline="always", cache=True)
