@@ -5,10 +5,12 @@
 >>> K = gram(S, backend="cpu")                 # (N, N) float64
 >>> M = FeatureMap(n_qubits=200).mps(X)       # exact MPS (ZZ, linear/circular): any n
 >>> K = gram(M, backend="openmp")              # same entry point
+>>> K = gram(S, shots=4096, seed=0)            # as a device estimates it (qmlnb.kernels.shots)
 """
 from .feature_map import FeatureMap
 from .gram import gram
 from .mps import MPSStates
+from .noise import DeviceNoise, repair_psd
 from .registry import (
     BackendError,
     BackendUnavailableError,
@@ -22,6 +24,8 @@ __all__ = [
     "FeatureMap",
     "gram",
     "MPSStates",
+    "DeviceNoise",
+    "repair_psd",
     "available_backends",
     "check_backend",
     "BackendError",

@@ -42,7 +42,7 @@ import uuid
 import numpy as np
 
 from .._util import available_cores
-from .out_of_core import compute_tile, gram_to_file, open_output
+from .out_of_core import compute_tile, gram_to_file, open_output, tile_device
 from .shared_memory import SharedArray, SharedMPS, scratch_output, share
 from .validation import check_fits_in_memory
 
@@ -103,7 +103,7 @@ def on_this_machine(client) -> bool:
 
 
 def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: int, n_threads: int, dtype: str,
-               target=None, flush: bool = False):
+               target=None, flush: bool = False, device=None):
     """Run on a worker: one tile as an array, or written to ``target`` (a GramFile) and its checksum returned.
 
     ``A`` and ``B`` are arrays or ``MPSStates`` (scattered), or ``SharedArray``/``SharedMPS`` files on this machine.
@@ -111,7 +111,8 @@ def _tile_task(backend: str, A: np.ndarray, B: np.ndarray | None, pair, tile: in
     from .registry import get_backend
 
     A, B = (x.open() if isinstance(x, (SharedArray, SharedMPS)) else x for x in (A, B))
-    block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype))
+    block = compute_tile(get_backend(backend), A, B, pair, tile=tile, n_threads=n_threads, dtype=np.dtype(dtype),
+                         device=device)
     if target is None:
         return block
     return target.write(pair[0], pair[2], block, mirror=B is None, flush=flush)
@@ -124,7 +125,7 @@ def _tile_cost(pair, *, symmetric: bool) -> int:
 
 
 def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, tile, n_threads, dtype,
-               target=None, flush=False) -> None:
+               target=None, flush=False, device=None) -> None:
     """Tiles ``pairs[k]`` for k in ``pending`` as tasks; ``on_done(k, value)`` in this process as each finishes.
 
     ``value`` is the tile (``target`` None) or its checksum (written to ``target``).
@@ -145,7 +146,7 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
         run = uuid.uuid4().hex[:8]
         # largest tiles first: the last tasks are small, so the workers finish together
         futures = [dask_client.submit(_tile_task, backend, a, b, pairs[k], tile, n_threads, dtype.name, target,
-                                      flush, key=f"qmlnb-gram-tile-{run}-{k}",
+                                      flush, tile_device(device, pairs[k]), key=f"qmlnb-gram-tile-{run}-{k}",
                                       priority=_tile_cost(pairs[k], symmetric=B is None)) for k in pending]
         index = {future.key: k for future, k in zip(futures, pending)}
         with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles on Dask",
@@ -157,7 +158,7 @@ def _run_tiles(dask_client, A, B, pairs, pending, on_done, *, shared, backend, t
 
 
 def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, tile: int, n_threads: int, dtype,
-                 out=None, timeout: float | None = None, verify: bool = True):
+                 out=None, timeout: float | None = None, verify: bool = True, device=None):
     """The Gram matrix of validated states with its tiles as Dask tasks.
 
     Parameters
@@ -169,6 +170,7 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     dtype : float32 or float64
     out : optional ``.npy`` path on a file system that every worker shares
     verify : with ``out``, check tiles already written before trusting them (``out_of_core.open_output``)
+    device : (``shots.DeviceEstimate``, row ids, column ids), optional: each task estimates its tile as a device would
 
     Returns
     -------
@@ -185,11 +187,11 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
         check_fits_in_memory(n_rows * n_cols * dtype.itemsize, f"a {n_rows} x {n_cols} {dtype} Gram matrix")
         pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
     else:
-        target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype, verify=verify)
+        target, ledger, pairs = open_output(A, B, out, tile=tile, dtype=dtype, verify=verify, device=device)
 
     with connect(client, timeout=timeout) as dask_client:
         local = on_this_machine(dask_client)
-        options = dict(shared=local, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype)
+        options = dict(shared=local, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, device=device)
         if out is not None:
             sync = target.sync if local else None  # remote workers flushed their own tiles
             try:
@@ -215,11 +217,13 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     return K
 
 
-def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None, verify: bool = True):
+def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None, verify: bool = True,
+                device=None):
     """``gram``'s route for ``out=`` (to disk) and/or ``client=`` (on Dask); inputs already validated."""
     if client is None:
-        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify)
+        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify,
+                            device=device)
     return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out,
-                        verify=verify)
+                        verify=verify, device=device)
 
 

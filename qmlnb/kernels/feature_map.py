@@ -143,6 +143,16 @@ class FeatureMap:
         """Diagonal gates per repetition: one per wire and one per entangled pair."""
         return self.n_qubits + len(self.pairs)
 
+    @property
+    def layers(self) -> int:
+        """Layer count L of the circuit U(x), the unit of a per-layer noise rate: one per repetition.
+
+        ``DeviceNoise.for_map`` takes 2 L for the compute-uncompute circuit
+        U(y)^dagger U(x).  Any other feature map (a circuit of its own) gives
+        its layer count in the same unit, e.g. the repetitions of its block.
+        """
+        return self.reps
+
     # ------------------------------------------------------------------ angles
     def _angles(self, X: np.ndarray) -> np.ndarray:
         """(N, n + n_pairs) float64 gate angles; column order matches _codes."""

@@ -5,7 +5,9 @@ import numpy as np
 
 from .._util import available_cores as default_threads
 from .mps import MPSStates, check_mps, self_log_overlap
+from .noise import PSD_METHODS, repair_psd
 from .registry import get_backend
+from .shots import check_ids, device_estimate
 from .validation import (MAX_THREADS, check_fits_in_memory, check_states, check_threads, check_unit_norms,
                          check_unit_rows)
 from .._util import check_positive_int
@@ -14,8 +16,10 @@ OUTPUT_DTYPES = (np.float32, np.float64)
 
 
 def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads: int | None = None,
-         dtype=np.float64, out=None, client=None, verify: bool = True) -> np.ndarray:
-    """Fidelity Gram matrix of state vectors or matrix-product states.
+         dtype=np.float64, out=None, client=None, verify: bool = True, shots: int | None = None,
+         seed: int | None = None, estimator: str = "fidelity", noise=None, mitigate: bool = False,
+         psd: str | None = None, ids=None) -> np.ndarray:
+    """Fidelity Gram matrix of state vectors or matrix-product states, exact or as a device estimates it.
 
     Parameters
     ----------
@@ -52,6 +56,32 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         written against its checksum first, and recompute (with a
         ``GramFileWarning``) any that changed on disk.  ``False`` trusts the
         ledger (skips reading the file back).
+    shots : int >= 1, optional
+        Estimate every entry from this many shots as a device does
+        (``qmlnb.kernels.shots``): Binomial(shots, P) / shots with P the
+        probability of the counted outcome.  Needs ``seed``.  The draw of
+        entry (i, j) depends only on (seed, i, j, estimator, noise): the same
+        matrix for every tile size, thread count, out-of-core or Dask layout,
+        and symmetric.  Omitted: exact (or, with ``noise``, its expectation).
+    seed : int >= 0
+        Key of the counter-based random numbers.
+    estimator : "fidelity" or "swap"
+        "fidelity": compute-uncompute, the frequency of the all-zeros string
+        (variance k (1 - k) / shots); "swap": the swap test, 2 P(ancilla 0) - 1
+        (variance (1 - k^2) / shots; can be negative).
+    noise : qmlnb.kernels.DeviceNoise, optional
+        Global depolarising noise per layer and readout error
+        (``qmlnb.kernels.noise``): the probability measured is a * k + b.
+    mitigate : bool
+        Invert the noise model on the estimate (its mean is then the exact kernel).
+    psd : "clip", "flip" or None
+        Repair an estimated symmetric Gram to positive semi-definite
+        (``noise.repair_psd``, whose ``info`` records the repair's size; call
+        it yourself to keep that record).  Square in memory only.
+    ids : (row_ids, col_ids), int arrays, optional
+        Global sample ids that key the random numbers (default 0..N-1, 0..M-1).
+        For test x train give ids distinct from the training ids, e.g.
+        ``ids=(n_train + np.arange(n_test), np.arange(n_train))``.
 
     Returns
     -------
@@ -79,6 +109,17 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     if not isinstance(verify, bool):
         raise TypeError(f"verify must be True or False, got {verify!r}")
     n_cols = A.shape[0] if B is None else B.shape[0]
+    device = device_estimate(shots, seed, estimator, noise, mitigate, n_qubits_of(A))
+    if device is not None:
+        device = (device, *check_ids(ids, A.shape[0], n_cols, B is None))
+    elif ids is not None:
+        raise ValueError("ids= key the random numbers of shots=/noise=; the exact Gram takes none")
+    if psd is not None:
+        if psd not in PSD_METHODS:
+            raise ValueError(f"psd must be one of {PSD_METHODS} or None, got {psd!r}")
+        if B is not None or out is not None:
+            raise ValueError("psd= repairs a square Gram held in memory (B omitted, no out=); for a file, load it "
+                             "and call qmlnb.kernels.noise.repair_psd")
     if out is None and client is None:
         check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
     # O(N d) (MPS: O(N n chi^3)), so after the O(1) checks above
@@ -92,10 +133,25 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     if out is not None or client is not None:  # to disk and/or on a cluster: delegated
         from .distributed import gram_scaled
 
-        return gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client,
-                           verify=verify)
-    out = np.empty((A.shape[0], n_cols), dtype=dtype)
-    return (module.gram_mps if mps else module.gram)(A, B, out=out, tile=tile, n_threads=n_threads)
+        K = gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client,
+                        verify=verify, device=device)
+    else:
+        K = (module.gram_mps if mps else module.gram)(A, B, out=np.empty((A.shape[0], n_cols), dtype=dtype),
+                                                       tile=tile, n_threads=n_threads)
+        if device is not None:
+            spec, rows, cols = device
+            spec.apply_(K, rows, cols, symmetric=B is None, n_threads=n_threads)
+    if psd is not None:
+        K = repair_psd(K, psd)[0].astype(dtype, copy=False)
+    return K
+
+
+def n_qubits_of(A) -> int:
+    """Qubits of validated states: an MPS's sites, or log2 of the state dimension (0 if not a power of 2)."""
+    if isinstance(A, MPSStates):
+        return A.n_qubits
+    d = A.shape[1]
+    return d.bit_length() - 1 if d & (d - 1) == 0 else 0
 
 
 def check_mps_operands(A, B, backend: str, module) -> tuple[MPSStates, MPSStates | None]:

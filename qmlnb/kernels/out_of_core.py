@@ -324,7 +324,7 @@ def check_writable(path: Path, nbytes: int) -> None:
 
 
 def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
-                verify: bool = True) -> tuple[GramFile, TileLedger, list]:
+                verify: bool = True, device=None) -> tuple[GramFile, TileLedger, list]:
     """Create, or reopen to resume, the output file of the Gram of A (and B).
 
     Parameters
@@ -336,6 +336,8 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
     dtype : float32 or float64
     verify : when resuming, check the tiles the ledger marks as written
         (``TileLedger.verify``); those that fail become pending again
+    device : (``shots.DeviceEstimate``, row ids, column ids), optional: recorded in
+        the metadata, so that a resume never mixes tiles of two estimates
 
     Returns
     -------
@@ -355,6 +357,9 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         "fingerprint": [states_fingerprint(getattr(A, "tensors", A)),
                         None if B is None else states_fingerprint(getattr(B, "tensors", B))],
     }
+    if device is not None:  # only then: outputs of the exact Gram keep their metadata
+        spec, rows, cols = device
+        meta["device"] = dict(spec.describe(), ids=[states_fingerprint(rows), states_fingerprint(cols)])
     meta_path, ledger_path = sidecar_paths(path)
     pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
     nbytes = n_rows * n_cols * dtype.itemsize
@@ -366,9 +371,10 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         except (FileNotFoundError, json.JSONDecodeError):
             raise GramFileMismatchError(f"{path} exists but is not a qmlnb Gram output (no valid {meta_path.name}); "
                                         "refusing to overwrite it: delete it or choose another out= path") from None
-        differing = [key for key in meta if old.get(key) != meta[key]]
+        # both sides' keys: a file of estimates ("device") is not the exact Gram either
+        differing = [key for key in {**old, **meta} if old.get(key) != meta.get(key)]
         if differing:
-            detail = ", ".join(f"{k}: file has {old.get(k)!r}, this call {meta[k]!r}" for k in differing)
+            detail = ", ".join(f"{k}: file has {old.get(k)!r}, this call {meta.get(k)!r}" for k in differing)
             raise GramFileMismatchError(f"{path} holds a different Gram matrix ({detail}); refusing to mix them: "
                                         "delete it (and its .meta.json/.tiles files) or choose another out= path")
         ledger = TileLedger.load(ledger_path, len(pairs))
@@ -420,11 +426,15 @@ def tile_operand(X):
     return np.ascontiguousarray(X, dtype=np.complex64)
 
 
-def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int, n_threads: int, dtype) -> np.ndarray:
+def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int, n_threads: int, dtype,
+                 device=None) -> np.ndarray:
     """One tile of the Gram matrix, shape (i1 - i0, j1 - j0), computed by backend ``module``.
 
     A diagonal tile of the symmetric Gram is passed to the backend as one
-    state block (B=None), so that it uses its symmetric product.
+    state block (B=None), so that it uses its symmetric product.  ``device``:
+    (``shots.DeviceEstimate``, row ids, column ids) of this tile's rows and
+    columns; the tile's exact values are then replaced by their estimates,
+    keyed by those global ids, so they do not depend on the tiling.
     """
     from .mps import MPSStates
 
@@ -433,13 +443,26 @@ def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int
     buffer = np.empty((i1 - i0, j1 - j0), dtype=dtype)
     kernel = module.gram_mps if isinstance(A, MPSStates) else module.gram
     if B is None and i0 == j0:
-        return kernel(A[i0:i1], None, out=buffer, tile=tile, n_threads=n_threads)
-    right = A if B is None else B
-    return kernel(A[i0:i1], right[j0:j1], out=buffer, tile=tile, n_threads=n_threads)
+        block = kernel(A[i0:i1], None, out=buffer, tile=tile, n_threads=n_threads)
+    else:
+        block = kernel(A[i0:i1], (A if B is None else B)[j0:j1], out=buffer, tile=tile, n_threads=n_threads)
+    if device is not None:
+        spec, rows, cols = device
+        spec.apply_(block, rows, cols, n_threads=n_threads)
+    return block
+
+
+def tile_device(device, pair):
+    """``device`` (spec, row ids, column ids) cut to tile ``pair``'s rows and columns."""
+    if device is None:
+        return None
+    spec, rows, cols = device
+    i0, i1, j0, j1 = pair
+    return spec, rows[i0:i1], cols[j0:j1]
 
 
 def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, tile: int, n_threads: int,
-                 dtype, verify: bool = True) -> np.memmap:
+                 dtype, verify: bool = True, device=None) -> np.memmap:
     """Write the Gram matrix of validated states to ``path`` tile by tile; resume if started before.
 
     Parameters
@@ -450,6 +473,7 @@ def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, til
     backend : registry name; tile: tile edge; n_threads: backend threads
     dtype : float32 or float64
     verify : check the tiles already written before trusting them (see ``open_output``)
+    device : (``shots.DeviceEstimate``, row ids, column ids), optional: estimate each tile as a device would
 
     Returns
     -------
@@ -460,12 +484,13 @@ def gram_to_file(A: np.ndarray, B: np.ndarray | None, path, *, backend: str, til
     from .registry import get_backend
 
     module = get_backend(backend)
-    target, ledger, pairs = open_output(A, B, path, tile=tile, dtype=dtype, verify=verify)
+    target, ledger, pairs = open_output(A, B, path, tile=tile, dtype=dtype, verify=verify, device=device)
     pending = ledger.pending()
     with tqdm(total=len(pairs), initial=len(pairs) - len(pending), desc="Gram tiles to disk", unit="tile") as bar:
         try:
             for k in pending:
-                block = compute_tile(module, A, B, pairs[k], tile=tile, n_threads=n_threads, dtype=dtype)
+                block = compute_tile(module, A, B, pairs[k], tile=tile, n_threads=n_threads, dtype=dtype,
+                                     device=tile_device(device, pairs[k]))
                 checksum = target.write(pairs[k][0], pairs[k][2], block, mirror=B is None)
                 ledger.add(k, checksum, target.sync)
                 bar.update()

@@ -24,7 +24,8 @@ QSVM = "qsvm"              # 20-qsvm.ipynb: tasks.qsvm_run
 GRAM = "gram-scaling"      # 30-gram-scaling.ipynb: tasks.gram_scaling
 EXPLORE = "explore"        # 00-explore.ipynb
 SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
-TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE)
+SHOTS = "shots"            # 45-shots.ipynb: shots_task.shots_study
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -39,6 +40,7 @@ CONTROLS = "controls"
 FINAL = "final"
 FINAL_MODES = "final-modes"
 KERNELS_AT_SCALE = "kernels-at-scale"
+SHOTS_STAGE = "shots"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -53,6 +55,7 @@ STAGES = {
     FINAL_MODES: "sequential against fold- and data-parallel training on each dataset, at the decided settings",
     KERNELS_AT_SCALE: "the quantum-kernel SVM beside an RBF SVM against qubits (PCA or pixel features, MPS beyond "
                       "state vectors)",
+    SHOTS_STAGE: "the quantum-kernel SVM on the kernel a device would estimate, against shots and noise",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
@@ -69,6 +72,7 @@ FOLDS = "folds"                  # QCNN: one row per fold
 KERNEL_SAMPLE = "kernel_sample"  # QSVM: the (n, n) training Gram, samples sorted by class
 TIMINGS = "timings"              # QSVM: one row of the pipeline's timings
 SCALE_TABLE = "scale"            # SCALE: one row per qubit count (QSVM and RBF scores, diagnostics, Gram time)
+SHOTS_TABLE = "shots"            # SHOTS: one row per (qubits, noise rate, shots)
 
 
 def check_stage(stage) -> str:

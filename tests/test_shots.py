@@ -1,0 +1,258 @@
+"""gram(..., shots=, seed=, noise=, mitigate=, psd=): the kernel a device would estimate.
+
+Statistics (mean and variance over many seeds against the binomial's), reproducibility (the same
+matrix for every backend, tile, thread count, out-of-core and Dask layout), noise, mitigation and
+PSD repair, and the optional comparison with Qiskit Aer's sampled all-zeros frequency.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qmlnb.kernels import DeviceNoise, FeatureMap, available_backends, gram, repair_psd
+from qmlnb.kernels.noise import mitigate_depolarising, outcome_map
+from qmlnb.kernels.out_of_core import GramFileMismatchError
+from qmlnb.kernels.shots import DeviceEstimate
+
+pytestmark = pytest.mark.timeout(300)
+
+# exact values across the range: near 0 and 1 (inversion), the middle (BTRS at large shots)
+VALUES = np.array([0.0, 1e-4, 3e-3, 0.02, 0.2, 0.5, 0.77, 0.99, 0.9996, 1.0])
+N_SEEDS = 400
+
+
+@pytest.fixture(scope="module")
+def fm():
+    return FeatureMap(n_qubits=4, reps=2, bandwidth=0.8)
+
+
+@pytest.fixture(scope="module")
+def states(fm):
+    return fm.states(np.random.default_rng(5).uniform(0, np.pi, (90, 4)))
+
+
+def draws(value_map, shots: int, estimator: str = "fidelity", noise=None, mitigate=False) -> np.ndarray:
+    """(N_SEEDS, len(VALUES)) estimates of VALUES, one row per seed."""
+    rows = []
+    for seed in range(N_SEEDS):
+        block = np.array([value_map], dtype=np.float64)
+        spec = DeviceEstimate(shots=shots, seed=seed, estimator=estimator, noise=noise, mitigate=mitigate,
+                              n_qubits=4)
+        rows.append(spec.apply_(block, np.array([7]), np.arange(100, 100 + block.shape[1]))[0])
+    return np.array(rows)
+
+
+def check_moments(samples: np.ndarray, p: np.ndarray, shots: int, scale: float, shift: float) -> None:
+    """Mean and variance of ``scale * Binomial(shots, p) / shots + shift`` over the seeds, each within 4 sigma."""
+    n = samples.shape[0]
+    mean = scale * p + shift
+    var = scale**2 * p * (1 - p) / shots
+    z_mean = (samples.mean(axis=0) - mean) / np.sqrt(np.where(var > 0, var / n, 1.0))
+    assert np.all(np.abs(z_mean) < 4), z_mean
+    degenerate = var == 0
+    assert np.all(samples[:, degenerate] == mean[degenerate])  # k = 0 or 1: no noise at all
+    # the sample variance's standard error: sigma^4 (2 / (n - 1) + excess kurtosis / n)
+    ok = ~degenerate
+    kurtosis = (1 - 6 * p[ok] * (1 - p[ok])) / (shots * p[ok] * (1 - p[ok]))
+    se = var[ok] * np.sqrt(2 / (n - 1) + kurtosis / n)
+    z_var = (samples[:, ok].var(axis=0, ddof=1) - var[ok]) / se
+    assert np.all(np.abs(z_var) < 4), z_var
+
+
+@pytest.mark.parametrize("shots", [1, 37, 1000, 250_000])
+def test_fidelity_estimate_has_the_binomial_mean_and_variance(shots):
+    check_moments(draws(VALUES, shots), VALUES, shots, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("shots", [50, 20_000])
+def test_swap_test_estimate_has_its_binomial_moments(shots):
+    # P(ancilla 0) = (1 + k) / 2, reported as 2 P - 1: variance (1 - k^2) / shots
+    check_moments(draws(VALUES, shots, "swap"), (1 + VALUES) / 2, shots, 2.0, -1.0)
+
+
+def test_noisy_estimate_is_centred_on_the_model_and_mitigation_on_the_exact_kernel():
+    noise = DeviceNoise(depolarising=0.03, layers=6, readout=0.02)
+    a, b = outcome_map("fidelity", 4, noise)
+    check_moments(draws(VALUES, 2000, noise=noise), a * VALUES + b, 2000, 1.0, 0.0)
+    check_moments(draws(VALUES, 2000, noise=noise, mitigate=True), a * VALUES + b, 2000, 1 / a, -b / a)
+
+
+def test_a_seed_gives_one_matrix_on_every_tile_size_thread_count_and_out_of_core(states, tmp_path):
+    K = gram(states, shots=3000, seed=11)
+    assert np.array_equal(K, K.T)
+    for tile, threads in [(7, 1), (32, 2), (200, 1)]:
+        assert np.array_equal(gram(states, shots=3000, seed=11, tile=tile, n_threads=threads), K)
+    assert np.array_equal(np.asarray(gram(states, shots=3000, seed=11, tile=16, out=tmp_path / "K.npy")), K)
+    assert not np.array_equal(gram(states, shots=3000, seed=12), K)
+
+
+def test_backends_draw_the_same_numbers(states):
+    K = gram(states, shots=500, seed=2)
+    exact = gram(states)
+    for name, (usable, _) in available_backends().items():
+        if not usable or name not in ("numba", "openmp"):
+            continue
+        # the same draw wherever the exact values agree; a float32 difference of ~1e-7 can move a count
+        # only where it straddles a step of the sampler
+        same_exact = gram(states, backend=name) == exact
+        other = gram(states, shots=500, seed=2, backend=name)
+        assert np.array_equal(other[same_exact], K[same_exact]), name
+        assert np.mean(other != K) < 0.01, name
+
+
+def test_a_rectangular_block_with_global_ids_is_the_block_of_the_whole(states):
+    K = gram(states, shots=700, seed=4, noise=DeviceNoise(depolarising=0.01, layers=4))
+    rows, cols = np.arange(60, 90), np.arange(0, 60)
+    block = gram(states[60:], states[:60], shots=700, seed=4, noise=DeviceNoise(depolarising=0.01, layers=4),
+                 ids=(rows, cols))
+    assert np.array_equal(block, K[60:, :60])
+    # default ids 0..29 would reuse the training entries' random numbers: different values
+    assert not np.array_equal(gram(states[60:], states[:60], shots=700, seed=4), block)
+
+
+def test_mps_path_estimates_the_same_matrix(fm):
+    X = np.random.default_rng(1).uniform(0, np.pi, (40, 4))
+    K_states = gram(fm.states(X), shots=900, seed=9, dtype=np.float64)
+    K_mps = gram(fm.mps(X), shots=900, seed=9)
+    exact_same = gram(fm.states(X)) == gram(fm.mps(X))
+    assert np.array_equal(K_mps[exact_same], K_states[exact_same])
+    assert np.mean(K_mps != K_states) < 0.02
+
+
+@pytest.mark.slow  # worker processes start and compile the sampler: minutes on a loaded 2-core machine
+def test_dask_layout_gives_the_same_matrix(states, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    K = gram(states, shots=800, seed=5, tile=25)
+    # worker processes: the estimate's spec travels pickled and each worker compiles its own sampler
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as c, distributed.Client(c) as client:
+        assert np.array_equal(gram(states, shots=800, seed=5, client=client, tile=13), K)
+        on_disk = gram(states, shots=800, seed=5, client=client, tile=40, out=tmp_path / "K.npy")
+        assert np.array_equal(np.asarray(on_disk), K)
+
+
+def test_resuming_a_file_with_another_estimate_is_refused(states, tmp_path):
+    path = tmp_path / "K.npy"
+    gram(states, shots=np.int64(100), seed=np.int64(1), tile=30, out=path)  # NumPy ints: JSON metadata still
+    gram(states, shots=100, seed=1, tile=30, out=path)  # the same estimate: resumed
+    with pytest.raises(GramFileMismatchError, match="device"):
+        gram(states, shots=100, seed=2, tile=30, out=path)
+    with pytest.raises(GramFileMismatchError, match="device"):
+        gram(states, tile=30, out=path)
+
+
+def test_noise_expectation_matches_the_closed_form_and_mitigation_inverts_it(fm, states):
+    exact = gram(states)
+    noise = DeviceNoise.for_map(fm, depolarising=0.05)
+    assert noise.layers == 2 * fm.layers == 4
+    f = 0.95**4
+    np.testing.assert_allclose(gram(states, noise=noise), f * exact + (1 - f) / 16, atol=1e-12)
+    np.testing.assert_allclose(gram(states, noise=noise, mitigate=True), exact, atol=1e-12)
+    # sQUlearn-style: the survival estimated from the measured diagonal
+    K_mit, survival = mitigate_depolarising(gram(states, noise=noise), 4)
+    assert survival == pytest.approx(f, abs=1e-6)  # the exact diagonal is 1 to float32 precision
+    np.testing.assert_allclose(K_mit, exact, atol=1e-6)
+
+
+def test_readout_error_maps_swap_and_fidelity_probabilities():
+    noise = DeviceNoise(readout=0.1)
+    a, b = outcome_map("swap", 3, noise)  # one ancilla bit: P -> 0.9 P + 0.1 (1 - P)
+    assert (a * 1 + b, a * -1 + b) == pytest.approx((0.9, 0.1))
+    a, b = outcome_map("fidelity", 2, noise)
+    assert a * 1 + b == pytest.approx(0.81)  # k = 1: every bit read right
+    assert a * 0 + b == pytest.approx((1 - 0.81) / 3)  # k = 0: the mass on the other 3 strings, spread evenly
+
+
+def test_psd_repair_clips_or_flips_negative_eigenvalues(states):
+    K = gram(states, shots=30, seed=0, estimator="swap")
+    assert np.linalg.eigvalsh(K).min() < -1e-3  # few shots of the swap test: far from PSD
+    clipped, info = repair_psd(K, "clip")
+    assert np.linalg.eigvalsh(clipped).min() > -1e-9
+    assert info["n_negative"] > 0 and info["min_eigenvalue"] < 0 and 0 < info["relative_change"] < 1
+    flipped, info_flip = repair_psd(K, "flip")
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(flipped)), np.sort(np.abs(np.linalg.eigvalsh(K))),
+                               atol=1e-9)
+    assert info_flip["relative_change"] > info["relative_change"]  # clip is the nearest PSD matrix
+    assert np.array_equal(gram(states, shots=30, seed=0, estimator="swap", psd="clip"), clipped)
+    exact = gram(states, dtype=np.float64)
+    _, info_exact = repair_psd(exact + 1e-3 * np.eye(len(exact)), "clip")
+    assert info_exact["n_negative"] == 0 and info_exact["relative_change"] == 0
+
+
+def test_exponential_concentration_leaves_zeros_at_few_shots():
+    # off-diagonal values ~1e-4: with 1000 shots most entries are estimated as exactly 0
+    block = np.full((50, 50), 1e-4)
+    DeviceEstimate(shots=1000, seed=0, estimator="fidelity", noise=None, mitigate=False,
+                   n_qubits=10).apply_(block, np.arange(50), np.arange(50, 100))
+    assert 0.85 < np.mean(block == 0) < 0.95  # (1 - 1e-4)^1000 = 0.905
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(shots=100), ValueError, "seed"),
+    (dict(shots=0, seed=1), ValueError, "shots"),
+    (dict(shots=10, seed=-1), ValueError, "seed"),
+    (dict(mitigate=True), ValueError, "noise model"),
+    (dict(shots=10, seed=1, mitigate=True), ValueError, "noise model"),
+    (dict(shots=10, seed=1, estimator="hadamard"), ValueError, "estimator"),
+    (dict(estimator="swap"), ValueError, "needs shots"),
+    (dict(psd="nearest"), ValueError, "psd"),
+    (dict(ids=(np.arange(90), np.arange(90))), ValueError, "exact Gram"),
+    (dict(shots=10, seed=1, ids=(np.arange(5), np.arange(90))), ValueError, "length 90"),
+    (dict(shots=10, seed=1, ids=(np.arange(90), np.arange(1, 91))), ValueError, "same row and column ids"),
+    (dict(noise=0.1), TypeError, "DeviceNoise"),
+])
+def test_bad_arguments_are_refused(states, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        gram(states, **kwargs)
+
+
+def test_bad_noise_is_refused(states):
+    with pytest.raises(ValueError, match="layer count"):
+        DeviceNoise(depolarising=0.1)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        DeviceNoise(readout=1.0)
+    with pytest.raises(ValueError, match="square"):
+        gram(states[:5], states, psd="clip")
+
+
+def zz_circuit(fm, x):
+    """The ZZ feature map U(x) as a Qiskit circuit (DESIGN.md's definition)."""
+    from qiskit import QuantumCircuit
+
+    x = fm.bandwidth * np.asarray(x)
+    qc = QuantumCircuit(fm.n_qubits)
+    for _ in range(fm.reps):
+        qc.h(range(fm.n_qubits))
+        for i in range(fm.n_qubits):
+            qc.p(2 * x[i], i)
+        for i, j in fm.pairs:
+            qc.cx(i, j)
+            qc.p(2 * (np.pi - x[i]) * (np.pi - x[j]), j)
+            qc.cx(i, j)
+    return qc
+
+
+def test_qiskit_aer_sampler_gives_the_same_all_zeros_distribution(fm):
+    """The all-zeros count of the compute-uncompute circuit on Aer against ours, over many repetitions."""
+    pytest.importorskip("qiskit_aer", reason="the Aer comparison needs the `compare` extra (qiskit-aer)")
+    from qiskit_aer.primitives import SamplerV2
+    from scipy.stats import chi2_contingency
+
+    X = np.array([[0.3, 1.1, 2.0, 0.4], [0.5, 0.9, 2.2, 0.1]])
+    psi = fm.states(X)
+    k = float(gram(psi[:1], psi[1:])[0, 0])
+    shots, reps = 200, 600
+    qc = zz_circuit(fm, X[0]).compose(zz_circuit(fm, X[1]).inverse())
+    qc.measure_all()
+    # one run of shots * reps i.i.d. shots, cut into reps estimates of `shots` shots each
+    bits = SamplerV2(seed=3).run([qc], shots=shots * reps).result()[0].data.meas.get_bitstrings()
+    aer = (np.array(bits) == "0" * fm.n_qubits).reshape(reps, shots).mean(axis=1)
+    ours = np.array([gram(psi[:1], psi[1:], shots=shots, seed=s)[0, 0] for s in range(reps)])
+    var = k * (1 - k) / shots
+    assert abs(aer.mean() - k) < 4 * np.sqrt(var / reps)  # the circuit is the kernel's
+    assert abs(aer.mean() - ours.mean()) < 4 * np.sqrt(2 * var / reps)
+    assert abs(aer.var(ddof=1) - ours.var(ddof=1)) < 4 * var * np.sqrt(2 * 2 / (reps - 1))
+    # the whole distribution: counts binned at the pooled quintiles, two-sample chi-square
+    edges = np.unique(np.quantile(np.concatenate([aer, ours]), [0, 0.2, 0.4, 0.6, 0.8, 1.0]))
+    table = np.array([np.histogram(aer, edges)[0], np.histogram(ours, edges)[0]])
+    assert chi2_contingency(table)[1] > 1e-3
