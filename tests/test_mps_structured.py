@@ -5,23 +5,9 @@ import numpy as np
 import pytest
 
 from qmlnb.kernels import FeatureMap
+from statevector64 import states64
 
 _mps_openmp = pytest.importorskip("qmlnb._mps_openmp", reason="the native MPS extension is not built")
-
-
-def states64(fm: FeatureMap, X: np.ndarray) -> np.ndarray:
-    """(N, 2**n) complex128 states of the ZZ/IQP map, simulated in float64 one wire's Hadamard at a time."""
-    n = fm.n_qubits
-    phase = fm._angles(np.asarray(X, dtype=np.float64)) @ fm._codes()
-    diagonal = np.exp(1j * phase)
-    psi = diagonal * 2.0 ** (-n / 2)
-    for _ in range(fm.reps - 1):
-        for k in range(n):
-            view = psi.reshape(len(X), 2**k, 2, -1)
-            a, b = view[:, :, 0].copy(), view[:, :, 1].copy()
-            view[:, :, 0], view[:, :, 1] = (a + b) / np.sqrt(2.0), (a - b) / np.sqrt(2.0)
-        psi = psi * diagonal
-    return psi
 
 
 def native_gram(A, B=None, *, structured=True, tile=8, n_threads=2, dtype=np.float64):
