@@ -70,6 +70,7 @@ constexpr int RENORM = 4;   // sites between two rescalings of the environment
 typedef float V __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(W * sizeof(int32_t))));
 int g_last_threads = 0;
+volatile float g_fma_sink = 0.0f;  // fma_rate's result goes here so that its loop is kept
 
 struct Tile {
     int64_t i0, i1, j0, j1;
@@ -459,6 +460,31 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
                  n_threads);
 }
 
+// The float32 FMA rate of one thread: 12 independent chains of V-wide multiply-adds (enough to cover
+// the FMA latency on the pipes), `iterations` rounds; returns the flops counted as 2 per lane and FMA.
+double fma_rate(int64_t iterations) {
+    if (iterations <= 0) throw py::value_error("iterations must be a positive integer");
+    constexpr int CHAINS = 12;
+    V acc[CHAINS];
+    for (int c = 0; c < CHAINS; ++c) acc[c] = splat(1.0f + 1e-3f * c);
+    const V mul = splat(0.9999999f), add = splat(1e-7f);
+    double seconds;
+    {
+        py::gil_scoped_release release;
+        const double start = omp_get_wtime();
+        for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+            for (int c = 0; c < CHAINS; ++c) acc[c] = acc[c] * mul + add;
+        }
+        seconds = omp_get_wtime() - start;
+    }
+    float sum = 0.0f;
+    for (int c = 0; c < CHAINS; ++c)  // every lane of every chain is stored: no round can be dropped
+        for (int w = 0; w < W; ++w) sum += acc[c][w];
+    g_fma_sink = sum;
+    return 2.0 * W * CHAINS * static_cast<double>(iterations) / seconds;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_mps_openmp, m) {
@@ -472,5 +498,7 @@ PYBIND11_MODULE(_mps_openmp, m) {
           "Runs n_threads OpenMP threads with the GIL released.");
     m.def("last_num_threads", []() { return g_last_threads; },
           "Threads that ran the parallel region of the last gram call.");
+    m.def("fma_rate", &fma_rate, py::arg("iterations"),
+          "float32 FLOP/s of one thread running 12 independent chains of W-lane FMAs for `iterations` rounds.");
     m.attr("LANES") = W;
 }
