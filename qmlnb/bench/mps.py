@@ -89,8 +89,9 @@ def features(n: int, n_qubits: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-np.pi, np.pi, (n, n_qubits))
 
 
-def timed(call, repeats: int) -> tuple[dict, dict]:
-    """(statistics of ``repeats`` timed calls, conditions: load average before/after, CPU seconds, noisy).
+def timed(call, repeats: int) -> tuple[dict, dict, object]:
+    """(statistics of ``repeats`` timed calls, conditions: load average before/after, CPU seconds, noisy;
+    the last call's value).
 
     The calls are timed by :func:`qmlnb.timing.measure` (the caller warms up first).
     """
@@ -99,7 +100,7 @@ def timed(call, repeats: int) -> tuple[dict, dict]:
              "repeats": t.n, "all_s": [float(v) for v in t.times]}
     conditions = {"load_1min_before": t.load_before, "load_1min_after": t.load_after, "cpu_s": t.cpu_s,
                   "wall_s": t.wall_s, "own_cores": t.own_cores, "noisy": t.noisy}
-    return stats, conditions
+    return stats, conditions, t.value
 
 
 def flops_per_site_pair(reps: int, circular: bool) -> int:
@@ -178,7 +179,7 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict
     fm = FeatureMap(n_qubits=n_qubits, reps=args.reps, entanglement=args.entanglement, bandwidth=bandwidth)
     X = features(n, n_qubits)
     fm.mps(X[:8])
-    states, states_conditions = timed(lambda: fm.mps(X), args.repeats)
+    states, states_conditions, _ = timed(lambda: fm.mps(X), args.repeats)
     M = fm.mps(X)
     distinct = n * (n + 1) // 2
     flops = flops_per_site_pair(args.reps, fm._circular_ring)
@@ -199,9 +200,10 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict
                                                f"{args.max_seconds:g}", "estimate_s": estimate}
             print(f"  {backend:<7} skipped (estimated {estimate:.0f} s)", flush=True)
             continue
-        stats, conditions = timed(lambda: gram(M, backend=backend, n_threads=threads), args.repeats)
+        stats, conditions, K = timed(lambda: gram(M, backend=backend, n_threads=threads), args.repeats)
         if "median_offdiagonal" not in row:
-            row["median_offdiagonal"] = median_offdiagonal(gram(M, backend=backend, n_threads=threads))
+            row["median_offdiagonal"] = median_offdiagonal(K)
+        del K
         ns = conditions["cpu_s"] / (args.repeats * distinct * n_qubits) * 1e9
         per_core = peak.get("fma_gflops_per_core")
         stats.update({"ns_per_site_pair_cpu": ns,
