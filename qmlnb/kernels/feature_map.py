@@ -16,6 +16,13 @@ simulated at once by one (N, n_gates) x (n_gates, 2**n) matrix product, one
 complex exponential and a fast Walsh-Hadamard transform, with no Python loop
 over samples or gates.  Amplitudes are in PennyLane's order (wire 0 is the
 most significant bit of the basis index).
+
+Where the C++ extension ``qmlnb._states_openmp`` is built, ``states`` uses it
+instead: the same phase written as a quadratic form in the bits
+(``_phase_form``, reduced mod 2 pi once), built per sample by doubling,
+float32 cos/sin after one float64 range reduction, and in-cache
+Walsh-Hadamard butterflies, one sample per thread (``native/states_openmp.cpp``).
+The NumPy path above stays the fallback and the tests' second reference.
 """
 from __future__ import annotations
 
@@ -303,8 +310,8 @@ class FeatureMap:
     def _simulate_native(self, native, X: np.ndarray, out: np.ndarray) -> None:
         """Write the (B, 2**n) complex64 states of one batch into ``out`` with the fused C++ kernel.
 
-        Threads: at most one per row of the batch, so its work rows (16 bytes
-        per amplitude and thread) stay inside ``peak_bytes``' batch allowance.
+        Threads: the available cores, at most one per row of the batch, each
+        with its own work rows (16 bytes per amplitude), as ``peak_bytes`` counts.
         """
         w, Q, const = self._phase_form(X)
         native.states(w, Q, const, self.reps, out, max(1, min(available_cores(), X.shape[0])))
