@@ -29,8 +29,8 @@
 //     half_s[x][c] = sum over the chi/2 y with last(y) = last(x), only for
 //     s = last(c), and E' only for last(p) = last(c): chi^3 complex
 //     multiply-adds per site and pair (8 chi^3 flops: 512 at chi 4) instead of
-//     the general 4 chi^3.  For chi <= 4 the loops unroll completely and the
-//     environment of the W pairs stays in registers.
+//     the general 4 chi^3.  For chi <= 4 the inner loops unroll completely and
+//     the environment of the W pairs is read from registers.
 //   * For chi > 4 the path also skips zero coefficients of A and (y, c)
 //     entries of B that are zero in all lanes: the circular map's tensors are
 //     block diagonal in gamma, which leaves 1/16 of the chi^3 work at chi 16.
@@ -212,8 +212,9 @@ inline void rescale(V* er, V* ei, int cc, VI& exponent) {
     }
 }
 
-// A run of structured sites [k0, k1) for chi <= 4, with the environment of the W pairs held in local
-// arrays that the compiler keeps in registers (all loops unroll): no loads or stores of E between sites.
+// A run of structured sites [k0, k1) for chi <= 4: the environment of the W pairs is read from local arrays
+// with constant indices (registers); each next environment is stored to the caller's buffer column by
+// column and loaded back once per site, which keeps the live registers within the 32 of AVX-512.
 template <int CHI>
 void structured_run(V* er, V* ei, int64_t k0, int64_t k1, bool patterned, int& since, VI& exponent, const V* pr,
                     const V* pi, const unsigned char* nzb, const std::complex<float>* arow, int64_t site_stride) {
