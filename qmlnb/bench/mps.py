@@ -119,9 +119,8 @@ def machine_peak(seconds: float = 0.3) -> dict:
         from qmlnb import _mps_openmp
     except ImportError as exc:
         return {"skipped": f"qmlnb._mps_openmp is not built ({exc})"}
-    iterations = 1 << 20
-    rate = _mps_openmp.fma_rate(iterations)
-    iterations = max(iterations, int(iterations * seconds * rate / (2 * 16 * 12 * iterations)))
+    rate = _mps_openmp.fma_rate(1 << 20)  # a first estimate sizes the probes: 2 flops x lanes x 12 chains per round
+    iterations = max(1 << 20, int(seconds * rate / (2 * _mps_openmp.LANES * 12)))
     rates = [_mps_openmp.fma_rate(iterations) for _ in range(3)]
     return {"fma_gflops_per_core": max(rates) / 1e9, "probes_gflops": [r / 1e9 for r in rates],
             "lanes": _mps_openmp.LANES, "load_1min": timing.load_average(),
