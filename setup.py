@@ -1,4 +1,5 @@
-"""Builds the OpenMP Gram extensions ``qmlnb._openmp`` (state vectors) and ``qmlnb._mps_openmp`` (MPS) from ``native/``.
+"""Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram) and
+``qmlnb._states_openmp`` (feature-map state vectors) from ``native/``.
 
 Everything else about the package lives in ``pyproject.toml``.
 
@@ -48,6 +49,12 @@ setup(
         Pybind11Extension(
             "qmlnb._mps_openmp",
             ["native/mps_openmp.cpp"],
+            cxx_std=17,
+            extra_compile_args=["-O3", "-ffp-contract=fast"],
+        ),
+        Pybind11Extension(
+            "qmlnb._states_openmp",
+            ["native/states_openmp.cpp"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=fast"],
         ),

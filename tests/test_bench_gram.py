@@ -74,3 +74,28 @@ def test_bench_gram_pennylane_kernel_against_the_fastest_backend(result):
     assert pennylane["best_backend"] == best["backend"]
     assert pennylane["speedup_pairs_per_s"] == pytest.approx(best["pairs_per_s"] / pennylane["pairs_per_s"],
                                                              rel=1e-12)
+
+
+def test_bench_gram_times_tensorcircuit_as_a_peer(tmp_path):
+    """--peers tensorcircuit: interleaved rounds of both, ratios from their medians, the same states."""
+    pytest.importorskip("tensorcircuit", reason="TensorCircuit-NG is not installed (pip install .[compare])")
+    out = tmp_path / "gram.json"
+    assert main(["bench", "gram", "--n", "16", "--n-qubits", "3", "--states-n", "12", "--states-qubits", "4",
+                 "--pennylane-n", "0", "--repeats", "2", "--min-time", "0", "--threads", "1",
+                 "--backends", "cpu", "--peers", "tensorcircuit", "--peer-backend", "cpu",
+                 "--json", str(out)]) == 0
+    peer = json.loads(out.read_text())["peers"]["tensorcircuit"]
+    timings = peer["timings"]
+    assert {t["n"] for t in timings.values()} == {2}
+    assert peer["states_speedup"] == pytest.approx(
+        timings["tensorcircuit_states"]["median_s"] / timings["qmlnb_states"]["median_s"], rel=1e-12)
+    assert peer["states_gram_speedup"] == pytest.approx(
+        timings["tensorcircuit_states_gram"]["median_s"] / timings["qmlnb_states_gram"]["median_s"], rel=1e-12)
+    assert peer["max_abs_difference_states"] < 1e-5 and peer["max_abs_difference_gram"] < 1e-5
+    assert peer["versions"]["tensorcircuit-ng"] and peer["versions"]["jax"]
+
+
+def test_bench_gram_refuses_an_unknown_peer(tmp_path):
+    with pytest.raises(ValueError, match="unknown peer"):
+        main(["bench", "gram", "--n", "8", "--n-qubits", "3", "--states-n", "4", "--states-qubits", "3",
+              "--pennylane-n", "0", "--repeats", "1", "--threads", "1", "--backends", "cpu", "--peers", "qulacs"])

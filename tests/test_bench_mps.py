@@ -42,11 +42,28 @@ def test_bench_mps_rows_follow_from_their_times(result):
         assert config["best_backend"] == best and config["peak_traced_mib"] > 0
 
 
+def test_bench_mps_kernels_are_not_the_identity_and_rates_follow(result):
+    """A bandwidth per configuration with a median off-diagonal entry >= 1e-2 on its calibration samples."""
+    peak = result["machine"]["fma_gflops_per_core"]
+    assert peak > 1 and max(result["machine"]["probes_gflops"]) == pytest.approx(peak)
+    assert max(result["exactness"]["max_rel_difference_above_1e-30"].values()) < 1e-4
+    for config in result["configs"]:
+        assert 0 < config["bandwidth"] <= 1 and config["median_offdiagonal"] >= 1e-3
+        assert config["flops_per_site_pair"] == 8 * (2 ** config["reps"]) ** 3
+        for stats in config["gram"].values():
+            ns = stats["conditions"]["cpu_s"] / (3 * config["distinct_entries"] * config["n_qubits"]) * 1e9
+            assert stats["ns_per_site_pair_cpu"] == pytest.approx(ns, rel=1e-12)
+            assert stats["fraction_of_peak"] == pytest.approx(config["flops_per_site_pair"] / ns / peak, rel=1e-12)
+
+
 @pytest.mark.skipif(not AER, reason="qiskit-aer not installed (pip install .[compare])")
 def test_bench_mps_aer_agrees_and_its_ratio_follows(result):
     small = result["configs"][1]
     aer = small["aer_mps"]
     assert aer["entries"] == 3 and aer["max_abs_difference"] < 1e-5
+    assert aer["samples"] == 3 and len(aer["all_run_s"]) == 3
+    assert aer["run_s"] == pytest.approx(float(np.median(aer["all_run_s"])), rel=1e-12)
+    assert aer["max_rel_difference_above_1e-30"] < 1e-4 and aer["median_value"] > 1e-4
     assert aer["entries_per_s_run"] == pytest.approx(3 / aer["run_s"])
     best = small["gram"][small["best_backend"]]["entries_per_s"]
     assert aer["ratio_best_backend_vs_aer_run"] == pytest.approx(best / aer["entries_per_s_run"])

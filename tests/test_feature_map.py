@@ -4,6 +4,7 @@ import pennylane as qml
 import pytest
 
 from qmlnb.kernels import FeatureMap, InsufficientMemoryError
+from qmlnb.kernels import feature_map as feature_map_module
 from qmlnb.kernels import validation
 from qmlnb.kernels.feature_map import entangled_pairs
 
@@ -155,6 +156,7 @@ def test_work_arrays_count_towards_the_memory_check(monkeypatch):
         raise AssertionError("the simulation started although its peak memory does not fit")
 
     monkeypatch.setattr(validation, "available_memory_bytes", lambda: 8 << 20)
+    monkeypatch.setattr(feature_map_module, "_native_states", lambda: None)  # the NumPy path's codes
     monkeypatch.setattr(FeatureMap, "_codes", no_work)
     monkeypatch.setattr(FeatureMap, "_simulate", no_work)
     with pytest.raises(InsufficientMemoryError, match="with their work arrays needs 0.02 GiB but only 0.01 GiB"):
@@ -168,6 +170,7 @@ def test_24_qubits_is_refused_before_work_where_its_peak_does_not_fit(monkeypatc
 
     fm = FeatureMap(n_qubits=24, reps=2)
     monkeypatch.setattr(validation, "available_memory_bytes", lambda: 4 << 30)  # room for 25 such states
+    monkeypatch.setattr(feature_map_module, "_native_states", lambda: None)  # the NumPy path's codes
     monkeypatch.setattr(FeatureMap, "_codes", no_work)
     monkeypatch.setattr(FeatureMap, "_simulate", no_work)
     with pytest.raises(InsufficientMemoryError, match=r"states of 1 samples on 24 qubits .* needs 6\.\d+ GiB"):
@@ -179,10 +182,23 @@ def test_24_qubits_is_refused_before_work_where_its_peak_does_not_fit(monkeypatc
     [(10, 2, "zz", 300, None), (10, 3, "iqp", 300, 50), (12, 1, "zz", 40, 7), (14, 2, "zz", 5, None),
      (8, 4, "iqp", 1000, None)],
 )
-def test_peak_bytes_bounds_the_memory_states_uses(n_qubits, reps, kind, n_samples, batch_size):
-    """The memory check's estimate against what NumPy allocates (tracemalloc sees every array)."""
+@pytest.mark.parametrize("native", [True, False])
+def test_peak_bytes_bounds_the_memory_states_uses(n_qubits, reps, kind, n_samples, batch_size, native,
+                                                  monkeypatch):
+    """The memory check's estimate against what NumPy allocates (tracemalloc sees every array).
+
+    The fused C++ kernel's per-thread rows are not NumPy arrays: they are
+    added as the extension allocates them (4 float32 rows of 2**n and 2
+    float64 rows of 2**(n - n//2) per thread, one thread per row at most).
+    """
     import tracemalloc
 
+    from qmlnb._util import available_cores
+
+    if not native:
+        monkeypatch.setattr(feature_map_module, "_native_states", lambda: None)
+    elif feature_map_module._native_states() is None:
+        pytest.skip("the native state extension is not built")
     fm = FeatureMap(n_qubits=n_qubits, reps=reps, kind=kind, entanglement="full")
     X = np.random.default_rng(0).uniform(-1, 1, (n_samples, n_qubits))
     fm.states(X[:2], batch_size=batch_size)  # first-call allocations of NumPy itself are not the map's
@@ -192,6 +208,9 @@ def test_peak_bytes_bounds_the_memory_states_uses(n_qubits, reps, kind, n_sample
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    if native:
+        threads = min(available_cores(), n_samples, fm._batch_size(batch_size))
+        peak += threads * (fm.dim * 16 + 2 ** (n_qubits - n_qubits // 2) * 16)
     estimate = fm.peak_bytes(n_samples, batch_size)
     assert peak <= estimate <= 1.5 * peak
 

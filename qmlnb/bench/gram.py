@@ -9,7 +9,12 @@ in the same run and on the same data:
   SciPy's BLAS ``cherk`` on the same states (the CPU matrix-product limit),
   timed in interleaved rounds, and, on a CUDA machine, a plain complex64 ``torch.matmul`` of the same shape;
 - ``pennylane_kernel``: PennyLane's per-pair ``qml.kernels.square_kernel_matrix``
-  on a few samples, as kernel entries (pairs) per second.
+  on a few samples, as kernel entries (pairs) per second;
+- ``peers`` (``--peers tensorcircuit``): TensorCircuit-NG on JAX (``vmap`` +
+  ``jit`` of the same circuit, complex64) on the states section's data, timed
+  interleaved with ours in one process: states alone, and states plus the Gram
+  (ours: ``FeatureMap.states`` then ``gram`` on ``--peer-backend``; theirs: one
+  jitted function), with wall and CPU seconds and the largest differences.
 
 GFLOP/s are counted as 8 * N * M * 2**n / seconds: the full matrix's complex
 multiply-adds, also for the symmetric case where only the triangle is
@@ -56,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--states-qubits", type=int, default=12, help="qubits of the states section (default 12)")
     parser.add_argument("--pennylane-n", type=int, default=12,
                         help="samples for PennyLane's per-pair square_kernel_matrix (default 12; 0 skips it)")
+    parser.add_argument("--peers", default="", help="comma-separated peers timed against ours: tensorcircuit")
+    parser.add_argument("--peer-backend", default="openmp",
+                        help="our Gram backend in the peers' states+Gram comparison (default openmp)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
 
 
@@ -85,6 +93,47 @@ def bench_states(n: int, n_qubits: int, dataset: str, repeats: int, min_time: fl
     """FeatureMap.states against PennyLane default.qubit with broadcasting, interleaved on the same angles."""
     X = embeddings(n, n_qubits, dataset if n <= 1797 else "random")
     return states_vs_pennylane(FeatureMap(n_qubits=n_qubits, reps=2), X, rounds=repeats, min_time=min_time)
+
+
+PEERS = ("tensorcircuit",)
+
+
+def bench_tensorcircuit(n: int, n_qubits: int, dataset: str, repeats: int, min_time: float, backend: str) -> dict:
+    """Ours against TensorCircuit-NG (JAX), interleaved: states, and states plus the Gram, on the same data."""
+    from . import tensorcircuit_peer as peer
+
+    fm = FeatureMap(n_qubits=n_qubits, reps=2)
+    X = embeddings(n, n_qubits, dataset if n <= 1797 else "random")
+    X32 = X.astype(np.float32)
+    tc_states, tc_total = peer.tensorcircuit_functions(fm)
+    calls = {
+        "qmlnb_states": lambda: fm.states(X),
+        "tensorcircuit_states": lambda: peer.to_numpy(tc_states(X32)),
+        "qmlnb_states_gram": lambda: gram(fm.states(X), backend=backend),
+        "tensorcircuit_states_gram": lambda: peer.to_numpy(tc_total(X32)),
+    }
+    timed = timing.interleaved(calls, min_rounds=repeats, min_time=min_time)
+    states_ratio = timing.ratio(timed["tensorcircuit_states"], timed["qmlnb_states"])
+    total_ratio = timing.ratio(timed["tensorcircuit_states_gram"], timed["qmlnb_states_gram"])
+
+    def cpu_per_call(t):
+        return t.cpu_s / t.n
+
+    return {
+        "peer": "tensorcircuit", "n": n, "n_qubits": n_qubits, "reps": 2, "gram_backend": backend,
+        "versions": peer.versions(),
+        "timings": {name: t.as_dict() for name, t in timed.items()},
+        "states_speedup": states_ratio["ratio"], "states_speedup_rounds": states_ratio,
+        "states_gram_speedup": total_ratio["ratio"], "states_gram_speedup_rounds": total_ratio,
+        "states_speedup_cpu": cpu_per_call(timed["tensorcircuit_states"]) / cpu_per_call(timed["qmlnb_states"]),
+        "states_gram_speedup_cpu": (cpu_per_call(timed["tensorcircuit_states_gram"])
+                                    / cpu_per_call(timed["qmlnb_states_gram"])),
+        "max_abs_difference_states": float(np.abs(timed["qmlnb_states"].value
+                                                  - timed["tensorcircuit_states"].value).max()),
+        "max_abs_difference_gram": float(np.abs(timed["qmlnb_states_gram"].value
+                                                - timed["tensorcircuit_states_gram"].value).max()),
+        "noisy": any(t.noisy for t in timed.values()),
+    }
 
 
 def bench_pennylane_kernel(fm: FeatureMap, X: np.ndarray) -> dict:
@@ -123,10 +172,21 @@ def run(args) -> int:
                                                for k, v in vars(args).items() if k != "run"},
               "backends_available": {k: list(v) for k, v in available_backends().items()}}
 
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise ValueError(f"--peers: unknown peer(s) {unknown}; known: {list(PEERS)}")
     result["states"] = bench_states(args.states_n, args.states_qubits, args.dataset, repeats, args.min_time)
     s = result["states"]
     print(f"states N={s['n']} n={s['n_qubits']}: qmlnb {s['qmlnb_s']:.3f} s, PennyLane broadcast "
           f"{s['pennylane_broadcast_s']:.3f} s -> {s['speedup']:.1f}x", flush=True)
+    if "tensorcircuit" in peers:
+        p = bench_tensorcircuit(args.states_n, args.states_qubits, args.dataset, repeats, args.min_time,
+                                args.peer_backend)
+        result["peers"] = {"tensorcircuit": p}
+        print(f"  vs TensorCircuit-NG: states {p['states_speedup']:.2f}x (CPU {p['states_speedup_cpu']:.2f}x), "
+              f"states+gram {p['states_gram_speedup']:.2f}x (CPU {p['states_gram_speedup_cpu']:.2f}x)"
+              f"{'  (noisy)' if p['noisy'] else ''}", flush=True)
 
     fm = FeatureMap(n_qubits=n_qubits, reps=2)
     X = embeddings(n, n_qubits, args.dataset)

@@ -16,6 +16,13 @@ simulated at once by one (N, n_gates) x (n_gates, 2**n) matrix product, one
 complex exponential and a fast Walsh-Hadamard transform, with no Python loop
 over samples or gates.  Amplitudes are in PennyLane's order (wire 0 is the
 most significant bit of the basis index).
+
+Where the C++ extension ``qmlnb._states_openmp`` is built, ``states`` uses it
+instead: the same phase written as a quadratic form in the bits
+(``_phase_form``, reduced mod 2 pi once), built per sample by doubling,
+float32 cos/sin after one float64 range reduction, and in-cache
+Walsh-Hadamard butterflies, one sample per thread (``native/states_openmp.cpp``).
+The NumPy path above stays the fallback and the tests' second reference.
 """
 from __future__ import annotations
 
@@ -28,7 +35,16 @@ import numpy as np
 
 from .mps import MAX_BOND, MPSStates, mps_peak_bytes, zz_mps
 from .validation import check_embeddings, check_fits_in_memory
-from .._util import check_positive_int
+from .._util import available_cores, check_positive_int
+
+
+def _native_states():
+    """The fused C++ state simulation (``qmlnb._states_openmp``), or None where it is not built (NumPy then)."""
+    try:
+        from qmlnb import _states_openmp
+    except ImportError:
+        return None
+    return _states_openmp
 
 KINDS = ("zz", "iqp")
 ENTANGLEMENTS = ("linear", "circular", "full")
@@ -217,11 +233,15 @@ class FeatureMap:
         batch_size = self._batch_size(batch_size)
         check_fits_in_memory(self.peak_bytes(n, batch_size),
                              f"states of {n} samples on {self.n_qubits} qubits (complex64) with their work arrays")
-        codes = self._codes()
         out = np.empty((n, self.dim), dtype=np.complex64)
+        native = _native_states()
+        codes = None if native is not None else self._codes()
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            self._simulate(X[start:stop], codes, out[start:stop])
+            if native is not None:
+                self._simulate_native(native, X[start:stop], out[start:stop])
+            else:
+                self._simulate(X[start:stop], codes, out[start:stop])
         return out
 
     def _batch_size(self, batch_size: int | None) -> int:
@@ -232,7 +252,9 @@ class FeatureMap:
     def peak_bytes(self, n_samples: int, batch_size: int | None = None) -> int:
         """Most memory ``states`` holds for ``n_samples`` rows, in bytes (an upper bound).
 
-        The states (N x 2**n complex64), the phase codes (n_gates x 2**n
+        With the fused C++ kernel (``qmlnb._states_openmp``): the states, the
+        batch's phase coefficients and each thread's work rows.  Without it
+        (NumPy): the states (N x 2**n complex64), the phase codes (n_gates x 2**n
         float64: at 24 qubits they outweigh a few states by far), one batch's
         work arrays and, with ``reps`` > 1, the Hadamard factor matrices
         (built in float64, 2**ceil(n/2) squared).
@@ -240,6 +262,13 @@ class FeatureMap:
         d, gates = self.dim, self.n_gates
         rows = min(n_samples, self._batch_size(batch_size))
         states = n_samples * d * 8
+        if _native_states() is not None:
+            # the fused kernel: angles, the quadratic form's w, Q (and their reductions mod 2 pi), then per
+            # thread (at most one per row) four float32 rows of 2**n and two float64 rows of 2**(n - n//2)
+            n = self.n_qubits
+            form = rows * (gates * 8 * 3 + (n + n * n + 1) * 8 * 3)
+            threads = min(available_cores(), rows)
+            return states + form + threads * (d * 16 + 2 ** (n - n // 2) * 16)
         codes = gates * d * 8 + 4 * d * 4  # the result and its int32 index rows
         batch = rows * d * BATCH_BYTES_PER_AMPLITUDE + rows * gates * 8 * 3  # amplitudes; angles and their terms
         hadamard = 16 * 4 ** (self.n_qubits - self.n_qubits // 2) if self.reps > 1 else 0
@@ -258,6 +287,44 @@ class FeatureMap:
             raise ValueError(f"features times bandwidth reach {largest:.3g}: the gate angles of the feature map "
                              "overflow float64 and the states would be NaN; scale the features down "
                              "(e.g. to [-pi, pi]) or lower the bandwidth")
+
+    def _phase_form(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The phase of one repetition as a quadratic form in the bits, reduced mod 2 pi.
+
+        ``phase(b) = const + sum_k w_k b_k + sum_{i<j} Q_ij b_i b_j``: P(2x) and
+        RZ give ``w_k``; a pair's XOR is ``b_i + b_j - 2 b_i b_j``; IQP's codes
+        carry ``-1/2`` per gate (``const``).  A phase is an integer combination of
+        the coefficients, so reducing each of them mod 2 pi changes it by
+        multiples of 2 pi only (and keeps float64 sums of them small).
+
+        Returns ``w`` (B, n), ``Q`` (B, n, n) strictly upper triangular and
+        ``const`` (B,), all float64 in [0, 2 pi), C-contiguous.
+        """
+        n = self.n_qubits
+        angles = self._angles(X)
+        single, pair = angles[:, :n], angles[:, n:]
+        w = single.copy()
+        Q = np.zeros((X.shape[0], n, n))
+        for g, (i, j) in enumerate(self.pairs):
+            w[:, i] += pair[:, g]
+            w[:, j] += pair[:, g]
+            a, b = min(i, j), max(i, j)
+            Q[:, a, b] -= 2.0 * pair[:, g]
+        if self.kind == "iqp":
+            const = -0.5 * angles.sum(axis=1)
+        else:
+            const = np.zeros(X.shape[0])
+        two_pi = 2.0 * np.pi
+        return np.mod(w, two_pi), np.mod(Q, two_pi), np.mod(const, two_pi)
+
+    def _simulate_native(self, native, X: np.ndarray, out: np.ndarray) -> None:
+        """Write the (B, 2**n) complex64 states of one batch into ``out`` with the fused C++ kernel.
+
+        Threads: the available cores, at most one per row of the batch, each
+        with its own work rows (16 bytes per amplitude), as ``peak_bytes`` counts.
+        """
+        w, Q, const = self._phase_form(X)
+        native.states(w, Q, const, self.reps, out, max(1, min(available_cores(), X.shape[0])))
 
     def _simulate(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """Write the (B, 2**n) complex64 states of one batch of rows into ``out``."""
