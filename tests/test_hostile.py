@@ -93,3 +93,19 @@ def test_papermill_run_with_bad_json_parameters_says_so_in_one_line():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "-y must be a JSON object" in proc.stderr
+
+
+# ---------------------------------------------------------------- 12: states_torch checks the angles like states()
+def test_states_torch_refuses_angles_that_overflow():
+    pytest.importorskip("torch", reason="states_torch simulates with torch")
+    from qmlnb.kernels import FeatureMap
+    from qmlnb.kernels.states_torch import states_torch
+
+    fm = FeatureMap(n_qubits=3, reps=2)
+    X = np.zeros((2, 3))
+    X[1, 2] = 1e154
+    with pytest.raises(ValueError, match="overflow float64"):
+        fm.states(X)
+    with pytest.raises(ValueError, match="overflow float64"):
+        states_torch(fm, X, "cpu")
+    assert np.isfinite(states_torch(fm, X[:1], "cpu").numpy()).all()
