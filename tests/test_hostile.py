@@ -109,3 +109,37 @@ def test_states_torch_refuses_angles_that_overflow():
     with pytest.raises(ValueError, match="overflow float64"):
         states_torch(fm, X, "cpu")
     assert np.isfinite(states_torch(fm, X[:1], "cpu").numpy()).all()
+
+
+# ---------------------------------------------------------------- 6, 7: grids
+from test_sweep import grid_file, toy  # noqa: E402,F401 - the fast toy notebook and grid writer of the sweep tests
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_grid_refuses_nan_and_infinities(tmp_path, toy, value):  # noqa: F811 - toy is the fixture
+    from qmlnb.lab import sweep
+
+    # JSON has no NaN: status.json would record null, the point would never count as done and rerun every sweep
+    with pytest.raises(sweep.SweepError, match="NaN or an infinity"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"scale": [0.5, value]}))
+    with pytest.raises(sweep.SweepError, match="NaN or an infinity"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"sizes": [[1, value]]}))
+
+
+def test_grid_product_is_counted_before_it_is_built(tmp_path, toy, monkeypatch):  # noqa: F811
+    from qmlnb.lab import grid, sweep
+
+    # the stated limit (here lowered, so the check is cheap) holds for a product and for a list of grids
+    monkeypatch.setattr(grid, "MAX_POINTS", 1000, raising=False)
+    with pytest.raises(sweep.SweepError, match="more than the 1,000"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {"a": list(range(10)), "scale": [0.5 + i for i in range(10)],
+                                                   "threads": list(range(11))}))
+    with pytest.raises(sweep.SweepError, match="more than the 1,000"):
+        sweep.load_sweep(grid_file(tmp_path, toy, [{"a": list(range(600))}, {"threads": list(range(600))}]))
+    assert len(sweep.load_sweep(grid_file(tmp_path, toy, {"a": list(range(10)), "threads": list(range(10))})).points) == 100
+    monkeypatch.undo()
+    # 9 keys x 10 values in a 10-line YAML: 10**9 points, refused at once instead of a MemoryError a minute later
+    start = time.monotonic()
+    with pytest.raises(sweep.SweepError, match="1,000,000,000 points"):
+        sweep.load_sweep(grid_file(tmp_path, toy, {f"k{i}": list(range(10)) for i in range(9)}))
+    assert time.monotonic() - start < 5
