@@ -143,3 +143,192 @@ def test_grid_product_is_counted_before_it_is_built(tmp_path, toy, monkeypatch):
     with pytest.raises(sweep.SweepError, match="1,000,000,000 points"):
         sweep.load_sweep(grid_file(tmp_path, toy, {f"k{i}": list(range(10)) for i in range(9)}))
     assert time.monotonic() - start < 5
+
+
+
+# ---------------------------------------------------------------- 1-5: decision and flow records, the flow's writes
+import test_decisions as td  # noqa: E402 - fabricated run folders and the flow's grids
+from test_decisions import fake_sweep  # noqa: E402,F401 - fixture: run_sweeps writing complete runs
+
+from qmlnb import _util, cli  # noqa: E402
+from qmlnb.lab import decisions, flow, sweep as sweep_mod  # noqa: E402
+from qmlnb.lab.decisions import DecisionError  # noqa: E402
+from qmlnb.lab.report import header, headline, load, present  # noqa: E402
+
+
+@pytest.fixture
+def flow_toy(tmp_path):
+    """The flow tests' notebook (threads, batch_size, seed, dataset), written beside the test's files."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(td.PARAMS, metadata={"tags": ["parameters"]}), new_code_cell("pass")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "flow-toy.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _decision(stage="threads", **change) -> dict:
+    """A decision record as decisions.record writes it (valid unless ``change`` says otherwise)."""
+    record = {"stage": stage, "param": "threads", "rule": "fastest", "rule_text": "", "metric": "timings.train_s",
+              "value": 2, "reason": "threads=2 has the smallest median", "time": "2026-01-01T00:00:00+00:00",
+              "per_value": [{"value": 2, "n": 3, "median": 1.0, "q1": 0.9, "q3": 1.1, "mean": 1.0, "std": 0.1,
+                             "runs": ["r"]}], "runs": ["r"], "history": []}
+    return {**record, **change}
+
+
+def _flow_record(stage="final", **change) -> dict:
+    record = {"stage": stage, "order": 1, "grid_files": ["params/70-final.yaml"], "time": "t",
+              "references": [{"key": "threads", "from": "threads", "pick": "fastest", "param": "threads",
+                              "at_least": None, "decided": 2, "value": 2}]}
+    return {**record, **change}
+
+
+def _write(path: Path, value) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    return path
+
+
+HOSTILE_DECISIONS = {
+    "only-value": {"value": 1},
+    "nan-value": _decision(value=float("nan")),
+    "no-evidence": _decision(per_value=[{"value": 2}]),
+    "other-stage": _decision(stage="elsewhere"),
+    "mathtext-stage": _decision(stage="$\\undefinedmacro{$"),
+    "not-json": "{not json",
+    "a-list": [1, 2],
+}
+HOSTILE_FLOWS = {
+    "mathtext": _flow_record(stage="$\\undefinedmacro{$"),
+    "no-key": _flow_record(references=[{"from": "threads", "pick": "fastest", "param": "threads", "value": 2,
+                                        "decided": 2}]),
+    "order-x": _flow_record(order="x"),
+    "refs-text": _flow_record(references="threads"),
+    "value-text": _flow_record(references=[{**_flow_record()["references"][0], "value": "$x^{$"}]),
+}
+
+
+def plant_hostile_records(runs_dir: Path) -> dict[str, Path]:
+    """Every malformed decision and flow record above, each in a stage folder of its own: {name: path}."""
+    out = {}
+    for name, value in HOSTILE_DECISIONS.items():
+        out[f"decision-{name}"] = _write(runs_dir / f"d-{name}" / "decision-threads-fastest.json",
+                                         value if not isinstance(value, dict) or name == "only-value"
+                                         else {**value, "stage": value["stage"] if name in ("other-stage",
+                                                                                            "mathtext-stage")
+                                               else f"d-{name}"})
+    for name, value in HOSTILE_FLOWS.items():
+        stage = f"f-{name}"
+        out[f"flow-{name}"] = _write(runs_dir / stage / flow.FLOW_FILE,
+                                     {**value, "stage": value["stage"] if name == "mathtext" else stage})
+    return out
+
+
+def test_malformed_decision_and_flow_records_are_listed_not_fatal(tmp_path):
+    runs_dir = tmp_path / "runs"
+    planted = plant_hostile_records(runs_dir)
+    good = _write(runs_dir / "threads" / "decision-threads-fastest.json", _decision())
+    _write(runs_dir / "threads" / flow.FLOW_FILE, _flow_record(stage="threads", order=0, references=[]))
+    _write(runs_dir / "final" / flow.FLOW_FILE, _flow_record())
+    records, unreadable = decisions.load_decisions(runs_dir)
+    assert [r["path"] for r in records] == [str(good)]
+    assert {p for p, _ in unreadable} == {p for n, p in planted.items() if n.startswith("decision-")}
+    lines = headline.decision_lines(runs_dir)  # used to raise KeyError on {"value": 1}
+    assert len(lines) == 1 and lines[0].startswith("**optimal threads: 2**")
+    stages = headline.flow_stages(runs_dir)  # used to raise on order "x"
+    assert [s["stage"] for s in stages] == ["threads", "final"]
+    assert "threads=2 (fastest of threads)" in headline.flow_text(stages)
+    fig = headline.plot_flow(stages)
+    fig.canvas.draw()  # a $...$ stage name would fail here, in matplotlib's mathtext
+    why = dict(flow.load_flow(runs_dir)[1])
+    assert set(why) == {p for n, p in planted.items() if n.startswith("flow-")}
+    assert "'order' must be a stage count" in why[planted["flow-order-x"]]
+    assert "'references' must be" in why[planted["flow-no-key"]]
+    # the report's run overview lists each of them as unreadable, with the reason
+    overview = load.run_overview(runs_dir)
+    listed = overview[overview["status"] == load.UNREADABLE]
+    assert sorted(listed["run"]) == sorted(p.name for p in planted.values())
+    assert all(listed["note"].str.len() > 0)
+
+
+def test_a_run_provided_link_is_text_in_the_report(tmp_path):
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune as md2html
+    import pandas as pd
+
+    hostile = "[click](javascript:alert(1)) ![x](javascript:alert(2)) <img src=x onerror=alert(3)> <javascript:x>"
+    frame = pd.DataFrame({"env.data_dir": [hostile], "env.versions.numpy": ["<script>alert(4)</script>"]})
+    page = md2html(header.header_markdown(header.header_fields(frame)))
+    assert "href" not in page and "<a " not in page and "<img" not in page and "<script" not in page
+    assert "[click](javascript:alert(1))" in page  # shown as written
+    runs_dir = tmp_path / "runs"
+    _write(runs_dir / "threads" / "decision-threads-fastest.json", _decision(reason=hostile))
+    [line] = headline.decision_lines(runs_dir)
+    page = md2html(line)
+    assert "<a " not in page and "<img" not in page and "[click](javascript:alert(1))" in page
+    assert present.markdown_text("a\n# b") == "a # b"
+
+
+def test_a_symlinked_decision_file_is_never_read_or_written_through(tmp_path):
+    runs_dir = tmp_path / "runs"
+    secret = _write(tmp_path / "secret.txt", "SECRET-TOKEN not json")
+    link = runs_dir / "threads" / "decision-threads-fastest.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    records, unreadable = decisions.load_decisions(runs_dir)
+    assert records == [] and "symbolic link" in unreadable[0][1] and "SECRET" not in unreadable[0][1]
+    decision = {k: v for k, v in _decision().items() if k not in ("time", "history")}
+    with pytest.raises(DecisionError, match="symbolic link"):
+        decisions.record(runs_dir, decision)
+    assert secret.read_text() == "SECRET-TOKEN not json" and link.is_symlink()
+    assert "SECRET" not in "".join(p.read_text() for p in runs_dir.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_decision_path_that_is_a_folder_is_a_decision_error(tmp_path):
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "threads" / "decision-threads-fastest.json").mkdir(parents=True)
+    decision = {k: v for k, v in _decision().items() if k not in ("time", "history")}
+    with pytest.raises(DecisionError, match="not a regular file"):
+        decisions.record(runs_dir, decision)
+
+
+def test_a_nan_parameter_in_a_referenced_run_is_a_decision_error(tmp_path):
+    for threads, t in {1: 3.0, float("nan"): 1.0}.items():
+        td.fake_run(tmp_path, "threads", {"threads": threads}, train_s=t)
+    rows = decisions.collect(sorted((tmp_path / "threads").iterdir()), "threads", "timings.train_s")
+    with pytest.raises(DecisionError, match="not all finite numbers"):
+        decisions.decide(rows, "fastest", "threads", "threads")
+    # a complete run whose point is not a mapping, or whose params.json is not JSON, is named, not a traceback
+    bad = td.fake_run(tmp_path / "b", "threads", {"threads": 1}, train_s=1.0)
+    (bad / "params.json").write_text("{oops")
+    with pytest.raises(DecisionError, match="cannot be read"):
+        decisions.collect([bad], "threads", "timings.train_s")
+    _util.atomic_write_json(bad / "params.json", {"threads": 1})
+    _write(bad / "status.json", {"status": "complete", "point": [1]})
+    with pytest.raises(DecisionError, match="JSON objects"):
+        decisions.collect([bad], "threads", "timings.train_s")
+
+
+def test_the_flow_never_writes_through_a_linked_stage_folder(tmp_path, flow_toy, fake_sweep):
+    runs_dir, outside = tmp_path / "runs", tmp_path / "outside"
+    # the referenced stage's folder is a link out of the runs folder (its complete runs lie there)
+    for threads, t in {1: 1.0, 2: 5.0}.items():
+        td.fake_run(outside, "ext", {"threads": threads}, train_s=t)
+    runs_dir.mkdir()
+    (runs_dir / "ext").symlink_to(outside / "ext")
+    before = sorted(p.name for p in (outside / "ext").iterdir())
+    final = td.grid(tmp_path, "70-final", flow_toy, {"threads": {"from": "ext", "pick": "fastest"}}, name="final")
+    with pytest.raises(DecisionError, match="not inside the runs folder"):
+        flow.run_flow([sweep_mod.load_sweep(final, runs_dir)], progress=False)
+    assert sorted(p.name for p in (outside / "ext").iterdir()) == before  # no decision-*.json out there
+    # the referring stage's own folder is the link: its flow.json must not land outside either
+    for threads, t in {1: 1.0, 2: 5.0}.items():
+        td.fake_run(runs_dir, "threads", {"threads": threads}, train_s=t)
+    (outside / "final").mkdir()
+    (runs_dir / "final").symlink_to(outside / "final")
+    final = td.grid(tmp_path, "71-final", flow_toy, {"threads": {"from": "threads", "pick": "fastest"}},
+                    name="final")
+    with pytest.raises(DecisionError, match="not inside the runs folder"):
+        flow.run_flow([sweep_mod.load_sweep(final, runs_dir)], progress=False)
+    assert list((outside / "final").iterdir()) == [] and fake_sweep == []
