@@ -332,3 +332,54 @@ def test_the_flow_never_writes_through_a_linked_stage_folder(tmp_path, flow_toy,
     with pytest.raises(DecisionError, match="not inside the runs folder"):
         flow.run_flow([sweep_mod.load_sweep(final, runs_dir)], progress=False)
     assert list((outside / "final").iterdir()) == [] and fake_sweep == []
+
+
+# ---------------------------------------------------------------- 9: the tracker export
+def _mlflow_store_runs(store: Path) -> list:
+    from test_track import mlflow_client
+
+    client = mlflow_client(store)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+def test_tracker_export_never_follows_links_and_trusts_the_store_over_tracker_json(tmp_path):
+    pytest.importorskip("mlflow", reason="the MLflow tracker (qmlnb's track extra)")
+    from test_track import POINTS, fabricate_run
+
+    from qmlnb.lab import track
+
+    runs_dir, store, outside = tmp_path / "runs", tmp_path / "mlruns", tmp_path / "outside"
+    plain = fabricate_run(runs_dir, POINTS[0])
+    # a run whose metrics.json is a link to a secret JSON file
+    leaky = fabricate_run(runs_dir, POINTS[1])
+    secret = _write(tmp_path / "secret.json", {"token": "SECRET-TOKEN"})
+    (leaky / "metrics.json").unlink()
+    (leaky / "metrics.json").symlink_to(secret)
+    # a run folder that is a link out of the runs folder
+    far = fabricate_run(outside, {"backend": "cpu", "n": 3})
+    (runs_dir / "tiny" / "linked").symlink_to(far)
+    far_files = sorted(p.name for p in far.iterdir())
+    summary = track.export(runs_dir, "mlflow", store)
+    assert (summary["logged"], summary["failed"]) == (1, 2)
+    failures = dict(summary["failures"])
+    assert "symbolic link" in failures[str(leaky)] and "symbolic link" in failures[str(runs_dir / "tiny" / "linked")]
+    assert sorted(p.name for p in far.iterdir()) == far_files  # no tracker.json, no .lock out there
+    logged = _mlflow_store_runs(store)
+    assert len(logged) == 1 and "SECRET" not in json.dumps([r.data.tags for r in logged])
+    # the store is gone: tracker.json says "logged", but the store decides and the run is logged again
+    import shutil
+
+    shutil.rmtree(store)
+    assert track.read_tracker_file(plain)["mlflow"]["status"] == "logged"
+    # (a new process, as `rm -rf mlruns; python -m qmlnb track export` is: MLflow caches a store per process)
+    proc = subprocess.run([sys.executable, "-m", "qmlnb", "track", "export", str(runs_dir), "--to", "mlflow",
+                           "--store", str(store)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "1 logged, 0 already logged, 2 failed" in proc.stdout, proc.stderr[-2000:]
+    assert len(_mlflow_store_runs(store)) == 1
+    # a tracker.json that is a link is not read (its target never lands in the run folder)
+    (plain / track.TRACKER_FILE).unlink()
+    (plain / track.TRACKER_FILE).symlink_to(secret)
+    assert track.read_tracker_file(plain) == {}
+    track.export(runs_dir, "mlflow", store)
+    assert "SECRET" not in (plain / track.TRACKER_FILE).read_text() and secret.read_text().count("SECRET") == 1
