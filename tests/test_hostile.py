@@ -383,3 +383,49 @@ def test_tracker_export_never_follows_links_and_trusts_the_store_over_tracker_js
     assert track.read_tracker_file(plain) == {}
     track.export(runs_dir, "mlflow", store)
     assert "SECRET" not in (plain / track.TRACKER_FILE).read_text() and secret.read_text().count("SECRET") == 1
+
+
+# ---------------------------------------------------------------- 10: the MPS Gram's and mps()'s memory
+def test_mps_gram_work_memory_is_bounded_and_checked(monkeypatch):
+    import tracemalloc
+
+    from qmlnb.kernels import FeatureMap, gram, validation
+    from qmlnb.kernels.backends import cpu_blas
+
+    fm = FeatureMap(n_qubits=3, reps=3, entanglement="circular")  # bond 4**3 = 64
+    M = fm.mps(np.random.default_rng(0).uniform(-1, 1, (16, 3)))
+    expected = gram(fm.states(np.random.default_rng(0).uniform(-1, 1, (16, 3))))
+    # a small work budget: the tile shrinks to fit it (a 16 x 16 tile of bond 64 would take ~90 MiB)
+    monkeypatch.setattr(cpu_blas, "MPS_WORK_BYTES", 16 << 20, raising=False)
+    tracemalloc.start()
+    try:
+        K = gram(M, backend="cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(K, expected, atol=1e-5)
+    assert peak < 40 << 20, f"peak {peak / 2**20:.0f} MiB for a 2 KiB Gram"
+    # the check counts the work, not only the 2 KiB output: with 20 MiB free it refuses, naming the bond
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda: 20 << 20)
+    with pytest.raises(validation.InsufficientMemoryError, match="work arrays \\(bond 64\\)"):
+        gram(M, backend="cpu")
+
+
+@pytest.mark.parametrize("reps, entanglement, n, N", [(1, "linear", 64, 2000), (2, "linear", 32, 500),
+                                                      (2, "circular", 8, 200)])
+def test_mps_memory_estimate_is_an_upper_bound(reps, entanglement, n, N):
+    import tracemalloc
+
+    from qmlnb.kernels import FeatureMap
+    from qmlnb.kernels.mps import mps_peak_bytes
+
+    fm = FeatureMap(n_qubits=n, reps=reps, entanglement=entanglement)
+    X = np.random.default_rng(0).uniform(-1, 1, (N, n))
+    tracemalloc.start()
+    try:
+        fm.mps(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # mps() checks this estimate before it starts: it must not be below what it then takes
+    assert peak <= mps_peak_bytes(N, n, fm.mps_bond_dim, 2**reps, len(fm.pairs))
