@@ -429,3 +429,39 @@ def test_mps_memory_estimate_is_an_upper_bound(reps, entanglement, n, N):
         tracemalloc.stop()
     # mps() checks this estimate before it starts: it must not be below what it then takes
     assert peak <= mps_peak_bytes(N, n, fm.mps_bond_dim, 2**reps, len(fm.pairs))
+
+
+# ---------------------------------------------------------------- 13: `make lab` quoting of the data folder
+HOSTILE_DATA_DIRS = ["my data", "x`touch {marker}`y", "it's $(shell touch {marker}) $$(touch {marker}) $HOME"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_DATA_DIRS)
+def test_make_lab_passes_the_data_folder_as_one_path_and_runs_nothing_in_it(tmp_path, value):
+    import shlex
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    marker = tmp_path / "pwned"
+    value = value.format(marker=marker)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["QMLNB_DATA_DIR"] = value
+    # what `make -n lab` prints: one assignment of the whole (absolute) path
+    printed = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "lab", "LAB_PORT=1"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, check=True).stdout
+    cmd = shlex.split(printed.replace("\\\n", " "))
+    assert cmd[0] == f"QMLNB_DATA_DIR={ROOT / value}" and cmd[1:3] == [".venv/bin/jupyter", "lab"]
+    # and what the shell does with it: a stand-in jupyter records the environment it got; nothing else runs
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    got = tmp_path / "got.json"
+    fake = venv / "bin" / "jupyter"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    f"json.dump({{'data': os.environ.get('QMLNB_DATA_DIR'), 'argv': sys.argv[1:]}}, "
+                    f"open({str(got)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    subprocess.run(["make", "-s", "-o", f"{venv}/.installed", "lab", f"VENV={venv}", "LAB_PORT=1"], cwd=ROOT, env=env,
+                   capture_output=True, text=True, check=True, timeout=60)
+    recorded = json.loads(got.read_text())
+    assert recorded["data"] == str(ROOT / value) and recorded["argv"][:2] == ["lab", "--ip=127.0.0.1"]
+    assert not marker.exists()
