@@ -465,3 +465,102 @@ def test_make_lab_passes_the_data_folder_as_one_path_and_runs_nothing_in_it(tmp_
     recorded = json.loads(got.read_text())
     assert recorded["data"] == str(ROOT / value) and recorded["argv"][:2] == ["lab", "--ip=127.0.0.1"]
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- 8: no orphans (SIGHUP, kill -9 of papermill/kernel)
+SPAWNING_BODY = """
+import os, pathlib, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # a worker of the kernel's
+pathlib.Path("pids.txt").write_text(f"{os.getpid()} {worker.pid}")
+time.sleep(sleep)
+"""
+
+
+@pytest.fixture
+def spawning(tmp_path):
+    """A notebook whose kernel starts a long-lived worker process, writes both pids, then sleeps ``sleep`` s."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("sleep = 0.0\n", metadata={"tags": ["parameters"]}),
+                             new_code_cell(SPAWNING_BODY)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "spawning.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _sweep_until_kernel_runs(tmp_path, notebook, name):
+    """A sweep command (own session) of one slow point; returns (process, run folder, kernel pid, worker pid)."""
+    from qmlnb.lab import runs
+
+    grid = grid_file(tmp_path, notebook, {"sleep": [300.0]}, name=name)
+    runs_dir = tmp_path / "runs"
+    run_dir = runs_dir / name / runs.run_name({"sleep": 300.0})
+    proc = subprocess.Popen([sys.executable, "-m", "qmlnb", "sweep", str(grid), "--runs-dir", str(runs_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "pids.txt").is_file() or not (run_dir / "pids.txt").read_text():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"the point never started: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    kernel, worker = map(int, (run_dir / "pids.txt").read_text().split())
+    return proc, run_dir, kernel, worker
+
+
+def _gone(pids, timeout=30.0) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _cleanup(proc, pids):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(300)
+def test_sighup_stops_the_sweep_its_runs_and_marks_them_interrupted(tmp_path, spawning):
+    from qmlnb.lab import runs
+
+    proc, run_dir, kernel, worker = _sweep_until_kernel_runs(tmp_path, spawning, "hup")
+    papermill = runs.read_status(run_dir)["pid"]
+    try:
+        os.kill(proc.pid, signal.SIGHUP)  # the terminal or ssh session closed
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGHUP, err
+        assert "stopped by SIGHUP" in err
+        assert _gone([papermill, kernel, worker])
+        assert runs.read_status(run_dir)["status"] == runs.INTERRUPTED
+    finally:
+        _cleanup(proc, [papermill, kernel, worker])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("victim", ["papermill", "kernel"])
+def test_kill_9_of_papermill_or_the_kernel_leaves_no_orphan(tmp_path, spawning, victim):
+    from qmlnb.lab import runs
+
+    proc, run_dir, kernel, worker = _sweep_until_kernel_runs(tmp_path, spawning, f"kill-{victim}")
+    papermill = runs.read_status(run_dir)["pid"]
+    try:
+        os.kill(papermill if victim == "papermill" else kernel, signal.SIGKILL)  # what the OOM killer does
+        proc.communicate(timeout=180)
+        assert proc.returncode == 1  # the run failed; the sweep went on and ended
+        assert _gone([papermill, kernel, worker], timeout=10), "a kernel or worker outlived its run"
+        record = runs.read_status(run_dir)
+        assert record["status"] == runs.FAILED
+        assert set(record.get("killed_leftovers", [])) >= ({worker} if victim == "kernel" else {kernel, worker})
+    finally:
+        _cleanup(proc, [papermill, kernel, worker])
