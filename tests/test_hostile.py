@@ -564,3 +564,33 @@ def test_kill_9_of_papermill_or_the_kernel_leaves_no_orphan(tmp_path, spawning, 
         assert set(record.get("killed_leftovers", [])) >= ({worker} if victim == "kernel" else {kernel, worker})
     finally:
         _cleanup(proc, [papermill, kernel, worker])
+
+
+# ---------------------------------------------------------------- 11: a forged out-of-core Gram and ledger
+@pytest.mark.parametrize("forgery", ["zeros", "plausible"])
+def test_a_gram_file_forged_with_its_ledger_is_not_returned(tmp_path, forgery):
+    from qmlnb.kernels import FeatureMap, gram
+    from qmlnb.kernels.out_of_core import LEDGER_DTYPE, GramFileWarning, sidecar_paths, tile_checksum
+    from qmlnb.kernels.tiling import tile_pairs
+
+    S = FeatureMap(n_qubits=4, bandwidth=0.7).states(np.random.default_rng(7).uniform(0, np.pi, (40, 4)))
+    exact = gram(S)
+    path = tmp_path / "K.npy"
+    gram(S, out=path, tile=16)
+    # forge the data and rewrite the ledger with the forged tiles' checksums: the checksums alone then agree
+    K = np.load(path, mmap_mode="r+")
+    if forgery == "zeros":
+        K[:] = 0  # the diagonal included
+    else:  # unit diagonal, symmetric, in [0, 1]: passes every invariant, wrong everywhere else
+        K[:] = 0.5
+        np.fill_diagonal(K, 1.0)
+    K.flush()
+    ledger_path = sidecar_paths(path)[1]
+    ledger = np.frombuffer(ledger_path.read_bytes(), dtype=LEDGER_DTYPE).copy()
+    for k, (i0, i1, j0, j1) in enumerate(tile_pairs(40, None, 16)):
+        ledger["checksum"][k] = tile_checksum(np.ascontiguousarray(K[i0:i1, j0:j1]))
+    ledger_path.write_bytes(ledger.tobytes())
+    del K
+    with pytest.warns(GramFileWarning, match="6 of 6 tiles"):
+        resumed = gram(S, out=path, tile=16)
+    np.testing.assert_allclose(resumed, exact, atol=1e-6)
