@@ -594,3 +594,80 @@ def test_a_gram_file_forged_with_its_ledger_is_not_returned(tmp_path, forgery):
     with pytest.warns(GramFileWarning, match="6 of 6 tiles"):
         resumed = gram(S, out=path, tile=16)
     np.testing.assert_allclose(resumed, exact, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the report from a runs folder of hostile files
+@pytest.mark.slow  # runs the summary notebook
+def test_the_report_builds_from_a_hostile_runs_folder_and_lists_what_it_could_not_read(tmp_path):
+    import pandas as pd
+
+    from qmlnb.lab import report, runs, tasks
+
+    runs_dir, outside = tmp_path / "runs", tmp_path / "outside"
+    secret = _write(tmp_path / "secret.json", {"data_dir": "SECRET-TOKEN", "token": "SECRET-TOKEN"})
+    link = "[click](javascript:alert(1))"
+    scores = {"accuracy": 0.75, "f1": 0.75, "roc_auc": 0.75, "balanced_accuracy": 0.75}
+    good = runs_dir / "modes" / "good"
+    tasks.save_run(good, {"n_train": 40}, {"task": "qcnn", "dataset": "digits", "mode": "sequential", "folds": 1,
+                                           "threads": 1, "n_train": 40, "qcnn": scores, "timings": {"train_s": 2.0}})
+    metrics = json.loads((good / "metrics.json").read_text())
+    metrics["environment"]["data_dir"] = link  # 2: a run-provided string that Markdown would make a live link
+    metrics["environment"]["machine"]["cpu"] = "<img src=x onerror=alert(2)>"
+    _util.atomic_write_json(good / "metrics.json", metrics)
+    runs.write_status(good, runs.COMPLETE, point={"n_train": 40})
+    # a complete run whose metrics.json is a link to a secret file: unreadable, never shown
+    leaky = runs_dir / "modes" / "leaky"
+    tasks.save_run(leaky, {"n_train": 80}, {"task": "qcnn"})
+    (leaky / "metrics.json").unlink()
+    (leaky / "metrics.json").symlink_to(secret)
+    runs.write_status(leaky, runs.COMPLETE)
+    # 5: a NaN in a complete run's status point
+    nan_run = runs_dir / "threads" / "nan"
+    tasks.save_run(nan_run, {"threads": 1}, {"task": "qcnn", "timings": {"train_s": 1.0}})
+    (nan_run / "status.json").write_text('{"status": "complete", "point": {"threads": NaN}}')
+    # 1: every malformed decision and flow record; 2: a valid decision whose reason is a link; valid flow records
+    planted = plant_hostile_records(runs_dir)
+    _write(runs_dir / "threads" / "decision-threads-fastest.json", _decision(reason=link))
+    _write(runs_dir / "threads" / flow.FLOW_FILE, _flow_record(stage="threads", order=0, references=[]))
+    _write(runs_dir / "final" / flow.FLOW_FILE, _flow_record())
+    # 3: a decision file that is a link to the secret; 4: a stage folder that is a link out of the runs folder;
+    # 5: a decision path that is a folder
+    planted["decision-link"] = runs_dir / "d-link" / "decision-threads-fastest.json"
+    planted["decision-link"].parent.mkdir()
+    planted["decision-link"].symlink_to(secret)
+    _write(outside / "ext" / "decision-threads-fastest.json", _decision(stage="ext", reason="SECRET-TOKEN"))
+    (runs_dir / "ext").symlink_to(outside / "ext")
+    planted["decision-ext"] = runs_dir / "ext" / "decision-threads-fastest.json"
+    planted["decision-folder"] = runs_dir / "d-folder" / "decision-threads-fastest.json"
+    planted["decision-folder"].mkdir(parents=True)
+
+    with pytest.warns(UserWarning, match="unreadable run"):
+        html = report.build_report(runs_dir, tmp_path / "reports").read_text()
+    assert "SECRET" not in html
+    assert 'href="javascript' not in html and "<img src=x" not in html
+    assert "[click](javascript:alert(1))" in html  # shown as text
+    assert "optimal threads: 2" in html  # the valid decision is stated
+    listed = pd.read_csv(tmp_path / "reports" / "tables" / "runs_not_complete.csv")
+    unreadable = set(zip(listed["grid"], listed["run"]))
+    assert {(p.parent.name, p.name) for p in planted.values()} | {("modes", "leaky")} <= unreadable
+    for path in planted.values():
+        assert path.parent.name in html  # each unreadable record is named on the page
+
+
+def test_read_record_refuses_links_folders_and_fifos_without_reading_them(tmp_path):
+    from qmlnb.lab import runs
+
+    secret = _write(tmp_path / "secret.json", {"token": "SECRET"})
+    (tmp_path / "link.json").symlink_to(secret)
+    (tmp_path / "folder.json").mkdir()
+    os.mkfifo(tmp_path / "fifo.json")  # an open of a FIFO would wait for a writer forever
+    for name, why in (("link.json", "symbolic link"), ("folder.json", "not a regular file"),
+                      ("fifo.json", "not a regular file")):
+        with pytest.raises(ValueError, match=why) as err:
+            runs.read_record(tmp_path / name)
+        assert "SECRET" not in str(err.value)
+    assert runs.read_record(tmp_path / "absent.json") is None and runs.read_record(secret) == {"token": "SECRET"}
+    _write(tmp_path / "bad.json", "SECRET {")
+    with pytest.raises(ValueError, match="not valid JSON") as err:
+        runs.read_record(tmp_path / "bad.json")
+    assert "SECRET" not in str(err.value)

@@ -142,9 +142,10 @@ def read_record(path: str | os.PathLike, root: str | os.PathLike | None = None):
         if err.errno == errno.ELOOP:
             raise ValueError(f"{path} is a symbolic link (not followed)") from None
         raise ValueError(f"{path}: {err.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder with its own error
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
         data = handle.read(MAX_RECORD_BYTES + 1)
     if len(data) > MAX_RECORD_BYTES:
         raise ValueError(f"{path} is larger than {MAX_RECORD_BYTES >> 20} MiB")
