@@ -61,17 +61,13 @@ def _trickle_server(interval: float, count: int):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/file"
-    finally:
-        stop.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    from test_data import _serve  # a threaded http.server on 127.0.0.1, stopped on exit
+
+    with _serve(Trickle) as url:
+        try:
+            yield url + "file"
+        finally:
+            stop.set()  # the handler's thread stops sending
 
 
 def test_fetch_has_a_total_deadline_against_a_trickling_server(tmp_path):
