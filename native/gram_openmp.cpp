@@ -247,6 +247,14 @@ void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, i
     if (failed) throw std::bad_alloc();
 }
 
+// Whether the array's dtype is equivalent to T's (NumPy's PyArray_EquivTypes).  Not dtype().is(...):
+// that compares the descriptor objects, and an array that was pickled (sent to a Dask worker inside an
+// object, e.g. MPSStates) carries its own copy of the complex64 descriptor, equal but not the same object.
+template <typename T>
+bool has_dtype(const py::array& a) {
+    return py::isinstance<py::array_t<T>>(a);
+}
+
 py::array check_array(const py::handle& obj, const char* name) {
     if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a NumPy array");
     return py::reinterpret_borrow<py::array>(obj);
@@ -254,7 +262,7 @@ py::array check_array(const py::handle& obj, const char* name) {
 
 const float* states_pointer(const py::array& S, const char* name) {
     if (S.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D (n_samples, d)");
-    if (!S.dtype().is(py::dtype::of<std::complex<float>>()))
+    if (!has_dtype<std::complex<float>>(S))
         throw py::value_error(std::string(name) + " must have dtype complex64");
     if (!(S.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     return static_cast<const float*>(S.data());
@@ -275,8 +283,8 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
         throw py::value_error("out must have shape (" + std::to_string(n_rows) + ", " + std::to_string(n_cols) + ")");
     if (!(out.flags() & py::array::c_style)) throw py::value_error("out must be C-contiguous");
     if (!out.writeable()) throw py::value_error("out must be writeable");
-    const bool single = out.dtype().is(py::dtype::of<float>());
-    if (!single && !out.dtype().is(py::dtype::of<double>())) throw py::value_error("out must be float32 or float64");
+    const bool single = has_dtype<float>(out);
+    if (!single && !has_dtype<double>(out)) throw py::value_error("out must be float32 or float64");
     void* o = out.mutable_data();
     py::gil_scoped_release release;  // the arrays stay referenced by the caller
     if (single)

@@ -249,12 +249,20 @@ void dispatch(const std::complex<float>* a, const std::complex<float>* b, int64_
     }
 }
 
+// Whether the array's dtype is equivalent to T's (NumPy's PyArray_EquivTypes).  Not dtype().is(...):
+// that compares the descriptor objects, and an array that was pickled (sent to a Dask worker inside an
+// object, e.g. MPSStates) carries its own copy of the complex64 descriptor, equal but not the same object.
+template <typename T>
+bool has_dtype(const py::array& a) {
+    return py::isinstance<py::array_t<T>>(a);
+}
+
 py::array check_tensors(const py::handle& obj, const char* name) {
     if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a NumPy array");
     auto T = py::reinterpret_borrow<py::array>(obj);
     if (T.ndim() != 5 || T.shape(2) != 2 || T.shape(3) != T.shape(4))
         throw py::value_error(std::string(name) + " must have shape (N, n, 2, chi, chi)");
-    if (!T.dtype().is(py::dtype::of<std::complex<float>>()))
+    if (!has_dtype<std::complex<float>>(T))
         throw py::value_error(std::string(name) + " must have dtype complex64");
     if (!(T.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     return T;
@@ -276,8 +284,8 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
         throw py::value_error("out must have shape (" + std::to_string(n_rows) + ", " + std::to_string(n_cols) + ")");
     if (!(out.flags() & py::array::c_style)) throw py::value_error("out must be C-contiguous");
     if (!out.writeable()) throw py::value_error("out must be writeable");
-    const bool single = out.dtype().is(py::dtype::of<float>());
-    if (!single && !out.dtype().is(py::dtype::of<double>())) throw py::value_error("out must be float32 or float64");
+    const bool single = has_dtype<float>(out);
+    if (!single && !has_dtype<double>(out)) throw py::value_error("out must be float32 or float64");
     const auto* a = static_cast<const std::complex<float>*>(A.data());
     const auto* b = static_cast<const std::complex<float>*>(B.data());
     void* o = out.mutable_data();

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import threading
 import time
 
 import numpy as np
@@ -124,38 +122,16 @@ def test_workers_elsewhere_send_tiles_back_and_flush_their_own_writes(client, st
     assert set(np.frombuffer(sidecar_paths(tmp_path / "K.npy")[1].read_bytes(), dtype=LEDGER_DTYPE)["done"]) == {1}
 
 
-def test_lost_worker_is_recovered(states):
+def test_lost_worker_is_recovered(states, gram_with_a_worker_killed):
     """SIGKILL one of two worker processes mid-run: its tiles are recomputed, the result is exact."""
     rng = np.random.default_rng(5)
     S = FeatureMap(n_qubits=6, bandwidth=0.5).states(rng.uniform(0, np.pi, (600, 6)))
     tile = 10  # 1,830 small tasks: long enough to kill a worker in the middle
     with local_cluster() as cluster, distributed.Client(cluster) as dask_client:
-        pids = dask_client.run(os.getpid)
-        outcome = {}
-
-        def compute():
-            try:
-                outcome["K"] = gram(S, client=dask_client, tile=tile)
-            except BaseException as exc:  # reported in the main thread
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=compute)
-        worker.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # wait until a good part of the tiles are done
-            left = dask_client.run_on_scheduler(
-                lambda dask_scheduler: sum(str(k).startswith("qmlnb-gram-tile") for k in dask_scheduler.tasks))
-            if 0 < left < 1500:
-                break
-            time.sleep(0.02)
-        victim_address, victim_pid = sorted(pids.items())[0]
-        assert worker.is_alive(), "the run finished before a worker could be killed"
-        os.kill(victim_pid, signal.SIGKILL)
-        worker.join(90)
-        assert not worker.is_alive()
-        assert "error" not in outcome, outcome.get("error")
+        K, victim_pid = gram_with_a_worker_killed(dask_client, lambda: gram(S, client=dask_client, tile=tile),
+                                                  tiles_left_below=1500, timeout=90)
         assert victim_pid not in dask_client.run(os.getpid).values()  # the worker really died
-    np.testing.assert_allclose(outcome["K"], gram(S, tile=tile), atol=1e-6)
+    np.testing.assert_allclose(K, gram(S, tile=tile), atol=1e-6)
 
 
 def closed_port() -> int:

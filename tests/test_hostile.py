@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import http.server
 import json
-import math
 import os
 import signal
 import struct
@@ -18,10 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_decisions as td  # fabricated run folders and the flow's grids
+from test_decisions import fake_sweep  # noqa: F401 - fixture: run_sweeps writing complete runs
+from test_sweep import grid_file, toy  # noqa: F401 - the fast toy notebook (fixture) and grid writer of the sweep tests
 
+from qmlnb import _util
 from qmlnb.data.catalog import CorruptDataError
 from qmlnb.data.download import DownloadError, fetch
 from qmlnb.data.readers import read_idx
+from qmlnb.lab import decisions, flow, sweep as sweep_mod
+from qmlnb.lab.decisions import DecisionError
+from qmlnb.lab.report import header, headline, load, present
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +114,6 @@ def test_states_torch_refuses_angles_that_overflow():
 
 
 # ---------------------------------------------------------------- 6, 7: grids
-from test_sweep import grid_file, toy  # noqa: E402,F401 - the fast toy notebook and grid writer of the sweep tests
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
@@ -141,15 +146,7 @@ def test_grid_product_is_counted_before_it_is_built(tmp_path, toy, monkeypatch):
     assert time.monotonic() - start < 5
 
 
-
 # ---------------------------------------------------------------- 1-5: decision and flow records, the flow's writes
-import test_decisions as td  # noqa: E402 - fabricated run folders and the flow's grids
-from test_decisions import fake_sweep  # noqa: E402,F401 - fixture: run_sweeps writing complete runs
-
-from qmlnb import _util, cli  # noqa: E402
-from qmlnb.lab import decisions, flow, sweep as sweep_mod  # noqa: E402
-from qmlnb.lab.decisions import DecisionError  # noqa: E402
-from qmlnb.lab.report import header, headline, load, present  # noqa: E402
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ import numpy as np
 # Largest bond dimension ``FeatureMap.mps`` builds: (2, chi, chi) complex64 per
 # site and sample is 512 KiB at 256, and a pair's contraction costs ~4 chi^3.
 MAX_BOND = 256
+COMPLEX64 = np.dtype(np.complex64)  # NumPy's own descriptor object
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,15 @@ class MPSStates:
         if t.dtype != np.complex64 or not t.flags.c_contiguous:
             raise ValueError(f"MPSStates.tensors must be C-contiguous complex64, got {t.dtype}"
                              f"{'' if t.flags.c_contiguous else ' (not C-contiguous)'}")
+        if t.dtype is not COMPLEX64:
+            # An unpickled array carries its own copy of the complex64 descriptor (equal, not the same
+            # object); native code that compares descriptors by identity refused such tensors on Dask
+            # workers.  A view with NumPy's own descriptor costs nothing and keeps every backend safe.
+            object.__setattr__(self, "tensors", t.view(COMPLEX64))
+
+    def __reduce__(self):
+        """Pickle as ``MPSStates(tensors)``, so a copy sent to another process (a Dask worker) is validated again."""
+        return MPSStates, (self.tensors,)
 
     @property
     def n_samples(self) -> int:

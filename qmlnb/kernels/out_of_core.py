@@ -460,6 +460,25 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
     return GramFile(str(path), offset, n_rows, n_cols, dtype.name), TileLedger(ledger_path, len(pairs)), pairs
 
 
+def tile_operand(X):
+    """States as every backend takes them, however they reached this process (None stays None).
+
+    On a Dask worker the states arrive deserialised: an array may be
+    read-only (mapped or received into an immutable buffer) or carry its own
+    copy of the complex64 descriptor, and ``MPSStates`` are rebuilt by
+    unpickling.  Returns a C-contiguous complex64 array with NumPy's own
+    descriptor, or ``MPSStates`` validated again (``MPSStates.__post_init__``);
+    both without copying data that is already in that layout.
+    """
+    from .mps import MPSStates
+
+    if X is None:
+        return None
+    if isinstance(X, MPSStates):
+        return MPSStates(X.tensors)
+    return np.ascontiguousarray(X, dtype=np.complex64)
+
+
 def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int, n_threads: int, dtype) -> np.ndarray:
     """One tile of the Gram matrix, shape (i1 - i0, j1 - j0), computed by backend ``module``.
 
@@ -468,6 +487,7 @@ def compute_tile(module, A: np.ndarray, B: np.ndarray | None, pair, *, tile: int
     """
     from .mps import MPSStates
 
+    A, B = tile_operand(A), tile_operand(B)
     i0, i1, j0, j1 = pair
     buffer = np.empty((i1 - i0, j1 - j0), dtype=dtype)
     kernel = module.gram_mps if isinstance(A, MPSStates) else module.gram

@@ -3,10 +3,13 @@
 Each point runs under its run folder's lock (:class:`runs.RunLock`), inherited by
 papermill so a second sweep sees the point as busy.  Papermill runs in its own
 process group, so SIGTERM/SIGINT/SIGHUP of the sweep stops the kernel too and marks the
-run interrupted; nothing goes on writing after the sweep is gone.  Once a run's
-papermill has exited (also after a kill -9 of papermill or of its kernel), every
-process still carrying that run's token (``RUN_TOKEN_ENV``) is killed: no
-orphaned kernel or worker outlives its run.
+run interrupted; nothing goes on writing after the sweep is gone.  On a Dask
+cluster the same signal also reaches the workers (``stop_remote_runs``): each
+stops the papermill processes of that sweep's tasks, which mark their runs
+interrupted before the sweep returns.  Once a run's papermill has exited (also
+after a kill -9 of papermill or of its kernel), every process still carrying
+that run's token (``RUN_TOKEN_ENV``) is killed: no orphaned kernel or worker
+outlives its run.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -239,7 +243,7 @@ class _Children:
 CHILDREN = _Children()
 
 
-def _under_lock(sweep: Sweep, point: dict, action) -> dict:
+def _under_lock(sweep: Sweep, point: dict, action, children: _Children = CHILDREN) -> dict:
     """``action(run_dir, lock)`` while holding the run folder's lock, as a status record.
 
     A point another live process holds gives ``{"status": "busy", "pid": ...}``
@@ -250,7 +254,7 @@ def _under_lock(sweep: Sweep, point: dict, action) -> dict:
     ``running`` status, which is not complete either).
     """
     run_dir = sweep.run_dir(point)
-    if CHILDREN.stopping:  # the sweep is being stopped: touch nothing more
+    if children.stopping:  # the sweep is being stopped: touch nothing more
         return {"status": runs.INTERRUPTED}
     try:
         runs.inside(run_dir, sweep.runs_dir)
@@ -271,7 +275,8 @@ def _under_lock(sweep: Sweep, point: dict, action) -> dict:
         return {"status": runs.FAILED, "error": describe_os_error(err)}
 
 
-def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = None) -> dict:
+def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = None,
+              children: _Children = CHILDREN) -> dict:
     """Execute one grid point with papermill in a fresh process group and record its final status.
 
     Runs under the run folder's lock (see ``_under_lock`` for busy, already
@@ -280,8 +285,12 @@ def run_point(sweep: Sweep, point: dict, threads: int, data_dir: str | None = No
     papermill wrote it whole; ``status.json`` is written last, with the point
     and the notebook's path and SHA-256.  Returns the status record.
     ``data_dir``: the data folder (default: $QMLNB_DATA_DIR or the project's data/, resolved here).
+    ``children``: the registry that starts papermill and says whether the sweep is stopping (on a Dask
+    worker, the one of this point's sweep: ``_remote_sweep``).
     """
-    return _under_lock(sweep, point, lambda run_dir, lock: _execute(sweep, point, threads, data_dir, run_dir, lock))
+    return _under_lock(sweep, point,
+                       lambda run_dir, lock: _execute(sweep, point, threads, data_dir, run_dir, lock, children),
+                       children)
 
 
 def skip_point(sweep: Sweep, point: dict, reason: str) -> dict:
@@ -295,7 +304,8 @@ def skip_point(sweep: Sweep, point: dict, reason: str) -> dict:
     return _under_lock(sweep, point, record)
 
 
-def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_dir: Path, lock) -> dict:
+def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_dir: Path, lock,
+             children: _Children = CHILDREN) -> dict:
     runs.clear_run(run_dir, sweep.runs_dir)
     parameters = dict(point)
     if "threads" in sweep.notebook_params:
@@ -318,7 +328,7 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     cmd = papermill_command(sweep.notebook, partial, cwd=run_dir, parameters=parameters, timeout=sweep.timeout)
     start = time.perf_counter()
     # papermill keeps a copy of the lock: should this sweep be SIGKILLed, the point stays held while papermill lives
-    proc = CHILDREN.start(cmd, env=env, pass_fds=(lock.fileno(),))
+    proc = children.start(cmd, env=env, pass_fds=(lock.fileno(),))
     if proc is None:
         runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped before this run started", **record)
         return {"status": runs.INTERRUPTED, **record}
@@ -331,14 +341,14 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
         if proc.poll() is None:  # an error above (e.g. ENOSPC writing the status): papermill must not run on alone
             stop_process_trees([proc.pid])
             proc.wait()
-        CHILDREN.done(proc)
+        children.done(proc)
         # a kernel orphaned by a kill -9 of papermill, or workers orphaned by one of the kernel, run on otherwise
         leftovers = stop_run_leftovers(token)
     stderr = stderr_of()
     info = {**record, "threads": threads, "seconds": round(time.perf_counter() - start, 3)}
     if leftovers:
         info["killed_leftovers"] = leftovers
-    if CHILDREN.stopping and proc.returncode != 0:
+    if children.stopping and proc.returncode != 0:
         # stopped by SIGTERM/SIGINT of the sweep: the partial notebook stays under its temporary name
         runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped (SIGTERM/SIGINT/SIGHUP)",
                           notebook=partial.name if partial.exists() else None, **info)
@@ -364,9 +374,87 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     return {"status": runs.FAILED, **info, "error": error}
 
 
+class _RemoteSweep(_Children):
+    """On a Dask worker: the papermill processes of one sweep's tasks, and how many of its tasks run here.
+
+    A worker may run the tasks of several sweeps at once (one per thread), so
+    each sweep has its own registry (``_remote_sweep(token)``): stopping one
+    sweep never touches another's runs, nor the worker's own ``CHILDREN``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def task(self):
+        """Count a task of this sweep as running on this worker for the duration of the block."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def stop_and_wait(self, timeout: float) -> bool:
+        """Stop this sweep's papermill process trees here; wait until its tasks have recorded their status.
+
+        Returns False if some task was still running after ``timeout`` seconds.
+        """
+        self.stop_all()
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+
+_REMOTE_SWEEPS: dict[str, _RemoteSweep] = {}  # in a worker process: token of a sweep -> its registry
+_REMOTE_SWEEPS_LOCK = threading.Lock()
+REMOTE_STOP_TIMEOUT_S = 60.0  # a stopped run's task has this long to record its status on its worker
+
+
+def _remote_sweep(token: str) -> _RemoteSweep:
+    with _REMOTE_SWEEPS_LOCK:
+        return _REMOTE_SWEEPS.setdefault(token, _RemoteSweep())
+
+
 def _point_task(item: tuple) -> dict:
-    """A Dask task: ``run_point(*item)`` on a worker."""
-    return run_point(*item)
+    """A Dask task: ``run_point(*args)`` on a worker, for ``item = (token, args)``, registered as the sweep's."""
+    token, args = item
+    remote = _remote_sweep(token)
+    with remote.task():
+        return run_point(*args, children=remote)
+
+
+async def _stop_remote_sweep(token: str, timeout: float) -> bool:
+    """Run by ``Client.run`` on each worker: stop the sweep ``token``'s runs there (in a thread: the
+    worker's event loop keeps serving).  True once its tasks there have all recorded their status."""
+    import asyncio
+
+    return await asyncio.to_thread(_remote_sweep(token).stop_and_wait, timeout)
+
+
+def _forget_remote_sweep(token: str) -> None:
+    """Run by ``Client.run`` on each worker once every task of the sweep ``token`` has finished."""
+    with _REMOTE_SWEEPS_LOCK:
+        _REMOTE_SWEEPS.pop(token, None)
+
+
+def stop_remote_runs(dask_client, token: str, timeout: float = REMOTE_STOP_TIMEOUT_S) -> list[str]:
+    """Stop the papermill processes of the sweep ``token`` on every worker; the addresses of workers that
+    did not confirm it (unreachable, or a task still running after ``timeout`` seconds).
+
+    Cancelling a Dask future does not stop a task that is already running,
+    so each worker is asked directly (``Client.run``): its runs of this sweep
+    are stopped with their process groups and record themselves as
+    interrupted, and the sweep's tasks that start there afterwards run nothing.
+    """
+    try:
+        answers = dask_client.run(_stop_remote_sweep, token, timeout, on_error="return")
+    except Exception as exc:  # noqa: BLE001 - the scheduler is gone: nothing more can be asked
+        return [f"the scheduler ({exc!r})"]
+    return sorted(address for address, done in answers.items() if done is not True)
 
 
 def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_client,
@@ -381,8 +469,18 @@ def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_clien
     """
     portable = dataclasses.replace(sweep, runs_dir=sweep.runs_dir.resolve())
     data_dir = str(Path(data_dir or catalog.data_dir()).resolve())
-    items = [(portable, point, threads, data_dir) for point, threads in pending]
-    results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
+    token = f"{sweep.name}-{uuid.uuid4().hex}"
+    items = [(token, (portable, point, threads, data_dir)) for point, threads in pending]
+    try:
+        results = run_on_dask(_point_task, items, dask_client, return_exceptions=True, desc=f"{sweep.name} on Dask")
+    except BaseException:  # SweepInterrupted (SIGTERM/SIGINT) or a lost scheduler: no run may go on alone
+        unconfirmed = stop_remote_runs(dask_client, token)
+        if unconfirmed:
+            tqdm.write(f"could not confirm that the runs of {sweep.name} stopped on {', '.join(unconfirmed)}; "
+                       "their status may stay 'running'", file=sys.stderr)
+        raise
+    with contextlib.suppress(Exception):  # only tidying: a worker that went away holds nothing
+        dask_client.run(_forget_remote_sweep, token, on_error="return")
     return [r if isinstance(r, dict) else {"status": runs.FAILED, "error": f"the Dask task failed: {r!r}"}
             for r in results]
 

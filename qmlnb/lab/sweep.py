@@ -117,7 +117,7 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
     is a Dask task instead, with the threads of one worker, and the cluster decides
     how many run at once.  A point held by another live sweep counts as ``busy``
     and is not run.  SIGTERM/SIGINT (when called from the main thread) stop the
-    local papermill processes, mark their runs interrupted and raise
+    papermill processes (here, or on the Dask workers), mark their runs interrupted and raise
     :class:`SweepInterrupted`.  ``tracker`` (a :class:`qmlnb.lab.track.SweepTracker`) logs each run
     completed here to MLflow or W&B; its failures are recorded in the run's ``tracker.json``, never raised.
     ``data_dir``: the data folder the runs read (see :func:`resolve_data_dir`; checked before anything runs).

@@ -1,0 +1,143 @@
+"""Behaviours the docs and docstrings promise that no other test pinned: each test here fails on code that breaks it.
+
+1. the cpu MPS Gram renormalises per pair (``backends.cpu_blas.mps_log_overlaps``);
+2. "concentrated" is about the off-diagonal spread, not its mean (``qsvm.diagnostics``);
+3. ``pick: fastest`` ranks by the median (``lab.decisions``);
+7. a redirect to another scheme on the same host is refused (``data.download``);
+8. the ``mlp`` control head is nonlinear (``qcnn.model``).
+"""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from qmlnb.data.download import DownloadError, fetch
+from qmlnb.kernels import FeatureMap, available_backends, gram
+from qmlnb.lab.decisions import decide
+from qmlnb.qcnn.model import HybridQCNN
+from qmlnb.qsvm.diagnostics import CONCENTRATION_STD, kernel_diagnostics
+
+
+# ---------------------------------------------------------------- 1. per-pair renormalisation of the cpu MPS Gram
+@pytest.fixture(scope="module")
+def deep_mps():
+    """Four samples at 1,500 qubits: two near-identical pairs, far from each other.
+
+    Within a pair the fidelity stays near 1 over every site; across pairs each
+    site multiplies the environment by a small factor, so after 1,500 sites the
+    cross-pair environments have shrunk by hundreds of orders of magnitude
+    (they underflow) while the within-pair ones have not: one scale for a whole
+    tile would overflow the within-pair environments or lose them.
+    """
+    n = 1500
+    rng = np.random.default_rng(7)
+    a, b = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    X = np.stack([a, a + 1e-3 * rng.standard_normal(n), b, b + 1e-3 * rng.standard_normal(n)])
+    return FeatureMap(n_qubits=n, reps=1, entanglement="linear", bandwidth=2.0).mps(X)
+
+
+def _relative_equal(K, ref, rtol):
+    big = ref > 1e-300
+    np.testing.assert_array_equal(K[~big] <= 1e-300, True)
+    np.testing.assert_allclose(K[big], ref[big], rtol=rtol)
+
+
+def test_cpu_mps_gram_renormalises_each_pair_of_a_tile_on_its_own(deep_mps):
+    alone = np.array([[gram(deep_mps[i:i + 1], deep_mps[j:j + 1], backend="cpu")[0, 0] for j in range(4)]
+                      for i in range(4)])
+    # the setting means something: within a pair the fidelity is far from 0, across pairs it underflows
+    assert alone[0, 1] > 1e-3 and alone[2, 3] > 1e-3
+    assert alone[0, 2] == 0.0 and alone[1, 3] == 0.0
+    one_tile = gram(deep_mps, backend="cpu", tile=4)
+    assert np.isfinite(one_tile).all()
+    _relative_equal(one_tile, alone, 1e-6)
+    np.testing.assert_allclose(np.diag(one_tile), 1.0, atol=1e-4)  # complex64 tensors over 1,500 sites
+    for backend in ("numba", "openmp"):
+        if available_backends()[backend][0]:
+            _relative_equal(gram(deep_mps, backend=backend), one_tile, 1e-4)  # float32 sums over 1,500 sites
+
+
+# ---------------------------------------------------------------- 2. "concentrated" means a small off-diagonal spread
+def _gram_with_offdiagonal(values: np.ndarray) -> np.ndarray:
+    n = int(round((1 + np.sqrt(1 + 8 * len(values))) / 2))
+    K = np.eye(n)
+    K[np.triu_indices(n, 1)] = values
+    return K + np.triu(K, 1).T
+
+
+def test_concentrated_is_about_the_spread_not_the_mean():
+    rng = np.random.default_rng(0)
+    n = 40
+    m = n * (n - 1) // 2
+    # entries 0.5 +- 0.001: a large mean, but no spread: concentrated
+    flat = kernel_diagnostics(_gram_with_offdiagonal(0.5 + 0.001 * rng.uniform(-1, 1, m)))
+    assert flat["off_diagonal_mean"] == pytest.approx(0.5, abs=1e-3) and flat["concentrated"]
+    # a small mean with a spread above the threshold: not concentrated
+    spread = 4 * CONCENTRATION_STD
+    values = np.abs(spread * rng.standard_normal(m))
+    wide = kernel_diagnostics(_gram_with_offdiagonal(values))
+    assert wide["off_diagonal_mean"] < 0.5 * values.max() and wide["off_diagonal_std"] > CONCENTRATION_STD
+    assert not wide["concentrated"]
+
+
+# ---------------------------------------------------------------- 3. pick: fastest ranks by the median
+def _rows(value, times):
+    return [{"run": f"runs/t/{value}-{i}", "value": value, "metric": t, "seed": i, "setting": "{}"}
+            for i, t in enumerate(times)]
+
+
+def test_pick_fastest_ranks_by_the_median_not_the_mean():
+    # threads=2: median 1 s with one 100 s outlier (mean 13.4 s); threads=1: 2 s every time (mean 2 s).
+    # Their IQRs do not overlap, so the median alone decides: the more expensive value wins.
+    rows = _rows(1, [2.0] * 8) + _rows(2, [1.0] * 7 + [100.0])
+    decision = decide(rows, "fastest", "threads", stage="threads")
+    assert decision["value"] == 2
+    assert "smallest median" in decision["reason"]
+
+
+# ---------------------------------------------------------------- 7. no redirect to another scheme on the same host
+@contextlib.contextmanager
+def _redirecting_server(location: str):
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/file"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_refuses_a_redirect_to_another_scheme_on_the_same_host(tmp_path):
+    with _redirecting_server("ftp://127.0.0.1/file") as url:
+        with pytest.raises(DownloadError, match=r"refusing to download ftp://127\.0\.0\.1/file: only https"):
+            fetch(url, tmp_path / "out" / "file", "0" * 32, timeout=5, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------- 8. the mlp control head is nonlinear
+def test_mlp_head_is_nonlinear_and_linear_head_is_affine():
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 3
+    mlp = HybridQCNN((1, 8, 8), n_qubits=4, head="mlp", seed=0).classical
+    linear = HybridQCNN((1, 8, 8), n_qubits=4, head="linear", seed=0).classical
+    with torch.no_grad():
+        def affine_defect(f):
+            # an affine map satisfies f(a) + f(b) - f(0) == f(a + b); the fit residual says how far f is from one
+            a, b = z[:32], z[32:]
+            return float((f(a) + f(b) - f(torch.zeros_like(a)) - f(a + b)).abs().max())
+        assert affine_defect(linear) < 1e-5
+        assert affine_defect(mlp) > 1e-2
