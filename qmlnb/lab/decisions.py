@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
-from .._util import atomic_write_json
+from .._util import a_or_an, atomic_write_json
 
 REFERENCE_KEYS = {"from", "pick", "param", "at_least"}
 CHOICE_KEY = "first_available"
@@ -378,7 +378,15 @@ def check_fields(record: dict, spec: dict, where: str) -> None:
     """ValueError naming the first field of ``spec`` ({name: (test, what it must be)}) that ``record`` fails."""
     for name, (test, what) in spec.items():
         if not test(record.get(name)):
-            raise ValueError(f"{where}: {name!r} must be {what}, got {str(record.get(name))[:80]!r}")
+            # the kind of value only, never the value: the file's text is not repeated anywhere
+            got = "nothing" if name not in record else a_or_an(type(record[name]).__name__)
+            raise ValueError(f"{where}: {name!r} must be {what}, got {got}")
+
+
+def stage_field(path: Path) -> tuple:
+    """The :func:`check_fields` test of a record's ``stage``: the plain name of the folder holding ``path``."""
+    return (lambda v: isinstance(v, str) and bool(SAFE_STAGE.fullmatch(v)) and v == path.parent.name,
+            "the name of its folder")
 
 
 def _is_list_of(kind):
@@ -402,8 +410,7 @@ def check_decision(record, path: Path) -> dict:
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
     check_fields(record, {
-        "stage": (lambda v: isinstance(v, str) and SAFE_STAGE.fullmatch(v) and v == path.parent.name,
-                  f"the name of its folder ({path.parent.name!r})"),
+        "stage": stage_field(path),
         "param": (lambda v: isinstance(v, str) and v.isidentifier(), "a parameter name"),
         "rule": (lambda v: v in RULES, f"one of {', '.join(RULES)}"),
         "value": (is_number, "a finite number"),

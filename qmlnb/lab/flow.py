@@ -201,8 +201,7 @@ def check_flow_record(record, path: Path) -> dict:
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
     decisions.check_fields(record, {
-        "stage": (lambda v: isinstance(v, str) and bool(decisions.SAFE_STAGE.fullmatch(v)) and v == path.parent.name,
-                  f"the name of its folder ({path.parent.name!r})"),
+        "stage": decisions.stage_field(path),
         "order": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10_000, "a stage count"),
         "references": (lambda v: isinstance(v, list) and all(map(_is_reference_record, v)),
                        "a list of {key, from, pick, param, value, decided, at_least} with plain names and numbers"),
