@@ -27,9 +27,11 @@ against its checksum, against what every fidelity Gram holds (finite, 0 <= k
 case, against its mirror, so a file changed or damaged since (a flipped
 value, a stale ledger, a file zeroed together with a ledger rewritten to its
 checksums) is not trusted: the tiles that fail are recomputed, with a
-``GramFileWarning`` naming them.  The checksums are not signatures: whoever
-can write the file and the ledger can forge a plausible Gram that passes;
-keep outputs where only their owner can write.  Reading a tile back costs a small
+``GramFileWarning`` naming them.  Three entries of each tile, drawn at random
+on each resume, are also recomputed from the states.  The checksums are not
+signatures: whoever can write the file and the ledger can rewrite both; the
+invariants and spot checks catch a crude or wholesale forgery, not a few
+changed entries.  Keep outputs where only their owner can write.  Reading a tile back costs a small
 fraction of computing it (tile^2 values against tile^2 * d products).
 
 Each tile is computed by the chosen backend on sub-blocks of the states
