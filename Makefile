@@ -28,8 +28,12 @@ test: $(STAMP)
 LAB_PORT ?= 8888
 LAB_ARGS ?=
 LAB_DISPLAY := $(if $(DISPLAY)$(WAYLAND_DISPLAY),yes,$(if $(filter Darwin,$(shell uname -s)),yes,))
+# The data folder reaches the shell as one single-quoted word, taken as written ($(value): make expands nothing
+# in it): a name with spaces stays one path, and quotes, backticks or $(...) in it are text, never run.
+shell_quote = '$(subst ','\'',$(1))'
+LAB_DATA_DIR = $(if $(filter /%,$(firstword $(value QMLNB_DATA_DIR))),,$(CURDIR)/)$(value QMLNB_DATA_DIR)
 lab: $(STAMP)
-	$(if $(QMLNB_DATA_DIR),QMLNB_DATA_DIR="$(abspath $(QMLNB_DATA_DIR))" )$(VENV)/bin/jupyter lab \
+	$(if $(value QMLNB_DATA_DIR),QMLNB_DATA_DIR=$(call shell_quote,$(LAB_DATA_DIR)) )$(VENV)/bin/jupyter lab \
 	    --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir="$(CURDIR)/notebooks" \
 	    $(if $(LAB_DISPLAY),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 

@@ -5,7 +5,9 @@ is streamed to a temporary file beside its destination, checked against its
 published md5 and only then renamed into place, so an interrupted or
 tampered download never leaves a file that looks complete. The socket
 timeout bounds every connect and every read, so an offline machine gets a
-clear error within ``timeout`` seconds instead of hanging.
+clear error within ``timeout`` seconds instead of hanging; a total ``deadline``
+bounds the body's transfer, so a server that trickles a byte now and then
+(each read within ``timeout``) cannot hold the download open forever.
 
 Only https URLs are fetched (plain http only from this machine's loopback
 address, for local mirrors and tests), a redirect is followed only to the
@@ -22,6 +24,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +38,7 @@ from . import catalog
 from .catalog import ENV_VAR, dataset_folder, dataset_info
 
 CHUNK = 1 << 20
+DEFAULT_DEADLINE = 3600.0  # seconds for one file's body: the largest catalogued file (182 MB) at 50 kB/s
 DEFAULT_MAX_BYTES = 1 << 30  # for a file of unknown size: 1 GiB, above every catalogued file (the largest is 182 MB)
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")  # plain http to these never leaves the machine
 
@@ -70,6 +74,12 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def _check_seconds(value, name: str) -> None:
+    """ValueError naming ``name`` unless ``value`` is a positive number (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
 def _content_length(response) -> int | None:
     """The announced body size in bytes, or None when absent or malformed."""
     try:
@@ -79,17 +89,20 @@ def _content_length(response) -> int | None:
 
 
 def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, progress: bool = True,
-          max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+          max_bytes: int = DEFAULT_MAX_BYTES, deadline: float = DEFAULT_DEADLINE) -> Path:
     """Download ``url`` to ``dest`` atomically, verified against ``md5`` (hex).
 
     Raises DownloadError when the URL is not https, a redirect leads to
     another host, the body is (or announces itself) larger than
     ``max_bytes``, or the server cannot be reached or stalls for more than
-    ``timeout`` seconds; ChecksumError when the bytes do not match. In every
-    case nothing is left at ``dest`` or beside it.
+    ``timeout`` seconds (one read), or the body is not received within
+    ``deadline`` seconds in all (checked between reads, so at most ``timeout``
+    later); ChecksumError when the bytes do not match. In every case nothing
+    is left at ``dest`` or beside it.
     """
     dest = Path(dest)
     check_url(url)
+    _check_seconds(deadline, "deadline")
     max_bytes = check_positive_int(max_bytes, "max_bytes")
     too_big = f"{url} is larger than the {max_bytes:,} bytes allowed for {dest.name}"
     not_it = "refused: it is not the file expected, and nothing was written"
@@ -105,9 +118,15 @@ def fetch(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 30, p
                     total = _content_length(response)
                     if total is not None and total > max_bytes:
                         raise DownloadError(f"{too_big}: it announces {total:,} bytes; {not_it}")
-                    received = 0
+                    received, stop = 0, time.monotonic() + deadline
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                        while chunk := response.read(CHUNK):
+                        # read1: at most one socket read per call (read() would loop until CHUNK bytes came), so
+                        # the clock is looked at between reads however slowly the bytes arrive
+                        while chunk := response.read1(CHUNK):
+                            if time.monotonic() > stop:
+                                raise DownloadError(f"could not download {url}: {received:,} bytes in the "
+                                                    f"{deadline:g} s allowed for the whole file (deadline); "
+                                                    f"{not_it}")
                             received += len(chunk)
                             if received > max_bytes:  # stop streaming: a server may send more than it announced
                                 raise DownloadError(f"{too_big}: stopped after {received:,} bytes; {not_it}")
@@ -161,8 +180,7 @@ def download(name: str, data_dir: str | os.PathLike | None = None, timeout: floa
     a file does not match its published md5.
     """
     info = dataset_info(name)
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    _check_seconds(timeout, "timeout")
     root = Path(data_dir) if data_dir is not None else catalog.data_dir()
     folder = dataset_folder(name, root)
     expected = [folder / f for f in info.train_files + info.test_files]

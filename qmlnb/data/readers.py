@@ -11,6 +11,7 @@ build what the official batches contain, so a crafted batch cannot run code.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 import zlib
@@ -75,7 +76,8 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise CorruptDataError(f"{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape, dtype=np.int64))
+    # Python ints: a forged header's sizes (up to 2**32 - 1 each) would overflow int64 and wrap, e.g. to 0
+    expected = math.prod(shape)
     if len(data) - header != expected:
         raise CorruptDataError(
             f"{path}: payload is {len(data) - header} bytes but the header's shape {shape} needs {expected} "

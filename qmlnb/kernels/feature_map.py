@@ -438,7 +438,7 @@ class FeatureMap:
         X = check_embeddings(X, self.n_qubits)
         self._check_angles(X)
         chi, columns = self.mps_bond_dim, 2**self.reps
-        check_fits_in_memory(mps_peak_bytes(X.shape[0], self.n_qubits, chi, columns),
+        check_fits_in_memory(mps_peak_bytes(X.shape[0], self.n_qubits, chi, columns, len(self.pairs)),
                              f"the MPS of {X.shape[0]} samples on {self.n_qubits} qubits (bond {chi}, complex64)")
         angles = self._angles(X)
         single, pair = angles[:, :self.n_qubits], angles[:, self.n_qubits:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._util import available_cores as default_threads
-from .mps import MPSStates, check_mps, self_log_overlap
+from .mps import MPSStates, check_mps, self_log_overlap, self_overlap_work_bytes
 from .noise import PSD_METHODS, repair_psd
 from .registry import get_backend
 from .shots import check_ids, device_estimate
@@ -121,7 +121,13 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
             raise ValueError("psd= repairs a square Gram held in memory (B omitted, no out=); for a file, load it "
                              "and call qmlnb.kernels.noise.repair_psd")
     if out is None and client is None:
-        check_fits_in_memory(A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix")
+        need, what = A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix"
+        if mps:  # the contraction's own work counts too: it grows with chi^2, the output does not
+            chi = A.bond_dim
+            work = max(getattr(module, "mps_work_bytes", lambda *_: 0)(tile, A.shape[0], n_cols, chi),
+                       self_overlap_work_bytes(max(A.shape[0], n_cols), chi))
+            need, what = need + work, f"{what} and the MPS contraction's work arrays (bond {chi})"
+        check_fits_in_memory(need, what)
     # O(N d) (MPS: O(N n chi^3)), so after the O(1) checks above
     for name, states in (("A", A), ("B", B)):
         if states is None:

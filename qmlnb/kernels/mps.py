@@ -140,8 +140,35 @@ class MPSStates:
         return np.exp(0.5 * self_log_overlap(self.tensors))
 
 
+# most work memory self_log_overlap holds at once (it goes through the samples in batches that fit)
+SELF_OVERLAP_WORK_BYTES = 256 << 20
+
+
+def _self_overlap_batch(chi: int) -> tuple[int, int]:
+    """(samples per batch of :func:`self_log_overlap`, work bytes per sample): a site (2, chi, chi) in
+    complex128, its half-contracted form, two environments and their moduli per sample."""
+    per_sample = (32 + 32 + 32 + 8) * chi * chi
+    return max(1, SELF_OVERLAP_WORK_BYTES // per_sample), per_sample
+
+
+def self_overlap_work_bytes(n_samples: int, chi: int) -> int:
+    """Most work memory :func:`self_log_overlap` holds for ``n_samples`` MPS of bond ``chi`` (bytes)."""
+    rows, per_sample = _self_overlap_batch(chi)
+    return min(n_samples, rows) * per_sample
+
+
 def self_log_overlap(tensors: np.ndarray) -> np.ndarray:
-    """(N,) float64 log <psi_i|psi_i> of (N, n, 2, chi, chi) site tensors, O(N n chi^3), batched over N."""
+    """(N,) float64 log <psi_i|psi_i> of (N, n, 2, chi, chi) site tensors, O(N n chi^3), batched over N.
+
+    At most ``SELF_OVERLAP_WORK_BYTES`` of work memory: the samples are taken in batches that fit.
+    """
+    rows = _self_overlap_batch(tensors.shape[3])[0]
+    if tensors.shape[0] > rows:
+        return np.concatenate([_self_log_overlap(tensors[i:i + rows]) for i in range(0, tensors.shape[0], rows)])
+    return _self_log_overlap(tensors)
+
+
+def _self_log_overlap(tensors: np.ndarray) -> np.ndarray:
     n_samples, n_sites, _, chi, _ = tensors.shape
     env = np.zeros((n_samples, chi, chi), dtype=np.complex128)
     env[:, 0, 0] = 1.0
@@ -248,8 +275,19 @@ def zz_mps(single: np.ndarray, pair: np.ndarray, reps: int, circular: bool) -> M
     return MPSStates(out)
 
 
-def mps_peak_bytes(n_samples: int, n_qubits: int, chi: int, columns: int) -> int:
-    """Upper bound of ``zz_mps``'s memory: the tensors plus one site's complex128 work arrays."""
+def mps_peak_bytes(n_samples: int, n_qubits: int, chi: int, columns: int, n_pairs: int | None = None) -> int:
+    """Upper bound of ``FeatureMap.mps``'s memory in bytes, the larger of its two phases.
+
+    Computing the gate angles: the validated features, their scaled copy, the
+    pair terms and the stacked angles (float64).  Building the MPS
+    (``zz_mps``): the features and angles still held, the complex64 tensors
+    and one site's complex128 work arrays.  ``n_pairs`` (default ``n_qubits``,
+    the circular count) is the number of entangled pairs.
+    """
+    n_pairs = n_qubits if n_pairs is None else n_pairs
+    gates = n_qubits + n_pairs
+    features = n_samples * 2 * n_qubits * 8  # the input as given and its validated float64 copy
+    angles = n_samples * (n_qubits + 4 * n_pairs + 2 * gates) * 8
     tensors = n_samples * n_qubits * 2 * chi * chi * 8
-    work = n_samples * (4 * columns * columns + 2 * chi * chi) * 16
-    return tensors + work
+    work = n_samples * (6 * columns * columns + 2 * chi * chi + 3 * columns) * 16
+    return features + max(angles, n_samples * gates * 8 + tensors + work)

@@ -22,10 +22,16 @@ holds the states and a few tiles, never N x N.  Two small files sit next to it:
     compute on one core.
 
 On a rerun every tile the ledger marks is first read back and checked
-against its checksum (and, in the symmetric case, against its mirror), so a
-file changed or damaged since (a flipped value, a forged or stale ledger)
-is not trusted: the tiles that fail are recomputed, with a
-``GramFileWarning`` naming them.  Reading a tile back costs a small
+against its checksum, against what every fidelity Gram holds (finite, 0 <= k
+<= 1; in the symmetric case a unit, symmetric diagonal) and, in the symmetric
+case, against its mirror, so a file changed or damaged since (a flipped
+value, a stale ledger, a file zeroed together with a ledger rewritten to its
+checksums) is not trusted: the tiles that fail are recomputed, with a
+``GramFileWarning`` naming them.  Three entries of each tile, drawn at random
+on each resume, are also recomputed from the states.  The checksums are not
+signatures: whoever can write the file and the ledger can rewrite both; the
+invariants and spot checks catch a crude or wholesale forgery, not a few
+changed entries.  Keep outputs where only their owner can write.  Reading a tile back costs a small
 fraction of computing it (tile^2 values against tile^2 * d products).
 
 Each tile is computed by the chosen backend on sub-blocks of the states
@@ -265,12 +271,23 @@ class TileLedger:
     def pending(self) -> list[int]:
         return np.flatnonzero(self.records["done"] == 0).tolist()
 
-    def verify(self, target: GramFile, pairs: list, *, symmetric: bool) -> None:
+    def verify(self, target: GramFile, pairs: list, *, symmetric: bool, exact=None) -> None:
         """Read back every tile marked as written; forget (so recompute) those that fail, with a warning.
 
-        A tile fails if its checksum differs from the ledger's or, in the
-        symmetric case, if its mirror is not its exact transpose.
+        A tile fails if its checksum differs from the ledger's, if it breaks
+        what every fidelity Gram holds (:func:`tile_is_plausible`: finite,
+        0 <= k <= 1, and in the symmetric case a symmetric diagonal tile with
+        a unit diagonal) or, in the symmetric case, if its mirror is not its
+        exact transpose.  The checksums find a file changed behind the
+        ledger's back; they cannot find a file and ledger forged together
+        (rewritten with the checksums of forged tiles): the invariants catch
+        the crude forgeries (zeros, values out of range), not a plausible one.
+        With ``exact`` (``exact(rows, cols)`` -> those entries computed from
+        the states), ``SPOT_CHECKS`` entries of each tile, drawn at random
+        anew on each resume, must also match: a forger who cannot guess which
+        would have to forge every entry right, that is, compute the Gram.
         """
+        rng = np.random.default_rng()  # fresh entropy: the entries checked cannot be known in advance
         from tqdm.auto import tqdm
 
         failed = []
@@ -278,7 +295,11 @@ class TileLedger:
                       leave=False):
             i0, i1, j0, j1 = pairs[k]
             block = target.read(i0, i1, j0, j1)
-            ok = tile_checksum(block) == int(self.records["checksum"][k])
+            ok = tile_checksum(block) == int(self.records["checksum"][k]) and \
+                tile_is_plausible(block, diagonal=symmetric and i0 == j0)
+            if ok and exact is not None:
+                rows, cols = rng.integers(0, i1 - i0, SPOT_CHECKS), rng.integers(0, j1 - j0, SPOT_CHECKS)
+                ok = bool(np.allclose(block[rows, cols], exact(i0 + rows, j0 + cols), rtol=0, atol=SPOT_TOLERANCE))
             if ok and symmetric and i0 != j0:
                 ok = np.array_equal(target.read(j0, j1, i0, i1), block.T)
             if not ok:
@@ -290,6 +311,46 @@ class TileLedger:
                           f"ledger {self.path.name} ({where}{', ...' if len(failed) > 3 else ''}): the file was "
                           "changed or damaged after they were written; computing them again", GramFileWarning,
                           stacklevel=2)
+
+
+# how far a stored kernel value may stray from the invariants of a fidelity Gram: the states are unit vectors to
+# 1e-3 (validation.UNIT_NORM_TOLERANCE), so a diagonal value |<s|s>|^2 = |s|^4 lies within about 4e-3 of 1
+PLAUSIBLE_TOLERANCE = 5e-3
+
+
+def tile_is_plausible(block: np.ndarray, *, diagonal: bool) -> bool:
+    """Does a stored tile hold what a fidelity Gram's tile must: finite values in [0, 1] (within
+    ``PLAUSIBLE_TOLERANCE``) and, for a tile on the diagonal of a symmetric Gram, symmetry and a unit diagonal?"""
+    values = np.asarray(block, dtype=np.float64)
+    if not np.isfinite(values).all() or values.min(initial=0.0) < 0 or \
+            values.max(initial=0.0) > 1 + PLAUSIBLE_TOLERANCE:
+        return False
+    if diagonal:
+        return bool(np.allclose(values, values.T, rtol=0, atol=1e-6)
+                    and np.all(np.abs(np.diagonal(values) - 1) <= PLAUSIBLE_TOLERANCE))
+    return True
+
+
+SPOT_CHECKS = 3  # entries of each tile recomputed from the states when a resume verifies the file
+SPOT_TOLERANCE = 1e-4  # every backend gives K to 1e-5 from complex64 states; float32 output adds ~6e-8
+
+
+def exact_entries(A, B, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """K[rows[k], cols[k]] = |<A_rows[k]|B_cols[k]>|^2 (B None: A), float64, one pair at a time (O(d) or, for
+    MPS, O(n chi^3) each): what :meth:`TileLedger.verify` compares a few stored entries with."""
+    from .mps import MPSStates
+
+    B = A if B is None else B
+    if isinstance(A, MPSStates):
+        from .backends.cpu_blas import kernel_from_log, mps_log_overlaps
+
+        out = np.empty(len(rows))
+        for k, (i, j) in enumerate(zip(rows, cols)):
+            overlap, log_scale = mps_log_overlaps(A.tensors[i:i + 1], B.tensors[j:j + 1])
+            kernel_from_log(overlap, log_scale, out[k:k + 1].reshape(1, 1))
+        return out
+    a, b = np.asarray(A)[rows].astype(np.complex128), np.asarray(B)[cols].astype(np.complex128)
+    return np.abs(np.einsum("kd,kd->k", a.conj(), b)) ** 2
 
 
 def _allocated_bytes(path: Path) -> int:
@@ -391,7 +452,7 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         target = GramFile(str(path), header.offset, n_rows, n_cols, dtype.name)
         del header
         if verify:
-            ledger.verify(target, pairs, symmetric=B is None)
+            ledger.verify(target, pairs, symmetric=B is None, exact=lambda i, j: exact_entries(A, B, i, j))
         return target, ledger, pairs
 
     check_writable(path, nbytes)

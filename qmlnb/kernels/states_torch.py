@@ -42,7 +42,8 @@ def states_torch(fm: FeatureMap, X, device, *, batch_size: int | None = None):
     ----------
     fm : FeatureMap
     X : array_like, shape (N, fm.n_qubits), real and finite
-        Validated like ``FeatureMap.states`` (errors before any work).
+        Validated like ``FeatureMap.states`` (errors before any work), gate
+        angles that overflow float64 included (ValueError).
     device : torch.device or str
         Where the states are simulated and returned ("cuda", "cuda:1", "cpu").
     batch_size : int, optional
@@ -59,6 +60,7 @@ def states_torch(fm: FeatureMap, X, device, *, batch_size: int | None = None):
     if not isinstance(fm, FeatureMap):
         raise TypeError(f"fm must be a FeatureMap, got {type(fm).__name__}")
     X = check_embeddings(X, fm.n_qubits)
+    fm._check_angles(X)  # the same refusal as FeatureMap.states: overflowing angles would give NaN states
     device = torch.device(device)
     n, d = X.shape[0], fm.dim
     batch_size = check_positive_int(max(1, DEFAULT_BATCH_BYTES // (8 * d)) if batch_size is None else batch_size,

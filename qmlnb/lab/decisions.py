@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
-from .._util import atomic_write_json, read_json
+from .._util import a_or_an, atomic_write_json
 
 REFERENCE_KEYS = {"from", "pick", "param", "at_least"}
 CHOICE_KEY = "first_available"
@@ -209,6 +209,15 @@ def stage_order(stages: dict[str, list[Reference]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- evidence
+def is_number(value) -> bool:
+    """A finite int or float (not a bool): what a decided value, and the numbers of its evidence, must be.
+
+    NaN (which ``status.json`` may hold: Python's JSON reads it) is not equal to
+    itself, so a rule could not even group the runs of such a value.
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _dotted(record: dict, path: str):
     value = record
     for part in path.split("."):
@@ -231,9 +240,16 @@ def collect(run_dirs, param: str, metric: str) -> list[dict]:
         status = runs.read_status(run_dir) or {}
         if status.get("status") != runs.COMPLETE:
             continue
-        params = {**(read_json(run_dir / runs.PARAMS_FILE) or {}), **(status.get("point") or {})}
-        metrics = read_json(run_dir / runs.METRICS_FILE) or {}
-        score = _dotted(metrics, metric)
+        try:
+            stored, metrics = (runs.read_record(run_dir / name) for name in (runs.PARAMS_FILE, runs.METRICS_FILE))
+        except ValueError as err:
+            raise DecisionError(f"complete run {run_dir} cannot be read: {err}") from None
+        point = status.get("point")
+        if not all(isinstance(v, dict) or v is None for v in (stored, point, metrics)):
+            raise DecisionError(f"complete run {run_dir}: its params.json, metrics.json and status.json point "
+                                "must be JSON objects")
+        params = {**(stored or {}), **(point or {})}
+        score = _dotted(metrics or {}, metric)
         if param not in params or not isinstance(score, (int, float)) or not math.isfinite(score):
             continue
         setting = {k: v for k, v in params.items() if k not in (param, "seed")}
@@ -270,8 +286,8 @@ def decide(rows: list[dict], rule: str, param: str, stage: str = "?") -> dict:
         raise DecisionError(f"stage {stage!r}: its complete runs differ in {keys} besides {param!r} and 'seed'; "
                             f"{rule} would pool different settings (rerun it with one setting, or clear old runs)")
     values = list({runs.canonical_json(r["value"]): r["value"] for r in rows}.values())
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise DecisionError(f"stage {stage!r}: {param!r} values {values} are not all numbers; "
+    if not all(is_number(v) for v in values):
+        raise DecisionError(f"stage {stage!r}: {param!r} values {values} are not all finite numbers; "
                             f"{rule} needs an order (smaller = cheaper)")
     values.sort()
     per_value = []
@@ -321,12 +337,16 @@ def record(runs_dir, decision: dict) -> Path:
 
     An identical decision (same value, same runs, same evidence) leaves the file
     as it is; a different one is written with the earlier record(s) in
-    ``history`` (oldest first) and a notice on stderr.
+    ``history`` (oldest first) and a notice on stderr.  Raises DecisionError,
+    writing nothing, when the record would land outside ``runs_dir`` (a stage
+    folder that is a symlink) or its path is a symlink or not a regular file
+    (:func:`check_writable`).
     """
     path = decision_path(runs_dir, decision["stage"], decision["param"], decision["rule"])
+    check_writable(path, runs_dir)
     try:
-        old = read_json(path)
-    except ValueError:  # unreadable: keep it aside rather than lose it
+        old = runs.read_record(path)
+    except ValueError:  # a regular file of the runs folder that is not JSON: keep it aside rather than lose it
         old = {"unreadable": path.read_text(errors="replace")[:2000]}
     if isinstance(old, dict) and old and _same(old, decision):
         return path
@@ -341,17 +361,92 @@ def record(runs_dir, decision: dict) -> Path:
     return atomic_write_json(path, {**decision, "time": now, "history": history})
 
 
-def read_decisions(runs_dir) -> list[dict]:
-    """Every decision record under ``runs_dir`` (``<stage>/decision-*.json``), by stage and parameter."""
-    out = []
+def check_writable(path: Path, runs_dir) -> None:
+    """DecisionError unless a record may be (re)written at ``path``: inside ``runs_dir`` once symlinks are
+    followed (a stage folder that is a link out of it is refused), and not a symlink, folder or other non-file."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise DecisionError(f"refusing to write {path}: it is {what} (remove it; the flow writes only plain files "
+                            "inside the runs folder)")
+    try:
+        runs.inside(path, runs_dir)
+    except runs.RunPathError as err:
+        raise DecisionError(f"refusing to write {path.name}: {err}") from None
+
+
+def check_fields(record: dict, spec: dict, where: str) -> None:
+    """ValueError naming the first field of ``spec`` ({name: (test, what it must be)}) that ``record`` fails."""
+    for name, (test, what) in spec.items():
+        if not test(record.get(name)):
+            # the kind of value only, never the value: the file's text is not repeated anywhere
+            got = "nothing" if name not in record else a_or_an(type(record[name]).__name__)
+            raise ValueError(f"{where}: {name!r} must be {what}, got {got}")
+
+
+def stage_field(path: Path) -> tuple:
+    """The :func:`check_fields` test of a record's ``stage``: the plain name of the folder holding ``path``."""
+    return (lambda v: isinstance(v, str) and bool(SAFE_STAGE.fullmatch(v)) and v == path.parent.name,
+            "the name of its folder")
+
+
+def _is_list_of(kind):
+    return lambda v: isinstance(v, list) and all(isinstance(x, kind) for x in v)
+
+
+EVIDENCE_FIELDS = {"value": (is_number, "a finite number"), "n": (lambda v: isinstance(v, int) and not
+                                                                   isinstance(v, bool) and v > 0, "a positive count"),
+                   **{k: (is_number, "a finite number") for k in ("median", "q1", "q3", "mean", "std")}}
+
+
+def check_decision(record, path: Path) -> dict:
+    """``record`` (a parsed ``decision-*.json``) when it has every field the report shows, of the right kind.
+
+    Raises ValueError naming ``path`` and the field.  The stage must be the
+    record's own folder and a plain stage name, the rule a known one (and its
+    metric that rule's), the value and every number of the evidence finite:
+    the report states each decision from these fields, so a record with
+    anything else is listed as unreadable instead of stopping the report.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    check_fields(record, {
+        "stage": stage_field(path),
+        "param": (lambda v: isinstance(v, str) and v.isidentifier(), "a parameter name"),
+        "rule": (lambda v: v in RULES, f"one of {', '.join(RULES)}"),
+        "value": (is_number, "a finite number"),
+        "reason": (lambda v: isinstance(v, str), "text"),
+        "per_value": (_is_list_of(dict), "a list of objects"),
+        "runs": (lambda v: v is None or _is_list_of(str)(v), "a list of run folders"),
+    }, str(path))
+    check_fields(record, {"metric": (lambda v: v == RULES[record["rule"]].metric,
+                                      f"{RULES[record['rule']].metric!r}, the metric of its rule")}, str(path))
+    for i, entry in enumerate(record["per_value"]):
+        check_fields(entry, EVIDENCE_FIELDS, f"{path}: per_value[{i}]")
+    return record
+
+
+def load_decisions(runs_dir) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """(every valid decision record under ``runs_dir``, by stage and parameter; (path, why) of the others).
+
+    A record is read without following a symlink and only inside ``runs_dir``
+    (:func:`qmlnb.lab.runs.read_record`) and checked by :func:`check_decision`;
+    one that fails either is left out and listed with the reason, never quoted.
+    """
+    out, unreadable = [], []
     for path in sorted(Path(runs_dir).glob("*/decision-*.json")):
         try:
-            value = read_json(path)
-        except ValueError:
+            record = check_decision(runs.read_record(path, runs_dir), path)
+        except ValueError as err:
+            unreadable.append((path, str(err)))
             continue
-        if isinstance(value, dict) and "value" in value:
-            out.append({**value, "path": str(path)})
-    return out
+        out.append({**record, "path": str(path)})
+    return out, unreadable
+
+
+def read_decisions(runs_dir) -> list[dict]:
+    """Every valid decision record under ``runs_dir`` (``<stage>/decision-*.json``), by stage and parameter
+    (:func:`load_decisions`; the records it cannot read are left out here)."""
+    return load_decisions(runs_dir)[0]
 
 
 def apply_floor(value, ref: Reference):

@@ -2,11 +2,14 @@
 
 Each point runs under its run folder's lock (:class:`runs.RunLock`), inherited by
 papermill so a second sweep sees the point as busy.  Papermill runs in its own
-process group, so SIGTERM/SIGINT of the sweep stops the kernel too and marks the
+process group, so SIGTERM/SIGINT/SIGHUP of the sweep stops the kernel too and marks the
 run interrupted; nothing goes on writing after the sweep is gone.  On a Dask
 cluster the same signal also reaches the workers (``stop_remote_runs``): each
 stops the papermill processes of that sweep's tasks, which mark their runs
-interrupted before the sweep returns.
+interrupted before the sweep returns.  Once a run's papermill has exited (also
+after a kill -9 of papermill or of its kernel), every process still carrying
+that run's token (``RUN_TOKEN_ENV``) is killed: no orphaned kernel or worker
+outlives its run.
 """
 from __future__ import annotations
 
@@ -37,6 +40,12 @@ from .. import _util
 SKIP_EXCEPTION = RunSkipped.__name__  # raised inside a notebook: the run does not apply here (data, backend)
 BUSY, ALREADY_COMPLETE = "busy", "already_complete"  # outcomes of a point that the sweep did not run
 STOP_GRACE_S = 5.0  # after SIGTERM, seconds a papermill process group gets before SIGKILL
+# the signals that stop a sweep and its runs: SIGHUP is what a closed terminal or ssh session sends
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# set in each local run's papermill environment (inherited by its kernel and the kernel's workers): once papermill
+# has exited, whatever still carries it is a leftover of that run, even when a kill -9 of papermill or of the
+# kernel (what the OOM killer does) orphaned it out of the process tree and groups the sweep knows
+RUN_TOKEN_ENV = "QMLNB_RUN_TOKEN"
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -141,6 +150,64 @@ def stop_process_trees(pids, grace: float = STOP_GRACE_S) -> None:
                 os.killpg(group, sig)
         if _wait_gone(procs, grace):
             return
+
+
+def run_leftovers(token: str) -> list:
+    """Live processes (psutil, not this one, not zombies) whose environment carries ``RUN_TOKEN_ENV=token``.
+
+    Only processes of this user can be read; others are skipped.
+    """
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(RUN_TOKEN_ENV) == token and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def stop_run_leftovers(token: str, grace: float = STOP_GRACE_S) -> list[int]:
+    """SIGKILL every process left over by the run of ``token`` (:func:`run_leftovers`); their pids.
+
+    Called once the run's papermill has exited, whichever way: nothing of the
+    run is meant to be alive then, so there is no polite stop to wait for.
+    """
+    procs = run_leftovers(token)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+    _wait_gone(procs, grace)
+    return [proc.pid for proc in procs]
+
+
+def _drain_pipes(proc: subprocess.Popen, timeout: float = 10.0):
+    """Read ``proc``'s stdout and stderr in threads (so neither pipe fills up); returns ``stderr()``, which
+    waits up to ``timeout`` s for the end of stderr and gives its text.
+
+    Called after the process and its leftovers are gone; a pipe that some
+    process still holds open then gives what was read so far.
+    """
+    chunks: dict[str, list[str]] = {"out": [], "err": []}
+
+    def drain(name: str, stream) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in stream:
+                chunks[name].append(line)
+
+    threads = [threading.Thread(target=drain, args=(name, stream), daemon=True)
+               for name, stream in (("out", proc.stdout), ("err", proc.stderr))]
+    for thread in threads:
+        thread.start()
+
+    def stderr() -> str:
+        for thread in threads:
+            thread.join(timeout)
+        return "".join(chunks["err"])
+
+    return stderr
 
 
 class _Children:
@@ -249,6 +316,7 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), **record)
     env = dict(os.environ, **{var: str(threads) for var in THREAD_ENV_VARS})
     env[runs.RUN_DIR_ENV] = str(run_dir.resolve())
+    token = env[RUN_TOKEN_ENV] = uuid.uuid4().hex
     # the grid's stage, which tasks.save_run records; without one the notebook's own (not this shell's) holds
     env.pop(stages.STAGE_ENV, None)
     if sweep.stage:
@@ -264,19 +332,25 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
     if proc is None:
         runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped before this run started", **record)
         return {"status": runs.INTERRUPTED, **record}
+    stderr_of = _drain_pipes(proc)
     try:
         lock.set_holder(proc.pid)
         runs.write_status(run_dir, runs.RUNNING, sweep_pid=os.getpid(), pid=proc.pid, **record)
-        _, stderr = proc.communicate()
+        proc.wait()  # not communicate(): an orphaned kernel holding papermill's pipes would keep it waiting forever
     finally:
         if proc.poll() is None:  # an error above (e.g. ENOSPC writing the status): papermill must not run on alone
             stop_process_trees([proc.pid])
             proc.wait()
         children.done(proc)
+        # a kernel orphaned by a kill -9 of papermill, or workers orphaned by one of the kernel, run on otherwise
+        leftovers = stop_run_leftovers(token)
+    stderr = stderr_of()
     info = {**record, "threads": threads, "seconds": round(time.perf_counter() - start, 3)}
+    if leftovers:
+        info["killed_leftovers"] = leftovers
     if children.stopping and proc.returncode != 0:
         # stopped by SIGTERM/SIGINT of the sweep: the partial notebook stays under its temporary name
-        runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped (SIGTERM/SIGINT)",
+        runs.write_status(run_dir, runs.INTERRUPTED, reason="the sweep was stopped (SIGTERM/SIGINT/SIGHUP)",
                           notebook=partial.name if partial.exists() else None, **info)
         return {"status": runs.INTERRUPTED, **info}
     ename, evalue = ("", "") if proc.returncode == 0 else _error_of(partial)[:2]
@@ -413,7 +487,7 @@ def run_points_on_dask(sweep: Sweep, pending: list[tuple[dict, int]], dask_clien
 
 @contextlib.contextmanager
 def stop_children_on_signals():
-    """While in this block (main thread only): SIGTERM/SIGINT stop every papermill process tree, then raise
+    """While in this block (main thread only): SIGTERM/SIGINT/SIGHUP stop every papermill process tree, then raise
     :class:`SweepInterrupted`, so no run goes on writing after the sweep is gone."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
@@ -425,7 +499,7 @@ def stop_children_on_signals():
         CHILDREN.stop_all()
         raise SweepInterrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

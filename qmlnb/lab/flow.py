@@ -174,6 +174,7 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
         used: list = []
         group = [resolve(s, groups, runs_dir, used=used) for s in groups[stage]]
         groups[stage] = group  # later stages decide from these (resolved) points
+        decisions.check_writable(runs_dir / stage / FLOW_FILE, runs_dir)  # never through a linked stage folder
         atomic_write_json(runs_dir / stage / FLOW_FILE, {
             "stage": stage, "order": index, "grid_files": [str(s.path) for s in group], "references": used,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
@@ -181,6 +182,46 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
             print(f"stage {stage}: {sum(len(s.points) for s in group)} point(s)", file=sys.stderr)
         _merge(summary, run_sweeps(group, jobs=jobs, cores=cores, progress=progress, client=client, **options))
     return summary
+
+
+def _is_reference_record(entry) -> bool:
+    """Is ``entry`` one ``references`` item as :func:`resolve` records it (names plain, values finite numbers)?"""
+    return (isinstance(entry, dict) and isinstance(entry.get("key"), str) and entry["key"].isidentifier()
+            and isinstance(entry.get("from"), str) and bool(decisions.SAFE_STAGE.fullmatch(entry["from"]))
+            and entry.get("pick") in decisions.RULES
+            and isinstance(entry.get("param"), str) and entry["param"].isidentifier()
+            and decisions.is_number(entry.get("value"))
+            and all(entry.get(k) is None or decisions.is_number(entry[k]) for k in ("decided", "at_least")))
+
+
+def check_flow_record(record, path: Path) -> dict:
+    """``record`` (a parsed ``flow.json``) when it is what :func:`run_flow` writes; ValueError naming ``path`` and
+    the field otherwise: the stage is its folder's (plain) name, ``order`` a count, each reference's names plain
+    and its values finite numbers (the report draws and prints these; nothing else may reach the page)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    decisions.check_fields(record, {
+        "stage": decisions.stage_field(path),
+        "order": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10_000, "a stage count"),
+        "references": (lambda v: isinstance(v, list) and all(map(_is_reference_record, v)),
+                       "a list of {key, from, pick, param, value, decided, at_least} with plain names and numbers"),
+    }, str(path))
+    return record
+
+
+def load_flow(runs_dir) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """(the valid flow records under ``runs_dir``, in run order; (path, why) of those that are not).
+
+    Read like the decision records (:func:`qmlnb.lab.decisions.load_decisions`):
+    never through a symlink, only inside ``runs_dir``, checked by :func:`check_flow_record`.
+    """
+    out, unreadable = [], []
+    for path in sorted(Path(runs_dir).glob(f"*/{FLOW_FILE}")):
+        try:
+            out.append(check_flow_record(runs.read_record(path, runs_dir), path))
+        except ValueError as err:
+            unreadable.append((path, str(err)))
+    return sorted(out, key=lambda r: r["order"]), unreadable
 
 
 def add_arguments(parser) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from .._util import a_or_an, check_positive_int
 GRID_KEYS = {"name", "stage", "notebook", "jobs", "timeout", "grid", "description"}
 # a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
+# most points one grid file may expand to: counted from the lists' lengths before the product is built, so a
+# short YAML of many long lists (9 keys x 10 values: 10**9 points) is refused at once instead of filling memory
+MAX_POINTS = 100_000
 
 
 class SweepError(ValueError):
@@ -134,6 +138,11 @@ def expand_grid(grid, where: str) -> list[dict]:
             if not values:
                 raise SweepError(f"{where}: the grid is empty (parameter {key!r} has no values)")
             axes[key] = values
+        count = math.prod(len(v) for v in axes.values())
+        if len(points) + count > MAX_POINTS:
+            sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
+            raise SweepError(f"{where}: grid {i} expands to {count:,} points ({sizes}), more than the "
+                             f"{MAX_POINTS:,} a grid file may hold; split it into smaller grids")
         points.extend(dict(zip(axes, combo)) for combo in itertools.product(*axes.values()))
     return points
 
@@ -168,10 +177,30 @@ def _grid_name(spec: dict, grid_file: Path) -> str:
     return name
 
 
+def _not_finite(value) -> bool:
+    """Does ``value`` (a grid value: number, text, list, mapping) hold a NaN or infinite float anywhere?"""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_not_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_not_finite(v) for v in value)
+    return False
+
+
 def _check_points(points: list[dict], grid_file: Path) -> None:
-    """Refuse values JSON cannot carry and points given twice (they would share one run folder)."""
+    """Refuse values JSON cannot carry and points given twice (they would share one run folder).
+
+    NaN and infinities are refused too: JSON has no spelling for them, so a
+    run's ``status.json`` would record null and the point (NaN is not even
+    equal to itself) would never count as done: it would run again on every sweep.
+    """
     seen = {}
     for point in points:
+        bad = [key for key, value in point.items() if _not_finite(value)]
+        if bad:
+            raise SweepError(f"{grid_file}: point {point!r}: {', '.join(map(repr, bad))} holds NaN or an infinity, "
+                             "which JSON (status.json, papermill's parameters) cannot record; use a finite number")
         try:
             runs.canonical_json(point)
         except (TypeError, ValueError) as err:

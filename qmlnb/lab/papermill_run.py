@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-y", dest="parameters", default="{}", help="the parameters, as a JSON object")
     parser.add_argument("--execution-timeout", type=int, default=None, help="seconds allowed per cell")
     args = parser.parse_args(argv)
-    parameters = json.loads(args.parameters)
+    try:
+        parameters = json.loads(args.parameters)
+    except json.JSONDecodeError as err:  # a usage error, said in one line (argparse exits with status 2)
+        parser.error(f"-y must be a JSON object, got {args.parameters!r} ({err})")
     if not isinstance(parameters, dict):
         parser.error(f"-y must be a JSON object, got {args.parameters!r}")
 

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 
@@ -113,6 +114,47 @@ def inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:
     if resolved == base or base not in resolved.parents:
         raise RunPathError(f"{path} resolves to {resolved}, which is not inside the runs folder {base}")
     return resolved
+
+
+MAX_RECORD_BYTES = 64 << 20  # a JSON record of a run folder larger than this is refused, not read into memory
+
+
+def read_record(path: str | os.PathLike, root: str | os.PathLike | None = None):
+    """The JSON value in ``path`` (None when there is no such file), read without following a symlink.
+
+    For files of the runs folder that other code did not write for sure
+    (decision and flow records, files a tracker exports): raises ValueError,
+    naming the path and never quoting the file, when ``path`` is a symlink
+    (not followed: its target is never read), is not a regular file (a folder,
+    a FIFO), is larger than ``MAX_RECORD_BYTES``, is not UTF-8 JSON or, when
+    ``root`` is given, lies outside ``root`` through a linked folder
+    (:class:`RunPathError`).
+    """
+    path = Path(path)
+    if root is not None and path.parent.resolve() != Path(root).resolve():
+        inside(path.parent, root)  # the folder; a link at path itself is refused by the open below
+    try:
+        # O_NOFOLLOW: a link is refused by the kernel, never opened; O_NONBLOCK: a FIFO cannot hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link (not followed)") from None
+        raise ValueError(f"{path}: {err.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder with its own error
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_RECORD_BYTES >> 20} MiB")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:  # its message says where, never what the file holds
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
 def read_status(run_dir: str | os.PathLike) -> dict | None:

@@ -33,9 +33,11 @@ tracker::
                 "fingerprint": "...", "time": "..."},
      "wandb":  {"status": "failed", "store": "...", "error": "ValueError: ...", "attempts": 2, ...}}
 
-and the store is searched as well (MLflow: the run's tags; W&B: its offline run
-folder, named by a run id derived from the fingerprint), so a lost
-``tracker.json`` does not cause a second copy either.  A tracker error never
+but the store decides (MLflow: the run's tags; W&B: its offline run folder, named
+by a run id derived from the fingerprint): a lost ``tracker.json`` does not cause
+a second copy, and a store deleted since gets the run again.  Run files are
+read without following symlinks, and an export leaves run folders that are
+links, or lie outside the runs folder, untouched.  A tracker error never
 fails a run: it is recorded as ``"failed"`` in ``tracker.json``, and
 ``python -m qmlnb track export RUNS_DIR --to mlflow|wandb`` retries it (and logs
 every complete run not yet in the store).
@@ -182,15 +184,16 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     """Read a run folder (``metrics.json`` required, the rest when present) into a :class:`RunRecord`.
 
     Raises ValueError naming the file when ``metrics.json`` is absent or is not
-    a JSON object, or ``params.json`` is not one.
+    a JSON object, or ``params.json`` is not one, or either is a symlink (not
+    followed; :func:`qmlnb.lab.runs.read_record`).
     """
     run_dir = Path(run_dir).resolve()
     metrics_path = run_dir / runs.METRICS_FILE
-    try:
-        metrics = _util.read_json(metrics_path)
-        params = _util.read_json(run_dir / runs.PARAMS_FILE)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"run_dir {run_dir}: unreadable JSON ({err})") from err
+    try:  # never through a symlink: a linked metrics.json would log another file's content as tags
+        metrics = runs.read_record(metrics_path)
+        params = runs.read_record(run_dir / runs.PARAMS_FILE)
+    except ValueError as err:
+        raise ValueError(f"run_dir {run_dir}: unreadable ({err})") from err
     if not isinstance(metrics, dict):
         raise ValueError(f"run_dir {run_dir}: {metrics_path.name} is missing or not a JSON object; "
                          "only folders written by the lab (tasks.save_run) can be tracked")
@@ -482,8 +485,8 @@ def open_sink(to: str, store: str | os.PathLike):
 # ------------------------------------------------------------------ tracker.json
 def read_tracker_file(run_dir: str | os.PathLike) -> dict:
     """The run's ``tracker.json`` ({tracker: entry}); {} when absent or unreadable (then the store decides)."""
-    with contextlib.suppress(OSError, UnicodeDecodeError, json.JSONDecodeError):
-        record = _util.read_json(Path(run_dir) / TRACKER_FILE)
+    with contextlib.suppress(OSError, ValueError):  # a symlink is not followed: its target is never copied in
+        record = runs.read_record(Path(run_dir) / TRACKER_FILE)
         if isinstance(record, dict):
             return record
     return {}
@@ -506,13 +509,13 @@ def _now() -> str:
 # ------------------------------------------------------------------ logging runs
 def _log_locked(run_dir: Path, to: str, store: str, sink_of) -> dict:
     previous = read_tracker_file(run_dir).get(to) or {}
-    attempts = int(previous.get("attempts") or 0) + 1 if previous.get("status") == FAILED else 1
+    tries = previous.get("attempts")
+    attempts = (tries if _util.is_int(tries, 0) else 0) + 1 if previous.get("status") == FAILED else 1
     entry = {"store": store, "time": _now()}
     try:
         entry["fingerprint"] = fingerprint(run_dir)
-        if (previous.get("status") == LOGGED and previous.get("store") == store
-                and previous.get("fingerprint") == entry["fingerprint"]):
-            return {**previous, "status": ALREADY_LOGGED}
+        # the store decides, never tracker.json alone: a store deleted or replaced since (rm -rf mlruns) must get
+        # the run again, and tracker.json is a file of the run folder that anyone may have edited
         rec = read_run(run_dir)
         sink = sink_of()
         found = sink.find(rec)
@@ -595,12 +598,26 @@ def _log_guarded(run_dir: Path, to: str, store: str, sinks: _Sinks) -> dict:
             return {"status": FAILED, "store": store, "error": f"{type(err).__name__}: {err}"}
 
 
+def _outside(run_dir: Path, runs_dir: Path, store: str) -> dict | None:
+    """A failed entry (nothing read or written) for a run folder that is a symlink or lies outside ``runs_dir``
+    through a linked grid folder: its lock and tracker.json would be written there, its files read from there."""
+    try:
+        if run_dir.is_symlink():
+            raise runs.RunPathError(f"{run_dir} is a symbolic link (not followed)")
+        runs.inside(run_dir, runs_dir)
+    except runs.RunPathError as err:
+        return {"status": FAILED, "store": store, "error": f"not exported: {err}"}
+    return None
+
+
 def export(runs_dir: str | os.PathLike, to: str, store: str | os.PathLike | None = None,
            progress: bool = False) -> dict:
     """Log every complete run under ``runs_dir`` (``<grid>/<run>/``) not yet in tracker ``to``'s store.
 
-    Runs logged before (same content, same store) are counted ``already_logged``
-    and not logged again; runs whose earlier logging failed are retried.
+    Runs logged before (same content, found in the store) are counted ``already_logged``
+    and not logged again; runs whose earlier logging failed are retried.  A run
+    folder that is a symlink, or lies outside ``runs_dir`` through a linked grid
+    folder, is counted failed and left untouched (no lock, no ``tracker.json``).
     Returns {"logged", "already_logged", "failed", "busy": counts, "failures":
     [(run folder, error)], "store": str}.  Raises ValueError when ``runs_dir`` is
     not a folder, :class:`TrackerUnavailable` when the tracker is not installed.
@@ -616,7 +633,7 @@ def export(runs_dir: str | os.PathLike, to: str, store: str | os.PathLike | None
     try:
         folders = list(runs.iter_runs(runs_dir))
         for i, run_dir in enumerate(folders):
-            entry = _log_guarded(run_dir, to, store, sinks)
+            entry = _outside(run_dir, runs_dir, store) or _log_guarded(run_dir, to, store, sinks)
             summary[entry["status"]] += 1
             if entry["status"] == FAILED:
                 summary["failures"].append((str(run_dir), entry["error"]))

@@ -8,6 +8,7 @@ sets those threads for the duration of the call (threadpoolctl).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -70,6 +71,29 @@ def gram(A, B=None, *, out, tile, n_threads):
 
 # MPS states: a tile of pairs at a time, batched einsum over the tile
 MPS_DEFAULT_TILE = 128
+# most work memory one tile of MPS pairs may hold: a tile's environments grow as tile^2 chi^2 (a bond of 64 at
+# the default tile would take 5 GiB for a 128 KiB output), so the tile shrinks with the bond to stay under it
+MPS_WORK_BYTES = 256 << 20
+
+
+def mps_pair_bytes(chi: int) -> int:
+    """Work bytes per pair of a tile in :func:`mps_log_overlaps`: complex128 environment, its half-contracted
+    (2, chi, chi) form and the next environment, the float64 moduli, and slack for einsum's temporaries."""
+    return (16 + 32 + 16 + 8 + 8) * chi * chi
+
+
+def mps_tile(tile: int, chi: int) -> int:
+    """The tile edge :func:`gram_mps` uses: ``tile``, made smaller (at least 1) so one tile's work stays within
+    ``MPS_WORK_BYTES``."""
+    return max(1, min(tile, math.isqrt(MPS_WORK_BYTES // mps_pair_bytes(chi))))
+
+
+def mps_work_bytes(tile: int, n_rows: int, n_cols: int, chi: int) -> int:
+    """Most work memory :func:`gram_mps` holds for an (n_rows, n_cols) Gram of bond ``chi`` (bytes): one tile's
+    pair environments and the two blocks' site tensors in complex128."""
+    t = mps_tile(tile, chi)
+    ti, tj = min(t, n_rows), min(t, n_cols)
+    return ti * tj * mps_pair_bytes(chi) + (ti + tj) * 2 * chi * chi * 16
 
 
 def mps_log_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +142,7 @@ def gram_mps(A, B=None, *, out, tile, n_threads):
     """
     a = A.tensors
     b = a if B is None else B.tensors
+    tile = mps_tile(tile, a.shape[3])
     with blas_threads().limit(limits=n_threads, user_api="blas"):
         for i0, i1, j0, j1 in tile_pairs(a.shape[0], None if B is None else b.shape[0], tile):
             overlap, log_scale = mps_log_overlaps(a[i0:i1], b[j0:j1])

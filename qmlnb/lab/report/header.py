@@ -14,7 +14,7 @@ import datetime as _dt
 import numpy as np
 import pandas as pd
 
-from .present import natural_key
+from .present import markdown_text, natural_key
 
 PACKAGES = ("numpy", "scipy", "torch", "pennylane", "numba")
 NOT_RECORDED = "not recorded"
@@ -127,6 +127,7 @@ def header_fields(frame: pd.DataFrame, overview: pd.DataFrame | None = None,
 def header_markdown(fields: dict) -> str:
     """The header as Markdown: a bold warning line when runs differ in commit/machine/versions, then one line
     per field."""
-    lines = [f"**Warning: {'; '.join(fields['warnings'])}.**", ""] if fields.get("warnings") else []
-    lines += [f"- **{label}:** {text}" for label, text in fields.items() if label != "warnings"]
+    # the texts hold what runs recorded (data folder, versions, CPU name): shown as written, never as markup
+    lines = [f"**Warning: {markdown_text('; '.join(fields['warnings']))}.**", ""] if fields.get("warnings") else []
+    lines += [f"- **{label}:** {markdown_text(text)}" for label, text in fields.items() if label != "warnings"]
     return "\n".join(lines)

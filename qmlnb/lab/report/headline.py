@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import decisions, runs, stages
-from ..flow import FLOW_FILE
+from .. import decisions, flow, runs, stages
 from .load import select_stage
+from .present import markdown_text
 
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
@@ -321,24 +321,15 @@ def decision_lines(runs_dir: str | os.PathLike) -> list[str]:
             f"{v['std']:.3g}, n={v['n']}" for v in d.get("per_value", []))
         label = {"threads": "optimal threads", "n_train": "training size", "batch_size": "batch size"}.get(
             d["param"], d["param"])
-        out.append(f"**{label}: {d['value']}** (stage `{d['stage']}`, rule `{d['rule']}`), because {d['reason']}. "
-                   f"Evidence ({d['metric']} per value): {per}.")
+        out.append(f"**{label}: {d['value']}** (stage `{d['stage']}`, rule `{d['rule']}`), because "
+                   f"{markdown_text(d['reason'])}. Evidence ({d['metric']} per value): {per}.")
     return out
 
 
 def flow_stages(runs_dir: str | os.PathLike) -> list[dict]:
-    """The flow records (``<runs>/<stage>/flow.json``, written by :mod:`qmlnb.lab.flow`), in run order."""
-    from ... import _util
-
-    out = []
-    for path in sorted(Path(runs_dir).glob(f"*/{FLOW_FILE}")):
-        try:
-            record = _util.read_json(path)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "stage" in record:
-            out.append(record)
-    return sorted(out, key=lambda r: r.get("order", 0))
+    """The valid flow records (``<runs>/<stage>/flow.json``, written by :mod:`qmlnb.lab.flow`), in run order
+    (:func:`qmlnb.lab.flow.load_flow`; the others are listed as unreadable in the run overview)."""
+    return flow.load_flow(runs_dir)[0]
 
 
 

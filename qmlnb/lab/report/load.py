@@ -28,7 +28,13 @@ UNREADABLE = "unreadable"  # run_overview's status of a complete run whose files
 
 
 def _read_object(path: Path) -> dict:
-    """The JSON object in ``path`` ({} when absent); ValueError naming the path when it is not one."""
+    """The JSON object in ``path`` ({} when absent); ValueError naming the path when it is not one.
+
+    A symlink is not followed (its target could be any file the reader can
+    read: the report would show it): the run is unreadable instead.
+    """
+    if path.is_symlink():
+        raise ValueError(f"{path}: a symbolic link (not followed)")
     try:
         value = _util.read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -80,6 +86,13 @@ def unreadable_runs(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, st
     return out
 
 
+def unreadable_records(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, str]]:
+    """(file, why) for every decision or flow record under ``runs_dir`` that the report cannot use."""
+    from .. import decisions, flow
+
+    return decisions.load_decisions(runs_dir)[1] + flow.load_flow(runs_dir)[1]
+
+
 def load_runs(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
     """One row per complete run: ``grid``, ``run``, ``path``, ``param.<name>`` and flattened metrics.
 
@@ -105,7 +118,10 @@ def run_overview(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
     """Every run folder with a final or running status: grid, run, status, seconds and reason/error.
 
     A complete run whose files cannot be read shows as ``unreadable``, the
-    note naming the file and the error.
+    note naming the file and the error; so does each decision or flow record
+    of the flow (``<stage>/decision-*.json``, ``<stage>/flow.json``) that cannot
+    be read or is malformed (its ``run`` is the file's name): the report
+    leaves them out and lists them here.
     """
     unreadable = {str(path): why for path, why in unreadable_runs(runs_dir)}
     rows = []
@@ -116,6 +132,8 @@ def run_overview(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
             status, note = UNREADABLE, unreadable[str(run_dir)]
         rows.append({"grid": run_dir.parent.name, "run": run_dir.name, "status": status,
                      "seconds": record.get("seconds"), "note": note})
+    for path, why in unreadable_records(runs_dir):
+        rows.append({"grid": path.parent.name, "run": path.name, "status": UNREADABLE, "seconds": None, "note": why})
     return pd.DataFrame(rows, columns=["grid", "run", "status", "seconds", "note"])
 
 

@@ -14,11 +14,28 @@ import re
 import pandas as pd
 
 MISSING = "—"  # what an empty cell shows (never "NaN")
+# what lets Markdown text become markup: links and images ([text](url), ![..]), autolinks and HTML (<...>),
+# code spans (`), character references (&) and the backslash that escapes them
+_MARKDOWN_ACTIVE = re.compile(r"[\\`\[\]()!<>&]")
 
 
 def natural_key(text) -> list:
     """Sort key that orders the numbers inside names as numbers: ``run2`` before ``run10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def markdown_text(value) -> str:
+    """``str(value)`` made inert in Markdown: shown as written, never a link, image, code span or HTML.
+
+    For text that comes from run folders (a recorded data folder, a reason, a
+    decision's evidence): ``[click](javascript:...)`` would otherwise render as a
+    live link and ``<img onerror=...>`` as HTML.  ``<``, ``>`` and ``&`` become
+    character references, the other characters of link, image and code syntax
+    get a backslash; line breaks become spaces, so the text cannot start a
+    block (a list, a heading, a fenced code block) of its own.
+    """
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN_ACTIVE.sub(lambda m: {"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(m[0], "\\" + m[0]), text)
 
 
 def _missing(value) -> bool:
