@@ -232,13 +232,14 @@ def qcnn_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
     return compare_models(long[with_controls], QCNN_REFERENCE, order=HEADS, confidence=confidence)
 
 
-def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """The QSVM against the QCNN it embeds with and every baseline of its runs: :func:`compare_models` rows."""
+def qsvm_long(frame: pd.DataFrame, score: str = SCORE) -> pd.DataFrame:
+    """One row per (QSVM run, model it scored): the :data:`TASK_COLUMNS`, model ("qsvm", "qcnn", "cnn", the
+    baselines' names), seed, score and degenerate, as :func:`compare_models` takes them."""
     from .load import select_task
 
     runs = select_task(frame, stages.QSVM)
     if runs.empty or f"qsvm.{score}" not in runs:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
+        return pd.DataFrame(columns=[*TASK_COLUMNS, "seed", "model", "score", "degenerate"])
     task = _task_frame(runs, QSVM_SETTING)
     prefixes = {"qsvm": "qsvm", "qcnn": "qcnn"}
     prefixes |= {name: f"baselines.{name}" for name in BASELINES}
@@ -253,8 +254,26 @@ def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
         part["score"] = pd.to_numeric(runs[f"{prefix}.{score}"], errors="coerce")
         part["degenerate"] = [_flag(v) for v in _column(runs, f"{prefix}.degenerate", False)]
         parts.append(part.dropna(subset=["score"]))
-    return compare_models(pd.concat(parts, ignore_index=True), QSVM_REFERENCE,
-                          order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES), confidence=confidence)
+    return pd.concat(parts, ignore_index=True)
+
+
+def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QSVM against the QCNN it embeds with and every baseline of its runs: :func:`compare_models` rows."""
+    long = qsvm_long(frame, score)
+    if long.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    return compare_models(long, QSVM_REFERENCE, order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES),
+                          confidence=confidence)
+
+
+def qcnn_against_cnn(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QCNN against its classical control in the QSVM stages' runs: the same network with a linear head
+    instead of the quantum layer (``cnn``), same trainer, budget and split, paired run by run."""
+    long = qsvm_long(frame, score)
+    long = long[long["model"].isin(["qcnn", stages.CNN_BASELINE])]
+    if long.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    return compare_models(long, "qcnn", confidence=confidence)
 
 
 def _number(x: float) -> str:
