@@ -14,44 +14,11 @@ import time
 
 import pytest
 
-from test_headline import fake_run, scores
+from test_report_verdicts import synthetic_runs
 from test_jupyterlab import CHROMIUM, NO_CHROMIUM, browser  # noqa: F401  (the fixture: one Chromium page)
 
 FIRST_SCREEN_HEIGHT = 900  # a laptop's browser window: the first screen a reader sees without scrolling
 WIDTHS = (800, 1400)
-
-
-def final_run(runs_dir, dataset, seed, epochs, qsvm, qcnn, cnn, rbf):
-    params = {"dataset": dataset, "classes": [3, 8], "seed": seed, "n_train": 150, "epochs": epochs,
-              "batch_size": 16, "threads": 2, "backend": "openmp"}
-    fake_run(runs_dir, "final", params, {
-        "task": "qsvm", "stage": "final", "dataset": dataset, "classes": [3, 8], "n_train": 150, "epochs": epochs,
-        "n_qubits": 4, "backend": "openmp", "seed": seed, "qcnn": scores(qcnn), "qsvm": scores(qsvm),
-        "timings": {"train_s": 10.0 + seed, "gram_s": 0.01, "svm_fit_s": 0.002},
-        "baselines": {"cnn": {**scores(cnn), "fit_s": 3.0},
-                      "rbf_svm_embeddings_alignment": {**scores(rbf), "fit_s": 0.1},
-                      "rbf_svm_embeddings": {**scores(rbf - 0.01), "fit_s": 0.1},
-                      "linear_svm_pixels": {**scores(0.7), "fit_s": 0.1},
-                      "logreg_pixels": {**scores(0.72), "fit_s": 0.1}}})
-
-
-def synthetic_runs(root):
-    """Two datasets at 10 epochs (5 seeds), digits also at 2 epochs: three final tables; modes at 2 epochs."""
-    for seed in range(5):
-        final_run(root, "digits", seed, 10, 0.90 + 0.01 * seed, 0.85, 0.88 + 0.002 * seed, 0.91)
-        final_run(root, "digits", seed, 2, 0.80, 0.70 + 0.01 * seed, 0.75, 0.79 + 0.003 * seed)
-        final_run(root, "fashion-mnist", seed, 10, 0.93, 0.92 - 0.01 * seed, 0.94, 0.95 - 0.002 * seed)
-    on_one = {"reference_threads": 1, "reference_mode": "sequential", "reference_train_s": 4.0}
-    for dataset in ("digits", "fashion-mnist"):
-        for seed in (0, 1):
-            for mode, t, s in (("sequential", 5.0, 0.8), ("fold-parallel", 6.0, 0.68), ("data-parallel", 10.0, 0.38)):
-                params = {"dataset": dataset, "mode": mode, "seed": seed, "n_train": 150, "epochs": 2,
-                          "batch_size": 16, "threads": 2, "folds": 2, "compare": "sequential", "compare_threads": 1}
-                fake_run(root, "final-modes", params, {
-                    "task": "qcnn", "stage": "final-modes", "dataset": dataset, "mode": mode, "qcnn": scores(0.8),
-                    "threads": 2, "folds": 2, "n_train": 150, "epochs": 2, "batch_size": 16,
-                    "timings": {"train_s": t + seed}, "speedup_vs_sequential": s + 0.02 * seed, "comparison": on_one})
-    return root
 
 
 @pytest.fixture(scope="module")

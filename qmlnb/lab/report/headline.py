@@ -33,6 +33,7 @@ import pandas as pd
 from .. import decisions, runs, stages
 from ..flow import FLOW_FILE
 from .load import select_stage
+from .present import natural_key
 
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
@@ -72,7 +73,8 @@ MODES_COLUMNS = ["mode", "n", "training time (s)", "training time (s)_q1", "trai
 
 
 def _plain(value):
-    # a column holding NaN for other grids' runs is float: show 2, not 2.0
+    # a numpy scalar as Python's; a column holding NaN for other grids' runs is float: show 2, not 2.0
+    value = value.item() if hasattr(value, "item") else value
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -91,11 +93,13 @@ def _budgets(runs: pd.DataFrame):
     key = runs[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=runs.index)
     rank = {name: i for i, name in enumerate(DATASETS)}
     out = []
-    for (dataset, _), part in runs.groupby([runs["dataset"].astype(str), key], sort=True):
+    for (dataset, text), part in runs.groupby([runs["dataset"].astype(str), key], sort=True):
         setting = {c.removeprefix("param."): _plain(part[c].iloc[0]) for c in columns if pd.notna(part[c].iloc[0])}
         setting.pop("dataset", None)
-        out.append((dataset, setting, part))
-    return sorted(out, key=lambda t: (rank.get(t[0], len(rank)), t[0]))
+        out.append((dataset, setting, part, text))
+    # settings in natural order (2 epochs before 10)
+    out = sorted(out, key=lambda t: (rank.get(t[0], len(rank)), t[0], natural_key(t[3])))
+    return [t[:3] for t in out]
 
 
 def _describe(setting: dict) -> str:
