@@ -19,8 +19,7 @@ from .load import (UNREADABLE, ReportError, load_runs, load_tables, read_run, re
                    run_overview, select_stage, select_task, unreadable_runs)
 from .header import header_fields, header_markdown
 from .present import format_table, natural_key, notebook_sections, skipped_summary, to_html, toc_html
-from .plots import (plot_gram_scaling, plot_kernel, plot_sweep, plot_threads, plot_training_modes,
-                    save_figure)
+from .plots import plot_gram_scaling, plot_kernel, plot_sweep, plot_threads, save_figure
 from .tables import (SCORES, backend_speedup, fit_loglog_slope, gram_headline, gram_slopes, gram_table,
                      kernel_matrices, results_table, save_table, setting_columns, slope_range, sweep_table,
                      threads_speedup, training_modes)
@@ -32,7 +31,7 @@ __all__ = [
     "setting_columns", "toc_html",
     "skipped_summary", "slope_range", "to_html",
     "load_runs", "load_tables", "plot_gram_scaling", "plot_kernel", "plot_sweep", "plot_threads",
-    "plot_training_modes", "read_run", "report_dirs", "require_runs", "results_table", "run", "run_overview",
+    "read_run", "report_dirs", "require_runs", "results_table", "run", "run_overview",
     "save_figure", "save_table", "select_stage", "select_task", "sweep_table", "threads_speedup", "training_modes",
     "unreadable_runs",
 ]

@@ -36,6 +36,8 @@ def format_value(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if abs(value) < 1e-12:  # rounding left over from a difference of equal numbers: 0, not 4.44e-17
+            return "0"
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return f"{value:.3g}"
