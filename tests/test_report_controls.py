@@ -175,6 +175,7 @@ def qsvm_run(runs_dir, seed, qsvm_ba, rbf_ba, pixels_ba, stage=stages.FINAL, deg
     fake_run(runs_dir, "final", params, {
         "task": stages.QSVM, "stage": stage, "dataset": "digits", "classes": [3, 8], "n_train": 100, "epochs": 3,
         "n_qubits": n_qubits, "backend": "cpu", "seed": seed, "qcnn": scores(0.8), "qsvm": scores(qsvm_ba, degenerate),
+        "qsvm_params": {"C": 1000.0 if n_qubits == 8 else 1.0},
         "baselines": {"cnn": {**scores(0.85), "fit_s": 2.0},
                       "rbf_svm_embeddings_alignment": {**scores(rbf_ba), "fit_s": 0.1},
                       "rbf_svm_pixels": {**scores(pixels_ba), "fit_s": 0.1}},
@@ -202,6 +203,9 @@ def test_kernel_diagnostics_table_and_plot(tmp_path):
     diag = controls.kernel_diagnostics_table(load_runs(tmp_path))
     assert list(diag["n_qubits"]) == [4, 8]
     assert list(diag["off_diagonal_std"]) == [0.05, 0.002]
+    # C at the edge of its cross-validation grid is flagged like the bandwidth
+    assert list(diag["C"]) == [1.0, 1000.0] and list(diag["C_at_grid_edge"]) == [False, True]
+    assert "C=1000 sits on its grid's edge" in diag["warnings"].iloc[1] and "C=" not in diag["warnings"].iloc[0]
     assert list(diag["bandwidth"]) == [0.02, 1.0]
     assert diag.loc[0, "bandwidth_grid"] == "0.02 0.1 1"
     assert diag.loc[0, "warnings"] == "the kernel is a Gaussian in disguise"

@@ -286,3 +286,17 @@ def test_the_gram_scaling_legend_never_prints_nan_for_a_stage_with_one_n():
     assert any("[gram-threads]: one N, no slope" in label for label in labels)
     assert any(label.startswith("openmp, 2 thr [gram-scaling]: slope 2.00") for label in labels), labels
     assert not any("nan" in label for label in labels)
+
+
+def test_automatic_and_unused_values_and_rounding_leftovers_read_as_such():
+    table = pd.DataFrame({"param.C": [0.0, 10.0], "bandwidth": [0, 0.2], "compare_threads": [0, 2],
+                          "difference": [4.44e-17, -0.0123], "model": ["a", "b"]})
+    cells = report.format_table(table)
+    assert list(cells["C"]) == ["auto", "10"] and list(cells["bandwidth"]) == ["auto", "0.2"]
+    assert list(cells["compare_threads"]) == ["—", "2"] and list(cells["difference"]) == ["0", "-0.0123"]
+    from qmlnb.lab.report import headline
+
+    assert headline._describe({"epochs": 2, "compare_threads": 0, "C": 0}) == "epochs=2; compare_threads=—, C=auto"
+    # median [IQR] cells: the median alone where there is no spread
+    iqr = pd.DataFrame({"t": [2.0, 3.0], "t_q1": [1.5, 3.0], "t_q3": [2.5, 3.0]})
+    assert list(report.format_table(iqr)["t"]) == ["2 [1.5–2.5]", "3"]

@@ -34,6 +34,8 @@ import pandas as pd
 from ... import stats
 from ...qcnn.model import HEADS
 from ...qsvm.baselines import BASELINES
+from ...qsvm.diagnostics import at_grid_edge
+from ...qsvm.svm import DEFAULT_CS
 from .. import stages
 
 SCORE = "balanced_accuracy"
@@ -367,7 +369,8 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     Columns: stage, dataset, classes, backend, n_qubits, seed, the
     :data:`DIAGNOSTIC_COLUMNS` (off-diagonal mean and std, correlation with the
     best Gaussian, alignment, effective rank, chosen bandwidth, its grid and
-    whether it sits on the grid's edge, support-vector fraction), the QSVM's
+    whether it sits on the grid's edge, support-vector fraction), the C chosen by cross-validation with its
+    grid and whether it sits on the grid's edge (also said in ``warnings``), the QSVM's
     score, ``degenerate`` and ``warnings`` (the diagnostics' sentences, "; "-joined).
     Runs recorded before the diagnostics existed are left out.
     """
@@ -383,9 +386,16 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
                         "seed": task["seed"]})
     for name in DIAGNOSTIC_COLUMNS:
         out[name] = _column(runs, f"kernel_diagnostics.{name}")
+    # C is chosen by cross-validation over qmlnb.qsvm.svm.DEFAULT_CS (C="auto"): flagged at the grid's edge like
+    # the bandwidth (a C on the edge may want a wider grid); NaN where the run fixed C or recorded none
+    out["C"] = pd.to_numeric(_column(runs, "qsvm_params.C"), errors="coerce")
+    out["C_grid"] = " ".join(f"{c:g}" for c in DEFAULT_CS)
+    out["C_at_grid_edge"] = [at_grid_edge(c, DEFAULT_CS) if pd.notna(c) else None for c in out["C"]]
     out[SCORE] = _column(runs, f"qsvm.{SCORE}")
     out["degenerate"] = [_flag(v) for v in _column(runs, "qsvm.degenerate", False)]
-    out["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in _column(runs, "kernel_warnings", None)]
+    out["warnings"] = ["; ".join([*(w if isinstance(w, list) else []),
+                                  *([f"C={c:g} sits on its grid's edge ({out['C_grid'].iloc[0]})"] if edge else [])])
+                       for w, c, edge in zip(_column(runs, "kernel_warnings", None), out["C"], out["C_at_grid_edge"])]
     return out.sort_values(["stage", "dataset", "classes", "n_qubits", "seed"]).reset_index(drop=True)
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 from .. import decisions, runs, stages
 from ..flow import FLOW_FILE
 from .load import select_stage
-from .present import natural_key
+from .present import natural_key, setting_value
 
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
@@ -104,8 +104,8 @@ def _budgets(runs: pd.DataFrame):
 
 def _describe(setting: dict) -> str:
     """The setting as text, the budget first: "epochs=10, n_train=150, batch_size=16, threads=2; backend=openmp"."""
-    first = [f"{k}={setting[k]}" for k in BUDGET if k in setting]
-    rest = [f"{k}={v}" for k, v in setting.items() if k not in BUDGET]
+    first = [f"{k}={setting_value(k, setting[k])}" for k in BUDGET if k in setting]
+    rest = [f"{k}={setting_value(k, v)}" for k, v in setting.items() if k not in BUDGET]
     return ", ".join(first) + ("; " if first and rest else "") + ", ".join(rest)
 
 

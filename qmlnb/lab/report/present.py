@@ -14,6 +14,18 @@ import re
 import pandas as pd
 
 MISSING = "—"  # what an empty cell shows (never "NaN")
+# parameters whose 0 means "chosen automatically" or "not used" (qmlnb.lab.tasks' defaults): shown as such, never
+# as "C=0" or "compare_threads 0"
+AUTO_ZERO = {"C": "auto", "bandwidth": "auto", "tile": "auto", "compare_threads": "—",
+             "pennylane_states": "—", "compare_rounds": "—"}
+
+
+def setting_value(name: str, value) -> str:
+    """A parameter's value as the page shows it: :data:`AUTO_ZERO`'s word for a 0 that means auto or unused."""
+    name = str(name).removeprefix("param.")
+    if name in AUTO_ZERO and not _missing(value) and not isinstance(value, str) and value == 0:
+        return AUTO_ZERO[name]
+    return format_value(value)
 
 
 def natural_key(text) -> list:
@@ -81,7 +93,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
             out[name] = [median_iqr(m, a, b) for m, a, b in zip(table[column], table[f"{column}_q1"],
                                                                  table[f"{column}_q3"])]
         else:
-            out[name] = [format_value(v) for v in table[column].astype(object)]
+            out[name] = [setting_value(name, v) for v in table[column].astype(object)]
     return pd.DataFrame(out, columns=list(out)).reset_index(drop=True)
 
 
