@@ -789,3 +789,39 @@ def test_a_dask_cluster_without_workers_is_refused_before_anything_runs(tmp_path
         assert cli.main(args) == 2
     assert "has no workers" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_progress_bar_counts_only_the_points_that_run(tmp_path, toy, monkeypatch):
+    # 3 points already complete, 1 skipped before running, 2 to run: the bar's total (and so its rate and ETA)
+    # is 2, and only the 2 runs move it
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1, 2, 3, 4, 5, 6]}, name="bar"))
+    actions = ["done", "done", "done", "threads=9 exceeds the 2 cores of this machine", "run", "run"]
+    monkeypatch.setattr(sweep, "plan", lambda sweeps, cores, jobs, where="": [
+        (s, p, 1, a) for p, a in zip(s.points, actions)])
+    monkeypatch.setattr(sweep, "run_point", lambda *a, **k: {"status": runs.COMPLETE})
+    monkeypatch.setattr(sweep, "skip_point", lambda *a, **k: {"status": runs.SKIPPED, "reason": "threads"})
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, text):
+            pass
+
+        write = staticmethod(print)
+
+    monkeypatch.setattr(sweep, "tqdm", Bar)
+    summary = sweep.run_sweeps([s], cores=2)
+    assert (summary["already_complete"], summary["skipped"], summary["complete"]) == (3, 1, 2)
+    assert (bars[0].total, bars[0].n) == (2, 2)

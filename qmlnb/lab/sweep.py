@@ -142,10 +142,13 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
             todo = plan(sweeps, min(worker_threads), 1, where="a Dask worker")
         else:
             todo = plan(sweeps, budget_cores, jobs)
-        bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress))
+        # the bar and its ETA count only the points that run: points already complete or skipped before running
+        # take no time, and counting them made the rate (hundreds of runs/s) and the ETA meaningless
+        bar = stack.enter_context(tqdm(total=sum(1 for *_, action in todo if action == "run"), desc="sweep",
+                                       unit="run", disable=not progress))
         budget = CoreBudget(budget_cores)
 
-        def account(result: dict, sweep: Sweep, point: dict) -> None:
+        def account(result: dict, sweep: Sweep, point: dict, ran: bool = True) -> None:
             if tracker is not None and result["status"] == runs.COMPLETE:
                 result["tracker"] = tracker(sweep.run_dir(point))
             with lock:
@@ -160,7 +163,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     holder = f"pid {result['pid']}" if result.get("pid") else "another process"
                     summary["busy_runs"].append((where, result.get("pid")))
                     tqdm.write(f"BUSY {where}: held by {holder} (another sweep is running it); not run")
-                bar.update(1)
+                if ran:
+                    bar.update(1)
 
         def work(sweep: Sweep, point: dict, threads: int) -> None:
             tokens = budget.acquire(threads)
@@ -179,9 +183,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     pending.append((point, threads))
                 elif action == "done":
                     summary["already_complete"] += 1
-                    bar.update(1)
                 else:  # a reason known before running: record it like a skip from inside the notebook
-                    account(skip_point(sweep, point, action), sweep, point)
+                    account(skip_point(sweep, point, action), sweep, point, ran=False)
             if dask_client is not None:
                 for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client, data_dir)):
                     account(result, sweep, point)
