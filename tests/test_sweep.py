@@ -825,3 +825,27 @@ def test_the_progress_bar_counts_only_the_points_that_run(tmp_path, toy, monkeyp
     summary = sweep.run_sweeps([s], cores=2)
     assert (summary["already_complete"], summary["skipped"], summary["complete"]) == (3, 1, 2)
     assert (bars[0].total, bars[0].n) == (2, 2)
+
+
+def test_a_data_folder_holding_no_known_dataset_warns_and_missing_files_are_the_needed_ones(tmp_path, monkeypatch):
+    from qmlnb.lab import decisions
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(UserWarning, match="holds none of the datasets fashion-mnist, cifar10, svhn"):
+        sweep.resolve_data_dir(empty)
+    # a folder with the Fashion-MNIST test files: no warning, and that dataset is known
+    fashion = tmp_path / "data" / "fashion-mnist"
+    fashion.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"):
+        (fashion / name).write_bytes(b"")
+    assert sweep.known_datasets(tmp_path / "data") == ["fashion-mnist"]
+    # SVHN with its test file present but not its training file: usable, no message; with neither, the message
+    # names only the files that are missing
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "data"))
+    svhn = tmp_path / "data" / "svhn"
+    svhn.mkdir()
+    reason = decisions.dataset_unusable({"dataset": "cifar10"})
+    assert "data_batch_1" in reason and "test_batch" in reason and " or test_batch" in reason
+    (svhn / "test_32x32.mat").write_bytes(b"")
+    assert decisions.dataset_unusable({"dataset": "svhn"}) is None

@@ -392,8 +392,13 @@ def dataset_unusable(point: dict) -> str | None:
     if not isinstance(name, str) or name not in DATASETS or dataset_available(name):
         return None
     info = dataset_info(name)
-    return (f"dataset {name!r} is not in the data directory: missing {', '.join(info.train_files + info.test_files)} "
-            f"in {dataset_folder(name).resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
+    folder = dataset_folder(name)
+    # only the files really missing, per group: either group (training or test files) makes the dataset usable
+    groups = [[f for f in files if not ((folder / f).is_file() or (folder / f.removesuffix(".gz")).is_file())]
+              for files in (info.train_files, info.test_files) if files]
+    needed = " or ".join(", ".join(g) for g in groups if g)
+    return (f"dataset {name!r} is not in the data directory: missing {needed} "
+            f"in {folder.resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
 
 
 def first_available(names: list[str], where: str) -> str:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,7 +105,28 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if source and not path.is_dir():
         absolute = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.resolve()})"
         raise SweepError(f"the data folder {path}{absolute}, given by {source}, does not exist or is not a folder")
+    if source and not known_datasets(path):
+        # a folder given on purpose that holds none of the catalogue's datasets is almost always the wrong folder
+        # (its parent, or a dataset's own folder): say so before every point needing a dataset is skipped
+        warnings.warn(f"the data folder {path.resolve()}, given by {source}, holds none of the datasets "
+                      f"{', '.join(n for n in catalog.DATASETS if n != 'digits')} (each in its own subfolder, e.g. "
+                      f"{catalog.dataset_info('fashion-mnist').folder}/): their stages will be skipped and "
+                      "`first_available` stages will use the embedded digits", stacklevel=2)
     return path.resolve()
+
+
+def known_datasets(root: str | os.PathLike) -> list[str]:
+    """The catalogue's datasets (digits aside: it is embedded) whose training or test files are all in ``root``."""
+    out = []
+    for name in catalog.DATASETS:
+        if name == "digits":
+            continue
+        info, folder = catalog.dataset_info(name), catalog.dataset_folder(name, root)
+        for files in (info.train_files, info.test_files):
+            if files and all((folder / f).is_file() or (folder / f.removesuffix(".gz")).is_file() for f in files):
+                out.append(name)
+                break
+    return out
 
 
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
