@@ -300,3 +300,22 @@ def test_automatic_and_unused_values_and_rounding_leftovers_read_as_such():
     # median [IQR] cells: the median alone where there is no spread
     iqr = pd.DataFrame({"t": [2.0, 3.0], "t_q1": [1.5, 3.0], "t_q3": [2.5, 3.0]})
     assert list(report.format_table(iqr)["t"]) == ["2 [1.5–2.5]", "3"]
+
+
+def test_the_explorer_heatmap_draws_the_class_boundary_and_prints_the_alignment():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qmlnb.lab import tasks
+    from qmlnb.qsvm.svm import kernel_target_alignment
+
+    y = np.array([0, 0, 0, 1, 1])
+    K = np.where(y[:, None] == y[None, :], 0.9, 0.1)
+    np.fill_diagonal(K, 1.0)
+    result = {"images": np.zeros((2, 4, 4)), "labels": ["3", "8"], "K": K, "y": y, "gram_s": 1e-3}
+    fig = tasks.plot_exploration(result)
+    ax = next(a for a in fig.axes if "fidelity kernel" in a.get_title())
+    lines = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines]
+    assert ((3, 3), (0, 1)) in lines and ((0, 1), (3, 3)) in lines  # one vertical, one horizontal line at row 3
+    assert tasks.class_edges(y) == [3]
+    assert f"alignment {kernel_target_alignment(K, y):.3f}" in ax.get_title()
