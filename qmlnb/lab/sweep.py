@@ -117,16 +117,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def known_datasets(root: str | os.PathLike) -> list[str]:
     """The catalogue's datasets (digits aside: it is embedded) whose training or test files are all in ``root``."""
-    out = []
-    for name in catalog.DATASETS:
-        if name == "digits":
-            continue
-        info, folder = catalog.dataset_info(name), catalog.dataset_folder(name, root)
-        for files in (info.train_files, info.test_files):
-            if files and all((folder / f).is_file() or (folder / f.removesuffix(".gz")).is_file() for f in files):
-                out.append(name)
-                break
-    return out
+    return [name for name in catalog.DATASETS if name != "digits" and decisions.dataset_available(name, root)]
 
 
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
