@@ -153,7 +153,8 @@ def modes_sentence(table: pd.DataFrame) -> str:
         return ""
     parts = []
     for _, r in parallel.iterrows():
-        spread = f" [{r['speedup_q1']:.2g}–{r['speedup_q3']:.2g}]" if r["speedup_q1"] != r["speedup_q3"] else ""
+        low, high = f"{r['speedup_q1']:.2g}", f"{r['speedup_q3']:.2g}"
+        spread = f" [{low}–{high}]" if low != high else ""  # no "[0.57–0.57]"
         parts.append(f"{r['mode']} {_speed(r['speedup'])}{spread}")
     word = ("faster" if (parallel["speedup"] > 1).all() else "slower" if (parallel["speedup"] < 1).all()
             else "mixed")
