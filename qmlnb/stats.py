@@ -6,6 +6,12 @@ mean, a confidence interval (Student's t on the paired differences, or a
 percentile bootstrap), and how often A wins, loses or ties.  An interval
 that contains 0 means the seeds do not separate the two models.
 
+A report makes many such comparisons; :func:`holm` corrects them together
+(Holm's step-down, family-wise error rate), and :func:`judge` says one in
+words: "better"/"worse" only with at least :data:`MIN_PAIRS` paired seeds and
+an interval that excludes 0 at its Holm-corrected level; the same difference
+in every seed is said as such (a zero-width t interval is no evidence).
+
 >>> paired_difference([0.91, 0.93, 0.90], [0.90, 0.94, 0.89])["mean_difference"]
 0.00333...
 """
@@ -19,6 +25,9 @@ METHODS = ("t", "bootstrap")
 # differences smaller than this count as ties (scores are fractions of a test set;
 # a test set of 10^5 samples moves a score by 1e-5 per sample)
 TIE_TOLERANCE = 1e-9
+# fewer paired seeds than this never make a "better" or "worse": with 3 or 4 seeds one lucky split decides
+MIN_PAIRS = 5
+ALPHA = 0.05  # family-wise error rate of a report's comparisons (Holm)
 
 
 def _scores(values, name: str) -> np.ndarray:
@@ -69,12 +78,11 @@ def paired_difference(a, b, confidence: float = 0.95, *, method: str = "t", n_bo
     mean = float(d.mean())
     std = float(d.std(ddof=1)) if n > 1 else math.nan
     low = high = math.nan
+    identical = bool(n > 1 and np.ptp(d) <= TIE_TOLERANCE)
+    p_value = _p_value(d) if n > 1 else math.nan
     if n > 1:
         if method == "t":
-            from scipy import stats
-
-            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-            low, high = mean - half, mean + half
+            low, high = t_interval(mean, std, n, confidence)
         else:
             rng = np.random.default_rng(seed)
             means = d[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
@@ -90,7 +98,7 @@ def paired_difference(a, b, confidence: float = 0.95, *, method: str = "t", n_bo
         "ci_low": low, "ci_high": high, "confidence": float(confidence), "method": method,
         "wins": int((d > TIE_TOLERANCE).sum()), "losses": int((d < -TIE_TOLERANCE).sum()),
         "ties": int((np.abs(d) <= TIE_TOLERANCE).sum()),
-        "within_noise": bool(within),
+        "within_noise": bool(within), "p_value": p_value, "identical": identical,
     }
 
 
@@ -132,3 +140,68 @@ def compare_to_reference(scores: dict, reference: str, confidence: float = 0.95,
             row["reference_minus_model"] = paired_difference(ref, values, confidence, method=method)
         out[name] = row
     return out
+
+
+def t_interval(mean: float, std: float, n: int, confidence: float) -> tuple[float, float]:
+    """Student's t interval (n - 1 degrees of freedom) of a mean of ``n`` values with sample std ``std``;
+    (NaN, NaN) for n < 2."""
+    if n < 2 or not math.isfinite(std):
+        return math.nan, math.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _p_value(d: np.ndarray) -> float:
+    """Two-sided p of "the mean paired difference is 0": Student's t; where every seed gives the same difference
+    (std 0, where t is undefined) the exact sign test, which needs 6 seeds of one sign to reach 0.05."""
+    from scipy import stats
+
+    if np.ptp(d) <= TIE_TOLERANCE:
+        if abs(float(d[0])) <= TIE_TOLERANCE:
+            return 1.0
+        return float(min(1.0, 2.0 * 0.5 ** d.size))
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(p_values, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction of a family of two-sided tests.
+
+    p_values : (m,) float, NaN for a comparison that makes no claim (left out of the family: it counts in
+        neither m nor the order).
+
+    Returns ``(adjusted, confidence)``, both (m,) float64: the Holm-adjusted p
+    values (monotone; a comparison is rejected at family-wise level ``alpha``
+    when its adjusted p <= alpha) and each comparison's corrected interval
+    level ``1 - alpha / (m - k)`` for its rank k (0 = smallest p): its t
+    interval at that level excludes 0 exactly when its own step rejects.
+    NaN where the p value is NaN.
+    """
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    if (p[np.isfinite(p)] < 0).any() or (p[np.isfinite(p)] > 1).any():
+        raise ValueError("p values must lie in [0, 1]")
+    adjusted = np.full(p.shape, math.nan)
+    confidence = np.full(p.shape, math.nan)
+    index = np.flatnonzero(np.isfinite(p))
+    m = index.size
+    running = 0.0
+    for k, i in enumerate(index[np.argsort(p[index], kind="stable")]):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+        confidence[i] = 1.0 - alpha / (m - k)
+    return adjusted, confidence
+
+
+def judge(result: dict, adjusted_p: float, alpha: float = ALPHA, min_pairs: int = MIN_PAIRS) -> str:
+    """A :func:`paired_difference` result (a - b) in words: "better" (a) or "worse" only with at least
+    ``min_pairs`` seeds and ``adjusted_p`` (its p value after :func:`holm` across the family) <= ``alpha``;
+    else "identical" when every seed gave the same difference (said as such, never as a zero-width
+    interval), "too few seeds" under ``min_pairs``, or "no measurable difference"."""
+    if result["n"] >= min_pairs and math.isfinite(adjusted_p) and adjusted_p <= alpha:
+        return "better" if result["mean_difference"] > 0 else "worse"
+    if result["identical"]:
+        return "identical"
+    return "too few seeds" if result["n"] < min_pairs else "no measurable difference"

@@ -326,7 +326,7 @@ def test_points_on_an_absent_dataset_are_skipped_before_a_kernel_starts(tmp_path
     s = sweep.load_sweep(g, tmp_path / "runs")
     actions = {p["dataset"]: a for _, p, _, a in sweep.plan([s], cores=2, jobs=1)}
     assert actions["digits"] == "run"
-    assert "dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat" in actions["svhn"]
+    assert "dataset 'svhn' is not in the data directory: missing train_32x32.mat or test_32x32.mat" in actions["svhn"]
 
 
 def test_list_shows_decided_values_and_stages_that_wait(tmp_path, toy, fake_sweep):

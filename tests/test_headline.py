@@ -60,69 +60,83 @@ def final_runs(tmp_path):
     return tmp_path
 
 
-def row(table, model, mode, setting_part=""):
-    match = table[(table["model"] == model) & (table["mode"] == mode) & table["setting"].str.contains(setting_part)]
-    assert len(match) == 1, (model, mode, setting_part, table)
-    return match.iloc[0]
+def by_title(tables):
+    return {(t.attrs["title"], t.attrs["budget"]): t for t in tables}
 
 
-def test_one_table_per_dataset_one_row_per_mode_and_setting(final_runs):
-    tables = headline.headline_tables(load_runs(final_runs))
-    assert list(tables) == ["digits", "fashion-mnist"]
-    digits = tables["digits"]
-    assert list(digits.columns) == headline.COLUMNS
-    seq = row(digits, "QCNN", "sequential", "n_train=100")
-    assert seq["n"] == 2
-    assert seq["balanced accuracy"] == "0.850 ± 0.071"  # mean and sample std of 0.80, 0.90
-    assert seq["F1"] == "0.800 ± 0.071" and seq["ROC AUC"] == "0.900 ± 0.071"
-    assert seq["training time (s)"] == "11 [10.5-11.5]"
-    # the QSVM runs have no folds or threads, and n_train differs: nothing is shared by every digits row
-    assert digits.attrs["common_setting"] == ""
-    assert seq["setting"] == "folds=2, n_train=100, threads=2"  # not 2.0 (a column with NaN)
-    # one row: all of its setting is said once above the table
-    fashion = tables["fashion-mnist"]
-    assert fashion.attrs["common_setting"] == "folds=2, n_train=100, threads=2" and list(fashion["setting"]) == ["—"]
-    fold = row(digits, "QCNN", "fold-parallel", "n_train=100")
-    # seed 0: 10/5 = 2, seed 1: 12/4 = 3 -> median 2.5 over 2 seeds
-    assert fold["speedup vs sequential"] == "2.50 [2.00-3.00], across runs, 2 seed pair(s)"
-    data = row(digits, "QCNN", "data-parallel", "n_train=100")
-    assert data["speedup vs sequential"] == "1.25 [1.25-1.25], across runs, 1 seed pair(s)"
-    assert data["balanced accuracy"] == "0.850 (one run)"
-    big = row(digits, "QCNN", "fold-parallel", "n_train=200")
-    assert big["speedup vs sequential"].startswith("4.00") and big["balanced accuracy"].startswith("0.980")
-    # the QSVM and baseline rows of the final grid, with their own timing
-    qsvm = row(digits, "QSVM on the QCNN's embeddings", "sequential")
-    assert qsvm["training time (s)"] == "2 [1.75-2.25]" and qsvm["n"] == 2  # gram + svm fit: 1.5, 2.5
-    rbf = row(digits, headline.BASELINE_NAMES["rbf_svm_embeddings"], "classical")
-    assert rbf["balanced accuracy"] == "0.650 ± 0.071" and rbf["training time (s)"] == "0.6 [0.55-0.65]"
-    # the classical CNN (linear head, same trainer and budget) beside CNN+SVM, timed by its training
-    cnn = row(digits, headline.BASELINE_NAMES[stages.CNN_BASELINE], "classical")
-    assert cnn["model"] == "CNN (linear head, same trainer and budget)"
-    assert cnn["balanced accuracy"] == "0.775 ± 0.035" and cnn["n"] == 2
-    assert cnn["training time (s)"] == "3.5 [3.25-3.75]" and cnn["timed"].startswith("training")
-    classical = list(digits.loc[digits["mode"] == "classical", "model"])
-    assert classical == [headline.BASELINE_NAMES[name]
-                         for name in (stages.CNN_BASELINE, "rbf_svm_embeddings", "linear_svm_pixels")]
-    fm = tables["fashion-mnist"]
-    assert len(fm) == 1 and fm.iloc[0]["speedup vs sequential"] == "1 (reference)"
-    for table in tables.values():
-        assert not table.isna().any().any()
-        assert not table.astype(str).apply(lambda c: c.str.contains("nan")).any().any()
+def test_final_tables_hold_the_final_stage_only_one_budget_each(final_runs):
+    from qmlnb.lab.report import format_table
+
+    tables = headline.final_tables(load_runs(final_runs))
+    assert len(tables) == 1  # the final-modes and threads runs are no part of it
+    digits = tables[0]
+    assert digits.attrs["dataset"] == "digits" and digits.attrs["stage"] == "final" and digits.attrs["seeds"] == [0, 1]
+    assert list(digits.columns) == headline.FINAL_COLUMNS
+    # sorted by balanced accuracy; every row from the same two runs
+    assert list(digits["model"]) == ["QSVM", "QCNN", "CNN", "linear SVM (pixels)", "CNN+SVM"]
+    assert set(digits["n"]) == {2}
+    cells = format_table(digits).set_index("model")
+    assert cells.loc["CNN", "balanced accuracy"] == "0.775 ± 0.035" and cells.loc["CNN", "time (s)"] == "3.5 [3.25–3.75]"
+    assert cells.loc["QSVM", "time (s)"] == "2 [1.75–2.25]"  # gram + svm fit: 1.5, 2.5
+    assert cells.loc["CNN+SVM", "balanced accuracy"] == "0.650 ± 0.071"
+    assert "CNN: CNN (linear head, same trainer and budget)" in digits.attrs["legend"]
 
 
-def test_a_parallel_mode_without_a_sequential_run_says_so(tmp_path):
-    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.7)
-    table = headline.headline_tables(load_runs(tmp_path))["digits"]
-    assert table.iloc[0]["speedup vs sequential"].startswith("— (no sequential run")
+def test_modes_tables_name_one_reference_and_never_pool_budgets(final_runs):
+    from qmlnb.lab.report import format_table
+
+    tables = headline.modes_tables(load_runs(final_runs))
+    budgets = [(t.attrs["dataset"], t.attrs["setting"]["n_train"]) for t in tables]
+    assert budgets == [("digits", 100), ("digits", 200), ("fashion-mnist", 100)]
+    digits = format_table(tables[0]).set_index("mode")
+    # no run timed its own reference here: sequential time over the mode's, seed by seed, said in the notes
+    assert digits.loc["fold-parallel", "speedup"] == "2.5 [2.25–2.75]"  # 10/5 and 12/4
+    assert digits.loc["data-parallel", "speedup"] == "1.25" and digits.loc["sequential", "speedup"] == "1"
+    assert tables[0].attrs["notes"] == ["sequential: the reference", "fold-parallel: across runs, seed by seed",
+                                        "data-parallel: across runs, seed by seed"]
+
+
+def test_the_reference_on_fewer_threads_is_a_row_and_every_speedup_is_against_it(tmp_path):
+    on_one = {"reference_threads": 1, "reference_mode": "sequential", "reference_train_s": 4.0}
+    mode_run(tmp_path, "sequential", 0, 10.0, 0.8, speedup_vs_sequential=0.4, comparison=on_one)
+    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.8, speedup_vs_sequential=0.8, comparison=on_one)
+    mode_run(tmp_path, "fold-parallel", 1, 5.0, 0.8, speedup_vs_sequential=0.7, comparison=on_one)
+    (table,) = headline.modes_tables(load_runs(tmp_path))
+    assert table.attrs["reference"] == "sequential training on 1 thread" and table.attrs["notes"] == []
+    rows = table.set_index("mode")
+    reference = rows.loc["reference: sequential training on 1 thread"]
+    assert reference["training time (s)"] == 4.0 and reference["speedup"] == 1.0 and reference["n"] == 3
+    # 2 threads made sequential training slower than 1: its speedup says so, it is no "1 (reference)"
+    assert rows.loc["sequential", "speedup"] == 0.4 and rows.loc["sequential", "training time (s)"] == 10.0
+    assert rows.loc["fold-parallel", "speedup"] == pytest.approx(0.75)
+    assert (rows.loc["fold-parallel", "speedup_q1"], rows.loc["fold-parallel", "speedup_q3"]) == \
+        pytest.approx((0.725, 0.775))
 
 
 def test_no_final_runs_gives_no_tables(tmp_path):
-    assert headline.headline_tables(pd.DataFrame()) == {}
+    assert headline.headline_tables(pd.DataFrame()) == []
+
+
+def test_a_millisecond_time_keeps_its_digits(tmp_path):
+    from qmlnb.lab.report import format_table
+
+    mode_run(tmp_path, "sequential", 0, 0.00312, 0.7)
+    mode_run(tmp_path, "sequential", 1, 0.00412, 0.7)
+    (table,) = headline.modes_tables(load_runs(tmp_path))
+    assert format_table(table).iloc[0]["training time (s)"] == "0.00362 [0.00337–0.00387]"
+
+
+def test_tables_follow_the_catalogue_order(tmp_path):
+    for dataset in ("cifar10", "fashion-mnist", "digits"):
+        mode_run(tmp_path, "sequential", 0, 1.0, 0.7, dataset=dataset)
+    assert [t.attrs["dataset"] for t in headline.headline_tables(load_runs(tmp_path))] == [
+        "digits", "fashion-mnist", "cifar10"]
 
 
 def test_skipped_datasets_name_the_files_they_need(final_runs):
     tables = headline.headline_tables(load_runs(final_runs))
     skipped = headline.skipped_datasets(final_runs, tables)
+    assert list(headline.skipped_datasets(final_runs, ["digits"])["dataset"]) == ["svhn"]
     assert list(skipped["dataset"]) == ["svhn"]
     assert "train_32x32.mat" in skipped.iloc[0]["reason"]
 
@@ -153,41 +167,6 @@ def test_decision_lines_and_the_flow_diagram(tmp_path):
     raised = {"key": "threads", "from": "threads", "pick": "fastest", "decided": 1, "at_least": 2, "value": 2}
     assert headline.flow_text([{"stage": "modes", "references": [raised]}]) == \
         "1. modes  <-  threads=2 (decided 1, at least 2) (fastest of threads)"
-
-
-def test_a_millisecond_time_keeps_its_digits(tmp_path):
-    mode_run(tmp_path, "sequential", 0, 0.00312, 0.7)
-    table = headline.headline_tables(load_runs(tmp_path))["digits"]
-    assert table.iloc[0]["training time (s)"] == "0.00312 [0.00312-0.00312]"
-
-
-def test_tables_follow_the_catalogue_order(tmp_path):
-    for dataset in ("cifar10", "fashion-mnist", "digits"):
-        mode_run(tmp_path, "sequential", 0, 1.0, 0.7, dataset=dataset)
-    assert list(headline.headline_tables(load_runs(tmp_path))) == ["digits", "fashion-mnist", "cifar10"]
-
-
-def test_a_speedup_measured_in_the_run_is_shown_instead_of_a_ratio_across_runs(tmp_path):
-    mode_run(tmp_path, "sequential", 0, 10.0, 0.8, speedup_vs_sequential=1.0)
-    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.8, speedup_vs_sequential=1.6)
-    mode_run(tmp_path, "fold-parallel", 1, 5.0, 0.8, speedup_vs_sequential=1.8)
-    table = headline.headline_tables(load_runs(tmp_path))["digits"]
-    fold = row(table, "QCNN", "fold-parallel")
-    # 10 s / 5 s across runs would say 2.00: the runs' own measurements say 1.6 and 1.8
-    assert fold["speedup vs sequential"] == "1.70 [1.60-1.80], measured in each run, 2 run(s)"
-
-
-def test_the_sequential_reference_on_fewer_threads_is_named_and_the_sequential_row_shows_its_own_speedup(tmp_path):
-    # compare_threads 1: each run trained sequentially on 1 thread beside itself (the threads stage's fastest)
-    on_one = {"reference_threads": 1, "reference_mode": "sequential"}
-    mode_run(tmp_path, "sequential", 0, 10.0, 0.8, speedup_vs_sequential=0.5, comparison=on_one)
-    mode_run(tmp_path, "fold-parallel", 0, 5.0, 0.8, speedup_vs_sequential=1.2, comparison=on_one)
-    table = headline.headline_tables(load_runs(tmp_path))["digits"]
-    # 2 threads made sequential training slower than 1: said, not hidden behind "1 (reference)"
-    assert row(table, "QCNN", "sequential")["speedup vs sequential"] == \
-        "0.50 [0.50-0.50], measured in each run against sequential on 1 thread(s), 1 run(s)"
-    assert row(table, "QCNN", "fold-parallel")["speedup vs sequential"] == \
-        "1.20 [1.20-1.20], measured in each run against sequential on 1 thread(s), 1 run(s)"
 
 
 # ---------------------------------------------------------------- simulators against PennyLane

@@ -33,24 +33,25 @@ def head_run(runs_dir, head, seed, ba, dataset="digits", degenerate=False, stage
         "qcnn": scores(ba, degenerate), "timings": {"train_s": 1.0}})
 
 
-# digits: quantum beats linear on every seed by 0.10 +- 0.01 (beyond noise); mlp differs by +0.05, -0.05, +0.01
-# (within noise); cnn-linear is degenerate on seed 2 (balanced accuracy 0.5) and worse.
-QUANTUM = {0: 0.90, 1: 0.92, 2: 0.88}
-LINEAR = {0: 0.80, 1: 0.81, 2: 0.79}
-MLP = {0: 0.85, 1: 0.97, 2: 0.87}
-CNN_LINEAR = {0: 0.89, 1: 0.93, 2: 0.50}
+# digits, 5 seeds: quantum beats linear on every seed by 0.10 +- 0.01 (beyond noise); mlp differs by +0.05, -0.05,
+# +0.01, -0.01, 0 (no measurable difference); cnn-linear is degenerate on seed 2 (balanced accuracy 0.5) and worse.
+QUANTUM = {0: 0.90, 1: 0.92, 2: 0.88, 3: 0.92, 4: 0.88}
+LINEAR = {0: 0.80, 1: 0.81, 2: 0.79, 3: 0.82, 4: 0.78}
+MLP = {0: 0.85, 1: 0.97, 2: 0.87, 3: 0.93, 4: 0.88}
+CNN_LINEAR = {0: 0.89, 1: 0.93, 2: 0.50, 3: 0.91, 4: 0.87}
+FASHION_LINEAR = [0.72, 0.69, 0.73, 0.71, 0.76]
 
 
 @pytest.fixture
 def head_runs(tmp_path):
-    for seed in (0, 1, 2):
+    for seed in range(5):
         head_run(tmp_path, "quantum", seed, QUANTUM[seed])
         head_run(tmp_path, "linear", seed, LINEAR[seed])
         head_run(tmp_path, "mlp", seed, MLP[seed])
         head_run(tmp_path, "cnn-linear", seed, CNN_LINEAR[seed], degenerate=seed == 2)
         # fashion-mnist: every control within noise of the quantum model
         head_run(tmp_path, "quantum", seed, 0.70 + 0.01 * seed, dataset="fashion-mnist")
-        head_run(tmp_path, "linear", seed, [0.72, 0.69, 0.73][seed], dataset="fashion-mnist")
+        head_run(tmp_path, "linear", seed, FASHION_LINEAR[seed], dataset="fashion-mnist")
     # a dataset-size run without controls: not a controls task
     fake_run(tmp_path, "dataset-size", {"dataset": "digits", "n_train": 50, "seed": 0},
              {"task": stages.QCNN, "stage": stages.DATASET_SIZE, "dataset": "digits", "classes": [3, 8],
@@ -67,7 +68,7 @@ def test_each_head_mean_std_and_paired_difference(head_runs):
     assert set(table["dataset"]) == {"digits", "fashion-mnist"}  # the dataset-size run has no controls
     digits = by_model(table, "digits")
     assert list(digits.index) == ["quantum", "linear", "mlp", "cnn-linear"]  # reference first, then HEADS' order
-    assert digits.loc["quantum", "n"] == 3
+    assert digits.loc["quantum", "n"] == 5
     assert digits.loc["quantum", "mean"] == pytest.approx(0.90)
     assert digits.loc["quantum", "std"] == pytest.approx(0.02)
     assert digits.loc["quantum", "mean ± std"] == "0.900 ± 0.020"
@@ -75,12 +76,14 @@ def test_each_head_mean_std_and_paired_difference(head_runs):
     linear = digits.loc["linear"]
     assert linear["reference_minus_model"] == pytest.approx(0.10)
     assert 0 < linear["ci_low"] < 0.10 < linear["ci_high"]
-    assert (linear["wins"], linear["losses"], linear["pairs"]) == (3, 0, 3)
+    assert (linear["wins"], linear["losses"], linear["pairs"]) == (5, 0, 5)
     assert linear["verdict"] == "quantum better"
     mlp = digits.loc["mlp"]
-    assert mlp["reference_minus_model"] == pytest.approx((0.05 - 0.05 + 0.01) / 3)
+    assert mlp["reference_minus_model"] == pytest.approx(0.0, abs=1e-12)
     assert mlp["ci_low"] < 0 < mlp["ci_high"]
-    assert mlp["verdict"] == "within noise"
+    assert mlp["verdict"] == "no measurable difference"
+    # Holm across the table's 4 comparisons: the strongest is tested at 1 - 0.05 / 4
+    assert linear["level"] == pytest.approx(1 - 0.05 / 4) and linear["p_holm"] <= 0.05
     assert digits.loc["cnn-linear", "degenerate"] == 1
     assert digits.loc["linear", "degenerate"] == 0
 
@@ -90,23 +93,64 @@ def test_sentences_say_which_is_better_and_when_nothing_is_measurable(head_runs)
     digits = next(v for k, v in sentences.items() if k.startswith("digits 3 vs 8"))
     fashion = next(v for k, v in sentences.items() if k.startswith("fashion-mnist"))
     assert "[controls]" in next(k for k in sentences if k.startswith("digits"))
-    assert any(s.startswith("quantum − linear = +0.100 [") and s.endswith("quantum better.") for s in digits)
-    assert any(s.startswith("quantum − mlp") and "within noise" in s for s in digits)
-    assert any("cnn-linear" in s and "1 of its 3 runs predicted one class (degenerate)" in s for s in digits)
+    assert any(s.startswith("quantum − linear = +0.100 [") and "quantum won in all 5 seeds" in s
+               and s.endswith("quantum better.") for s in digits)
+    assert any(s.startswith("quantum − mlp") and "no measurable difference" in s for s in digits)
+    assert any("cnn-linear" in s and "1 of its 5 runs predicted one class (degenerate)" in s for s in digits)
     assert digits[-1].startswith("quantum is better beyond noise than linear")
-    assert fashion[-1] == "The quantum layer adds nothing measurable here: no interval excludes 0 in its favour."
-    assert any("within noise" in s for s in fashion)
+    assert fashion[-1] == ("The quantum layer adds nothing measurable here: no corrected interval excludes 0 in its "
+                           "favour.")
+    assert any("no measurable difference" in s for s in fashion)
 
 
 def test_a_control_better_than_the_quantum_model_is_named(tmp_path):
-    for seed, (q, lin) in enumerate([(0.70, 0.80), (0.72, 0.81), (0.71, 0.83)]):
+    for seed, (q, lin) in enumerate([(0.70, 0.80), (0.72, 0.81), (0.71, 0.83), (0.70, 0.79), (0.73, 0.84)]):
         head_run(tmp_path, "quantum", seed, q)
         head_run(tmp_path, "linear", seed, lin)
     table = controls.qcnn_controls(load_runs(tmp_path))
     assert table.set_index("model").loc["linear", "verdict"] == "linear better"
     (lines,) = controls.control_sentences(table, "quantum", "the quantum layer").values()
-    assert lines[-1] == ("The quantum layer adds nothing measurable here: no interval excludes 0 in its favour; "
-                         "linear is better than quantum beyond noise.")
+    assert lines[-1] == ("The quantum layer adds nothing measurable here: no corrected interval excludes 0 in its "
+                         "favour; linear is better than quantum beyond noise.")
+
+
+def test_weak_evidence_is_never_a_verdict(tmp_path):
+    # three identical one-image differences: said as the same difference in every seed, never "[+0.006, +0.006]"
+    for seed, q in enumerate([0.900, 0.910, 0.920]):
+        head_run(tmp_path, "quantum", seed, q)
+        head_run(tmp_path, "mlp", seed, q - 0.006)
+    table = controls.qcnn_controls(load_runs(tmp_path))
+    row = table.set_index("model").loc["mlp"]
+    assert bool(row["identical"]) and row["verdict"] == controls.SAME_EVERY_SEED
+    (lines,) = controls.control_sentences(table, "quantum", "the quantum layer").values()
+    assert any("+0.006 in every one of 3 paired seeds" in s for s in lines)
+    assert not any("[+0.006, +0.006]" in s for s in lines) and not any("quantum better" in s for s in lines)
+
+
+def test_losing_in_every_seed_is_said_and_holm_spans_the_report(tmp_path):
+    # 4 seeds, lost in every one: too few seeds for a verdict, but the sentence says it lost in all of them
+    for seed in range(4):
+        head_run(tmp_path, "quantum", seed, 0.70 + 0.01 * seed)
+        head_run(tmp_path, "linear", seed, 0.80 + 0.012 * seed)
+    table = controls.qcnn_controls(load_runs(tmp_path))
+    (lines,) = controls.control_sentences(table, "quantum", "the quantum layer").values()
+    assert "quantum lost in all 4 seeds" in lines[0] and "too few seeds (under 5)" in lines[0]
+    assert lines[-1].endswith("quantum lost to linear in every seed.")
+    # one clear comparison (p ~ 1e-3 alone) corrected together with 40 others: no longer "better"
+    row = {**dict.fromkeys(controls.TABLE_COLUMNS), "stage": "s", "dataset": "d", "classes": "", "setting": "",
+           "model": "linear", "reference_minus_model": 0.02, "std_difference": 0.01, "pairs": 5, "wins": 5,
+           "losses": 0, "identical": False}
+    import pandas as pd
+    from qmlnb import stats
+
+    p = stats.paired_difference([0.82, 0.81, 0.83, 0.80, 0.84], [0.80, 0.80, 0.80, 0.79, 0.80])["p_value"]
+    alone = pd.DataFrame([{**row, "p_value": p}])
+    assert controls.correct([alone], ["quantum"])[0].loc[0, "verdict"] == "quantum better"
+    many = pd.DataFrame([{**row, "p_value": p}] + [{**row, "p_value": 0.5}] * 40)
+    corrected = controls.correct([many], ["quantum"])[0]
+    assert corrected.loc[0, "verdict"] == "no measurable difference" and corrected.loc[0, "p_holm"] > 0.05
+    # its interval widens to the corrected level (1 - 0.05 / 41) and now holds 0
+    assert corrected.loc[0, "level"] == pytest.approx(1 - 0.05 / 41) and corrected.loc[0, "ci_low"] < 0
 
 
 def test_seeds_pair_up_only_where_both_models_ran(tmp_path):
@@ -131,6 +175,7 @@ def qsvm_run(runs_dir, seed, qsvm_ba, rbf_ba, pixels_ba, stage=stages.FINAL, deg
     fake_run(runs_dir, "final", params, {
         "task": stages.QSVM, "stage": stage, "dataset": "digits", "classes": [3, 8], "n_train": 100, "epochs": 3,
         "n_qubits": n_qubits, "backend": "cpu", "seed": seed, "qcnn": scores(0.8), "qsvm": scores(qsvm_ba, degenerate),
+        "qsvm_params": {"C": 1000.0 if n_qubits == 8 else 1.0},
         "baselines": {"cnn": {**scores(0.85), "fit_s": 2.0},
                       "rbf_svm_embeddings_alignment": {**scores(rbf_ba), "fit_s": 0.1},
                       "rbf_svm_pixels": {**scores(pixels_ba), "fit_s": 0.1}},
@@ -146,7 +191,7 @@ def test_qsvm_against_its_baselines_paired_within_runs(tmp_path):
     assert list(table.index) == ["qsvm", "qcnn", "cnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels"]
     assert table.loc["qsvm", "degenerate"] == 1
     assert table.loc["rbf_svm_pixels", "reference_minus_model"] == pytest.approx((0.90 + 0.92 + 0.50) / 3 - 0.97)
-    assert table.loc["rbf_svm_embeddings_alignment", "verdict"] == "within noise"
+    assert table.loc["rbf_svm_embeddings_alignment", "verdict"] == "too few seeds (under 5)"
     (lines,) = controls.control_sentences(table.reset_index(), "qsvm", "the quantum kernel").values()
     assert lines[0].startswith("qsvm: ") and "1 of its 3 runs predicted one class (degenerate)" in lines[0]
     assert lines[-1].startswith("The quantum kernel adds nothing measurable here")
@@ -158,6 +203,9 @@ def test_kernel_diagnostics_table_and_plot(tmp_path):
     diag = controls.kernel_diagnostics_table(load_runs(tmp_path))
     assert list(diag["n_qubits"]) == [4, 8]
     assert list(diag["off_diagonal_std"]) == [0.05, 0.002]
+    # C at the edge of its cross-validation grid is flagged like the bandwidth
+    assert list(diag["C"]) == [1.0, 1000.0] and list(diag["C_at_grid_edge"]) == [False, True]
+    assert "C=1000 sits on its grid's edge" in diag["warnings"].iloc[1] and "C=" not in diag["warnings"].iloc[0]
     assert list(diag["bandwidth"]) == [0.02, 1.0]
     assert diag.loc[0, "bandwidth_grid"] == "0.02 0.1 1"
     assert diag.loc[0, "warnings"] == "the kernel is a Gaussian in disguise"

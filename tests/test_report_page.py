@@ -200,11 +200,13 @@ def test_the_environment_records_blas_threads_and_data_folder():
     assert set(env["thread_env"]) == set(provenance.THREAD_VARS) and env["data_dir"]
 
 
-# the page's sections in the order a reader meets them: one headline part (each dataset's table first, then the
-# Gram step's performance), then the rest, the runs that did not complete last
-PAGE_ORDER = ("Headline", "Each dataset's final runs", "The Gram step at the largest N",
-              "Simulators against PennyLane, measured in the same run", "Scores per configuration",
-              "Gram matrix: time against N per backend", "What the controls show", "Runs that did not complete")
+# the page's sections in the order a reader meets them: after the first screen (verdicts, forest plot, contents),
+# the headline tables (final comparison, training modes), the Gram step's performance, then the rest; the runs,
+# machine and software near the end and the runs that did not complete last
+PAGE_ORDER = ("The final comparison, per dataset", "Training modes: sequential against parallel",
+              "The Gram step at the largest N", "Simulators against PennyLane, measured in the same run",
+              "Scores per configuration", "Gram matrix: time against N per backend", "What the controls show",
+              "Runs, machine and software", "Runs that did not complete")
 
 
 def headings(markdown_cells) -> list[str]:
@@ -213,16 +215,21 @@ def headings(markdown_cells) -> list[str]:
             if line.startswith(("## ", "### "))]
 
 
-def test_the_summary_opens_with_the_dataset_headline_then_the_gram_headline_and_ends_with_skipped_runs():
+def test_the_summary_opens_with_the_verdicts_then_the_headline_tables_and_ends_with_skipped_runs():
     nb = json.loads(report.SUMMARY_NOTEBOOK.read_text())
     found = headings("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    assert found[0] == "Headline" and found[-1] == "Runs that did not complete"
+    assert found[0] == PAGE_ORDER[0] and found[-1] == "Runs that did not complete"
     assert [h for h in found if h in PAGE_ORDER] == list(PAGE_ORDER)
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    first = next(i for i, c in enumerate(code) if "headline.headline_tables" in c)
+    first = next(i for i, c in enumerate(code) if "verdicts.first_screen_html" in c)
+    tables = next(i for i, c in enumerate(code) if "for table in final_tables" in c)
     gram = next(i for i, c in enumerate(code) if "report.gram_headline" in c)
-    assert first < gram < next(i for i, c in enumerate(code) if "headline.simulator_table" in c)
+    assert first < tables < gram < next(i for i, c in enumerate(code) if "headline.simulator_table" in c)
     assert "skipped_summary" in code[-1]
+    # the contents list every section, from the notebook itself: a new section joins it with its heading
+    assert report.notebook_sections(report.SUMMARY_NOTEBOOK) == [h for h in found if h in
+                                                                 report.notebook_sections(report.SUMMARY_NOTEBOOK)]
+    assert set(PAGE_ORDER) <= set(report.notebook_sections(report.SUMMARY_NOTEBOOK))
 
 
 @pytest.mark.slow  # runs the summary notebook (a few seconds)
@@ -233,17 +240,23 @@ def test_the_page_reads_as_a_benchmark_report(page_runs, tmp_path):
         "rbf_svm_embeddings": {"accuracy": 0.7, "f1": 0.7, "roc_auc": 0.7, "balanced_accuracy": 0.7, "fit_s": 0.5}}},
         params={"dataset": "digits", "seed": 0, "n_train": 100, "backend": "openmp"})
     html = report.build_report(page_runs, tmp_path / "reports").read_text()
-    text = re.sub(r"<[^>]+>", " ", html)
+    # the page's text without its table of contents (which names every section first)
+    text = re.sub(r"<[^>]+>", " ", re.sub(r'<nav id="qmlnb-toc">.*?</nav>', "", html, flags=re.S))
     for label in ("date:", "commit:", "machine:", "packages:", "BLAS:", "data folder:", "load:"):
         assert label in text, label
     page = [unescape(re.sub(r"<[^>]+>", "", h)).rstrip("¶").strip()
             for h in re.findall(r"<h[23][^>]*>(.*?)</h[23]>", html, flags=re.S)]
-    assert page[0] == "Headline" and page[-1] == "Runs that did not complete"  # the skipped runs last
+    assert page[0] == PAGE_ORDER[0] and page[-1] == "Runs that did not complete"  # the skipped runs last
     assert [h for h in page if h in PAGE_ORDER] == list(PAGE_ORDER)
-    # the dataset's table (its CNN row) sits before the Gram headline's section
-    cnn = text.index("CNN (linear head, same trainer and budget)")
-    assert text.index("Each dataset's final runs") < cnn < text.index("The Gram step at the largest N")
-    assert text.index("RBF SVM on the QCNN's CNN embeddings (CNN+SVM)") < text.index("The Gram step at the largest N")
+    # the verdict and the contents come before every section; the final table (its CNN row) before the Gram one
+    assert html.index('id="qmlnb-verdict"') < html.index('id="qmlnb-toc"') < html.index('<h2 id="The-final')
+    assert text.index("Best: ") < text.index("The final comparison, per dataset")
+    cnn = text.index("CNN: CNN (linear head, same trainer and budget)")
+    assert text.index("The final comparison, per dataset") < cnn < text.index("The Gram step at the largest N")
+    # every link of the contents points at a heading of the page
+    ids = set(re.findall(r'<h2 id="([^"]+)"', html))
+    links = re.findall(r'<li><a href="#([^"]+)">', html)
+    assert links and set(links) <= ids, set(links) - ids
     # the simulators' table after the Gram headline: the states row measured in the cpu run, the QCNN row
     # naming the stage that measures it (no sequential run compared its simulator here)
     simulators = text.index("Simulators against PennyLane, measured in the same run")
@@ -273,3 +286,36 @@ def test_the_gram_scaling_legend_never_prints_nan_for_a_stage_with_one_n():
     assert any("[gram-threads]: one N, no slope" in label for label in labels)
     assert any(label.startswith("openmp, 2 thr [gram-scaling]: slope 2.00") for label in labels), labels
     assert not any("nan" in label for label in labels)
+
+
+def test_automatic_and_unused_values_and_rounding_leftovers_read_as_such():
+    table = pd.DataFrame({"param.C": [0.0, 10.0], "bandwidth": [0, 0.2], "compare_threads": [0, 2],
+                          "difference": [4.44e-17, -0.0123], "model": ["a", "b"]})
+    cells = report.format_table(table)
+    assert list(cells["C"]) == ["auto", "10"] and list(cells["bandwidth"]) == ["auto", "0.2"]
+    assert list(cells["compare_threads"]) == ["—", "2"] and list(cells["difference"]) == ["0", "-0.0123"]
+    from qmlnb.lab.report import headline
+
+    assert headline._describe({"epochs": 2, "compare_threads": 0, "C": 0}) == "epochs=2; compare_threads=—, C=auto"
+    # median [IQR] cells: the median alone where there is no spread
+    iqr = pd.DataFrame({"t": [2.0, 3.0], "t_q1": [1.5, 3.0], "t_q3": [2.5, 3.0]})
+    assert list(report.format_table(iqr)["t"]) == ["2 [1.5–2.5]", "3"]
+
+
+def test_the_explorer_heatmap_draws_the_class_boundary_and_prints_the_alignment():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qmlnb.lab import tasks
+    from qmlnb.qsvm.svm import kernel_target_alignment
+
+    y = np.array([0, 0, 0, 1, 1])
+    K = np.where(y[:, None] == y[None, :], 0.9, 0.1)
+    np.fill_diagonal(K, 1.0)
+    result = {"images": np.zeros((2, 4, 4)), "labels": ["3", "8"], "K": K, "y": y, "gram_s": 1e-3}
+    fig = tasks.plot_exploration(result)
+    ax = next(a for a in fig.axes if "fidelity kernel" in a.get_title())
+    lines = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines]
+    assert ((3, 3), (0, 1)) in lines and ((0, 1), (3, 3)) in lines  # one vertical, one horizontal line at row 3
+    assert tasks.class_edges(y) == [3]
+    assert f"alignment {kernel_target_alignment(K, y):.3f}" in ax.get_title()

@@ -93,3 +93,35 @@ def test_comparison_table_lines_up_and_says_what_is_noise():
     starts = {line.index("0.") for line in lines[1:]}
     assert len(starts) == 1  # the means start in one column
     assert lines[0].index("quantum - model") == lines[1].index("(reference)")
+
+
+def test_holm_matches_the_step_down_by_hand_and_skips_missing():
+    from qmlnb.stats import holm
+
+    adjusted, level = holm([0.01, 0.04, float("nan"), 0.03])
+    # sorted 0.01, 0.03, 0.04 with m = 3: 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    assert adjusted[[0, 3, 1]] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[2])
+    assert level[[0, 3, 1]] == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 0.95]) and math.isnan(level[2])
+    with pytest.raises(ValueError, match="alpha"):
+        holm([0.1], alpha=1.0)
+    with pytest.raises(ValueError, match="p values"):
+        holm([1.5])
+
+
+def test_judge_needs_five_seeds_and_names_identical_differences():
+    from qmlnb.stats import judge
+
+    # three identical differences: a zero-width t interval, which is no evidence
+    same = paired_difference([0.90, 0.91, 0.92], [0.894, 0.904, 0.914])
+    assert same["identical"] and same["ci_low"] == pytest.approx(same["ci_high"])
+    assert same["p_value"] == pytest.approx(0.25)  # the exact sign test: 2 * 0.5**3
+    assert judge(same, same["p_value"]) == "identical"
+    clear = paired_difference([0.9, 0.92, 0.91], [0.8, 0.81, 0.79])
+    assert clear["p_value"] < 0.05 and judge(clear, clear["p_value"]) == "too few seeds"
+    five = paired_difference([0.9, 0.92, 0.91, 0.93, 0.9], [0.8, 0.81, 0.79, 0.8, 0.82])
+    assert judge(five, five["p_value"]) == "better" and judge(paired_difference(
+        [0.8, 0.81, 0.79, 0.8, 0.82], [0.9, 0.92, 0.91, 0.93, 0.9]), five["p_value"]) == "worse"
+    assert judge(five, 0.2) == "no measurable difference"  # after a correction that leaves it above alpha
+    # the t test's p agrees with scipy's
+    d = np.array([0.9, 0.92, 0.91, 0.93, 0.9]) - np.array([0.8, 0.81, 0.79, 0.8, 0.82])
+    assert five["p_value"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)

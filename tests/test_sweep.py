@@ -789,3 +789,63 @@ def test_a_dask_cluster_without_workers_is_refused_before_anything_runs(tmp_path
         assert cli.main(args) == 2
     assert "has no workers" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_progress_bar_counts_only_the_points_that_run(tmp_path, toy, monkeypatch):
+    # 3 points already complete, 1 skipped before running, 2 to run: the bar's total (and so its rate and ETA)
+    # is 2, and only the 2 runs move it
+    s = sweep.load_sweep(grid_file(tmp_path, toy, {"a": [1, 2, 3, 4, 5, 6]}, name="bar"))
+    actions = ["done", "done", "done", "threads=9 exceeds the 2 cores of this machine", "run", "run"]
+    monkeypatch.setattr(sweep, "plan", lambda sweeps, cores, jobs, where="": [
+        (s, p, 1, a) for p, a in zip(s.points, actions)])
+    monkeypatch.setattr(sweep, "run_point", lambda *a, **k: {"status": runs.COMPLETE})
+    monkeypatch.setattr(sweep, "skip_point", lambda *a, **k: {"status": runs.SKIPPED, "reason": "threads"})
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, text):
+            pass
+
+        write = staticmethod(print)
+
+    monkeypatch.setattr(sweep, "tqdm", Bar)
+    summary = sweep.run_sweeps([s], cores=2)
+    assert (summary["already_complete"], summary["skipped"], summary["complete"]) == (3, 1, 2)
+    assert (bars[0].total, bars[0].n) == (2, 2)
+
+
+def test_a_data_folder_holding_no_known_dataset_warns_and_missing_files_are_the_needed_ones(tmp_path, monkeypatch):
+    from qmlnb.lab import decisions
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(UserWarning, match="holds none of the datasets fashion-mnist, cifar10, svhn"):
+        sweep.resolve_data_dir(empty)
+    # a folder with the Fashion-MNIST test files: no warning, and that dataset is known
+    fashion = tmp_path / "data" / "fashion-mnist"
+    fashion.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"):
+        (fashion / name).write_bytes(b"")
+    assert sweep.known_datasets(tmp_path / "data") == ["fashion-mnist"]
+    # SVHN with its test file present but not its training file: usable, no message; with neither, the message
+    # names only the files that are missing
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "data"))
+    svhn = tmp_path / "data" / "svhn"
+    svhn.mkdir()
+    reason = decisions.dataset_unusable({"dataset": "cifar10"})
+    assert "data_batch_1" in reason and "test_batch" in reason and " or test_batch" in reason
+    (svhn / "test_32x32.mat").write_bytes(b"")
+    assert decisions.dataset_unusable({"dataset": "svhn"}) is None

@@ -457,21 +457,22 @@ def apply_floor(value, ref: Reference):
     return value
 
 
-def dataset_available(name: str) -> bool:
-    """Are dataset ``name``'s training or test files (all of either group) in the data directory?"""
+def _present(folder, name: str) -> bool:
+    # a dataset file, as distributed (.gz) or already unpacked
+    return (folder / name).is_file() or (folder / name.removesuffix(".gz")).is_file()
+
+
+def dataset_available(name: str, root=None) -> bool:
+    """Are dataset ``name``'s training or test files (all of either group) in the data directory (``root``, else
+    the configured one)?"""
     from ..data import dataset_info
     from ..data.catalog import dataset_folder
 
     if name == "digits":
         return True
     info = dataset_info(name)
-    folder = dataset_folder(name)
-
-    def present(files) -> bool:
-        return bool(files) and all((folder / f).is_file() or (folder / f.removesuffix(".gz")).is_file()
-                                   for f in files)
-
-    return present(info.train_files) or present(info.test_files)
+    folder = dataset_folder(name, root)
+    return any(files and all(_present(folder, f) for f in files) for files in (info.train_files, info.test_files))
 
 
 def dataset_unusable(point: dict) -> str | None:
@@ -487,8 +488,12 @@ def dataset_unusable(point: dict) -> str | None:
     if not isinstance(name, str) or name not in DATASETS or dataset_available(name):
         return None
     info = dataset_info(name)
-    return (f"dataset {name!r} is not in the data directory: missing {', '.join(info.train_files + info.test_files)} "
-            f"in {dataset_folder(name).resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
+    folder = dataset_folder(name)
+    # only the files really missing, per group: either group (training or test files) makes the dataset usable
+    groups = [[f for f in files if not _present(folder, f)] for files in (info.train_files, info.test_files) if files]
+    needed = " or ".join(", ".join(g) for g in groups if g)
+    return (f"dataset {name!r} is not in the data directory: missing {needed} "
+            f"in {folder.resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
 
 
 def first_available(names: list[str], where: str) -> str:

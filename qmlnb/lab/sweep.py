@@ -25,6 +25,7 @@ import contextlib
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,7 +105,19 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if source and not path.is_dir():
         absolute = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.resolve()})"
         raise SweepError(f"the data folder {path}{absolute}, given by {source}, does not exist or is not a folder")
+    if source and not known_datasets(path):
+        # a folder given on purpose that holds none of the catalogue's datasets is almost always the wrong folder
+        # (its parent, or a dataset's own folder): say so before every point needing a dataset is skipped
+        warnings.warn(f"the data folder {path.resolve()}, given by {source}, holds none of the datasets "
+                      f"{', '.join(n for n in catalog.DATASETS if n != 'digits')} (each in its own subfolder, e.g. "
+                      f"{catalog.dataset_info('fashion-mnist').folder}/): their stages will be skipped and "
+                      "`first_available` stages will use the embedded digits", stacklevel=2)
     return path.resolve()
+
+
+def known_datasets(root: str | os.PathLike) -> list[str]:
+    """The catalogue's datasets (digits aside: it is embedded) whose training or test files are all in ``root``."""
+    return [name for name in catalog.DATASETS if name != "digits" and decisions.dataset_available(name, root)]
 
 
 def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, progress: bool = True,
@@ -142,10 +155,13 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
             todo = plan(sweeps, min(worker_threads), 1, where="a Dask worker")
         else:
             todo = plan(sweeps, budget_cores, jobs)
-        bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress))
+        # the bar and its ETA count only the points that run: points already complete or skipped before running
+        # take no time, and counting them made the rate (hundreds of runs/s) and the ETA meaningless
+        bar = stack.enter_context(tqdm(total=sum(1 for *_, action in todo if action == "run"), desc="sweep",
+                                       unit="run", disable=not progress))
         budget = CoreBudget(budget_cores)
 
-        def account(result: dict, sweep: Sweep, point: dict) -> None:
+        def account(result: dict, sweep: Sweep, point: dict, ran: bool = True) -> None:
             if tracker is not None and result["status"] == runs.COMPLETE:
                 result["tracker"] = tracker(sweep.run_dir(point))
             with lock:
@@ -160,7 +176,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     holder = f"pid {result['pid']}" if result.get("pid") else "another process"
                     summary["busy_runs"].append((where, result.get("pid")))
                     tqdm.write(f"BUSY {where}: held by {holder} (another sweep is running it); not run")
-                bar.update(1)
+                if ran:
+                    bar.update(1)
 
         def work(sweep: Sweep, point: dict, threads: int) -> None:
             tokens = budget.acquire(threads)
@@ -179,9 +196,8 @@ def run_sweeps(sweeps: list[Sweep], jobs: int = 1, cores: int | None = None, pro
                     pending.append((point, threads))
                 elif action == "done":
                     summary["already_complete"] += 1
-                    bar.update(1)
                 else:  # a reason known before running: record it like a skip from inside the notebook
-                    account(skip_point(sweep, point, action), sweep, point)
+                    account(skip_point(sweep, point, action), sweep, point, ran=False)
             if dask_client is not None:
                 for (point, _), result in zip(pending, run_points_on_dask(sweep, pending, dask_client, data_dir)):
                     account(result, sweep, point)

@@ -34,6 +34,8 @@ import pandas as pd
 from ... import stats
 from ...qcnn.model import HEADS
 from ...qsvm.baselines import BASELINES
+from ...qsvm.diagnostics import at_grid_edge
+from ...qsvm.svm import DEFAULT_CS
 from .. import stages
 
 SCORE = "balanced_accuracy"
@@ -45,7 +47,8 @@ QCNN_SETTING = ("n_train", "epochs", "batch_size", "n_qubits", "split_seed")
 QSVM_SETTING = ("n_train", "epochs", "n_qubits", "backend")
 TASK_COLUMNS = ("stage", "dataset", "classes", "setting")
 TABLE_COLUMNS = [*TASK_COLUMNS, "model", "n", "mean", "std", "mean ± std", "degenerate", "reference_minus_model",
-                 "ci_low", "ci_high", "pairs", "wins", "losses", "verdict"]
+                 "ci_low", "ci_high", "pairs", "wins", "losses", "verdict", "std_difference", "identical", "p_value",
+                 "p_holm", "level"]
 DIAGNOSTIC_COLUMNS = ("off_diagonal_mean", "off_diagonal_std", "gaussian_correlation", "alignment", "effective_rank",
                       "bandwidth", "bandwidth_grid", "bandwidth_at_grid_edge", "support_fraction")
 
@@ -111,13 +114,49 @@ def _task_frame(runs: pd.DataFrame, setting_keys) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- the comparison
-def verdict(difference: dict, reference: str, model: str) -> str:
-    """A :func:`qmlnb.stats.paired_difference` result (reference - model) in words."""
-    if difference["n"] < 2 or not math.isfinite(difference["ci_low"]):
+def verdict(difference: dict, reference: str, model: str, adjusted_p: float | None = None) -> str:
+    """A :func:`qmlnb.stats.paired_difference` result (reference - model) in words (:func:`qmlnb.stats.judge`):
+    "<reference> better" / "<model> better" (at least 5 paired seeds and a Holm-corrected interval without 0),
+    "same difference in every seed", "too few seeds", "no measurable difference".  ``adjusted_p``: its p value
+    after Holm's correction across the report's comparisons (:func:`correct`); None: the comparison alone."""
+    if difference["n"] < 2:
         return "one paired seed: no interval"
-    if difference["within_noise"]:
-        return "within noise"
-    return f"{reference if difference['mean_difference'] > 0 else model} better"
+    word = stats.judge(difference, difference["p_value"] if adjusted_p is None else adjusted_p)
+    return {"better": f"{reference} better", "worse": f"{model} better", "identical": SAME_EVERY_SEED,
+            "too few seeds": f"too few seeds (under {stats.MIN_PAIRS})"}.get(word, word)
+
+
+SAME_EVERY_SEED = "same difference in every seed"
+
+
+def correct(tables: list[pd.DataFrame], reference_of: list[str], alpha: float = stats.ALPHA) -> list[pd.DataFrame]:
+    """The :func:`compare_models` tables with Holm's correction across all their comparisons together.
+
+    Every comparison with a p value joins one family; each gets ``p_holm``,
+    ``level`` (its corrected interval level), ``ci_low``/``ci_high`` recomputed
+    at that level and its ``verdict`` from the corrected p.  ``reference_of``:
+    each table's reference model.  Returns new tables (the inputs are not changed).
+    """
+    if len(tables) != len(reference_of):
+        raise ValueError(f"one reference per table: got {len(tables)} tables and {len(reference_of)} references")
+    tables = [t.copy() for t in tables]
+    p = np.concatenate([pd.to_numeric(t["p_value"], errors="coerce").to_numpy(float) if len(t) else np.empty(0)
+                        for t in tables])
+    adjusted, level = stats.holm(p, alpha)
+    start = 0
+    for table, reference in zip(tables, reference_of):
+        stop = start + len(table)
+        table["p_holm"], table["level"] = adjusted[start:stop], level[start:stop]
+        for i in table.index[table["p_value"].notna()]:
+            row = table.loc[i]
+            low, high = stats.t_interval(row["reference_minus_model"], row["std_difference"], int(row["pairs"]),
+                                         row["level"])
+            table.loc[i, ["ci_low", "ci_high"]] = [low, high]
+            table.loc[i, "verdict"] = verdict({"n": int(row["pairs"]), "mean_difference": row["reference_minus_model"],
+                                               "identical": bool(row["identical"]), "p_value": row["p_value"]},
+                                              reference, row["model"], row["p_holm"])
+        start = stop
+    return tables
 
 
 def compare_models(long: pd.DataFrame, reference: str, order=(), confidence: float = CONFIDENCE) -> pd.DataFrame:
@@ -163,11 +202,14 @@ def compare_models(long: pd.DataFrame, reference: str, order=(), confidence: flo
                     d = stats.paired_difference(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), confidence)
                     row |= {"reference_minus_model": d["mean_difference"], "ci_low": d["ci_low"],
                             "ci_high": d["ci_high"], "pairs": d["n"], "wins": d["wins"], "losses": d["losses"],
-                            "verdict": verdict(d, reference, model)}
+                            "std_difference": d["std_difference"], "identical": d["identical"],
+                            "p_value": d["p_value"], "verdict": verdict(d, reference, model)}
                 else:
                     row["verdict"] = "no seed in common with the reference"
             rows.append(row)
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    # alone, a table is its own family; the report corrects all its comparisons together (:func:`correct`)
+    return correct([table], [reference])[0] if len(table) else table
 
 
 def qcnn_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
@@ -192,13 +234,14 @@ def qcnn_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
     return compare_models(long[with_controls], QCNN_REFERENCE, order=HEADS, confidence=confidence)
 
 
-def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """The QSVM against the QCNN it embeds with and every baseline of its runs: :func:`compare_models` rows."""
+def qsvm_long(frame: pd.DataFrame, score: str = SCORE) -> pd.DataFrame:
+    """One row per (QSVM run, model it scored): the :data:`TASK_COLUMNS`, model ("qsvm", "qcnn", "cnn", the
+    baselines' names), seed, score and degenerate, as :func:`compare_models` takes them."""
     from .load import select_task
 
     runs = select_task(frame, stages.QSVM)
     if runs.empty or f"qsvm.{score}" not in runs:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
+        return pd.DataFrame(columns=[*TASK_COLUMNS, "seed", "model", "score", "degenerate"])
     task = _task_frame(runs, QSVM_SETTING)
     prefixes = {"qsvm": "qsvm", "qcnn": "qcnn"}
     prefixes |= {name: f"baselines.{name}" for name in BASELINES}
@@ -213,12 +256,60 @@ def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
         part["score"] = pd.to_numeric(runs[f"{prefix}.{score}"], errors="coerce")
         part["degenerate"] = [_flag(v) for v in _column(runs, f"{prefix}.degenerate", False)]
         parts.append(part.dropna(subset=["score"]))
-    return compare_models(pd.concat(parts, ignore_index=True), QSVM_REFERENCE,
-                          order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES), confidence=confidence)
+    return pd.concat(parts, ignore_index=True)
+
+
+def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QSVM against the QCNN it embeds with and every baseline of its runs: :func:`compare_models` rows."""
+    long = qsvm_long(frame, score)
+    if long.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    return compare_models(long, QSVM_REFERENCE, order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES),
+                          confidence=confidence)
+
+
+def qcnn_against_cnn(frame: pd.DataFrame, score: str = SCORE, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The QCNN against its classical control in the QSVM stages' runs: the same network with a linear head
+    instead of the quantum layer (``cnn``), same trainer, budget and split, paired run by run."""
+    long = qsvm_long(frame, score)
+    long = long[long["model"].isin(["qcnn", stages.CNN_BASELINE])]
+    if long.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    return compare_models(long, "qcnn", confidence=confidence)
 
 
 def _number(x: float) -> str:
-    return f"{x:+.3f}"
+    return f"{x:+.3f}" if abs(x) >= 5e-4 else "0.000"  # never "-0.000" or "4.44e-17"
+
+
+def record(wins: int, losses: int, pairs: int, reference: str) -> str:
+    """How the reference fared seed by seed: "won in all 5 seeds", "lost in all 5 seeds", "won 3, lost 2 of 5"."""
+    pairs, wins, losses = int(pairs), int(wins), int(losses)
+    ties = pairs - wins - losses
+    if wins == pairs:
+        return f"{reference} won in all {pairs} seeds"
+    if losses == pairs:
+        return f"{reference} lost in all {pairs} seeds"
+    if ties == pairs:
+        return f"tied in all {pairs} seeds"
+    return f"{reference} won {wins}, lost {losses}" + (f", tied {ties}" if ties else "") + f" of {pairs} seeds"
+
+
+def difference_text(row: pd.Series, reference: str) -> str:
+    """A comparison row's paired difference in words: "quantum − mlp = +0.012 [−0.004, +0.028] (98.3%, Holm)
+    over 5 paired seeds, quantum won 4, lost 1 of 5 seeds"; the same difference in every seed is said as such,
+    never as a zero-width interval."""
+    pairs = int(row["pairs"])
+    head = f"{reference} − {row['model']} = {_number(row['reference_minus_model'])}"
+    if bool(row.get("identical", False)):
+        return f"{head} in every one of {pairs} paired seeds (the same difference each time: no interval)"
+    interval = ""
+    if pd.notna(row["ci_low"]):
+        level = row.get("level", CONFIDENCE)
+        level = CONFIDENCE if pd.isna(level) else level
+        interval = f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({level * 100:.3g}%, Holm-corrected)"
+    seeds = f" over {pairs} paired seed{'s' if pairs != 1 else ''}"
+    return head + interval + seeds + (f", {record(row['wins'], row['losses'], pairs, reference)}" if pairs > 1 else "")
 
 
 def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[str, list[str]]:
@@ -234,7 +325,7 @@ def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[st
     for task, group in table.groupby(list(TASK_COLUMNS), sort=True):
         stage, dataset, classes, setting = task
         label = f"{dataset} {classes}".strip() + (f", {setting}" if setting else "") + (f" [{stage}]" if stage else "")
-        lines, beaten, better = [], [], []
+        lines, beaten, better, lost = [], [], [], []
         for _, row in group.iterrows():
             flagged = (f"; {row['degenerate']} of its {row['n']} runs predicted one class (degenerate)"
                        if row["degenerate"] else "")
@@ -245,12 +336,10 @@ def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[st
             if pd.isna(row["reference_minus_model"]):
                 lines.append(f"{row['model']}: {row['verdict']}{flagged}.")
                 continue
-            interval = ("" if pd.isna(row["ci_low"]) else
-                        f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({round(CONFIDENCE * 100)}%)")
-            lines.append(f"{reference} − {row['model']} = {_number(row['reference_minus_model'])}{interval} over "
-                         f"{int(row['pairs'])} paired seed{'s' if row['pairs'] != 1 else ''} "
-                         f"({row['mean ± std']} for {row['model']}): "
+            lines.append(f"{difference_text(row, reference)} ({row['mean ± std']} for {row['model']}): "
                          f"{row['verdict']}{flagged}.")
+            if row["pairs"] >= 2 and row["losses"] == row["pairs"] and not row["verdict"].endswith(" better"):
+                lost.append(row["model"])
             if row["verdict"] == f"{reference} better":
                 beaten.append(row["model"])
             elif row["verdict"].endswith(" better"):
@@ -263,7 +352,10 @@ def control_sentences(table: pd.DataFrame, reference: str, what: str) -> dict[st
             conclusion += ("" if len(beaten) == len(group) - 1 else
                            "; against the other controls the difference is within noise or unmeasured")
         else:
-            conclusion = f"{what[0].upper()}{what[1:]} adds nothing measurable here: no interval excludes 0 in its favour"
+            conclusion = (f"{what[0].upper()}{what[1:]} adds nothing measurable here: no corrected interval excludes 0 "
+                          "in its favour")
+        if lost:  # said outright: "adds nothing measurable" hid a model that lost in every seed
+            conclusion += f"; {reference} lost to {', '.join(lost)} in every seed"
         if better:
             conclusion += f"; {', '.join(better)} {'is' if len(better) == 1 else 'are'} better than {reference} beyond noise"
         out[label] = [*lines, conclusion + "."]
@@ -277,7 +369,8 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     Columns: stage, dataset, classes, backend, n_qubits, seed, the
     :data:`DIAGNOSTIC_COLUMNS` (off-diagonal mean and std, correlation with the
     best Gaussian, alignment, effective rank, chosen bandwidth, its grid and
-    whether it sits on the grid's edge, support-vector fraction), the QSVM's
+    whether it sits on the grid's edge, support-vector fraction), the C chosen by cross-validation with its
+    grid and whether it sits on the grid's edge (also said in ``warnings``), the QSVM's
     score, ``degenerate`` and ``warnings`` (the diagnostics' sentences, "; "-joined).
     Runs recorded before the diagnostics existed are left out.
     """
@@ -293,9 +386,16 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
                         "seed": task["seed"]})
     for name in DIAGNOSTIC_COLUMNS:
         out[name] = _column(runs, f"kernel_diagnostics.{name}")
+    # C is chosen by cross-validation over qmlnb.qsvm.svm.DEFAULT_CS (C="auto"): flagged at the grid's edge like
+    # the bandwidth (a C on the edge may want a wider grid); NaN where the run fixed C or recorded none
+    out["C"] = pd.to_numeric(_column(runs, "qsvm_params.C"), errors="coerce")
+    out["C_grid"] = " ".join(f"{c:g}" for c in DEFAULT_CS)
+    out["C_at_grid_edge"] = [at_grid_edge(c, DEFAULT_CS) if pd.notna(c) else None for c in out["C"]]
     out[SCORE] = _column(runs, f"qsvm.{SCORE}")
     out["degenerate"] = [_flag(v) for v in _column(runs, "qsvm.degenerate", False)]
-    out["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in _column(runs, "kernel_warnings", None)]
+    out["warnings"] = ["; ".join([*(w if isinstance(w, list) else []),
+                                  *([f"C={c:g} sits on its grid's edge ({out['C_grid'].iloc[0]})"] if edge else [])])
+                       for w, c, edge in zip(_column(runs, "kernel_warnings", None), out["C"], out["C_at_grid_edge"])]
     return out.sort_values(["stage", "dataset", "classes", "n_qubits", "seed"]).reset_index(drop=True)
 
 

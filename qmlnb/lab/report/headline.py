@@ -1,31 +1,26 @@
-"""The headline of the report: per dataset, each training mode and baseline of the final stages.
+"""The headline of the report: per dataset, the final comparison and the training modes, each in its own table.
 
-One table per dataset, from the complete runs of the final stages only
-(``final-modes``: the QCNN trained sequentially, fold-parallel and
-data-parallel with the same work; ``final``: the QCNN + quantum-kernel SVM and
-the classical baselines beside it: the CNN with a linear head instead of the
-quantum layer, trained by the same trainer with the same budget, and the
-models of :mod:`qmlnb.qsvm.baselines`, CNN+SVM first, in :data:`BASELINE_NAMES`'
-order).  A row is one model/mode at one setting:
-runs are pooled over seeds only, never over any other parameter (a stage run
-twice at two training sizes gives two rows each).  Columns:
+A headline table never mixes stages or budgets:
 
-- ``F1``, ``ROC AUC``, ``balanced accuracy``: mean ± sample std over the seeds;
-- ``n``: the number of runs (seeds) behind the row;
-- ``training time``: median [25th-75th percentile] seconds (3 significant digits);
-- ``speedup vs sequential``: for a parallel mode, the speedup each run measured
-  against sequential training of the same work in the same run
-  (``compare: sequential``, on ``compare_threads`` threads, named in the cell),
-  median [min-max] over the seeds; for the sequential row, 1 when it is its own
-  reference, else its measured speedup over sequential training on the
-  reference's threads (below 1: its extra threads slowed it down); only for
-  runs that measured none, the sequential runs' time over this mode's, seed by
-  seed, said to be across runs.
+- :func:`final_tables`: one per dataset and setting of the ``final`` stage
+  (params/70-final.yaml): the QCNN, the QSVM on its embeddings and the
+  classical baselines beside them (the CNN with a linear head instead of the
+  quantum layer, trained by the same trainer with the same budget, and the
+  models of :mod:`qmlnb.qsvm.baselines`), all scored in the same runs, so
+  every row has the same epochs, training size and seeds;
+- :func:`modes_tables`: one per dataset and setting of the ``final-modes``
+  stage (params/75-final-modes.yaml): sequential, fold-parallel and
+  data-parallel training of the same work, each run timing its own reference
+  (sequential training on the threads stage's fastest count) beside itself;
+  the speedup of every row is against that one reference, named above the
+  table, with its IQR.
 
-The decisions of the flow (:mod:`qmlnb.lab.decisions`) are stated above the
-tables (:func:`decision_lines`) and drawn as a diagram (:func:`plot_flow`).
-Datasets with no complete final run are listed with the reason their runs
-were skipped (e.g. SVHN's missing ``train_32x32.mat``/``test_32x32.mat``).
+Tables hold numbers (``<c>_std`` beside a mean, ``<c>_q1``/``<c>_q3`` beside a
+median); :func:`.present.format_table` turns them into cells, and the plots
+(:mod:`.verdicts`) draw from the same DataFrames.  The decisions of the flow
+(:mod:`qmlnb.lab.decisions`) are stated in words (:func:`decision_lines`) and
+drawn (:func:`plot_flow`).  Datasets with no complete final run are listed with
+the reason their runs were skipped (e.g. SVHN's missing ``train_32x32.mat``).
 """
 from __future__ import annotations
 
@@ -37,7 +32,7 @@ import pandas as pd
 
 from .. import decisions, flow, runs, stages
 from .load import select_stage
-from .present import markdown_text
+from .present import markdown_text, natural_key, setting_value
 
 FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
 MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
@@ -46,7 +41,6 @@ MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
 # (seconds of imports against a tenth of a second of training for this small model) is not in the time
 MODE_TIMED = {"sequential": "QCNN training", "fold-parallel": "QCNN training (process pool already started)",
               "data-parallel": "QCNN training (gloo worker processes already started)"}
-SCORE_COLUMNS = {"F1": "f1", "ROC AUC": "roc_auc", "balanced accuracy": "balanced_accuracy"}
 # the classical baselines of the final stage in the order of their rows (others follow, sorted by name):
 # the CNN beside CNN+SVM, then the other models on the embeddings, then those on the pixels
 BASELINE_NAMES = {
@@ -59,155 +53,195 @@ BASELINE_NAMES = {
     "logreg_pixels": "logistic regression on the pixels (PCA)",
 }
 BASELINE_TIMED = {stages.CNN_BASELINE: "training (one call, as the QCNN's)"}  # the others: "fit with its CV search"
-COLUMNS = ["model", "mode", "n", *SCORE_COLUMNS, "training time (s)", "speedup vs sequential", "timed", "setting"]
-
-
-def _mean_std(values) -> str:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if arr.size == 0:
-        return "—"
-    if arr.size == 1:
-        return f"{arr[0]:.3f} (one run)"
-    return f"{arr.mean():.3f} ± {arr.std(ddof=1):.3f}"
-
-
-def _median_iqr(values) -> str:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if arr.size == 0:
-        return "—"
-    q1, med, q3 = np.percentile(arr, [25, 50, 75])
-    return f"{med:.3g} [{q1:.3g}-{q3:.3g}]"  # significant digits: a 3 ms Gram and a 30 s training both read
-
-
-def _setting_columns(frame: pd.DataFrame) -> list[str]:
-    # every parameter the run was given except the seed (pooled) and the mode (the row)
-    return sorted(c for c in frame.columns if c.startswith("param.") and c not in ("param.seed", "param.mode"))
+# short names for the table's model column (the long ones, BASELINE_NAMES, are its legend): the core columns
+# fit 800 px
+SHORT_NAMES = {"qsvm": "QSVM", "qcnn": "QCNN", stages.CNN_BASELINE: "CNN", "rbf_svm_embeddings": "CNN+SVM",
+               "rbf_svm_embeddings_alignment": "RBF SVM (embeddings)", "logreg_embeddings": "log. reg. (embeddings)",
+               "linear_svm_pixels": "linear SVM (pixels)", "rbf_svm_pixels": "RBF SVM (pixels)",
+               "logreg_pixels": "log. reg. (pixels)"}
+LONG_NAMES = {"qsvm": "the quantum-kernel SVM on the QCNN's embeddings", "qcnn": "the hybrid QCNN",
+              **BASELINE_NAMES}
+# the run parameters that make a budget: a headline table holds runs that agree on all of them (and on every
+# other recorded parameter but the seed); said above the table
+BUDGET = ("epochs", "n_train", "batch_size", "threads")
+SCORE_KEYS = {"balanced accuracy": "balanced_accuracy", "F1": "f1", "ROC AUC": "roc_auc"}
+FINAL_COLUMNS = ["model", *[c for name in SCORE_KEYS for c in (name, f"{name}_std")], "n", "time (s)",
+                 "time (s)_q1", "time (s)_q3"]
+MODES_COLUMNS = ["mode", "n", "training time (s)", "training time (s)_q1", "training time (s)_q3", "speedup",
+                 "speedup_q1", "speedup_q3", "balanced accuracy", "balanced accuracy_std"]
 
 
 def _plain(value):
-    # a column holding NaN for other grids' runs is float: show 2, not 2.0
+    # a numpy scalar as Python's; a column holding NaN for other grids' runs is float: show 2, not 2.0
+    value = value.item() if hasattr(value, "item") else value
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _setting(row: pd.Series, columns: list[str]) -> dict:
-    skip = {"param.dataset", "param.progress"}
-    return {c.removeprefix("param."): _plain(row[c]) for c in columns if c not in skip and pd.notna(row[c])}
+def _setting_columns(frame: pd.DataFrame) -> list[str]:
+    # every parameter the run was given except the seed (pooled), the mode (a row) and display/comparison switches
+    skip = {"param.seed", "param.mode", "param.progress", "param.compare_simulator"}
+    return sorted(c for c in frame.columns if c.startswith("param.") and c not in skip)
 
 
-def _text(setting: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in setting.items())
+def _budgets(runs: pd.DataFrame):
+    """(dataset, {parameter: value}, runs) for each dataset and setting: runs that differ in nothing but the seed
+    (and the mode), in the catalogue's dataset order then the settings' order."""
+    from ...data import DATASETS
+
+    columns = [c for c in _setting_columns(runs) if runs[c].notna().any()]
+    key = runs[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=runs.index)
+    rank = {name: i for i, name in enumerate(DATASETS)}
+    out = []
+    for (dataset, text), part in runs.groupby([runs["dataset"].astype(str), key], sort=True):
+        setting = {c.removeprefix("param."): _plain(part[c].iloc[0]) for c in columns if pd.notna(part[c].iloc[0])}
+        setting.pop("dataset", None)
+        out.append((dataset, setting, part, text))
+    # settings in natural order (2 epochs before 10)
+    out = sorted(out, key=lambda t: (rank.get(t[0], len(rank)), t[0], natural_key(t[3])))
+    return [t[:3] for t in out]
 
 
-def _split_common(rows: list[dict]) -> tuple[list[dict], str]:
-    """``rows`` with each ``setting`` dict turned into the text of what sets it apart from the table's other
-    rows, and the text of what every row shares (said once above the table: a column repeating a dozen
-    parameters on every row hid the few that differ)."""
-    settings = [r["setting"] for r in rows]
-    common = {k: v for k, v in settings[0].items() if all(k in s and s[k] == v for s in settings[1:])}
-    own = [{k: v for k, v in s.items() if k not in common} for s in settings]
-    return [{**r, "setting": _text(o) or "—"} for r, o in zip(rows, own)], _text(common)
+def _describe(setting: dict) -> str:
+    """The setting as text, the budget first: "epochs=10, n_train=150, batch_size=16, threads=2; backend=openmp"."""
+    first = [f"{k}={setting_value(k, setting[k])}" for k in BUDGET if k in setting]
+    rest = [f"{k}={setting_value(k, v)}" for k, v in setting.items() if k not in BUDGET]
+    return ", ".join(first) + ("; " if first and rest else "") + ", ".join(rest)
 
 
-def _key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    if not columns:
-        return pd.Series("", index=frame.index)
-    return frame[columns].apply(lambda r: "|".join(map(str, r)), axis=1)
+def _attrs(table: pd.DataFrame, dataset: str, stage: str, setting: dict, part: pd.DataFrame, title: str):
+    seeds = sorted({int(s) for s in part["param.seed"].dropna()}) if "param.seed" in part else []
+    table.attrs.update({"dataset": dataset, "stage": stage, "setting": setting, "budget": _describe(setting),
+                        "seeds": seeds, "runs": [str(p) for p in part["path"]], "title": title})
+    return table
 
 
-def _seed_speedups(seq: pd.DataFrame, mine: pd.DataFrame) -> list[float]:
-    """sequential time / this mode's time for each seed both have (their own runs' medians per seed)."""
-    a = seq.groupby(seq["param.seed"].astype(str))["timings.train_s"].median()
-    b = mine.groupby(mine["param.seed"].astype(str))["timings.train_s"].median()
-    common = sorted(set(a.index) & set(b.index))
-    return [float(a[s] / b[s]) for s in common if b[s] > 0]
+def _quartiles(values) -> tuple[float, float, float]:
+    arr = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(float)
+    if arr.size == 0:
+        return (np.nan, np.nan, np.nan)
+    q1, med, q3 = np.percentile(arr, [25, 50, 75])
+    return float(med), float(q1), float(q3)
 
 
-def _with_settings(runs: pd.DataFrame, exclude=()) -> tuple[pd.DataFrame, list[str]]:
-    """``runs`` with ``param.seed`` (0 where no seed was recorded) and ``_setting``, the key of every other
-    parameter that varies (minus ``exclude``), so rows pool seeds only; and those parameter columns."""
-    if "param.seed" not in runs:
-        runs["param.seed"] = 0
-    columns = [c for c in _setting_columns(runs) if c not in exclude]
-    runs["_setting"] = _key(runs, columns)
-    return runs, columns
+def _score_cells(part: pd.DataFrame, prefix: str) -> dict:
+    out = {}
+    for name, key in SCORE_KEYS.items():
+        values = pd.to_numeric(part.get(f"{prefix}.{key}", pd.Series(dtype=float)), errors="coerce").dropna()
+        out[name] = float(values.mean()) if len(values) else np.nan
+        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+    return out
 
 
-def _mode_rows(frame: pd.DataFrame) -> list[dict]:
-    qcnn = select_stage(frame, stages.FINAL_MODES, stages.QCNN)
-    if qcnn.empty:
-        return []
-    qcnn, columns = _with_settings(qcnn)
-    rows = []
-    for (dataset, setting), part in qcnn.groupby(["dataset", "_setting"], sort=True):
-        seq = part[part["mode"] == "sequential"]
-        for mode, mine in sorted(part.groupby("mode"), key=lambda m: MODE_ORDER.get(m[0], 9)):
-            measured = mine.get("speedup_vs_sequential", pd.Series(dtype=float)).dropna()
-            # the runs that trained a reference of their own (not "the run itself"), on how many threads
-            reference_threads = mine.get("comparison.reference_threads", pd.Series(dtype=float)).dropna()
-            if mode == "sequential" and reference_threads.empty:
-                speedup = "1 (reference)"
-            elif len(measured):
-                on = ", ".join(str(_plain(t)) for t in sorted(reference_threads.unique()))
-                against = f" against sequential on {on} thread(s)" if on else ""
-                speedup = (f"{measured.median():.2f} [{measured.min():.2f}-{measured.max():.2f}], "
-                           f"measured in each run{against}, {len(measured)} run(s)")
-            else:
-                ratios = _seed_speedups(seq, mine)
-                # separate runs of one stage (the runs do not time a sequential pass themselves): say so
-                speedup = (f"{np.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}], across runs, "
-                           f"{len(ratios)} seed pair(s)" if ratios else "— (no sequential run of this setting)")
-            rows.append({"dataset": dataset, "model": "QCNN", "mode": mode, "n": len(mine),
-                         **{name: _mean_std(mine.get(f"qcnn.{key}", pd.Series(dtype=float)))
-                            for name, key in SCORE_COLUMNS.items()},
-                         "training time (s)": _median_iqr(mine["timings.train_s"]), "speedup vs sequential": speedup,
-                         "timed": MODE_TIMED.get(mode, "QCNN training"), "setting": _setting(mine.iloc[0], columns)})
-    return rows
+def final_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """The final comparison: one table per dataset and budget, from the ``final`` stage's complete runs only.
 
-
-def _final_rows(frame: pd.DataFrame) -> list[dict]:
+    Every row comes from the same runs (each run scores the QCNN, the QSVM on its embeddings and every
+    baseline on one split), so every row has the same epochs, training size, batch size, threads and seeds;
+    runs that differ in any parameter but the seed are another table.  Columns (numbers; the page shows
+    them with :func:`.present.format_table`): ``model`` (:data:`SHORT_NAMES`), each score's mean and
+    ``_std`` over the seeds, ``n`` (runs), ``time (s)`` median with ``_q1``/``_q3`` (QCNN: training; QSVM:
+    Gram + SVM fit; CNN: training; the others: fit with their CV search).  ``attrs``: dataset, stage,
+    setting (dict), budget (text), seeds, runs (paths), title.  Rows are sorted by balanced accuracy.
+    """
     final = select_stage(frame, stages.FINAL, stages.QSVM)
     if final.empty:
         return []
-    final, columns = _with_settings(final, exclude=("param.backend",))
-    rows = []
-    for (dataset, setting), part in final.groupby(["dataset", "_setting"], sort=True):
-        common = {"dataset": dataset, "n": len(part), "speedup vs sequential": "— (not a training mode)",
-                  "setting": _setting(part.iloc[0], columns)}
-        qsvm_time = part.get("timings.gram_s", np.nan) + part.get("timings.svm_fit_s", np.nan)
-        rows.append({**common, "model": "QSVM on the QCNN's embeddings", "mode": "sequential",
-                     **{name: _mean_std(part.get(f"qsvm.{key}", pd.Series(dtype=float)))
-                        for name, key in SCORE_COLUMNS.items()},
-                     "training time (s)": _median_iqr(qsvm_time), "timed": "Gram + SVM fit (after the QCNN)"})
-        names = {c.split(".")[1] for c in part.columns if c.startswith("baselines.") and part[c].notna().any()}
-        rank = {name: i for i, name in enumerate(BASELINE_NAMES)}
-        for name in sorted(names, key=lambda n: (rank.get(n, len(rank)), n)):
-            rows.append({**common, "model": BASELINE_NAMES.get(name, name), "mode": "classical",
-                         **{label: _mean_std(part.get(f"baselines.{name}.{key}", pd.Series(dtype=float)))
-                            for label, key in SCORE_COLUMNS.items()},
-                         "training time (s)": _median_iqr(part.get(f"baselines.{name}.fit_s",
-                                                                   pd.Series(dtype=float))),
-                         "timed": BASELINE_TIMED.get(name, "fit with its CV search")})
-    return rows
+    final = final.assign(**({"param.seed": 0} if "param.seed" not in final else {}))
+    out = []
+    for dataset, setting, part in _budgets(final):
+        times = {"qcnn": part.get("timings.train_s", pd.Series(np.nan, index=part.index)),
+                 "qsvm": part.get("timings.gram_s", np.nan) + part.get("timings.svm_fit_s", np.nan)}
+        names = [n for n in ("qsvm", "qcnn") if f"{n}.balanced_accuracy" in part]
+        names += [c.split(".")[1] for c in part.columns if c.startswith("baselines.") and c.endswith(".balanced_accuracy")
+                  and part[c].notna().any()]
+        rows = []
+        for name in dict.fromkeys(names):
+            prefix = name if name in ("qsvm", "qcnn") else f"baselines.{name}"
+            med, q1, q3 = _quartiles(times.get(name, part.get(f"{prefix}.fit_s", pd.Series(dtype=float))))
+            rows.append({"model": SHORT_NAMES.get(name, name), "key": name, **_score_cells(part, prefix), "n": len(part),
+                         "time (s)": med, "time (s)_q1": q1, "time (s)_q3": q3})
+        table = pd.DataFrame(rows).sort_values("balanced accuracy", ascending=False, kind="stable")
+        keys = list(table.pop("key"))
+        table = table.reset_index(drop=True)[FINAL_COLUMNS]
+        _attrs(table, dataset, stages.FINAL, setting, part, f"{dataset}: the final comparison")
+        table.attrs["models"] = keys
+        table.attrs["legend"] = "; ".join(f"{SHORT_NAMES.get(k, k)}: {LONG_NAMES.get(k, k)}" for k in keys)
+        out.append(table)
+    return out
 
 
-def headline_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{dataset: table} from the final stages' complete runs (see the module docstring); {} when there are none.
+def _mode_speedups(part: pd.DataFrame, mode: str, seq: pd.DataFrame) -> tuple[pd.Series, str]:
+    """This mode's speedups against the stage's reference and where they come from."""
+    measured = pd.to_numeric(part.get("speedup_vs_sequential", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(measured):
+        return measured, "measured in each run"
+    if mode == "sequential":
+        return pd.Series([1.0] * len(part)), "the reference"
+    # runs recorded before each run timed its own reference: the sequential runs' time over this mode's, per seed
+    a = seq.groupby(seq["param.seed"].astype(str))["timings.train_s"].median()
+    b = part.groupby(part["param.seed"].astype(str))["timings.train_s"].median()
+    common = sorted(set(a.index) & set(b.index))
+    return pd.Series([float(a[s] / b[s]) for s in common if b[s] > 0], dtype=float), "across runs, seed by seed"
 
-    A table's ``setting`` column holds what sets a row apart; the parameters every row of it shares are
-    ``table.attrs["common_setting"]`` (text, "" when none), for the line above the table.
+
+def modes_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """Training modes' timing: one table per dataset and budget from the ``final-modes`` stage's complete runs.
+
+    Rows: the reference (sequential training on the reference's threads, timed inside each run beside it:
+    ``comparison.reference_train_s``), then each mode (sequential, fold-parallel, data-parallel).
+    ``training time (s)``: median with ``_q1``/``_q3`` over the runs; ``speedup``: the reference's time over
+    the mode's as each run measured it (``speedup_vs_sequential``; median, ``_q1``/``_q3``): the same reference
+    for every row, named in ``attrs["reference"]``; balanced accuracy mean and ``_std``.  A mode whose runs
+    measured no speedup gets the ratio across runs (``attrs["notes"]`` says which).
     """
-    if frame.empty or "task" not in frame or "stage" not in frame:
-        return {}
+    qcnn = select_stage(frame, stages.FINAL_MODES, stages.QCNN)
+    if qcnn.empty:
+        return []
+    qcnn = qcnn.assign(**({"param.seed": 0} if "param.seed" not in qcnn else {}))
+    out = []
+    for dataset, setting, part in _budgets(qcnn):
+        seq = part[part["mode"] == "sequential"]
+        rows, notes = [], []
+        ref_threads = pd.to_numeric(part.get("comparison.reference_threads", pd.Series(dtype=float)),
+                                    errors="coerce").dropna()
+        ref_times = pd.to_numeric(part.get("comparison.reference_train_s", pd.Series(dtype=float)),
+                                  errors="coerce").dropna()
+        on = ", ".join(str(_plain(t)) for t in sorted(ref_threads.unique())) or str(setting.get("threads", "?"))
+        reference = f"sequential training on {on} thread{'' if on == '1' else 's'}"
+        if len(ref_times):
+            med, q1, q3 = _quartiles(ref_times)
+            rows.append({"mode": f"reference: {reference}", "n": len(ref_times), "training time (s)": med,
+                         "training time (s)_q1": q1, "training time (s)_q3": q3, "speedup": 1.0, "speedup_q1": 1.0,
+                         "speedup_q3": 1.0, "balanced accuracy": np.nan, "balanced accuracy_std": np.nan})
+        for mode, mine in sorted(part.groupby("mode"), key=lambda m: MODE_ORDER.get(m[0], 9)):
+            speedups, source = _mode_speedups(mine, mode, seq)
+            if source != "measured in each run":
+                notes.append(f"{mode}: {source}")
+            med, q1, q3 = _quartiles(mine["timings.train_s"])
+            s_med, s_q1, s_q3 = _quartiles(speedups)
+            ba = pd.to_numeric(mine.get("qcnn.balanced_accuracy", pd.Series(dtype=float)), errors="coerce").dropna()
+            rows.append({"mode": mode, "n": len(mine), "training time (s)": med, "training time (s)_q1": q1,
+                         "training time (s)_q3": q3, "speedup": s_med, "speedup_q1": s_q1, "speedup_q3": s_q3,
+                         "balanced accuracy": float(ba.mean()) if len(ba) else np.nan,
+                         "balanced accuracy_std": float(ba.std(ddof=1)) if len(ba) > 1 else np.nan})
+        table = pd.DataFrame(rows, columns=MODES_COLUMNS)
+        _attrs(table, dataset, stages.FINAL_MODES, setting, part, f"{dataset}: training modes")
+        table.attrs["reference"] = reference
+        table.attrs["notes"] = notes
+        table.attrs["timed"] = "; ".join(f"{m}: {t}" for m, t in MODE_TIMED.items())
+        out.append(table)
+    return out
+
+
+def headline_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """Every headline table in page order: per dataset, its final comparison(s) then its training modes' timing.
+    Each holds one stage and one budget (``attrs``: dataset, stage, budget, seeds, runs, title)."""
+    tables = final_tables(frame) + modes_tables(frame)
     from ...data import DATASETS
 
-    rows = _mode_rows(frame) + _final_rows(frame)
-    out = {}
-    rank = {name: i for i, name in enumerate(DATASETS)}  # the catalogue's order: digits first
-    for dataset in sorted(dict.fromkeys(r["dataset"] for r in rows), key=lambda d: (rank.get(d, len(rank)), d)):
-        mine, common = _split_common([r for r in rows if r["dataset"] == dataset])
-        out[dataset] = pd.DataFrame(mine, columns=COLUMNS)
-        out[dataset].attrs["common_setting"] = common
-    return out
+    rank = {name: i for i, name in enumerate(DATASETS)}
+    return sorted(tables, key=lambda t: (rank.get(t.attrs["dataset"], len(rank)), t.attrs["dataset"],
+                                         t.attrs["stage"] != stages.FINAL))
 
 
 # ---------------------------------------------------------------- simulators against PennyLane
@@ -297,8 +331,10 @@ def simulator_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{**dict.fromkeys(SIMULATOR_COLUMNS, "—"), **row} for row in rows], columns=SIMULATOR_COLUMNS)
 
 
-def skipped_datasets(runs_dir: str | os.PathLike, tables: dict) -> pd.DataFrame:
-    """Datasets the final stages skipped (no complete run there), with the skip reason (the files they need)."""
+def skipped_datasets(runs_dir: str | os.PathLike, tables) -> pd.DataFrame:
+    """Datasets the final stages skipped (no complete run there), with the skip reason (the files they need).
+    ``tables``: the headline tables shown (:func:`headline_tables`), or the names of the datasets they cover."""
+    tables = {t.attrs.get("dataset") if isinstance(t, pd.DataFrame) else t for t in tables}
     rows = {}
     for grid in FINAL_GRIDS:
         folder = Path(runs_dir) / grid

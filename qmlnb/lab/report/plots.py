@@ -74,17 +74,6 @@ def plot_threads(speedup: pd.DataFrame):
     return fig
 
 
-def plot_training_modes(modes: pd.DataFrame):
-    """Training time per mode (sequential vs parallel) per dataset."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    sns.barplot(data=modes, x="dataset", y="train_s", hue="mode", ax=ax)
-    ax.set(ylabel="training time (s)", title="QCNN training: sequential vs parallel")
-    return fig
-
-
 def plot_sweep(table: pd.DataFrame, column: str, xlabel: str, log: bool = False):
     """Test accuracy and F1 against a swept parameter."""
     import matplotlib.pyplot as plt

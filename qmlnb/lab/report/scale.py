@@ -28,7 +28,7 @@ import pandas as pd
 
 from ... import stats
 from .. import stages
-from .controls import verdict
+from .controls import SAME_EVERY_SEED, verdict
 
 CONFIDENCE = 0.95
 QUANTUM, CLASSICAL = "QSVM", "RBF"
@@ -123,7 +123,7 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
         row |= {"method": _joined(group["method"]), "n": d["n"],
                 "qsvm": d["mean_a"], "qsvm_std": d["std_a"], "rbf": d["mean_b"], "rbf_std": d["std_b"],
                 "difference": d["mean_difference"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                "verdict": verdict(d, QUANTUM, CLASSICAL)}
+                "verdict": verdict(d, QUANTUM, CLASSICAL), "p_value": d["p_value"], "identical": d["identical"]}
         for column in ("off_diagonal_std", "gaussian_correlation"):
             values = pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce")
             row[column], row[f"{column}_std"] = float(values.mean()), _std(values)
@@ -133,7 +133,15 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
         row["flags"] = _flags(group)
         row["gram_s"] = float(pd.to_numeric(group.get("gram_s", pd.Series(dtype=float)), errors="coerce").median())
         out.append(row)
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(out, columns=[*SUMMARY_COLUMNS, "p_value", "identical"])
+    # the section's comparisons are one family: Holm-corrected together (qmlnb.stats.holm)
+    adjusted, _ = stats.holm(out["p_value"].to_numpy(float))
+    for i, p in enumerate(adjusted):
+        if np.isfinite(p):
+            d = {"n": int(out.at[i, "n"]), "mean_difference": out.at[i, "difference"],
+                 "identical": bool(out.at[i, "identical"]), "p_value": out.at[i, "p_value"]}
+            out.at[i, "verdict"] = verdict(d, QUANTUM, CLASSICAL, p)
+    return out[SUMMARY_COLUMNS]
 
 
 def _label(key: tuple) -> str:
@@ -192,7 +200,10 @@ def scale_sentences(summary: pd.DataFrame) -> dict[str, str]:
         at = {v: rows.loc[rows["verdict"] == v, "n_qubits"] for v in rows["verdict"].unique()}
         parts = []
         for verdict_text, words in ((f"{QUANTUM} better", "beats the RBF SVM beyond noise"),
-                                    ("within noise", "matches it within noise"),
+                                    ("no measurable difference", "matches it within noise"),
+                                    (SAME_EVERY_SEED, "gives the same difference in every seed"),
+                                    (f"too few seeds (under {stats.MIN_PAIRS})",
+                                     f"has too few seeds (under {stats.MIN_PAIRS}) for a verdict"),
                                     (f"{CLASSICAL} better", "loses to it beyond noise")):
             if verdict_text in at:
                 parts.append(f"{words} at n = {_qubit_list(at[verdict_text])}")
