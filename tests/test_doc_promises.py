@@ -3,6 +3,9 @@
 1. the cpu MPS Gram renormalises per pair (``backends.cpu_blas.mps_log_overlaps``);
 2. "concentrated" is about the off-diagonal spread, not its mean (``qsvm.diagnostics``);
 3. ``pick: fastest`` ranks by the median (``lab.decisions``);
+4. the final stage's headline tables never pool runs that differ in ``n_train`` (``lab.report.headline``);
+5. the Gram headline keeps every thread count's row at its own largest N (``lab.report.tables``);
+6. "already logged" is the answer of the store exported to, not of an earlier export (``lab.track``);
 7. a redirect to another scheme on the same host is refused (``data.download``);
 8. the ``mlp`` control head is nonlinear (``qcnn.model``).
 """
@@ -141,3 +144,60 @@ def test_mlp_head_is_nonlinear_and_linear_head_is_affine():
             return float((f(a) + f(b) - f(torch.zeros_like(a)) - f(a + b)).abs().max())
         assert affine_defect(linear) < 1e-5
         assert affine_defect(mlp) > 1e-2
+
+
+# ---------------------------------------------------------------- 4. final-stage rows never pool grid parameters
+def test_final_tables_never_pool_runs_that_differ_in_n_train(tmp_path):
+    from test_headline import fake_run, scores
+
+    from qmlnb.lab.report import headline, load_runs
+
+    for n_train, level in ((100, 0.6), (200, 0.9)):
+        for seed in (0, 1):
+            params = {"dataset": "digits", "seed": seed, "n_train": n_train, "backend": "openmp"}
+            fake_run(tmp_path, "final", params, {
+                "task": "qsvm", "stage": "final", "dataset": "digits", "mode": "sequential",
+                "qcnn": scores(level), "qsvm": scores(level + 0.01),
+                "timings": {"train_s": 10.0, "gram_s": 1.0, "svm_fit_s": 0.5},
+                "baselines": {"rbf_svm_embeddings": {**scores(level - 0.01), "fit_s": 0.1},
+                              "cnn": {**scores(level + 0.02), "fit_s": 3.0}}})
+    tables = headline.final_tables(load_runs(tmp_path))
+    assert sorted(t.attrs["setting"]["n_train"] for t in tables) == [100, 200]
+    for table in tables:
+        # every model's row (the QSVM and each baseline) holds the two seeds of its own n_train, nothing else
+        assert set(table["n"]) == {2}, table
+        level = 0.6 if table.attrs["setting"]["n_train"] == 100 else 0.9
+        by_model = table.set_index("model")["balanced accuracy"]
+        assert by_model["QSVM"] == pytest.approx(level + 0.01) and by_model["CNN"] == pytest.approx(level + 0.02)
+
+
+# ---------------------------------------------------------------- 5. every thread count keeps its Gram headline row
+def test_gram_headline_keeps_every_thread_count_at_its_own_largest_n():
+    import pandas as pd
+
+    from qmlnb.lab.report import gram_headline
+
+    rows = []
+    for threads, sizes in ((1, (800, 1600)), (2, (800,))):  # 2 threads never reached N = 1,600
+        for n in sizes:
+            rows.append({"stage": "gram-threads", "n_qubits": 12, "threads": threads, "n_samples": n,
+                         "backend": "openmp", "gram_s": n / 1000 / threads})
+    head = gram_headline(pd.DataFrame(rows))
+    assert sorted(zip(head["threads"], head["N"])) == [(1, 1600), (2, 800)]
+
+
+# ---------------------------------------------------------------- 6. "already logged" is the target store's answer
+def test_a_run_logged_to_one_store_is_logged_again_when_exported_to_another(tmp_path):
+    pytest.importorskip("mlflow", reason="the MLflow tracker (qmlnb's track extra)")
+    from test_track import POINTS, fabricate_run
+
+    from qmlnb.lab import track
+
+    runs_dir = tmp_path / "runs"
+    fabricate_run(runs_dir, POINTS[0])
+    first = track.export(runs_dir, "mlflow", tmp_path / "store-a")
+    assert (first["logged"], first["already_logged"]) == (1, 0)
+    other = track.export(runs_dir, "mlflow", tmp_path / "store-b")
+    assert (other["logged"], other["already_logged"]) == (1, 0)
+    again = track.export(runs_dir, "mlflow", tmp_path / "store-b")
+    assert (again["logged"], again["already_logged"]) == (0, 1)
