@@ -5,8 +5,12 @@
 >>> K = gram(S, backend="cpu")                 # (N, N) float64
 >>> M = FeatureMap(n_qubits=200).mps(X)       # exact MPS (ZZ, linear/circular): any n
 >>> K = gram(M, backend="openmp")              # same entry point
+>>> fm = from_qiskit(PauliFeatureMap(12))        # any circuit: CircuitFeatureMap, same interface
 """
+from .circuit import Circuit, Gate, parse
+from .circuit_map import CircuitFeatureMap, TruncationWarning
 from .feature_map import FeatureMap
+from .interop import from_pennylane, from_qiskit
 from .gram import gram
 from .mps import MPSStates
 from .registry import (
@@ -20,6 +24,13 @@ from .validation import InsufficientMemoryError
 
 __all__ = [
     "FeatureMap",
+    "Circuit",
+    "Gate",
+    "parse",
+    "CircuitFeatureMap",
+    "TruncationWarning",
+    "from_qiskit",
+    "from_pennylane",
     "gram",
     "MPSStates",
     "available_backends",
