@@ -268,7 +268,8 @@ class Call(Expr):
     def evaluate(self, X, theta=None):
         value = self.argument.evaluate(X, theta)
         if isinstance(value, np.ndarray):
-            return getattr(np, self.function)(value)
+            with np.errstate(all="ignore"):  # overflow or a domain error gives inf/NaN, refused by the angle check
+                return getattr(np, self.function)(value)
         import torch  # a tensor: torch has the same names except the inverse trigonometric ones
 
         return getattr(torch, self.function.replace("arc", "a"))(value)

@@ -121,7 +121,11 @@ def from_pennylane(qfunc, n_wires: int, n_features: int | None = None, *, wires=
     if len(labels) != n_wires:
         raise ValueError(f"wires has {len(labels)} labels but n_wires={n_wires}")
     symbolic = np.array([Feature(k) for k in range(n_features)], dtype=object)
-    tape = qml.tape.make_qscript(qfunc)(symbolic)
+    try:
+        tape = qml.tape.make_qscript(qfunc)(symbolic)
+    except IndexError as err:
+        raise ValueError(f"the quantum function reads a feature beyond the data's {n_features} columns "
+                         f"({err}); pass n_features=") from err
     [tape], _ = qml.transforms.decompose(tape, gate_set=set(PENNYLANE_GATES))
     gates = []
     for op in tape.operations:
