@@ -162,7 +162,7 @@ def test_a_feature_index_beyond_the_data_columns_is_refused():
 
 def test_non_finite_angles_and_bad_inputs_are_refused_before_work():
     fm = CircuitFeatureMap(Circuit(1, [("rx", 0, parse("exp(x[0])"))]))
-    with pytest.raises(ValueError, match="not finite for sample 1"):
+    with pytest.raises(ValueError, match=r"exp\(x\[0\]\) of gate rx on wires \(0,\) is not finite for sample 1"):
         fm.states(np.array([[0.0], [1e4]]))
     with pytest.raises(ValueError, match="NaN or infinite"):
         fm.states(np.array([[np.nan]]))

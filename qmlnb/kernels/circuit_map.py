@@ -316,12 +316,6 @@ class CircuitFeatureMap:
                              f"{self.n_features} (x[0]..x[{self.n_features - 1}])")
         return check_embeddings(X, self.n_features) * self.bandwidth
 
-    def _check_finite(self, name: str, values: np.ndarray) -> None:
-        if not np.isfinite(values).all():
-            row = int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
-            raise ValueError(f"the angles of gate(s) {name} are not finite for sample {row}; scale the features "
-                             "down or check the angle expressions")
-
     def _batch_rows(self, batch_size: int | None) -> int:
         if batch_size is None:
             return max(1, DEFAULT_BATCH_BYTES // (8 * self.dim))
@@ -365,10 +359,9 @@ class CircuitFeatureMap:
         rows = self._batch_rows(batch_size)
         check_fits_in_memory(self.peak_bytes(n_samples, rows),
                              f"states of {n_samples} samples on {self.n_qubits} qubits ({self.label}, complex64)")
-        program = self._compiled()
         theta = self.circuit.theta_dict
-        # every angle of every gate, checked before any simulation
-        self._check_angles(program, X, theta)
+        self._check_angles(X, theta)
+        program = self._compiled()
         prefix, rest = self._constant_prefix(program)
         start_state = np.zeros((1, self.dim), dtype=np.complex64)
         start_state[0, 0] = 1.0
@@ -398,16 +391,19 @@ class CircuitFeatureMap:
                 return program[:k], program[k:]
         return program, []
 
-    def _check_angles(self, program: list, X: np.ndarray, theta: dict) -> None:
-        for step in program:
-            if isinstance(step, _CompiledDiagonal):
-                if step.exprs:
-                    self._check_finite(", ".join(sorted({str(e) for e in step.exprs}))[:200],
-                                       np.stack(_angles(step.exprs, X, theta), 1))
-            else:
-                for name, angles in step.gates:
-                    if angles:
-                        self._check_finite(f"{name} on wire {step.wire}", np.stack(_angles(angles, X, theta), 1))
+    def _check_angles(self, X: np.ndarray, theta: dict) -> None:
+        """Refuse (ValueError naming the gate and the sample) any angle that is not finite, before any simulation."""
+        seen = set()
+        for g in self.circuit.gates:
+            for a in g.angles:
+                if a in seen or a.is_constant():
+                    continue
+                seen.add(a)
+                values = np.asarray(a.evaluate(X, theta), dtype=np.float64)
+                if not np.isfinite(values).all():
+                    row = int(np.flatnonzero(~np.isfinite(np.broadcast_to(values, (X.shape[0],))))[0])
+                    raise ValueError(f"the angle {a} of gate {g.name} on wires {g.wires} is not finite for sample "
+                                     f"{row}; scale the features down or check the angle expressions")
 
     def _run(self, program: list, psi: np.ndarray, X: np.ndarray, theta: dict) -> None:
         """Apply the compiled steps to the (B, 2**n) complex64 states ``psi`` in place."""
@@ -472,16 +468,14 @@ class CircuitFeatureMap:
     def mps(self, X) -> MPSStates:
         """The MPS of U(x)|0> for every row of X (``qmlnb.kernels.circuit_mps``); ``gram(M)`` accepts it.
 
-        Exact (no truncation) unless ``truncate=True``; then the per-sample
-        discarded weight is in ``last_discarded_weight`` of the returned
-        object's maker (see ``circuit_mps.circuit_mps``) and a warning is issued.
-        """
-        from .circuit_mps import circuit_mps
+        Two-qubit gates must act on neighbouring wires.  Exact (no truncation,
+        refused before work when a bond may exceed ``max_bond``) unless
+        ``truncate=True``; then a ``TruncationWarning`` gives the largest
+        discarded weight (``mps_with_discarded`` returns it per sample).
 
-        X = self._check_X(X)
-        self._check_angles(self._compiled(), X, self.circuit.theta_dict)
-        M, discarded = circuit_mps(self.circuit, X, max_bond=self.max_bond or DEFAULT_MAX_BOND,
-                                   cutoff=self.cutoff, truncate=self.truncate)
+        Returns ``MPSStates``: tensors (N, n_qubits, 2, chi, chi) complex64.
+        """
+        M, discarded = self.mps_with_discarded(X)
         if self.truncate and discarded.max() > 0:
             warnings.warn(f"truncated MPS of {self.label}: discarded weight up to {discarded.max():.3g} "
                           f"(median {np.median(discarded):.3g}) per sample; the kernel is approximate",
@@ -493,6 +487,7 @@ class CircuitFeatureMap:
         from .circuit_mps import circuit_mps
 
         X = self._check_X(X)
+        self._check_angles(X, self.circuit.theta_dict)
         return circuit_mps(self.circuit, X, max_bond=self.max_bond or DEFAULT_MAX_BOND, cutoff=self.cutoff,
                            truncate=self.truncate)
 
