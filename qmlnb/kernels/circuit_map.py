@@ -114,6 +114,17 @@ class _Diagonal:
     gates: list = field(default_factory=list)     # (name, wires, Expr, perm snapshot index)
     constant: list = field(default_factory=list)  # (name, wires, perm snapshot index)
     perms: list = field(default_factory=list)     # permutation gates in order: (name, wires)
+    wires: set = field(default_factory=set)       # every wire a gate of the run touches
+
+    def add(self, g: Gate) -> None:
+        where = len(self.perms)  # the gate sees the permutations before it
+        if g.name in PERMUTATIONS:
+            self.perms.append((g.name, g.wires))
+        elif g.name in FIXED_PHASE or g.name == "cz":
+            self.constant.append((g.name, g.wires, where))
+        else:
+            self.gates.append((g.name, g.wires, g.angles[0], where))
+        self.wires.update(g.wires)
 
 
 @dataclass
@@ -121,27 +132,47 @@ class _OneQubit:
     wire: int
     gates: list  # (name, angles) applied in order
 
+    @property
+    def wires(self) -> set:
+        return {self.wire}
+
+
+PERMUTATIONS = ("x", "cx", "swap")
+
 
 def compile_program(circuit: Circuit) -> list:
-    """The circuit as a list of ``_Diagonal`` and ``_OneQubit`` steps (see the module docstring)."""
+    """The circuit as a list of ``_Diagonal`` and ``_OneQubit`` steps (see the module docstring).
+
+    Each gate moves back past the steps it commutes with (those on other
+    wires) to join the latest diagonal run (a diagonal or permutation gate) or
+    its wire's one-qubit step; so ``H P`` on every wire becomes one layer of
+    one-qubit steps and one diagonal run, however the gates are interleaved.
+    """
     steps: list = []
     for g in lower(circuit):
-        if g.name in DIAGONAL or g.name in ("x", "cx", "swap"):
-            if not steps or not isinstance(steps[-1], _Diagonal):
-                steps.append(_Diagonal())
-            run = steps[-1]
-            where = len(run.perms)  # the gate sees the permutations before it
-            if g.name in ("x", "cx", "swap"):
-                run.perms.append((g.name, g.wires))
-            elif g.name in FIXED_PHASE or g.name == "cz":
-                run.constant.append((g.name, g.wires, where))
+        diagonal = g.name in DIAGONAL or g.name in PERMUTATIONS
+        wires = set(g.wires)
+        joined, position = False, 0
+        for i in range(len(steps) - 1, -1, -1):
+            step = steps[i]
+            if diagonal and isinstance(step, _Diagonal):
+                step.add(g)  # at the run's end: after every gate of the run, as in the circuit
+                joined = True
+                break
+            if not diagonal and isinstance(step, _OneQubit) and step.wire == g.wires[0]:
+                step.gates.append((g.name, g.angles))
+                joined = True
+                break
+            if step.wires & wires:  # does not commute with the gate: the gate goes right after it
+                position = i + 1
+                break
+        if not joined:
+            if diagonal:
+                new = _Diagonal()
+                new.add(g)
             else:
-                run.gates.append((g.name, g.wires, g.angles[0], where))
-            continue
-        if steps and isinstance(steps[-1], _OneQubit) and steps[-1].wire == g.wires[0]:
-            steps[-1].gates.append((g.name, g.angles))
-        else:
-            steps.append(_OneQubit(g.wires[0], [(g.name, g.angles)]))
+                new = _OneQubit(g.wires[0], [(g.name, g.angles)])
+            steps.insert(position, new)
     return steps
 
 
@@ -218,6 +249,17 @@ def _angles(exprs, X: np.ndarray, theta: dict) -> list[np.ndarray]:
 
 def _apply_one_qubit(psi: np.ndarray, n: int, wire: int, u: np.ndarray) -> None:
     """psi (B, 2**n) complex64 <- (U on ``wire``) psi, in place; u (B or 1, 2, 2) complex."""
+    if u.shape[0] == 1 and not np.iscomplexobj(np.real_if_close(u)):
+        # a constant real matrix (H, RY(c), X): real arithmetic on the interleaved (re, im) floats
+        view = psi.view(np.float32).reshape(psi.shape[0], 2**wire, 2, 2 ** (n - wire))
+        a0, a1 = view[:, :, 0, :], view[:, :, 1, :]
+        r = u[0].real.astype(np.float32)
+        new1 = a0 * r[1, 0]
+        new1 += a1 * r[1, 1]
+        a0 *= r[0, 0]
+        a0 += a1 * r[0, 1]
+        a1[...] = new1
+        return
     view = psi.reshape(psi.shape[0], 2**wire, 2, 2 ** (n - wire - 1))
     a0, a1 = view[:, :, 0, :], view[:, :, 1, :]
     u = u.astype(np.complex64)
@@ -418,7 +460,11 @@ class CircuitFeatureMap:
                     phase = step.constant[None] if phase is None else phase + step.constant
                 if phase is not None:
                     phase = np.mod(phase, 2.0 * np.pi).astype(np.float32)
-                    psi *= np.exp(1j * phase).astype(np.complex64, copy=False)
+                    # real cos and sin are several times faster than a complex exp
+                    factor = np.empty(phase.shape, dtype=np.complex64)
+                    np.cos(phase, out=factor.real)
+                    np.sin(phase, out=factor.imag)
+                    psi *= factor
                 if step.gather is not None:
                     psi[...] = psi[:, step.gather]
                 continue
