@@ -12,6 +12,7 @@ BENCHES = {
     "qcnn": "qmlnb.bench.qcnn",
     "scale": "qmlnb.bench.scale",
     "mps": "qmlnb.bench.mps",
+    "feature-maps": "qmlnb.bench.feature_maps",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order
