@@ -10,8 +10,8 @@ import pytest
 
 from qmlnb.kernels import Circuit, CircuitFeatureMap, FeatureMap, InsufficientMemoryError, gram, parse
 from qmlnb.kernels.circuit import Func, angle_circuit, iqp_circuit, pi, reuploading_circuit, theta, x, zz_circuit
-from qmlnb.kernels.circuit_map import feature_map_circuit, one_qubit_matrices
-from qmlnb.kernels.circuit_mps import two_qubit_matrices
+from qmlnb.kernels.circuit_map import feature_map_circuit
+from qmlnb.kernels.gate_matrices import one_qubit_matrices, two_qubit_matrices
 
 
 def features(n, columns, seed=0, scale=1.0):
@@ -198,3 +198,17 @@ def test_resolve_method_and_simulate():
         fm.resolve_method(10, "dense")
     X = features(3, 4)
     np.testing.assert_allclose(fm.simulate(X), fm.states(X))
+
+
+def test_quantum_kernel_svc_takes_a_circuit_feature_map():
+    from sklearn.datasets import make_classification
+
+    from qmlnb.qsvm.svm import QuantumKernelSVC
+
+    X, y = make_classification(60, 4, n_informative=3, n_redundant=0, random_state=0)
+    ours = QuantumKernelSVC(custom_map=CircuitFeatureMap(zz_circuit(4, 2)), bandwidth=0.5, C=1.0).fit(X, y)
+    builtin = QuantumKernelSVC(n_qubits=4, reps=2, bandwidth=0.5, C=1.0).fit(X, y)
+    np.testing.assert_allclose(ours.train_kernel_, builtin.train_kernel_, atol=1e-5)
+    np.testing.assert_array_equal(ours.predict(X[:10]), builtin.predict(X[:10]))
+    with pytest.raises(ValueError, match="custom_map reads 4"):
+        ours.predict(X[:, :3])

@@ -144,13 +144,11 @@ def _tensorcircuit(qc, X: np.ndarray, cfm, ours, repeats: int) -> dict:
         return jnp.abs(jnp.conj(S) @ S.T) ** 2
 
     Xj = jnp.asarray(X, dtype=jnp.float32)
-    t0 = time.perf_counter()
-    K_small = np.asarray(gram_jax(Xj[:50]).block_until_ready())
-    compile_small = time.perf_counter() - t0
-    error = float(np.abs(K_small - gram(cfm.states(X[:50]))).max())
+    # one compilation (the warm-up call, kept as compile_s), then the timed calls
     t = measure(lambda: gram_jax(Xj).block_until_ready(), warmup=1, min_repeats=repeats, min_time=0.0)
+    error = float(np.abs(np.asarray(t.value)[:50, :50] - gram(cfm.states(X[:50]))).max())
     return {"versions": {"tensorcircuit": getattr(tc, "__version__", None), "jax": jax.__version__},
-            "states_and_gram": t.as_dict(), "compile_first_50_s": compile_small, "max_abs_difference_50": error,
+            "states_and_gram": t.as_dict(), "max_abs_difference_first_50": error,
             "speedup_ours": t.median / ours.median}
 
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .circuit import DIAGONAL, Circuit, Const, Expr, Gate
+from .circuit import DIAGONAL, Circuit, Gate
+from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates
 from .validation import check_embeddings, check_fits_in_memory
 from .._util import check_positive_int
@@ -42,48 +43,8 @@ METHODS = ("auto", "statevector", "mps")
 DEFAULT_BATCH_BYTES = 4 << 20  # complex64 states of one batch: a few MiB keep every pass in cache
 DEFAULT_MAX_BOND = 256  # the exact MPS refuses circuits whose bond bound exceeds this (before work)
 
-_S2 = 1.0 / math.sqrt(2.0)
-# constant one-qubit gates (PennyLane's matrices)
-FIXED = {
-    "h": np.array([[_S2, _S2], [_S2, -_S2]], dtype=np.complex128),
-    "x": np.array([[0, 1], [1, 0]], dtype=np.complex128),
-    "y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
-    "z": np.diag([1, -1]).astype(np.complex128),
-    "s": np.diag([1, 1j]).astype(np.complex128),
-    "sdg": np.diag([1, -1j]).astype(np.complex128),
-    "t": np.diag([1, np.exp(1j * np.pi / 4)]),
-    "tdg": np.diag([1, np.exp(-1j * np.pi / 4)]),
-    "sx": 0.5 * np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]),
-}
-# constant phase of a fixed diagonal gate per basis state: P(angle) on the wire
-FIXED_PHASE = {"z": math.pi, "s": math.pi / 2, "sdg": -math.pi / 2, "t": math.pi / 4, "tdg": -math.pi / 4}
 # two-qubit gates that are a basis change around RZZ: (gate on wire a, gate on wire b) before, adjoints after
 ROTATED_ZZ = {"rxx": ("h", "h"), "ryy": ("y_basis", "y_basis"), "rzx": (None, "h")}
-
-
-def one_qubit_matrices(name: str, angles: list) -> np.ndarray:
-    """(N, 2, 2) complex128 matrices of a one-qubit gate for angle arrays (N,) (PennyLane's conventions)."""
-    if name in FIXED:
-        return FIXED[name][None]
-    if name == "u3":
-        t, phi, lam = angles
-        c, s = np.cos(t / 2), np.sin(t / 2)
-        return np.stack([np.stack([c + 0j, -np.exp(1j * lam) * s], -1),
-                         np.stack([np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c], -1)], -2)
-    (t,) = angles
-    if name == "gphase":
-        return np.exp(-1j * t)[:, None, None] * np.eye(2)[None]
-    c, s = np.cos(t / 2) + 0j, np.sin(t / 2) + 0j
-    if name == "rx":
-        return np.stack([np.stack([c, -1j * s], -1), np.stack([-1j * s, c], -1)], -2)
-    if name == "ry":
-        return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
-    zero = np.zeros_like(c)
-    if name == "rz":
-        return np.stack([np.stack([np.exp(-0.5j * t), zero], -1), np.stack([zero, np.exp(0.5j * t)], -1)], -2)
-    if name == "p":
-        return np.stack([np.stack([zero + 1, zero], -1), np.stack([zero, np.exp(1j * t)], -1)], -2)
-    raise ValueError(f"{name} is not a one-qubit gate")  # pragma: no cover - compile only sends these
 
 
 def lower(circuit: Circuit) -> list[Gate]:

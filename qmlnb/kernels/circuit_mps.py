@@ -30,45 +30,13 @@ from __future__ import annotations
 import numpy as np
 
 from .circuit import Circuit
+from .gate_matrices import I2, SWAP, one_qubit_matrices, two_qubit_matrices
 from .mps import MPSStates
 from .validation import check_fits_in_memory
 
 # singular values below this fraction of the largest are numerically zero: dropping them keeps the MPS exact
 # to ~1e-10 in the amplitudes (complex64 states carry ~1e-7)
 EXACT_RELATIVE = 1e-10
-_I2 = np.eye(2, dtype=np.complex128)
-_PAULI = {"x": np.array([[0, 1], [1, 0]], dtype=np.complex128),
-          "y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
-          "z": np.diag([1.0, -1.0]).astype(np.complex128)}
-_SWAP = np.eye(4, dtype=np.complex128)[[0, 2, 1, 3]]
-
-
-def two_qubit_matrices(name: str, angles: list) -> np.ndarray:
-    """(N or 1, 4, 4) complex128 matrix of a two-qubit gate on wires (a, b), a the more significant bit."""
-    if name == "cx":
-        return np.eye(4, dtype=np.complex128)[[0, 1, 3, 2]][None]
-    if name == "cz":
-        return np.diag([1, 1, 1, -1]).astype(np.complex128)[None]
-    if name == "swap":
-        return _SWAP[None]
-    (t,) = angles
-    t = np.asarray(t, dtype=np.float64)[:, None]
-    if name == "crz":
-        diagonal = np.hstack([np.ones_like(t), np.ones_like(t), np.exp(-0.5j * t), np.exp(0.5j * t)])
-    elif name == "cp":
-        diagonal = np.hstack([np.ones_like(t), np.ones_like(t), np.ones_like(t), np.exp(1j * t)])
-    elif name == "rzz":
-        diagonal = np.exp(-0.5j * t * np.array([1.0, -1.0, -1.0, 1.0])[None])
-    else:
-        first, second = {"rxx": "xx", "ryy": "yy", "rzx": "zx"}[name]
-        pauli = np.kron(_PAULI[first], _PAULI[second])
-        # exp(-i t/2 P) = cos(t/2) I - i sin(t/2) P for a Pauli string P (P^2 = I)
-        return np.cos(t / 2)[:, :, None] * np.eye(4)[None] - 1j * np.sin(t / 2)[:, :, None] * pauli[None]
-    out = np.zeros((t.shape[0], 4, 4), dtype=np.complex128)
-    out[:, np.arange(4), np.arange(4)] = diagonal
-    return out
-
-
 def blocks(circuit: Circuit) -> list[tuple[tuple, list]]:
     """The gates grouped as ``(wires, gates)``: one-qubit runs ``((w,), ...)`` and neighbour-pair blocks ``((k, k+1), ...)``.
 
@@ -98,8 +66,6 @@ def blocks(circuit: Circuit) -> list[tuple[tuple, list]]:
 
 def block_matrices(wires: tuple, gates: list, X: np.ndarray, theta: dict) -> np.ndarray:
     """(N or 1, 2, 2) or (N or 1, 4, 4) complex128 unitary of one block for the (N, n_features) features X."""
-    from .circuit_map import one_qubit_matrices
-
     def angles(g):
         return [np.broadcast_to(np.asarray(a.evaluate(X, theta), dtype=np.float64), (X.shape[0],))
                 for a in g.angles]
@@ -110,12 +76,12 @@ def block_matrices(wires: tuple, gates: list, X: np.ndarray, theta: dict) -> np.
             m = one_qubit_matrices(g.name, angles(g))
         elif len(g.wires) == 1:
             u = one_qubit_matrices(g.name, angles(g))
-            m = np.einsum("nab,cd->nacbd", u, _I2) if g.wires[0] == wires[0] else np.einsum("ab,ncd->nacbd", _I2, u)
+            m = np.einsum("nab,cd->nacbd", u, I2) if g.wires[0] == wires[0] else np.einsum("ab,ncd->nacbd", I2, u)
             m = m.reshape(-1, 4, 4)
         else:
             m = two_qubit_matrices(g.name, angles(g))
             if g.wires[0] > g.wires[1]:
-                m = _SWAP @ m @ _SWAP  # the gate's first wire is the pair's second
+                m = SWAP @ m @ SWAP  # the gate's first wire is the pair's second
         out = m if out is None else m @ out
     return out
 
