@@ -204,14 +204,8 @@ class Param(Expr):
         return f"theta[{self.name!r}]"
 
 
-@dataclass(frozen=True, eq=True)
-class Add(Expr):
-    left: Expr
-    right: Expr
-    precedence = 1
-
-    def evaluate(self, X, theta=None):
-        return self.left.evaluate(X, theta) + self.right.evaluate(X, theta)
+class _Binary(Expr):
+    """A node with ``left`` and ``right`` operands: reads what either reads."""
 
     def features(self):
         return self.left.features() | self.right.features()
@@ -221,6 +215,16 @@ class Add(Expr):
 
     def is_constant(self):
         return self.left.is_constant() and self.right.is_constant()
+
+
+@dataclass(frozen=True, eq=True)
+class Add(_Binary):
+    left: Expr
+    right: Expr
+    precedence = 1
+
+    def evaluate(self, X, theta=None):
+        return self.left.evaluate(X, theta) + self.right.evaluate(X, theta)
 
     def __str__(self):
         right = self.right
@@ -231,22 +235,13 @@ class Add(Expr):
 
 
 @dataclass(frozen=True, eq=True)
-class Mul(Expr):
+class Mul(_Binary):
     left: Expr
     right: Expr
     precedence = 2
 
     def evaluate(self, X, theta=None):
         return self.left.evaluate(X, theta) * self.right.evaluate(X, theta)
-
-    def features(self):
-        return self.left.features() | self.right.features()
-
-    def parameters(self):
-        return self.left.parameters() | self.right.parameters()
-
-    def is_constant(self):
-        return self.left.is_constant() and self.right.is_constant()
 
     def __str__(self):
         if isinstance(self.left, Const) and self.left.value == -1.0:

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .circuit import DIAGONAL, Circuit, Gate
+from .feature_map import FeatureMap
 from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates
 from .validation import check_embeddings, check_fits_in_memory
 from .._util import check_positive_int
 
 MAX_QUBITS = 30  # state vectors: 2**30 complex64 amplitudes (8 GiB) per sample
-AUTO_STATEVECTOR_MAX_QUBITS = 20
-METHODS = ("auto", "statevector", "mps")
 DEFAULT_BATCH_BYTES = 4 << 20  # complex64 states of one batch: a few MiB keep every pass in cache
 DEFAULT_MAX_BOND = 256  # the exact MPS refuses circuits whose bond bound exceeds this (before work)
 
@@ -450,27 +449,9 @@ class CircuitFeatureMap:
 
         check_mps_circuit(self.circuit, self.max_bond or DEFAULT_MAX_BOND, self.truncate)
 
-    def resolve_method(self, n_samples: int, method: str = "auto") -> str:
-        """``"statevector"`` or ``"mps"`` for ``n_samples`` samples, as ``FeatureMap.resolve_method`` decides."""
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        n_samples = check_positive_int(n_samples, "n_samples")
-        if method == "mps":
-            self._check_mps_supported()
-            return "mps"
-        if method == "statevector":
-            return "statevector"
-        if self.n_qubits <= AUTO_STATEVECTOR_MAX_QUBITS:
-            from .validation import available_memory_bytes
-
-            if self.peak_bytes(n_samples) <= 0.5 * available_memory_bytes():
-                return "statevector"
-        return "mps" if self.has_mps() else "statevector"
-
-    def simulate(self, X, method: str = "auto"):
-        """``states(X)`` or ``mps(X)`` as ``resolve_method(len(X), method)`` decides; both feed ``gram``."""
-        chosen = self.resolve_method(len(X), method)
-        return self.mps(X) if chosen == "mps" else self.states(X)
+    # the same rule as FeatureMap's (it only reads n_qubits, peak_bytes, has_mps and _check_mps_supported)
+    resolve_method = FeatureMap.resolve_method
+    simulate = FeatureMap.simulate
 
     def mps(self, X) -> MPSStates:
         """The MPS of U(x)|0> for every row of X (``qmlnb.kernels.circuit_mps``); ``gram(M)`` accepts it.
