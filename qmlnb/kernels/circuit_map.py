@@ -253,7 +253,7 @@ class CircuitFeatureMap:
         ``mps`` with ``truncate=True``: singular values below ``cutoff`` times
         the largest are dropped too.
     truncate : bool
-        Opt-in truncated MPS (records ``discarded_weight_`` per sample and warns).
+        Opt-in truncated MPS (``mps_with_discarded`` gives the discarded weight per sample; ``mps`` warns).
 
     ``states(X)`` gives (N, 2**n) complex64 rows, ``mps(X)`` ``MPSStates`` for
     circuits whose two-qubit gates act on neighbouring wires; both feed ``gram``.
