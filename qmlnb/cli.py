@@ -15,6 +15,7 @@ BENCHES = {
     "scale": "qmlnb.bench.scale",
     "mps": "qmlnb.bench.mps",
     "shots": "qmlnb.bench.shots",
+    "feature-maps": "qmlnb.bench.feature_maps",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

@@ -6,8 +6,12 @@
 >>> M = FeatureMap(n_qubits=200).mps(X)       # exact MPS (ZZ, linear/circular): any n
 >>> K = gram(M, backend="openmp")              # same entry point
 >>> K = gram(S, shots=4096, seed=0)            # as a device estimates it (qmlnb.kernels.shots)
+>>> fm = from_qiskit(PauliFeatureMap(12))        # any circuit: CircuitFeatureMap, same interface
 """
+from .circuit import Circuit, Gate, parse
+from .circuit_map import CircuitFeatureMap, TruncationWarning
 from .feature_map import FeatureMap
+from .interop import from_pennylane, from_qiskit
 from .gram import gram
 from .mps import MPSStates
 from .noise import DeviceNoise, repair_psd
@@ -22,6 +26,13 @@ from .validation import InsufficientMemoryError
 
 __all__ = [
     "FeatureMap",
+    "Circuit",
+    "Gate",
+    "parse",
+    "CircuitFeatureMap",
+    "TruncationWarning",
+    "from_qiskit",
+    "from_pennylane",
     "gram",
     "MPSStates",
     "DeviceNoise",

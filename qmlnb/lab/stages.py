@@ -25,7 +25,8 @@ GRAM = "gram-scaling"      # 30-gram-scaling.ipynb: tasks.gram_scaling
 EXPLORE = "explore"        # 00-explore.ipynb
 SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
 SHOTS = "shots"            # 45-shots.ipynb: shots_task.shots_study
-TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS)
+FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: feature_maps.feature_map_qsvm
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -41,6 +42,7 @@ FINAL = "final"
 FINAL_MODES = "final-modes"
 KERNELS_AT_SCALE = "kernels-at-scale"
 SHOTS_STAGE = "shots"
+FEATURE_MAPS = "feature-maps"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -56,6 +58,8 @@ STAGES = {
     KERNELS_AT_SCALE: "the quantum-kernel SVM beside an RBF SVM against qubits (PCA or pixel features, MPS beyond "
                       "state vectors)",
     SHOTS_STAGE: "the quantum-kernel SVM on the kernel a device would estimate, against shots and noise",
+    FEATURE_MAPS: "the quantum-kernel SVM per feature map (registry or circuit spec, named by name#hash) beside an "
+                  "RBF SVM",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage

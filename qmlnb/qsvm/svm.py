@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -262,6 +262,11 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
         How the states are simulated (``FeatureMap.resolve_method``):
         ``"auto"`` keeps state vectors while they fit (up to 20 qubits) and
         uses the exact MPS beyond (ZZ map, linear or circular entanglement).
+    custom_map : CircuitFeatureMap, optional
+        Any feature map with ``FeatureMap``'s interface (``qmlnb.kernels.CircuitFeatureMap``,
+        ``from_qiskit``, ``from_pennylane``) used instead of ``n_qubits``, ``reps``,
+        ``entanglement`` and ``kind``; its bandwidth is replaced by ``bandwidth``'s
+        choice, and X has its ``n_features`` columns.
 
     Attributes (after ``fit``)
     --------------------------
@@ -289,7 +294,8 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     def __init__(self, n_qubits: int = 8, reps: int = 2, entanglement: str = "linear", kind: str = "zz",
                  bandwidth="auto", bandwidths=DEFAULT_BANDWIDTHS, backend: str = "cpu", C="auto", Cs=DEFAULT_CS,
                  cv: int = 5, tile: int | None = None, n_threads: int | None = None, seed: int = 0,
-                 progress: bool = False, method: str = "auto"):
+                 progress: bool = False, method: str = "auto", custom_map=None):
+        self.custom_map = custom_map
         self.n_qubits = n_qubits
         self.reps = reps
         self.entanglement = entanglement
@@ -308,7 +314,9 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ helpers
     def feature_map(self, bandwidth: float) -> FeatureMap:
-        """The ``FeatureMap`` of this classifier at a given bandwidth."""
+        """The ``FeatureMap`` (or ``custom_map``) of this classifier at a given bandwidth."""
+        if self.custom_map is not None:
+            return replace(self.custom_map, bandwidth=bandwidth)
         return FeatureMap(n_qubits=self.n_qubits, reps=self.reps, entanglement=self.entanglement,
                           bandwidth=bandwidth, kind=self.kind)
 
@@ -317,6 +325,11 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
 
     def _check_X(self, X) -> np.ndarray:
         X = check_array(X, dtype=np.float64)
+        if self.custom_map is not None:
+            if X.shape[1] != self.custom_map.n_features:
+                raise ValueError(f"X has {X.shape[1]} features per sample but custom_map reads "
+                                 f"{self.custom_map.n_features}")
+            return X
         if X.shape[1] != self.n_qubits:
             raise ValueError(f"X has {X.shape[1]} features per sample but n_qubits={self.n_qubits} "
                              "(the feature map takes one feature per qubit)")
