@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.cpp native/*.hpp)
 
 setup: $(STAMP)
 
+# Two tiers, the whole suite either way: the quick tests first (a failure there stops before the long ones), then
+# the end-to-end ones marked `slow` (papermill runs, the browser, Dask clusters in their own processes).
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m slow
 
 # JupyterLab on the notebooks (open 00-explore.ipynb first), served on 127.0.0.1 only: the URL it prints
 # carries the login token. Notebooks find data/ and runs/ from the project folder, not their working
