@@ -11,9 +11,7 @@
 """
 from __future__ import annotations
 
-import contextlib
 import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -104,31 +102,22 @@ def test_pick_fastest_ranks_by_the_median_not_the_mean():
 
 
 # ---------------------------------------------------------------- 7. no redirect to another scheme on the same host
-@contextlib.contextmanager
-def _redirecting_server(location: str):
-    class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.end_headers()
+class _RedirectToFtp(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", "ftp://127.0.0.1/file")
+        self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/file"
-    finally:
-        server.shutdown()
-        server.server_close()
+    def log_message(self, *args):
+        pass
 
 
 def test_fetch_refuses_a_redirect_to_another_scheme_on_the_same_host(tmp_path):
-    with _redirecting_server("ftp://127.0.0.1/file") as url:
+    from test_data import _serve
+
+    with _serve(_RedirectToFtp) as url:
         with pytest.raises(DownloadError, match=r"refusing to download ftp://127\.0\.0\.1/file: only https"):
-            fetch(url, tmp_path / "out" / "file", "0" * 32, timeout=5, progress=False)
+            fetch(url + "file", tmp_path / "out" / "file", "0" * 32, timeout=5, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
 
 
