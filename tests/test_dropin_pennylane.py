@@ -159,3 +159,11 @@ def test_embedding_map_wires():
     X = np.random.default_rng(7).uniform(-1, 1, (3, 2))
     np.testing.assert_allclose(square_kernel_matrix(X, angle_embedding, wires=[0, 1, 2]),
                                square_kernel_matrix(X, angle_embedding), atol=ATOL)
+
+
+def test_iqp_embedding_runs_on_the_built_in_simulator():
+    from qmlnb.kernels import CircuitFeatureMap, FeatureMap
+
+    fm = embedding_map(lambda x: qml.IQPEmbedding(x, wires=range(3), n_repeats=2), 3)
+    assert isinstance(fm, FeatureMap) and fm.kind == "iqp" and fm.reps == 2
+    assert isinstance(embedding_map(angle_embedding, 2), CircuitFeatureMap)

@@ -262,3 +262,48 @@ def test_qiskit_is_not_imported_by_the_library():
     code = "import sys, qmlnb.kernels; print('qiskit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("entanglement", ["linear", "circular", "full"])
+@pytest.mark.parametrize("reps", [1, 3])
+def test_zz_feature_maps_run_on_the_built_in_simulator(entanglement, reps):
+    from qmlnb.kernels import CircuitFeatureMap, FeatureMap
+
+    fm = zz_feature_map(4, reps=reps, entanglement=entanglement)
+    ours, theirs = both(fm)
+    X = np.random.default_rng(9).uniform(-2, 2, (7, 4))
+    np.testing.assert_allclose(ours.evaluate(X), theirs.evaluate(X), atol=ATOL)
+    used = ours._circuit_map(4)
+    assert isinstance(used, FeatureMap) and used.reps == reps and used.kind == "zz"
+    # circuits that are not a built-in map keep the circuit simulator
+    assert isinstance(QmlnbKernel(feature_map=custom_circuit())._circuit_map(4), CircuitFeatureMap)
+    xx = QmlnbKernel(feature_map=pauli_feature_map(4, paulis=["Z", "XX"], entanglement=entanglement, reps=reps))
+    assert isinstance(xx._circuit_map(4), CircuitFeatureMap)
+
+
+def test_default_backend_is_the_native_one_where_built():
+    from qmlnb.kernels import check_backend
+
+    expected = "openmp" if check_backend("openmp")[0] else "cpu"
+    assert QmlnbKernel(feature_map=zz_feature_map(2)).backend == expected
+    assert QmlnbKernel(feature_map=zz_feature_map(2), backend="numba").backend == "numba"
+
+
+def test_bench_dropin_records_the_peer_work_it_extrapolates(tmp_path):
+    import json
+
+    from qmlnb.cli import main
+
+    out = tmp_path / "dropin.json"
+    assert main(["bench", "dropin", "--sizes", "60", "--qubits", "3", "--peer-sample", "6", "--json", str(out),
+                 "--allow-dirty"]) == 0
+    [case] = json.loads(out.read_text())["cases"]
+    assert case["n_train"] == 60 and case["n_test"] == 15
+    # QSVC (scikit-learn's SVC) evaluates train x train at fit and test x train at predict, nothing else
+    assert case["kernel_calls"] == [{"rows": 60, "columns": 60, "symmetric": True},
+                                    {"rows": 15, "columns": 60, "symmetric": False}]
+    peer = case["qiskit_ml"]
+    assert peer["extrapolated"] is True and peer["statevectors"] == 60 + 15 + 60 and peer["pairs"] == 3600 + 900
+    assert peer["kernel_s"] == pytest.approx(135 * peer["per_state_s"] + 4500 * peer["per_pair_s"])
+    assert peer["max_abs_difference_on_sample"] < ATOL
+    assert case["speedup_ours"] == pytest.approx(peer["fit_predict_s"] / case["ours_fit_predict"]["median_s"])

@@ -31,12 +31,15 @@ from __future__ import annotations
 import numpy as np
 
 from .gram import gram
-from .interop import from_pennylane
+from .interop import default_backend, from_pennylane, native_equivalent
 from .validation import check_embeddings
 
 
 def embedding_map(embedding, n_features: int, wires=None):
-    """The ``CircuitFeatureMap`` of a PennyLane quantum function ``embedding(x)`` with ``n_features`` features.
+    """The feature map of a PennyLane quantum function ``embedding(x)`` with ``n_features`` features.
+
+    The built-in ``FeatureMap`` with the same kernel where there is one
+    (``qml.IQPEmbedding``; ``interop.native_equivalent``), else the ``CircuitFeatureMap``.
 
     wires : the wire labels of the circuit, in order; default: the wires the
         embedding acts on, as PennyLane records them (wires it never touches
@@ -55,7 +58,8 @@ def embedding_map(embedding, n_features: int, wires=None):
         if not wires:
             raise ValueError("the embedding applies no operation: it has no wires (pass wires=)")
     wires = list(wires)
-    return from_pennylane(embedding, n_wires=len(wires), n_features=n_features, wires=wires)
+    fm = from_pennylane(embedding, n_wires=len(wires), n_features=n_features, wires=wires)
+    return native_equivalent(fm) or fm
 
 
 def _check_data(X, name: str) -> np.ndarray:
@@ -72,7 +76,7 @@ def _check_data(X, name: str) -> np.ndarray:
 
 
 def square_kernel_matrix(X, embedding, assume_normalized_kernel: bool = False, *, wires=None,
-                         backend: str = "cpu", n_threads: int | None = None) -> np.ndarray:
+                         backend: str | None = None, n_threads: int | None = None) -> np.ndarray:
     """The (N, N) float64 fidelity kernel matrix |<phi(x_i)|phi(x_j)>|^2 of X (N, D), as ``qml.kernels.square_kernel_matrix``.
 
     Parameters
@@ -83,16 +87,18 @@ def square_kernel_matrix(X, embedding, assume_normalized_kernel: bool = False, *
         As in PennyLane: the diagonal is set to exactly 1 (without it, the
         diagonal is computed, 1 to about 1e-7 in complex64).
     wires : wire labels, optional (see ``embedding_map``)
-    backend, n_threads : passed to ``qmlnb.kernels.gram``.
+    backend, n_threads : passed to ``qmlnb.kernels.gram`` (default backend: ``interop.default_backend()``).
     """
     X = _check_data(X, "X")
-    K = gram(embedding_map(embedding, X.shape[1], wires).states(X), backend=backend, n_threads=n_threads)
+    K = gram(embedding_map(embedding, X.shape[1], wires).states(X), backend=backend or default_backend(),
+             n_threads=n_threads)
     if assume_normalized_kernel:
         np.fill_diagonal(K, 1.0)
     return K
 
 
-def kernel_matrix(X1, X2, embedding, *, wires=None, backend: str = "cpu", n_threads: int | None = None) -> np.ndarray:
+def kernel_matrix(X1, X2, embedding, *, wires=None, backend: str | None = None,
+                  n_threads: int | None = None) -> np.ndarray:
     """The (N, M) float64 fidelity kernel matrix of X1 (N, D) against X2 (M, D), as ``qml.kernels.kernel_matrix``.
 
     Raises ValueError when X1 and X2 have different numbers of features.
@@ -101,4 +107,4 @@ def kernel_matrix(X1, X2, embedding, *, wires=None, backend: str = "cpu", n_thre
     if X1.shape[1] != X2.shape[1]:
         raise ValueError(f"X1 and X2 have different numbers of features: {X1.shape[1]} and {X2.shape[1]}")
     fm = embedding_map(embedding, X1.shape[1], wires)
-    return gram(fm.states(X1), fm.states(X2), backend=backend, n_threads=n_threads)
+    return gram(fm.states(X1), fm.states(X2), backend=backend or default_backend(), n_threads=n_threads)

@@ -12,8 +12,11 @@ feature-count adjustment: a circuit whose ``num_qubits`` can be set, such as
 ``ZZFeatureMap``, is resized to the data's width), then builds every state of
 ``x_vec`` and of ``y_vec`` once, as a batch (``from_qiskit`` ->
 ``CircuitFeatureMap.states``), and the Gram as one product (``qmlnb.kernels.gram``),
-never pair by pair.  Results equal ``FidelityStatevectorKernel``'s to about
-1e-7 (complex64 states against Qiskit's complex128).
+never pair by pair.  A circuit that is one of the built-in maps
+(``zz_feature_map`` with any entanglement and reps, IQP; checked numerically
+by ``interop.native_equivalent``) is simulated by ``FeatureMap``'s own, faster
+kernel.  Results equal ``FidelityStatevectorKernel``'s to about 1e-7
+(complex64 states against Qiskit's complex128).
 
 Shots (``shots=int``) use the shot-sampled Gram of ``qmlnb.kernels.shots``:
 each entry is Binomial(shots, k) / shots, the compute-uncompute estimate that
@@ -38,7 +41,7 @@ from qiskit_machine_learning.utils import algorithm_globals
 
 from .._util import check_int, check_positive_int
 from .gram import gram
-from .interop import from_qiskit
+from .interop import default_backend, from_qiskit, native_equivalent
 
 MAX_SEED = 2**63 - 1
 
@@ -64,20 +67,21 @@ class QmlnbKernel(BaseKernel):
         for Qiskit's kernels).  Ignored without ``shots``.
     enforce_psd : bool
         Project a symmetric shot-sampled Gram to the nearest PSD matrix.
-    backend : str
-        Gram backend (``qmlnb.kernels.available_backends()``), default "cpu".
+    backend : str, optional
+        Gram backend (``qmlnb.kernels.available_backends()``); default
+        ``default_backend()``: "openmp" where the native extension is built, else "cpu".
     n_threads : int, optional
         Threads of the Gram backend (default: this process's cores).
     """
 
     def __init__(self, *, feature_map=None, shots: int | None = None, seed: int | None = None,
-                 enforce_psd: bool = True, backend: str = "cpu", n_threads: int | None = None) -> None:
+                 enforce_psd: bool = True, backend: str | None = None, n_threads: int | None = None) -> None:
         super().__init__(feature_map=feature_map, enforce_psd=enforce_psd)
         self._shots = check_positive_int(shots, "shots", none_ok=True)
         if shots is not None and seed is None:
             seed = int(algorithm_globals.random.integers(0, MAX_SEED))
         self._seed = check_int(seed, "seed", minimum=0, none_ok=True)
-        self._backend = backend
+        self._backend = default_backend() if backend is None else backend
         self._n_threads = n_threads
         self._cache = None  # (fingerprint of the circuit, its CircuitFeatureMap)
 
@@ -122,15 +126,22 @@ class QmlnbKernel(BaseKernel):
             options["ids"] = (row_ids(x_vec), row_ids(y_vec))
         return gram(S_x, fm.states(y_vec), **options)
 
+    @property
+    def backend(self) -> str:
+        """The Gram backend."""
+        return self._backend
+
     def _circuit_map(self, n_features: int):
-        """The ``CircuitFeatureMap`` of the feature map as it is now (rebuilt only when the circuit changed)."""
+        """The feature map as it is now, converted (rebuilt only when the circuit changed): the built-in
+        ``FeatureMap`` with the same kernel where there is one, else the ``CircuitFeatureMap``."""
         circuit = self._feature_map
         if circuit.num_parameters != n_features:
             raise ValueError(f"the feature map has {circuit.num_parameters} parameters but the data has "
                              f"{n_features} features per sample: each parameter takes one feature")
         key = fingerprint(circuit)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, from_qiskit(circuit, list(circuit.parameters)))
+            converted = from_qiskit(circuit, list(circuit.parameters))
+            self._cache = (key, native_equivalent(converted) or converted)
         return self._cache[1]
 
     def __getstate__(self) -> dict:
