@@ -161,6 +161,10 @@ def test_constructor_checks():
     for bad in [{"shots": 0}, {"shots": 1.5}, {"shots": True}, {"shots": 10, "seed": -1}]:
         with pytest.raises(ValueError):
             QmlnbKernel(feature_map=zz_feature_map(2), **bad)
+    from qmlnb.kernels import UnknownBackendError
+
+    with pytest.raises(UnknownBackendError):
+        QmlnbKernel(feature_map=zz_feature_map(2), backend="nope")
 
 
 def test_qsvc_qsvr_and_svc_fits_match_the_peer(ad_hoc):
@@ -307,3 +311,18 @@ def test_bench_dropin_records_the_peer_work_it_extrapolates(tmp_path):
     assert peer["kernel_s"] == pytest.approx(135 * peer["per_state_s"] + 4500 * peer["per_pair_s"])
     assert peer["max_abs_difference_on_sample"] < ATOL
     assert case["speedup_ours"] == pytest.approx(peer["fit_predict_s"] / case["ours_fit_predict"]["median_s"])
+
+
+def test_a_circuit_with_angles_undefined_on_the_probes_keeps_the_circuit_simulator():
+    """native_equivalent probes features in [-2, 2]; arcsin is undefined there: no built-in map, no error."""
+    from qmlnb.kernels import CircuitFeatureMap
+
+    v = ParameterVector("x", 2)
+    qc = QuantumCircuit(2)
+    qc.h([0, 1])
+    qc.rz(v[0].arcsin(), 0)
+    qc.rzz(v[1], 0, 1)
+    ours, theirs = both(qc)
+    X = np.random.default_rng(10).uniform(-0.9, 0.9, (5, 2))
+    np.testing.assert_allclose(ours.evaluate(X), theirs.evaluate(X), atol=ATOL)
+    assert isinstance(ours._circuit_map(2), CircuitFeatureMap)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def from_qiskit(circuit, features=None, *, theta=None, bandwidth: float = 1.0, n
     def angle(value):
         if isinstance(value, numbers.Real):
             return float(value)
-        expr = str(value)
+        # Qiskit prints the inverse functions as asin, acos, atan; our angle syntax names them as NumPy does
+        expr = re.sub(r"\ba(sin|cos|tan)\(", r"arc\1(", str(value))
         # rename parameters: features -> x[k], others -> theta['name'], longest names first
         for pname in sorted(columns, key=len, reverse=True):
             expr = expr.replace(pname, f"__x{columns[pname]}__")
@@ -179,7 +181,10 @@ def native_equivalent(fm: CircuitFeatureMap, *, probes: int = 4, atol: float = 1
         return None
     reps = hadamards // n
     X = np.random.default_rng(0).uniform(-2.0, 2.0, (probes, n))
-    ours = fm.states(X)
+    try:
+        ours = fm.states(X)
+    except ValueError:  # an angle not finite on the probes (arcsin(x), log(x)): not a built-in map
+        return None
     candidates = [FeatureMap(n_qubits=n, reps=reps, entanglement=e, bandwidth=fm.bandwidth) for e in ENTANGLEMENTS]
     candidates.append(FeatureMap(n_qubits=n, reps=reps, kind="iqp", bandwidth=fm.bandwidth))
     for candidate in candidates:

@@ -10,8 +10,8 @@ A drop-in for ``qiskit_machine_learning.kernels.FidelityStatevectorKernel``::
 ``BaseKernel._validate_input`` (the same ``ValueError`` messages and the same
 feature-count adjustment: a circuit whose ``num_qubits`` can be set, such as
 ``ZZFeatureMap``, is resized to the data's width), then builds every state of
-``x_vec`` and of ``y_vec`` once, as a batch (``from_qiskit`` ->
-``CircuitFeatureMap.states``), and the Gram as one product (``qmlnb.kernels.gram``),
+``x_vec`` and of ``y_vec`` once, as a batch (``from_qiskit``, then
+``states``), and the Gram as one product (``qmlnb.kernels.gram``),
 never pair by pair.  A circuit that is one of the built-in maps
 (``zz_feature_map`` with any entanglement and reps, IQP; checked numerically
 by ``interop.native_equivalent``) is simulated by ``FeatureMap``'s own, faster
@@ -42,6 +42,7 @@ from qiskit_machine_learning.utils import algorithm_globals
 from .._util import check_int, check_positive_int
 from .gram import gram
 from .interop import default_backend, from_qiskit, native_equivalent
+from .registry import get_backend
 
 MAX_SEED = 2**63 - 1
 
@@ -82,8 +83,9 @@ class QmlnbKernel(BaseKernel):
             seed = int(algorithm_globals.random.integers(0, MAX_SEED))
         self._seed = check_int(seed, "seed", minimum=0, none_ok=True)
         self._backend = default_backend() if backend is None else backend
+        get_backend(self._backend)  # an unknown or unusable backend is refused now, with the reason
         self._n_threads = n_threads
-        self._cache = None  # (fingerprint of the circuit, its CircuitFeatureMap)
+        self._cache = None  # (fingerprint of the circuit, the map converted from it)
 
     @property
     def shots(self) -> int | None:
