@@ -16,6 +16,7 @@ BENCHES = {
     "mps": "qmlnb.bench.mps",
     "shots": "qmlnb.bench.shots",
     "feature-maps": "qmlnb.bench.feature_maps",
+    "dropin": "qmlnb.bench.dropin",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

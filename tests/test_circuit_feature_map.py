@@ -223,3 +223,42 @@ def test_layers_is_the_circuits_gate_depth_for_the_noise_model():
     assert circuit.depth() == 3 and fm.layers == 3
     assert DeviceNoise.for_map(fm, depolarising=0.01).layers == 6
     assert Circuit(2, []).depth() == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_gate_orders_match_the_dense_reference(seed):
+    """Diagonal, permutation and one-qubit gates interleaved at random: scheduling moves gates only past
+    steps they commute with."""
+    rng = np.random.default_rng(seed)
+    one, two = ["h", "x", "s", "rx", "ry", "rz", "p"], ["cx", "swap", "cz", "crz", "cp", "rzz"]
+    gates = []
+    for _ in range(40):
+        name = rng.choice(one + two)
+        wires = tuple(int(w) for w in rng.choice(4, 2 if name in two else 1, replace=False))
+        angle = [x[int(rng.integers(3))] * float(rng.uniform(0.5, 2))] if name in ("rx", "ry", "rz", "p", "crz",
+                                                                                  "cp", "rzz") else []
+        gates.append((str(name), wires[0] if len(wires) == 1 else wires, *angle))
+    circuit = Circuit(4, gates, name=f"random-{seed}")
+    X = features(3, 3, seed=seed, scale=math.pi)
+    np.testing.assert_allclose(CircuitFeatureMap(circuit).states(X),
+                               np.array([dense_state(circuit, row) for row in X]), atol=1e-5)
+
+
+def test_the_next_repetition_started_early_still_fuses_into_one_run_per_repetition():
+    """The order in which Qiskit lists zz_feature_map(4) (full, reps 2): repetition 2's H on wire 0 comes before
+    repetition 1's pairs (1, 3) and (2, 3).  Still one diagonal run per repetition."""
+    from qmlnb.kernels.circuit_map import _Diagonal, compile_program
+
+    def zz(i, j):
+        return [("cx", (i, j)), ("p", j, 2 * (pi - x[i]) * (pi - x[j])), ("cx", (i, j))]
+
+    def hp(q):
+        return [("h", q), ("p", q, 2 * x[q])]
+
+    order = (hp(0) + hp(1) + zz(0, 1) + hp(2) + zz(0, 2) + zz(1, 2) + hp(3) + zz(0, 3) + hp(0) + zz(1, 3)
+             + hp(1) + zz(0, 1) + zz(2, 3) + hp(2) + zz(0, 2) + zz(1, 2) + hp(3) + zz(0, 3) + zz(1, 3) + zz(2, 3))
+    circuit = Circuit(4, order, name="zz-qiskit-order")
+    assert sum(isinstance(s, _Diagonal) for s in compile_program(circuit)) == 2
+    X = features(3, 4, seed=2)
+    np.testing.assert_allclose(CircuitFeatureMap(circuit).states(X), np.array([dense_state(circuit, r) for r in X]),
+                               atol=1e-5)

@@ -104,29 +104,35 @@ def compile_program(circuit: Circuit) -> list:
     """The circuit as a list of ``_Diagonal`` and ``_OneQubit`` steps (see the module docstring).
 
     Each gate moves back past the steps it commutes with (those on other
-    wires) to join the latest diagonal run (a diagonal or permutation gate) or
-    its wire's one-qubit step; so ``H P`` on every wire becomes one layer of
-    one-qubit steps and one diagonal run, however the gates are interleaved.
+    wires) to join the *earliest* diagonal run it reaches (a diagonal or
+    permutation gate) or its wire's one-qubit step; so ``H P`` on every wire
+    becomes one layer of one-qubit steps and one diagonal run, however the
+    gates are interleaved.  Earliest, not latest: Qiskit lists a circuit in a
+    topological order that starts the next repetition on one wire before the
+    last repetition's pairs on other wires are done (``zz_feature_map`` with
+    full entanglement); joining the latest run would put those pairs after the
+    next repetition's first H, split every later run, and cost one pass over
+    the states per wire instead of one per repetition.
     """
     steps: list = []
     for g in lower(circuit):
         diagonal = g.name in DIAGONAL or g.name in PERMUTATIONS
         wires = set(g.wires)
-        joined, position = False, 0
+        target, position = None, 0
         for i in range(len(steps) - 1, -1, -1):
             step = steps[i]
             if diagonal and isinstance(step, _Diagonal):
-                step.add(g)  # at the run's end: after every gate of the run, as in the circuit
-                joined = True
-                break
-            if not diagonal and isinstance(step, _OneQubit) and step.wire == g.wires[0]:
-                step.gates.append((g.name, g.angles))
-                joined = True
-                break
+                target = step  # every step after it commutes with the gate: it may join here, or earlier
+            elif not diagonal and isinstance(step, _OneQubit) and step.wire == g.wires[0]:
+                target = step
             if step.wires & wires:  # does not commute with the gate: the gate goes right after it
                 position = i + 1
                 break
-        if not joined:
+        if isinstance(target, _Diagonal):
+            target.add(g)  # at the run's end: after every gate of the run, as in the circuit
+        elif target is not None:
+            target.gates.append((g.name, g.angles))
+        else:
             if diagonal:
                 new = _Diagonal()
                 new.add(g)

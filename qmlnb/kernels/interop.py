@@ -15,12 +15,16 @@
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 
 from .circuit import Circuit, Feature, Gate, parse
 from .circuit_map import CircuitFeatureMap
+from .feature_map import ENTANGLEMENTS, FeatureMap
+from .registry import check_backend
 
+NATIVE_MAX_QUBITS = 20  # the probe states of native_equivalent stay a few MiB
 # Qiskit gate names -> ours; transpiling targets these
 QISKIT_BASIS = ("h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx", "rx", "ry", "rz", "p", "u", "cx", "cz", "swap",
                 "crz", "cp", "rxx", "ryy", "rzz", "rzx")
@@ -72,7 +76,8 @@ def from_qiskit(circuit, features=None, *, theta=None, bandwidth: float = 1.0, n
     def angle(value):
         if isinstance(value, numbers.Real):
             return float(value)
-        expr = str(value)
+        # Qiskit prints the inverse functions as asin, acos, atan; our angle syntax names them as NumPy does
+        expr = re.sub(r"\ba(sin|cos|tan)\(", r"arc\1(", str(value))
         # rename parameters: features -> x[k], others -> theta['name'], longest names first
         for pname in sorted(columns, key=len, reverse=True):
             expr = expr.replace(pname, f"__x{columns[pname]}__")
@@ -155,3 +160,41 @@ def _pennylane_angle(value):
                              "(the feature map is traced for one sample)")
         value = float(value)
     return value
+
+
+def native_equivalent(fm: CircuitFeatureMap, *, probes: int = 4, atol: float = 1e-5) -> FeatureMap | None:
+    """The built-in ``FeatureMap`` with the same kernel as the circuit ``fm``, or None.
+
+    ``FeatureMap(kind="zz"|"iqp")`` has its own batched simulator (OpenMP where
+    built), several times faster than simulating the same gates one step at a
+    time; an imported ``zz_feature_map`` or ``qml.IQPEmbedding`` is one of
+    these maps.  The candidates are the ZZ map (each entanglement) and the IQP
+    map with ``reps`` = (H gates) / n; one is returned when, on ``probes``
+    random feature rows, every state equals the circuit's up to a phase
+    (|<a|b>|^2 >= 1 - ``atol``): the kernel, which ignores phases, is then the
+    same function.  The features in [-2, 2] are random (seed 0), so two maps
+    that differ agree on them only by accident of measure zero.
+    """
+    n, gates = fm.n_qubits, fm.circuit.gates
+    hadamards = sum(g.name == "h" for g in gates)
+    if fm.n_features != n or n > NATIVE_MAX_QUBITS or n < 2 or hadamards == 0 or hadamards % n:
+        return None
+    reps = hadamards // n
+    X = np.random.default_rng(0).uniform(-2.0, 2.0, (probes, n))
+    try:
+        ours = fm.states(X)
+    except ValueError:  # an angle not finite on the probes (arcsin(x), log(x)): not a built-in map
+        return None
+    candidates = [FeatureMap(n_qubits=n, reps=reps, entanglement=e, bandwidth=fm.bandwidth) for e in ENTANGLEMENTS]
+    candidates.append(FeatureMap(n_qubits=n, reps=reps, kind="iqp", bandwidth=fm.bandwidth))
+    for candidate in candidates:
+        overlaps = np.abs(np.einsum("ij,ij->i", ours.conj(), candidate.states(X))) ** 2
+        if np.all(overlaps >= 1.0 - atol):
+            return candidate
+    return None
+
+
+def default_backend() -> str:
+    """The Gram backend of the drop-in kernels by default: "openmp" where the native extension is built (the
+    fastest CPU backend that needs no JIT compilation), else "cpu" (NumPy/BLAS)."""
+    return "openmp" if check_backend("openmp")[0] else "cpu"
