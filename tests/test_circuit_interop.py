@@ -40,6 +40,7 @@ def qiskit_maps():
 
 @pytest.mark.parametrize("name", ["ZFeatureMap", "ZZ-linear", "ZZ-circular", "ZZ-full", "Pauli"])
 def test_from_qiskit_equals_statevector(name):
+    pytest.importorskip("qiskit", reason="qiskit is an optional peer (the compare extra)")
     from qiskit.quantum_info import Statevector
 
     from qmlnb.kernels import from_qiskit
