@@ -99,8 +99,8 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     (a seed run twice counts once, averaged).  ``qsvm`` / ``rbf``: mean
     balanced accuracy with ``_std`` (ddof 1) over ``n`` seeds; ``difference``:
     mean of QSVM - RBF per seed, ``ci_low`` / ``ci_high`` its Student's t
-    interval at ``level``, Holm-corrected across the summary's rows (NaN for
-    one seed), ``verdict`` in words; ``method``: the
+    interval at ``level``, Holm-corrected across the summary's rows at the
+    family-wise ``confidence`` (NaN for one seed), ``verdict`` in words; ``method``: the
     simulation(s) used; the diagnostics as mean and ``_std``; ``bandwidth`` and
     ``rbf_gamma_factor``: the values chosen (distinct, joined);
     ``bandwidth_grid_min``: the smallest value of the bandwidth grid searched
@@ -142,7 +142,7 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     out = pd.DataFrame(out, columns=[*SUMMARY_COLUMNS, *TEST_COLUMNS])
     # alone, the section's comparisons are one family; the report corrects them with all of its others
     # (verdicts.comparison_family, through corrected())
-    return corrected(out, correct([comparisons(out)], [QUANTUM])[0])
+    return corrected(out, correct([comparisons(out)], [QUANTUM], alpha=1 - confidence)[0])
 
 
 def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
