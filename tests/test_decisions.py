@@ -274,6 +274,53 @@ def test_first_available_dataset_falls_back_to_digits(tmp_path, toy, fake_sweep,
         sweep.load_sweep(grid(tmp_path, "31", toy, {"seed": {"first_available": ["digits"]}}), tmp_path / "runs")
 
 
+def test_a_fallback_is_recorded_by_the_run_and_its_status(tmp_path, toy, fake_sweep, monkeypatch, capsys):
+    from qmlnb.lab import executor, tasks
+
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "no-data"))
+    g = grid(tmp_path, "30", toy, {"dataset": {"first_available": ["fashion-mnist", "digits"]}, "seed": [0, 1]},
+             name="size")
+    resolved = flow.resolve(sweep.load_sweep(g, tmp_path / "runs"), {}, tmp_path / "runs")
+    want = {"asked": "fashion-mnist", "used": "digits"}
+    for point in resolved.points:
+        fallback = resolved.dataset_fallback(point)
+        assert {k: fallback[k] for k in want} == want
+        assert "fashion-mnist is not in the data directory (missing train-images-idx3-ubyte.gz" in fallback["reason"]
+        assert str(tmp_path) not in fallback["reason"]  # the record does not change with where the folder lies
+        assert resolved.identity(point)["dataset_fallback"] == fallback
+    # the flow says it on stderr, once per stage, and the complete runs' status records it
+    flow.run_flow([sweep.load_sweep(g, tmp_path / "runs")], progress=False)
+    err = capsys.readouterr().err
+    assert err.count("stage size: runs on digits instead of fashion-mnist: fashion-mnist is not in") == 1
+    statuses = [runs.read_status(d) for d in (tmp_path / "runs" / "size").iterdir() if d.is_dir()]
+    assert [s["dataset_fallback"]["used"] for s in statuses] == ["digits", "digits"]
+
+    # the executor hands it to the notebook's kernel, whose save_run writes it into metrics.json
+    seen = {}
+
+    class Children(executor._Children):
+        def start(self, cmd, **kwargs):
+            seen.update(kwargs["env"])
+            return None  # nothing runs: the point is recorded as interrupted
+
+    point = resolved.points[0]
+    run_dir = resolved.run_dir(point)
+    with runs.RunLock(run_dir) as lock:
+        executor._execute(resolved, point, 1, None, run_dir, lock, Children())
+    assert json.loads(seen[runs.DATASET_FALLBACK_ENV]) == resolved.dataset_fallback(point)
+    monkeypatch.setenv(runs.DATASET_FALLBACK_ENV, seen[runs.DATASET_FALLBACK_ENV])
+    tasks.save_run(tmp_path / "run", {"dataset": "digits"}, {"dataset": "digits"})
+    metrics = json.loads((tmp_path / "run" / runs.METRICS_FILE).read_text())
+    assert metrics["dataset_fallback"] == resolved.dataset_fallback(point)
+    # a dataset that is present is no fallback: nothing recorded
+    monkeypatch.delenv(runs.DATASET_FALLBACK_ENV)
+    tasks.save_run(tmp_path / "run2", {}, {"dataset": "digits"})
+    assert "dataset_fallback" not in json.loads((tmp_path / "run2" / runs.METRICS_FILE).read_text())
+    direct = flow.resolve(sweep.load_sweep(grid(tmp_path, "31", toy, {"dataset": {"first_available": ["digits"]}},
+                                                name="direct"), tmp_path / "runs"), {}, tmp_path / "runs")
+    assert direct.dataset_fallbacks == {} and "dataset_fallback" not in direct.identity(direct.points[0])
+
+
 # ------------------------------------------------------------------ end to end, through papermill
 TIMED = """
 from qmlnb.lab import tasks

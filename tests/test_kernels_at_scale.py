@@ -283,7 +283,7 @@ def test_sentences_say_beats_matches_or_loses_per_setting(fabricated):
                for k, v in sentences.items()}
     assert by_kind["pca"].startswith("The quantum kernel loses to the RBF SVM: it matches it within noise at n = 64; "
                                      "it loses to it beyond noise at n = 4")
-    assert "paired over 5 seeds, 95% interval" in by_kind["pca"]
+    assert "paired over 5 seeds, Holm-corrected interval" in by_kind["pca"]
     assert by_kind["pixels"].startswith("The quantum kernel beats the RBF SVM: it beats the RBF SVM beyond noise at "
                                         "n = 16")
     assert by_kind["200"].startswith("One seed per qubit count (n = 4): no interval")
@@ -291,6 +291,35 @@ def test_sentences_say_beats_matches_or_loses_per_setting(fabricated):
     # runs recorded before the bandwidth rule existed searched the default grid
     assert "digits 3 vs 8, pca features (n_train=100, n_test=71, reps=2, method_requested=auto, " \
            "bandwidth_rule=default, backend=cpu, threads=1, split_seed=0) [kernels-at-scale]" in labels
+
+
+def test_the_section_joins_the_reports_holm_family(fabricated):
+    from qmlnb import stats
+    from qmlnb.lab.report import verdicts
+    from test_report_verdicts import synthetic_runs
+
+    alone = scale.scale_summary(scale.scale_rows(fabricated))
+    tested = alone["p_value"].notna()
+    # alone: the section's 3 comparisons with an interval are one family; the shown interval is at its Holm level
+    assert tested.sum() == 3 and sorted(alone.loc[tested, "level"]) == pytest.approx(
+        sorted(1 - stats.ALPHA / k for k in (1, 2, 3)))
+    own = verdicts.comparison_family(load_runs(fabricated), alone)
+    assert own["kernels_at_scale"].attrs["size"] == 3
+    pd.testing.assert_frame_equal(own["kernels_at_scale"], alone, check_like=True)
+    # the same runs beside other comparisons (the final stage's QCNN and QSVM controls): one family of m > 3,
+    # every corrected interval of the section at least as wide, and some strictly wider
+    synthetic_runs(fabricated)
+    family = verdicts.comparison_family(load_runs(fabricated), alone)
+    joined = family["kernels_at_scale"]
+    m = family["kernels_at_scale"].attrs["size"]
+    assert m == family["qcnn_controls"].attrs["size"] > 3
+    width = lambda t: (t["ci_high"] - t["ci_low"])[tested]  # noqa: E731
+    assert (width(joined) >= width(alone) - 1e-12).all() and (width(joined) > width(alone) + 1e-6).any()
+    assert (joined.loc[tested, "level"] > alone.loc[tested, "level"]).any()
+    assert (joined["p_holm"][tested] >= alone["p_holm"][tested]).all()
+    # the differences themselves do not change, only their intervals and verdicts
+    pd.testing.assert_series_equal(joined["difference"], alone["difference"])
+    assert scale.scale_sentences(joined).keys() == scale.scale_sentences(alone).keys()
 
 
 def test_a_forced_method_is_its_own_setting(tmp_path):

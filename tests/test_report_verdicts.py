@@ -2,6 +2,8 @@
 budgets, every headline plot draws exactly its table's values, and the verdicts follow the statistics rules."""
 from __future__ import annotations
 
+import json
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -132,3 +134,34 @@ def test_sentences_follow_the_statistics_rules(frame):
     said = [line for b in blocks for line in b["lines"] if line.startswith("Parallel")]
     assert len(said) == 2 and all("sequential training on 1 thread: slower." in line for line in said)
     assert all(line.count("×") == 2 for line in said)
+
+
+def test_a_fallback_dataset_is_said_on_the_first_screen_and_in_its_headings(tmp_path, monkeypatch):
+    from qmlnb.lab.report import controls, header_fields, load_tables
+
+    record = {"asked": "fashion-mnist", "used": "digits", "reason": "fashion-mnist is not in the data directory"}
+    monkeypatch.setenv(run_files.DATASET_FALLBACK_ENV, json.dumps(record))
+    for seed in range(5):  # the controls stage, run by the sweep on digits because fashion-mnist was absent
+        for head, score in (("", 0.9), ("linear", 0.8 + 0.01 * seed)):
+            params = {"dataset": "digits", "seed": seed, "epochs": 10, **({"head": head} if head else {})}
+            folder = fake_run(tmp_path, "controls", params, {
+                "task": "qcnn", "stage": "controls", "dataset": "digits", "classes": [3, 8], "seed": seed,
+                "qcnn": scores(score), **({"head": head} if head else {})})
+        pd.DataFrame({"n_qubits": [4]}).to_csv(folder / "scale.csv", index=False)
+    # a record that does not match the run, or names no known dataset, changes nothing
+    monkeypatch.setenv(run_files.DATASET_FALLBACK_ENV, json.dumps({**record, "asked": "<b>x</b>"}))
+    fake_run(tmp_path, "other", {"dataset": "digits", "seed": 0}, {"task": "qcnn", "stage": "controls",
+                                                                   "dataset": "digits", "qcnn": scores(0.9)})
+    frame = load_runs(tmp_path)
+    label = "digits (fallback: fashion-mnist not in the data folder)"
+    assert sorted(frame["dataset"]) == ["digits"] + [label] * 10
+    assert "<b>" not in " ".join(map(str, frame.astype(str).to_numpy().ravel()))
+    # the first screen's warnings say which stage ran on what
+    warnings = header_fields(frame)["warnings"]
+    assert "10 run(s) of stage controls ran on " + label in warnings
+    page = verdicts.first_screen_html([], None, warnings, 0)
+    assert "fallback: fashion-mnist not in the data folder" in page
+    # the controls section's heading and a run's own table name the fallback
+    sentences = controls.control_sentences(controls.qcnn_controls(frame), controls.QCNN_REFERENCE, "the quantum layer")
+    assert any(task.startswith(label) for task in sentences), list(sentences)
+    assert set(load_tables(tmp_path, "scale", frame)["dataset"]) == {label}

@@ -488,12 +488,19 @@ def dataset_unusable(point: dict) -> str | None:
     if not isinstance(name, str) or name not in DATASETS or dataset_available(name):
         return None
     info = dataset_info(name)
-    folder = dataset_folder(name)
+    return (f"dataset {name!r} is not in the data directory: missing {_missing_files(name)} "
+            f"in {dataset_folder(name).resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
+
+
+def _missing_files(name: str) -> str:
+    """The files of dataset ``name`` absent from the data directory, as "a, b or c, d" (either group will do)."""
+    from ..data import dataset_info
+    from ..data.catalog import dataset_folder
+
+    info, folder = dataset_info(name), dataset_folder(name)
     # only the files really missing, per group: either group (training or test files) makes the dataset usable
     groups = [[f for f in files if not _present(folder, f)] for files in (info.train_files, info.test_files) if files]
-    needed = " or ".join(", ".join(g) for g in groups if g)
-    return (f"dataset {name!r} is not in the data directory: missing {needed} "
-            f"in {folder.resolve()} (point {ENV_VAR} at the folder that contains {info.folder}/)")
+    return " or ".join(", ".join(g) for g in groups if g)
 
 
 def first_available(names: list[str], where: str) -> str:
@@ -502,3 +509,13 @@ def first_available(names: list[str], where: str) -> str:
         if dataset_available(name):
             return name
     raise DecisionError(f"{where}: none of {names} is in the data directory")
+
+
+def fallback_record(names: list[str], used: str) -> dict | None:
+    """``{"asked", "used", "reason"}`` when ``used`` (:func:`first_available`'s pick) is not the first of ``names``,
+    else None.  The reason names the first choice's missing files, not the folder (a run records its data folder
+    apart, and the record must not change with where the folder lies)."""
+    if used == names[0]:
+        return None
+    return {"asked": names[0], "used": used,
+            "reason": f"{names[0]} is not in the data directory (missing {_missing_files(names[0])})"}

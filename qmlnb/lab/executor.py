@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -323,6 +324,10 @@ def _execute(sweep: Sweep, point: dict, threads: int, data_dir: str | None, run_
         env[stages.STAGE_ENV] = sweep.stage
     # the kernel's cwd is the run folder: a relative data directory means relative to where the sweep started
     env[catalog.ENV_VAR] = data_dir or str(catalog.data_dir().resolve())
+    # a first-available dataset that fell back: tasks.save_run records it, so the run says what it measured
+    env.pop(runs.DATASET_FALLBACK_ENV, None)
+    if sweep.dataset_fallback(point):
+        env[runs.DATASET_FALLBACK_ENV] = json.dumps(sweep.dataset_fallback(point))
     partial = run_dir / f".{sweep.notebook.stem}.executing.ipynb"
     final = run_dir / sweep.notebook.name
     cmd = papermill_command(sweep.notebook, partial, cwd=run_dir, parameters=parameters, timeout=sweep.timeout)

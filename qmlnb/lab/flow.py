@@ -126,13 +126,14 @@ def resolve(sweep, groups: dict, runs_dir, write: bool = True, used: list | None
     from .grid import SweepError, _check_points, _type_ok
 
     cache: dict = {}
-    points = []
+    points, fallbacks = [], {}
     for point in sweep.points:
-        filled = {}
+        filled, fallback = {}, None
         for key, value in point.items():
             if decisions.is_choice(value):
-                value = decisions.first_available(decisions.check_choice(key, value, sweep.path),
-                                                  f"{sweep.path}: {key}")
+                names = decisions.check_choice(key, value, sweep.path)
+                value = decisions.first_available(names, f"{sweep.path}: {key}")
+                fallback = decisions.fallback_record(names, value)
             elif decisions.is_reference(value):
                 ref = decisions.parse_reference(key, value, sweep.path)
                 if ref.decision_key not in cache:
@@ -147,8 +148,10 @@ def resolve(sweep, groups: dict, runs_dir, write: bool = True, used: list | None
                                      f"notebook's default {sweep.notebook_params[key]!r}")
             filled[key] = value
         points.append(filled)
+        if fallback:
+            fallbacks[runs.run_name(filled)] = fallback
     _check_points(points, sweep.path)
-    return dataclasses.replace(sweep, points=points)
+    return dataclasses.replace(sweep, points=points, dataset_fallbacks=fallbacks)
 
 
 def _merge(total: dict, part: dict) -> dict:
@@ -180,6 +183,10 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         if progress:
             print(f"stage {stage}: {sum(len(s.points) for s in group)} point(s)", file=sys.stderr)
+        for fallback in {runs.canonical_json(f): f for s in group for f in s.dataset_fallbacks.values()}.values():
+            # said whether or not progress is shown: the stage's runs measure another dataset than its grid asks
+            print(f"stage {stage}: runs on {fallback['used']} instead of {fallback['asked']}: {fallback['reason']}",
+                  file=sys.stderr)
         _merge(summary, run_sweeps(group, jobs=jobs, cores=cores, progress=progress, client=client, **options))
     return summary
 

@@ -64,15 +64,27 @@ class Sweep:
     description: str = ""
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
     stage: str | None = None  # one of stages.STAGES, recorded by each run (None: the notebook's own)
+    # {run name: {asked, used, reason}} of the points whose ``{first_available: [...]}`` dataset fell back to a
+    # later candidate (filled by qmlnb.lab.flow.resolve); each such run records it
+    dataset_fallbacks: dict = field(default_factory=dict)
+
+    def dataset_fallback(self, point: dict) -> dict | None:
+        """``{"asked", "used", "reason"}`` when ``point``'s dataset is a fallback (the first choice absent), else None."""
+        return self.dataset_fallbacks.get(runs.run_name(point))
 
     def run_dir(self, point: dict) -> Path:
         return self.runs_dir / self.name / runs.run_name(point)
 
     def identity(self, point: dict) -> dict:
         """What a complete run of ``point`` must have recorded: the point, the grid's stage and the notebook's
-        path and hash (a run recorded under another stage would land in another report section: it is redone)."""
-        return {"point": point, "stage": self.stage, "notebook_path": str(self.notebook),
-                "notebook_sha256": self.notebook_sha256}
+        path and hash (a run recorded under another stage would land in another report section: it is redone),
+        and its dataset fallback when it has one (:meth:`dataset_fallback`)."""
+        identity = {"point": point, "stage": self.stage, "notebook_path": str(self.notebook),
+                    "notebook_sha256": self.notebook_sha256}
+        fallback = self.dataset_fallback(point)
+        if fallback:  # a run that must say it ran on a fallback: one recorded without saying so is redone
+            identity["dataset_fallback"] = fallback
+        return identity
 
     def label(self, point: dict, width: int = 60) -> str:
         """``<name>: key=value ...`` of the parameters that tell ``point`` apart from the grid's other points.

@@ -38,6 +38,9 @@ PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
 LOCK_FILE = ".lock"
 RUN_DIR_ENV = "QMLNB_RUN_DIR"  # the sweep sets it in a kernel's environment: the folder that run writes to
+# the sweep sets it (JSON {asked, used, reason}) when the point's dataset is a first-available choice that fell back
+# to a later candidate; tasks.save_run records it in metrics.json as ``dataset_fallback``
+DATASET_FALLBACK_ENV = "QMLNB_DATASET_FALLBACK"
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT of the sweep; redone by the next sweep
 FINAL_STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)

@@ -11,6 +11,7 @@ reason instead of as a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -75,13 +76,18 @@ def save_run(folder: str | os.PathLike, params: dict, metrics: dict, tables: dic
     ``metrics`` gets an ``environment`` entry (machine, versions, git commit, time)
     from :func:`qmlnb.lab.provenance.environment` and a ``stage``: the grid's
     (``$QMLNB_STAGE``, set by the sweep) when there is one, else the ``stage``
-    ``metrics`` names, else ``interactive`` (:func:`qmlnb.lab.stages.current_stage`).
+    ``metrics`` names, else ``interactive`` (:func:`qmlnb.lab.stages.current_stage`), and a
+    ``dataset_fallback`` ``{"asked", "used", "reason"}`` when the sweep ran this point on a fallback
+    dataset (``$QMLNB_DATASET_FALLBACK``: the grid's first choice was not in the data directory).
     """
     folder = Path(folder)
     _util.atomic_write_json(folder / runs.PARAMS_FILE, params)
     for name, table in (tables or {}).items():
         runs.write_table(folder / f"{name}.csv", pd.DataFrame(table))
     metrics = {**metrics, "stage": stages.current_stage(metrics.get("stage"))}
+    fallback = os.environ.get(runs.DATASET_FALLBACK_ENV)
+    if fallback:
+        metrics["dataset_fallback"] = json.loads(fallback)
     _util.atomic_write_json(folder / runs.METRICS_FILE, {**metrics, "environment": provenance.environment()})
     return folder
 

@@ -120,8 +120,21 @@ def header_fields(frame: pd.DataFrame, overview: pd.DataFrame | None = None,
                                    sorted(counts.items(), key=lambda kv: (kv[0] != "complete", kv[0])))
     else:
         fields["runs"] = f"{len(frame)} complete"
+    warnings += fallback_warnings(frame)
     fields["warnings"] = warnings
     return fields
+
+
+def fallback_warnings(frame: pd.DataFrame) -> list[str]:
+    """One sentence per stage whose runs fell back to another dataset than their grid asks for
+    (:func:`.load.fallback_note`): "3 run(s) of stage controls ran on digits (fallback: fashion-mnist not in
+    the data folder)"."""
+    if "dataset_fallback" not in frame:
+        return []
+    fell = frame[frame["dataset_fallback"].map(lambda v: isinstance(v, str))]
+    stage = fell["stage"].fillna("").astype(str) if "stage" in fell else pd.Series("", index=fell.index)
+    return [f"{len(part)} run(s) of stage {name or 'unknown'} ran on {label}"
+            for (name, label), part in fell.groupby([stage, fell["dataset"].astype(str)], sort=True)]
 
 
 def header_markdown(fields: dict) -> str:

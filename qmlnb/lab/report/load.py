@@ -59,7 +59,11 @@ def read_run(run_dir: Path) -> dict:
     row = {"grid": run_dir.parent.name, "run": run_dir.name, "path": str(run_dir)}
     for key, value in params.items():
         row[f"param.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    fallback = metrics.pop("dataset_fallback", None)
     _flatten("", metrics, row)
+    note = fallback_note(fallback, row.get("dataset", row.get("param.dataset")))
+    if note:  # every section that names the dataset says it (headings, sentences, tables, the first screen)
+        row["dataset"], row["dataset_fallback"] = f"{fallback['used']} ({note})", note
     if "task" not in row and row.get("stage") in stages.TASKS:
         # written before runs recorded a task: their "stage" named the task
         row["task"], row["stage"] = row["stage"], None
@@ -73,6 +77,20 @@ def read_run(run_dir: Path) -> dict:
     _flatten("env", env, flat)
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()})
     return row
+
+
+def fallback_note(record, dataset) -> str | None:
+    """"fallback: fashion-mnist not in the data folder" for a run's ``dataset_fallback`` record
+    (:func:`qmlnb.lab.tasks.save_run`) that names two known datasets, the second being the one the run
+    used (``dataset``); None otherwise.  Only catalogue names reach the page, never the record's text."""
+    from ...data import DATASETS
+
+    if not isinstance(record, dict):
+        return None
+    asked, used = record.get("asked"), record.get("used")
+    if asked in DATASETS and used in DATASETS and asked != used and used == dataset:
+        return f"fallback: {asked} not in the data folder"
+    return None
 
 
 def unreadable_runs(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, str]]:
@@ -148,6 +166,8 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
             for key in ("grid", "run", "task", "stage", "backend", "threads", "dataset", "mode"):
                 if key in row and key not in table and pd.notna(row[key]):
                     table[key] = row[key]
+            if isinstance(row.get("dataset_fallback"), str) and "dataset" in table:
+                table["dataset"] = row["dataset"]  # the run's label: "digits (fallback: ...)"
             parts.append(table)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

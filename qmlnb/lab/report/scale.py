@@ -8,8 +8,10 @@ diagnostics, the simulation method and the Gram time.  Here:
 - :func:`scale_rows` stacks those rows of every complete run;
 - :func:`scale_summary` pools them over seeds only (a row is one setting and
   one n): QSVM and RBF balanced accuracy mean ± std (n seeds), the paired
-  difference QSVM - RBF with its 95% interval (:func:`qmlnb.stats.paired_difference`:
-  the two models of one seed saw the same training images), the method, the
+  difference QSVM - RBF with its interval (:func:`qmlnb.stats.paired_difference`:
+  the two models of one seed saw the same training images; Holm-corrected,
+  :func:`.controls.correct`: within the section alone, across the report's
+  comparisons once :func:`.verdicts.comparison_family` joins it), the method, the
   diagnostics (mean ± std over seeds), the chosen bandwidths, the smallest
   bandwidth of the grid searched and the flags raised; the ``bandwidth_rule``
   (which grid the task searched) is part of the setting;
@@ -28,7 +30,7 @@ import pandas as pd
 
 from ... import stats
 from .. import stages
-from .controls import SAME_EVERY_SEED, verdict
+from .controls import SAME_EVERY_SEED, correct, verdict
 
 CONFIDENCE = 0.95
 QUANTUM, CLASSICAL = "QSVM", "RBF"
@@ -40,9 +42,11 @@ LEGACY_BANDWIDTH_RULE = "default"
 FLAGS = {"concentrated": "concentrated", "gaussian_like": "Gaussian-like",
          "bandwidth_at_grid_edge": "bandwidth at its grid's edge"}
 SUMMARY_COLUMNS = [*GROUP, *SETTING, "n_qubits", "method", "n", "qsvm", "qsvm_std", "rbf", "rbf_std", "difference",
-                   "ci_low", "ci_high", "verdict", "off_diagonal_std", "off_diagonal_std_std", "gaussian_correlation",
-                   "gaussian_correlation_std", "bandwidth", "bandwidth_grid_min", "rbf_gamma_factor", "flags",
-                   "gram_s"]
+                   "ci_low", "ci_high", "level", "verdict", "off_diagonal_std", "off_diagonal_std_std",
+                   "gaussian_correlation", "gaussian_correlation_std", "bandwidth", "bandwidth_grid_min",
+                   "rbf_gamma_factor", "flags", "gram_s"]
+# what the report-wide Holm correction (controls.correct) reads and writes besides the shown columns
+TEST_COLUMNS = ["p_value", "p_holm", "std_difference", "identical"]
 
 
 def scale_rows(runs_dir: str | os.PathLike, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -95,7 +99,8 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     (a seed run twice counts once, averaged).  ``qsvm`` / ``rbf``: mean
     balanced accuracy with ``_std`` (ddof 1) over ``n`` seeds; ``difference``:
     mean of QSVM - RBF per seed, ``ci_low`` / ``ci_high`` its Student's t
-    interval (NaN for one seed), ``verdict`` in words; ``method``: the
+    interval at ``level``, Holm-corrected across the summary's rows at the
+    family-wise ``confidence`` (NaN for one seed), ``verdict`` in words; ``method``: the
     simulation(s) used; the diagnostics as mean and ``_std``; ``bandwidth`` and
     ``rbf_gamma_factor``: the values chosen (distinct, joined);
     ``bandwidth_grid_min``: the smallest value of the bandwidth grid searched
@@ -105,7 +110,7 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     of the training Grams over the bandwidth grid.
     """
     if rows.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=[*SUMMARY_COLUMNS, *TEST_COLUMNS])
     rows = rows.copy()
     rule = rows["bandwidth_rule"] if "bandwidth_rule" in rows else pd.Series(np.nan, index=rows.index)
     rows["bandwidth_rule"] = rule.astype(object).fillna(LEGACY_BANDWIDTH_RULE)
@@ -123,7 +128,8 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
         row |= {"method": _joined(group["method"]), "n": d["n"],
                 "qsvm": d["mean_a"], "qsvm_std": d["std_a"], "rbf": d["mean_b"], "rbf_std": d["std_b"],
                 "difference": d["mean_difference"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                "verdict": verdict(d, QUANTUM, CLASSICAL), "p_value": d["p_value"], "identical": d["identical"]}
+                "verdict": verdict(d, QUANTUM, CLASSICAL), "p_value": d["p_value"], "identical": d["identical"],
+                "std_difference": d["std_difference"]}
         for column in ("off_diagonal_std", "gaussian_correlation"):
             values = pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce")
             row[column], row[f"{column}_std"] = float(values.mean()), _std(values)
@@ -133,15 +139,26 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
         row["flags"] = _flags(group)
         row["gram_s"] = float(pd.to_numeric(group.get("gram_s", pd.Series(dtype=float)), errors="coerce").median())
         out.append(row)
-    out = pd.DataFrame(out, columns=[*SUMMARY_COLUMNS, "p_value", "identical"])
-    # the section's comparisons are one family: Holm-corrected together (qmlnb.stats.holm)
-    adjusted, _ = stats.holm(out["p_value"].to_numpy(float))
-    for i, p in enumerate(adjusted):
-        if np.isfinite(p):
-            d = {"n": int(out.at[i, "n"]), "mean_difference": out.at[i, "difference"],
-                 "identical": bool(out.at[i, "identical"]), "p_value": out.at[i, "p_value"]}
-            out.at[i, "verdict"] = verdict(d, QUANTUM, CLASSICAL, p)
-    return out[SUMMARY_COLUMNS]
+    out = pd.DataFrame(out, columns=[*SUMMARY_COLUMNS, *TEST_COLUMNS])
+    # alone, the section's comparisons are one family; the report corrects them with all of its others
+    # (verdicts.comparison_family, through corrected())
+    return corrected(out, correct([comparisons(out)], [QUANTUM], alpha=1 - confidence)[0])
+
+
+def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`scale_summary`'s rows as :func:`.controls.correct` reads a comparison table (QSVM − RBF per row)."""
+    return summary.rename(columns={"difference": "reference_minus_model", "n": "pairs"}).assign(model=CLASSICAL)
+
+
+def corrected(summary: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with the corrected p value, interval level, interval and verdict of :func:`comparisons`'
+    table after :func:`.controls.correct` (row for row)."""
+    if len(summary) != len(table):
+        raise ValueError(f"one corrected row per summary row: got {len(table)} for {len(summary)}")
+    out = summary.copy()
+    for column in ("p_holm", "level", "ci_low", "ci_high", "verdict"):
+        out[column] = table[column].to_numpy()
+    return out
 
 
 def _label(key: tuple) -> str:
@@ -163,10 +180,11 @@ def settings(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def display_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One setting's summary rows without the columns that name the setting (they are its heading)."""
-    return rows.drop(columns=[*GROUP, *SETTING]).rename(columns={
+    return rows.drop(columns=[*GROUP, *SETTING, *(c for c in TEST_COLUMNS if c in rows)]).rename(columns={
         "n_qubits": "qubits", "qsvm": f"{QUANTUM} bal. acc.", "qsvm_std": f"{QUANTUM} bal. acc._std",
         "rbf": f"{CLASSICAL} bal. acc.", "rbf_std": f"{CLASSICAL} bal. acc._std",
-        "difference": f"{QUANTUM} − {CLASSICAL}", "ci_low": "95% CI low", "ci_high": "95% CI high",
+        "difference": f"{QUANTUM} − {CLASSICAL}", "ci_low": "CI low (Holm)", "ci_high": "CI high (Holm)",
+        "level": "CI level",
         "off_diagonal_std": "off-diag. std", "off_diagonal_std_std": "off-diag. std_std",
         "gaussian_correlation": "Gaussian corr.", "gaussian_correlation_std": "Gaussian corr._std",
         "bandwidth_grid_min": "grid's smallest bandwidth",
@@ -191,9 +209,11 @@ def outcome(rows: pd.DataFrame) -> str:
 def scale_sentences(summary: pd.DataFrame) -> dict[str, str]:
     """Per setting, one sentence: does the quantum kernel beat, match (within noise) or lose to the RBF SVM?
 
-    The verdict at each n is the paired 95% interval of QSVM - RBF balanced
-    accuracy over seeds: it excludes 0 (better or worse beyond noise) or not
-    (within noise); one seed gives no interval and no verdict.
+    The verdict at each n is the paired interval of QSVM - RBF balanced
+    accuracy over seeds, Holm-corrected with the family the summary was
+    corrected in (the report's comparisons): it excludes 0 (better or worse
+    beyond noise, with at least 5 seeds) or not (within noise); one seed
+    gives no interval and no verdict.
     """
     out = {}
     for label, rows in settings(summary):
@@ -218,8 +238,7 @@ def scale_sentences(summary: pd.DataFrame) -> dict[str, str]:
                     "matches": "The quantum kernel matches the RBF SVM within noise",
                     "mixed": "Mixed: the quantum kernel neither beats nor loses to the RBF SVM everywhere"}[kind]
             sentence = (f"{lead}: it " + "; it ".join(parts) +
-                        f" (balanced accuracy, QSVM − RBF paired over {seeds} seeds, "
-                        f"{round(CONFIDENCE * 100)}% interval).")
+                        f" (balanced accuracy, QSVM − RBF paired over {seeds} seeds, Holm-corrected interval).")
             if len(undecided):
                 sentence += f" At n = {_qubit_list(undecided)} one seed only: no interval."
         out[label] = sentence
