@@ -25,6 +25,7 @@ exp(-i t/2 Z(x)X)`` with Z on the first wire; ``U3(theta, phi, lam)`` as
 """
 from __future__ import annotations
 
+import abc
 import ast
 import hashlib
 import json
@@ -67,7 +68,7 @@ def canonical_gate(name) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- expressions
-class Expr:
+class Expr(abc.ABC):
     """An angle: an expression tree of constants, features ``x[i]``, parameters ``theta[name]``.
 
     Subclasses are frozen dataclasses (hashable, picklable).  Arithmetic with
@@ -116,9 +117,9 @@ class Expr:
         return out
 
     # the interface every node implements
+    @abc.abstractmethod
     def evaluate(self, X, theta=None):
         """(N,) values for the (N, n_features) feature matrix X (float64 NumPy array, or a torch tensor)."""
-        raise NotImplementedError(type(self).__name__)  # pragma: no cover - each node type defines it
 
     def features(self) -> set[int]:
         """Feature columns the expression reads (empty for a :class:`Func`, which reads what it wants)."""
