@@ -172,6 +172,14 @@ def load_tables(runs_dir: str | os.PathLike, name: str, frame: pd.DataFrame | No
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def task_tables(runs_dir: str | os.PathLike, task: str, name: str, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``<name>.csv`` of every complete run whose notebook did ``task``, stacked as :func:`load_tables` does;
+    an empty frame when there is no such run."""
+    frame = load_runs(runs_dir) if frame is None else frame
+    runs = select_task(frame, task)
+    return pd.DataFrame() if runs.empty else load_tables(runs_dir, name, runs)
+
+
 def require_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """The complete runs (maybe none), or a ReportError when ``runs_dir`` holds no run at all (and what to run).
 

@@ -51,13 +51,9 @@ TEST_COLUMNS = ["p_value", "p_holm", "std_difference", "identical"]
 
 def scale_rows(runs_dir: str | os.PathLike, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every complete ``kernels-at-scale`` run's ``scale.csv`` rows, stacked, with the run's grid, run and stage."""
-    from .load import load_runs, load_tables, select_task
+    from .load import task_tables
 
-    frame = load_runs(runs_dir) if frame is None else frame
-    runs = select_task(frame, stages.SCALE)
-    if runs.empty:
-        return pd.DataFrame()
-    return load_tables(runs_dir, stages.SCALE_TABLE, runs)
+    return task_tables(runs_dir, stages.SCALE, stages.SCALE_TABLE, frame)
 
 
 def _joined(values, fmt="{:g}") -> str:

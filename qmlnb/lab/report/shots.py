@@ -40,13 +40,9 @@ MEANS = ("exact_balanced_accuracy", "rbf_balanced_accuracy", "kernel_error_rel",
 
 def shots_rows(runs_dir: str | os.PathLike, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every complete ``shots`` run's ``shots.csv`` rows, stacked, with the run's grid, run and stage."""
-    from .load import load_runs, load_tables, select_task
+    from .load import task_tables
 
-    frame = load_runs(runs_dir) if frame is None else frame
-    runs = select_task(frame, stages.SHOTS)
-    if runs.empty:
-        return pd.DataFrame()
-    return load_tables(runs_dir, stages.SHOTS_TABLE, runs)
+    return task_tables(runs_dir, stages.SHOTS, stages.SHOTS_TABLE, frame)
 
 
 def _keys(rows: pd.DataFrame, names) -> list[str]:
