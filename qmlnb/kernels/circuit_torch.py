@@ -97,7 +97,9 @@ def one_qubit_matrices_torch(name: str, angles: list, cdtype):
 
 
 def _apply_one_qubit(psi, n: int, wire: int, u):
-    """(B, 2**n) states after U on ``wire`` (u: (B or 1, 2, 2)), out of place (autograd keeps the input)."""
+    """(B, 2**n) states after U on ``wire`` (u: (B or 1, 2, 2)), on the (B, 2**w, 2, 2**(n-w-1)) view, out of place
+    (autograd keeps the input).  Elementwise products with u's entries: a batched 2x2 matmul (bmm) costs ~10x
+    more here, being B * 2**w tiny products."""
     torch = _torch()
     rows = psi.shape[0]
     view = psi.reshape(rows, 2**wire, 2, 2 ** (n - wire - 1))
@@ -106,6 +108,32 @@ def _apply_one_qubit(psi, n: int, wire: int, u):
     new0 = u[:, 0, 0] * a0 + u[:, 0, 1] * a1
     new1 = u[:, 1, 0] * a0 + u[:, 1, 1] * a1
     return torch.stack([new0, new1], 2).reshape(rows, -1)
+
+
+class _Permute:
+    """psi[:, gather] for a permutation ``gather``, whose backward is the inverse permutation (a gather too),
+    not the scatter-add that indexing's backward is."""
+
+    _function = None
+
+    @classmethod
+    def apply(cls, psi, gather, inverse):
+        if cls._function is None:
+            torch = _torch()
+
+            class Permute(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, state, g, inv):
+                    ctx.save_for_backward(inv)
+                    return state[:, g]
+
+                @staticmethod
+                def backward(ctx, grad):
+                    (inv,) = ctx.saved_tensors
+                    return grad[:, inv], None, None
+
+            cls._function = Permute
+        return cls._function.apply(psi, gather, inverse)
 
 
 class CircuitStates:
@@ -156,16 +184,19 @@ class CircuitStates:
                                       None if compiled.codes is None else torch.from_numpy(compiled.codes).to(self.device),
                                       None if compiled.constant is None else
                                       torch.from_numpy(compiled.constant).to(self.device),
-                                      None if compiled.gather is None else torch.from_numpy(compiled.gather).to(self.device)))
+                                      None if compiled.gather is None else
+                                      (torch.from_numpy(compiled.gather).to(self.device),
+                                       torch.from_numpy(np.argsort(compiled.gather)).to(self.device))))
             else:
                 self._program.append(("one_qubit", step.wire, step.gates))
         # steps before the first one that reads x act on the same state for every sample: simulated on one row
         self._split = len(self._program)
         for k, step in enumerate(self._program):
-            exprs = step[1] if step[0] == "diagonal" else [a for _, angles in step[2] for a in angles]
-            if any(reads_x(e) for e in exprs):
+            if any(reads_x(e) for e in _step_angles(step)):
                 self._split = k
                 break
+        self._prefix = _layers(self._program[:self._split])
+        self._rest = _layers(self._program[self._split:])
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -237,25 +268,28 @@ class CircuitStates:
         d = self.fm.dim
         start = torch.zeros((1, d), dtype=self.cdtype, device=self.device)
         start[0, 0] = 1.0
-        start = self._run(self._program[:self._split], start, X[:1], X_np[:1], values)
-        psi = self._run(self._program[self._split:], start.expand(X.shape[0], d), X, X_np, values)
+        start = self._run(self._prefix, start, X[:1], X_np[:1], values)
+        psi = self._run(self._rest, start.expand(X.shape[0], d), X, X_np, values)
         if self.cdtype == torch.complex64:
             # as the NumPy path: float32 passes drift the norm by ~1e-7 per gate; unit rows keep K[i, i] = 1
             psi = psi / torch.linalg.vector_norm(psi, dim=1, keepdim=True)
         return psi
 
     def _angles(self, exprs, X, X_np: np.ndarray, values: dict):
-        """(B, G) float64 tensor of the angles: NumPy for those without theta (the same values as the NumPy path,
-        and a Func sees the array it expects), torch (differentiable) for those that read theta."""
+        """(B, G) float64 tensor of the angles, or (1, G) when none reads x (one value for the whole batch, so the
+        step's matrix and its gradient are computed once).  NumPy for the angles without theta (the same values
+        as the NumPy path, and a Func sees the array it expects), torch (differentiable) for those with theta."""
         torch = _torch()
         columns = []
         for e in exprs:
+            rows = slice(None) if reads_x(e) else slice(0, 1)
             if e.parameters():
-                value = e.evaluate(X, values)
+                value = e.evaluate(X[rows], values)
             else:
-                value = torch.from_numpy(np.asarray(e.evaluate(X_np, {}), dtype=np.float64)).to(self.device)
-            columns.append(torch.broadcast_to(value, (X.shape[0],)))
-        return torch.stack(columns, 1)
+                value = torch.from_numpy(np.asarray(e.evaluate(X_np[rows], {}), dtype=np.float64)).to(self.device)
+            columns.append(value.reshape(-1))
+        size = max(c.shape[0] for c in columns)
+        return torch.stack([torch.broadcast_to(c, (size,)) for c in columns], 1)
 
     def _run(self, program, psi, X, X_np, values):
         torch = _torch()
@@ -271,20 +305,72 @@ class CircuitStates:
                     phase = constant[None] if phase is None else phase + constant
                 if phase is not None:
                     # reduce mod 2 pi in float64 so that float32 cos/sin stay accurate however large the angles
-                    phase = torch.remainder(phase, 2.0 * math.pi).to(real)
+                    # (with floor: torch.remainder is ~20x slower on the CPU; the gradient is the same, 1)
+                    turns = torch.floor(phase.detach() * (1.0 / (2.0 * math.pi)))
+                    phase = (phase - (2.0 * math.pi) * turns).to(real)
                     psi = psi * torch.complex(torch.cos(phase), torch.sin(phase))
                 if gather is not None:
-                    psi = psi[:, gather]
+                    psi = _Permute.apply(psi, *gather)
+                continue
+            if step[0] == "layer":
+                psi = self._apply_layer(psi, step[1], X[:1], X_np[:1], values)
                 continue
             _, wire, gates = step
-            u = None
-            for name, angles in gates:
-                columns = self._angles(angles, X, X_np, values) if angles else None
-                m = one_qubit_matrices_torch(name, list(columns.T) if angles else [], torch.complex128)
-                m = m.to(self.device)
-                u = m if u is None else m @ u
-            psi = _apply_one_qubit(psi, n, wire, u.to(self.cdtype))
+            psi = _apply_one_qubit(psi, n, wire, self._matrix(gates, X, X_np, values).to(self.cdtype))
         return psi
+
+    def _matrix(self, gates, X, X_np, values):
+        """(B or 1, 2, 2) complex128 product of one wire's gates, in order."""
+        torch = _torch()
+        u = None
+        for name, angles in gates:
+            columns = self._angles(angles, X, X_np, values) if angles else None
+            m = one_qubit_matrices_torch(name, list(columns.T) if angles else [], torch.complex128).to(self.device)
+            u = m if u is None else m @ u
+        return u
+
+    def _apply_layer(self, psi, wires: dict, X, X_np, values: dict):
+        """One-qubit gates whose angles read no x, on several wires: the same 2**n x 2**n matrix
+        U = U_left (x) U_right for every sample, applied as two small matrix products on the
+        (B, 2**h, 2**(n-h)) view (h = n // 2): B * 2**n * (2**h + 2**(n-h)) multiply-adds, and a backward
+        of matrix products, instead of one elementwise pass (and its gradient reductions) per wire."""
+        torch = _torch()
+        n = self.fm.n_qubits
+        h = n // 2
+        eye = torch.eye(2, dtype=torch.complex128, device=self.device)
+        factors = [self._matrix(wires[w], X, X_np, values)[0] if w in wires else eye for w in range(n)]
+
+        def kron(mats):
+            out = torch.ones((1, 1), dtype=torch.complex128, device=self.device)
+            for m in mats:
+                out = torch.kron(out, m)
+            return out.to(self.cdtype)
+
+        rows = psi.shape[0]
+        view = psi.reshape(rows, 2**h, 2 ** (n - h))
+        if h:
+            view = torch.matmul(kron(factors[:h]), view)
+        return torch.matmul(view, kron(factors[h:]).T).reshape(rows, -1)
+
+
+def _step_angles(step) -> list:
+    return step[1] if step[0] == "diagonal" else [a for _, angles in step[2] for a in angles]
+
+
+def _layers(program: list) -> list:
+    """Consecutive one-qubit steps whose angles read no x merged into ``("layer", {wire: gates})`` (a wire met
+    twice has its gates joined in order: steps on other wires commute with them)."""
+    out = []
+    for step in program:
+        if step[0] == "one_qubit" and not any(reads_x(e) for e in _step_angles(step)):
+            if out and out[-1][0] == "layer":
+                wires = out[-1][1]
+                wires[step[1]] = wires.get(step[1], []) + list(step[2])
+            else:
+                out.append(("layer", {step[1]: list(step[2])}))
+            continue
+        out.append(step)
+    return out
 
 
 def fidelity_gram(S, S2=None):
