@@ -272,3 +272,16 @@ def test_digits_features_and_circuit_errors():
     with pytest.raises(ValueError, match="init"):
         trainable_zz_circuit(2, init=math.nan)
     assert len(trainable_zz_circuit(8, 3).theta) == 24
+
+
+@pytest.mark.slow  # a papermill run of the notebook (a kernel start and three tiny trainings)
+def test_the_notebook_runs_with_tiny_parameters(tmp_path):
+    papermill = pytest.importorskip("papermill", reason="runs the notebook")
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "60-kernel-training.ipynb"
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+                               parameters={"n_qubits": 2, "layers": 1, "steps": 3, "batch_size": 16,
+                                           "seeds": [0, 1], "test_fraction": 0.5})
+    assert "controls_summary" in out.read_text()

@@ -50,7 +50,7 @@ from ..metrics import classification_metrics
 from ..stats import holm, judge, paired_difference
 from .._util import check_int, check_positive_int
 from .baselines import fit_rbf_alignment
-from .svm import DEFAULT_CS, QuantumKernelSVC, check_at_least_two_classes
+from .svm import DEFAULT_CS, QuantumKernelSVC, check_at_least_two_classes, kernel_target_alignment
 
 LOSSES = ("alignment", "svc")
 MIN_PER_CLASS = 2  # samples of each class in a mini-batch: an alignment of one sample per class is degenerate
@@ -322,6 +322,21 @@ def digits_features(n_features: int, classes=(3, 5), scale: float = 1.0) -> tupl
     Z = PCA(n_components=n_features, random_state=0).fit_transform(digits.data[keep])
     X = scale * Z / np.abs(Z).max(axis=0)
     return X, (digits.target[keep] == classes[1]).astype(np.int64)
+
+
+def grams_by_class(maps: dict, X, y) -> tuple[dict, dict, np.ndarray]:
+    """The training Gram of each feature map with the samples ordered by class (blocks show what aligns).
+
+    maps : {name: feature map} (e.g. {"before": fm, "after": trainer.feature_map_}); X (N, n_features); y (N,).
+    Returns ({name: (N, N) float64 Gram}, {name: centred alignment with y}, (N,) labels in the Grams' order).
+    """
+    from ..kernels import gram
+
+    y = np.asarray(y)
+    order = np.argsort(y, kind="stable")
+    X = np.asarray(X, dtype=np.float64)[order]
+    grams = {name: gram(fm.states(X)) for name, fm in maps.items()}
+    return grams, {name: kernel_target_alignment(K, y[order]) for name, K in grams.items()}, y[order]
 
 
 def _qsvm_scores(fm: CircuitFeatureMap, X_train, y_train, X_test, y_test, *, Cs, cv: int, seed: int) -> dict:
