@@ -1,4 +1,4 @@
-"""`python -m qmlnb bench kernel-training` on a tiny case: the same kernel on both sides, an extrapolation said as such."""
+"""`python -m qmlnb bench kernel-training` on a tiny case: the same kernel on both sides, the extrapolation said."""
 import json
 
 import pytest

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the trainable kernels simulate in torch")
 
-from qmlnb.kernels import CircuitFeatureMap, gram  # noqa: E402
+from qmlnb.kernels import CircuitFeatureMap, InsufficientMemoryError, gram  # noqa: E402
 from qmlnb.kernels.circuit import Circuit, Func, pi, theta, x  # noqa: E402
 from qmlnb.kernels.circuit_torch import CircuitStates, fidelity_gram, reads_x  # noqa: E402
 from qmlnb.qsvm.kernel_training import (  # noqa: E402
@@ -135,6 +135,8 @@ def test_states_errors():
         sim.states(features(2, 3), torch.full((5,), math.nan, dtype=torch.float64))
     with pytest.raises(ValueError, match="feature columns"):
         sim.states(features(2, 4))
+    with pytest.raises(InsufficientMemoryError, match="differentiable states of 200000 samples on 16 qubits"):
+        CircuitStates(CircuitFeatureMap(trainable_zz_circuit(16, 1))).states(np.zeros((200_000, 16)))
 
 
 # ---------------------------------------------------------------------------------------------- objectives

@@ -4,7 +4,9 @@
 (``circuit_map.compile_program``): fused diagonal runs (one phase table per
 run, ``angles @ codes``), carried permutations (one gather) and one-qubit
 steps (a 2x2 matrix per sample on the (B, 2**w, 2, 2**(n-w-1)) view).  Here
-the *same* program runs on torch tensors, so
+the *same* program runs on torch tensors (one-qubit steps whose angles read
+no x, the same matrix for every sample, are merged into Kronecker-factored
+layers: two small matrix products each), so
 
 - the states of all N samples are computed together (tensor ops on the
   batched view, no Python loop over samples), on the CPU or a CUDA device;
@@ -29,8 +31,9 @@ from dataclasses import replace
 import numpy as np
 
 from .circuit import Add, Call, Circuit, Const, Feature, Func, Mul, Param
-from .circuit_map import CircuitFeatureMap, _compile_diagonal, _Diagonal, compile_program
+from .circuit_map import MAX_QUBITS, CircuitFeatureMap, _compile_diagonal, _Diagonal, compile_program
 from .gate_matrices import FIXED
+from .states_torch import _check_device_memory
 
 DTYPES = ("complex64", "complex128")
 
@@ -176,17 +179,19 @@ class CircuitStates:
         self.parameter_names = tuple(names)
         self._fixed = {k: v for k, v in values.items() if k not in self.parameter_names}
         n = fm.n_qubits
+        if n > MAX_QUBITS:
+            raise ValueError(f"n_qubits={n} is beyond the state-vector limit of {MAX_QUBITS} qubits")
+
+        def tensor(array):
+            return None if array is None else torch.from_numpy(array).to(self.device)
+
         self._program = []
         for step in compile_program(fm.circuit):
             if isinstance(step, _Diagonal):
-                compiled = _compile_diagonal(step, n)
-                self._program.append(("diagonal", compiled.exprs,
-                                      None if compiled.codes is None else torch.from_numpy(compiled.codes).to(self.device),
-                                      None if compiled.constant is None else
-                                      torch.from_numpy(compiled.constant).to(self.device),
-                                      None if compiled.gather is None else
-                                      (torch.from_numpy(compiled.gather).to(self.device),
-                                       torch.from_numpy(np.argsort(compiled.gather)).to(self.device))))
+                c = _compile_diagonal(step, n)
+                # a permutation's backward is its inverse permutation (see _Permute)
+                gather = None if c.gather is None else (tensor(c.gather), tensor(np.argsort(c.gather)))
+                self._program.append(("diagonal", c.exprs, tensor(c.codes), tensor(c.constant), gather))
             else:
                 self._program.append(("one_qubit", step.wire, step.gates))
         # steps before the first one that reads x act on the same state for every sample: simulated on one row
@@ -262,6 +267,11 @@ class CircuitStates:
             raise ValueError(f"a feature tensor must be (N, {self.fm.n_features}) float64 (from CircuitStates.features"
                              f"), got {tuple(X.shape)} {X.dtype}")
         theta = self._theta_tensor(theta)
+        itemsize = 8 if self.cdtype == torch.complex64 else 16
+        # autograd keeps about three (N, 2**n) tensors per step for the backward pass
+        _check_device_memory(self.device, (3 * len(self._rest) + 2) * X.shape[0] * self.fm.dim * itemsize,
+                             f"differentiable states of {X.shape[0]} samples on {self.fm.n_qubits} qubits "
+                             f"({self.fm.label}, {self.dtype}, {len(self._rest)} steps)")
         values = {**{k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in self._fixed.items()},
                   **{k: theta[i] for i, k in enumerate(self.parameter_names)}}
         X_np = X.detach().cpu().numpy()
