@@ -135,6 +135,8 @@ def test_states_errors():
         sim.states(features(2, 3), torch.full((5,), math.nan, dtype=torch.float64))
     with pytest.raises(ValueError, match="feature columns"):
         sim.states(features(2, 4))
+    with pytest.raises(ValueError, match="is not finite for sample"), np.errstate(over="ignore"):
+        sim.states(np.array([[0.1, 0.2, 0.3], [1e308, 0.0, 0.0]]))
     with pytest.raises(InsufficientMemoryError, match="differentiable states of 200000 samples on 16 qubits"):
         CircuitStates(CircuitFeatureMap(trainable_zz_circuit(16, 1))).states(np.zeros((200_000, 16)))
 

@@ -259,6 +259,10 @@ class CircuitStates:
         Returns
         -------
         S : torch.Tensor (N, 2**n_qubits), ``dtype``, on ``device``: unit rows in PennyLane's order.
+
+        Raises ValueError for bad X or theta and angles that are not finite,
+        ``InsufficientMemoryError`` when the states and their autograd tensors would not fit, before any work.
+        An angle that reads both ``theta`` and a :class:`Func` hands the Func the torch feature tensor.
         """
         torch = _torch()
         if not isinstance(X, torch.Tensor):
@@ -275,6 +279,8 @@ class CircuitStates:
         values = {**{k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in self._fixed.items()},
                   **{k: theta[i] for i, k in enumerate(self.parameter_names)}}
         X_np = X.detach().cpu().numpy()
+        # the NumPy path's refusal (naming the gate and the sample) of an angle that is not finite
+        self.fm._check_angles(X_np, self.theta_dict(theta))
         d = self.fm.dim
         start = torch.zeros((1, d), dtype=self.cdtype, device=self.device)
         start[0, 0] = 1.0
