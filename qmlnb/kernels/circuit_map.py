@@ -31,12 +31,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .circuit import DIAGONAL, Circuit, Gate
+from .circuit import DIAGONAL, Circuit, Const, Gate
 from .feature_map import FeatureMap
 from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates
 from .validation import check_embeddings, check_fits_in_memory
-from .._util import check_positive_int
+from .._util import available_cores, check_positive_int
 
 MAX_QUBITS = 30  # state vectors: 2**30 complex64 amplitudes (8 GiB) per sample
 DEFAULT_BATCH_BYTES = 4 << 20  # complex64 states of one batch: a few MiB keep every pass in cache
@@ -115,6 +115,7 @@ def compile_program(circuit: Circuit) -> list:
     the states per wire instead of one per repetition.
     """
     steps: list = []
+    global_phase = 0.0
     for g in lower(circuit):
         diagonal = g.name in DIAGONAL or g.name in PERMUTATIONS
         wires = set(g.wires)
@@ -132,6 +133,10 @@ def compile_program(circuit: Circuit) -> list:
             target.add(g)  # at the run's end: after every gate of the run, as in the circuit
         elif target is not None:
             target.gates.append((g.name, g.angles))
+            phase = _scalar_phase(target)
+            if phase is not None:  # H H, SX RX(-pi/2): the step is a global phase; later gates may now fuse past it
+                steps.remove(target)
+                global_phase += phase
         else:
             if diagonal:
                 new = _Diagonal()
@@ -139,7 +144,31 @@ def compile_program(circuit: Circuit) -> list:
             else:
                 new = _OneQubit(g.wires[0], [(g.name, g.angles)])
             steps.insert(position, new)
+    if global_phase % (2 * math.pi):
+        # a global phase commutes with everything: it joins the first diagonal run (or starts the program)
+        first = next((s for s in steps if isinstance(s, _Diagonal)), None)
+        if first is None:
+            first = _Diagonal()
+            steps.insert(0, first)
+        first.add(Gate("gphase", (), (Const(-global_phase),)))  # gphase(t) multiplies by exp(-i t)
     return steps
+
+
+def _constant_value(e) -> np.ndarray:
+    """(1,) float64 value of a constant expression (it reads neither x nor theta)."""
+    return np.broadcast_to(np.asarray(e.evaluate(np.zeros((1, 1))), dtype=np.float64), (1,))
+
+
+def _scalar_phase(step: "_OneQubit") -> float | None:
+    """phi if the step's gates are constant and multiply to exp(i phi) I (to 1e-12), else None."""
+    if not all(a.is_constant() for _, angles in step.gates for a in angles):
+        return None
+    u = np.eye(2, dtype=np.complex128)
+    for name, angles in step.gates:
+        u = one_qubit_matrices(name, [_constant_value(a) for a in angles])[0] @ u
+    if abs(u[0, 1]) > 1e-12 or abs(u[1, 0]) > 1e-12 or abs(u[0, 0] - u[1, 1]) > 1e-12:
+        return None
+    return float(np.angle(u[0, 0]))
 
 
 def _bits(index: np.ndarray, n: int, wire: int) -> np.ndarray:
@@ -188,9 +217,8 @@ class _CompiledDiagonal:
 
 def _compile_diagonal(run: _Diagonal, n: int) -> _CompiledDiagonal:
     d = 2**n
-    identity = np.arange(d, dtype=np.int64)
     # snapshots[k]: where each stored basis index sits after the first k permutations
-    snapshots = [identity]
+    snapshots = [np.arange(d, dtype=np.int64)]
     for name, wires in run.perms:
         snapshots.append(_permute(snapshots[-1], n, name, wires))
     codes = np.empty((len(run.gates), d)) if run.gates else None
@@ -200,13 +228,18 @@ def _compile_diagonal(run: _Diagonal, n: int) -> _CompiledDiagonal:
     for name, wires, where in run.constant:
         phase = _unit_phase(name, wires, snapshots[where], n)
         constant = phase if constant is None else constant + phase
-    final = snapshots[-1]
-    gather = None
-    if not np.array_equal(final, identity):
-        # psi[final[b]] = stored[b]  ->  psi = stored[:, inverse(final)]
-        gather = np.empty_like(final)
-        gather[final] = identity
-    return _CompiledDiagonal([g[2] for g in run.gates], codes, constant, gather)
+    return _CompiledDiagonal([g[2] for g in run.gates], codes, constant, inverse_gather(snapshots[-1]))
+
+
+def inverse_gather(final: np.ndarray) -> np.ndarray | None:
+    """``gather`` with ``psi = stored[:, gather]`` for a run whose permutations send stored index b to final[b];
+    None for the identity."""
+    identity = np.arange(final.size, dtype=np.int64)
+    if np.array_equal(final, identity):
+        return None
+    gather = np.empty_like(final)
+    gather[final] = identity  # psi[final[b]] = stored[b]
+    return gather
 
 
 def _angles(exprs, X: np.ndarray, theta: dict) -> list[np.ndarray]:
@@ -349,8 +382,17 @@ class CircuitFeatureMap:
         """
         d = self.dim
         rows = min(n_samples, self._batch_rows(batch_size))
-        per_run = max([0] + [len(s.gates) for s in compile_program(self.circuit) if isinstance(s, _Diagonal)])
+        prefix, rest = self._split_prefix(compile_program(self.circuit))
+        native = self._native_program(rest)
+        steps = prefix if native is not None else prefix + rest
+        per_run = max([0] + [len(s.gates) for s in steps if isinstance(s, _Diagonal)])
         tables = per_run * d * 8 + 6 * d * 8
+        if native is not None:
+            # NumPy simulates the constant prefix on one row; the kernel: its tables, the batch's angles and
+            # per-sample matrices, each thread's work rows
+            threads = min(available_cores(), rows)
+            return (n_samples * d * 8 + tables + d * 48 + native.table_bytes() + native.batch_bytes(rows)
+                    + threads * native.thread_bytes())
         return n_samples * d * 8 + tables + rows * (d * 40 + per_run * 8)
 
     # ------------------------------------------------------------------ states
@@ -379,35 +421,46 @@ class CircuitFeatureMap:
                              f"states of {n_samples} samples on {self.n_qubits} qubits ({self.label}, complex64)")
         theta = self.circuit.theta_dict
         self._check_angles(X, theta)
-        program = self._compiled()
-        prefix, rest = self._constant_prefix(program)
+        prefix, rest = self._split_prefix(compile_program(self.circuit))
         start_state = np.zeros((1, self.dim), dtype=np.complex64)
         start_state[0, 0] = 1.0
-        self._run(prefix, start_state, np.zeros((1, self.n_features)), theta)
+        self._run(self._compiled(prefix), start_state, np.zeros((1, self.n_features)), theta)
         out = np.empty((n_samples, self.dim), dtype=np.complex64)
+        native = self._native_program(rest)
+        numpy_rest = self._compiled(rest) if native is None else None
         for start in range(0, n_samples, rows):
             stop = min(n_samples, start + rows)
             batch = out[start:stop]
+            if native is not None:
+                native.run(X[start:stop], theta, start_state[0], batch, max(1, min(available_cores(), stop - start)))
+                continue
             batch[...] = start_state
-            self._run(rest, batch, X[start:stop], theta)
+            self._run(numpy_rest, batch, X[start:stop], theta)
             # many float32 passes drift the norm by ~1e-7 per gate; unit rows keep K[i, i] = 1 to float32 precision
             norms = np.sqrt(np.einsum("ij,ij->i", batch.view(np.float32), batch.view(np.float32), dtype=np.float64))
             batch /= norms.astype(np.float32)[:, None]
         return out
 
-    def _compiled(self) -> list:
+    def _native_program(self, steps: list):
+        """The steps as a ``NativeProgram`` for the C++ kernel, or None where ``qmlnb._circuit_openmp`` is not built."""
+        from .circuit_native import NativeProgram, native_extension
+
+        return None if native_extension() is None else NativeProgram.compile(steps, self.n_qubits)
+
+    def _compiled(self, steps: list) -> list:
+        """The steps for the NumPy simulation (``_run``): diagonal runs as phase tables."""
         n = self.n_qubits
-        return [_compile_diagonal(s, n) if isinstance(s, _Diagonal) else s for s in compile_program(self.circuit)]
+        return [_compile_diagonal(s, n) if isinstance(s, _Diagonal) else s for s in steps]
 
     @staticmethod
-    def _constant_prefix(program: list) -> tuple[list, list]:
+    def _split_prefix(steps: list) -> tuple[list, list]:
         """Steps before the first one whose angles depend on x (or theta: kept per sample for later training)."""
-        for k, step in enumerate(program):
-            exprs = step.exprs if isinstance(step, _CompiledDiagonal) else [a for _, angles in step.gates
-                                                                             for a in angles]
+        for k, step in enumerate(steps):
+            exprs = [g[2] for g in step.gates] if isinstance(step, _Diagonal) else [a for _, angles in step.gates
+                                                                                   for a in angles]
             if not all(e.is_constant() for e in exprs):
-                return program[:k], program[k:]
-        return program, []
+                return steps[:k], steps[k:]
+        return steps, []
 
     def _check_angles(self, X: np.ndarray, theta: dict) -> None:
         """Refuse (ValueError naming the gate and the sample) any angle that is not finite, before any simulation."""
