@@ -67,7 +67,7 @@ def lower(circuit: Circuit) -> list[Gate]:
 
 
 # ---------------------------------------------------------------------------------------------- the program
-@dataclass
+@dataclass(eq=False)
 class _Diagonal:
     """A fused diagonal run: parameterised gates (name, wires, angle), constant phase gates, pending permutation."""
 
@@ -87,10 +87,25 @@ class _Diagonal:
         self.wires.update(g.wires)
 
 
-@dataclass
+@dataclass(eq=False)
 class _OneQubit:
     wire: int
     gates: list  # (name, angles) applied in order
+    product: np.ndarray | None = None  # (2, 2) complex128 product of the gates while all are constant, else None
+
+    @classmethod
+    def start(cls, wire: int, name: str, angles: tuple) -> "_OneQubit":
+        return cls(wire, [(name, angles)], _constant_matrix(name, angles))
+
+    def join(self, name: str, angles: tuple) -> float | None:
+        """Append a gate; phi if the step is now constant and equal to exp(i phi) I (to 1e-12), else None."""
+        self.gates.append((name, angles))
+        m = _constant_matrix(name, angles) if self.product is not None else None
+        self.product = None if m is None else m @ self.product
+        u = self.product
+        if u is None or abs(u[0, 1]) > 1e-12 or abs(u[1, 0]) > 1e-12 or abs(u[0, 0] - u[1, 1]) > 1e-12:
+            return None
+        return float(np.angle(u[0, 0]))
 
     @property
     def wires(self) -> set:
@@ -119,30 +134,29 @@ def compile_program(circuit: Circuit) -> list:
     for g in lower(circuit):
         diagonal = g.name in DIAGONAL or g.name in PERMUTATIONS
         wires = set(g.wires)
-        target, position = None, 0
+        target, at, position = None, None, 0
         for i in range(len(steps) - 1, -1, -1):
             step = steps[i]
             if diagonal and isinstance(step, _Diagonal):
-                target = step  # every step after it commutes with the gate: it may join here, or earlier
+                target, at = step, i  # every step after it commutes with the gate: it may join here, or earlier
             elif not diagonal and isinstance(step, _OneQubit) and step.wire == g.wires[0]:
-                target = step
+                target, at = step, i
             if step.wires & wires:  # does not commute with the gate: the gate goes right after it
                 position = i + 1
                 break
         if isinstance(target, _Diagonal):
             target.add(g)  # at the run's end: after every gate of the run, as in the circuit
         elif target is not None:
-            target.gates.append((g.name, g.angles))
-            phase = _scalar_phase(target)
+            phase = target.join(g.name, g.angles)
             if phase is not None:  # H H, SX RX(-pi/2): the step is a global phase; later gates may now fuse past it
-                steps.remove(target)
+                del steps[at]
                 global_phase += phase
         else:
             if diagonal:
                 new = _Diagonal()
                 new.add(g)
             else:
-                new = _OneQubit(g.wires[0], [(g.name, g.angles)])
+                new = _OneQubit.start(g.wires[0], g.name, g.angles)
             steps.insert(position, new)
     if global_phase % (2 * math.pi):
         # a global phase commutes with everything: it joins the first diagonal run (or starts the program)
@@ -159,16 +173,11 @@ def _constant_value(e) -> np.ndarray:
     return np.broadcast_to(np.asarray(e.evaluate(np.zeros((1, 1))), dtype=np.float64), (1,))
 
 
-def _scalar_phase(step: "_OneQubit") -> float | None:
-    """phi if the step's gates are constant and multiply to exp(i phi) I (to 1e-12), else None."""
-    if not all(a.is_constant() for _, angles in step.gates for a in angles):
+def _constant_matrix(name: str, angles: tuple) -> np.ndarray | None:
+    """(2, 2) complex128 matrix of a one-qubit gate whose angles are constant, else None."""
+    if not all(a.is_constant() for a in angles):
         return None
-    u = np.eye(2, dtype=np.complex128)
-    for name, angles in step.gates:
-        u = one_qubit_matrices(name, [_constant_value(a) for a in angles])[0] @ u
-    if abs(u[0, 1]) > 1e-12 or abs(u[1, 0]) > 1e-12 or abs(u[0, 0] - u[1, 1]) > 1e-12:
-        return None
-    return float(np.angle(u[0, 0]))
+    return one_qubit_matrices(name, [_constant_value(a) for a in angles])[0]
 
 
 def _bits(index: np.ndarray, n: int, wire: int) -> np.ndarray:
@@ -303,6 +312,7 @@ class CircuitFeatureMap:
     max_bond: int | None = None
     cutoff: float = 0.0
     truncate: bool = False
+    _programs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.circuit, Circuit):
@@ -382,8 +392,7 @@ class CircuitFeatureMap:
         """
         d = self.dim
         rows = min(n_samples, self._batch_rows(batch_size))
-        prefix, rest = self._split_prefix(compile_program(self.circuit))
-        native = self._native_program(rest)
+        prefix, rest, native = self._program()
         steps = prefix if native is not None else prefix + rest
         per_run = max([0] + [len(s.gates) for s in steps if isinstance(s, _Diagonal)])
         tables = per_run * d * 8 + 6 * d * 8
@@ -421,12 +430,11 @@ class CircuitFeatureMap:
                              f"states of {n_samples} samples on {self.n_qubits} qubits ({self.label}, complex64)")
         theta = self.circuit.theta_dict
         self._check_angles(X, theta)
-        prefix, rest = self._split_prefix(compile_program(self.circuit))
+        prefix, rest, native = self._program()
         start_state = np.zeros((1, self.dim), dtype=np.complex64)
         start_state[0, 0] = 1.0
         self._run(self._compiled(prefix), start_state, np.zeros((1, self.n_features)), theta)
         out = np.empty((n_samples, self.dim), dtype=np.complex64)
-        native = self._native_program(rest)
         numpy_rest = self._compiled(rest) if native is None else None
         for start in range(0, n_samples, rows):
             stop = min(n_samples, start + rows)
@@ -441,11 +449,23 @@ class CircuitFeatureMap:
             batch /= norms.astype(np.float32)[:, None]
         return out
 
-    def _native_program(self, steps: list):
-        """The steps as a ``NativeProgram`` for the C++ kernel, or None where ``qmlnb._circuit_openmp`` is not built."""
+    def _program(self) -> tuple[list, list, object]:
+        """(prefix, rest, native): the compiled steps before and from the first one that reads x or theta, and
+        the rest as a ``NativeProgram`` for the C++ kernel (None where ``qmlnb._circuit_openmp`` is not built).
+        Compiled once per map (the bandwidth does not enter)."""
         from .circuit_native import NativeProgram, native_extension
 
-        return None if native_extension() is None else NativeProgram.compile(steps, self.n_qubits)
+        use_native = native_extension() is not None
+        if use_native not in self._programs:
+            prefix, rest = self._split_prefix(compile_program(self.circuit))
+            native = NativeProgram.compile(rest, self.n_qubits) if use_native else None
+            self._programs[use_native] = (prefix, rest, native)
+        return self._programs[use_native]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_programs"] = {}  # compiled again where unpickled (its extension may differ)
+        return state
 
     def _compiled(self, steps: list) -> list:
         """The steps for the NumPy simulation (``_run``): diagonal runs as phase tables."""

@@ -136,10 +136,8 @@ class NativeProgram:
         columns: dict = {}
         for step in steps:
             if isinstance(step, _OneQubit):
-                if all(a.is_constant() for _, angles in step.gates for a in angles):
-                    u = np.eye(2, dtype=np.complex128)
-                    for name, angles in step.gates:
-                        u = one_qubit_matrices(name, [_constant_value(a) for a in angles])[0] @ u
+                if step.product is not None:
+                    u = step.product
                     ops.append([OP_CONST_1Q, step.wire, len(cmats), matrix_kind(u), 0, 0, 0])
                     cmats.append(u)
                 else:
