@@ -184,7 +184,7 @@ class NativeProgram:
 
     def batch_bytes(self, rows: int) -> int:
         """Bytes of one batch's inputs: the angle matrix and the per-sample matrices (with their temporaries)."""
-        return rows * (len(self.exprs) * 8 * 2 + len(self.sample_steps) * 64 * 4)
+        return rows * (len(self.exprs) * 8 * 2 + len(self.sample_steps) * 64 * 4 + 64)
 
     def thread_bytes(self) -> int:
         """Work rows of one kernel thread: six float32 and one float64 rows of 2**n, the quadratic form's rows."""
