@@ -1,4 +1,4 @@
-"""Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram) and
+"""Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram),
 ``qmlnb._states_openmp`` (feature-map state vectors) and ``qmlnb._circuit_openmp`` (state vectors of any compiled
 circuit) from ``native/``.
 
@@ -56,14 +56,14 @@ setup(
         Pybind11Extension(
             "qmlnb._states_openmp",
             ["native/states_openmp.cpp"],
-            depends=["native/fast_sincos.h"],
+            depends=["native/state_kernels.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=fast"],
         ),
         Pybind11Extension(
             "qmlnb._circuit_openmp",
             ["native/circuit_openmp.cpp"],
-            depends=["native/fast_sincos.h"],
+            depends=["native/state_kernels.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=fast"],
         ),

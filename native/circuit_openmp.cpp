@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "fast_sincos.h"
+#include "state_kernels.h"
 
 namespace py = pybind11;
 
@@ -69,61 +69,6 @@ struct Work {
           pl(int64_t(1) << (n - n / 2)), cl(int64_t(1) << (n - n / 2)), rj(n), w(n), q(int64_t(n) * n) {}
 };
 
-// phase(b) = const + sum_k w_k b_k + sum_{i<j} Q_ij b_i b_j into ph (wire 0 = most significant bit).
-void quadratic_phase(int n, double constant, const double* w, const double* Q, Work& s) {
-    const int nh = n / 2, nl = n - nh;
-    const int64_t H = int64_t(1) << nh, L = int64_t(1) << nl;
-    auto bit = [](int64_t v, int width, int m) { return static_cast<int>((v >> (width - 1 - m)) & 1); };
-    for (int64_t l = 0; l < L; ++l) {
-        double p = 0.0;
-        for (int a = 0; a < nl; ++a) {
-            if (!bit(l, nl, a)) continue;
-            p += w[nh + a];
-            for (int b = a + 1; b < nl; ++b)
-                if (bit(l, nl, b)) p += Q[(nh + a) * n + nh + b];
-        }
-        s.pl[l] = p;
-    }
-    for (int64_t h = 0; h < H; ++h) {
-        double head = constant;
-        for (int a = 0; a < nl; ++a) s.rj[a] = 0.0;
-        for (int i = 0; i < nh; ++i) {
-            if (!bit(h, nh, i)) continue;
-            head += w[i];
-            for (int k = i + 1; k < nh; ++k)
-                if (bit(h, nh, k)) head += Q[i * n + k];
-            for (int a = 0; a < nl; ++a) s.rj[a] += Q[i * n + nh + a];
-        }
-        // the cross terms sum_j l_j R_j[h] by doubling, least significant low wire first
-        double* cl = s.cl.data();
-        cl[0] = head;
-        int64_t size = 1;
-        for (int a = nl - 1; a >= 0; --a) {
-            const double r = s.rj[a];
-            for (int64_t t = 0; t < size; ++t) cl[t + size] = cl[t] + r;
-            size *= 2;
-        }
-        double* row = s.ph.data() + h * L;
-        const double* pl = s.pl.data();
-#pragma omp simd
-        for (int64_t l = 0; l < L; ++l) row[l] = cl[l] + pl[l];
-    }
-}
-
-void walsh_hadamard_f64(double* __restrict x, int64_t d) {
-    for (int64_t h = 1; h < d; h *= 2)
-        for (int64_t i = 0; i < d; i += 2 * h) {
-            double* __restrict lo = x + i;
-            double* __restrict hi = x + i + h;
-#pragma omp simd
-            for (int64_t j = 0; j < h; ++j) {
-                const double a = lo[j], b = hi[j];
-                lo[j] = a + b;
-                hi[j] = a - b;
-            }
-        }
-}
-
 // cos and sin of the run's phase into s.cs, s.sn (left as they are when the coefficients equal the previous run's).
 void diagonal_factors(const Program& p, const int64_t* op, const double* angles, Work& s) {
     const int64_t t0 = op[1], t1 = op[2], m0 = op[3], m1 = op[4];
@@ -160,11 +105,16 @@ void diagonal_factors(const Program& p, const int64_t* op, const double* angles,
         // each is an integer combination of reduced c's: reduce again to keep the float64 sums small
         for (int i = 0; i < n; ++i) s.w[i] = reduce(s.w[i]);
         for (int64_t i = 0; i < int64_t(n) * n; ++i) s.q[i] = reduce(s.q[i]);
-        quadratic_phase(n, reduce(constant), s.w.data(), s.q.data(), s);
+        double* ph = s.ph.data();
+        quadratic_phase_rows(s.w.data(), s.q.data(), reduce(constant), n, s.pl.data(), s.cl.data(), s.rj.data(),
+                             [ph](int64_t h, const double* cl, const double* pl, int64_t L) {
+#pragma omp simd
+            for (int64_t l = 0; l < L; ++l) ph[h * L + l] = cl[l] + pl[l];
+        });
     } else {
         std::fill(s.ph.begin(), s.ph.end(), 0.0);
         for (int64_t j = 0; j < k; ++j) s.ph[p.masks[m0 + j]] += c[j];
-        walsh_hadamard_f64(s.ph.data(), d);
+        butterfly_levels(s.ph.data(), d, 1);
     }
     const double* ph = s.ph.data();
     float* cs = s.cs.data();

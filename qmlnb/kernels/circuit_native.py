@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .circuit_map import _Diagonal, _OneQubit, _constant_value, _permute, inverse_gather
+from .circuit_program import _angles, _Diagonal, _OneQubit, _constant_value, _permute, inverse_gather
 from .gate_matrices import FIXED, FIXED_PHASE, one_qubit_matrices
 
 OP_DIAGONAL, OP_CONST_1Q, OP_SAMPLE_1Q = 0, 1, 2
@@ -194,8 +194,6 @@ class NativeProgram:
 
     def run(self, X: np.ndarray, theta: dict, start: np.ndarray, out: np.ndarray, n_threads: int) -> None:
         """Write the (B, 2**n) complex64 states of the batch X (B, n_features) float64 into ``out``."""
-        from .circuit_map import _angles
-
         rows = X.shape[0]
         angles = (np.ascontiguousarray(np.stack(_angles(self.exprs, X, theta), 1)) if self.exprs
                   else np.zeros((rows, 0)))
