@@ -1,7 +1,8 @@
 // qmlnb._circuit_openmp: state vectors of any compiled data-encoding circuit (CircuitFeatureMap), one sample
 // at a time in cache, samples in parallel.
 //
-// The Python side (qmlnb.kernels.circuit_map) compiles the circuit once into a short program of steps:
+// The Python side compiles the circuit once into a short program of steps (qmlnb.kernels.circuit_program) and
+// flattens it into the arrays this kernel reads (qmlnb.kernels.circuit_native):
 //   DIAGONAL  a fused run of diagonal gates and basis permutations (X, CX, SWAP).  Its phase is a sum of
 //             Walsh characters, phase(b) = sum_m c_m (-1)^{popcount(m & b)}, over a few masks m (a gate's bit
 //             seen through the run's permutations is a parity of stored bits).  c_m is a fixed combination
@@ -14,9 +15,9 @@
 //             permutation left at the run's end is one gather of the state.
 //   ONE-QUBIT a 2x2 matrix on one wire: constant (shared) or per sample; constant ones are tagged real,
 //             diagonal or Hadamard (an unnormalised butterfly whose 1/sqrt(2) is deferred to the next step).
-// The state of a sample is two planar float32 rows (re, im) of 2**n in the thread's cache; the first row of
-// the program starts from a given state (the circuit's constant prefix, simulated once by the caller).  Each
-// row is normalised at the end (float32 passes drift the norm by ~1e-7 per step).
+// The state of a sample is two planar float32 rows (re, im) of 2**n in the thread's cache; every sample starts
+// from a given state (the circuit's constant prefix, simulated once by the caller).  Each state is normalised
+// at the end (float32 passes drift the norm by ~1e-7 per step).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <omp.h>

@@ -157,8 +157,8 @@ def valid_arguments(n: int = 3, rows: int = 2) -> dict:
     """A small valid program: a quadratic diagonal run with a gather, a constant and a per-sample one-qubit step."""
     d = 2**n
     return dict(
-        ops=np.array([[OP_DIAGONAL, 0, 2, 0, 2, 1, 0], [OP_CONST_1Q, 1, 0, 3, 0, 0, 0], [OP_SAMPLE_1Q, 2, 0, 0, 0, 0, 0]],
-                     dtype=np.int64),
+        ops=np.array([[OP_DIAGONAL, 0, 2, 0, 2, 1, 0], [OP_CONST_1Q, 1, 0, 3, 0, 0, 0],
+                      [OP_SAMPLE_1Q, 2, 0, 0, 0, 0, 0]], dtype=np.int64),
         slot=np.array([0, 1], dtype=np.int64), param=np.array([0, -1], dtype=np.int64),
         coef=np.array([0.5, 1.0]), masks=np.array([1, 6], dtype=np.int64),
         gather=np.arange(d, dtype=np.int64)[::-1].copy(),

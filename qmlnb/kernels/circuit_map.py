@@ -40,8 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .circuit import Circuit
-from .circuit_program import (PERMUTATIONS, ROTATED_ZZ, _Diagonal, _OneQubit, _angles, _bits, _permute,  # noqa: F401
-                              compile_program, inverse_gather, lower)
+from .circuit_program import _Diagonal, _angles, _bits, _permute, compile_program, inverse_gather
 from .feature_map import FeatureMap
 from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates

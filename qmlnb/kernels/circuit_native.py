@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .circuit_program import _angles, _Diagonal, _OneQubit, _constant_value, _permute, inverse_gather
+from .circuit_program import _OneQubit, _angles, _constant_value, _permute, inverse_gather
 from .gate_matrices import FIXED, FIXED_PHASE, one_qubit_matrices
 
 OP_DIAGONAL, OP_CONST_1Q, OP_SAMPLE_1Q = 0, 1, 2
@@ -61,7 +61,8 @@ def characters(name: str, bits: list) -> list[tuple[int, float]]:
     both = (m1 ^ m2, s1 * s2)
     if name in ("cp", "cz"):  # b1 b2 = (1 - chi1)(1 - chi2) / 4
         scale = math.pi if name == "cz" else 1.0
-        return [(0, 0.25 * scale), (m1, -0.25 * scale * s1), (m2, -0.25 * scale * s2), (both[0], 0.25 * scale * both[1])]
+        return [(0, 0.25 * scale), (m1, -0.25 * scale * s1), (m2, -0.25 * scale * s2),
+                (both[0], 0.25 * scale * both[1])]
     if name == "crz":  # b1 (b2 - 1/2) = -(1 - chi1) chi2 / 4
         return [(m2, -0.25 * s2), (both[0], 0.25 * both[1])]
     if name == "rzz":  # (b1 xor b2) - 1/2 = -chi1 chi2 / 2
@@ -146,8 +147,7 @@ class NativeProgram:
                 continue
             snapshots = _affine_snapshots(step.perms, n)
             terms = []  # (mask, column, coefficient)
-            gates = [(name, wires, expr, where) for name, wires, expr, where in step.gates]
-            gates += [(name, wires, None, where) for name, wires, where in step.constant]
+            gates = list(step.gates) + [(name, wires, None, where) for name, wires, where in step.constant]
             for name, wires, expr, where in gates:
                 if expr is None:
                     column, value = -1, 1.0
@@ -158,10 +158,10 @@ class NativeProgram:
                 for mask, c in characters(name, [snapshots[where][w] for w in wires]):
                     terms.append((mask, column, c * value))
             run_masks = sorted({t[0] for t in terms})
-            where = {m: k for k, m in enumerate(run_masks)}
+            slot_of = {m: k for k, m in enumerate(run_masks)}
             t0, m0 = len(slot), len(masks)
             for mask, column, c in terms:
-                slot.append(where[mask])
+                slot.append(slot_of[mask])
                 param.append(column)
                 coef.append(c)
             masks += run_masks
