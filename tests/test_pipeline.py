@@ -175,10 +175,14 @@ def test_pipeline_trains_the_qcnn(digits):
 
 def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
     from qmlnb.bench import results
-    from qmlnb.bench.qsvm import parse_ids, parse_seeds
+    from qmlnb.bench.qsvm import parse_baselines, parse_ids, parse_seeds
     from qmlnb.cli import main
 
     assert parse_ids("3,8") == (3, 8) and parse_ids("all") is None and parse_seeds("0,2") == (0, 2)
+    assert parse_baselines("all") == tuple(BASELINES) and parse_baselines("none") == ()
+    assert parse_baselines("logreg_pixels, rbf_svm_pixels_full") == ("logreg_pixels", "rbf_svm_pixels_full")
+    with pytest.raises(SystemExit, match="--baselines: unknown baselines \\['knn'\\]"):
+        parse_baselines("logreg_pixels,knn")
     for bad in ("3", "3,3", "a,b"):
         with pytest.raises(ValueError, match="class"):
             parse_ids(bad)
@@ -189,12 +193,13 @@ def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
     out = tmp_path / "qsvm.json"
     assert main(["bench", "qsvm", "--datasets", "digits", "--classes", "3,8", "--n-train", "120", "--seeds", "0,1", "--n-qubits", "4",
                  "--epochs", "1", "--repeats", "1", "--cv", "2", "--backend", "cpu", "--backends", "cpu,numba",
-                 "--json", str(out)]) == 0
+                 "--baselines", "rbf_svm_embeddings_alignment,rbf_svm_pixels,logreg_pixels", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     task = result["tasks"][0]
     assert task["backend"] == "cpu" and task["seeds"] == [0, 1] and task["classes"] == [3, 8]
     summary = task["summary"]
-    assert {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"} <= set(summary)
+    # --baselines: exactly the subset asked for, beside the QSVM and the QCNN
+    assert set(summary) == {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"}
     diff = summary["rbf_svm_embeddings_alignment"]["reference_minus_model"]
     assert diff["n"] == 2 and diff["mean_difference"] == pytest.approx(
         summary["qsvm"]["mean"] - summary["rbf_svm_embeddings_alignment"]["mean"])
