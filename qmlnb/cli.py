@@ -17,6 +17,7 @@ BENCHES = {
     "shots": "qmlnb.bench.shots",
     "feature-maps": "qmlnb.bench.feature_maps",
     "dropin": "qmlnb.bench.dropin",
+    "projected": "qmlnb.bench.projected",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

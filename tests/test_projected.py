@@ -150,3 +150,20 @@ def test_equals_squlearn_projected_quantum_kernel(n):
     np.testing.assert_allclose(projected_gram(G, F, gamma=0.7), pqk.evaluate(Y, X), atol=1e-6)
     # and our own ZZ map's MPS gives the same features as the Qiskit circuit's state vectors
     np.testing.assert_allclose(projected_features(FeatureMap(n_qubits=n, reps=2), X, method="mps"), F, atol=1e-6)
+
+
+def test_bench_projected_smoke(tmp_path):
+    """`python -m qmlnb bench projected` on a small setting: its phases, the exactness check and the target flag."""
+    import json
+
+    from qmlnb.cli import main
+
+    out = tmp_path / "projected.json"
+    assert main(["bench", "projected", "--n-qubits", "30", "--n", "60", "--repeats", "1", "--allow-dirty",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["phases_median_s"]) == {"features", "gamma", "gram"}
+    assert result["mps_vs_statevector_max_abs_difference"] < 1e-6
+    assert result["kernel"]["shape"] == [60, 60] and 0 < result["kernel"]["off_diagonal_mean"] < 1
+    assert result["under_target"] == (result["total_median_s"] < 60.0)
+    assert result["provenance"]["allow_dirty"] is True
