@@ -85,15 +85,11 @@ def test_bad_grams_are_refused():
 
 # ---------------------------------------------------------------- the positive control on real data
 def digits_inputs(n_samples=200, n=8):
-    """The first n_samples digits (all classes) of qmlnb.data's embedded set, as n standardised PCA components."""
-    from sklearn.decomposition import PCA
+    """The first n_samples digits (all classes) of qmlnb.data's embedded set, as n standardised PCA components:
+    the inputs of ``python -m qmlnb bench positive-control``."""
+    from qmlnb.bench.positive_control import digits_inputs as bench_inputs
 
-    from qmlnb.data import load_splits
-
-    splits = load_splits("digits", classes=None, seed=0)
-    pixels = splits.X_train.reshape(len(splits.X_train), -1)[:n_samples]
-    X = PCA(n, random_state=0).fit_transform(pixels)
-    return X / X.std(axis=0)
+    return bench_inputs(n_samples, n)
 
 
 @pytest.mark.parametrize("kernel", ["projected", "fidelity"])
@@ -138,3 +134,17 @@ def test_positive_control_is_deterministic_per_seed():
     # another seed: the same engineered task (labels depend on the inputs only), another split
     np.testing.assert_array_equal(first["labels"], other["labels"])
     assert first["quantum"]["metrics"] != other["quantum"]["metrics"] or first["rbf"]["metrics"] != other["rbf"]["metrics"]
+
+
+def test_bench_positive_control_smoke(tmp_path):
+    import json
+
+    from qmlnb.cli import main
+
+    out = tmp_path / "pc.json"
+    assert main(["bench", "positive-control", "--n", "80", "--seeds", "0,1", "--allow-dirty", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["kernels"]) == {"fidelity", "projected"}
+    for row in result["kernels"].values():
+        assert row["quantum_minus_rbf"]["n"] == 2 and row["g"] > 1
+        assert row["positive"] == (row["quantum_minus_rbf"]["ci_low"] > 0)
