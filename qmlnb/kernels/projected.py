@@ -99,42 +99,32 @@ def _compile_mps_bloch():
         if top > 0:
             m /= top
 
-    # dest (+)= op(a) op(b) for small chi x chi matrices; one function per form keeps branches out of the loops
-    @numba.njit(cache=True)
-    def a_b(dest, a, b):  # dest = a b
-        for x in range(dest.shape[0]):
-            for y in range(dest.shape[1]):
-                acc = 0j
-                for z in range(a.shape[1]):
-                    acc += a[x, z] * b[z, y]
-                dest[x, y] = acc
+    def small_product(transpose_a: bool, op_b: str, accumulate: bool):
+        """dest (+)= op(a) op(b) for small chi x chi matrices, op(a) = a or a^T, op(b) = b, b^H ("h") or conj(b)
+        ("c"); the flags are constants of each compiled function, so its loops carry no branches."""
 
-    @numba.njit(cache=True)
-    def add_a_bh(dest, a, b):  # dest += a b^H
-        for x in range(dest.shape[0]):
-            for y in range(dest.shape[1]):
-                acc = 0j
-                for z in range(a.shape[1]):
-                    acc += a[x, z] * np.conj(b[y, z])
-                dest[x, y] += acc
+        @numba.njit(cache=True)
+        def product(dest, a, b):
+            for x in range(dest.shape[0]):
+                for y in range(dest.shape[1]):
+                    acc = 0j
+                    for z in range(a.shape[0]):
+                        left = a[z, x] if transpose_a else a[x, z]
+                        if op_b == "h":
+                            right = np.conj(b[y, z])
+                        elif op_b == "c":
+                            right = np.conj(b[z, y])
+                        else:
+                            right = b[z, y]
+                        acc += left * right
+                    dest[x, y] = dest[x, y] + acc if accumulate else acc
 
-    @numba.njit(cache=True)
-    def at_b(dest, a, b):  # dest = a^T b
-        for x in range(dest.shape[0]):
-            for y in range(dest.shape[1]):
-                acc = 0j
-                for z in range(a.shape[0]):
-                    acc += a[z, x] * b[z, y]
-                dest[x, y] = acc
+        return product
 
-    @numba.njit(cache=True)
-    def add_at_conjb(dest, a, b):  # dest += a^T conj(b)
-        for x in range(dest.shape[0]):
-            for y in range(dest.shape[1]):
-                acc = 0j
-                for z in range(a.shape[0]):
-                    acc += a[z, x] * np.conj(b[z, y])
-                dest[x, y] += acc
+    a_b = small_product(False, "", False)  # dest = a b
+    add_a_bh = small_product(False, "h", True)  # dest += a b^H
+    at_b = small_product(True, "", False)  # dest = a^T b
+    add_at_conjb = small_product(True, "c", True)  # dest += a^T conj(b)
 
     @numba.njit(cache=True)
     def one_sample(t, out, right, env, new, tmp, la):
