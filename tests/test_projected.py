@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qmlnb.kernels import (CircuitFeatureMap, FeatureMap, MPSStates, bloch_features, bloch_features_mps,
+from qmlnb.kernels import (Circuit, CircuitFeatureMap, FeatureMap, MPSStates, bloch_features, bloch_features_mps,
                            projected_features, projected_gamma, projected_gram, rbf_gram)
-from qmlnb.kernels import Circuit
 from qmlnb.kernels.circuit import x, zz_circuit
 
 
@@ -167,3 +166,18 @@ def test_bench_projected_smoke(tmp_path):
     assert result["kernel"]["shape"] == [60, 60] and 0 < result["kernel"]["off_diagonal_mean"] < 1
     assert result["under_target"] == (result["total_median_s"] < 60.0)
     assert result["provenance"]["allow_dirty"] is True
+
+
+def test_gram_on_dask_equals_in_memory():
+    """client=: each tile a Dask task on a local cluster; the same matrix as in memory, symmetric and rectangular."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed (a dependency of qmlnb)")
+    F = projected_features(FeatureMap(n_qubits=5, reps=2), angles(37, 5))
+    G = F[:9] + 0.01
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        K = projected_gram(F, gamma=0.4, tile=10, client=client)
+        R = projected_gram(G, F, gamma=0.4, tile=10, client=client)
+    np.testing.assert_allclose(K, projected_gram(F, gamma=0.4), atol=1e-12)
+    np.testing.assert_allclose(R, projected_gram(G, F, gamma=0.4), atol=1e-12)
+    with pytest.raises(ValueError, match="not both"):
+        projected_gram(F, gamma=0.4, client="local", out="K.npy")

@@ -21,7 +21,7 @@ sample per thread).  The samples are streamed in batches, so at most one
 batch of states is ever held.  The Gram is then an RBF on (N, 3n) real
 features: BLAS tiles (``rbf_gram``), only the upper tiles when symmetric,
 optionally written to a resumable ``.npy`` file (``out=``, the ledger of
-``qmlnb.kernels.out_of_core``).
+``qmlnb.kernels.out_of_core``) or computed as Dask tasks (``client=``).
 
 >>> F = projected_features(FeatureMap(n_qubits=784), X, method="mps")   # (N, 2352) float64
 >>> gamma = projected_gamma(F)                                          # 1 / median sum_k ||rho_k - rho_k'||^2
@@ -291,7 +291,7 @@ def _rbf_tile(a: np.ndarray, b: np.ndarray | None, sq_a: np.ndarray, sq_b: np.nd
 
 
 def rbf_gram(A, B=None, *, gamma: float, tile: int | None = None, n_threads: int | None = None,
-             dtype=np.float64, out=None, verify: bool = True) -> np.ndarray:
+             dtype=np.float64, out=None, verify: bool = True, client=None) -> np.ndarray:
     """K[i, j] = exp(-gamma |a_i - b_j|^2) of real feature rows, in BLAS tiles.
 
     A : (N, F) real;  B : (M, F) real, optional (omitted: the symmetric Gram
@@ -303,6 +303,10 @@ def rbf_gram(A, B=None, *, gamma: float, tile: int | None = None, n_threads: int
         (``qmlnb.kernels.out_of_core``'s metadata and ledger; a rerun skips
         the tiles written, after checking them when ``verify``), and the
         ``numpy.memmap`` is returned.
+    client : a ``dask.distributed.Client``, "local" or a scheduler address
+        (``kernels.distributed.connect``): each tile is a task (``n_threads``
+        BLAS threads each, default 1), the features are scattered to every
+        worker once and the tiles assembled here (not with ``out=``).
     Returns (N, N) or (N, M) ``dtype``.
     """
     from .backends.cpu_blas import blas_threads
@@ -311,6 +315,8 @@ def rbf_gram(A, B=None, *, gamma: float, tile: int | None = None, n_threads: int
     B = None if B is None else check_features(B, "B", A.shape[1])
     gamma = check_gamma(gamma)
     tile = check_positive_int(DEFAULT_TILE if tile is None else tile, "tile")
+    if client is not None and n_threads is None:
+        n_threads = 1  # Dask workers run one task per worker thread
     n_threads = check_threads(min(available_cores(), MAX_THREADS) if n_threads is None else n_threads)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -326,15 +332,16 @@ def rbf_gram(A, B=None, *, gamma: float, tile: int | None = None, n_threads: int
     pairs = tile_pairs(n_rows, None if B is None else n_cols, tile)
 
     def block(pair):
-        i0, i1, j0, j1 = pair
-        dest = np.empty((i1 - i0, j1 - j0), dtype=dtype)
-        if B is None and i0 == j0:
-            _rbf_tile(A[i0:i1], None, sq_a[i0:i1], sq_a[i0:i1], dest)
-        else:
-            other = A if B is None else B
-            _rbf_tile(A[i0:i1], other[j0:j1], sq_a[i0:i1], sq_b[j0:j1], dest)
-        return dest
+        return rbf_tile(A, B, pair, dtype, sq_a, sq_b)
 
+    if client is not None:
+        if out is not None:
+            raise ValueError("rbf_gram writes to out= from this process only; pass out= or client=, not both")
+        check_fits_in_memory(n_rows * n_cols * dtype.itemsize, f"a {n_rows} x {n_cols} {dtype} Gram matrix")
+        K = _rbf_on_dask(A, B, pairs, client=client, dtype=dtype, n_threads=n_threads)
+        if B is None:
+            mirror_upper_(K)
+        return K
     if out is not None:
         return _rbf_to_file(A, B, out, pairs, block, tile=tile, dtype=dtype, verify=verify, n_threads=n_threads)
     check_fits_in_memory(n_rows * n_cols * dtype.itemsize + 3 * tile * tile * 8,
@@ -346,6 +353,48 @@ def rbf_gram(A, B=None, *, gamma: float, tile: int | None = None, n_threads: int
             K[i0:i1, j0:j1] = block(pair)
     if B is None:
         mirror_upper_(K)
+    return K
+
+
+def rbf_tile(A, B, pair, dtype, sq_a=None, sq_b=None) -> np.ndarray:
+    """Tile ``pair`` = (i0, i1, j0, j1) of exp(-|a - b|^2) of pre-scaled rows (B None: A's symmetric Gram), in
+    ``dtype``; the squared row norms are computed for the tile's rows when not given."""
+    i0, i1, j0, j1 = pair
+    other = A if B is None else B
+    sq_a = np.einsum("ij,ij->i", A[i0:i1], A[i0:i1]) if sq_a is None else sq_a[i0:i1]
+    sq_b = np.einsum("ij,ij->i", other[j0:j1], other[j0:j1]) if sq_b is None else sq_b[j0:j1]
+    dest = np.empty((i1 - i0, j1 - j0), dtype=dtype)
+    _rbf_tile(A[i0:i1], None if B is None and i0 == j0 else other[j0:j1], sq_a, sq_b, dest)
+    return dest
+
+
+def _rbf_dask_task(A, B, pair, dtype: str, n_threads: int) -> np.ndarray:
+    """Run on a Dask worker: one tile with ``n_threads`` BLAS threads."""
+    from .backends.cpu_blas import blas_threads
+
+    with blas_threads().limit(limits=n_threads, user_api="blas"):
+        return rbf_tile(A, B, pair, np.dtype(dtype))
+
+
+def _rbf_on_dask(A, B, pairs, *, client, dtype, n_threads: int) -> np.ndarray:
+    """``rbf_gram``'s ``client=``: the tiles as tasks, assembled into one array here (upper tiles if symmetric)."""
+    import uuid
+
+    from distributed import as_completed
+
+    from .distributed import connect
+
+    K = np.empty((A.shape[0], A.shape[0] if B is None else B.shape[0]), dtype=dtype)
+    with connect(client) as dask_client:
+        # hash=False: a key per call, as kernels.distributed does (a repeated call never races a released key)
+        a, b = (None if X is None else dask_client.scatter(X, broadcast=True, hash=False) for X in (A, B))
+        run = uuid.uuid4().hex[:8]
+        futures = {dask_client.submit(_rbf_dask_task, a, b, pair, dtype.name, n_threads,
+                                      key=f"qmlnb-rbf-tile-{run}-{k}"): pair for k, pair in enumerate(pairs)}
+        for future in as_completed(futures, loop=dask_client.loop):
+            i0, i1, j0, j1 = futures[future]
+            K[i0:i1, j0:j1] = future.result()
+            future.release()
     return K
 
 
