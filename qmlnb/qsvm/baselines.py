@@ -41,6 +41,7 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.validation import check_array, check_X_y
 from tqdm.auto import tqdm
 
+from ..kernels import rbf_gram as kernels_rbf_gram
 from ..metrics import classification_metrics
 from .diagnostics import kernel_diagnostics
 from .svm import DEFAULT_CS, check_at_least_two_classes, fit_precomputed, kernel_target_alignment, stratified_folds
@@ -161,11 +162,11 @@ def fit_baseline(name: str, X_train, y_train, X_test, y_test, *, cv: int = 5, se
 
 
 def rbf_gram(A, B=None, gamma: float = 1.0) -> np.ndarray:
-    """exp(-gamma |a - b|^2) for rows a of A (N, F) and b of B (M, F) (default B = A): (N, M) float64."""
-    A = np.asarray(A, dtype=np.float64)
-    B = A if B is None else np.asarray(B, dtype=np.float64)
-    d2 = np.sum(A * A, axis=1)[:, None] + np.sum(B * B, axis=1)[None, :] - 2 * A @ B.T
-    return np.exp(-gamma * np.maximum(d2, 0.0))
+    """exp(-gamma |a - b|^2) for rows a of A (N, F) and b of B (M, F) (default B = A): (N, M) float64.
+
+    ``qmlnb.kernels.rbf_gram`` (BLAS tiles), the one RBF Gram of the package, with gamma positional as here.
+    """
+    return kernels_rbf_gram(A, B, gamma=gamma)
 
 
 def fit_rbf_alignment(X_train, y_train, X_test, y_test, *, cv: int = 5, seed: int = 0, Cs=DEFAULT_CS,
