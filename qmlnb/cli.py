@@ -18,6 +18,8 @@ BENCHES = {
     "feature-maps": "qmlnb.bench.feature_maps",
     "dropin": "qmlnb.bench.dropin",
     "kernel-training": "qmlnb.bench.kernel_training",
+    "projected": "qmlnb.bench.projected",
+    "positive-control": "qmlnb.bench.positive_control",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order
