@@ -180,7 +180,7 @@ def test_cli_refuses_a_non_positive_jobs_or_cores(tmp_path, toy, capsys, flag):
                                              ({"qubits": [4, 0]}, "each of qubits must be a positive integer"),
                                              ({"qubits": [2.5]}, "each of qubits must be a positive integer")])
 def test_gram_scaling_refuses_bad_counts_before_loading_data(kwargs, message, monkeypatch):
-    monkeypatch.setattr(tasks, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    monkeypatch.setattr(tasks.common, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
     with pytest.raises(ValueError, match=message):
         tasks.gram_scaling(**kwargs)
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..kernels import FeatureMap, gram
 from ..kernels.registry import get_backend
-from .._util import check_int
+from .._util import check_int, check_option
 from .diagnostics import kernel_diagnostics, warn_diagnostics
 
 # C grid of the stratified search, log-spaced as usual for SVMs
@@ -474,3 +474,14 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     def predict_from_kernel(self, K_test) -> np.ndarray:
         """Labels from a test kernel (M, n_train) against every training sample."""
         return self.svc_.predict(self._check_test_kernel(K_test))
+
+
+# the rules a task may name for its bandwidth grid at n qubits: scaled_bandwidths(n) ("scaled": extended by
+# sqrt(8 / n) beyond 8 qubits, against the concentration of many-qubit kernels) or DEFAULT_BANDWIDTHS at every n
+BANDWIDTH_RULES = ("scaled", "default")
+
+
+def bandwidth_grid(rule: str, n_qubits: int) -> tuple[float, ...]:
+    """The bandwidth candidates of ``rule`` (one of :data:`BANDWIDTH_RULES`) at ``n_qubits`` qubits."""
+    check_option(rule, "bandwidth_rule", BANDWIDTH_RULES)
+    return scaled_bandwidths(n_qubits) if rule == "scaled" else DEFAULT_BANDWIDTHS
