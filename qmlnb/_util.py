@@ -189,6 +189,8 @@ class Interval(Constraint):
     def describe(self) -> str:
         noun = "integer" if self.kind is int else "number"
         left_closed, right_closed = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.kind is float and self.high == math.inf and right_closed is False:  # [low, inf): finite numbers
+            return "a finite number" + ("" if self.low is None else f" {'>=' if left_closed else '>'} {self.low}")
         if self.high is None:
             if self.low is None:
                 return f"an {noun}" if self.kind is int else "a real number (not NaN)"

@@ -145,7 +145,7 @@ def _check(warmup, min_repeats, min_time, max_repeats, what: str = "repeats") ->
     check_positive_int(max_repeats, f"max_{what}")
     if max_repeats < min_repeats:
         raise ValueError(f"max_{what} ({max_repeats}) must be >= min_{what} ({min_repeats})")
-    Interval(float, 0, math.inf, closed="left")(min_time, "min_time (seconds)")
+    Interval(float, 0, math.inf, closed="left")(min_time, "min_time (seconds)")  # a finite number >= 0
 
 
 def _timed_call(fn, sync):

@@ -23,7 +23,7 @@ and well-behaved:
 """
 from __future__ import annotations
 
-import numbers
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..kernels import FeatureMap, gram
 from ..kernels.registry import get_backend
-from .._util import check_int, check_option
+from .._util import Interval, check_int, check_option
 from .diagnostics import kernel_diagnostics, warn_diagnostics
 
 # C grid of the stratified search, log-spaced as usual for SVMs
@@ -87,9 +87,7 @@ def scaled_bandwidths(n_qubits: int, reference: int = BANDWIDTH_REFERENCE_QUBITS
 # ---------------------------------------------------------------- validation
 def _check_positive(value, name: str) -> float:
     """A finite real number > 0 (bools refused), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return Interval(float, 0, math.inf, closed="neither")(value, name)
 
 
 def _check_grid(values, name: str) -> tuple[float, ...]:
