@@ -198,6 +198,8 @@ class Interval(Constraint):
                 return "a positive integer" if self.low == 1 else "a non-negative integer"
             if self.kind is int:
                 return f"an integer >= {self.low}"
+            if self.low == 0:  # as the integers read: "a positive number", "a non-negative number"
+                return "a non-negative number" if left_closed else "a positive number"
             return f"a number {'>=' if left_closed else '>'} {self.low}"
         if self.low is None:
             return f"a{'n' if self.kind is int else ''} {noun} {'<=' if right_closed else '<'} {self.high}"

@@ -75,7 +75,7 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
 
 def _check_seconds(value, name: str) -> None:
     """ValueError naming ``name`` unless ``value`` is a positive number (bools refused)."""
-    Interval(float, 0, closed="neither")(value, f"{name} (seconds)")
+    Interval(float, 0, closed="neither")(value, name)  # seconds
 
 
 def _content_length(response) -> int | None:
