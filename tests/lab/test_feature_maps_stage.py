@@ -72,7 +72,7 @@ def test_the_notebook_runs_in_a_sweep(tmp_path):
 
     from qmlnb.lab import runs, sweep
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     grid = tmp_path / "fm.yaml"
     grid.write_text(yaml.safe_dump({"name": "fm", "stage": stages.FEATURE_MAPS,
                                     "notebook": str(root / "notebooks" / "50-feature-maps.ipynb"),

@@ -388,5 +388,5 @@ def test_export_refuses_a_runs_folder_that_does_not_exist(tmp_path, capsys):
 def test_track_module_imports_no_tracker_until_asked():
     code = "import sys, qmlnb.cli, qmlnb.lab.track; print('mlflow' in sys.modules, 'wandb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}).stdout
     assert out.split() == ["False", "False"]

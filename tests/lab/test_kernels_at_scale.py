@@ -19,7 +19,7 @@ from qmlnb.qsvm.diagnostics import at_grid_edge
 from qmlnb.qsvm.pipeline import run_kernel_comparison
 from qmlnb.qsvm.svm import DEFAULT_BANDWIDTHS, scaled_bandwidths
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- pixels

@@ -29,7 +29,7 @@ from qmlnb.lab import decision_records, decisions, flow, sweep as sweep_mod
 from qmlnb.lab.decisions import DecisionError
 from qmlnb.lab.report import header, headline, load, present
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- 14: data files, slow servers, the papermill runner

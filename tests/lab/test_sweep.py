@@ -21,7 +21,7 @@ from qmlnb import cli
 from qmlnb.lab import executor, report, runs, stages, sweep, tasks
 from qmlnb import _util
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable  # the real one: the fake_papermill fixture replaces sys.executable
 
 # a fast notebook (no torch): records its parameters and environment, fails or skips on request

@@ -12,7 +12,7 @@ from qmlnb._util import Each, Interval, Options
 from qmlnb.lab import grid, stages, tasks
 from qmlnb.lab.tasks.spec import Metric, Param, TaskSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_task_is_declared_once_with_its_notebook():

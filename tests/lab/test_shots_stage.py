@@ -11,7 +11,7 @@ from qmlnb.lab import grid, runs, stages, tasks
 from qmlnb.lab.report import shots as shots_report
 from qmlnb.lab.tasks import shots_study
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -35,7 +35,7 @@ from qmlnb.data.download import check_url, fetch
 from qmlnb.data.readers import read_cifar_label_names
 
 FASHION_N = 4443
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------ file writers
