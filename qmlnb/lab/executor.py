@@ -1,10 +1,10 @@
-"""How grid points run: papermill processes on this machine's cores, or tasks on a Dask cluster.
+"""How grid points run: papermill processes on this machine's cores, or Dask tasks (:mod:`.executor_dask`).
 
 Each point runs under its run folder's lock (:class:`runs.RunLock`), inherited by
 papermill so a second sweep sees the point as busy.  Papermill runs in its own
 process group, so SIGTERM/SIGINT/SIGHUP of the sweep stops the kernel too and marks the
 run interrupted; nothing goes on writing after the sweep is gone.  On a Dask
-cluster the same signal also reaches the workers (``stop_remote_runs``): each
+cluster the same signal also reaches the workers (``executor_dask.stop_remote_runs``): each
 stops the papermill processes of that sweep's tasks, which mark their runs
 interrupted before the sweep returns.  Once a run's papermill has exited (also
 after a kill -9 of papermill or of its kernel), every process still carrying

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import common
-from .spec import Param, TaskSpec
+from .spec import BACKEND, CLASSES, DATASET, SEED, Param, TaskSpec
 from .. import stages
 from ... import timing
 from ..._util import Interval, IsInstance
@@ -86,9 +86,9 @@ def kernel_alignment(result: dict) -> float:
 
 SPEC = TaskSpec(
     name=stages.EXPLORE, notebook="notebooks/00-explore.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
+    params=(DATASET, CLASSES,
             Param("n_samples", 120, Interval(int, 2)), Param("n_qubits", 4, Interval(int, 1)),
             Param("kind", "zz", IsInstance(str)), Param("entanglement", "linear", IsInstance(str)),
             Param("bandwidth", 0.2, Interval(float, 0, closed="neither")), Param("reps", 2, Interval(int, 1)),
-            Param("backend", "cpu", IsInstance(str), names="backend"), Param("seed", 0, Interval(int, 0))),
+            BACKEND, SEED),
     metrics=("backend", "n_samples", "n_qubits", "timings", "timings.gram_s"))  # written by the notebook

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import common
-from .spec import Param, TaskSpec
+from .spec import BACKEND, CLASSES, DATASET, SEED, Param, TaskSpec
 from .. import stages
 from ..._util import Interval, IsInstance, project_root
 from ...data.angles import pca_angles
@@ -138,10 +138,10 @@ def plot_feature_map_run(metrics: dict, tables: dict):
 
 SPEC = TaskSpec(
     name=stages.FEATURE_MAP_TASK, notebook="notebooks/50-feature-maps.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
+    params=(DATASET, CLASSES,
             Param("n_train", 120, Interval(int, 1)), Param("n_qubits", 4, Interval(int, 1)),
-            Param("feature_map", "reupload", IsInstance(str)), Param("backend", "cpu", IsInstance(str), names="backend"),
-            Param("seed", 0, Interval(int, 0))),
+            Param("feature_map", "reupload", IsInstance(str)), BACKEND,
+            SEED),
     metrics=("dataset", "classes", "n_qubits", "seed", "backend", "feature_map", "feature_map_label", "qsvm",
              "qsvm.balanced_accuracy", "baselines", "baselines.rbf_svm_embeddings_alignment.balanced_accuracy",
              "timings", "timings.qsvm_s"),

@@ -6,10 +6,10 @@ import pandas as pd
 
 from . import common
 from .common import ratio_columns, timing_columns
-from .spec import Param, TaskSpec
+from .spec import BACKEND, DATASET, SEED, THREADS, Param, TaskSpec
 from .. import stages
 from ... import timing
-from ..._util import Each, Interval, IsInstance
+from ..._util import Each, Interval
 from ...data.angles import pca_angles
 from ...qcnn.determinism import set_threads
 
@@ -136,11 +136,10 @@ def gram_scaling(backend: str = "cpu", sizes=(100, 200, 400), qubits=(8,), threa
 
 SPEC = TaskSpec(
     name=stages.GRAM, notebook="notebooks/30-gram-scaling.ipynb",
-    params=(Param("backend", "cpu", IsInstance(str), names="backend"), Param("sizes", [100, 200, 400], Each(Interval(int, 2))),
-            Param("qubits", [6, 8], Each(Interval(int, 1))), Param("threads", 0, Interval(int, 0)),
-            Param("reps", 2, Interval(int, 1)), Param("tile", 0, Interval(int, 0)), Param("repeats", 5, Interval(int, 1)),
-            Param("min_time", 0.2, Interval(float, 0)), Param("dataset", "digits", IsInstance(str), names="dataset"),
-            Param("seed", 0, Interval(int, 0)), Param("pennylane_states", 0, Interval(int, 0))),
+    params=(BACKEND, Param("sizes", [100, 200, 400], Each(Interval(int, 2))),
+            Param("qubits", [6, 8], Each(Interval(int, 1))), THREADS, Param("reps", 2, Interval(int, 1)),
+            Param("tile", 0, Interval(int, 0)), Param("repeats", 5, Interval(int, 1)),
+            Param("min_time", 0.2, Interval(float, 0)), DATASET, SEED, Param("pennylane_states", 0, Interval(int, 0))),
     metrics=("backend", "threads", "qubits", "dataset", "max_abs_diff_vs_cpu", "largest_n", "noisy", "load_max",
              "timings", "timings.gram_s_largest", "timing_largest"),
     optional=("states_vs_pennylane", "states_vs_pennylane.ratio"),

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from . import common
-from .spec import Param, TaskSpec
+from .spec import CLASSES, DATASET, SEED, THREADS, Param, TaskSpec
 from .. import stages
 from ... import _util, timing
 from ..._util import Interval, IsInstance, Options
@@ -233,13 +233,13 @@ def qcnn_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, mode: st
 
 SPEC = TaskSpec(
     name=stages.QCNN, notebook="notebooks/10-train-qcnn.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
+    params=(DATASET, CLASSES,
             Param("n_train", 100, Interval(int, 0)), Param("mode", "sequential", IsInstance(str)),
-            Param("threads", 0, Interval(int, 0)), Param("workers", 2, Interval(int, 1)),
+            THREADS, Param("workers", 2, Interval(int, 1)),
             Param("folds", 1, Interval(int, 1)), Param("batch_size", 32, Interval(int, 1)),
             Param("epochs", 3, Interval(int, 1)), Param("lr", 0.01, Interval(float, 0, closed="neither")),
             Param("n_qubits", 4, Interval(int, 2)), Param("patience", 0, Interval(int, 0)),
-            Param("grayscale", False, IsInstance(bool)), Param("seed", 0, Interval(int, 0)),
+            Param("grayscale", False, IsInstance(bool)), SEED,
             Param("split_seed", None), Param("compare", "", Options(COMPARISONS)),
             Param("compare_rounds", 1, Interval(int, 1)), Param("compare_threads", 0, Interval(int, 0)),
             Param("head", "quantum", IsInstance(str)),

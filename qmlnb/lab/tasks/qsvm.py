@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import common
 from .qcnn import train_config
-from .spec import Param, TaskSpec
+from .spec import BACKEND, CLASSES, DATASET, SEED, THREADS, Param, TaskSpec
 from .. import stages
 from ... import timing
 from ..._util import Interval, IsInstance
@@ -133,7 +133,8 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
         metrics["timings"]["cnn_train_s"] = cnn.timings["total"]
     # the training Gram's diagnostics (concentration, Gaussian likeness, grid edge), flat for the report, and those
     # of the RBF control's Gram (gamma chosen by alignment like the bandwidth)
-    metrics["kernel_diagnostics"], metrics["kernel_warnings"] = common.flat_diagnostics(result["qsvm"].get("diagnostics"))
+    diagnostics = result["qsvm"].get("diagnostics")
+    metrics["kernel_diagnostics"], metrics["kernel_warnings"] = common.flat_diagnostics(diagnostics)
     metrics["baseline_diagnostics"] = {name: common.flat_diagnostics(r.get("diagnostics"))[0]
                                        for name, r in result["baselines"].items() if r.get("diagnostics")}
     models = {"qcnn": metrics["qcnn"], "qsvm": metrics["qsvm"], **metrics["baselines"]}
@@ -147,14 +148,14 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
 
 SPEC = TaskSpec(
     name=stages.QSVM, notebook="notebooks/20-qsvm.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
-            Param("n_train", 100, Interval(int, 0)), Param("backend", "cpu", IsInstance(str), names="backend"),
-            Param("tile", 0, Interval(int, 0)), Param("threads", 0, Interval(int, 0)),
+    params=(DATASET, CLASSES,
+            Param("n_train", 100, Interval(int, 0)), BACKEND,
+            Param("tile", 0, Interval(int, 0)), THREADS,
             Param("n_qubits", 4, Interval(int, 1)), Param("bandwidth", 0.0, Interval(float, 0)),
             Param("C", 0.0, Interval(float, 0)), Param("epochs", 3, Interval(int, 1)),
             Param("batch_size", 32, Interval(int, 1)), Param("lr", 0.01, Interval(float, 0, closed="neither")),
             Param("baselines", True, IsInstance(bool)), Param("cnn_baseline", True, IsInstance(bool)),
-            Param("grayscale", False, IsInstance(bool)), Param("seed", 0, Interval(int, 0))),
+            Param("grayscale", False, IsInstance(bool)), SEED),
     metrics=("dataset", "backend", "threads", "n_train", "seed", "qcnn", "qcnn.balanced_accuracy", "qsvm",
              "qsvm.accuracy", "qsvm.f1", "qsvm.balanced_accuracy", "qsvm.degenerate", "qsvm_params", "baselines",
              "timings", "timings.train_s", "timings.gram_s", "timings.svm_fit_s", "timings.gram_speedup_vs_cpu",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import common
-from .spec import Param, TaskSpec
+from .spec import BACKEND, CLASSES, DATASET, SEED, THREADS, Param, TaskSpec
 from .. import stages
 from ... import _util, timing
 from ..._util import Each, Interval, IsInstance, Options
@@ -148,12 +148,12 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
 
 SPEC = TaskSpec(
     name=stages.SCALE, notebook="notebooks/40-kernels-at-scale.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
+    params=(DATASET, CLASSES,
             Param("features", ["pca", "pixels"]), Param("qubits", [4, 16, 64], Each(Interval(int, 1))),
             Param("n_train", 100, Interval(int, 1)), Param("n_test", 0, Interval(int, 0)),
-            Param("reps", 2, Interval(int, 1)), Param("backend", "cpu", IsInstance(str), names="backend"),
-            Param("method", "auto", IsInstance(str)), Param("threads", 0, Interval(int, 0)),
-            Param("seed", 0, Interval(int, 0)), Param("split_seed", 0, Interval(int, 0)),
+            Param("reps", 2, Interval(int, 1)), BACKEND,
+            Param("method", "auto", IsInstance(str)), THREADS,
+            SEED, Param("split_seed", 0, Interval(int, 0)),
             Param("bandwidth_rule", "scaled", Options(BANDWIDTH_RULES))),
     metrics=("dataset", "classes", "features", "qubits", "methods_used", "per_n", "load", "bandwidth_rule", "seed",
              "split_seed"),

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import common
-from .spec import Param, TaskSpec
+from .spec import BACKEND, CLASSES, DATASET, SEED, THREADS, Param, TaskSpec
 from .. import stages
 from ..._util import Each, Interval, IsInstance
 from ...data.angles import pca_angles
@@ -66,7 +66,8 @@ def shots_study(dataset: str = "digits", classes=(3, 8), qubits=(4, 8), shots=SH
     common.check_backend(backend)
     threads = set_threads(threads)
     args = SPEC.check_args(seed=seed, split_seed=split_seed, n_train=n_train, shots=list(shots))
-    seed, split_seed, n_train, shot_counts = args["seed"], args["split_seed"], args["n_train"], sorted(set(args["shots"]))
+    seed, split_seed, n_train = args["seed"], args["split_seed"], args["n_train"]
+    shot_counts = sorted(set(args["shots"]))
     rates = sorted({float(p) for p in depolarising})
     for p in rates:  # bad rates fail before the data are read
         DeviceNoise(depolarising=p, layers=1, readout=readout)
@@ -136,13 +137,13 @@ def shots_study(dataset: str = "digits", classes=(3, 8), qubits=(4, 8), shots=SH
 
 SPEC = TaskSpec(
     name=stages.SHOTS, notebook="notebooks/45-shots.ipynb",
-    params=(Param("dataset", "digits", IsInstance(str), names="dataset"), Param("classes", [3, 8]),
+    params=(DATASET, CLASSES,
             Param("qubits", [4, 8], Each(Interval(int, 1))), Param("shots", list(SHOTS), Each(Interval(int, 1))),
             Param("depolarising", [0.0, 0.02], Each(Interval(float, 0, 1, closed="left"))),
             Param("readout", 0.0, Interval(float, 0, 1, closed="left")), Param("estimator", "fidelity", IsInstance(str)),
             Param("mitigate", True, IsInstance(bool)), Param("psd", "clip"), Param("n_train", 100, Interval(int, 1)),
             Param("n_test", 100, Interval(int, 0)), Param("reps", 2, Interval(int, 1)),
-            Param("backend", "cpu", IsInstance(str), names="backend"), Param("threads", 0, Interval(int, 0)),
-            Param("seed", 0, Interval(int, 0)), Param("split_seed", 0, Interval(int, 0))),
+            BACKEND, THREADS,
+            SEED, Param("split_seed", 0, Interval(int, 0))),
     metrics=("dataset", "classes", "qubits", "shots", "depolarising", "per_n", "seed", "split_seed"),
     tables=(stages.SHOTS_TABLE,))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..._util import Constraint
+from ..._util import Constraint, Interval, IsInstance
 
 
 def _backends() -> tuple[str, ...]:
@@ -138,3 +138,12 @@ class TaskSpec:
                                      f"known: {', '.join(known())}")
             if param.check is not None:
                 param.check(value, f"parameter {key!r}")
+
+
+# parameters several tasks share, declared once: the dataset and Gram backend a run names, its classes, its
+# threads (0: all cores) and its seed
+DATASET = Param("dataset", "digits", IsInstance(str), names="dataset")
+BACKEND = Param("backend", "cpu", IsInstance(str), names="backend")
+CLASSES = Param("classes", [3, 8])
+THREADS = Param("threads", 0, Interval(int, 0))
+SEED = Param("seed", 0, Interval(int, 0))
