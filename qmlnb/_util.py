@@ -288,3 +288,19 @@ def check_option(value, name: str, options, *, none_ok: bool = False):
 def check_positive_int(value, name: str, *, none_ok: bool = False) -> int | None:
     """An int > 0 (bools refused; None too unless ``none_ok``), else a ValueError naming the parameter."""
     return check_int(value, name, minimum=1, none_ok=none_ok)
+
+
+def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
+    """``(__getattr__, __dir__)`` for a package whose public names (``{name: submodule}``) are imported from their
+    submodules on first use (PEP 562): the package's face costs nothing until a name is asked for."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(importlib.import_module(f".{exports[name]}", package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *exports})
+
+    return __getattr__, __dir__

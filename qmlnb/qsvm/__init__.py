@@ -9,7 +9,7 @@ The names below are imported on first use (PEP 562): the package costs nothing u
 """
 from __future__ import annotations
 
-import importlib
+from .._util import lazy_exports
 
 _EXPORTS = {
     "QuantumKernelSVC": "svm", "fit_precomputed": "svm", "kernel_target_alignment": "svm",
@@ -21,12 +21,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
