@@ -207,21 +207,6 @@ def _compile():
             + (k + 0.5) * log(nk * q / (oq * (k + 1.0))) - stirling_pair(k, nf)
 
     @numba.njit(cache=True, error_model="numpy")
-    def btrs_from(nf, q, key, t):
-        """Binomial(n, q), n q >= 10, q <= 1/2, by Hormann's BTRS from the t-th uniform on: the scalar form of
-        the chunked passes in ``estimate_run``, with the same arithmetic."""
-        spq, b, a, c, vr = btrs_setup(nf, q)
-        while True:
-            k, us, v = btrs_candidate(key, t, a, b, c)
-            t += 2
-            if k < 0.0 or k > nf:
-                continue
-            if us >= 0.07 and v <= vr:
-                return k
-            if btrs_test(nf, q, k, us, v, a, b, spq):
-                return k
-
-    @numba.njit(cache=True, error_model="numpy")
     def estimate_run(vals, ri, cols, n, seed_key, a, b, g, h, wf, wu, wi):
         """Estimate ``vals`` (exact values of one row segment, ids ``ri`` x ``cols``, at most CHUNK) in place.
 
@@ -233,35 +218,44 @@ def _compile():
         L = vals.shape[0]
         # separate arrays, not rows of one: LLVM vectorises loops over those, rows it checks for overlap
         Q, M, SQ, SU, SF, SPX, SR, SG, SB, LQ, LS, LK, LUS, LVV, SX = wf
-        KEY, SK, LKEY = wu
+        SK, LKEY = wu
         SI, LI, SLOW = wi
         nf = float(n)
-        # pass 1 (vectorises): probability of the counted outcome, folded to q <= 1/2, and the entry's key
+        # pass 1 (vectorises): probability p of the counted outcome, q = min(p, 1 - p), the entry's key
+        n_small = 0
+        n_large = 0
         for j in range(L):
             p = min(max(a * vals[j] + b, 0.0), 1.0)
-            Q[j] = p
+            q = min(p, 1.0 - p)
             cj = np.uint64(cols[j])
             lo, hi = (ri, cj) if ri <= cj else (cj, ri)
-            KEY[j] = mix(mix(seed_key ^ (lo * GOLDEN)) + hi * M1)
+            key = mix(mix(seed_key ^ (lo * GOLDEN)) + hi * M1)
+            Q[j], SQ[j], LQ[j], SK[j], LKEY[j], M[j] = p, q, q, key, key, 0.0
+            n_small += 1 if q * nf < 10.0 and q > 0.0 else 0
+            n_large += 0 if q * nf < 10.0 else 1
         if n == 0:  # no shots: the device's expected value
             for j in range(L):
                 vals[j] = g * Q[j] + h
             return
-        # sort into two dense lists (branch-free appends); q = 0 (p = 0 or 1) is settled now
-        ns = 0
-        nl = 0
-        for j in range(L):
-            q = min(Q[j], 1.0 - Q[j])
-            small = q * nf < 10.0
-            M[j] = 0.0
-            SQ[ns] = q
-            SK[ns] = KEY[j]
-            SI[ns] = j
-            ns += 1 if small and q > 0.0 else 0
-            LQ[nl] = q
-            LKEY[nl] = KEY[j]
-            LI[nl] = j
-            nl += 0 if small else 1
+        # two dense lists, inversion (n q < 10) and BTRS; q = 0 (p = 0 or 1) is settled (count 0 or n)
+        if n_small == L:
+            ns, nl = L, 0
+            for j in range(L):
+                SI[j] = j
+        elif n_large == L:
+            ns, nl = 0, L
+            for j in range(L):
+                LI[j] = j
+        else:  # packed in place, branch-free appends
+            ns = 0
+            nl = 0
+            for j in range(L):
+                q, key = SQ[j], SK[j]
+                small = q * nf < 10.0
+                SQ[ns], SK[ns], SI[ns] = q, key, j
+                ns += 1 if small and q > 0.0 else 0
+                LQ[nl], LKEY[nl], LI[nl] = q, key, j
+                nl += 0 if small else 1
         # inversion: P(X = 0) by powering (n's bits shared: each pass vectorises), then the CDF searched from 0
         # for all pending entries together, one x per pass
         for s in range(ns):
@@ -362,7 +356,7 @@ def _compile():
         return ((np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f),
                  np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f),
                  np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f)),
-                (np.empty(CH, u), np.empty(CH, u), np.empty(CH, u)),
+                (np.empty(CH, u), np.empty(CH, u)),
                 (np.empty(CH, i), np.empty(CH, i), np.empty(CH, i)))
 
     @numba.njit(parallel=True, cache=True, error_model="numpy")
