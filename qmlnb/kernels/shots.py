@@ -21,10 +21,22 @@ rows and columns have in the whole data set, e.g. ``ids=(N_train + arange(N_test
 arange(N_train))``, so that no test entry shares its random numbers with a
 training entry and every block of a larger Gram is the same as computed alone.
 
-The binomial draw is exact: inversion (sequential search of the CDF) when
-S min(P, 1 - P) < 10, else Hormann's BTRS transformed rejection with squeeze
-(W. Hormann, "The generation of binomial random variates", J. Stat. Comput.
-Simul. 46, 1993), both with 53-bit uniforms.
+The binomial draw is exact: inversion (the CDF searched upward from 0, with
+P(X = 0) = (1 - q)^S by binary powering and a first-order correction for the
+rounding of 1 - q) when S q < 10, q = min(P, 1 - P), else Hormann's BTRS
+transformed rejection with squeeze (W. Hormann, "The generation of binomial
+random variates", J. Stat. Comput. Simul. 46, 1993), both with 53-bit uniforms.
+
+Speed.  The sampler works on chunks of ``CHUNK`` entries of a row, in passes
+that LLVM vectorises: keys and probabilities for the chunk; P(X = 0) for the
+entries to invert, then one step of the CDF search for all pending ones at a
+time; BTRS's candidates for all its entries, the full acceptance test (an
+fdlibm log in plain arithmetic: a libm call would not vectorise) for those the
+squeeze misses, and the rejected ones in another round.  No fast-math: a vector
+lane computes the same bits as scalar code, so an entry's estimate never
+depends on what shares its chunk (tested).  A symmetric Gram is estimated in
+``BLOCK`` x ``BLOCK`` blocks on and above the diagonal, each written to its
+mirror block while in cache (the cpu backend then skips its own mirror pass).
 """
 from __future__ import annotations
 
