@@ -309,17 +309,19 @@ def _compile():
             inv = 1.0 / x
             more = 0
             for s in range(np_):
-                pending = SU[s] > SF[s]
+                # past its bound an entry stays put and is redrawn below: when that is noticed (which
+                # depends on the other entries) cannot change its result
+                pending = SU[s] > SF[s] and x <= SB[s]
                 SX[s] += 1.0 if pending else 0.0
                 SPX[s] = SPX[s] * (SG[s] * inv - SR[s]) if pending else 0.0
                 SF[s] += SPX[s]
-                more += 1 if SU[s] > SF[s] and x < SB[s] else 0
+                more += 1 if SU[s] > SF[s] and x + 1.0 <= SB[s] else 0
             if more == 0 or x % 4 == 0:
                 w = 0
                 for s in range(np_):
                     M[SI[s]] = SX[s]
                     if SU[s] > SF[s]:
-                        if x < SB[s]:
+                        if x + 1.0 <= SB[s]:
                             SU[w], SF[w], SQ[w], SK[w], SI[w] = SU[s], SF[s], SQ[s], SK[s], SI[s]
                             SPX[w], SR[w], SG[w], SB[w], SX[w] = SPX[s], SR[s], SG[s], SB[s], SX[s]
                             w += 1
