@@ -147,8 +147,11 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         K = gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify,
                          device=device)
     else:
+        # the estimate of a symmetric Gram reads the upper triangle and writes the lower one itself
+        skip = {"mirror": False} if device is not None and B is None and "upper" in module.CAPABILITIES \
+            else {}
         K = (module.gram_mps if mps else module.gram)(A, B, out=np.empty((A.shape[0], n_cols), dtype=dtype),
-                                                       tile=tile, n_threads=n_threads)
+                                                       tile=tile, n_threads=n_threads, **skip)
         if device is not None:
             spec, rows, cols = device
             spec.apply_(K, rows, cols, symmetric=B is None, n_threads=n_threads)

@@ -31,8 +31,9 @@ BACKENDS = {
 
 
 # what a backend may declare: "states" (Gram of state vectors), "mps" (of matrix-product states: ``gram_mps``),
-# "out" (tiles written to a file, qmlnb.kernels.out_of_core), "client" (tiles as Dask tasks, qmlnb.kernels.distributed)
-CAPABILITIES = ("states", "mps", "out", "client")
+# "out" (tiles written to a file, qmlnb.kernels.out_of_core), "client" (tiles as Dask tasks, qmlnb.kernels.distributed),
+# "upper" (gram/gram_mps(..., mirror=False) leave a symmetric Gram's lower triangle to the caller)
+CAPABILITIES = ("states", "mps", "out", "client", "upper")
 
 
 class BackendError(RuntimeError):

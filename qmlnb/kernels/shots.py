@@ -21,10 +21,22 @@ rows and columns have in the whole data set, e.g. ``ids=(N_train + arange(N_test
 arange(N_train))``, so that no test entry shares its random numbers with a
 training entry and every block of a larger Gram is the same as computed alone.
 
-The binomial draw is exact: inversion (sequential search of the CDF) when
-S min(P, 1 - P) < 10, else Hormann's BTRS transformed rejection with squeeze
-(W. Hormann, "The generation of binomial random variates", J. Stat. Comput.
-Simul. 46, 1993), both with 53-bit uniforms.
+The binomial draw is exact: inversion (the CDF searched upward from 0, with
+P(X = 0) = (1 - q)^S by binary powering and a first-order correction for the
+rounding of 1 - q) when S q < 10, q = min(P, 1 - P), else Hormann's BTRS
+transformed rejection with squeeze (W. Hormann, "The generation of binomial
+random variates", J. Stat. Comput. Simul. 46, 1993), both with 53-bit uniforms.
+
+Speed.  The sampler works on chunks of ``CHUNK`` entries of a row, in passes
+that LLVM vectorises: keys and probabilities for the chunk; P(X = 0) for the
+entries to invert, then one step of the CDF search for all pending ones at a
+time; BTRS's candidates for all its entries, the full acceptance test (an
+fdlibm log in plain arithmetic: a libm call would not vectorise) for those the
+squeeze misses, and the rejected ones in another round.  No fast-math: a vector
+lane computes the same bits as scalar code, so an entry's estimate never
+depends on what shares its chunk (tested).  A symmetric Gram is estimated in
+``BLOCK`` x ``BLOCK`` blocks on and above the diagonal, each written to its
+mirror block while in cache (the cpu backend then skips its own mirror pass).
 """
 from __future__ import annotations
 
@@ -34,9 +46,11 @@ import numpy as np
 
 from .._util import check_int
 from .noise import DeviceNoise, check_estimator, estimate_map, outcome_map
-from .tiling import mirror_upper_
 
 MAX_SHOTS = 2**53  # counts are exact float64 integers below this
+CHUNK = 128  # entries of one row worked on together (their work arrays stay in L1)
+BLOCK = 128  # edge of the blocks of a symmetric Gram: estimated, then mirrored while in cache
+POW_LIMIT = 2**26  # shots up to which P(X = 0) = (1 - q)^n is computed by powering (zero_probability)
 _kernels = None
 
 
@@ -47,140 +61,357 @@ def _compile():
         return _kernels
     import math
 
+    import llvmlite.ir
     import numba
+    import numba.extending
 
     GOLDEN = np.uint64(0x9E3779B97F4A7C15)
     M1 = np.uint64(0xBF58476D1CE4E5B9)
     M2 = np.uint64(0x94D049BB133111EB)
     S30, S27, S31, S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
     TO_UNIT = 2.0 ** -53
+    CH = CHUNK
+    EDGE = BLOCK
+    MANTISSA, ONE = np.uint64((1 << 52) - 1), np.uint64(1023 << 52)
+    SQRT2 = math.sqrt(2.0)
+    # fdlibm e_log.c: ln 2 in two parts and the minimax coefficients of log(1 + f) on |s| <= 0.1716
+    LN2_HI, LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+    LG1, LG2, LG3, LG4 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, \
+        2.222219843214978396e-01
+    LG5, LG6, LG7 = 1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01
 
-    @numba.njit(inline="always", cache=True)
+    @numba.njit(inline="always", cache=True, error_model="numpy")
     def mix(z):  # splitmix64's finaliser: a bijection of uint64 with full avalanche
         z = (z ^ (z >> S30)) * M1
         z = (z ^ (z >> S27)) * M2
         return z ^ (z >> S31)
 
-    @numba.njit(inline="always", cache=True)
-    def entry_key(seed_key, lo, hi):
-        return mix(mix(np.uint64(seed_key) ^ (np.uint64(lo) * GOLDEN)) + np.uint64(hi) * M1)
-
-    @numba.njit(inline="always", cache=True)
+    @numba.njit(inline="always", cache=True, error_model="numpy")
     def uniform(key, t):  # the t-th uniform of an entry, in [0, 1), 53 bits
-        return np.float64(mix(key + np.uint64(t) * GOLDEN) >> S11) * TO_UNIT
+        # through int64 (exact below 2^53): a uint64 conversion does not vectorise
+        return np.float64(np.int64(mix(key + np.uint64(t) * GOLDEN) >> S11)) * TO_UNIT
 
-    @numba.njit(cache=True)
-    def inversion(n, q, key):  # Binomial(n, q), n q < 10: search the CDF from 0
+    C12, C360, C1260 = 1.0 / 12, 1.0 / 360, 1.0 / 1260
+    # log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
+    FC = (0.08106146679532726, 0.04134069595540929, 0.02767792568499834, 0.02079067210376509,
+                   0.01664469118982119, 0.01387612882307075, 0.01189670994589177, 0.01041126526197209,
+                   0.009255462182712733, 0.008330563433362871)
+
+    @numba.extending.intrinsic
+    def bits_of(typingctx, x):  # the IEEE bits of a float64 (no conversion)
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvmlite.ir.IntType(64))
+        return numba.types.uint64(numba.types.float64), codegen
+
+    @numba.extending.intrinsic
+    def float_of(typingctx, x):  # the float64 with these IEEE bits
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvmlite.ir.DoubleType())
+        return numba.types.float64(numba.types.uint64), codegen
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def log(x):
+        """Natural log of x >= 0 (normal or 0), within 1 ulp: fdlibm's e_log.c in plain arithmetic, so that a
+        loop of it vectorises (a libm call would not) and every lane computes the same bits."""
+        bits = bits_of(x)
+        e = np.float64(np.int64(bits >> np.uint64(52)) - 1023)
+        m = float_of((bits & MANTISSA) | ONE)  # [1, 2)
+        big = m > SQRT2
+        m = 0.5 * m if big else m
+        e = e + 1.0 if big else e
+        f = m - 1.0
+        s = f / (2.0 + f)
+        z = s * s
+        w = z * z
+        R = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7))) + w * (LG2 + w * (LG4 + w * LG6))
+        hfsq = 0.5 * f * f
+        y = e * LN2_HI - ((hfsq - (s * (hfsq + R) + e * LN2_LO)) - f)
+        return y if x > 0.0 else -np.inf
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_tail(k, inv):
+        # inv = 1 / (k + 1); the table as a chain of selects, not a lookup, so that a loop of it vectorises
+        inv2 = inv * inv
+        value = (C12 - (C360 - C1260 * inv2) * inv2) * inv
+        for i in range(9, -1, -1):
+            value = FC[i] if k <= i else value
+        return value
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_pair(k, nf):  # stirling_tail(k) + stirling_tail(n - k), with one division
+        k1, k2 = k + 1.0, nf - k + 1.0
+        d = 1.0 / (k1 * k2)
+        return stirling_tail(k, k2 * d) + stirling_tail(nf - k, k1 * d)
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def zero_probability_correction(power, q, nf):
+        """(1 - q)^n from ``power`` = (rounded 1 - q)^n: the first-order correction for that rounding (exact
+        below n = 2^26, where the second-order term is under 1e-16)."""
+        base = 1.0 - q
+        low = (1.0 - base) - q  # base + low == 1 - q exactly (Fast2Sum, q <= 1/2)
+        return power + power * (nf * low / base)
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def zero_probability(n, q):
+        """(1 - q)^n for n q < 10, as the chunked powering in ``estimate_run`` computes it."""
+        if n > POW_LIMIT:
+            return math.exp(n * math.log1p(-q))
+        base = 1.0 - q
+        power = 1.0
+        m = n
+        while m:
+            if m & 1:
+                power *= base
+            m >>= 1
+            if m:
+                base *= base
+        return zero_probability_correction(power, q, float(n))
+
+    @numba.njit(cache=True, error_model="numpy")
+    def inversion_from(n, q, key, q0, t):
+        """Binomial(n, q), n q < 10, by inversion (the CDF searched from 0) with the t-th and later uniforms:
+        the scalar form of the chunked search in ``estimate_run``, with the same arithmetic."""
+        nf = float(n)
         r = q / (1.0 - q)
-        g = r * (n + 1.0)
-        q0 = math.exp(n * math.log1p(-q))
-        bound = min(float(n), n * q + 10.0 * math.sqrt(n * q * (1.0 - q) + 1.0))
-        t = 0
+        g = r * (nf + 1.0)
+        bound = min(nf, nf * q + 10.0 * math.sqrt(nf * q * (1.0 - q) + 1.0))
         while True:
             u = uniform(key, t)
             t += 1
-            x = 0
+            cdf = q0
             px = q0
-            while u > px:
-                u -= px
+            x = 0
+            while u > cdf:
                 x += 1
                 if x > bound:
                     break
-                px *= g / x - r
+                px *= g * (1.0 / x) - r
+                cdf += px
             if x <= bound:
                 return x
 
-    # log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
-    FC = np.array([0.08106146679532726, 0.04134069595540929, 0.02767792568499834, 0.02079067210376509,
-                   0.01664469118982119, 0.01387612882307075, 0.01189670994589177, 0.01041126526197209,
-                   0.009255462182712733, 0.008330563433362871])
-
-    @numba.njit(inline="always", cache=True)
-    def stirling_tail(k):
-        if k < 10:
-            return FC[int(k)]
-        k1 = k + 1.0
-        k1sq = k1 * k1
-        return (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / k1sq) / k1sq) / k1
-
-    @numba.njit(cache=True)
-    def btrs(n, q, key):  # Binomial(n, q), n q >= 10, q <= 1/2: Hormann's BTRS
-        spq = math.sqrt(n * q * (1.0 - q))
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def btrs_setup(nf, q):
+        spq = math.sqrt(nf * q * (1.0 - q))
         b = 1.15 + 2.53 * spq
-        a = -0.0873 + 0.0248 * b + 0.01 * q
-        c = n * q + 0.5
-        vr = 0.92 - 4.2 / b
-        alpha = 0.0
-        t = 0
-        while True:
-            u = uniform(key, t) - 0.5
-            v = uniform(key, t + 1)
-            t += 2
-            us = 0.5 - abs(u)
-            k = math.floor((2.0 * a / us + b) * u + c)
-            if k < 0 or k > n:
-                continue
-            if us >= 0.07 and v <= vr:
-                return k
-            if alpha == 0.0:  # the slow path's constants, only when the squeeze fails
-                alpha = (2.83 + 5.1 / b) * spq
-                r = q / (1.0 - q)
-                m = math.floor((n + 1) * q)
-                nm = n - m + 1.0
-                h = (m + 0.5) * math.log((m + 1.0) / (r * nm)) + stirling_tail(m) + stirling_tail(n - m)
-            # log of the acceptance ratio with Stirling's series in place of lgamma (the same test)
-            v = math.log(v * alpha / (a / (us * us) + b))
-            nk = n - k + 1.0
-            if v <= h + (n + 1.0) * math.log(nm / nk) + (k + 0.5) * math.log(nk * r / (k + 1.0)) \
-                    - stirling_tail(k) - stirling_tail(n - k):
-                return k
+        return spq, b, -0.0873 + 0.0248 * b + 0.01 * q, nf * q + 0.5, 0.92 - 4.2 / b
 
-    @numba.njit(inline="always", cache=True)
-    def estimate(kij, n, seed_key, lo, hi, a, b, g, h):
-        p = a * kij + b
-        if p <= 0.0:
-            p = 0.0
-        elif p >= 1.0:
-            p = 1.0
-        if n == 0:  # no shots: the device's expected value
-            return g * p + h
-        if p == 0.0:
-            m = 0
-        elif p == 1.0:
-            m = n
-        else:
-            key = entry_key(seed_key, lo, hi)
-            q = p if p <= 0.5 else 1.0 - p
-            m = inversion(n, q, key) if n * q < 10.0 else btrs(n, q, key)
-            if p > 0.5:
-                m = n - m
-        return g * (m / n) + h
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def btrs_candidate(key, t, a, b, c):
+        u = uniform(key, t) - 0.5
+        v = uniform(key, t + 1)
+        us = 0.5 - abs(u)
+        return np.floor((2.0 * a / us + b) * u + c), us, v
 
-    @numba.njit(parallel=True, cache=True)
-    def estimate_block(K, rows, cols, n, seed_key, a, b, g, h):
-        for i in numba.prange(K.shape[0]):
-            ri = rows[i]
-            for j in range(K.shape[1]):
-                cj = cols[j]
-                lo, hi = (ri, cj) if ri <= cj else (cj, ri)
-                K[i, j] = estimate(K[i, j], n, seed_key, lo, hi, a, b, g, h)
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def btrs_test(nf, q, k, us, v, a, b, spq):
+        """Hormann's acceptance test of a BTRS candidate k in [0, n] that missed the squeeze: the log of the
+        acceptance ratio against the log of the binomial's ratio to its mode, with Stirling's series in
+        place of lgamma (r = q / (1 - q) folded into the arguments, to save divisions)."""
+        alpha = (2.83 + 5.1 / b) * spq
+        oq = 1.0 - q
+        m = np.floor((nf + 1.0) * q)
+        nm = nf - m + 1.0
+        h = (m + 0.5) * log((m + 1.0) * oq / (q * nm)) + stirling_pair(m, nf)
+        nk = nf - k + 1.0
+        us2 = us * us
+        return log(v * alpha * us2 / (a + b * us2)) <= h + (nf + 1.0) * log(nm / nk) \
+            + (k + 0.5) * log(nk * q / (oq * (k + 1.0))) - stirling_pair(k, nf)
 
-    @numba.njit(inline="always", cache=True)
-    def estimate_row(K, ids, i, n, seed_key, a, b, g, h):  # row i of the upper triangle
-        ri = ids[i]
-        for j in range(i, K.shape[0]):
-            cj = ids[j]
+    @numba.njit(cache=True, error_model="numpy")
+    def estimate_run(vals, ri, cols, n, seed_key, a, b, g, h, wf, wu, wi):
+        """Estimate ``vals`` (exact values of one row segment, ids ``ri`` x ``cols``, at most CHUNK) in place.
+
+        The entries are sorted into two dense lists, inversion (n q < 10) and BTRS, each then worked on a
+        pass at a time so that the passes vectorise and no entry's loop exit is a mispredicted branch.  Every
+        entry's arithmetic is its own (no fast-math: the same bits in a vector lane and in scalar code), so
+        the result depends on (seed, ids, value) only, never on what shares its chunk.
+        """
+        L = vals.shape[0]
+        # separate arrays, not rows of one: LLVM vectorises loops over those, rows it checks for overlap
+        Q, M, SQ, SU, SF, SPX, SR, SG, SB, LQ, LS, LK, LUS, LVV, SX = wf
+        SK, LKEY = wu
+        SI, LI, SLOW = wi
+        nf = float(n)
+        # pass 1 (vectorises): probability p of the counted outcome, q = min(p, 1 - p), the entry's key
+        n_small = 0
+        n_large = 0
+        for j in range(L):
+            p = min(max(a * vals[j] + b, 0.0), 1.0)
+            q = min(p, 1.0 - p)
+            cj = np.uint64(cols[j])
             lo, hi = (ri, cj) if ri <= cj else (cj, ri)
-            K[i, j] = estimate(K[i, j], n, seed_key, lo, hi, a, b, g, h)
+            key = mix(mix(seed_key ^ (lo * GOLDEN)) + hi * M1)
+            Q[j], SQ[j], LQ[j], SK[j], LKEY[j], M[j] = p, q, q, key, key, 0.0
+            n_small += 1 if q * nf < 10.0 and q > 0.0 else 0
+            n_large += 0 if q * nf < 10.0 else 1
+        if n == 0:  # no shots: the device's expected value
+            for j in range(L):
+                vals[j] = g * Q[j] + h
+            return
+        # two dense lists, inversion (n q < 10) and BTRS; q = 0 (p = 0 or 1) is settled (count 0 or n)
+        if n_small == L:
+            ns, nl = L, 0
+            for j in range(L):
+                SI[j] = j
+        elif n_large == L:
+            ns, nl = 0, L
+            for j in range(L):
+                LI[j] = j
+        else:  # packed in place, branch-free appends
+            ns = 0
+            nl = 0
+            for j in range(L):
+                q, key = SQ[j], SK[j]
+                small = q * nf < 10.0
+                SQ[ns], SK[ns], SI[ns] = q, key, j
+                ns += 1 if small and q > 0.0 else 0
+                LQ[nl], LKEY[nl], LI[nl] = q, key, j
+                nl += 0 if small else 1
+        # inversion: P(X = 0) by powering (n's bits shared: each pass vectorises), then the CDF searched from 0
+        # for all pending entries together, one x per pass
+        for s in range(ns):
+            SU[s] = uniform(SK[s], 0)
+        if n > POW_LIMIT:
+            for s in range(ns):
+                SF[s] = math.exp(nf * math.log1p(-SQ[s]))
+        else:
+            for s in range(ns):
+                SF[s] = 1.0
+                SPX[s] = 1.0 - SQ[s]
+            m = n
+            while m:
+                if m & 1:
+                    for s in range(ns):
+                        SF[s] *= SPX[s]
+                m >>= 1
+                if m:
+                    for s in range(ns):
+                        SPX[s] *= SPX[s]
+            for s in range(ns):
+                SF[s] = zero_probability_correction(SF[s], SQ[s], nf)
+        # the pending entries (u > P(X = 0)) packed in place; then steps x = 1, 2, ... over all of them, each
+        # step a vectorised pass (an entry no longer pending adds 0), repacked every few steps
+        np_ = 0
+        for s in range(ns):
+            SU[np_], SF[np_], SQ[np_], SK[np_], SI[np_] = SU[s], SF[s], SQ[s], SK[s], SI[s]
+            np_ += 1 if SU[s] > SF[s] else 0
+        for s in range(np_):
+            q = SQ[s]
+            SPX[s] = SF[s]
+            SR[s] = q / (1.0 - q)
+            SG[s] = SR[s] * (nf + 1.0)
+            SB[s] = min(nf, nf * q + 10.0 * math.sqrt(nf * q * (1.0 - q) + 1.0))
+            SX[s] = 0.0
+        x = 0
+        while np_ > 0:
+            x += 1
+            inv = 1.0 / x
+            more = 0
+            for s in range(np_):
+                # past its bound an entry stays put and is redrawn below: when that is noticed (which
+                # depends on the other entries) cannot change its result
+                pending = SU[s] > SF[s] and x <= SB[s]
+                SX[s] += 1.0 if pending else 0.0
+                SPX[s] = SPX[s] * (SG[s] * inv - SR[s]) if pending else 0.0
+                SF[s] += SPX[s]
+                more += 1 if SU[s] > SF[s] and x + 1.0 <= SB[s] else 0
+            if more == 0 or x % 4 == 0:
+                w = 0
+                for s in range(np_):
+                    M[SI[s]] = SX[s]
+                    if SU[s] > SF[s]:
+                        if x + 1.0 <= SB[s]:
+                            SU[w], SF[w], SQ[w], SK[w], SI[w] = SU[s], SF[s], SQ[s], SK[s], SI[s]
+                            SPX[w], SR[w], SG[w], SB[w], SX[w] = SPX[s], SR[s], SG[s], SB[s], SX[s]
+                            w += 1
+                        else:  # past the bound (rounding in the CDF's tail): the next uniforms, alone
+                            M[SI[s]] = inversion_from(n, SQ[s], SK[s], zero_probability(n, SQ[s]), 1)
+                np_ = w
+        # BTRS (n q >= 10), in rounds: every pending entry draws its candidate from the round's two uniforms
+        # (one pass), the squeeze settles most, those that miss it take the full test (a second pass over
+        # them alone), and the rejected ones are pending in the next round
+        t = 0
+        while nl > 0:
+            for s in range(nl):
+                spq, bb, aa, cc, vr = btrs_setup(nf, LQ[s])
+                k, us, v = btrs_candidate(LKEY[s], t, aa, bb, cc)
+                LK[s], LUS[s], LVV[s] = k, us, v
+                inside = k >= 0.0 and k <= nf
+                LS[s] = 0.0 if inside and us >= 0.07 and v <= vr else (1.0 if inside else 2.0)
+            nslow = 0
+            for s in range(nl):
+                SLOW[nslow] = s
+                nslow += 1 if LS[s] == 1.0 else 0
+            for r in range(nslow):
+                s = SLOW[r]
+                SQ[r], SU[r], SF[r], SPX[r] = LQ[s], LK[s], LUS[s], LVV[s]
+            for r in range(nslow):
+                q = SQ[r]
+                spq, bb, aa, cc, vr = btrs_setup(nf, q)
+                SR[r] = 0.0 if btrs_test(nf, q, SU[r], SF[r], SPX[r], aa, bb, spq) else 2.0
+            for r in range(nslow):
+                LS[SLOW[r]] = SR[r]
+            w = 0
+            for s in range(nl):
+                M[LI[s]] = LK[s]
+                LQ[w], LKEY[w], LI[w] = LQ[s], LKEY[s], LI[s]
+                w += 1 if LS[s] == 2.0 else 0
+            nl = w
+            t += 2
+        # counts back to estimates
+        for j in range(L):
+            m = nf - M[j] if Q[j] > 0.5 else M[j]
+            vals[j] = g * (m / nf) + h
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(cache=True, error_model="numpy")
+    def workspace():  # the work arrays of estimate_run: float64, uint64 and int64 ones, CHUNK entries each
+        f, u, i = np.float64, np.uint64, np.int64
+        return ((np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f),
+                 np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f),
+                 np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f), np.empty(CH, f)),
+                (np.empty(CH, u), np.empty(CH, u)),
+                (np.empty(CH, i), np.empty(CH, i), np.empty(CH, i)))
+
+    @numba.njit(parallel=True, cache=True, error_model="numpy")
+    def estimate_block(K, rows, cols, n, seed_key, a, b, g, h):
+        R, C = K.shape
+        n_chunks = (C + CH - 1) // CH
+        for i in numba.prange(R):
+            wf, wu, wi = workspace()
+            ri = np.uint64(rows[i])
+            for c in range(n_chunks):
+                j0, j1 = c * CH, min(C, (c + 1) * CH)
+                estimate_run(K[i, j0:j1], ri, cols[j0:j1], n, seed_key, a, b, g, h, wf, wu, wi)
+
+    @numba.njit(cache=True, error_model="numpy")
+    def upper_block(task, nb):  # the task-th (row, column) block on or above the diagonal, row by row
+        bi = 0
+        while task >= nb - bi:
+            task -= nb - bi
+            bi += 1
+        return bi, bi + task
+
+    @numba.njit(parallel=True, cache=True, error_model="numpy")
     def estimate_upper(K, ids, n, seed_key, a, b, g, h):
-        # rows t and N-1-t in one task, so every task has about N + 1 entries
+        # blocks of EDGE x EDGE on and above the diagonal, one task each: its rows' upper parts are
+        # estimated, then written transposed to the mirror block while they are in cache
         N = K.shape[0]
-        for t in numba.prange((N + 1) // 2):
-            estimate_row(K, ids, t, n, seed_key, a, b, g, h)
-            if N - 1 - t != t:
-                estimate_row(K, ids, N - 1 - t, n, seed_key, a, b, g, h)
+        nb = (N + EDGE - 1) // EDGE
+        n_tasks = nb * (nb + 1) // 2
+        for task in numba.prange(n_tasks):
+            bi, bj = upper_block(task, nb)
+            i0, i1 = bi * EDGE, min(N, (bi + 1) * EDGE)
+            j0, j1 = bj * EDGE, min(N, (bj + 1) * EDGE)
+            wf, wu, wi = workspace()
+            for i in range(i0, i1):
+                start = max(j0, i)
+                if start < j1:
+                    estimate_run(K[i, start:j1], np.uint64(ids[i]), ids[start:j1], n, seed_key, a, b, g, h,
+                                 wf, wu, wi)
+            for j in range(j0, j1):
+                for i in range(i0, min(i1, j)):
+                    K[j, i] = K[i, j]
 
     _kernels = estimate_block, estimate_upper, mix
     return _kernels
@@ -258,8 +489,7 @@ class DeviceEstimate:
             numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
             if symmetric:
-                estimate_upper(K, rows, n, key, a, b, g, h)
-                mirror_upper_(K)  # by cache-sized blocks: a mirrored write per entry would stride through K
+                estimate_upper(K, rows, n, key, a, b, g, h)  # mirrors each block while it is in cache
             else:
                 estimate_block(K, rows, cols, n, key, a, b, g, h)
         finally:

@@ -77,6 +77,23 @@ def test_noisy_estimate_is_centred_on_the_model_and_mitigation_on_the_exact_kern
     check_moments(draws(VALUES, 2000, noise=noise, mitigate=True), a * VALUES + b, 2000, 1 / a, -b / a)
 
 
+@pytest.mark.parametrize("shots", [1, 100, 4096, 10**6])
+def test_an_entry_is_drawn_the_same_whatever_shares_its_chunk(shots):
+    # the sampler works on chunks of a row in passes (inversion and BTRS lists, rounds of rejection): an
+    # entry's estimate must not depend on its neighbours, its place in the chunk or the chunk's length
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.exponential(0.002, 150), rng.uniform(0, 1, 60), [0.0, 1.0, 0.5, 1e-12, 1 - 1e-9]])
+    rng.shuffle(values)
+    ids = np.arange(500, 500 + values.size)
+    spec = DeviceEstimate(shots=shots, seed=8, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    whole = spec.apply_(values[None, :].copy(), np.array([7]), ids)[0]
+    alone = [spec.apply_(values[None, [j]].copy(), np.array([7]), ids[[j]])[0, 0] for j in range(values.size)]
+    assert np.array_equal(whole, alone)
+    order = rng.permutation(values.size)
+    shuffled = spec.apply_(values[None, order].copy(), np.array([7]), ids[order])[0]
+    assert np.array_equal(shuffled, whole[order])
+
+
 def test_a_seed_gives_one_matrix_on_every_tile_size_thread_count_and_out_of_core(states, tmp_path):
     K = gram(states, shots=3000, seed=11)
     assert np.array_equal(K, K.T)

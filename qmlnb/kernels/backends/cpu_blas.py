@@ -16,7 +16,9 @@ from ..tiling import mirror_upper_, tile_pairs
 
 INSTALL = "pip install scipy threadpoolctl (part of the default install)"
 DEFAULT_TILE = 2048
-CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
+# "upper": gram/gram_mps take mirror=False, and the symmetric case then leaves the lower triangle unwritten (for a
+# caller that writes it itself, as the shot-sampled estimate does), saving the separate mirror pass
+CAPABILITIES = frozenset({"states", "mps", "out", "client", "upper"})  # qmlnb.kernels.registry.CAPABILITIES
 
 
 def probe() -> tuple[bool, str]:
@@ -48,7 +50,7 @@ def blas_threads():
     return ThreadpoolController()
 
 
-def gram(A, B=None, *, out, tile, n_threads):
+def gram(A, B=None, *, out, tile, n_threads, mirror=True):
     from scipy.linalg import blas
 
     # BLAS sees a C-ordered (t, d) row block as the Fortran (d, t) matrix
@@ -65,7 +67,7 @@ def gram(A, B=None, *, out, tile, n_threads):
                 xj = (A if B is None else B)[j0:j1].T
                 block = blas.cgemm(1.0, xj, xi, trans_a=2)
             abs2_into(block.T, out[i0:i1, j0:j1])
-    if B is None:
+    if B is None and mirror:
         mirror_upper_(out)
     return out
 
@@ -135,7 +137,7 @@ def kernel_from_log(overlap: np.ndarray, log_scale: np.ndarray, dest: np.ndarray
     np.exp(log_k, out=dest, casting="unsafe")
 
 
-def gram_mps(A, B=None, *, out, tile, n_threads):
+def gram_mps(A, B=None, *, out, tile, n_threads, mirror=True):
     """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (upper tiles only when ``B is None``).
 
     NumPy's einsum does the contraction for a whole tile of pairs per site;
@@ -148,6 +150,6 @@ def gram_mps(A, B=None, *, out, tile, n_threads):
         for i0, i1, j0, j1 in tile_pairs(a.shape[0], None if B is None else b.shape[0], tile):
             overlap, log_scale = mps_log_overlaps(a[i0:i1], b[j0:j1])
             kernel_from_log(overlap, log_scale, out[i0:i1, j0:j1])
-    if B is None:
+    if B is None and mirror:
         mirror_upper_(out)
     return out
