@@ -7,6 +7,7 @@
 >>> K = gram(M, backend="openmp")              # same entry point
 >>> K = gram(S, shots=4096, seed=0)            # as a device estimates it (qmlnb.kernels.shots)
 >>> fm = from_qiskit(PauliFeatureMap(12))        # any circuit: CircuitFeatureMap, same interface
+>>> A = sparse_gram(S, k=32)                     # top-k neighbours only: scipy CSR (qmlnb.kernels.sparse)
 """
 from .circuit import Circuit, Gate, parse
 from .circuit_map import CircuitFeatureMap, TruncationWarning
@@ -15,6 +16,7 @@ from .interop import from_pennylane, from_qiskit
 from .gram import gram
 from .mps import MPSStates
 from .noise import DeviceNoise, repair_psd
+from .sparse import sparse_gram
 from .registry import (
     BackendError,
     BackendUnavailableError,
@@ -34,6 +36,7 @@ __all__ = [
     "from_qiskit",
     "from_pennylane",
     "gram",
+    "sparse_gram",
     "MPSStates",
     "DeviceNoise",
     "repair_psd",
