@@ -17,6 +17,7 @@ BENCHES = {
     "shots": "qmlnb.bench.shots",
     "feature-maps": "qmlnb.bench.feature_maps",
     "dropin": "qmlnb.bench.dropin",
+    "sparse": "qmlnb.bench.sparse",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

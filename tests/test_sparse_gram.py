@@ -175,3 +175,13 @@ def test_umap_baseline_is_optional_and_runs_when_installed(problem):
     picture = umap_2d(X, seed=0)
     assert picture.shape == (len(X), 2) and np.isfinite(picture).all()
     np.testing.assert_array_equal(picture, umap_2d(X, seed=0))
+
+
+def test_exact_neighbours_of_some_rows(problem):
+    X, y, fm, S, M, K = problem
+    rows = np.array([0, 7, 150, 299])
+    idx, values = exact_neighbours(S, 6, rows=rows, tile=50)
+    np.testing.assert_allclose(values, np.take_along_axis(K[rows], brute_force(K, 6)[rows], 1), atol=1e-6)
+    assert not np.any(idx == rows[:, None])
+    with pytest.raises(ValueError, match="rows must be"):
+        exact_neighbours(S, 6, rows=np.array([300]))

@@ -172,10 +172,13 @@ def _merge_top_k(best_val: np.ndarray, best_idx: np.ndarray, r0: int, block: np.
     best_idx[r0 + touched] = all_i[keep].reshape(-1, k)
 
 
-def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE, n_threads: int | None = None):
+def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE, n_threads: int | None = None,
+                     rows=None):
     """The k other samples of largest fidelity for every sample, over all pairs: ((N, k) int64, (N, k) float32).
 
     A : validated (N, d) complex64 states or ``MPSStates`` (:func:`check_sparse_states`)
+    rows : (R,) int sample indices, optional: only their neighbours ((R, k) results), against all N samples
+        (R N pairs instead of N^2 / 2: how a recall is checked on a sample of rows at large N)
 
     Tiles (i, j) with j >= i are computed by ``backend``'s own ``gram``
     (``gram_mps`` for MPS) into a float32 (tile, tile) array and folded into
@@ -190,18 +193,27 @@ def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE,
     compute = module.gram_mps if mps else module.gram
     inner = module.MPS_DEFAULT_TILE if mps else module.DEFAULT_TILE
     n_threads = _threads(n_threads)
+    tile = check_positive_int(tile, "tile")
     n = A.shape[0]
-    best_val = np.full((n, k), -np.inf, dtype=np.float32)
-    best_idx = np.full((n, k), -1, dtype=np.int64)
-    for i0, i1, j0, j1 in tile_pairs(n, None, check_positive_int(tile, "tile")):
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= n:
+            raise ValueError(f"rows must be a non-empty 1-D array of sample indices in [0, {n})")
+    best_val = np.full((n if rows is None else len(rows), k), -np.inf, dtype=np.float32)
+    best_idx = np.full(best_val.shape, -1, dtype=np.int64)
+    for i0, i1, j0, j1 in tile_pairs(n if rows is None else len(rows), None if rows is None else n, tile):
         block = np.empty((i1 - i0, j1 - j0), dtype=np.float32)
-        if i0 == j0:
+        if rows is not None:
+            compute(A[rows[i0:i1]], A[j0:j1], out=block, tile=inner, n_threads=n_threads)
+            mine = np.flatnonzero((rows[i0:i1] >= j0) & (rows[i0:i1] < j1))
+            block[mine, rows[i0:i1][mine] - j0] = -np.inf  # a sample is not its own neighbour
+        elif i0 == j0:
             compute(A[i0:i1], None, out=block, tile=inner, n_threads=n_threads)
             np.fill_diagonal(block, -np.inf)  # a sample is not its own neighbour (the diagonal is added apart)
         else:
             compute(A[i0:i1], A[j0:j1], out=block, tile=inner, n_threads=n_threads)
         _merge_top_k(best_val, best_idx, i0, block, j0)
-        if i0 != j0:
+        if rows is None and i0 != j0:
             _merge_top_k(best_val, best_idx, j0, block.T, i0)
     order = np.argsort(-best_val, axis=1, kind="stable")
     return np.take_along_axis(best_idx, order, axis=1), np.take_along_axis(best_val, order, axis=1)
