@@ -1,5 +1,6 @@
-"""Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram) and
-``qmlnb._states_openmp`` (feature-map state vectors) from ``native/``.
+"""Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram),
+``qmlnb._states_openmp`` (feature-map state vectors) and ``qmlnb._circuit_openmp`` (state vectors of any compiled
+circuit) from ``native/``.
 
 Everything else about the package lives in ``pyproject.toml``.
 
@@ -55,6 +56,14 @@ setup(
         Pybind11Extension(
             "qmlnb._states_openmp",
             ["native/states_openmp.cpp"],
+            depends=["native/state_kernels.h"],
+            cxx_std=17,
+            extra_compile_args=["-O3", "-ffp-contract=fast"],
+        ),
+        Pybind11Extension(
+            "qmlnb._circuit_openmp",
+            ["native/circuit_openmp.cpp"],
+            depends=["native/state_kernels.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=fast"],
         ),

@@ -24,30 +24,13 @@
 #include <string>
 #include <vector>
 
+#include "state_kernels.h"
+
 namespace py = pybind11;
 
 namespace {
 
 constexpr double TWO_PI = 6.283185307179586;
-
-// cos and sin of x in [-pi, pi] (float32): quadrant j = round(x 2/pi), y = x - j pi/2 in three parts (exact
-// products), then the minimax polynomials of sin and cos on [-pi/4, pi/4].
-inline void sincos_reduced(float x, float& s_out, float& c_out) {
-    const float j = std::nearbyint(x * 0.636619772367581343f);
-    float y = x - j * 1.5703125f;
-    y -= j * 4.837512969970703125e-4f;
-    y -= j * 7.54978995489188216e-8f;
-    const float z = y * y;
-    const float s = y + y * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
-    const float c = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f +
-                                                                             z * 2.443315711809948e-5f));
-    const int q = static_cast<int>(j) & 3;
-    // (sin, cos) of y + q pi/2
-    const float ss = (q == 0) ? s : (q == 1) ? c : (q == 2) ? -s : -c;
-    const float cs = (q == 0) ? c : (q == 1) ? -s : (q == 2) ? -c : s;
-    s_out = ss;
-    c_out = cs;
-}
 
 // Unnormalised Walsh-Hadamard transform of x[0 .. 2**n) in place (float32 butterflies, in cache).
 void walsh_hadamard(float* __restrict x, int64_t d) {
@@ -66,69 +49,28 @@ void walsh_hadamard(float* __restrict x, int64_t d) {
         x[0] = a + b;
         x[1] = a - b;
     }
-    for (int64_t h = 4; h < d; h *= 2)
-        for (int64_t i = 0; i < d; i += 2 * h) {
-            float* __restrict lo = x + i;
-            float* __restrict hi = x + i + h;
-#pragma omp simd
-            for (int64_t j = 0; j < h; ++j) {
-                const float a = lo[j], b = hi[j];
-                lo[j] = a + b;
-                hi[j] = a - b;
-            }
-        }
+    butterfly_levels(x, d, 4);
 }
 
 void simulate_row(const double* w, const double* Q, double constant, int n, int reps, std::complex<float>* out,
                   std::vector<float>& cs, std::vector<float>& sn, std::vector<float>& re, std::vector<float>& im,
                   std::vector<double>& pl, std::vector<double>& cl, std::vector<double>& rj) {
-    const int nh = n / 2, nl = n - nh;
-    const int64_t H = int64_t(1) << nh, L = int64_t(1) << nl, d = H * L;
+    const int64_t d = int64_t(1) << n;
     const float norm = static_cast<float>(std::pow(2.0, -0.5 * n));
-    auto bit = [](int64_t v, int width, int m) { return static_cast<int>((v >> (width - 1 - m)) & 1); };
-    // PL[l]: the low wires' own terms
-    for (int64_t l = 0; l < L; ++l) {
-        double p = 0.0;
-        for (int a = 0; a < nl; ++a) {
-            if (!bit(l, nl, a)) continue;
-            p += w[nh + a];
-            for (int b = a + 1; b < nl; ++b)
-                if (bit(l, nl, b)) p += Q[(nh + a) * n + nh + b];
-        }
-        pl[l] = p;
-    }
-    for (int64_t h = 0; h < H; ++h) {
-        // PH[h] and R_j[h] = sum_{i high} Q_ij h_i for the low wires j
-        double ph = constant;
-        for (int a = 0; a < nl; ++a) rj[a] = 0.0;
-        for (int i = 0; i < nh; ++i) {
-            if (!bit(h, nh, i)) continue;
-            ph += w[i];
-            for (int k = i + 1; k < nh; ++k)
-                if (bit(h, nh, k)) ph += Q[i * n + k];
-            for (int a = 0; a < nl; ++a) rj[a] += Q[i * n + nh + a];
-        }
-        // CL[l] = sum_j l_j R_j[h] by doubling, least significant low wire first
-        cl[0] = ph;
-        int64_t size = 1;
-        for (int a = nl - 1; a >= 0; --a) {
-            const double r = rj[a];
-#pragma omp simd
-            for (int64_t t = 0; t < size; ++t) cl[t + size] = cl[t] + r;
-            size *= 2;
-        }
+    quadratic_phase_rows(w, Q, constant, n, pl.data(), cl.data(), rj.data(),
+                         [&](int64_t h, const double* cl_row, const double* pl_row, int64_t L) {
         float* c_row = cs.data() + h * L;
         float* s_row = sn.data() + h * L;
 #pragma omp simd
         for (int64_t l = 0; l < L; ++l) {
-            double t = cl[l] + pl[l];
+            double t = cl_row[l] + pl_row[l];
             t -= TWO_PI * std::nearbyint(t * (1.0 / TWO_PI));
             float s, c;
             sincos_reduced(static_cast<float>(t), s, c);
             c_row[l] = c * norm;
             s_row[l] = s * norm;
         }
-    }
+    });
     float* r = re.data();
     float* m = im.data();
     const float* c = cs.data();

@@ -17,6 +17,9 @@ BENCHES = {
     "shots": "qmlnb.bench.shots",
     "feature-maps": "qmlnb.bench.feature_maps",
     "dropin": "qmlnb.bench.dropin",
+    "kernel-training": "qmlnb.bench.kernel_training",
+    "projected": "qmlnb.bench.projected",
+    "positive-control": "qmlnb.bench.positive_control",
     "sparse": "qmlnb.bench.sparse",
 }
 COMMANDS = {

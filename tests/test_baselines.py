@@ -45,12 +45,24 @@ def test_rbf_gram_is_the_gaussian_kernel():
     np.testing.assert_allclose(np.diag(rbf_gram(A, gamma=3.0)), 1.0)
 
 
-@pytest.mark.parametrize("name", ["rbf_svm_pixels", "logreg_pixels"])
+@pytest.mark.parametrize("name", ["rbf_svm_pixels", "logreg_pixels", "rbf_svm_pixels_full"])
 def test_pixel_baselines_after_pca(digits, name):
     out = fit_baseline(name, digits.X_train.reshape(len(digits.X_train), -1), digits.y_train,
                        digits.X_test.reshape(len(digits.X_test), -1), digits.y_test, cv=3)
     assert BASELINES[name][0] == "pixels" and out["metrics"]["balanced_accuracy"] > 0.9
     assert "C" in out["params"]
+
+
+def test_full_pixel_rbf_chooses_gamma_and_C_on_the_training_split(digits):
+    """All 64 pixels, no PCA; gamma from its grid in units of 1 / n_pixels, both chosen by CV on training data only."""
+    from qmlnb.qsvm.baselines import PIXEL_GAMMA_FACTORS
+
+    X_train = digits.X_train.reshape(len(digits.X_train), -1)
+    out = fit_baseline("rbf_svm_pixels_full", X_train, digits.y_train, X_train[:5], digits.y_train[:5], cv=3)
+    assert out["params"]["gamma"] in [f / 64 for f in PIXEL_GAMMA_FACTORS]
+    assert out["params"]["C"] in (1.0, 10.0, 100.0)
+    search = make_baseline("rbf_svm_pixels_full", cv=3, n_features=64)
+    assert "pca" not in search.estimator.named_steps
 
 
 def test_pca_components_fit_the_smallest_training_fold(digits):

@@ -142,6 +142,10 @@ def test_baseline_names_are_checked_in_one_place(digits):
         if name == "rbf_svm_embeddings_alignment":
             with pytest.raises(ValueError, match="not a grid search; fit it with fit_baseline or fit_rbf_alignment"):
                 make_baseline(name, cv=2)
+        elif name == "rbf_svm_pixels_full":  # its gamma grid is in units of 1 / n_pixels
+            with pytest.raises(ValueError, match="pass n_features"):
+                make_baseline(name, cv=2)
+            assert make_baseline(name, cv=2, n_features=64).cv.n_splits == 2
         else:
             assert make_baseline(name, cv=2).cv.n_splits == 2
     with pytest.raises(ValueError, match="^unknown baselines \\['knn', 'tree'\\]; known baselines: "
@@ -171,10 +175,14 @@ def test_pipeline_trains_the_qcnn(digits):
 
 def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
     from qmlnb.bench import results
-    from qmlnb.bench.qsvm import parse_ids, parse_seeds
+    from qmlnb.bench.qsvm import parse_baselines, parse_ids, parse_seeds
     from qmlnb.cli import main
 
     assert parse_ids("3,8") == (3, 8) and parse_ids("all") is None and parse_seeds("0,2") == (0, 2)
+    assert parse_baselines("all") == tuple(BASELINES) and parse_baselines("none") == ()
+    assert parse_baselines("logreg_pixels, rbf_svm_pixels_full") == ("logreg_pixels", "rbf_svm_pixels_full")
+    with pytest.raises(SystemExit, match="--baselines: unknown baselines \\['knn'\\]"):
+        parse_baselines("logreg_pixels,knn")
     for bad in ("3", "3,3", "a,b"):
         with pytest.raises(ValueError, match="class"):
             parse_ids(bad)
@@ -185,12 +193,13 @@ def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
     out = tmp_path / "qsvm.json"
     assert main(["bench", "qsvm", "--datasets", "digits", "--classes", "3,8", "--n-train", "120", "--seeds", "0,1", "--n-qubits", "4",
                  "--epochs", "1", "--repeats", "1", "--cv", "2", "--backend", "cpu", "--backends", "cpu,numba",
-                 "--json", str(out)]) == 0
+                 "--baselines", "rbf_svm_embeddings_alignment,rbf_svm_pixels,logreg_pixels", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     task = result["tasks"][0]
     assert task["backend"] == "cpu" and task["seeds"] == [0, 1] and task["classes"] == [3, 8]
     summary = task["summary"]
-    assert {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"} <= set(summary)
+    # --baselines: exactly the subset asked for, beside the QSVM and the QCNN
+    assert set(summary) == {"qsvm", "qcnn", "rbf_svm_embeddings_alignment", "rbf_svm_pixels", "logreg_pixels"}
     diff = summary["rbf_svm_embeddings_alignment"]["reference_minus_model"]
     assert diff["n"] == 2 and diff["mean_difference"] == pytest.approx(
         summary["qsvm"]["mean"] - summary["rbf_svm_embeddings_alignment"]["mean"])
@@ -198,3 +207,33 @@ def test_bench_arguments_and_smoke_run(tmp_path, monkeypatch):
     assert "diagnostics" in task["runs"][0]["pipeline"]["qsvm"]
     assert task["timing"]["c_search"]["max_abs_difference_of_cv_scores"] < 1e-9
     assert result["provenance"]["dirty"] is False and result["provenance"]["allow_dirty"] is False
+
+
+def test_fitted_model_gram_projected_kernel_and_geometric_difference(digits, stand_in, result):
+    """return_model hands back the fitted QSVM and its Gram; projected scores the projected kernel of the same map;
+    g(K_rbf || K) is recorded for each quantum kernel against the RBF control's own Gram."""
+    from qmlnb.kernels import projected_features, projected_gram
+    from qmlnb.qsvm.baselines import rbf_gram
+    from qmlnb.qsvm.geometric import geometric_difference
+
+    full = run_qsvm_experiment(digits, None, SVM, trained=stand_in, cv=3, baselines=("rbf_svm_embeddings_alignment",),
+                               projected=True, return_model=True)
+    clf, K = full["model"], full["train_gram"]
+    assert K.shape == (len(digits.y_train),) * 2 and K is clf.train_kernel_
+    assert full["qsvm"]["metrics"] == result["qsvm"]["metrics"]  # the same fit as without the extras
+    E_train = embed(stand_in.model, digits.X_train)
+    from sklearn.metrics import balanced_accuracy_score
+
+    predicted = clf.predict(embed(stand_in.model, digits.X_test))  # the returned model is the one scored
+    assert balanced_accuracy_score(digits.y_test, predicted) == full["qsvm"]["metrics"]["balanced_accuracy"]
+    projected = full["projected"]
+    assert projected["params"]["gamma_projected"] == pytest.approx(2 * projected["params"]["gamma"])
+    assert projected["metrics"]["balanced_accuracy"] > 0.8
+    rbf_gamma = full["baselines"]["rbf_svm_embeddings_alignment"]["params"]["gamma"]
+    K_proj = projected_gram(projected_features(clf.feature_map(clf.bandwidth_), E_train),
+                            gamma=projected["params"]["gamma_projected"])
+    expected = {"fidelity": geometric_difference(rbf_gram(E_train, gamma=rbf_gamma), K),
+                "projected": geometric_difference(rbf_gram(E_train, gamma=rbf_gamma), K_proj)}
+    assert full["geometric_difference"] == pytest.approx(expected)
+    assert set(result["geometric_difference"]) == {"fidelity"}
+    json.dumps({k: v for k, v in full.items() if k not in ("model", "train_gram")})

@@ -7,17 +7,20 @@ Sections, in one run, on uniform random features in [-1, 1] (seed 0):
   rounds (``timing.interleaved``), the ratio of medians with its per-round IQR.
 - ``pauli``: Qiskit's ``PauliFeatureMap(paulis=["Z", "XX", "YY", "ZZ", "XY"])``
   (full entanglement, reps 2) imported by ``from_qiskit``, ``--pauli``
-  NxQUBITS: our states + Gram (``--backend``) timed; Qiskit ML's
+  NxQUBITS: our states + Gram (``--backend``) and TensorCircuit-NG's timed
+  in interleaved rounds (ours, theirs, ours, ...; ``--repeats`` rounds) on
+  the same data, their ratio paired by round; Qiskit ML's
   ``FidelityStatevectorKernel.evaluate`` timed on the first ``--qiskit-ml-n``
   samples and its *per-pair rate extrapolated* to the N (N + 1) / 2 distinct
   pairs of the full Gram (it builds every state and loops over pairs in
   Python); TensorCircuit-NG (JAX): ``vmap`` + ``jit`` of the same circuit
-  (``Circuit.from_qiskit`` with bound parameters) and the Gram as
-  ``|S^* S^T|^2`` in JAX, timed after a compile call (kept as ``compile_s``).
+  (the same gate list) and the Gram as ``|S^* S^T|^2`` in JAX, timed after a
+  compile call (kept as ``compile_s``).
 - ``mps``: the same map with linear entanglement and ``--mps-reps`` at
   ``--mps`` NxQUBITS as an exact MPS (``mps`` + ``gram``), against Qiskit
   Aer's ``matrix_product_state`` method on ``--aer-entries`` sampled entries
   (compute-uncompute circuits, exact amplitude of |0..0>), entries per second.
+- ``targets``: the issue's speed targets against the run, met or missed and by how much (``targets``).
 
 Each side is skipped, with the reason, when its package is missing
 (``pip install .[compare]``).  The JSON records the load average: on a shared
@@ -50,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aer-entries", type=int, default=20, help="kernel entries sampled for Aer's MPS")
     parser.add_argument("--backend", default="openmp", help="Gram backend of our side (default openmp)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
+    parser.add_argument("--zz-rounds", type=int, default=9, help="interleaved rounds of the zz section (default 9)")
     parser.add_argument("--no-tensorcircuit", action="store_true",
                         help="skip TensorCircuit-NG (its XLA compilation of a circuit of thousands of gates takes "
                              "minutes)")
@@ -70,13 +74,13 @@ def _pauli_circuit(n_qubits: int, entanglement: str, reps: int):
         return PauliFeatureMap(n_qubits, paulis=PAULIS, entanglement=entanglement, reps=reps)
 
 
-def zz_section(n: int, q: int, repeats: int) -> dict:
+def zz_section(n: int, q: int, rounds: int) -> dict:
     X = np.random.default_rng(0).uniform(-1, 1, (n, q))
     fm = FeatureMap(n_qubits=q, reps=2)
     cfm = CircuitFeatureMap(feature_map_circuit(fm))
     np.testing.assert_allclose(cfm.states(X[:50]), fm.states(X[:50]), atol=1e-5)
     t = interleaved({"feature_map": lambda: fm.states(X), "circuit": lambda: cfm.states(X)},
-                    min_rounds=repeats, min_time=0.0)
+                    min_rounds=rounds, min_time=0.0)
     return {"n": n, "qubits": q, "feature_map": t["feature_map"].as_dict(), "circuit": t["circuit"].as_dict(),
             "circuit_over_feature_map": ratio(t["circuit"], t["feature_map"])}
 
@@ -85,8 +89,19 @@ def pauli_section(n: int, q: int, args) -> dict:
     X = np.random.default_rng(0).uniform(-1, 1, (n, q))
     qc = _pauli_circuit(q, "full", 2)
     cfm = from_qiskit(qc)
-    ours = measure(lambda: gram(cfm.states(X), backend=args.backend), warmup=0, min_repeats=args.repeats,
-                   min_time=0.0)
+
+    def ours_fn():
+        return gram(cfm.states(X), backend=args.backend)
+
+    tc = None if args.no_tensorcircuit else _tensorcircuit(qc, X, cfm)
+    fns = {"ours": ours_fn}
+    if isinstance(tc, dict) or tc is None:
+        skipped = tc or {"skipped": "--no-tensorcircuit (XLA compiles the whole gate list: minutes here)"}
+    else:
+        fns["tensorcircuit"], skipped = tc[0], None
+    # one run, interleaved rounds (ours, TensorCircuit-NG, ours, ...) after one warm-up call each (XLA's compile)
+    t = interleaved(fns, warmup=1, min_rounds=args.repeats, min_time=0.0)
+    ours = t["ours"]
     out = {"n": n, "qubits": q, "gates": len(cfm.circuit.gates), "ours_states_and_gram": ours.as_dict()}
     pairs = n * (n + 1) / 2
     try:
@@ -106,12 +121,18 @@ def pauli_section(n: int, q: int, args) -> dict:
                             "speedup_ours": per_pair * pairs / ours.median,
                             "note": "per-pair rate of FidelityStatevectorKernel.evaluate on the first sample_n "
                                     "samples, times the N (N + 1) / 2 distinct pairs of the full Gram"}
-    out["tensorcircuit"] = ({"skipped": "--no-tensorcircuit (XLA compiles the whole gate list: minutes here)"}
-                            if args.no_tensorcircuit else _tensorcircuit(qc, X, cfm, ours, args.repeats))
+    if skipped is not None:
+        out["tensorcircuit"] = skipped
+    else:
+        difference = np.asarray(t["tensorcircuit"].value)[:50, :50] - ours.value[:50, :50]
+        out["tensorcircuit"] = {**tc[1], "states_and_gram": t["tensorcircuit"].as_dict(),
+                                "max_abs_difference_first_50": float(np.abs(difference).max()),
+                                "speedup_ours": ratio(t["tensorcircuit"], ours)}
     return out
 
 
-def _tensorcircuit(qc, X: np.ndarray, cfm, ours, repeats: int) -> dict:
+def _tensorcircuit(qc, X: np.ndarray, cfm):
+    """(states + Gram callable, versions) of TensorCircuit-NG on the same gate list, or a skip record."""
     try:
         import jax
         import jax.numpy as jnp
@@ -149,12 +170,10 @@ def _tensorcircuit(qc, X: np.ndarray, cfm, ours, repeats: int) -> dict:
         return jnp.abs(jnp.conj(S) @ S.T) ** 2
 
     Xj = jnp.asarray(X, dtype=jnp.float32)
-    # one compilation (the warm-up call, kept as compile_s), then the timed calls
-    t = measure(lambda: gram_jax(Xj).block_until_ready(), warmup=1, min_repeats=repeats, min_time=0.0)
-    error = float(np.abs(np.asarray(t.value)[:50, :50] - gram(cfm.states(X[:50]))).max())
-    return {"versions": {"tensorcircuit": getattr(tc, "__version__", None), "jax": jax.__version__},
-            "states_and_gram": t.as_dict(), "max_abs_difference_first_50": error,
-            "speedup_ours": t.median / ours.median}
+    versions = {"versions": {"tensorcircuit": getattr(tc, "__version__", None), "jax": jax.__version__},
+                "note": "vmap + jit of the same gate list, Gram |S^* S^T|^2 in JAX; its first (warm-up) call "
+                        "compiles (compile_s); speedup_ours: its time over ours, paired by round"}
+    return (lambda: gram_jax(Xj).block_until_ready()), versions
 
 
 def mps_section(n: int, q: int, args) -> dict:
@@ -196,12 +215,35 @@ def mps_section(n: int, q: int, args) -> dict:
     return out
 
 
+def targets(result: dict) -> dict:
+    """The issue's speed targets against this run: measured value, target, met, and the shortfall factor if not.
+
+    ``zz``: circuit time over ``FeatureMap`` time (median of paired rounds), at most 1.5.  ``qiskit_ml``: its
+    extrapolated time over ours, at least 100.  ``tensorcircuit``: its time over ours (median of paired
+    rounds), above 1.  ``missed_by``: how many times better the measured value had to be (1.0 when met).
+    """
+    def row(measured, target, lower_is_better):
+        if measured is None:
+            return {"measured": None, "target": target, "met": None, "missed_by": None}
+        met = measured <= target if lower_is_better else measured > target
+        short = measured / target if lower_is_better else target / measured
+        return {"measured": measured, "target": target, "met": bool(met), "missed_by": 1.0 if met else short}
+
+    pauli = result["pauli"]
+    tc = pauli["tensorcircuit"].get("speedup_ours")
+    return {
+        "zz_circuit_over_feature_map_at_most": row(result["zz"]["circuit_over_feature_map"]["median"], 1.5, True),
+        "qiskit_ml_speedup_at_least": row(pauli["qiskit_ml"].get("speedup_ours"), 100.0, False),
+        "tensorcircuit_speedup_above": row(tc["median"] if tc else None, 1.0, False),
+    }
+
+
 def run(args) -> int:
     started = check_tree(args.allow_dirty)
     result = {"benchmark": "feature-maps", "environment": environment(), "threads": available_cores(),
               "params": {k: v for k, v in vars(args).items() if k != "run"}}
     n, q = _size(args.zz)
-    result["zz"] = zz_section(n, q, args.repeats)
+    result["zz"] = zz_section(n, q, args.zz_rounds)
     print(f"zz circuit / FeatureMap: {result['zz']['circuit_over_feature_map']}", flush=True)
     n, q = _size(args.pauli)
     result["pauli"] = pauli_section(n, q, args)
@@ -210,6 +252,9 @@ def run(args) -> int:
     n, q = _size(args.mps)
     result["mps"] = mps_section(n, q, args)
     print(f"mps: {result['mps']}", flush=True)
+    result["targets"] = targets(result)
+    for name, row in result["targets"].items():
+        print(f"target {name}: {row}", flush=True)
     result["environment"]["finished"] = environment()["timestamp"]
     if args.json:
         write_result(args.json, result, allow_dirty=args.allow_dirty, started=started)

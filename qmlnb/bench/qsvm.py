@@ -12,6 +12,7 @@ folds):
   pixels, linear SVM on pixels, ...); the kernel diagnostics of each seed;
   and ``summary``: each model's mean ± std over seeds and the paired
   difference QSVM - model with a 95% t interval (``stats.compare_to_reference``);
+  ``--baselines`` scores a subset (``all``, ``none`` or names);
 - ``agreement``: the QSVM fitted from scratch (bandwidth and C chosen again)
   on every usable backend of ``--backends``: the fraction of test predictions
   equal to ``--backend``'s, and whether the same bandwidth and C were chosen;
@@ -40,6 +41,7 @@ from sklearn.svm import SVC
 from .. import timing
 from ..kernels import available_backends, gram
 from ..lab.provenance import environment
+from ..qsvm.baselines import BASELINES, check_baselines
 from ..qsvm.diagnostics import KernelDiagnosticWarning
 from ..qsvm.svm import DEFAULT_CS, QuantumKernelSVC, cross_validate_C, stratified_folds
 from ..stats import compare_to_reference
@@ -73,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed rounds of each Gram after a warm-up; the median is reported (default 5)")
     parser.add_argument("--min-time", type=float, default=0.2,
                         help="repeat until the timed calls add up to this many seconds too (default 0.2)")
+    parser.add_argument("--baselines", default="all",
+                        help="comma-separated classical baselines to score beside the QSVM (names of "
+                             "qmlnb.qsvm.baselines.BASELINES), 'all' (default) or 'none'")
     parser.add_argument("--cv", type=int, default=5, help="folds of every hyperparameter search (default 5)")
     parser.add_argument("--json", type=Path, default=None,
                         help="output file (default bench/results/qsvm-<hostname>.json)")
@@ -101,6 +106,19 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct non-negative integers, got {text!r}")
     return seeds
+
+
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """``--baselines``: "all" -> every name of ``BASELINES``; "none" -> (); else checked comma-separated names."""
+    text = text.strip()
+    if text == "all":
+        return tuple(BASELINES)
+    if text == "none":
+        return ()
+    try:
+        return check_baselines([name.strip() for name in text.split(",") if name.strip()])
+    except ValueError as err:
+        raise SystemExit(f"--baselines: {err}") from None
 
 
 def time_grams(names, A, B=None, *, repeats: int, min_time: float = 0.2) -> dict:
@@ -176,7 +194,7 @@ def run_seed(args, splits, seed: int, names) -> dict:
     training = timing.measure(lambda: train_qcnn(splits, config), warmup=0, min_repeats=1, min_time=0.0)
     trained, train_s = training.value, training.median
     result = run_qsvm_experiment(splits, config, {"backend": args.backend, "cv": args.cv, "seed": seed},
-                                 trained=trained)
+                                 trained=trained, baselines=parse_baselines(args.baselines))
     # the pipeline was handed the trained QCNN: count its training time in the total
     result["timings"]["qcnn_train"] = train_s
     result["timings"]["total"] += train_s
@@ -285,6 +303,7 @@ def run(args) -> int:
     # bad arguments fail before any work
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     class_sets, seeds, n_train = parse_tasks(args)
+    parse_baselines(args.baselines)
     usable = sorted(name for name, (ok, _) in available_backends().items() if ok)
     names = usable if args.backends == "all" else [b.strip() for b in args.backends.split(",")]
     missing = [name for name in [*names, args.backend] if name not in usable]

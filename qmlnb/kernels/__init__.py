@@ -7,6 +7,8 @@
 >>> K = gram(M, backend="openmp")              # same entry point
 >>> K = gram(S, shots=4096, seed=0)            # as a device estimates it (qmlnb.kernels.shots)
 >>> fm = from_qiskit(PauliFeatureMap(12))        # any circuit: CircuitFeatureMap, same interface
+>>> F = projected_features(fm, X)               # (N, 3n) one-qubit Bloch vectors (state vectors or MPS)
+>>> K = projected_gram(F, gamma=projected_gamma(F))   # the projected quantum kernel (Huang et al. 2021)
 >>> A = sparse_gram(S, k=32)                     # top-k neighbours only: scipy CSR (qmlnb.kernels.sparse)
 """
 from .circuit import Circuit, Gate, parse
@@ -16,6 +18,8 @@ from .interop import from_pennylane, from_qiskit
 from .gram import gram
 from .mps import MPSStates
 from .noise import DeviceNoise, repair_psd
+from .projected import (bloch_features, bloch_features_mps, projected_features, projected_gamma, projected_gram,
+                        rbf_gram)
 from .sparse import sparse_gram
 from .registry import (
     BackendError,
@@ -40,6 +44,12 @@ __all__ = [
     "MPSStates",
     "DeviceNoise",
     "repair_psd",
+    "bloch_features",
+    "bloch_features_mps",
+    "projected_features",
+    "projected_gamma",
+    "projected_gram",
+    "rbf_gram",
     "available_backends",
     "check_backend",
     "BackendError",

@@ -1,6 +1,12 @@
 """``CircuitFeatureMap``: any :class:`~qmlnb.kernels.circuit.Circuit`, simulated for all samples at once.
 
-The circuit is compiled once into a short program of batched steps:
+The circuit is compiled once per map (``circuit_program.compile_program``) into
+a short program of steps.  Where the C++ extension ``qmlnb._circuit_openmp``
+is built, the program runs there, one sample at a time in cache, samples in
+parallel (``circuit_native``: diagonal runs as sums of Walsh characters,
+evaluated as a quadratic form in the bits or by a float64 Walsh-Hadamard
+transform).  Otherwise, and as the reference the tests compare it with, it
+runs here as batched NumPy passes:
 
 - **diagonal runs**: consecutive diagonal gates (Z, S, T, RZ, P, CZ, CRZ, CP,
   RZZ) and basis permutations (X, CX, SWAP) between them become *one* phase
@@ -13,12 +19,14 @@ The circuit is compiled once into a short program of batched steps:
   non-diagonal gate comes is applied as one gather of the state.
 - **one-qubit steps**: consecutive one-qubit gates on one wire are multiplied
   into one 2x2 matrix per sample (or one constant matrix) and applied as a
-  strided batched product on the (B, 2**w, 2, 2**(n-w-1)) view of the states.
+  strided batched product on the (B, 2**w, 2, 2**(n-w-1)) view of the states;
+  a constant step that multiplies to a phase times the identity (H H, the basis
+  changes between two Pauli terms) is dropped at compile time and its phase kept.
 - RXX, RYY and RZX are basis changes around RZZ; U3, RX, RY, SX, H, Y are 2x2 steps.
 - The gates before the first one that reads x act on the same state for every
   sample: they are simulated once, on one row.
 
-Memory is checked (``peak_bytes``) before any work; rows are simulated in
+Memory is checked (``peak_bytes``) before any work; NumPy simulates rows in
 batches of about ``DEFAULT_BATCH_BYTES`` of states so that each pass over a
 batch stays in cache.  Amplitudes are in PennyLane's order (wire 0 most significant).
 """
@@ -31,132 +39,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .circuit import DIAGONAL, Circuit, Gate
+from .circuit import Circuit
+from .circuit_program import _Diagonal, _angles, _bits, _permute, compile_program, inverse_gather
 from .feature_map import FeatureMap
 from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates
 from .validation import check_embeddings, check_fits_in_memory
-from .._util import check_positive_int
+from .._util import available_cores, check_positive_int
 
 MAX_QUBITS = 30  # state vectors: 2**30 complex64 amplitudes (8 GiB) per sample
 DEFAULT_BATCH_BYTES = 4 << 20  # complex64 states of one batch: a few MiB keep every pass in cache
+NATIVE_BATCH_BYTES = 64 << 20  # the C++ kernel: angles and per-sample matrices of one batch
 DEFAULT_MAX_BOND = 256  # the exact MPS refuses circuits whose bond bound exceeds this (before work)
-
-# two-qubit gates that are a basis change around RZZ: (gate on wire a, gate on wire b) before, adjoints after
-ROTATED_ZZ = {"rxx": ("h", "h"), "ryy": ("y_basis", "y_basis"), "rzx": (None, "h")}
-
-
-def lower(circuit: Circuit) -> list[Gate]:
-    """The gates with RXX/RYY/RZX rewritten as basis changes around RZZ (same unitary)."""
-    out = []
-    for g in circuit.gates:
-        if g.name not in ROTATED_ZZ:
-            out.append(g)
-            continue
-        before, after = [], []
-        for wire, basis in zip(g.wires, ROTATED_ZZ[g.name]):
-            if basis == "h":
-                before.append(Gate("h", (wire,)))
-                after.append(Gate("h", (wire,)))
-            elif basis == "y_basis":
-                # Y = (S H) Z (S H)^dagger: apply H S^dagger before, S H after
-                before += [Gate("sdg", (wire,)), Gate("h", (wire,))]
-                after += [Gate("h", (wire,)), Gate("s", (wire,))]
-        out += before + [Gate("rzz", g.wires, g.angles)] + after
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- the program
-@dataclass
-class _Diagonal:
-    """A fused diagonal run: parameterised gates (name, wires, angle), constant phase gates, pending permutation."""
-
-    gates: list = field(default_factory=list)     # (name, wires, Expr, perm snapshot index)
-    constant: list = field(default_factory=list)  # (name, wires, perm snapshot index)
-    perms: list = field(default_factory=list)     # permutation gates in order: (name, wires)
-    wires: set = field(default_factory=set)       # every wire a gate of the run touches
-
-    def add(self, g: Gate) -> None:
-        where = len(self.perms)  # the gate sees the permutations before it
-        if g.name in PERMUTATIONS:
-            self.perms.append((g.name, g.wires))
-        elif g.name in FIXED_PHASE or g.name == "cz":
-            self.constant.append((g.name, g.wires, where))
-        else:
-            self.gates.append((g.name, g.wires, g.angles[0], where))
-        self.wires.update(g.wires)
-
-
-@dataclass
-class _OneQubit:
-    wire: int
-    gates: list  # (name, angles) applied in order
-
-    @property
-    def wires(self) -> set:
-        return {self.wire}
-
-
-PERMUTATIONS = ("x", "cx", "swap")
-
-
-def compile_program(circuit: Circuit) -> list:
-    """The circuit as a list of ``_Diagonal`` and ``_OneQubit`` steps (see the module docstring).
-
-    Each gate moves back past the steps it commutes with (those on other
-    wires) to join the *earliest* diagonal run it reaches (a diagonal or
-    permutation gate) or its wire's one-qubit step; so ``H P`` on every wire
-    becomes one layer of one-qubit steps and one diagonal run, however the
-    gates are interleaved.  Earliest, not latest: Qiskit lists a circuit in a
-    topological order that starts the next repetition on one wire before the
-    last repetition's pairs on other wires are done (``zz_feature_map`` with
-    full entanglement); joining the latest run would put those pairs after the
-    next repetition's first H, split every later run, and cost one pass over
-    the states per wire instead of one per repetition.
-    """
-    steps: list = []
-    for g in lower(circuit):
-        diagonal = g.name in DIAGONAL or g.name in PERMUTATIONS
-        wires = set(g.wires)
-        target, position = None, 0
-        for i in range(len(steps) - 1, -1, -1):
-            step = steps[i]
-            if diagonal and isinstance(step, _Diagonal):
-                target = step  # every step after it commutes with the gate: it may join here, or earlier
-            elif not diagonal and isinstance(step, _OneQubit) and step.wire == g.wires[0]:
-                target = step
-            if step.wires & wires:  # does not commute with the gate: the gate goes right after it
-                position = i + 1
-                break
-        if isinstance(target, _Diagonal):
-            target.add(g)  # at the run's end: after every gate of the run, as in the circuit
-        elif target is not None:
-            target.gates.append((g.name, g.angles))
-        else:
-            if diagonal:
-                new = _Diagonal()
-                new.add(g)
-            else:
-                new = _OneQubit(g.wires[0], [(g.name, g.angles)])
-            steps.insert(position, new)
-    return steps
-
-
-def _bits(index: np.ndarray, n: int, wire: int) -> np.ndarray:
-    return (index >> (n - 1 - wire)) & 1
-
-
-def _permute(index: np.ndarray, n: int, name: str, wires) -> np.ndarray:
-    """Apply a permutation gate to basis indices: the index each basis state moves to."""
-    if name == "x":
-        return index ^ (1 << (n - 1 - wires[0]))
-    if name == "cx":
-        c, t = wires
-        return index ^ (_bits(index, n, c) << (n - 1 - t))
-    a, b = wires  # swap
-    differ = _bits(index, n, a) ^ _bits(index, n, b)
-    return index ^ (differ << (n - 1 - a)) ^ (differ << (n - 1 - b))
-
 
 def _unit_phase(name: str, wires, index: np.ndarray, n: int) -> np.ndarray:
     """(2**n,) float64 phase of a diagonal gate per unit angle at the (permuted) basis ``index``."""
@@ -188,9 +82,8 @@ class _CompiledDiagonal:
 
 def _compile_diagonal(run: _Diagonal, n: int) -> _CompiledDiagonal:
     d = 2**n
-    identity = np.arange(d, dtype=np.int64)
     # snapshots[k]: where each stored basis index sits after the first k permutations
-    snapshots = [identity]
+    snapshots = [np.arange(d, dtype=np.int64)]
     for name, wires in run.perms:
         snapshots.append(_permute(snapshots[-1], n, name, wires))
     codes = np.empty((len(run.gates), d)) if run.gates else None
@@ -200,17 +93,7 @@ def _compile_diagonal(run: _Diagonal, n: int) -> _CompiledDiagonal:
     for name, wires, where in run.constant:
         phase = _unit_phase(name, wires, snapshots[where], n)
         constant = phase if constant is None else constant + phase
-    final = snapshots[-1]
-    gather = None
-    if not np.array_equal(final, identity):
-        # psi[final[b]] = stored[b]  ->  psi = stored[:, inverse(final)]
-        gather = np.empty_like(final)
-        gather[final] = identity
-    return _CompiledDiagonal([g[2] for g in run.gates], codes, constant, gather)
-
-
-def _angles(exprs, X: np.ndarray, theta: dict) -> list[np.ndarray]:
-    return [np.broadcast_to(np.asarray(e.evaluate(X, theta), dtype=np.float64), (X.shape[0],)) for e in exprs]
+    return _CompiledDiagonal([g[2] for g in run.gates], codes, constant, inverse_gather(snapshots[-1]))
 
 
 def _apply_one_qubit(psi: np.ndarray, n: int, wire: int, u: np.ndarray) -> None:
@@ -270,6 +153,7 @@ class CircuitFeatureMap:
     max_bond: int | None = None
     cutoff: float = 0.0
     truncate: bool = False
+    _programs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.circuit, Circuit):
@@ -336,6 +220,9 @@ class CircuitFeatureMap:
 
     def _batch_rows(self, batch_size: int | None) -> int:
         if batch_size is None:
+            native = self._program()[2]
+            if native is not None:  # each sample is simulated in its thread's cache: a batch bounds the inputs only
+                return max(1, NATIVE_BATCH_BYTES // native.batch_bytes(1))
             return max(1, DEFAULT_BATCH_BYTES // (8 * self.dim))
         return check_positive_int(batch_size, "batch_size")
 
@@ -345,12 +232,23 @@ class CircuitFeatureMap:
         The states (N x 2**n complex64); the compiled phase tables (one float64
         row per parameterised diagonal gate of the largest run, plus int64
         permutation work rows); one batch's work (phases float64, complex
-        exponentials and strided temporaries, 40 bytes per amplitude).
+        exponentials and strided temporaries, 40 bytes per amplitude).  With the
+        C++ kernel, NumPy's tables and work cover the constant prefix (one row)
+        only; the kernel adds its arrays (``NativeProgram.table_bytes``), one
+        batch's angles and per-sample matrices, and each thread's work rows.
         """
         d = self.dim
         rows = min(n_samples, self._batch_rows(batch_size))
-        per_run = max([0] + [len(s.gates) for s in compile_program(self.circuit) if isinstance(s, _Diagonal)])
+        prefix, rest, native = self._program()
+        steps = prefix if native is not None else prefix + rest
+        per_run = max([0] + [len(s.gates) for s in steps if isinstance(s, _Diagonal)])
         tables = per_run * d * 8 + 6 * d * 8
+        if native is not None:
+            # NumPy simulates the constant prefix on one row; the kernel: its tables, the batch's angles and
+            # per-sample matrices, each thread's work rows
+            threads = min(available_cores(), rows)
+            return (n_samples * d * 8 + tables + d * 48 + native.table_bytes() + native.batch_bytes(rows)
+                    + threads * native.thread_bytes())
         return n_samples * d * 8 + tables + rows * (d * 40 + per_run * 8)
 
     # ------------------------------------------------------------------ states
@@ -360,7 +258,8 @@ class CircuitFeatureMap:
         Parameters
         ----------
         X : array_like, shape (N, n_features), real and finite
-        batch_size : rows simulated together (default: about 4 MiB of states per batch).
+        batch_size : rows simulated together (default: about 4 MiB of states per batch with NumPy; with the
+            C++ kernel, about 64 MiB of angles and per-sample matrices).
 
         Returns
         -------
@@ -379,35 +278,64 @@ class CircuitFeatureMap:
                              f"states of {n_samples} samples on {self.n_qubits} qubits ({self.label}, complex64)")
         theta = self.circuit.theta_dict
         self._check_angles(X, theta)
-        program = self._compiled()
-        prefix, rest = self._constant_prefix(program)
-        start_state = np.zeros((1, self.dim), dtype=np.complex64)
-        start_state[0, 0] = 1.0
-        self._run(prefix, start_state, np.zeros((1, self.n_features)), theta)
+        prefix, rest, native = self._program()
+        start_state = self._start_state()
         out = np.empty((n_samples, self.dim), dtype=np.complex64)
+        numpy_rest = self._compiled(rest) if native is None else None
         for start in range(0, n_samples, rows):
             stop = min(n_samples, start + rows)
             batch = out[start:stop]
+            if native is not None:
+                native.run(X[start:stop], theta, start_state[0], batch, max(1, min(available_cores(), stop - start)))
+                continue
             batch[...] = start_state
-            self._run(rest, batch, X[start:stop], theta)
+            self._run(numpy_rest, batch, X[start:stop], theta)
             # many float32 passes drift the norm by ~1e-7 per gate; unit rows keep K[i, i] = 1 to float32 precision
             norms = np.sqrt(np.einsum("ij,ij->i", batch.view(np.float32), batch.view(np.float32), dtype=np.float64))
             batch /= norms.astype(np.float32)[:, None]
         return out
 
-    def _compiled(self) -> list:
+    def _program(self) -> tuple[list, list, object]:
+        """(prefix, rest, native): the compiled steps before and from the first one that reads x or theta, and
+        the rest as a ``NativeProgram`` for the C++ kernel (None where ``qmlnb._circuit_openmp`` is not built).
+        Compiled once per map (the bandwidth does not enter)."""
+        from .circuit_native import NativeProgram, native_extension
+
+        use_native = native_extension() is not None
+        if use_native not in self._programs:
+            prefix, rest = self._split_prefix(compile_program(self.circuit))
+            native = NativeProgram.compile(rest, self.n_qubits) if use_native else None
+            self._programs[use_native] = (prefix, rest, native)
+        return self._programs[use_native]
+
+    def _start_state(self) -> np.ndarray:
+        """(1, 2**n) complex64: the constant prefix applied to |0..0> (the same for every sample), computed once."""
+        if "start" not in self._programs:
+            start = np.zeros((1, self.dim), dtype=np.complex64)
+            start[0, 0] = 1.0
+            self._run(self._compiled(self._program()[0]), start, np.zeros((1, self.n_features)), {})
+            self._programs["start"] = start
+        return self._programs["start"]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_programs"] = {}  # compiled again where unpickled (its extension may differ)
+        return state
+
+    def _compiled(self, steps: list) -> list:
+        """The steps for the NumPy simulation (``_run``): diagonal runs as phase tables."""
         n = self.n_qubits
-        return [_compile_diagonal(s, n) if isinstance(s, _Diagonal) else s for s in compile_program(self.circuit)]
+        return [_compile_diagonal(s, n) if isinstance(s, _Diagonal) else s for s in steps]
 
     @staticmethod
-    def _constant_prefix(program: list) -> tuple[list, list]:
+    def _split_prefix(steps: list) -> tuple[list, list]:
         """Steps before the first one whose angles depend on x (or theta: kept per sample for later training)."""
-        for k, step in enumerate(program):
-            exprs = step.exprs if isinstance(step, _CompiledDiagonal) else [a for _, angles in step.gates
-                                                                             for a in angles]
+        for k, step in enumerate(steps):
+            exprs = [g[2] for g in step.gates] if isinstance(step, _Diagonal) else [a for _, angles in step.gates
+                                                                                   for a in angles]
             if not all(e.is_constant() for e in exprs):
-                return program[:k], program[k:]
-        return program, []
+                return steps[:k], steps[k:]
+        return steps, []
 
     def _check_angles(self, X: np.ndarray, theta: dict) -> None:
         """Refuse (ValueError naming the gate and the sample) any angle that is not finite, before any simulation."""

@@ -385,7 +385,7 @@ def check_writable(path: Path, nbytes: int) -> None:
 
 
 def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
-                verify: bool = True, device=None) -> tuple[GramFile, TileLedger, list]:
+                verify: bool = True, device=None, exact=None) -> tuple[GramFile, TileLedger, list]:
     """Create, or reopen to resume, the output file of the Gram of A (and B).
 
     Parameters
@@ -399,6 +399,9 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         (``TileLedger.verify``); those that fail become pending again
     device : (``shots.DeviceEstimate``, row ids, column ids), optional: recorded in
         the metadata, so that a resume never mixes tiles of two estimates
+    exact : ``exact(rows, cols)`` -> those entries, what a resume's spot checks compare with
+        (default: the fidelity of A's and B's states, :func:`exact_entries`; another kernel on
+        these tiles, e.g. ``projected.rbf_gram``'s, passes its own)
 
     Returns
     -------
@@ -452,7 +455,8 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         target = GramFile(str(path), header.offset, n_rows, n_cols, dtype.name)
         del header
         if verify:
-            ledger.verify(target, pairs, symmetric=B is None, exact=lambda i, j: exact_entries(A, B, i, j))
+            ledger.verify(target, pairs, symmetric=B is None,
+                          exact=exact or (lambda i, j: exact_entries(A, B, i, j)))
         return target, ledger, pairs
 
     check_writable(path, nbytes)

@@ -17,8 +17,10 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .baselines import BASELINES, check_baselines, run_baselines
+from .baselines import BASELINES, check_baselines, fit_rbf_alignment, run_baselines
+from ..kernels import projected_features, projected_gram, rbf_gram
 from ..metrics import classification_metrics
+from .geometric import DEFAULT_LAMBDA, geometric_difference
 from .svm import DEFAULT_BANDWIDTHS, QuantumKernelSVC
 
 
@@ -56,7 +58,8 @@ def check_svm_params(svm_params) -> dict:
 
 
 def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=None, baselines=tuple(BASELINES),
-                        cv: int | None = None, embed_batch_size: int = 256, progress: bool = False) -> dict:
+                        cv: int | None = None, embed_batch_size: int = 256, progress: bool = False,
+                        projected: bool = False, return_model: bool = False) -> dict:
     """Train (or take) a QCNN, then score the quantum-kernel SVM and the baselines on its test split.
 
     Parameters
@@ -73,6 +76,10 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
         An already trained QCNN (``.model``, ``.metrics``, ``.timings``): skips training.
     baselines : names from ``qmlnb.qsvm.baselines.BASELINES`` (empty: none).
     cv : folds of every hyperparameter search (default: ``svm_params["cv"]`` or 5).
+    projected : also score the projected quantum kernel of the same feature map at the chosen bandwidth
+        (:func:`fit_projected_kernel`) under ``"projected"``.
+    return_model : also return the fitted ``QuantumKernelSVC`` (``"model"``) and its (N_train, N_train)
+        float64 training Gram (``"train_gram"``); off by default, so that the result stays plain JSON data.
 
     Returns
     -------
@@ -84,7 +91,11 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
       ``timings``: seconds of qcnn_train, embedding, states, gram, svm_select,
       svm_fit, predict, baselines and total;
       ``gram_backend``, ``state_method`` ("statevector" or "mps", what ``svm_params["method"]``,
-      default "auto", chose) and ``dataset`` (name, classes, sizes); the caller records the environment.
+      default "auto", chose) and ``dataset`` (name, classes, sizes); the caller records the environment;
+      ``geometric_difference``: {"fidelity": g(K_rbf || K_fidelity), "projected": ... with ``projected``}
+      on the training inputs, against the RBF control's training Gram (``qsvm.geometric``; only when the
+      ``rbf_svm_embeddings_alignment`` baseline ran);
+      ``projected`` (with ``projected``) and ``model``, ``train_gram`` (with ``return_model``).
     """
     svm_params = check_svm_params(svm_params)
     baselines = check_baselines(baselines)
@@ -130,6 +141,18 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
                                       names=baselines, cv=cv, seed=clf.seed, n_classes=n_classes,
                                       progress=progress) if baselines else {}
     t_end = time.perf_counter()
+    extra = {}
+    grams = {"fidelity": clf.train_kernel_}
+    if projected:
+        extra["projected"] = fit_projected_kernel(clf.feature_map(clf.bandwidth_), E_train, splits.y_train, E_test,
+                                                  splits.y_test, method=clf.method_, cv=cv, seed=clf.seed,
+                                                  n_classes=n_classes, return_gram=True)
+        grams["projected"] = extra["projected"].pop("train_gram")
+    if "rbf_svm_embeddings_alignment" in baseline_results:
+        extra["geometric_difference"] = geometric_differences(
+            E_train, baseline_results["rbf_svm_embeddings_alignment"]["params"]["gamma"], grams)
+    if return_model:
+        extra |= {"model": clf, "train_gram": clf.train_kernel_}
 
     return {
         "dataset": {
@@ -153,13 +176,49 @@ def run_qsvm_experiment(splits, train_config=None, svm_params=None, *, trained=N
         },
         "gram_backend": clf.backend,
         "state_method": clf.method_,
+        **extra,
     }
+
+
+def geometric_differences(X_train, rbf_gamma: float, grams: dict, lam: float = DEFAULT_LAMBDA) -> dict:
+    """{name: g(K_rbf || K)} for each quantum training Gram of ``grams``, against the RBF control's Gram.
+
+    X_train : (N, F) the inputs both kernels saw (the RBF control's, unscaled); rbf_gamma : its chosen gamma;
+    grams : {name: (N, N) quantum training Gram on the same rows}.  See ``qsvm.geometric``.
+    """
+    K_C = rbf_gram(X_train, gamma=rbf_gamma)
+    return {name: geometric_difference(K_C, K, lam) for name, K in grams.items()}
+
+
+def fit_projected_kernel(fm, X_train, y_train, X_test, y_test, *, method: str = "auto", cv: int = 5, seed: int = 0,
+                         n_classes: int | None = None, return_gram: bool = False) -> dict:
+    """The projected quantum kernel's SVM on ``fm``'s states: gamma and C chosen as the RBF control's are.
+
+    The projected kernel is an RBF on the (N, 3n) one-qubit Bloch features
+    (``kernels.projected``), so this is ``baselines.fit_rbf_alignment`` on
+    those features: gamma = factor / median over its grid by kernel-target
+    alignment, C by stratified CV on slices of the one training Gram.  Its
+    ``params`` add ``gamma_projected`` (= 2 gamma: the gamma of
+    exp(-gamma sum_k ||rho_k - rho_k'||_F^2)) and ``method``; ``timings`` add ``features``
+    (seconds for both feature sets).  ``return_gram``: also ``"train_gram"`` (N, N) float64.
+    """
+    t0 = time.perf_counter()
+    F_train = projected_features(fm, X_train, method=method)
+    F_test = projected_features(fm, X_test, method=method)
+    seconds = time.perf_counter() - t0
+    out = fit_rbf_alignment(F_train, y_train, F_test, y_test, cv=cv, seed=seed, n_classes=n_classes)
+    out["description"] = "SVM on the projected quantum kernel (one-qubit reduced density matrices)"
+    out["params"] |= {"gamma_projected": 2 * out["params"]["gamma"], "method": method}
+    out["timings"]["features"] = seconds
+    if return_gram:
+        out["train_gram"] = projected_gram(F_train, gamma=out["params"]["gamma_projected"])
+    return out
 
 
 def run_kernel_comparison(X_train, y_train, X_test, y_test, *, reps: int = 2, entanglement: str = "linear",
                           backend: str = "cpu", n_threads: int | None = None, method: str = "auto", cv: int = 5,
                           seed: int = 0, n_classes: int | None = None, bandwidths=DEFAULT_BANDWIDTHS,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, projected: bool = False) -> dict:
     """The quantum-kernel SVM and its RBF control on the same features (no QCNN): one point of a scaling study.
 
     X_* : (N, n) real features, one per qubit (e.g. angles in [0, pi]);
@@ -177,11 +236,12 @@ def run_kernel_comparison(X_train, y_train, X_test, y_test, *, reps: int = 2, en
     training Gram's ``kernel_diagnostics``; the edge flag is against that
     grid), "timings" (``QuantumKernelSVC.timings_``: states, gram over every
     candidate bandwidth, predict_gram, ...)}, "rbf":
-    ``fit_rbf_alignment``'s dict}.  Timings are single calls, not benchmarks.
+    ``fit_rbf_alignment``'s dict, "geometric_difference": {"fidelity": g(K_rbf || K_fidelity)} on the
+    training inputs}; with ``projected`` also "projected" (:func:`fit_projected_kernel` of the same map at the
+    chosen bandwidth, from its MPS beyond state vectors) and its g under "geometric_difference".  Timings are
+    single calls, not benchmarks.
     """
     from sklearn.utils.validation import check_X_y
-
-    from .baselines import fit_rbf_alignment
 
     X_train, y_train = check_X_y(X_train, y_train, dtype=np.float64)  # 2-D and finite, before n is read off it
     n_classes = n_classes or int(max(np.max(y_train), np.max(y_test))) + 1
@@ -198,4 +258,12 @@ def run_kernel_comparison(X_train, y_train, X_test, y_test, *, reps: int = 2, en
         "timings": dict(clf.timings_),
     }
     rbf = fit_rbf_alignment(X_train, y_train, X_test, y_test, cv=cv, seed=seed, n_classes=n_classes)
-    return {"qsvm": qsvm, "rbf": rbf}
+    out = {"qsvm": qsvm, "rbf": rbf}
+    grams = {"fidelity": clf.train_kernel_}
+    if projected:
+        out["projected"] = fit_projected_kernel(clf.feature_map(clf.bandwidth_), X_train, y_train, X_test, y_test,
+                                                method=clf.method_, cv=cv, seed=seed, n_classes=n_classes,
+                                                return_gram=True)
+        grams["projected"] = out["projected"].pop("train_gram")
+    out["geometric_difference"] = geometric_differences(X_train, rbf["params"]["gamma"], grams)
+    return out
