@@ -32,7 +32,7 @@ depend on the states' global phases, while a Euclidean search sees
 therefore searched after fixing each state's phase against one reference
 (the states' leading principal direction, estimated on a sample): if
 b = e^{i t} a then both are rotated to the same vector, and for close states
-the Euclidean distance is about 2 - 2 |<a|b>|.  The phase-fixed states are
+the squared Euclidean distance is about 2 - 2 |<a|b>|.  The phase-fixed states are
 projected on their ``dims`` leading principal directions (default 256 complex,
 512 real coordinates): a search index over N x 2^n floats would cost as much
 memory as the states themselves.  For MPS (no state vector) pass
@@ -62,9 +62,10 @@ INSTALL_CUVS = ("pip install cuvs-cu12 cupy-cuda12x on a machine with an NVIDIA 
 EXACT_TILE = 2048
 # work memory of one chunk of pair_kernel: the gathered neighbour states (state vectors) or the environments
 PAIR_CHUNK_BYTES = 64 << 20
-# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes: at
-# N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32, faiss reached recall 0.64 with 64 and 0.77 with 256
-# (and 4 k candidates); more directions cost memory (2 x 4 bytes each per sample) and search time
+# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes: in a
+# trial on N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32, faiss's recall was 0.64 with 64 directions
+# and 2 k candidates, 0.73 with 256 and 2 k, 0.77 with 256 and 4 k; more directions cost memory (8 bytes each
+# per sample) and search time
 DEFAULT_DIMS = 256
 # rows of the sample from which the reference phase and the principal directions are estimated
 PCA_SAMPLE = 2048
