@@ -372,13 +372,30 @@ def approximate_neighbours(A, k: int, neighbours: str, *, features=None, candida
         raise ValueError(f"candidates={candidates} is fewer than k={k}; the best k are chosen among the candidates")
     points = search_representation(A, features, dims=dims, seed=seed)
     found = search_candidates(points, m, neighbours, n_threads=_threads(n_threads), seed=seed)
-    rows = np.repeat(np.arange(n), m)
-    valid = found.ravel() >= 0
-    values = np.full(n * m, -np.inf)
-    values[valid] = pair_kernel(A, rows[valid], found.ravel()[valid])
-    values = values.reshape(n, m)
+    values = candidate_values(A, found)
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(found, order, axis=1), np.take_along_axis(values, order, axis=1).astype(np.float32)
+
+
+def candidate_values(A, found: np.ndarray) -> np.ndarray:
+    """(N, m) float64 |<a_i|a_found[i, c]>|^2 for candidate lists ``found`` (N, m) (-1: none, value -inf).
+
+    For ranking only.  State vectors: per block of rows one batched complex64 product of the gathered
+    candidates with their row's state (only the candidates are gathered, in complex64: a quarter of the
+    memory traffic of :func:`pair_kernel`'s complex128 pairs); MPS: :func:`pair_kernel`.
+    """
+    n, m = found.shape
+    values = np.full((n, m), -np.inf)
+    if isinstance(A, MPSStates):
+        valid = found >= 0
+        values[valid] = pair_kernel(A, np.broadcast_to(np.arange(n)[:, None], found.shape)[valid], found[valid])
+        return values
+    rows = max(1, PAIR_CHUNK_BYTES // (8 * m * A.shape[1]))
+    for r0 in range(0, n, rows):
+        cand = found[r0:r0 + rows]
+        overlaps = np.matmul(A[np.maximum(cand, 0)], A[r0:r0 + rows, :, None].conj())[..., 0]  # (b, m)
+        values[r0:r0 + rows] = np.where(cand >= 0, np.abs(overlaps.astype(np.complex128)) ** 2, -np.inf)
+    return values
 
 
 def find_neighbours(A, k: int, neighbours: str = "exact", *, features=None, candidates: int | None = None,
