@@ -131,27 +131,176 @@ def is_int(value, minimum: int | None = None) -> bool:
                 and (minimum is None or value >= minimum))
 
 
+def is_real(value) -> bool:
+    """True for a real number that is not NaN (Python or NumPy ints and floats; bools are not numbers here)."""
+    return bool(not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value))
+
+
+# ---------------------------------------------------------------------- the validation vocabulary
+# One way to state what a parameter accepts, in the spirit of scikit-learn's parameter constraints: a public
+# function checks an argument with ``Interval(int, 1)(n_train, "n_train")`` or ``Options(MODES)(mode, "mode")``, and
+# a lab task declares its parameters with the same objects, so every refusal reads
+# "<name> must be <what>, got <value!r>".
+class Constraint:
+    """What a value must be: ``describe()`` says it in words, ``accepts(value)`` tests it, and calling
+    ``constraint(value, name)`` returns the value (ints and floats as Python's) or raises the ValueError."""
+
+    def describe(self) -> str:  # pragma: no cover - every constraint defines it
+        raise NotImplementedError
+
+    def accepts(self, value) -> bool:  # pragma: no cover - every constraint defines it
+        raise NotImplementedError
+
+    def convert(self, value):
+        return value
+
+    def __call__(self, value, name: str, *, none_ok: bool = False):
+        if none_ok and value is None:
+            return None
+        if not self.accepts(value):
+            raise ValueError(f"{name} must be {self.describe()}{' or None' if none_ok else ''}, got {value!r}")
+        return self.convert(value)
+
+
+class Interval(Constraint):
+    """Numbers of ``kind`` (``int``: integers, bools refused; ``float``: reals, NaN and bools refused) between
+    ``low`` and ``high`` (None: unbounded), ``closed`` on "both", "left", "right" or "neither" side."""
+
+    def __init__(self, kind: type, low=None, high=None, *, closed: str = "both"):
+        if kind not in (int, float):
+            raise ValueError(f"kind must be int or float, got {kind!r}")
+        if closed not in ("both", "left", "right", "neither"):
+            raise ValueError(f"closed must be one of ('both', 'left', 'right', 'neither'), got {closed!r}")
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def __repr__(self) -> str:
+        return f"Interval({self.kind.__name__}, {self.low!r}, {self.high!r}, closed={self.closed!r})"
+
+    def accepts(self, value) -> bool:
+        if not (is_int(value) if self.kind is int else is_real(value)):
+            return False
+        low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
+        high_ok = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
+        return bool(low_ok and high_ok)
+
+    def convert(self, value):
+        return self.kind(value)
+
+    def describe(self) -> str:
+        noun = "integer" if self.kind is int else "number"
+        left_closed, right_closed = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.kind is float and self.high == math.inf and right_closed is False:  # [low, inf): finite numbers
+            return "a finite number" + ("" if self.low is None else f" {'>=' if left_closed else '>'} {self.low}")
+        if self.high is None:
+            if self.low is None:
+                return f"an {noun}" if self.kind is int else "a real number (not NaN)"
+            if self.kind is int and left_closed and self.low in (0, 1):
+                return "a positive integer" if self.low == 1 else "a non-negative integer"
+            if self.kind is int:
+                return f"an integer >= {self.low}"
+            if self.low == 0:  # as the integers read: "a positive number", "a non-negative number"
+                return "a non-negative number" if left_closed else "a positive number"
+            return f"a number {'>=' if left_closed else '>'} {self.low}"
+        if self.low is None:
+            return f"a{'n' if self.kind is int else ''} {noun} {'<=' if right_closed else '<'} {self.high}"
+        return (f"a{'n' if self.kind is int else ''} {noun} in {'[' if left_closed else '('}{self.low}, "
+                f"{self.high}{']' if right_closed else ')'}")
+
+
+class Options(Constraint):
+    """One of ``values`` (compared with ==; a bool is not taken for 0 or 1)."""
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def __repr__(self) -> str:
+        return f"Options({self.values!r})"
+
+    def accepts(self, value) -> bool:
+        return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
+
+    def describe(self) -> str:
+        return f"one of {self.values!r}"
+
+
+class Each(Constraint):
+    """A list or tuple whose every item meets ``item`` (at least one item unless ``empty_ok``); the items
+    are checked one by one, so a refusal names the item: "each of qubits must be a positive integer, got 0"."""
+
+    def __init__(self, item: Constraint, *, empty_ok: bool = False):
+        self.item, self.empty_ok = item, empty_ok
+
+    def __repr__(self) -> str:
+        return f"Each({self.item!r})"
+
+    def accepts(self, value) -> bool:
+        return (isinstance(value, (list, tuple)) and (self.empty_ok or len(value) > 0)
+                and all(self.item.accepts(v) for v in value))
+
+    def describe(self) -> str:
+        return f"a{'' if self.empty_ok else ' non-empty'} list of which each is {self.item.describe()}"
+
+    def __call__(self, value, name: str, *, none_ok: bool = False):
+        if none_ok and value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not (self.empty_ok or len(value)):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+        return [self.item(v, f"each of {name}") for v in value]
+
+
+class IsInstance(Constraint):
+    """An instance of ``kind`` (a type or tuple of types; bools are not ints here) -- for text and flags."""
+
+    NAMES = {str: "a string", bool: "a bool (True or False)", list: "a list", dict: "a mapping"}
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"IsInstance({self.kind!r})"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.kind)
+
+    def describe(self) -> str:
+        return self.NAMES.get(self.kind) or f"a {getattr(self.kind, '__name__', self.kind)}"
+
+
 def check_int(value, name: str, *, minimum: int | None = None, none_ok: bool = False) -> int | None:
     """``value`` as a Python int >= ``minimum``, else a ValueError naming the parameter.
 
     Bools are refused (True is not 1 of anything); NumPy integers are accepted.
     none_ok : None passes through unchanged (the parameter is optional).
     """
-    if none_ok and value is None:
-        return None
-    if not is_int(value, minimum):
-        if minimum is None:
-            what = "an integer"
-        elif minimum == 1:
-            what = "a positive integer"
-        elif minimum == 0:
-            what = "a non-negative integer"
-        else:
-            what = f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {what}{' or None' if none_ok else ''}, got {value!r}")
-    return int(value)
+    return Interval(int, minimum)(value, name, none_ok=none_ok)
+
+
+def check_real(value, name: str, low=None, high=None, *, closed: str = "both", none_ok: bool = False) -> float | None:
+    """``value`` as a Python float in the interval (bools and NaN refused), else a ValueError naming it."""
+    return Interval(float, low, high, closed=closed)(value, name, none_ok=none_ok)
+
+
+def check_option(value, name: str, options, *, none_ok: bool = False):
+    """``value`` if it is one of ``options``, else "<name> must be one of (...), got <value!r>"."""
+    return Options(options)(value, name, none_ok=none_ok)
 
 
 def check_positive_int(value, name: str, *, none_ok: bool = False) -> int | None:
     """An int > 0 (bools refused; None too unless ``none_ok``), else a ValueError naming the parameter."""
     return check_int(value, name, minimum=1, none_ok=none_ok)
+
+
+def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
+    """``(__getattr__, __dir__)`` for a package whose public names (``{name: submodule}``) are imported from their
+    submodules on first use (PEP 562): the package's face costs nothing until a name is asked for."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(importlib.import_module(f".{exports[name]}", package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *exports})
+
+    return __getattr__, __dir__

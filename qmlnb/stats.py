@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from ._util import Interval, Options
+
 METHODS = ("t", "bootstrap")
 # differences smaller than this count as ties (scores are fractions of a test set;
 # a test set of 10^5 samples moves a score by 1e-5 per sample)
@@ -66,12 +68,9 @@ def paired_difference(a, b, confidence: float = 0.95, *, method: str = "t", n_bo
     a, b = _scores(a, "a"), _scores(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must pair up seed by seed, got {a.size} and {b.size} scores")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be a positive int, got {n_bootstrap!r}")
+    Interval(float, 0, 1, closed="neither")(confidence, "confidence")
+    Options(METHODS)(method, "method")
+    Interval(int, 1)(n_bootstrap, "n_bootstrap")
 
     d = a - b
     n = d.size
@@ -179,8 +178,7 @@ def holm(p_values, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
     NaN where the p value is NaN.
     """
     p = np.asarray(p_values, dtype=np.float64).reshape(-1)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    Interval(float, 0, 1, closed="neither")(alpha, "alpha")
     if (p[np.isfinite(p)] < 0).any() or (p[np.isfinite(p)] > 1).any():
         raise ValueError("p values must lie in [0, 1]")
     adjusted = np.full(p.shape, math.nan)

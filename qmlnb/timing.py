@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._util import available_cores, check_positive_int
+from ._util import Interval, available_cores, check_positive_int
 
 __all__ = ["Timing", "interleaved", "measure", "ratio", "cpu_seconds", "load_average"]
 
@@ -140,15 +140,12 @@ class Timing:
 
 
 def _check(warmup, min_repeats, min_time, max_repeats, what: str = "repeats") -> None:
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    Interval(int, 0)(warmup, "warmup")
     check_positive_int(min_repeats, f"min_{what}")
     check_positive_int(max_repeats, f"max_{what}")
     if max_repeats < min_repeats:
         raise ValueError(f"max_{what} ({max_repeats}) must be >= min_{what} ({min_repeats})")
-    if isinstance(min_time, bool) or not isinstance(min_time, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(min_time) or min_time < 0:
-        raise ValueError(f"min_time must be a finite number of seconds >= 0, got {min_time!r}")
+    Interval(float, 0, math.inf, closed="left")(min_time, "min_time (seconds)")  # a finite number >= 0
 
 
 def _timed_call(fn, sync):

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/<package>/ holds each package's tests; the cross-cutting tests here import their helpers (fabricated
+# runs, a local HTTP server) by module name, as pytest does for the files of one folder
+sys.path.extend(str(p) for p in sorted(Path(__file__).resolve().parent.iterdir())
+                if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_") and str(p) not in sys.path)
 # CI clones the repository with shared/ beside it; QMLNB_SHARED_DATA overrides
 SHARED_DATA = Path(os.environ.get("QMLNB_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -13,6 +13,7 @@ import torch
 from qmlnb.kernels import FeatureMap
 from qmlnb.kernels.pennylane_reference import states_vs_pennylane
 from qmlnb.lab import tasks
+from qmlnb.qcnn import determinism
 from qmlnb.qcnn.simulator_speed import compare_simulators
 from qmlnb.qcnn.train import TrainConfig
 
@@ -23,7 +24,7 @@ ROUNDS = 3
 def restore_thread_variables():
     # the tasks set OMP/MKL/OpenBLAS/NUMBA_NUM_THREADS (setdefault) for the libraries imported after them: a
     # later test file that imports numba must not inherit this file's 1-thread pool
-    saved = {name: os.environ.get(name) for name in tasks.THREAD_ENV_VARS}
+    saved = {name: os.environ.get(name) for name in determinism.THREAD_ENV_VARS}
     yield
     for name, value in saved.items():
         if value is None:
@@ -125,12 +126,12 @@ def test_qcnn_run_compares_its_training_step_with_torchlayer():
                                 compare_simulator="torchlayer")
     c = metrics["simulator_comparison"]
     assert c["against"] == "torchlayer" and (c["batch_size"], c["n_qubits"], c["threads"]) == (8, 2, 1)
-    assert c["steps_per_call"] == {"torch": tasks.SIMULATOR_STEPS["torch"],
-                                   "torchlayer": tasks.SIMULATOR_STEPS["pennylane"]}
+    assert c["steps_per_call"] == {"torch": tasks.qcnn.SIMULATOR_STEPS["torch"],
+                                   "torchlayer": tasks.qcnn.SIMULATOR_STEPS["pennylane"]}
     assert c["ratio"] > 0 and c["torch_samples_per_s"] > 0 and c["torchlayer_samples_per_s"] > 0
     assert c["ratio"] == pytest.approx(c["torch_samples_per_s"] / c["torchlayer_samples_per_s"], rel=1e-12)
     # at least SIMULATOR_ROUNDS paired rounds (more until the blocks add up to 0.2 s)
-    assert c["ratio_q1"] <= c["ratio_q3"] and c["rounds"] >= tasks.SIMULATOR_ROUNDS
+    assert c["ratio_q1"] <= c["ratio_q3"] and c["rounds"] >= tasks.qcnn.SIMULATOR_ROUNDS
     assert c["timing"]["torch"]["n"] == c["timing"]["torchlayer"]["n"] == c["rounds"]
     assert isinstance(c["noisy"], bool) and c["load"] >= 0
 

@@ -1,10 +1,13 @@
 """The shared argument checks of qmlnb._util: one wording, bools refused, NumPy integers accepted."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from qmlnb._util import check_int, check_positive_int, is_int
+from qmlnb._util import (Each, Interval, IsInstance, Options, check_int, check_option, check_positive_int, check_real,
+                         is_int)
 
 
 @pytest.mark.parametrize("value, minimum, expected", [
@@ -46,3 +49,36 @@ def test_none_passes_only_when_allowed():
 def test_check_positive_int_refuses(bad):
     with pytest.raises(ValueError, match="must be a positive integer"):
         check_positive_int(bad, "tile")
+
+
+# ---------------------------------------------------------------- the validation vocabulary
+@pytest.mark.parametrize("constraint, value, message", [
+    (Interval(int, 1), 0, "n must be a positive integer, got 0"),
+    (Interval(int, 0), True, "n must be a non-negative integer, got True"),
+    (Interval(int, 2, 8), 9, "n must be an integer in [2, 8], got 9"),
+    (Interval(float), float("nan"), "n must be a real number (not NaN), got nan"),
+    (Interval(float, 0, 1, closed="neither"), 1, "n must be a number in (0, 1), got 1"),
+    (Interval(float, 0, 1, closed="left"), True, "n must be a number in [0, 1), got True"),
+    (Interval(float, 0, float("inf"), closed="neither"), float("inf"), "n must be a finite number > 0, got inf"),
+    (Interval(float, 0, closed="neither"), 0.0, "n must be a positive number, got 0.0"),
+    (Interval(float, 0), -1, "n must be a non-negative number, got -1"),
+    (Interval(float, 2, closed="neither"), 2, "n must be a number > 2, got 2"),
+    (Options(("a", "b")), "c", "n must be one of ('a', 'b'), got 'c'"),
+    (Options((0, 1)), False, "n must be one of (0, 1), got False"),
+    (Each(Interval(int, 1)), [], "n must be a non-empty list of which each is a positive integer, got []"),
+    (Each(Interval(int, 1)), [1, 0], "each of n must be a positive integer, got 0"),
+    (IsInstance(str), 3, "n must be a string, got 3"),
+])
+def test_every_constraint_refuses_in_one_wording(constraint, value, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        constraint(value, "n")
+
+
+def test_constraints_return_the_value_as_pythons():
+    assert type(Interval(int, 0)(np.int64(3), "n")) is int and type(Interval(float)(np.float32(0.5), "x")) is float
+    assert Interval(float, 0)(2, "x") == 2.0 and Each(Interval(int, 1))((1, 2), "q") == [1, 2]
+    assert check_real(None, "x", none_ok=True) is None and check_option("t", "method", ("t", "bootstrap")) == "t"
+    with pytest.raises(ValueError, match=r"^x must be a number in \[0, 1\] or None, got 2$"):
+        check_real(2, "x", 0, 1, none_ok=True)
+    with pytest.raises(ValueError, match="closed must be one of"):
+        Interval(float, 0, 1, closed="both sides")

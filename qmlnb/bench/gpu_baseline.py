@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import timing
+from ..kernels.blas_reference import gram_throughput
 
 # the issue's targets: (N, n_qubits, seconds allowed for states plus Gram)
 TARGET_CASES = ((20_000, 14, 1.0), (1_000, 16, 0.05))
@@ -44,7 +45,7 @@ def _synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats: int, min_time: float = 0.2) -> tuple[float, list[float], object, dict]:
+def timed_on_device(fn, device, repeats: int, min_time: float = 0.2) -> tuple[float, list[float], object, dict]:
     """(median seconds, all seconds, last result, Timing dict) of ``fn`` by :func:`qmlnb.timing.measure`.
 
     One warm-up call (cuBLAS handles, kernel compilation, allocator pools:
@@ -54,10 +55,6 @@ def timed(fn, device, repeats: int, min_time: float = 0.2) -> tuple[float, list[
     """
     t = timing.measure(fn, min_repeats=repeats, min_time=min_time, sync=functools.partial(_synchronize, device))
     return t.median, t.times, t.value, t.as_dict()
-
-
-def _throughput(seconds: float, n: int, m: int, dim: int) -> dict:
-    return {"seconds": seconds, "pairs_per_s": n * m / seconds, "gflops": 8.0 * n * m * dim / seconds / 1e9}
 
 
 def _device_name(device) -> str:
@@ -92,10 +89,10 @@ def matmul_baseline(S, device, *, repeats: int = 5, min_time: float = 0.2) -> di
     device = torch.device(device)
     S = (S if isinstance(S, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(S))).to(device, torch.complex64)
     with exact_float32_matmul():  # the Gram backends refuse TF32; so must their baseline
-        seconds, times, _, stats = timed(lambda: S @ S.mH, device, repeats, min_time)
+        seconds, times, _, stats = timed_on_device(lambda: S @ S.mH, device, repeats, min_time)
     n, d = S.shape
     return {"operation": "torch.matmul(S, S^H) complex64", "device": _device_name(device), "shape": [n, d],
-            **_throughput(seconds, n, n, d), "all_seconds": times, "timing": stats}
+            **gram_throughput(seconds, n, n, d), "all_seconds": times, "timing": stats}
 
 
 def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeats: int,
@@ -116,11 +113,11 @@ def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeat
     def states_plus_gram():
         return gram_device(states_torch(fm, X, device), device=device, dtype=np.float32)
 
-    total_s, total_times, K, total_stats = timed(states_plus_gram, device, repeats, min_time)
+    total_s, total_times, K, total_stats = timed_on_device(states_plus_gram, device, repeats, min_time)
     del K
     S = states_torch(fm, X, device)
-    states_s, _, _, states_stats = timed(lambda: states_torch(fm, X, device), device, repeats, min_time)
-    gram_s, gram_times, K, gram_stats = timed(lambda: gram_device(S, device=device, dtype=np.float32), device,
+    states_s, _, _, states_stats = timed_on_device(lambda: states_torch(fm, X, device), device, repeats, min_time)
+    gram_s, gram_times, K, gram_stats = timed_on_device(lambda: gram_device(S, device=device, dtype=np.float32), device,
                                               repeats, min_time)
     baseline = matmul_baseline(S, device, repeats=repeats, min_time=min_time)
     rows = min(n, ACCURACY_ROWS)
@@ -129,7 +126,7 @@ def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeat
     case["torch_on_device"] = {
         "states_plus_gram_s": total_s, "states_plus_gram_all_s": total_times, "states_s": states_s,
         "timing": {"states_plus_gram": total_stats, "states": states_stats},
-        "gram": {**_throughput(gram_s, n, n, dim), "all_seconds": gram_times, "timing": gram_stats},
+        "gram": {**gram_throughput(gram_s, n, n, dim), "all_seconds": gram_times, "timing": gram_stats},
         "gram_vs_matmul": baseline["seconds"] / gram_s,
         "max_abs_difference_vs_cpu": float(np.abs(K[:rows, :rows].cpu().numpy() - reference).max()),
         "states_max_abs_difference_vs_numpy": float(np.abs(S_host[:rows] - fm.states(X[:rows])).max()),
@@ -152,10 +149,10 @@ def target_case(n: int, n_qubits: int, seconds_allowed: float, *, device, repeat
         if not usable:
             case["host_backends"][name] = {"usable": False, "reason": reason}
             continue
-        seconds, times, K_host, stats = timed(lambda: gram(S_host, backend=name, dtype=np.float32), device,
+        seconds, times, K_host, stats = timed_on_device(lambda: gram(S_host, backend=name, dtype=np.float32), device,
                                               repeats, min_time)
         case["host_backends"][name] = {
-            "usable": True, **_throughput(seconds, n, n, dim), "all_seconds": times, "timing": stats,
+            "usable": True, **gram_throughput(seconds, n, n, dim), "all_seconds": times, "timing": stats,
             "vs_matmul": baseline["seconds"] / seconds,
             "max_abs_difference_vs_cpu": float(np.abs(K_host[:rows, :rows] - reference).max()),
         }

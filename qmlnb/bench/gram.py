@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import timing
 from ..kernels import FeatureMap, available_backends, gram
-from ..kernels.blas_reference import cherk_call, gram_gflops
+from ..kernels.blas_reference import cherk_call, gram_throughput
 from ..kernels.pennylane_reference import states_vs_pennylane
 from ..lab.provenance import environment
 from .._util import atomic_write_json
@@ -68,25 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def embeddings(n: int, n_qubits: int, dataset: str, seed: int = 0) -> np.ndarray:
-    """(n, n_qubits) float64 features in [-pi, pi]."""
+    """(n, n_qubits) float64 angles: uniform in [-pi, pi] ("random"), or the digits' PCA angles in [0, pi]."""
     if dataset == "random":
         return np.random.default_rng(seed).uniform(-np.pi, np.pi, (n, n_qubits))
     from sklearn.datasets import load_digits
-    from sklearn.decomposition import PCA
+
+    from ..data.angles import pca_angles
 
     images = load_digits().data
     if n > len(images):
         raise ValueError(f"--dataset digits has {len(images)} samples; asked for --n {n}")
-    features = PCA(n_qubits, random_state=seed).fit_transform(images[:n])
-    return np.pi * features / np.abs(features).max(axis=0)
-
-
-def throughput(seconds: float, n: int, m: int, dim: int) -> dict:
-    return {
-        "seconds": seconds,
-        "pairs_per_s": n * m / seconds,
-        "gflops": gram_gflops(n, m, dim, seconds),
-    }
+    return pca_angles(images[:n], n_components=n_qubits)[0]  # the lab's convention: [0, pi] on the fitted range
 
 
 def bench_states(n: int, n_qubits: int, dataset: str, repeats: int, min_time: float) -> dict:
@@ -210,13 +202,13 @@ def run(args) -> int:
     rows, cherk = [], {}
     for t in threads:
         c = timed["cherk", t]
-        cherk[t] = {"threads": t, **throughput(c.median, n, n, dim), "all_seconds": c.times, "timing": c.as_dict()}
+        cherk[t] = {"threads": t, **gram_throughput(c.median, n, n, dim), "all_seconds": c.times, "timing": c.as_dict()}
         print(f"  blas cherk        threads={t}: {c.median:.3f} s  {cherk[t]['gflops']:.1f} GFLOP/s"
               f"{'  (noisy)' if c.noisy else ''}", flush=True)
         for name in names:
             b = timed[name, t]
             vs_cherk = timing.ratio(c, b)
-            row = {"backend": name, "threads": t, **throughput(b.median, n, n, dim), "all_seconds": b.times,
+            row = {"backend": name, "threads": t, **gram_throughput(b.median, n, n, dim), "all_seconds": b.times,
                    "first_call_s": b.compile_s, "iqr_s": b.iqr, "noisy": b.noisy, "timing": b.as_dict(),
                    "max_abs_difference_vs_cpu": float(np.abs(b.value - reference).max()),
                    "vs_cherk": vs_cherk["ratio"], "vs_cherk_median_of_rounds": vs_cherk["median"],

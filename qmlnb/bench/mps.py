@@ -89,7 +89,7 @@ def features(n: int, n_qubits: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-np.pi, np.pi, (n, n_qubits))
 
 
-def timed(call, repeats: int) -> tuple[dict, dict, object]:
+def timed_repeats(call, repeats: int) -> tuple[dict, dict, object]:
     """(statistics of ``repeats`` timed calls, conditions: load average before/after, CPU seconds, noisy;
     the last call's value).
 
@@ -178,7 +178,7 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict
     fm = FeatureMap(n_qubits=n_qubits, reps=args.reps, entanglement=args.entanglement, bandwidth=bandwidth)
     X = features(n, n_qubits)
     fm.mps(X[:8])
-    states, states_conditions, _ = timed(lambda: fm.mps(X), args.repeats)
+    states, states_conditions, _ = timed_repeats(lambda: fm.mps(X), args.repeats)
     M = fm.mps(X)
     distinct = n * (n + 1) // 2
     flops = flops_per_site_pair(args.reps, fm._circular_ring)
@@ -199,7 +199,7 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict
                                                f"{args.max_seconds:g}", "estimate_s": estimate}
             print(f"  {backend:<7} skipped (estimated {estimate:.0f} s)", flush=True)
             continue
-        stats, conditions, K = timed(lambda: gram(M, backend=backend, n_threads=threads), args.repeats)
+        stats, conditions, K = timed_repeats(lambda: gram(M, backend=backend, n_threads=threads), args.repeats)
         if "median_offdiagonal" not in row:
             row["median_offdiagonal"] = median_offdiagonal(K)
         del K

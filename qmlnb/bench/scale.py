@@ -82,7 +82,7 @@ def random_states(n: int, n_qubits: int, bandwidth: float, seed: int = 0) -> np.
     return FeatureMap(n_qubits=n_qubits, bandwidth=bandwidth).states(X)
 
 
-def timed(fn, log: dict | None = None, name: str | None = None):
+def timed_once(fn, log: dict | None = None, name: str | None = None):
     """(value, seconds) of one call of ``fn`` by :func:`qmlnb.timing.measure` (no warm-up, one repeat).
 
     The Timing's dict (load, CPU time, ``noisy``) goes to ``log[name]`` when given.
@@ -98,7 +98,7 @@ def disk_section(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="qmlnb-scale-", dir=args.work_dir))
     log = {}
     try:
-        K, seconds = timed(lambda: gram(S, out=folder / "K.npy", tile=args.tile, dtype=args.dtype), log, "to_disk")
+        K, seconds = timed_once(lambda: gram(S, out=folder / "K.npy", tile=args.tile, dtype=args.dtype), log, "to_disk")
         check = np.asarray(K[:64, :64]).astype(np.float64)
         exact = gram(S[:64], dtype=np.float64)
         max_error = float(np.abs(check - exact).max())
@@ -107,8 +107,8 @@ def disk_section(args) -> dict:
         peak = peak_rss_gib()
         # the same call in memory vs to disk, on a size whose matrix fits in RAM
         Sb = S[: args.baseline_n]
-        _, t_memory = timed(lambda: gram(Sb, tile=args.tile, dtype=args.dtype), log, "baseline_in_memory")
-        _, t_disk = timed(lambda: gram(Sb, out=folder / "Kb.npy", tile=args.tile, dtype=args.dtype), log,
+        _, t_memory = timed_once(lambda: gram(Sb, tile=args.tile, dtype=args.dtype), log, "baseline_in_memory")
+        _, t_disk = timed_once(lambda: gram(Sb, out=folder / "Kb.npy", tile=args.tile, dtype=args.dtype), log,
                           "baseline_to_disk")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -232,17 +232,17 @@ def nystrom_section(args) -> dict:
         return float((svc.predict(gram(S[test], S[train])) == y[test]).mean())
 
     log = {}
-    exact_accuracy, t_exact = timed(exact_svc, log, "exact_svc")
+    exact_accuracy, t_exact = timed_once(exact_svc, log, "exact_svc")
     rows, features = {}, []
     for m in [m for m in ms if m <= len(train)]:
         def fit_nystrom(m=m):
             ny = NystroemQuantumKernel(fm, m, landmarks="kmeans++", random_state=0).fit(X[train])
             F = ny.transform_states(S)
             return F, LinearSVC(C=10.0, max_iter=5000).fit(F[train], y[train])
-        (F, linear), seconds = timed(fit_nystrom, log, f"nystrom_{m}")
+        (F, linear), seconds = timed_once(fit_nystrom, log, f"nystrom_{m}")
         features.append(F)
         rows[str(m)] = {"accuracy": float((linear.predict(F[test]) == y[test]).mean()), "fit_seconds": seconds}
-    errors, t_error = timed(lambda: relative_frobenius_error(S, features), log, "error_over_all_n")
+    errors, t_error = timed_once(lambda: relative_frobenius_error(S, features), log, "error_over_all_n")
     for row, error in zip(rows.values(), errors):
         row["relative_frobenius_error"] = error
     return {"n_qubits": args.n_qubits, "bandwidth": args.bandwidth, "n": len(y), "n_train": len(train),

@@ -18,7 +18,6 @@ fill the disk.
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 import socket
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .._util import check_positive_int
+from .._util import Interval, check_positive_int
 from . import catalog
 from .catalog import ENV_VAR, dataset_folder, dataset_info
 
@@ -76,8 +75,7 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
 
 def _check_seconds(value, name: str) -> None:
     """ValueError naming ``name`` unless ``value`` is a positive number (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    Interval(float, 0, closed="neither")(value, name)  # seconds
 
 
 def _content_length(response) -> int | None:

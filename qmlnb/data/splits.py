@@ -1,14 +1,13 @@
 """Class selection, seeded stratified train/validation/test splits, normalisation."""
 from __future__ import annotations
 
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._util import check_int, check_positive_int, is_int
+from .._util import Interval, check_int, check_positive_int, is_int
 from .catalog import DEFAULT_CLASSES, dataset_info
 from .readers import Part, read_dataset
 
@@ -56,9 +55,7 @@ class Splits:
 
 # ------------------------------------------------------------- validation
 def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
-    return float(value)
+    return Interval(float, 0, 1, closed="neither")(value, name)
 
 
 def _check_classes(classes) -> tuple[int, ...] | None:

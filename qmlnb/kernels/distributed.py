@@ -42,7 +42,7 @@ import uuid
 import numpy as np
 
 from .._util import available_cores
-from .out_of_core import compute_tile, gram_to_file, open_output, tile_device
+from .out_of_core import compute_tile, open_output, tile_device
 from .shared_memory import SharedArray, SharedMPS, scratch_output, share
 from .validation import check_fits_in_memory
 
@@ -215,15 +215,3 @@ def gram_on_dask(A: np.ndarray, B: np.ndarray | None, *, client, backend: str, t
     if B is None:
         mirror_upper_(K, tile)
     return K
-
-
-def gram_scaled(A, B, *, backend: str, tile: int, n_threads: int, dtype, out=None, client=None, verify: bool = True,
-                device=None):
-    """``gram``'s route for ``out=`` (to disk) and/or ``client=`` (on Dask); inputs already validated."""
-    if client is None:
-        return gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify,
-                            device=device)
-    return gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out,
-                        verify=verify, device=device)
-
-

@@ -136,11 +136,16 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
             check_unit_norms(np.exp(0.5 * self_log_overlap(states.tensors)), name)
         else:
             check_unit_rows(states, name)
-    if out is not None or client is not None:  # to disk and/or on a cluster: delegated
-        from .distributed import gram_scaled
+    if client is not None:  # on a cluster (and maybe to disk): the Dask route
+        from .distributed import gram_on_dask
 
-        K = gram_scaled(A, B, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out, client=client,
-                        verify=verify, device=device)
+        K = gram_on_dask(A, B, client=client, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, out=out,
+                         verify=verify, device=device)
+    elif out is not None:  # to disk on this machine: no Dask involved
+        from .out_of_core import gram_to_file
+
+        K = gram_to_file(A, B, out, backend=backend, tile=tile, n_threads=n_threads, dtype=dtype, verify=verify,
+                         device=device)
     else:
         K = (module.gram_mps if mps else module.gram)(A, B, out=np.empty((A.shape[0], n_cols), dtype=dtype),
                                                        tile=tile, n_threads=n_threads)
@@ -162,7 +167,7 @@ def n_qubits_of(A) -> int:
 
 def check_mps_operands(A, B, backend: str, module) -> tuple[MPSStates, MPSStates | None]:
     """Validated MPS operands with one bond dimension (the smaller padded with zeros: still exact)."""
-    if not hasattr(module, "gram_mps"):
+    if "mps" not in module.CAPABILITIES:
         raise ValueError(f"backend={backend!r} has no MPS kernel; matrix-product states (FeatureMap.mps) work with "
                          "the backends 'cpu', 'numba' and 'openmp'")
     A = check_mps(A, "A")

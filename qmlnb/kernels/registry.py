@@ -4,6 +4,8 @@ A backend is a module of ``qmlnb.kernels.backends`` with
 
 - ``INSTALL``: the install step that makes it usable (shown in errors);
 - ``DEFAULT_TILE``: its default tile edge in rows;
+- ``CAPABILITIES``: what it computes, a subset of :data:`CAPABILITIES` (the Gram
+  entry point asks :func:`supports`, never ``hasattr``);
 - ``probe() -> (usable: bool, reason: str)``: cheap, never raises (ask it through
   :func:`check_backend`);
 - ``gram(A, B, *, out, tile, n_threads)``: fills ``out`` (N, M) float32 or
@@ -26,6 +28,11 @@ BACKENDS = {
     "pycuda": "qmlnb.kernels.backends.pycuda_kernel",
     "cupy": "qmlnb.kernels.backends.cupy_blas",
 }
+
+
+# what a backend may declare: "states" (Gram of state vectors), "mps" (of matrix-product states: ``gram_mps``),
+# "out" (tiles written to a file, qmlnb.kernels.out_of_core), "client" (tiles as Dask tasks, qmlnb.kernels.distributed)
+CAPABILITIES = ("states", "mps", "out", "client")
 
 
 class BackendError(RuntimeError):
@@ -57,12 +64,26 @@ def check_backend(name: str) -> tuple[bool, str]:
     return _module(name).probe()
 
 
+def unusable_reason(name: str) -> str | None:
+    """None when the backend ``name`` can run here, else the one sentence that says why not
+    ("Gram backend 'torchcuda' cannot run here: <probe's reason>"): every refusal and skip quotes it."""
+    usable, reason = check_backend(name)
+    return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
+
+
+def supports(name: str, capability: str) -> bool:
+    """Does the backend ``name`` declare ``capability`` (one of :data:`CAPABILITIES`)?  Imports nothing heavy."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"capability must be one of {CAPABILITIES}, got {capability!r}")
+    return capability in _module(name).CAPABILITIES
+
+
 def get_backend(name: str) -> ModuleType:
     """The backend module, after checking that it can run here (never a fallback)."""
     module = _module(name)
-    usable, reason = check_backend(name)
-    if not usable:
-        raise BackendUnavailableError(f"Gram backend {name!r} cannot run here: {reason}. To enable it: {module.INSTALL}")
+    why = unusable_reason(name)
+    if why:
+        raise BackendUnavailableError(f"{why}. To enable it: {module.INSTALL}")
     return module
 
 

@@ -14,7 +14,7 @@ run starts:
 Then each stage in turn: its references are decided from the referenced stage's
 complete runs (the runs of that stage's current points when it is part of this
 sweep, else every complete run in ``<runs>/<stage>/``), each decision is recorded
-(:func:`qmlnb.lab.decisions.record`), the chosen values fill the points, and the
+(:func:`qmlnb.lab.decision_records.record`), the chosen values fill the points, and the
 stage is planned and run by :func:`qmlnb.lab.sweep.run_sweeps`.  Each stage's place in the
 flow and the values it took are written to ``<runs>/<stage>/flow.json`` (for the report's diagram).  A referenced
 stage that ends with no complete run stops the flow before the stages that need it.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import decisions, runs
+from . import decision_records, decisions, runs
 from .._util import atomic_write_json
 from .decisions import DecisionError
 
@@ -114,7 +114,7 @@ def decide_reference(ref: decisions.Reference, groups: dict, runs_dir, write: bo
     except DecisionError as err:
         raise DecisionError(f"{ref.where}: {err}") from err
     if write:
-        decisions.record(runs_dir, decision)
+        decision_records.record(runs_dir, decision)
     return decision
 
 
@@ -177,7 +177,7 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
         used: list = []
         group = [resolve(s, groups, runs_dir, used=used) for s in groups[stage]]
         groups[stage] = group  # later stages decide from these (resolved) points
-        decisions.check_writable(runs_dir / stage / FLOW_FILE, runs_dir)  # never through a linked stage folder
+        decision_records.check_writable(runs_dir / stage / FLOW_FILE, runs_dir)  # never through a linked stage folder
         atomic_write_json(runs_dir / stage / FLOW_FILE, {
             "stage": stage, "order": index, "grid_files": [str(s.path) for s in group], "references": used,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
@@ -194,7 +194,7 @@ def run_flow(sweeps, jobs: int = 1, cores: int | None = None, progress: bool = T
 def _is_reference_record(entry) -> bool:
     """Is ``entry`` one ``references`` item as :func:`resolve` records it (names plain, values finite numbers)?"""
     return (isinstance(entry, dict) and isinstance(entry.get("key"), str) and entry["key"].isidentifier()
-            and isinstance(entry.get("from"), str) and bool(decisions.SAFE_STAGE.fullmatch(entry["from"]))
+            and isinstance(entry.get("from"), str) and bool(runs.SAFE_NAME.fullmatch(entry["from"]))
             and entry.get("pick") in decisions.RULES
             and isinstance(entry.get("param"), str) and entry["param"].isidentifier()
             and decisions.is_number(entry.get("value"))
@@ -207,8 +207,8 @@ def check_flow_record(record, path: Path) -> dict:
     and its values finite numbers (the report draws and prints these; nothing else may reach the page)."""
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
-    decisions.check_fields(record, {
-        "stage": decisions.stage_field(path),
+    decision_records.check_fields(record, {
+        "stage": decision_records.stage_field(path),
         "order": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10_000, "a stage count"),
         "references": (lambda v: isinstance(v, list) and all(map(_is_reference_record, v)),
                        "a list of {key, from, pick, param, value, decided, at_least} with plain names and numbers"),
@@ -219,7 +219,7 @@ def check_flow_record(record, path: Path) -> dict:
 def load_flow(runs_dir) -> tuple[list[dict], list[tuple[Path, str]]]:
     """(the valid flow records under ``runs_dir``, in run order; (path, why) of those that are not).
 
-    Read like the decision records (:func:`qmlnb.lab.decisions.load_decisions`):
+    Read like the decision records (:func:`qmlnb.lab.decision_records.load_decisions`):
     never through a symlink, only inside ``runs_dir``, checked by :func:`check_flow_record`.
     """
     out, unreadable = [], []

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +34,10 @@ import nbformat
 import yaml
 
 from . import decisions, runs, stages
+from .tasks.spec import NAMED, Param, TaskSpec
 from .._util import a_or_an, check_positive_int
 
 GRID_KEYS = {"name", "stage", "notebook", "jobs", "timeout", "grid", "description"}
-# a grid name is one folder under the runs folder: no separators, no "." or "..", no hidden name
-SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
 # most points one grid file may expand to: counted from the lists' lengths before the product is built, so a
 # short YAML of many long lists (9 keys x 10 values: 10**9 points) is refused at once instead of filling memory
 MAX_POINTS = 100_000
@@ -182,7 +180,7 @@ def _read_notebook(notebook: Path, grid_file: Path) -> str:
 def _grid_name(spec: dict, grid_file: Path) -> str:
     """The grid's folder name (``name:`` or the file's stem), refused unless it is one safe folder name."""
     name = str(spec.get("name") or grid_file.stem)
-    if not SAFE_NAME.fullmatch(name):
+    if not runs.SAFE_NAME.fullmatch(name):
         source = "name" if spec.get("name") else "the file name (set 'name:')"
         raise SweepError(f"{grid_file}: {source} {name!r} is not a plain folder name: use up to 100 of "
                          "A-Z a-z 0-9 _ + - . (not starting with '.'), so the runs stay inside the runs folder")
@@ -224,18 +222,14 @@ def _check_points(points: list[dict], grid_file: Path) -> None:
         seen[name] = point
 
 
-def named_values() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """{parameter: (what its value names, the known names)}: grid values checked against the library's registries.
+def tasks_spec(notebook: Path) -> TaskSpec:
+    """The declared task of ``notebook`` (:data:`qmlnb.lab.tasks.SPECS`); a notebook of no declared task
+    (one written for a test, a new experiment) gets a spec whose parameters that share a name with
+    :data:`.tasks.spec.NAMED` (``backend``, ``dataset``) name what those name, unchecked otherwise."""
+    from .tasks import spec_of_notebook
 
-    A point naming an unknown Gram backend or dataset is refused when the grid is
-    loaded, instead of starting a kernel that fails later.  (A known backend
-    that cannot run on this machine is not an error: the sweep records its
-    points as skipped, with the reason.)
-    """
-    from ..data import DATASETS
-    from ..kernels.registry import BACKENDS
-
-    return {"backend": ("Gram backend", tuple(BACKENDS)), "dataset": ("dataset", tuple(DATASETS))}
+    return spec_of_notebook(notebook) or TaskSpec(name=notebook.stem, notebook=str(notebook),
+                                                  params=tuple(Param(key, None, names=key) for key in NAMED))
 
 
 def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Sweep:
@@ -268,7 +262,7 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
         decisions.check_points(points, path, params)
     except decisions.DecisionError as err:
         raise SweepError(str(err)) from err
-    known = named_values()
+    task = tasks_spec(notebook)
     for point in points:
         unknown = [k for k in point if k not in params]
         if unknown:
@@ -281,10 +275,10 @@ def load_sweep(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") ->
                 raise SweepError(f"{path}: parameter {key!r} = {value!r} is {a_or_an(type(value).__name__)}, but "
                                  f"{notebook.name} expects {a_or_an(type(params[key]).__name__)} "
                                  f"(default {params[key]!r})")
-            if key in known and isinstance(value, str) and value not in known[key][1]:
-                what, names = known[key]
-                raise SweepError(f"{path}: parameter {key!r} = {value!r} is not a known {what}; "
-                                 f"known: {', '.join(names)}")
+        try:  # the task's declared constraints, and the backend or dataset a value names
+            task.check({k: v for k, v in point.items() if not decisions.is_deferred(v)})
+        except ValueError as err:
+            raise SweepError(f"{path}: {err}") from None
     for key in ("jobs", "timeout"):
         value = spec.get(key)
         if value is not None:

@@ -39,12 +39,15 @@ METRICS_FILE = "metrics.json"
 LOCK_FILE = ".lock"
 RUN_DIR_ENV = "QMLNB_RUN_DIR"  # the sweep sets it in a kernel's environment: the folder that run writes to
 # the sweep sets it (JSON {asked, used, reason}) when the point's dataset is a first-available choice that fell back
-# to a later candidate; tasks.save_run records it in metrics.json as ``dataset_fallback``
+# to a later candidate; qmlnb.lab.tasks.save_run records it in metrics.json as ``dataset_fallback``
 DATASET_FALLBACK_ENV = "QMLNB_DATASET_FALLBACK"
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT of the sweep; redone by the next sweep
 FINAL_STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)
 MAX_NAME = 120  # run folder names are at most this long (the readable part is cut, the hash kept)
+# a grid's name is one folder under the runs folder (and the stage a decision names): no separators, no "." or
+# "..", no hidden name
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
 HASH_CHARS = 12  # hex digits of the parameters' SHA-256 in a run folder name (48 bits)
 
 
@@ -60,6 +63,24 @@ class RunBusy(RuntimeError):
         holder = f"pid {pid}" if pid else "another process"
         super().__init__(f"{run_dir} is held by {holder} (another sweep is running it)")
 
+
+class RunSkipped(RuntimeError):
+    """This run does not apply here (e.g. its dataset is not in the data directory, its backend cannot run).
+
+    A task raises it inside a notebook; the sweep sees only the error's text (papermill's ``evalue``), so the
+    text carries :data:`SKIP_MARK`, which :func:`skip_reason` recognises and removes: a subclass is a skip too.
+    """
+
+    def __str__(self) -> str:
+        return SKIP_MARK + super().__str__()
+
+
+SKIP_MARK = "[run skipped] "
+
+
+def skip_reason(evalue: str) -> str | None:
+    """The reason of a :class:`RunSkipped` from a notebook error's text, or None for any other error."""
+    return evalue[len(SKIP_MARK):] if isinstance(evalue, str) and evalue.startswith(SKIP_MARK) else None
 
 
 

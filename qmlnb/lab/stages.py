@@ -24,8 +24,8 @@ QSVM = "qsvm"              # 20-qsvm.ipynb: tasks.qsvm_run
 GRAM = "gram-scaling"      # 30-gram-scaling.ipynb: tasks.gram_scaling
 EXPLORE = "explore"        # 00-explore.ipynb
 SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
-SHOTS = "shots"            # 45-shots.ipynb: shots_task.shots_study
-FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: feature_maps.feature_map_qsvm
+SHOTS = "shots"            # 45-shots.ipynb: tasks.shots_study
+FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: tasks.feature_map_qsvm
 TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from . import decisions, runs
 from ..data import catalog
 from .._util import available_cores, check_positive_int, plural
-from .executor import (BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point,
-                       run_points_on_dask, skip_point, stop_children_on_signals)
+from .executor import BUSY, CHILDREN, CoreBudget, SweepInterrupted, run_point, skip_point, stop_children_on_signals
+from .executor_dask import run_points_on_dask
 # the grid files' names, handed on: `sweep.load_sweep(...)` is how callers read a grid
 from .grid import GRID_KEYS, Sweep, SweepError, expand_grid, load_sweep, notebook_parameters
 
@@ -52,13 +52,12 @@ def backend_unusable(point: dict) -> str | None:
     name = point.get("backend")
     if not isinstance(name, str):
         return None
-    from ..kernels import UnknownBackendError, check_backend
+    from ..kernels.registry import UnknownBackendError, unusable_reason
 
     try:
-        usable, reason = check_backend(name)
+        return unusable_reason(name)
     except UnknownBackendError:
         return None
-    return None if usable else f"Gram backend {name!r} cannot run here: {reason}"
 
 
 def plan(sweeps: list[Sweep], cores: int, jobs: int,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._util import Each, Interval
 from ..stats import compare_to_reference
 from .model import HEADS
 from .train import TrainConfig, train_qcnn
@@ -56,8 +57,7 @@ def train_controls(splits, cfg: TrainConfig | None = None, *, heads=HEADS, seeds
     if REFERENCE not in heads:
         raise ValueError(f"heads must include {REFERENCE!r}, the model the controls are compared with")
     seeds = tuple(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
+    Each(Interval(int, 0))(list(seeds), "seeds")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
     runs = {head: [] for head in heads}

@@ -6,14 +6,41 @@ each fold-parallel pool worker and each data-parallel rank (for the process's
 life, :func:`apply_training_settings`).  With the same number of threads per
 process the three modes then run the same kernels in the same order, which is
 what makes a fold-parallel fold equal to the same fold trained sequentially.
+
+:func:`set_threads` sets a whole process's thread count at once (torch, BLAS,
+numba; the environment variables :data:`THREAD_ENV_VARS` that a sweep also
+exports to each kernel before it starts).  torch is imported when a function
+needs it, so a sweep process can read :data:`THREAD_ENV_VARS` without it.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 
-import torch
+from .._util import Interval, available_cores, check_positive_int
 
-from .._util import check_positive_int
+# the variables OpenMP, MKL, OpenBLAS and numba read once, when they start: set before a process imports them
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` threads in torch, BLAS (threadpoolctl) and numba; 0 means all cores.
+
+    The sweep already exports :data:`THREAD_ENV_VARS` before the kernel
+    starts (the only moment some libraries read them); this sets the libraries
+    that can change at run time, so an interactive notebook obeys ``threads`` too.
+    Returns the thread count in effect.
+    """
+    threads = Interval(int, 0)(threads, "threads") or available_cores()  # 0: all cores
+    for var in THREAD_ENV_VARS:
+        os.environ.setdefault(var, str(threads))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
 
 
 def apply_training_settings(threads: int) -> None:
@@ -22,6 +49,8 @@ def apply_training_settings(threads: int) -> None:
     ``warn_only=True``: an op without a deterministic implementation warns
     instead of stopping a run; the model's ops all have one on the CPU.
     """
+    import torch
+
     torch.set_num_threads(check_positive_int(threads, "threads"))
     torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -29,6 +58,8 @@ def apply_training_settings(threads: int) -> None:
 @contextlib.contextmanager
 def training_settings(threads: int):
     """:func:`apply_training_settings` inside the ``with`` block; the previous settings restored after it."""
+    import torch
+
     previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
     apply_training_settings(threads)

@@ -23,7 +23,7 @@ and well-behaved:
 """
 from __future__ import annotations
 
-import numbers
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..kernels import FeatureMap, gram
 from ..kernels.registry import get_backend
-from .._util import check_int
+from .._util import Interval, check_int, check_option
 from .diagnostics import kernel_diagnostics, warn_diagnostics
 
 # C grid of the stratified search, log-spaced as usual for SVMs
@@ -87,9 +87,7 @@ def scaled_bandwidths(n_qubits: int, reference: int = BANDWIDTH_REFERENCE_QUBITS
 # ---------------------------------------------------------------- validation
 def _check_positive(value, name: str) -> float:
     """A finite real number > 0 (bools refused), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return Interval(float, 0, math.inf, closed="neither")(value, name)
 
 
 def _check_grid(values, name: str) -> tuple[float, ...]:
@@ -474,3 +472,14 @@ class QuantumKernelSVC(ClassifierMixin, BaseEstimator):
     def predict_from_kernel(self, K_test) -> np.ndarray:
         """Labels from a test kernel (M, n_train) against every training sample."""
         return self.svc_.predict(self._check_test_kernel(K_test))
+
+
+# the rules a task may name for its bandwidth grid at n qubits: scaled_bandwidths(n) ("scaled": extended by
+# sqrt(8 / n) beyond 8 qubits, against the concentration of many-qubit kernels) or DEFAULT_BANDWIDTHS at every n
+BANDWIDTH_RULES = ("scaled", "default")
+
+
+def bandwidth_grid(rule: str, n_qubits: int) -> tuple[float, ...]:
+    """The bandwidth candidates of ``rule`` (one of :data:`BANDWIDTH_RULES`) at ``n_qubits`` qubits."""
+    check_option(rule, "bandwidth_rule", BANDWIDTH_RULES)
+    return scaled_bandwidths(n_qubits) if rule == "scaled" else DEFAULT_BANDWIDTHS

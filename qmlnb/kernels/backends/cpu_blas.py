@@ -16,6 +16,7 @@ from ..tiling import mirror_upper_, tile_pairs
 
 INSTALL = "pip install scipy threadpoolctl (part of the default install)"
 DEFAULT_TILE = 2048
+CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
 
 
 def probe() -> tuple[bool, str]:

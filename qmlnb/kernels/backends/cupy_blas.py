@@ -26,6 +26,7 @@ INSTALL = (
     "and driver; see docs/gpu.md"
 )
 DEFAULT_TILE = 8192
+CAPABILITIES = frozenset({"states", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES: no MPS kernel
 DEVICE_MEMORY_FRACTION = 0.8
 
 _ABS2_SOURCE = "k = (T)(z.real() * z.real() + z.imag() * z.imag())"

@@ -22,6 +22,7 @@ from ..tiling import tile_pairs
 
 INSTALL = "pip install numba (part of the default install)"
 DEFAULT_TILE = 128
+CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
 # State entries per cache block: the packed rows of a tile (4 planar arrays of
 # tile x KC float32, 1 MiB at tile 128) stay in L2.
 KC = 512

@@ -31,6 +31,7 @@ INSTALL = (
     "CUDA_ROOT=/usr/local/cuda, and put nvcc on PATH); see docs/gpu.md"
 )
 DEFAULT_TILE = 8192
+CAPABILITIES = frozenset({"states", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES: no MPS kernel
 KERNEL_SOURCE = Path(__file__).with_name("gram_kernel.cu")
 BLOCK_EDGE = 64  # GRAM_TILE in gram_kernel.cu: K rows/columns per thread block
 THREADS = (16, 16, 1)  # GRAM_THREADS x GRAM_THREADS

@@ -29,7 +29,6 @@ import contextlib
 import numpy as np
 
 from ..multi_gpu import gram_tiles_on_devices
-from ..registry import BackendUnavailableError
 from ..tiling import tile_pairs
 from ..validation import InsufficientMemoryError, check_states, check_unit_norms
 from ..._util import check_positive_int
@@ -40,6 +39,7 @@ INSTALL = (
     "https://download.pytorch.org/whl/cu126); the default install is the CPU build"
 )
 DEFAULT_TILE = 4096
+CAPABILITIES = frozenset({"states", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES: no MPS kernel
 # fraction of the free device memory the backend plans to use
 DEVICE_MEMORY_FRACTION = 0.8
 
@@ -300,9 +300,9 @@ def _resolve_device(device):
 
     device = torch.device("cuda" if device is None else device)
     if device.type == "cuda":
-        usable, reason = probe()
-        if not usable:
-            raise BackendUnavailableError(f"Gram backend 'torchcuda' cannot run here: {reason}. To enable it: {INSTALL}")
+        from ..registry import get_backend
+
+        get_backend("torchcuda")  # the registry's one check and message when there is no usable CUDA device
         if device.index is None:  # tensors report an index; compare like with like
             device = torch.device("cuda", torch.cuda.current_device())
     return device

@@ -37,6 +37,8 @@ from ...qsvm.baselines import BASELINES
 from ...qsvm.diagnostics import at_grid_edge
 from ...qsvm.svm import DEFAULT_CS
 from .. import stages
+from ..tasks import qcnn as qcnn_task, qsvm as qsvm_task
+from .load import baseline_names
 
 SCORE = "balanced_accuracy"
 QCNN_REFERENCE = "quantum"
@@ -221,14 +223,14 @@ def qcnn_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
     from .load import select_task
 
     runs = select_task(frame, stages.QCNN)
-    column = f"qcnn.{score}"
+    column = qcnn_task.SCORES.join(score)
     if runs.empty or column not in runs:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     long = _task_frame(runs, QCNN_SETTING)
     long["model"] = [str(h) if isinstance(h, str) else QCNN_REFERENCE for h in _column(runs, "head")]
     long["score"] = pd.to_numeric(runs[column], errors="coerce")
     long["degenerate"] = [_flag(a) or _flag(b) for a, b in zip(_column(runs, "degenerate", False),
-                                                               _column(runs, "qcnn.degenerate", False))]
+                                                               _column(runs, qcnn_task.SCORES.join("degenerate"), False))]
     long = long.dropna(subset=["score"])
     with_controls = long.groupby(list(TASK_COLUMNS))["model"].transform("nunique") > 1
     return compare_models(long[with_controls], QCNN_REFERENCE, order=HEADS, confidence=confidence)
@@ -240,13 +242,12 @@ def qsvm_long(frame: pd.DataFrame, score: str = SCORE) -> pd.DataFrame:
     from .load import select_task
 
     runs = select_task(frame, stages.QSVM)
-    if runs.empty or f"qsvm.{score}" not in runs:
+    if runs.empty or qsvm_task.SCORES.join(score) not in runs:
         return pd.DataFrame(columns=[*TASK_COLUMNS, "seed", "model", "score", "degenerate"])
     task = _task_frame(runs, QSVM_SETTING)
-    prefixes = {"qsvm": "qsvm", "qcnn": "qcnn"}
-    prefixes |= {name: f"baselines.{name}" for name in BASELINES}
-    prefixes |= {col.split(".")[1]: ".".join(col.split(".")[:2]) for col in runs
-                 if col.startswith("baselines.") and col.endswith(f".{score}")}
+    prefixes = {"qsvm": qsvm_task.SCORES, "qcnn": qsvm_task.QCNN_SCORES}
+    prefixes |= {name: qsvm_task.BASELINE_SCORES.join(name) for name in BASELINES}
+    prefixes |= {name: qsvm_task.BASELINE_SCORES.join(name) for name in baseline_names(runs, score)}
     parts = []
     for model, prefix in prefixes.items():
         if f"{prefix}.{score}" not in runs:
@@ -377,22 +378,23 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     from .load import select_task
 
     runs = select_task(frame, stages.QSVM)
-    if runs.empty or "kernel_diagnostics.off_diagonal_std" not in runs:
+    spread = qsvm_task.DIAGNOSTICS.join("off_diagonal_std")
+    if runs.empty or spread not in runs:
         return pd.DataFrame()
-    runs = runs[runs["kernel_diagnostics.off_diagonal_std"].notna()]
+    runs = runs[runs[spread].notna()]
     task = _task_frame(runs, ())
     out = pd.DataFrame({"stage": task["stage"], "dataset": task["dataset"], "classes": task["classes"],
                         "backend": _column(runs, "backend"), "n_qubits": _column(runs, "n_qubits"),
                         "seed": task["seed"]})
     for name in DIAGNOSTIC_COLUMNS:
-        out[name] = _column(runs, f"kernel_diagnostics.{name}")
+        out[name] = _column(runs, qsvm_task.DIAGNOSTICS.join(name))
     # C is chosen by cross-validation over qmlnb.qsvm.svm.DEFAULT_CS (C="auto"): flagged at the grid's edge like
     # the bandwidth (a C on the edge may want a wider grid); NaN where the run fixed C or recorded none
-    out["C"] = pd.to_numeric(_column(runs, "qsvm_params.C"), errors="coerce")
+    out["C"] = pd.to_numeric(_column(runs, qsvm_task.PARAMS.join("C")), errors="coerce")
     out["C_grid"] = " ".join(f"{c:g}" for c in DEFAULT_CS)
     out["C_at_grid_edge"] = [at_grid_edge(c, DEFAULT_CS) if pd.notna(c) else None for c in out["C"]]
-    out[SCORE] = _column(runs, f"qsvm.{SCORE}")
-    out["degenerate"] = [_flag(v) for v in _column(runs, "qsvm.degenerate", False)]
+    out[SCORE] = _column(runs, qsvm_task.SCORES.join(SCORE))
+    out["degenerate"] = [_flag(v) for v in _column(runs, qsvm_task.SCORES.join("degenerate"), False)]
     out["warnings"] = ["; ".join([*(w if isinstance(w, list) else []),
                                   *([f"C={c:g} sits on its grid's edge ({out['C_grid'].iloc[0]})"] if edge else [])])
                        for w, c, edge in zip(_column(runs, "kernel_warnings", None), out["C"], out["C_at_grid_edge"])]

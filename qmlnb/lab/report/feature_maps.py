@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import stages
+from ..tasks import feature_map as feature_map_task
 from .load import select_stage
 from .tables import _spread
 
 KEYS = ["dataset", "feature_map_label", "n_qubits", "n_train", "feature_map_gates"]
-RBF = "baselines.rbf_svm_embeddings_alignment.balanced_accuracy"
 
 
 def feature_map_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -24,7 +24,8 @@ def feature_map_table(frame: pd.DataFrame) -> pd.DataFrame:
     if runs.empty or "feature_map_label" not in runs:
         return pd.DataFrame(columns=columns)
     groups = runs.groupby(KEYS, dropna=False, sort=True)
-    out = _spread(groups, {"qsvm_balanced_accuracy": "qsvm.balanced_accuracy", "rbf_balanced_accuracy": RBF})
+    out = _spread(groups, {"qsvm_balanced_accuracy": feature_map_task.SCORES.join("balanced_accuracy"),
+                          "rbf_balanced_accuracy": feature_map_task.RBF_BALANCED_ACCURACY})
     out["n"] = groups.size()
     out["bandwidth"] = groups["bandwidth"].median()
     return out.reset_index()[columns]

@@ -30,28 +30,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import decisions, flow, runs, stages
-from .load import select_stage
+from ...qcnn.train import MODES
+from ...qsvm.baselines import BASELINES
+from .. import decision_records, flow, runs, stages
+from ..tasks import gram as gram_task, qcnn as qcnn_task, qsvm as qsvm_task
+from .load import baseline_names, select_stage
 from .present import markdown_text, natural_key, setting_value
 
-FINAL_GRIDS = ("final-modes", "final")  # the grids (run folders) whose skipped points name absent datasets
-MODE_ORDER = {"sequential": 0, "fold-parallel": 1, "data-parallel": 2}
+FINAL_STAGES = (stages.FINAL_MODES, stages.FINAL)  # the stages whose skipped points name absent datasets
+MODE_ORDER = {mode: i for i, mode in enumerate(MODES)}  # qmlnb.qcnn.train's modes, in its order
 # what a mode's training time holds (qmlnb.qcnn.parallel): both parallel modes reuse the worker processes the
 # run's warm-up training started (fold-parallel a process pool, data-parallel a gloo group), so their start-up
 # (seconds of imports against a tenth of a second of training for this small model) is not in the time
-MODE_TIMED = {"sequential": "QCNN training", "fold-parallel": "QCNN training (process pool already started)",
-              "data-parallel": "QCNN training (gloo worker processes already started)"}
-# the classical baselines of the final stage in the order of their rows (others follow, sorted by name):
-# the CNN beside CNN+SVM, then the other models on the embeddings, then those on the pixels
-BASELINE_NAMES = {
-    stages.CNN_BASELINE: "CNN (linear head, same trainer and budget)",
-    "rbf_svm_embeddings": "RBF SVM on the QCNN's CNN embeddings (CNN+SVM)",
-    "rbf_svm_embeddings_alignment": "RBF SVM on the QCNN's embeddings, gamma chosen like the bandwidth",
-    "logreg_embeddings": "logistic regression on the QCNN's embeddings",
-    "linear_svm_pixels": "linear SVM on the pixels",
-    "rbf_svm_pixels": "RBF SVM on the pixels (PCA)",
-    "logreg_pixels": "logistic regression on the pixels (PCA)",
-}
+MODE_TIMED = dict(zip(MODES, ("QCNN training", "QCNN training (process pool already started)",
+                              "QCNN training (gloo worker processes already started)")))
+# what each classical baseline is, for the table's legend: the CNN (trained by the qsvm task itself), then the
+# models of qmlnb.qsvm.baselines as that module describes them
+BASELINE_NAMES = {stages.CNN_BASELINE: "CNN (linear head, same trainer and budget)",
+                  **{name: description for name, (_, description) in BASELINES.items()}}
 BASELINE_TIMED = {stages.CNN_BASELINE: "training (one call, as the QCNN's)"}  # the others: "fit with its CV search"
 # short names for the table's model column (the long ones, BASELINE_NAMES, are its legend): the core columns
 # fit 800 px
@@ -64,6 +60,8 @@ LONG_NAMES = {"qsvm": "the quantum-kernel SVM on the QCNN's embeddings", "qcnn":
 # the run parameters that make a budget: a headline table holds runs that agree on all of them (and on every
 # other recorded parameter but the seed); said above the table
 BUDGET = ("epochs", "n_train", "batch_size", "threads")
+# where a model's scores sit in a qsvm run's metrics (the baselines': qsvm_task.BASELINE_SCORES.join(name))
+MODEL_SCORES = {"qsvm": qsvm_task.SCORES, "qcnn": qsvm_task.QCNN_SCORES}
 SCORE_KEYS = {"balanced accuracy": "balanced_accuracy", "F1": "f1", "ROC AUC": "roc_auc"}
 FINAL_COLUMNS = ["model", *[c for name in SCORE_KEYS for c in (name, f"{name}_std")], "n", "time (s)",
                  "time (s)_q1", "time (s)_q3"]
@@ -149,14 +147,13 @@ def final_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
     final = final.assign(**({"param.seed": 0} if "param.seed" not in final else {}))
     out = []
     for dataset, setting, part in _budgets(final):
-        times = {"qcnn": part.get("timings.train_s", pd.Series(np.nan, index=part.index)),
-                 "qsvm": part.get("timings.gram_s", np.nan) + part.get("timings.svm_fit_s", np.nan)}
-        names = [n for n in ("qsvm", "qcnn") if f"{n}.balanced_accuracy" in part]
-        names += [c.split(".")[1] for c in part.columns if c.startswith("baselines.") and c.endswith(".balanced_accuracy")
-                  and part[c].notna().any()]
+        times = {"qcnn": part.get(qsvm_task.TRAIN_S, pd.Series(np.nan, index=part.index)),
+                 "qsvm": part.get(qsvm_task.GRAM_S, np.nan) + part.get(qsvm_task.SVM_FIT_S, np.nan)}
+        names = [n for n in ("qsvm", "qcnn") if MODEL_SCORES[n].join("balanced_accuracy") in part]
+        names += baseline_names(part, "balanced_accuracy")
         rows = []
         for name in dict.fromkeys(names):
-            prefix = name if name in ("qsvm", "qcnn") else f"baselines.{name}"
+            prefix = MODEL_SCORES.get(name) or qsvm_task.BASELINE_SCORES.join(name)
             med, q1, q3 = _quartiles(times.get(name, part.get(f"{prefix}.fit_s", pd.Series(dtype=float))))
             rows.append({"model": SHORT_NAMES.get(name, name), "key": name, **_score_cells(part, prefix), "n": len(part),
                          "time (s)": med, "time (s)_q1": q1, "time (s)_q3": q3})
@@ -172,14 +169,14 @@ def final_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _mode_speedups(part: pd.DataFrame, mode: str, seq: pd.DataFrame) -> tuple[pd.Series, str]:
     """This mode's speedups against the stage's reference and where they come from."""
-    measured = pd.to_numeric(part.get("speedup_vs_sequential", pd.Series(dtype=float)), errors="coerce").dropna()
+    measured = pd.to_numeric(part.get(qcnn_task.SPEEDUP_VS_SEQUENTIAL, pd.Series(dtype=float)), errors="coerce").dropna()
     if len(measured):
         return measured, "measured in each run"
     if mode == "sequential":
         return pd.Series([1.0] * len(part)), "the reference"
     # runs recorded before each run timed its own reference: the sequential runs' time over this mode's, per seed
-    a = seq.groupby(seq["param.seed"].astype(str))["timings.train_s"].median()
-    b = part.groupby(part["param.seed"].astype(str))["timings.train_s"].median()
+    a = seq.groupby(seq["param.seed"].astype(str))[qcnn_task.TRAIN_S].median()
+    b = part.groupby(part["param.seed"].astype(str))[qcnn_task.TRAIN_S].median()
     common = sorted(set(a.index) & set(b.index))
     return pd.Series([float(a[s] / b[s]) for s in common if b[s] > 0], dtype=float), "across runs, seed by seed"
 
@@ -202,9 +199,9 @@ def modes_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
     for dataset, setting, part in _budgets(qcnn):
         seq = part[part["mode"] == "sequential"]
         rows, notes = [], []
-        ref_threads = pd.to_numeric(part.get("comparison.reference_threads", pd.Series(dtype=float)),
+        ref_threads = pd.to_numeric(part.get(qcnn_task.REFERENCE_THREADS, pd.Series(dtype=float)),
                                     errors="coerce").dropna()
-        ref_times = pd.to_numeric(part.get("comparison.reference_train_s", pd.Series(dtype=float)),
+        ref_times = pd.to_numeric(part.get(qcnn_task.REFERENCE_TRAIN_S, pd.Series(dtype=float)),
                                   errors="coerce").dropna()
         on = ", ".join(str(_plain(t)) for t in sorted(ref_threads.unique())) or str(setting.get("threads", "?"))
         reference = f"sequential training on {on} thread{'' if on == '1' else 's'}"
@@ -217,9 +214,9 @@ def modes_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
             speedups, source = _mode_speedups(mine, mode, seq)
             if source != "measured in each run":
                 notes.append(f"{mode}: {source}")
-            med, q1, q3 = _quartiles(mine["timings.train_s"])
+            med, q1, q3 = _quartiles(mine[qcnn_task.TRAIN_S])
             s_med, s_q1, s_q3 = _quartiles(speedups)
-            ba = pd.to_numeric(mine.get("qcnn.balanced_accuracy", pd.Series(dtype=float)), errors="coerce").dropna()
+            ba = pd.to_numeric(mine.get(qcnn_task.BALANCED_ACCURACY, pd.Series(dtype=float)), errors="coerce").dropna()
             rows.append({"mode": mode, "n": len(mine), "training time (s)": med, "training time (s)_q1": q1,
                          "training time (s)_q3": q3, "speedup": s_med, "speedup_q1": s_q1, "speedup_q3": s_q3,
                          "balanced accuracy": float(ba.mean()) if len(ba) else np.nan,
@@ -305,9 +302,9 @@ def simulator_table(frame: pd.DataFrame) -> pd.DataFrame:
     text (no NaN).
     """
     rows = []
-    states = _measured(frame, stages.GRAM, "states_vs_pennylane")
+    p = gram_task.STATES_VS_PENNYLANE
+    states = _measured(frame, stages.GRAM, p)
     for _, run in states.iterrows():
-        p = "states_vs_pennylane"
         rows.append({"comparison": STATES_LABEL, "ours": f"{_seconds(run[p + '.qmlnb_per_state_s'])} per state",
                      "PennyLane": f"{_seconds(run[p + '.pennylane_per_state_s'])} per state",
                      "ratio [q1-q3]": _ratio(run, p), "max |difference|": f"{run[p + '.max_abs_difference']:.1e}",
@@ -316,9 +313,9 @@ def simulator_table(frame: pd.DataFrame) -> pd.DataFrame:
                      **_load_noisy(run, p), "measured in": f"{run['stage']} run {run['run']}"})
     if states.empty:
         rows.append({"comparison": STATES_LABEL, "measured in": STATES_SOURCE})
-    qcnn = _measured(frame, stages.QCNN, "simulator_comparison")
+    p = qcnn_task.SIMULATOR_COMPARISON
+    qcnn = _measured(frame, stages.QCNN, p)
     for _, run in qcnn.iterrows():
-        p = "simulator_comparison"
         rows.append({"comparison": QCNN_LABEL, "ours": f"{run[p + '.torch_samples_per_s']:,.0f} samples/s",
                      "PennyLane": f"{run[p + '.torchlayer_samples_per_s']:,.0f} samples/s",
                      "ratio [q1-q3]": _ratio(run, p), "max |difference|": "— (a speed comparison)",
@@ -336,22 +333,21 @@ def skipped_datasets(runs_dir: str | os.PathLike, tables) -> pd.DataFrame:
     ``tables``: the headline tables shown (:func:`headline_tables`), or the names of the datasets they cover."""
     tables = {t.attrs.get("dataset") if isinstance(t, pd.DataFrame) else t for t in tables}
     rows = {}
-    for grid in FINAL_GRIDS:
-        folder = Path(runs_dir) / grid
-        if not folder.is_dir():
-            continue
-        for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            status = runs.read_status(run_dir) or {}
-            dataset = (status.get("point") or {}).get("dataset")
-            if status.get("status") == runs.SKIPPED and dataset and dataset not in tables:
-                rows.setdefault(dataset, status.get("reason") or "skipped")
+    skipped = [(run_dir, runs.read_status(run_dir) or {}) for run_dir in runs.iter_runs(runs_dir, runs.SKIPPED)]
+    # selected by the stage each run recorded (never by its grid's folder name), the final-modes stage first
+    skipped = sorted(((FINAL_STAGES.index(status.get("stage")), str(run_dir), status) for run_dir, status in skipped
+                      if status.get("stage") in FINAL_STAGES), key=lambda item: item[:2])
+    for _, _, status in skipped:
+        dataset = (status.get("point") or {}).get("dataset")
+        if dataset and dataset not in tables:
+            rows.setdefault(dataset, status.get("reason") or "skipped")
     return pd.DataFrame([{"dataset": d, "reason": r} for d, r in rows.items()], columns=["dataset", "reason"])
 
 
 def decision_lines(runs_dir: str | os.PathLike) -> list[str]:
     """One sentence per recorded decision: "optimal threads: 2, because ..." (Markdown)."""
     out = []
-    for d in decisions.read_decisions(runs_dir):
+    for d in decision_records.read_decisions(runs_dir):
         per = "; ".join(
             f"{v['value']}: median {v['median']:.3g} [{v['q1']:.3g}-{v['q3']:.3g}], mean {v['mean']:.3g} ± "
             f"{v['std']:.3g}, n={v['n']}" for v in d.get("per_value", []))

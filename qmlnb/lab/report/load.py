@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runs, stages
+from ..tasks import qsvm as qsvm_task
 from ... import _util
 
 
@@ -106,9 +107,9 @@ def unreadable_runs(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, st
 
 def unreadable_records(runs_dir: str | os.PathLike = "runs") -> list[tuple[Path, str]]:
     """(file, why) for every decision or flow record under ``runs_dir`` that the report cannot use."""
-    from .. import decisions, flow
+    from .. import decision_records, flow
 
-    return decisions.load_decisions(runs_dir)[1] + flow.load_flow(runs_dir)[1]
+    return decision_records.load_decisions(runs_dir)[1] + flow.load_flow(runs_dir)[1]
 
 
 def load_runs(runs_dir: str | os.PathLike = "runs") -> pd.DataFrame:
@@ -224,3 +225,10 @@ def select_task(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     if frame.empty or "task" not in frame:
         return frame.iloc[0:0]
     return frame[frame["task"] == task].copy()
+
+
+def baseline_names(frame: pd.DataFrame, score: str) -> list[str]:
+    """The baselines with a ``score`` in some run of ``frame`` (columns ``baselines.<name>.<score>``), in column order."""
+    prefix = qsvm_task.BASELINE_SCORES + "."
+    return [c[len(prefix):-len(score) - 1] for c in frame.columns
+            if c.startswith(prefix) and c.endswith(f".{score}") and frame[c].notna().any()]

@@ -1,6 +1,6 @@
 """The report's "Shots": the quantum-kernel SVM on the kernel a device would estimate, against shots and noise.
 
-Each run of the ``shots`` task (``qmlnb.lab.shots_task.shots_study``, notebook
+Each run of the ``shots`` task (``qmlnb.lab.tasks.shots_study``, notebook
 45-shots.ipynb) writes one ``shots.csv`` row per (qubits, depolarising rate,
 shots).  Here:
 

@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from .. import runs, stages
+from ..tasks import qcnn as qcnn_task, qsvm as qsvm_task
 from .load import load_tables, select_stage, select_task
 
 SCORES = ("accuracy", "f1", "roc_auc", "balanced_accuracy")
+QCNN_SCORE_COLUMNS = {"accuracy": qcnn_task.SCORES.join("accuracy"), "f1": qcnn_task.SCORES.join("f1")}
 
 
 # parameters never a column of their own: the seed is what repeats vary (pooled as mean ± std), progress is display
@@ -72,20 +74,22 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     for _, r in qcnn_runs.iterrows():
         base = {"stage": r.get("stage"), "dataset": r.get("dataset"), "n_train": r.get("n_train"),
                 "folds": r.get("folds", 1), "threads": r.get("threads"), **{c: r.get(c) for c in settings}}
-        measured = r.get("speedup_vs_sequential", np.nan) if r.get("task") == stages.QCNN else np.nan
+        measured = r.get(qcnn_task.SPEEDUP_VS_SEQUENTIAL, np.nan) if r.get("task") == stages.QCNN else np.nan
         rows.append({**base, "model": "QCNN", "variant": r.get("mode"),
-                     **{s: r.get(f"qcnn.{s}") for s in SCORES}, "time_s": r.get("timings.train_s"),
+                     **{s: r.get(qcnn_task.SCORES.join(s)) for s in SCORES}, "time_s": r.get(qcnn_task.TRAIN_S),
                      "speedup": measured})
         if r.get("task") == stages.QSVM:
-            gram = 1.0 if r.get("backend") == "cpu" else r.get("timings.gram_speedup_vs_cpu", np.nan)
+            gram = 1.0 if r.get("backend") == "cpu" else r.get(qsvm_task.GRAM_SPEEDUP_VS_CPU, np.nan)
             rows.append({**base, "model": "QSVM", "variant": r.get("backend"),
-                         **{s: r.get(f"qsvm.{s}") for s in SCORES}, "time_s": r.get("timings.gram_s"),
+                         **{s: r.get(qsvm_task.SCORES.join(s)) for s in SCORES}, "time_s": r.get(qsvm_task.GRAM_S),
                          "speedup": gram})
-            names = sorted({c.split(".")[1] for c in r.index if c.startswith("baselines.") and pd.notna(r[c])})
+            prefix = qsvm_task.BASELINE_SCORES + "."
+            names = sorted({c[len(prefix):].split(".")[0] for c in r.index if c.startswith(prefix) and pd.notna(r[c])})
             for name in names:
+                baseline = qsvm_task.BASELINE_SCORES.join(name)
                 rows.append({**base, "model": name, "variant": "classical",
-                             **{s: r.get(f"baselines.{name}.{s}") for s in SCORES},
-                             "time_s": r.get(f"baselines.{name}.fit_s"), "speedup": np.nan})
+                             **{s: r.get(baseline.join(s)) for s in SCORES},
+                             "time_s": r.get(baseline.join("fit_s")), "speedup": np.nan})
     keys = ["stage", "dataset", "model", "variant", "n_train", "folds", "threads", *settings]
     spread = [c for s in SCORES for c in (s, f"{s}_std")]
     if not rows:
@@ -217,12 +221,12 @@ def threads_speedup(frame: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
     ``gram_times.csv``; 1 at 1 thread).  Medians over the runs of a row; never a ratio across runs."""
     rows = []
     qcnn = select_stage(frame, stages.THREADS, stages.QCNN)
-    if not qcnn.empty and "timings.train_s" in qcnn and "speedup_vs_1_thread" in qcnn:
-        qcnn = qcnn[qcnn["speedup_vs_1_thread"].notna()]
+    if not qcnn.empty and qcnn_task.TRAIN_S in qcnn and qcnn_task.SPEEDUP_VS_1_THREAD in qcnn:
+        qcnn = qcnn[qcnn[qcnn_task.SPEEDUP_VS_1_THREAD].notna()]
         for (dataset, mode, threads), part in qcnn.groupby(["dataset", "mode", "threads"]):
             rows.append({"what": f"QCNN {mode} ({dataset})", "threads": int(threads),
-                         "seconds": float(part["timings.train_s"].median()),
-                         "speedup": float(part["speedup_vs_1_thread"].median())})
+                         "seconds": float(part[qcnn_task.TRAIN_S].median()),
+                         "speedup": float(part[qcnn_task.SPEEDUP_VS_1_THREAD].median())})
     if not times.empty:
         times = times.assign(speedup_vs_1_thread=times.get("speedup_vs_1_thread", np.nan))
         times.loc[times["threads"] == 1, "speedup_vs_1_thread"] = 1.0
@@ -255,13 +259,13 @@ def training_modes(frame: pd.DataFrame) -> pd.DataFrame:
     cols = [*keys, *settings, "n", "train_s", "accuracy", "accuracy_std", "f1", "f1_std", "speedup_vs_sequential"]
     if qcnn.empty:
         return pd.DataFrame(columns=cols)
-    qcnn = qcnn.assign(speedup_vs_sequential=qcnn.get("speedup_vs_sequential", np.nan),
+    qcnn = qcnn.assign(**{qcnn_task.SPEEDUP_VS_SEQUENTIAL: qcnn.get(qcnn_task.SPEEDUP_VS_SEQUENTIAL, np.nan)},
                        stage=qcnn.get("stage", np.nan))
     groups = qcnn.groupby([*keys, *settings], dropna=False)
-    out = _spread(groups, {"accuracy": "qcnn.accuracy", "f1": "qcnn.f1"})
+    out = _spread(groups, QCNN_SCORE_COLUMNS)
     out["n"] = groups.size()
-    out["train_s"] = groups["timings.train_s"].median()
-    out["speedup_vs_sequential"] = groups["speedup_vs_sequential"].median()
+    out["train_s"] = groups[qcnn_task.TRAIN_S].median()
+    out["speedup_vs_sequential"] = groups[qcnn_task.SPEEDUP_VS_SEQUENTIAL].median()
     out = out.reset_index()
     out["folds"] = out["folds"].fillna(1).astype(int)
     return out[cols]
@@ -280,9 +284,9 @@ def sweep_table(frame: pd.DataFrame, stage: str, column: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["dataset", column, "n", "accuracy", "accuracy_std", "f1", "f1_std", "train_s"])
     settings = setting_columns(qcnn, ["dataset", column])
     groups = qcnn.groupby(["dataset", column, *settings], dropna=False)
-    out = _spread(groups, {"accuracy": "qcnn.accuracy", "f1": "qcnn.f1"})
+    out = _spread(groups, QCNN_SCORE_COLUMNS)
     out.insert(0, "n", groups.size())
-    out["train_s"] = groups["timings.train_s"].median()
+    out["train_s"] = groups[qcnn_task.TRAIN_S].median()
     return out.reset_index()
 
 

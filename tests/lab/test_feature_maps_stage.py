@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qmlnb.lab import feature_maps, stages
+from qmlnb.lab import stages, tasks
 
 
 def test_registry_and_spec_file_resolve_to_circuit_feature_maps():
     for name in ("zz", "iqp", "angle-y", "reupload"):
-        fm = feature_maps.resolve_feature_map(name, 4)
+        fm = tasks.resolve_feature_map(name, 4)
         assert fm.n_qubits == 4 and fm.label.startswith(f"{name}#")
-    spec = feature_maps.resolve_feature_map("params/feature-maps/cz-ladder.yaml", 4)
+    spec = tasks.resolve_feature_map("params/feature-maps/cz-ladder.yaml", 4)
     assert spec.name == "cz-ladder" and len(spec.spec_hash()) == 8
     S = spec.states(np.random.default_rng(0).uniform(0, np.pi, (3, 4)))
     np.testing.assert_allclose(np.linalg.norm(S, axis=1), 1.0, atol=1e-6)
@@ -19,15 +19,15 @@ def test_registry_and_spec_file_resolve_to_circuit_feature_maps():
 
 def test_bad_feature_map_names_and_specs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="feature_map must be one of"):
-        feature_maps.resolve_feature_map("nope", 4)
+        tasks.resolve_feature_map("nope", 4)
     with pytest.raises(ValueError, match="no such file"):
-        feature_maps.resolve_feature_map(str(tmp_path / "missing.yaml"), 4)
+        tasks.resolve_feature_map(str(tmp_path / "missing.yaml"), 4)
     with pytest.raises(ValueError, match="reads 4 features but n_qubits=3"):
-        feature_maps.resolve_feature_map("params/feature-maps/cz-ladder.yaml", 3)
+        tasks.resolve_feature_map("params/feature-maps/cz-ladder.yaml", 3)
 
 
 def test_run_records_the_map_name_and_hash_beside_rbf():
-    metrics, tables = feature_maps.feature_map_qsvm(n_train=60, feature_map="reupload", n_qubits=3,
+    metrics, tables = tasks.feature_map_qsvm(n_train=60, feature_map="reupload", n_qubits=3,
                                                     bandwidths=(0.5, 1.0))
     assert metrics["task"] == stages.FEATURE_MAP_TASK
     assert metrics["feature_map_label"] == f"reupload#{metrics['feature_map_hash']}"
@@ -72,7 +72,7 @@ def test_the_notebook_runs_in_a_sweep(tmp_path):
 
     from qmlnb.lab import runs, sweep
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     grid = tmp_path / "fm.yaml"
     grid.write_text(yaml.safe_dump({"name": "fm", "stage": stages.FEATURE_MAPS,
                                     "notebook": str(root / "notebooks" / "50-feature-maps.ipynb"),

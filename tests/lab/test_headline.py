@@ -5,17 +5,19 @@ import pandas as pd
 import pytest
 
 from qmlnb import _util
-from qmlnb.lab import decisions, runs, stages, tasks
+from qmlnb.lab import decision_records, decisions, runs, stages, tasks
 from qmlnb.lab.report import headline, load_runs
 
 
-def fake_run(runs_dir, grid, params, metrics, status=runs.COMPLETE, reason=None):
+def fake_run(runs_dir, grid, params, metrics, status=runs.COMPLETE, reason=None, stage=None):
+    """A run folder as the sweep leaves it: the grid's stage recorded in the status (as Sweep.identity does)."""
     folder = runs_dir / grid / runs.run_name(params)
     if status == runs.COMPLETE:
         tasks.save_run(folder, params, metrics)
     else:
         folder.mkdir(parents=True)
-    runs.write_status(folder, status, point=params, **({"reason": reason} if reason else {}))
+    runs.write_status(folder, status, point=params, stage=stage or metrics.get("stage"),
+                      **({"reason": reason} if reason else {}))
     return folder
 
 
@@ -55,8 +57,11 @@ def final_runs(tmp_path):
             "baselines": {"rbf_svm_embeddings": {**scores(0.6 + 0.1 * seed), "fit_s": fit},
                           "linear_svm_pixels": {**scores(0.7), "fit_s": 0.1},
                           "cnn": {**scores(0.75 + 0.05 * seed), "fit_s": 3.0 + seed}}})
-    fake_run(tmp_path, "final", {"dataset": "svhn", "seed": 0}, {}, status=runs.SKIPPED,
+    fake_run(tmp_path, "final", {"dataset": "svhn", "seed": 0}, {}, status=runs.SKIPPED, stage=stages.FINAL,
              reason="dataset 'svhn' is not in the data directory: missing train_32x32.mat, test_32x32.mat")
+    # a grid of another stage that happens to be named like the final one's folder does not count: the stage does
+    fake_run(tmp_path, "final-modes", {"dataset": "cifar10", "seed": 0}, {}, status=runs.SKIPPED,
+             stage=stages.THREADS, reason="dataset 'cifar10' is not in the data directory")
     return tmp_path
 
 
@@ -149,7 +154,7 @@ def test_decision_lines_and_the_flow_diagram(tmp_path):
         _util.atomic_write_json(folder / runs.METRICS_FILE, {"timings": {"train_s": t}})
         runs.write_status(folder, runs.COMPLETE, point={"threads": threads})
     rows = decisions.collect(sorted((tmp_path / "threads").iterdir()), "threads", "timings.train_s")
-    decisions.record(tmp_path, decisions.decide(rows, "fastest", "threads", "threads"))
+    decision_records.record(tmp_path, decisions.decide(rows, "fastest", "threads", "threads"))
     lines = headline.decision_lines(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("**optimal threads: 2**") and "because threads=2" in lines[0]
     _util.atomic_write_json(tmp_path / "threads" / "flow.json", {"stage": "threads", "order": 0, "references": []})

@@ -14,7 +14,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from qmlnb import cli
-from qmlnb.lab import report, runs, tasks, track
+from qmlnb.lab import provenance, report, runs, tasks, track
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 GRID = "tiny"
@@ -86,7 +86,7 @@ def test_read_run_maps_numbers_to_metrics_text_to_info_and_files_to_artifact_fol
                            "timings.gram_s.iqr": 0.0008, "timings.gram_s.repeats": 5.0,
                            "diagnostics.offdiag_mean": 0.125, "diagnostics.offdiag_std": 0.0625}
     assert rec.info == {"stage": "qsvm", "backend": "cpu", "noisy": "false", "diagnostics.bandwidth_on_edge": "false"}
-    assert rec.env["git.commit"] == tasks.provenance.git_commit()["commit"] and "machine.cpu" in rec.env
+    assert rec.env["git.commit"] == provenance.git_commit()["commit"] and "machine.cpu" in rec.env
     assert sorted((p.name, folder) for p, folder in rec.files) == [
         ("20-qsvm.ipynb", "notebook"), ("metrics.json", "run"), ("params.json", "run"), ("scores.csv", "tables"),
         ("status.json", "run")]
@@ -388,5 +388,5 @@ def test_export_refuses_a_runs_folder_that_does_not_exist(tmp_path, capsys):
 def test_track_module_imports_no_tracker_until_asked():
     code = "import sys, qmlnb.cli, qmlnb.lab.track; print('mlflow' in sys.modules, 'wandb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}).stdout
     assert out.split() == ["False", "False"]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from qmlnb.data.resample import area_downsample, area_weights, pixel_side
+from qmlnb.data import angles
 from qmlnb.lab import grid, runs, stages, tasks
 from qmlnb.lab.report import load_runs, scale
 from qmlnb.qsvm.baselines import RBF_GAMMA_FACTORS
@@ -18,7 +19,7 @@ from qmlnb.qsvm.diagnostics import at_grid_edge
 from qmlnb.qsvm.pipeline import run_kernel_comparison
 from qmlnb.qsvm.svm import DEFAULT_BANDWIDTHS, scaled_bandwidths
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- pixels
@@ -59,10 +60,10 @@ def test_pixel_side_refuses_what_an_image_cannot_give(n, shape, message):
 def test_pixel_angles_one_pixel_per_qubit_on_one_scale():
     rng = np.random.default_rng(1)
     fit, other = rng.normal(size=(6, 1, 8, 8)), rng.normal(size=(4, 1, 8, 8))
-    A, B = tasks.pixel_angles(fit, other, n_pixels=16)
+    A, B = angles.pixel_angles(fit, other, n_pixels=16)
     assert A.shape == (6, 16) and B.shape == (4, 16)
     assert A.min() == 0.0 and A.max() == pytest.approx(np.pi) and 0 <= B.min() and B.max() <= np.pi
-    (raw,) = tasks.pixel_angles(fit, n_pixels=64)  # 8 x 8 = the image itself, one global scale
+    (raw,) = angles.pixel_angles(fit, n_pixels=64)  # 8 x 8 = the image itself, one global scale
     flat = fit.reshape(6, -1)
     np.testing.assert_allclose(raw, (flat - flat.min()) / (flat.max() - flat.min()) * np.pi)
 
@@ -87,12 +88,12 @@ def test_the_task_refuses_the_pca_cap_before_any_kernel():
 
 def test_seeds_draw_stratified_training_subsets_of_one_split():
     y = np.repeat([0, 1], [60, 40])
-    a, b = tasks._take(y, 20, 0), tasks._take(y, 20, 1)
+    a, b = tasks.take(y, 20, 0), tasks.take(y, 20, 1)
     assert len(a) == len(b) == 20 and not np.array_equal(a, b)
     assert np.bincount(y[a]).tolist() == [12, 8]
-    np.testing.assert_array_equal(tasks._take(y, 20, 0), a)
-    np.testing.assert_array_equal(tasks._take(y, 0, 0), np.arange(100))  # 0: all
-    np.testing.assert_array_equal(tasks._take(y, 500, 3), np.arange(100))
+    np.testing.assert_array_equal(tasks.take(y, 20, 0), a)
+    np.testing.assert_array_equal(tasks.take(y, 0, 0), np.arange(100))  # 0: all
+    np.testing.assert_array_equal(tasks.take(y, 500, 3), np.arange(100))
 
 
 # ---------------------------------------------------------------- the task on tiny digits

@@ -25,11 +25,11 @@ from qmlnb import _util
 from qmlnb.data.catalog import CorruptDataError
 from qmlnb.data.download import DownloadError, fetch
 from qmlnb.data.readers import read_idx
-from qmlnb.lab import decisions, flow, sweep as sweep_mod
+from qmlnb.lab import decision_records, decisions, flow, sweep as sweep_mod
 from qmlnb.lab.decisions import DecisionError
 from qmlnb.lab.report import header, headline, load, present
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- 14: data files, slow servers, the papermill runner
@@ -163,7 +163,7 @@ def flow_toy(tmp_path):
 
 
 def _decision(stage="threads", **change) -> dict:
-    """A decision record as decisions.record writes it (valid unless ``change`` says otherwise)."""
+    """A decision record as decision_records.record writes it (valid unless ``change`` says otherwise)."""
     record = {"stage": stage, "param": "threads", "rule": "fastest", "rule_text": "", "metric": "timings.train_s",
               "value": 2, "reason": "threads=2 has the smallest median", "time": "2026-01-01T00:00:00+00:00",
               "per_value": [{"value": 2, "n": 3, "median": 1.0, "q1": 0.9, "q3": 1.1, "mean": 1.0, "std": 0.1,
@@ -225,7 +225,7 @@ def test_malformed_decision_and_flow_records_are_listed_not_fatal(tmp_path):
     good = _write(runs_dir / "threads" / "decision-threads-fastest.json", _decision())
     _write(runs_dir / "threads" / flow.FLOW_FILE, _flow_record(stage="threads", order=0, references=[]))
     _write(runs_dir / "final" / flow.FLOW_FILE, _flow_record())
-    records, unreadable = decisions.load_decisions(runs_dir)
+    records, unreadable = decision_records.load_decisions(runs_dir)
     assert [r["path"] for r in records] == [str(good)]
     assert {p for p, _ in unreadable} == {p for n, p in planted.items() if n.startswith("decision-")}
     lines = headline.decision_lines(runs_dir)  # used to raise KeyError on {"value": 1}
@@ -269,11 +269,11 @@ def test_a_symlinked_decision_file_is_never_read_or_written_through(tmp_path):
     link = runs_dir / "threads" / "decision-threads-fastest.json"
     link.parent.mkdir(parents=True)
     link.symlink_to(secret)
-    records, unreadable = decisions.load_decisions(runs_dir)
+    records, unreadable = decision_records.load_decisions(runs_dir)
     assert records == [] and "symbolic link" in unreadable[0][1] and "SECRET" not in unreadable[0][1]
     decision = {k: v for k, v in _decision().items() if k not in ("time", "history")}
     with pytest.raises(DecisionError, match="symbolic link"):
-        decisions.record(runs_dir, decision)
+        decision_records.record(runs_dir, decision)
     assert secret.read_text() == "SECRET-TOKEN not json" and link.is_symlink()
     assert "SECRET" not in "".join(p.read_text() for p in runs_dir.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -283,7 +283,7 @@ def test_a_decision_path_that_is_a_folder_is_a_decision_error(tmp_path):
     (runs_dir / "threads" / "decision-threads-fastest.json").mkdir(parents=True)
     decision = {k: v for k, v in _decision().items() if k not in ("time", "history")}
     with pytest.raises(DecisionError, match="not a regular file"):
-        decisions.record(runs_dir, decision)
+        decision_records.record(runs_dir, decision)
 
 
 def test_a_nan_parameter_in_a_referenced_run_is_a_decision_error(tmp_path):

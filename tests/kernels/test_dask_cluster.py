@@ -36,7 +36,7 @@ from qmlnb.lab import executor, runs
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0  # scheduler file written and both workers registered (a loaded 2-core machine)
 N_WORKERS = 2
 CPU_BACKENDS = ["cpu", "numba", "openmp"]

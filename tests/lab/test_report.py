@@ -18,7 +18,7 @@ import yaml
 from qmlnb import cli
 from qmlnb.lab import report, runs, stages, sweep, tasks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -283,7 +283,7 @@ def test_the_notebook_runs_with_tiny_parameters(tmp_path):
     papermill = pytest.importorskip("papermill", reason="runs the notebook")
     from pathlib import Path
 
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "60-kernel-training.ipynb"
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "60-kernel-training.ipynb"
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
                                parameters={"n_qubits": 2, "layers": 1, "steps": 3, "batch_size": 16,

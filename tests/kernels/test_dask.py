@@ -11,7 +11,7 @@ import pytest
 
 from qmlnb.kernels import FeatureMap, gram
 from qmlnb.kernels.distributed import SchedulerUnreachableError, connect
-from qmlnb.lab.executor import run_on_dask
+from qmlnb.lab.executor_dask import run_on_dask
 from qmlnb.kernels.out_of_core import LEDGER_DTYPE, sidecar_paths
 
 distributed = pytest.importorskip("distributed")

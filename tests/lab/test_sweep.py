@@ -21,7 +21,7 @@ from qmlnb import cli
 from qmlnb.lab import executor, report, runs, stages, sweep, tasks
 from qmlnb import _util
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable  # the real one: the fake_papermill fixture replaces sys.executable
 
 # a fast notebook (no torch): records its parameters and environment, fails or skips on request
@@ -180,7 +180,7 @@ def test_cli_refuses_a_non_positive_jobs_or_cores(tmp_path, toy, capsys, flag):
                                              ({"qubits": [4, 0]}, "each of qubits must be a positive integer"),
                                              ({"qubits": [2.5]}, "each of qubits must be a positive integer")])
 def test_gram_scaling_refuses_bad_counts_before_loading_data(kwargs, message, monkeypatch):
-    monkeypatch.setattr(tasks, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    monkeypatch.setattr(tasks.common, "load_data", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
     with pytest.raises(ValueError, match=message):
         tasks.gram_scaling(**kwargs)
 

@@ -174,7 +174,7 @@ def test_bad_mps_operands_are_refused():
     from qmlnb.kernels.gram import check_mps_operands
 
     with pytest.raises(ValueError, match="backend='torchcuda' has no MPS kernel"):
-        check_mps_operands(M, None, "torchcuda", SimpleNamespace(gram=None))  # a dense-only backend module
+        check_mps_operands(M, None, "torchcuda", SimpleNamespace(gram=None, CAPABILITIES=frozenset({"states"})))  # dense only
     bad = M.tensors.copy()
     bad[0, 0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):

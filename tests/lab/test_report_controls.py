@@ -10,7 +10,7 @@ import pytest
 from qmlnb.lab import grid, runs, stages, tasks
 from qmlnb.lab.report import controls, load_runs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_run(runs_dir, grid_name, params, metrics):

@@ -15,25 +15,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stages
-from .tasks import load_data, pca_angles
-from .._util import project_root
+from . import common
+from .spec import BACKEND, CLASSES, DATASET, SEED, Param, TaskSpec
+from .. import stages
+from ..._util import Interval, IsInstance, project_root
+from ...data.angles import pca_angles
 
 
 def _pauli(n_qubits: int):
-    from ..kernels import from_qiskit
-    from .tasks import RunSkipped
+    from ...kernels import from_qiskit
 
     try:
         from qiskit.circuit.library import pauli_feature_map
     except ImportError as err:
-        raise RunSkipped(f"the 'pauli' feature map needs qiskit (pip install .[compare]): {err}") from err
+        raise common.RunSkipped(f"the 'pauli' feature map needs qiskit (pip install .[compare]): {err}") from err
     qc = pauli_feature_map(n_qubits, paulis=["Z", "XX", "YY", "ZZ", "XY"], entanglement="linear", reps=2)
     return from_qiskit(qc, name="pauli").circuit
 
 
 def _registry() -> dict:
-    from ..kernels.circuit import angle_circuit, iqp_circuit, reuploading_circuit, zz_circuit
+    from ...kernels.circuit import angle_circuit, iqp_circuit, reuploading_circuit, zz_circuit
 
     return {
         "zz": lambda n: zz_circuit(n, 2),
@@ -51,7 +52,7 @@ def resolve_feature_map(feature_map: str, n_qubits: int):
     """A ``CircuitFeatureMap`` from a registry name (built on ``n_qubits`` wires) or a spec file's path."""
     import yaml
 
-    from ..kernels import Circuit, CircuitFeatureMap
+    from ...kernels import Circuit, CircuitFeatureMap
 
     if feature_map in REGISTRY:
         return CircuitFeatureMap(_registry()[feature_map](n_qubits))
@@ -75,13 +76,13 @@ def feature_map_qsvm(dataset: str = "digits", classes=(3, 8), n_train: int = 120
     alignment on the training Gram, C by cross-validation (as ``QuantumKernelSVC``).
     Returns (metrics, {"kernel_sample": the training Gram sorted by class}).
     """
-    from ..kernels import gram
-    from ..metrics import classification_metrics
-    from ..qsvm.baselines import fit_rbf_alignment
-    from ..qsvm.svm import fit_precomputed, kernel_target_alignment
+    from ...kernels import gram
+    from ...metrics import classification_metrics
+    from ...qsvm.baselines import fit_rbf_alignment
+    from ...qsvm.svm import fit_precomputed, kernel_target_alignment
 
     fm = resolve_feature_map(feature_map, n_qubits)
-    splits = load_data(dataset, classes=classes, n_train=n_train, seed=seed)
+    splits = common.load_data(dataset, classes=classes, n_train=n_train, seed=seed)
     X_train, X_test = pca_angles(splits.X_train, splits.X_test, n_components=n_qubits)
     y_train, y_test = np.asarray(splits.y_train), np.asarray(splits.y_test)
     t0 = time.perf_counter()
@@ -133,3 +134,17 @@ def plot_feature_map_run(metrics: dict, tables: dict):
     right.set_title(f"{metrics['dataset']} {metrics['classes']}, n={metrics['n_qubits']}")
     fig.tight_layout()
     return fig
+
+
+SPEC = TaskSpec(
+    name=stages.FEATURE_MAP_TASK, notebook="notebooks/50-feature-maps.ipynb",
+    params=(DATASET, CLASSES,
+            Param("n_train", 120, Interval(int, 1)), Param("n_qubits", 4, Interval(int, 1)),
+            Param("feature_map", "reupload", IsInstance(str)), BACKEND,
+            SEED),
+    metrics=("dataset", "classes", "n_qubits", "seed", "backend", "feature_map", "feature_map_label", "qsvm",
+             "qsvm.balanced_accuracy", "baselines", "baselines.rbf_svm_embeddings_alignment.balanced_accuracy",
+             "timings", "timings.qsvm_s"),
+    tables=(stages.KERNEL_SAMPLE,))
+SCORES = SPEC.metric("qsvm")  # the QSVM's test scores with this map
+RBF_BALANCED_ACCURACY = SPEC.metric("baselines.rbf_svm_embeddings_alignment.balanced_accuracy")  # the RBF control

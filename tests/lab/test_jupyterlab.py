@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
 NO_CHROMIUM = (f"no Chromium found (looked for {', '.join(CHROMIUM_NAMES)} on PATH): install Debian's "

@@ -9,9 +9,9 @@ import pytest
 
 from qmlnb.lab import grid, runs, stages, tasks
 from qmlnb.lab.report import shots as shots_report
-from qmlnb.lab.shots_task import shots_study
+from qmlnb.lab.tasks import shots_study
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(300)
 

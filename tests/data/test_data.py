@@ -35,7 +35,7 @@ from qmlnb.data.download import check_url, fetch
 from qmlnb.data.readers import read_cifar_label_names
 
 FASHION_N = 4443
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------ file writers
@@ -511,10 +511,10 @@ def test_svhn_labels_must_be_whole_numbers(tmp_path):
     (dict(n_train=10_000), "n_train=10000 is larger than the 215 training samples"),
     (dict(n_train=1), "cannot hold one sample of each of the 2 classes"),
     (dict(n_train=0), "n_train must be a positive integer"),
-    (dict(val_fraction=0), "val_fraction must be a number strictly between 0 and 1"),
-    (dict(val_fraction=1.0), "val_fraction must be a number strictly between 0 and 1"),
-    (dict(test_fraction=-0.1), "test_fraction must be a number strictly between 0 and 1"),
-    (dict(test_fraction=True), "test_fraction must be a number strictly between 0 and 1"),
+    (dict(val_fraction=0), r"val_fraction must be a number in \(0, 1\)"),
+    (dict(val_fraction=1.0), r"val_fraction must be a number in \(0, 1\)"),
+    (dict(test_fraction=-0.1), r"test_fraction must be a number in \(0, 1\)"),
+    (dict(test_fraction=True), r"test_fraction must be a number in \(0, 1\)"),
     (dict(val_fraction=0.5, test_fraction=0.5), "val_fraction \\+ test_fraction must be below 1"),
     (dict(seed=-1), "seed must be a non-negative integer"),
 ])

@@ -17,9 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import stages
-from .tasks import _take, bandwidth_grid, check_backend, load_data, pca_angles, set_threads
-from .. import _util
+from . import common
+from .spec import BACKEND, CLASSES, DATASET, SEED, THREADS, Param, TaskSpec
+from .. import stages
+from ..._util import Each, Interval, IsInstance
+from ...data.angles import pca_angles
+from ...qcnn.determinism import set_threads
+from ...qsvm.svm import bandwidth_grid
 
 SHOTS = (100, 1_000, 10_000, 100_000, 1_000_000)
 
@@ -54,26 +58,25 @@ def shots_study(dataset: str = "digits", classes=(3, 8), qubits=(4, 8), shots=SH
     """
     from tqdm.auto import tqdm
 
-    from ..kernels import DeviceNoise, FeatureMap, gram, repair_psd
-    from ..kernels.noise import estimate_map, outcome_map
-    from ..qsvm.baselines import fit_rbf_alignment
-    from ..qsvm.svm import fit_precomputed, kernel_target_alignment
+    from ...kernels import DeviceNoise, FeatureMap, gram, repair_psd
+    from ...kernels.noise import estimate_map, outcome_map
+    from ...qsvm.baselines import fit_rbf_alignment
+    from ...qsvm.svm import fit_precomputed, kernel_target_alignment
 
-    check_backend(backend)
+    common.check_backend(backend)
     threads = set_threads(threads)
-    seed = _util.check_int(seed, "seed", minimum=0)
-    split_seed = _util.check_int(split_seed, "split_seed", minimum=0)
-    n_train = _util.check_positive_int(n_train, "n_train")
-    shot_counts = sorted({_util.check_positive_int(s, "shots") for s in shots})
+    args = SPEC.check_args(seed=seed, split_seed=split_seed, n_train=n_train, shots=list(shots))
+    seed, split_seed, n_train = args["seed"], args["split_seed"], args["n_train"]
+    shot_counts = sorted(set(args["shots"]))
     rates = sorted({float(p) for p in depolarising})
     for p in rates:  # bad rates fail before the data are read
         DeviceNoise(depolarising=p, layers=1, readout=readout)
-    splits = load_data(dataset, classes=classes, seed=split_seed, grayscale=True)
-    train, test = _take(splits.y_train, n_train, seed), _take(splits.y_test, n_test, split_seed)
+    splits = common.load_data(dataset, classes=classes, seed=split_seed, grayscale=True)
+    train, test = common.take(splits.y_train, n_train, seed), common.take(splits.y_test, n_test, split_seed)
     X_train, y_train = splits.X_train[train], splits.y_train[train]
     X_test, y_test = splits.X_test[test], splits.y_test[test]
     ids = (len(y_train) + np.arange(len(y_test)), np.arange(len(y_train)))
-    common = {"dataset": dataset, "classes": " vs ".join(str(c) for c in splits.classes),
+    setting = {"dataset": dataset, "classes": " vs ".join(str(c) for c in splits.classes),
               "n_train": int(len(y_train)), "n_test": int(len(y_test)), "reps": reps, "estimator": estimator,
               "mitigate": bool(mitigate), "psd": psd, "readout": float(readout), "backend": backend,
               "threads": threads, "seed": seed, "split_seed": split_seed}
@@ -115,7 +118,7 @@ def shots_study(dataset: str = "digits", classes=(3, 8), qubits=(4, 8), shots=SH
                 K_fit, repair = (K_est, None) if psd is None else repair_psd(K_est, psd)
                 fit = fit_precomputed(K_fit, y_train, C=exact.C)  # the exact kernel's SVM: only the kernel changes
                 error = float(np.linalg.norm(K_est - K))
-                rows.append({**common, "n_qubits": n, "depolarising": p, "layers": 0 if noise is None else noise.layers,
+                rows.append({**setting, "n_qubits": n, "depolarising": p, "layers": 0 if noise is None else noise.layers,
                              "shots": s, "qsvm_balanced_accuracy": _balanced_accuracy(y_test,
                                                                                       fit.svc.predict(K_est_test)),
                              "exact_balanced_accuracy": exact_score, "rbf_balanced_accuracy": rbf_score,
@@ -127,6 +130,20 @@ def shots_study(dataset: str = "digits", classes=(3, 8), qubits=(4, 8), shots=SH
                              "off_diagonal_mean": float(off.mean()), "off_diagonal_var": variance,
                              "predicted_shots": per_n[str(n)]["predicted_shots"], "noise_gain": a,
                              "bandwidth": bandwidth, "C": fit.C})
-    metrics = {"task": stages.SHOTS, **common, "classes": list(splits.classes), "qubits": list(qubits),
+    metrics = {"task": stages.SHOTS, **setting, "classes": list(splits.classes), "qubits": list(qubits),
                "shots": shot_counts, "depolarising": rates, "per_n": per_n}
     return metrics, {stages.SHOTS_TABLE: pd.DataFrame(rows)}
+
+
+SPEC = TaskSpec(
+    name=stages.SHOTS, notebook="notebooks/45-shots.ipynb",
+    params=(DATASET, CLASSES,
+            Param("qubits", [4, 8], Each(Interval(int, 1))), Param("shots", list(SHOTS), Each(Interval(int, 1))),
+            Param("depolarising", [0.0, 0.02], Each(Interval(float, 0, 1, closed="left"))),
+            Param("readout", 0.0, Interval(float, 0, 1, closed="left")), Param("estimator", "fidelity", IsInstance(str)),
+            Param("mitigate", True, IsInstance(bool)), Param("psd", "clip"), Param("n_train", 100, Interval(int, 1)),
+            Param("n_test", 100, Interval(int, 0)), Param("reps", 2, Interval(int, 1)),
+            BACKEND, THREADS,
+            SEED, Param("split_seed", 0, Interval(int, 0))),
+    metrics=("dataset", "classes", "qubits", "shots", "depolarising", "per_n", "seed", "split_seed"),
+    tables=(stages.SHOTS_TABLE,))

@@ -10,7 +10,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from qmlnb import _util
-from qmlnb.lab import decisions, flow, runs, sweep
+from qmlnb.lab import decision_records, decisions, flow, runs, sweep
 from qmlnb.lab.decisions import DecisionError
 
 
@@ -99,7 +99,7 @@ def test_decision_is_recorded_with_evidence_and_a_changed_one_keeps_history(tmp_
     for threads, t in {1: 4.0, 2: 2.0}.items():
         fake_run(tmp_path, "threads", {"threads": threads}, train_s=t)
     d = decisions.decide(rows_for(tmp_path, "threads", "threads", "fastest"), "fastest", "threads", "threads")
-    path = decisions.record(tmp_path, d)
+    path = decision_records.record(tmp_path, d)
     assert path == tmp_path / "threads" / "decision-threads-fastest.json"
     saved = json.loads(path.read_text())
     assert saved["value"] == 2 and saved["rule"] == "fastest" and saved["history"] == []
@@ -107,16 +107,16 @@ def test_decision_is_recorded_with_evidence_and_a_changed_one_keeps_history(tmp_
     assert len(saved["runs"]) == 2 and saved["reason"]
     # the same decision again: the file is left as it is
     before = path.read_text()
-    decisions.record(tmp_path, d)
+    decision_records.record(tmp_path, d)
     assert path.read_text() == before
     # a different decision: recorded, the earlier one kept in history, and said on stderr
     fake_run(tmp_path, "threads", {"threads": 4}, train_s=1.0)
     d2 = decisions.decide(rows_for(tmp_path, "threads", "threads", "fastest"), "fastest", "threads", "threads")
-    decisions.record(tmp_path, d2)
+    decision_records.record(tmp_path, d2)
     saved = json.loads(path.read_text())
     assert saved["value"] == 4 and [h["value"] for h in saved["history"]] == [2]
     assert "was 2" in capsys.readouterr().err
-    assert [r["value"] for r in decisions.read_decisions(tmp_path)] == [4]
+    assert [r["value"] for r in decision_records.read_decisions(tmp_path)] == [4]
 
 
 def test_floor_applies_to_the_chosen_value_only():
