@@ -20,6 +20,7 @@ BENCHES = {
     "kernel-training": "qmlnb.bench.kernel_training",
     "projected": "qmlnb.bench.projected",
     "positive-control": "qmlnb.bench.positive_control",
+    "sparse": "qmlnb.bench.sparse",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

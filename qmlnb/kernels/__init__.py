@@ -9,6 +9,7 @@
 >>> fm = from_qiskit(PauliFeatureMap(12))        # any circuit: CircuitFeatureMap, same interface
 >>> F = projected_features(fm, X)               # (N, 3n) one-qubit Bloch vectors (state vectors or MPS)
 >>> K = projected_gram(F, gamma=projected_gamma(F))   # the projected quantum kernel (Huang et al. 2021)
+>>> A = sparse_gram(S, k=32)                     # top-k neighbours only: scipy CSR (qmlnb.kernels.sparse)
 """
 from .circuit import Circuit, Gate, parse
 from .circuit_map import CircuitFeatureMap, TruncationWarning
@@ -19,6 +20,7 @@ from .mps import MPSStates
 from .noise import DeviceNoise, repair_psd
 from .projected import (bloch_features, bloch_features_mps, projected_features, projected_gamma, projected_gram,
                         rbf_gram)
+from .sparse import sparse_gram
 from .registry import (
     BackendError,
     BackendUnavailableError,
@@ -38,6 +40,7 @@ __all__ = [
     "from_qiskit",
     "from_pennylane",
     "gram",
+    "sparse_gram",
     "MPSStates",
     "DeviceNoise",
     "repair_psd",

@@ -20,6 +20,11 @@ hyperparameters are chosen by the same stratified CV (balanced accuracy) as
   of four Fashion-MNIST pairs;
 - ``logreg_pixels``: logistic regression on the same PCA components (C).
 
+Optional (named in ``names=``, never in the default set, so that a default run
+does not depend on an optional package): ``umap_logreg_pixels``, a logistic
+regression on a UMAP embedding of the pixels (umap-learn, the ``sparse``
+extra).  :func:`umap_2d` gives the 2-D UMAP picture of the QCNN embeddings.
+
 If the quantum kernel does not beat the RBF SVM on the same embeddings, the
 quantum part adds nothing; if a pixel baseline wins, the embedding loses
 information.  The paired differences over seeds are in docs/controls.md.
@@ -57,6 +62,13 @@ BASELINES = {
     "rbf_svm_pixels_full": ("pixels", "RBF-kernel SVM on all the pixels, gamma and C by CV"),
     "logreg_pixels": ("pixels", "logistic regression on the pixels after PCA (<= 50 components)"),
 }
+# named on request only (not in the default set): each needs an optional package, named in the error if absent
+OPTIONAL_BASELINES = {
+    "umap_logreg_pixels": ("pixels", "logistic regression on a UMAP embedding of the pixels (umap-learn)"),
+}
+KNOWN_BASELINES = {**BASELINES, **OPTIONAL_BASELINES}
+# components of the UMAP embedding the umap_logreg_pixels baseline classifies
+UMAP_COMPONENTS = 10
 # the pixel baselines project onto at most this many principal components
 PCA_COMPONENTS = 50
 # gamma candidates of rbf_svm_embeddings_alignment, in units of 1 / median |x - y|^2: like the quantum
@@ -76,9 +88,9 @@ def check_baselines(names) -> tuple[str, ...]:
         raise ValueError(f"baselines must be a sequence of names such as ({next(iter(BASELINES))!r},), "
                          f"got the string {names!r}")
     names = tuple(names)
-    unknown = [name for name in names if name not in BASELINES]
+    unknown = [name for name in names if name not in KNOWN_BASELINES]
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; known baselines: {', '.join(BASELINES)}")
+        raise ValueError(f"unknown baselines {unknown}; known baselines: {', '.join(KNOWN_BASELINES)}")
     return names
 
 
@@ -115,6 +127,10 @@ def make_baseline(name: str, *, cv: int, seed: int = 0, pca_components: int = PC
         model = make_pipeline(StandardScaler(), PCA(pca_components, random_state=seed),
                               LogisticRegression(max_iter=5000))
         grid = {"logisticregression__C": [1e-3, 0.01, 0.1, 1.0, 10.0]}
+    elif name == "umap_logreg_pixels":
+        model = make_pipeline(StandardScaler(), umap_transformer(UMAP_COMPONENTS, seed),
+                              LogisticRegression(max_iter=5000))
+        grid = {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}
     elif name == "rbf_svm_embeddings_alignment":
         raise ValueError(f"{name} is not a grid search; fit it with fit_baseline or fit_rbf_alignment")
     else:  # a name added to BASELINES without its model here: a bug of this module, caught by test_pipeline
@@ -154,11 +170,35 @@ def fit_baseline(name: str, X_train, y_train, X_test, y_test, *, cv: int = 5, se
     t2 = time.perf_counter()
     params = {key.split("__", 1)[1]: value for key, value in search.best_params_.items()}
     return {
-        "description": BASELINES[name][1],
+        "description": KNOWN_BASELINES[name][1],
         "metrics": classification_metrics(y_test, predicted, scores, n_classes=n_classes),
         "timings": {"fit": t1 - t0, "predict": t2 - t1},
         "params": params,
     }
+
+
+def umap_transformer(n_components: int, seed: int):
+    """An unfitted ``umap.UMAP`` (a scikit-learn transformer), or an ImportError naming the install step."""
+    try:
+        import umap
+    except ImportError as exc:
+        raise ImportError(f"UMAP needs the umap-learn package, which is not installed ({exc}); "
+                          'pip install "qmlnb[sparse]"') from exc
+    # n_jobs=1: with a random_state UMAP is single-threaded anyway, and says so in a warning otherwise
+    return umap.UMAP(n_components=n_components, random_state=seed, n_jobs=1)
+
+
+def umap_2d(embeddings, *, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """(N, 2) float32 UMAP coordinates of (N, F) embeddings (e.g. the QCNN's), for a picture coloured by class.
+
+    Needs umap-learn (the ``sparse`` extra); the same ``seed`` gives the same picture.
+    """
+    X = check_array(embeddings, dtype=np.float32)
+    if len(X) < 3:
+        raise ValueError(f"UMAP needs at least 3 samples, got {len(X)}")
+    model = umap_transformer(2, seed)
+    model.set_params(n_neighbors=min(n_neighbors, len(X) - 1))
+    return model.fit_transform(X).astype(np.float32)
 
 
 def rbf_gram(A, B=None, gamma: float = 1.0) -> np.ndarray:
@@ -232,6 +272,6 @@ def run_baselines(embeddings_train, embeddings_test, pixels_train, pixels_test, 
     }
     results = {}
     for name in tqdm(names, desc="baselines", disable=not progress, leave=False):
-        X_train, X_test = inputs[BASELINES[name][0]]
+        X_train, X_test = inputs[KNOWN_BASELINES[name][0]]
         results[name] = fit_baseline(name, X_train, y_train, X_test, y_test, cv=cv, seed=seed, n_classes=n_classes)
     return results
