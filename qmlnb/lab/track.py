@@ -57,10 +57,10 @@ from pathlib import Path
 
 from . import runs
 from .. import _util
+from .track_sinks import MlflowSink, WandbSink, open_sink, read_wandb_records, wandb_run_id  # noqa: F401
 from .track_store import (  # noqa: F401 -- the tracker API, re-exported here
     TRACKERS, TRACKER_FILE, LOGGED, ALREADY_LOGGED, FAILED, BUSY, _LOG_LOCK, TrackerUnavailable, RunRecord,
-    flatten, fingerprint, read_run, default_store, store_location, check_tracker_name, require, MlflowSink,
-    wandb_run_id, read_wandb_records, WandbSink, open_sink)
+    flatten, fingerprint, read_run, default_store, store_location, check_tracker_name, require)
 
 
 # ------------------------------------------------------------------ tracker.json
