@@ -84,6 +84,12 @@ struct Workspace {
     std::vector<V> er, ei;            // environment [x][y]
     std::vector<V> hr, hi;            // half products [s][x][c]
     std::vector<V> nr, ni;            // next environment [p][c]
+    // the register path (compute_tile_fast)
+    std::vector<V> fb;                // packed B of the fast sites: [site][g'][c][y] (re, im)
+    std::vector<V> env_r, env_i;      // each row's environment between chunks: [row][x][y]
+    std::vector<VI> exps;             // each row's exponents: [row][block]
+    std::vector<int> since;           // each row's sites since its last rescaling
+    std::vector<unsigned char> patterned;  // each row's E has indices sharing their last bit
 };
 
 inline V splat(float v) { return V{} + v; }
@@ -212,44 +218,18 @@ inline void rescale(V* er, V* ei, int cc, VI& exponent) {
     }
 }
 
-// A run of structured sites [k0, k1) for chi <= 4: the environment of the W pairs is read from local arrays
-// with constant indices (registers); each next environment is stored to the caller's buffer column by
-// column and loaded back once per site, which keeps the live registers within the 32 of AVX-512.
-template <int CHI>
-void structured_run(V* er, V* ei, int64_t k0, int64_t k1, bool patterned, int& since, VI& exponent, const V* pr,
-                    const V* pi, const unsigned char* nzb, const std::complex<float>* arow, int64_t site_stride) {
-    constexpr int CC = CHI * CHI;
-    V Er[CC], Ei[CC];
-    V* __restrict Nr = er;  // the caller's buffer holds each next environment (stores, then loads back)
-    V* __restrict Ni = ei;
-#pragma GCC unroll 16
-    for (int e = 0; e < CC; ++e) {
-        Er[e] = er[e];
-        Ei[e] = ei[e];
-    }
-    for (int64_t k = k0; k < k1; ++k) {
-        const int64_t o = k * site_stride;
-        if (patterned)
-            structured_site<CHI, true, false>(CHI, Er, Ei, Nr, Ni, pr + o, pi + o, nzb + o, arow + o);
-        else
-            structured_site<CHI, false, false>(CHI, Er, Ei, Nr, Ni, pr + o, pi + o, nzb + o, arow + o);
-        patterned = true;
-        // entries whose indices differ in their last bit are zero now: constants, not registers
-#pragma GCC unroll 16
-        for (int e = 0; e < CC; ++e) {
-            const bool live = ((e / CHI) & 1) == ((e % CHI) & 1);
-            Er[e] = live ? Nr[e] : V{};
-            Ei[e] = live ? Ni[e] : V{};
-        }
-        if (++since >= RENORM) {
-            rescale(Er, Ei, CC, exponent);
-            since = 0;
-        }
-    }
-#pragma GCC unroll 16
-    for (int e = 0; e < CC; ++e) {
-        er[e] = Er[e];
-        ei[e] = Ei[e];
+// Row i's values for the group at jg: K = (re^2 + im^2) * 4**exponent, formed in double with ldexp (exact
+// scaling; the float64 output keeps values down to its smallest subnormal).
+template <typename OutT>
+inline void write_row(OutT* out, int64_t ldo, int64_t i, int64_t jg, const Tile& t, bool diagonal, bool symmetric,
+                      const V& re_v, const V& im_v, const VI& exponent) {
+    for (int w = 0; w < W; ++w) {
+        const int64_t j = jg + w;
+        if (j >= t.j1 || (diagonal && j < i)) continue;
+        const double re = re_v[w], im = im_v[w];
+        const double value = std::ldexp(re * re + im * im, 2 * exponent[w]);
+        out[i * ldo + j] = static_cast<OutT>(value);
+        if (symmetric) out[j * ldo + i] = static_cast<OutT>(value);
     }
 }
 
@@ -315,15 +295,6 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
             bool patterned = true;  // E's two indices share their last bit
             int since = 0;          // sites since the last rescaling
             for (int64_t k = 0; k < n_sites;) {
-                if (CHI > 0 && CHI <= 4 && structured[k]) {
-                    int64_t k1 = k;
-                    while (k1 < n_sites && structured[k1]) ++k1;
-                    constexpr int small = CHI > 0 && CHI <= 4 ? CHI : 2;
-                    structured_run<small>(er, ei, k, k1, patterned, since, exponent, pr, pi, nzb, arow, site_stride);
-                    patterned = true;
-                    k = k1;
-                    continue;
-                }
                 const std::complex<float>* ak = arow + k * site_stride;
                 const V* pk = pr + k * site_stride;
                 const V* qk = pi + k * site_stride;
@@ -348,16 +319,412 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
                 }
                 ++k;
             }
-            for (int w = 0; w < W; ++w) {
-                const int64_t j = jg + w;
-                if (j >= t.j1 || (diagonal && j < i)) continue;
-                const double re = er[0][w], im = ei[0][w];
-                const double modulus = std::sqrt(re * re + im * im);
-                const double value =
-                    modulus == 0.0 ? 0.0 : std::exp(2.0 * (std::log(modulus) + exponent[w] * 0.6931471805599453));
-                out[i * ldo + j] = static_cast<OutT>(value);
-                if (symmetric) out[j * ldo + i] = static_cast<OutT>(value);
+            write_row(out, ldo, i, jg, t, diagonal, symmetric, er[0], ei[0], exponent);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The register path: runs of ZZ sites with the environment of W pairs held in registers across sites.
+//
+//   * A site is "fast" when it is structured and, for CHI = G * CB with G > 1, block diagonal in blocks of
+//     CB (every sample of A and B: A_s[x][beta] = 0 unless x / CB = beta / CB; the circular ring's middle
+//     sites, CB = 2**reps, G = CB).  E is then G^2 independent CB x CB blocks E[(g, x)][(g', y)]: block
+//     (g, g') sees only A's block g and B's block g'.  CHI = CB (linear chains) is the case G = 1.
+//   * Each block runs through a chunk of fast sites with its live entries (those whose indices share
+//     their last bit: CB^2 / 2 complex, 16 registers at CB = 4) in local arrays with constant indices,
+//     which GCC keeps in registers; only the next environment's columns pass through L1 (store, load).
+//     Every complex multiply-add is 4 FMAs written as separate accumulations (a += x * y; a -= u * v),
+//     which -ffp-contract=fast turns into single FMAs (a += x * y - u * v would cost a mul, an FMA and an
+//     add).  B's entries B_{last(c)}[y][c] (the only nonzero ones) are packed per group as [site][g'][c][y]
+//     (re, im), read with constant offsets; A's coefficients are scalars broadcast from the row's own
+//     tensors (constant offsets from the site's address, streamed in order).
+//   * Each block keeps its own power-of-two exponent (rescaled every RENORM sites as before); before a
+//     site that is not fast (the first and last ones of the ring and chain, other tensors) the blocks are
+//     brought to a common exponent (the largest of the nonzero blocks; blocks more than 2**149 below it
+//     are below float32 rounding of the largest and become 0) and that site takes the general code.
+//   * Sites are cut into chunks whose packed B stays in L2 (about 256 KiB); the rows of a tile go through
+//     one chunk before the next, each row's environment saved between chunks.  So a chain of any length
+//     reads B from L2 instead of L3 (n = 784 at bond 4 packs 1.6 MB per group).
+// ---------------------------------------------------------------------------------------------------------
+
+template <int CB>
+constexpr bool live_entry(int e) {
+    return ((e / CB) & 1) == ((e % CB) & 1);
+}
+
+// One fast site of one block for R rows at once (the rows share the group's B, loaded once for all): E
+// (er[r], ei[r]; live entries only when PAT) -> E' (nr[r], ni[r]; live entries).  bq: packed B block [c][y]
+// (re, im interleaved V's); as0[r]: A_0 of row r's block g at this site, with the full tensor's strides
+// (A_s[x][p] = as0[s * CHI * CHI + x * CHI + p]).
+template <int CB, int CHI, bool PAT, int R>
+inline __attribute__((always_inline)) void fast_site(const V (&er)[R][CB * CB], const V (&ei)[R][CB * CB],
+                                                     V (&nr)[R][CB * CB], V (&ni)[R][CB * CB],
+                                                     const V* __restrict bq,
+                                                     const std::complex<float>* const (&as0)[R]) {
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+        const int s = c & 1;
+        V accr[R][CB / 2], acci[R][CB / 2];
+#pragma GCC unroll 16
+        for (int x = 0; x < CB; ++x) {
+            V hr[R], hi[R];
+#pragma GCC unroll 16
+            for (int y = PAT ? (x & 1) : 0; y < CB; y += PAT ? 2 : 1) {
+                const V br = bq[(c * CB + y) * 2], bi = bq[(c * CB + y) * 2 + 1];
+                const bool first = y == (PAT ? (x & 1) : 0);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) {
+                    const V a = er[r][x * CB + y], b = ei[r][x * CB + y];
+                    if (first) {
+                        hr[r] = a * br;
+                        hi[r] = a * bi;
+                    } else {
+                        hr[r] += a * br;
+                        hi[r] += a * bi;
+                    }
+                    hr[r] -= b * bi;
+                    hi[r] += b * br;
+                }
             }
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) {
+                const float* af = reinterpret_cast<const float*>(as0[r]);
+#pragma GCC unroll 16
+                for (int q = 0; q < CB / 2; ++q) {
+                    const int o = 2 * ((s * CHI + x) * CHI + s + 2 * q);
+                    const float cr = af[o], ci = af[o + 1];  // conj(A) = cr - i ci
+                    if (x == 0) {
+                        accr[r][q] = cr * hr[r];
+                        acci[r][q] = cr * hi[r];
+                    } else {
+                        accr[r][q] += cr * hr[r];
+                        acci[r][q] += cr * hi[r];
+                    }
+                    accr[r][q] += ci * hi[r];
+                    acci[r][q] -= ci * hr[r];
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+            for (int q = 0; q < CB / 2; ++q) {
+                nr[r][(s + 2 * q) * CB + c] = accr[r][q];
+                ni[r][(s + 2 * q) * CB + c] = acci[r][q];
+            }
+    }
+}
+
+// Rescale the live entries of a block by the power of two at or below their largest |re| or |im| per lane.
+template <int CB>
+inline __attribute__((always_inline)) void rescale_live(V* er, V* ei, VI& exponent) {
+    V largest{};
+#pragma GCC unroll 64
+    for (int e = 0; e < CB * CB; ++e) {
+        if (!live_entry<CB>(e)) continue;
+        const V r = er[e] < 0 ? -er[e] : er[e];
+        const V i = ei[e] < 0 ? -ei[e] : ei[e];
+        largest = largest > r ? largest : r;
+        largest = largest > i ? largest : i;
+    }
+    VI u;
+    std::memcpy(&u, &largest, sizeof u);
+    const VI e = ((u >> 23) & 0xff) - 127;
+    const VI ez = u == 0 ? VI{} : e;  // all-zero lanes keep their scale
+    const VI iu = (127 - ez) << 23;
+    V inv;
+    std::memcpy(&inv, &iu, sizeof inv);
+    exponent += ez;
+#pragma GCC unroll 64
+    for (int k = 0; k < CB * CB; ++k) {
+        if (!live_entry<CB>(k)) continue;
+        er[k] *= inv;
+        ei[k] *= inv;
+    }
+}
+
+// R rows' block through fast sites [0, len): row r's E block at (er[r], ei[r]) with row stride CHI (its
+// saved full environment), its exponent, the sites since the last rescaling (shared by all rows and blocks).
+template <int CB, int CHI, int R>
+__attribute__((noinline)) void fast_block_run(V* const (&er)[R], V* const (&ei)[R], VI* const (&exponent)[R],
+                                             int since, bool patterned, int64_t len, const V* bq, int64_t bq_site,
+                                             const std::complex<float>* const (&a)[R], int64_t a_site) {
+    constexpr int CC = CB * CB;
+    V Er[R][CC], Ei[R][CC], Nr[R][CC], Ni[R][CC];
+    const std::complex<float>* ak[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+        for (int e = 0; e < CC; ++e) {
+            Er[r][e] = er[r][(e / CB) * CHI + e % CB];
+            Ei[r][e] = ei[r][(e / CB) * CHI + e % CB];
+        }
+    int64_t k = 0;
+    if (!patterned && len > 0) {
+        for (int r = 0; r < R; ++r) ak[r] = a[r];
+        fast_site<CB, CHI, false, R>(Er, Ei, Nr, Ni, bq, ak);
+        for (int r = 0; r < R; ++r)
+            for (int e = 0; e < CC; ++e) {
+                Er[r][e] = live_entry<CB>(e) ? Nr[r][e] : V{};
+                Ei[r][e] = live_entry<CB>(e) ? Ni[r][e] : V{};
+            }
+        if (++since >= RENORM) {
+            for (int r = 0; r < R; ++r) rescale_live<CB>(Er[r], Ei[r], *exponent[r]);
+            since = 0;
+        }
+        k = 1;
+    }
+    for (; k < len; ++k) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) ak[r] = a[r] + k * a_site;
+        fast_site<CB, CHI, true, R>(Er, Ei, Nr, Ni, bq + k * bq_site, ak);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+            for (int e = 0; e < CC; ++e) {
+                if (!live_entry<CB>(e)) continue;
+                Er[r][e] = Nr[r][e];
+                Ei[r][e] = Ni[r][e];
+            }
+        if (++since >= RENORM) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) rescale_live<CB>(Er[r], Ei[r], *exponent[r]);
+            since = 0;
+        }
+    }
+    const bool all = !patterned && len == 0;  // E untouched: its entries of both parities are kept
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+        for (int e = 0; e < CC; ++e) {
+            er[r][(e / CB) * CHI + e % CB] = live_entry<CB>(e) || all ? Er[r][e] : V{};
+            ei[r][(e / CB) * CHI + e % CB] = live_entry<CB>(e) || all ? Ei[r][e] : V{};
+        }
+}
+
+// A run of sites handled alike: a chunk of fast sites, or one site of the general code.
+struct Segment {
+    int64_t k0, k1;
+    bool fast;
+};
+
+// Bring the G^2 blocks of each lane to the largest exponent among its nonzero blocks (see above).
+template <int CB, int CHI>
+void common_exponent(V* er, V* ei, VI* exps) {
+    constexpr int G = CHI / CB;
+    VI top = VI{} - (1 << 30);
+    for (int blk = 0; blk < G * G; ++blk) {
+        const int g = blk / G, h = blk % G;
+        V largest{};
+        for (int x = 0; x < CB; ++x)
+            for (int y = 0; y < CB; ++y) {
+                const int e = (g * CB + x) * CHI + h * CB + y;
+                const V r = er[e] < 0 ? -er[e] : er[e];
+                const V i = ei[e] < 0 ? -ei[e] : ei[e];
+                largest = largest > r ? largest : r;
+                largest = largest > i ? largest : i;
+            }
+        const VI nonzero = largest != 0;  // -1 where the block has a nonzero entry
+        top = nonzero & (exps[blk] > top) ? exps[blk] : top;
+    }
+    top = top == -(1 << 30) ? VI{} : top;
+    for (int blk = 0; blk < G * G; ++blk) {
+        const int g = blk / G, h = blk % G;
+        VI d = exps[blk] - top;
+        d = d > 0 ? VI{} : d;  // only all-zero blocks can be above: any factor keeps them 0
+        const VI normal = (127 + d) << 23;
+        const VI sub = d >= -149 ? VI{} + 1 << (d + 149 < 0 ? VI{} : d + 149) : VI{};
+        const VI bits = d >= -126 ? normal : (d >= -149 ? sub : VI{});
+        V factor;
+        std::memcpy(&factor, &bits, sizeof factor);
+        for (int x = 0; x < CB; ++x)
+            for (int y = 0; y < CB; ++y) {
+                const int e = (g * CB + x) * CHI + h * CB + y;
+                er[e] *= factor;
+                ei[e] *= factor;
+            }
+        exps[blk] = top;
+    }
+}
+
+constexpr int FR = 2;  // rows per register-path call: two rows' environments (32 registers at CB 4) share B
+
+// Rows [i, i + R) of a tile through one chunk of fast sites: each block (g, g') of each row's saved
+// environment, with the group's packed B block g' and each row's A block g.
+template <int CHI, int CB, int R>
+void fast_rows(const std::complex<float>* a, int64_t i, int64_t i0, int64_t sample_stride, const Segment& seg,
+               int since, bool patterned, const V* fb, int64_t fast_site_v, Workspace& ws) {
+    constexpr int G = CHI / CB;
+    constexpr int64_t cc = CHI * CHI;
+    constexpr int64_t site_stride = 2 * cc;
+    const int64_t len = seg.k1 - seg.k0;
+    for (int h = 0; h < G; ++h)
+        for (int gg = 0; gg < G; ++gg) {
+            V* er[R];
+            V* ei[R];
+            VI* ex[R];
+            const std::complex<float>* ak[R];
+            for (int r = 0; r < R; ++r) {
+                const int64_t row = i + r - i0;
+                er[r] = ws.env_r.data() + row * cc + gg * CB * CHI + h * CB;
+                ei[r] = ws.env_i.data() + row * cc + gg * CB * CHI + h * CB;
+                ex[r] = ws.exps.data() + row * G * G + gg * G + h;
+                ak[r] = a + (i + r) * sample_stride + seg.k0 * site_stride + gg * CB * CHI + gg * CB;
+            }
+            fast_block_run<CB, CHI, R>(er, ei, ex, since, patterned, len, fb + seg.k0 * fast_site_v + h * CB * CB * 2,
+                                       fast_site_v, ak, site_stride);
+        }
+}
+
+template <int CHI, int CB, typename OutT>
+void compute_tile_fast(const std::complex<float>* a, const std::complex<float>* b, int64_t n_sites, const Tile& t,
+                       bool symmetric, const unsigned char* structured, const std::vector<Segment>& segments,
+                       const std::vector<int64_t>& general_index, int64_t n_general, Workspace& ws, OutT* out,
+                       int64_t ldo) {
+    constexpr int G = CHI / CB;
+    constexpr int64_t cc = CHI * CHI;
+    constexpr int64_t site_stride = 2 * cc;
+    constexpr int64_t fast_site_v = 2 * G * CB * CB;  // packed V's per fast site: [g'][c][y] (re, im)
+    const int64_t sample_stride = n_sites * site_stride;
+    const int64_t n_groups = (t.j1 - t.j0 + W - 1) / W;
+    const int64_t rows = t.i1 - t.i0;
+    ws.br.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.bi.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.nz.resize(std::max<int64_t>(n_general, 1) * 2 * CHI);
+    ws.nzb.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.fb.resize(n_sites * fast_site_v);
+    ws.env_r.resize(rows * cc);
+    ws.env_i.resize(rows * cc);
+    ws.exps.resize(rows * G * G);
+    ws.since.resize(rows);
+    ws.patterned.resize(rows);
+    ws.nr.resize(cc);
+    ws.ni.resize(cc);
+    ws.hr.resize(2 * cc);
+    ws.hi.resize(2 * cc);
+    const bool diagonal = symmetric && t.i0 == t.j0;
+
+    for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t jg = t.j0 + g * W;
+        if (diagonal && jg + W <= t.i0) continue;
+        // Pack B: general sites in the full layout [site][s][y][c] with the nonzero maps, fast sites as
+        // [site][g'][c][y] (re, im) holding B_{last(c)}; lanes past the tile's edge repeat its last column.
+        V* pr = ws.br.data();
+        V* pi = ws.bi.data();
+        V* fb = ws.fb.data();
+        unsigned char* nzg = ws.nz.data();
+        unsigned char* nzb = ws.nzb.data();
+        for (int w = 0; w < W; ++w) {
+            const int64_t j = std::min(jg + w, t.j1 - 1);
+            const std::complex<float>* src = b + j * sample_stride;
+            for (const Segment& seg : segments)
+                for (int64_t k = seg.k0; k < seg.k1; ++k) {
+                    const std::complex<float>* site = src + k * site_stride;
+                    if (!seg.fast) {
+                        const int64_t o = general_index[k] * site_stride;
+                        for (int64_t e = 0; e < site_stride; ++e) {
+                            pr[o + e][w] = site[e].real();
+                            pi[o + e][w] = site[e].imag();
+                        }
+                        continue;
+                    }
+                    V* dst = fb + k * fast_site_v;
+                    for (int h = 0; h < G; ++h)
+                        for (int c = 0; c < CB; ++c)
+                            for (int y = 0; y < CB; ++y) {
+                                const std::complex<float> v =
+                                    site[((c & 1) * CHI + h * CB + y) * CHI + h * CB + c];
+                                dst[((h * CB + c) * CB + y) * 2][w] = v.real();
+                                dst[((h * CB + c) * CB + y) * 2 + 1][w] = v.imag();
+                            }
+                }
+        }
+        std::fill(nzg, nzg + std::max<int64_t>(n_general, 1) * 2 * CHI, 0);
+        for (int64_t q = 0; q < n_general; ++q)
+            for (int64_t e = 0; e < site_stride; ++e) {
+                bool any = false;
+                for (int w = 0; w < W; ++w) any |= (pr[q * site_stride + e][w] != 0.0f) | (pi[q * site_stride + e][w] != 0.0f);
+                nzb[q * site_stride + e] = any;
+                if (any) nzg[q * 2 * CHI + (e / (CHI * CHI)) * CHI + e % CHI] = 1;
+            }
+        // every row of the tile starts at E = e0 e0^T with exponent 0
+        for (int64_t r = 0; r < rows; ++r) {
+            V* er = ws.env_r.data() + r * cc;
+            V* ei = ws.env_i.data() + r * cc;
+            for (int64_t e = 0; e < cc; ++e) er[e] = ei[e] = V{};
+            er[0] = splat(1.0f);
+            for (int blk = 0; blk < G * G; ++blk) ws.exps[r * G * G + blk] = VI{};
+            ws.since[r] = 0;
+            ws.patterned[r] = 1;
+        }
+        // the rows of the group (a diagonal tile skips those whose whole group lies below the diagonal)
+        const int64_t row0 = t.i0;
+        const int64_t row1 = diagonal ? std::min(t.i1, jg + W) : t.i1;
+        for (const Segment& seg : segments) {
+            if (seg.fast) {
+                // FR rows at a time share each B load; a leftover row runs alone
+                const int64_t len = seg.k1 - seg.k0;
+                const int since = ws.since[row0 - t.i0];
+                const bool patterned = ws.patterned[row0 - t.i0];
+                int64_t i = row0;
+                for (; i + FR <= row1; i += FR)
+                    fast_rows<CHI, CB, FR>(a, i, t.i0, sample_stride, seg, since, patterned, fb, fast_site_v, ws);
+                for (; i < row1; ++i)
+                    fast_rows<CHI, CB, 1>(a, i, t.i0, sample_stride, seg, since, patterned, fb, fast_site_v, ws);
+                for (int64_t r = row0 - t.i0; r < row1 - t.i0; ++r) {
+                    ws.since[r] = static_cast<int>((since + len) % RENORM);
+                    ws.patterned[r] = patterned || len > 0;
+                }
+                continue;
+            }
+            for (int64_t i = row0; i < row1; ++i) {
+                const int64_t r = i - t.i0;
+                const std::complex<float>* arow = a + i * sample_stride;
+                V* er = ws.env_r.data() + r * cc;
+                V* ei = ws.env_i.data() + r * cc;
+                VI* exps = ws.exps.data() + r * G * G;
+                int since = ws.since[r];
+                bool patterned = ws.patterned[r];
+                {
+                    const int64_t k = seg.k0;
+                    if (G > 1) common_exponent<CB, CHI>(er, ei, exps);
+                    VI& exponent = exps[0];
+                    const std::complex<float>* ak = arow + k * site_stride;
+                    const int64_t q = general_index[k];
+                    const V* pk = pr + q * site_stride;
+                    const V* qk = pi + q * site_stride;
+                    V* nr = ws.nr.data();
+                    V* ni = ws.ni.data();
+                    if (structured[k]) {
+                        constexpr bool skip = CHI > 4;
+                        if (patterned)
+                            structured_site<CHI, true, skip>(CHI, er, ei, nr, ni, pk, qk, nzb + q * site_stride, ak);
+                        else
+                            structured_site<CHI, false, skip>(CHI, er, ei, nr, ni, pk, qk, nzb + q * site_stride, ak);
+                        patterned = true;
+                    } else {
+                        if (since) rescale(er, ei, static_cast<int>(cc), exponent);
+                        general_site<CHI>(CHI, er, ei, ws.hr.data(), ws.hi.data(), nr, ni, pk, qk,
+                                          nzg + q * 2 * CHI, ak);
+                        patterned = false;
+                        since = RENORM - 1;  // rescale right after it
+                    }
+                    std::copy(nr, nr + cc, er);
+                    std::copy(ni, ni + cc, ei);
+                    if (++since >= RENORM) {
+                        rescale(er, ei, static_cast<int>(cc), exponent);
+                        since = 0;
+                    }
+                    for (int blk = 1; blk < G * G; ++blk) exps[blk] = exponent;
+                }
+                ws.since[r] = since;
+                ws.patterned[r] = patterned;
+            }
+        }
+        for (int64_t i = row0; i < row1; ++i) {
+            const int64_t r = i - t.i0;
+            write_row(out, ldo, i, jg, t, diagonal, symmetric, ws.env_r[r * cc], ws.env_i[r * cc], ws.exps[r * G * G]);
         }
     }
 }
@@ -383,37 +750,88 @@ void mark_structured(const std::complex<float>* t, int64_t n_samples, int64_t n_
     }
 }
 
+// The block size of the register path for bond CHI (0: none): linear chains of bond 2 and 4 are one block;
+// bond 16 is the circular ring of reps 2, blocks of 4.  Larger blocks would not fit the registers.
+constexpr int fast_block(int chi) { return chi == 2 || chi == 4 ? chi : chi == 16 ? 4 : 0; }
+
+// Site k is block diagonal in blocks of cb when no sample of T has A_s[x][beta] != 0 with x / cb != beta / cb.
+void mark_block_diagonal(const std::complex<float>* t, int64_t n_samples, int64_t n_sites, int chi, int cb,
+                         std::vector<unsigned char>& fast) {
+    const int64_t cc = static_cast<int64_t>(chi) * chi;
+    for (int64_t k = 0; k < n_sites; ++k) {
+        if (!fast[k]) continue;
+        bool ok = true;
+        for (int64_t i = 0; i < n_samples && ok; ++i) {
+            const std::complex<float>* site = t + (i * n_sites + k) * 2 * cc;
+            for (int64_t e = 0; e < 2 * cc && ok; ++e)
+                if ((e % cc) / chi / cb != (e % chi) / cb && site[e] != std::complex<float>(0.0f, 0.0f)) ok = false;
+        }
+        fast[k] = ok;
+    }
+}
+
 template <int CHI, typename OutT>
 void gram_impl(const std::complex<float>* a, const std::complex<float>* b, int64_t n_rows, int64_t n_cols,
-               int64_t n_sites, int chi, bool symmetric, const unsigned char* structured, OutT* out, int tile,
-               int n_threads) {
+               int64_t n_sites, int chi, bool symmetric, const unsigned char* structured, const unsigned char* fast,
+               OutT* out, int tile, int n_threads) {
     std::vector<Tile> tiles;
     for (int64_t i0 = 0; i0 < n_rows; i0 += tile)
         for (int64_t j0 = symmetric ? i0 : 0; j0 < n_cols; j0 += tile)
             tiles.push_back({i0, std::min(n_rows, i0 + tile), j0, std::min(n_cols, j0 + tile)});
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());
     const int threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(n_tiles, 1)));
+    // The register path's plan: chunks of fast sites whose packed B (2 G CB^2 vectors per site) stays in
+    // L2, and each other site alone; general_index numbers the others (their slots in the full packing).
+    constexpr int CB = fast_block(CHI);
+    std::vector<Segment> segments;
+    std::vector<int64_t> general_index(n_sites, -1);
+    int64_t n_general = 0;
+    bool any_fast = false;
+    if (CB > 0) {
+        const int64_t chunk = std::max<int64_t>(8, (256 << 10) / (2 * (CHI / CB) * CB * CB * int64_t(sizeof(V))));
+        for (int64_t k = 0; k < n_sites;) {
+            if (fast[k]) {
+                int64_t k1 = k;
+                while (k1 < n_sites && fast[k1] && k1 - k < chunk) ++k1;
+                segments.push_back({k, k1, true});
+                any_fast = true;
+                k = k1;
+            } else {
+                general_index[k] = n_general++;
+                segments.push_back({k, k + 1, false});
+                ++k;
+            }
+        }
+    }
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp single
         g_last_threads = omp_get_num_threads();
         Workspace ws;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t k = 0; k < n_tiles; ++k)
+        for (int64_t k = 0; k < n_tiles; ++k) {
+            if constexpr (CB > 0) {
+                if (any_fast) {
+                    compute_tile_fast<CHI, CB, OutT>(a, b, n_sites, tiles[k], symmetric, structured, segments,
+                                                     general_index, n_general, ws, out, n_cols);
+                    continue;
+                }
+            }
             compute_tile<CHI, OutT>(a, b, n_sites, chi, tiles[k], symmetric, structured, ws, out, n_cols);
+        }
     }
 }
 
 template <typename OutT>
 void dispatch(const std::complex<float>* a, const std::complex<float>* b, int64_t n_rows, int64_t n_cols,
-              int64_t n_sites, int chi, bool symmetric, const unsigned char* st, OutT* out, int tile,
+              int64_t n_sites, int chi, bool symmetric, const unsigned char* st, const unsigned char* fast, OutT* out, int tile,
               int n_threads) {
     switch (chi) {  // the bond dimensions of the ZZ map (2**reps, 4**reps) get unrolled kernels
-        case 2: return gram_impl<2>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 4: return gram_impl<4>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 8: return gram_impl<8>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 16: return gram_impl<16>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        default: return gram_impl<0>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
+        case 2: return gram_impl<2>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 4: return gram_impl<4>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 8: return gram_impl<8>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 16: return gram_impl<16>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        default: return gram_impl<0>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
     }
 }
 
@@ -461,12 +879,20 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
     std::vector<unsigned char> structured(n_sites, use_structure && chi >= 2 ? 1 : 0);
     mark_structured(a, n_rows, n_sites, chi, structured);
     if (!symmetric) mark_structured(b, n_cols, n_sites, chi, structured);
+    // fast: the register path's sites (structured, and block diagonal when the bond holds several blocks)
+    std::vector<unsigned char> fast = structured;
+    const int cb = fast_block(chi);
+    if (cb == 0) std::fill(fast.begin(), fast.end(), 0);
+    if (cb > 0 && cb < chi) {
+        mark_block_diagonal(a, n_rows, n_sites, chi, cb, fast);
+        if (!symmetric) mark_block_diagonal(b, n_cols, n_sites, chi, cb, fast);
+    }
     if (single)
-        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), static_cast<float*>(o), tile,
-                 n_threads);
+        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), fast.data(),
+                 static_cast<float*>(o), tile, n_threads);
     else
-        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), static_cast<double*>(o), tile,
-                 n_threads);
+        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), fast.data(),
+                 static_cast<double*>(o), tile, n_threads);
 }
 
 // The float32 FMA rate of one thread: 12 independent chains of V-wide multiply-adds (enough to cover
