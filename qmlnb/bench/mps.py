@@ -13,8 +13,8 @@ Per backend: ``ns_per_site_pair_cpu`` (CPU seconds of all threads per
 distinct entry and site) and ``fraction_of_peak``: the structured
 arithmetic (``flops_per_site_pair``: 8 c^3 for linear chains with
 c = 2**reps, 8 c^5 for the circular ring's c^2 blocks of c x c) per CPU
-second over the machine's float32 FMA rate per core, measured once per run
-(``machine.fma_gflops_per_core``: ``qmlnb._mps_openmp.fma_rate``).
+second over the machine's float32 FMA rate per core and CPU second, measured
+once per run (``machine.fma_gflops_per_core``: ``qmlnb._mps_openmp.fma_rate``).
 
 - ``exactness``: every backend's MPS Gram against the state-vector Gram at
   ``--exact-qubits`` qubits (max abs difference);
@@ -114,7 +114,12 @@ def flops_per_site_pair(reps: int, circular: bool) -> int:
 
 
 def machine_peak(seconds: float = 0.3) -> dict:
-    """The float32 FMA rate of one core (best of 3 probes of ~``seconds``), from the MPS extension."""
+    """The float32 FMA rate of one core (best of 3 probes of ~``seconds``), from the MPS extension.
+
+    Flops per CPU second of the probing thread, like ``ns_per_site_pair_cpu``: on a shared machine the
+    wall-clock rate also counts the time other processes hold the core (it read 61 GFLOP/s under load 8
+    where the CPU-time rate reads 130 to 170).
+    """
     try:
         from qmlnb import _mps_openmp
     except ImportError as exc:
@@ -124,7 +129,7 @@ def machine_peak(seconds: float = 0.3) -> dict:
     rates = [_mps_openmp.fma_rate(iterations) for _ in range(3)]
     return {"fma_gflops_per_core": max(rates) / 1e9, "probes_gflops": [r / 1e9 for r in rates],
             "lanes": _mps_openmp.LANES, "load_1min": timing.load_average(),
-            "method": "12 independent chains of 16-lane float32 FMAs, one thread, best of 3"}
+            "method": "12 independent chains of 16-lane float32 FMAs, one thread, per thread CPU second, best of 3"}
 
 
 def median_offdiagonal(K: np.ndarray) -> float:
