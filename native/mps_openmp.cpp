@@ -219,19 +219,52 @@ inline void rescale(V* er, V* ei, int cc, VI& exponent) {
     }
 }
 
-// Row i's values for the group at jg: K = (re^2 + im^2) * 4**exponent, formed in double with ldexp (exact
-// scaling; the float64 output keeps values down to its smallest subnormal).
+// K = (re^2 + im^2) * 4**exponent in double: a multiplication by the power of two while it is a normal
+// double (one rounding, as ldexp), ldexp beyond (the float64 output keeps values down to its smallest
+// subnormal).
+inline double kernel_value(double re, double im, int32_t exponent) {
+    const double modulus2 = re * re + im * im;
+    const int e2 = 2 * exponent;
+    if (e2 < -1022 || e2 > 1023) return std::ldexp(modulus2, e2);
+    const uint64_t bits = static_cast<uint64_t>(e2 + 1023) << 52;
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return modulus2 * scale;
+}
+
+// Row i's values for the group at jg (and their mirrors in the symmetric case).
 template <typename OutT>
 inline void write_row(OutT* out, int64_t ldo, int64_t i, int64_t jg, const Tile& t, bool diagonal, bool symmetric,
                       const V& re_v, const V& im_v, const VI& exponent) {
     for (int w = 0; w < W; ++w) {
         const int64_t j = jg + w;
         if (j >= t.j1 || (diagonal && j < i)) continue;
-        const double re = re_v[w], im = im_v[w];
-        const double value = std::ldexp(re * re + im * im, 2 * exponent[w]);
-        out[i * ldo + j] = static_cast<OutT>(value);
-        if (symmetric) out[j * ldo + i] = static_cast<OutT>(value);
+        const OutT value = static_cast<OutT>(kernel_value(re_v[w], im_v[w], exponent[w]));
+        out[i * ldo + j] = value;
+        if (symmetric) out[j * ldo + i] = value;
     }
+}
+
+// Rows [row0, row1) of the group at jg, then the mirrors column by column: each mirror row j receives a
+// contiguous run of values (row by row, every mirror value would land on its own cache line).
+template <typename OutT>
+void write_group(OutT* out, int64_t ldo, int64_t row0, int64_t row1, int64_t jg, const Tile& t, bool diagonal,
+                 bool symmetric, const V* env_r, const V* env_i, int64_t env_stride, const VI* exps,
+                 int64_t exps_stride) {
+    for (int64_t i = row0; i < row1; ++i) {
+        const int64_t r = i - t.i0;
+        const V& re = env_r[r * env_stride];
+        const V& im = env_i[r * env_stride];
+        const VI& e = exps[r * exps_stride];
+        for (int w = 0; w < W; ++w) {
+            const int64_t j = jg + w;
+            if (j >= t.j1 || (diagonal && j < i)) continue;
+            out[i * ldo + j] = static_cast<OutT>(kernel_value(re[w], im[w], e[w]));
+        }
+    }
+    if (!symmetric) return;
+    for (int64_t j = jg; j < std::min(jg + W, t.j1); ++j)
+        for (int64_t i = row0; i < (diagonal ? std::min(row1, j + 1) : row1); ++i) out[j * ldo + i] = out[i * ldo + j];
 }
 
 template <int CHI, typename OutT>
@@ -616,31 +649,35 @@ void compute_tile_fast(const std::complex<float>* a, const std::complex<float>* 
         V* fb = ws.fb.data();
         unsigned char* nzg = ws.nz.data();
         unsigned char* nzb = ws.nzb.data();
-        for (int w = 0; w < W; ++w) {
-            const int64_t j = std::min(jg + w, t.j1 - 1);
-            const std::complex<float>* src = b + j * sample_stride;
-            for (const Segment& seg : segments)
-                for (int64_t k = seg.k0; k < seg.k1; ++k) {
-                    const std::complex<float>* site = src + k * site_stride;
-                    if (!seg.fast) {
-                        const int64_t o = general_index[k] * site_stride;
-                        for (int64_t e = 0; e < site_stride; ++e) {
-                            pr[o + e][w] = site[e].real();
-                            pi[o + e][w] = site[e].imag();
+        // entry by entry with the lanes innermost: each packed vector is written whole (a lane-outer loop
+        // wrote one float per cache line and took a tenth of the call)
+        const std::complex<float>* src[W];
+        for (int w = 0; w < W; ++w) src[w] = b + std::min(jg + w, t.j1 - 1) * sample_stride;
+        for (const Segment& seg : segments)
+            for (int64_t k = seg.k0; k < seg.k1; ++k) {
+                const int64_t site = k * site_stride;
+                if (!seg.fast) {
+                    const int64_t o = general_index[k] * site_stride;
+                    for (int64_t e = 0; e < site_stride; ++e)
+                        for (int w = 0; w < W; ++w) {
+                            pr[o + e][w] = src[w][site + e].real();
+                            pi[o + e][w] = src[w][site + e].imag();
                         }
-                        continue;
-                    }
-                    V* dst = fb + k * fast_site_v;
-                    for (int h = 0; h < G; ++h)
-                        for (int c = 0; c < CB; ++c)
-                            for (int y = 0; y < CB; ++y) {
-                                const std::complex<float> v =
-                                    site[((c & 1) * CHI + h * CB + y) * CHI + h * CB + c];
-                                dst[((h * CB + c) * CB + y) * 2][w] = v.real();
-                                dst[((h * CB + c) * CB + y) * 2 + 1][w] = v.imag();
-                            }
+                    continue;
                 }
-        }
+                V* dst = fb + k * fast_site_v;
+                for (int h = 0; h < G; ++h)
+                    for (int c = 0; c < CB; ++c)
+                        for (int y = 0; y < CB; ++y) {
+                            const int64_t e = site + ((c & 1) * CHI + h * CB + y) * CHI + h * CB + c;
+                            V& re = dst[((h * CB + c) * CB + y) * 2];
+                            V& im = dst[((h * CB + c) * CB + y) * 2 + 1];
+                            for (int w = 0; w < W; ++w) {
+                                re[w] = src[w][e].real();
+                                im[w] = src[w][e].imag();
+                            }
+                        }
+            }
         std::fill(nzg, nzg + std::max<int64_t>(n_general, 1) * 2 * CHI, 0);
         for (int64_t q = 0; q < n_general; ++q)
             for (int64_t e = 0; e < site_stride; ++e) {
@@ -723,10 +760,8 @@ void compute_tile_fast(const std::complex<float>* a, const std::complex<float>* 
                 ws.patterned[r] = patterned;
             }
         }
-        for (int64_t i = row0; i < row1; ++i) {
-            const int64_t r = i - t.i0;
-            write_row(out, ldo, i, jg, t, diagonal, symmetric, ws.env_r[r * cc], ws.env_i[r * cc], ws.exps[r * G * G]);
-        }
+        write_group(out, ldo, row0, row1, jg, t, diagonal, symmetric, ws.env_r.data(), ws.env_i.data(), cc,
+                    ws.exps.data(), G * G);
     }
 }
 
