@@ -166,3 +166,20 @@ def test_fma_rate_counts_thread_cpu_time():
     assert np.isfinite(rate) and rate > 1e8
     with pytest.raises(ValueError, match="positive"):
         _mps_openmp.fma_rate(0)
+
+
+@pytest.mark.parametrize("entanglement, reps", [("linear", 2), ("circular", 2), ("linear", 3)])
+def test_self_log_overlap_equals_the_state_vector_norms(entanglement, reps):
+    """The norms' check (stacked matmuls) against float64 state vectors: unit MPS give log 1, and a site
+    tensor scaled by 1.5 in one sample gives log 2.25 there."""
+    from qmlnb.kernels.mps import self_log_overlap
+
+    fm = FeatureMap(n_qubits=7, reps=reps, entanglement=entanglement, bandwidth=0.4)
+    X = np.random.default_rng(5).uniform(-np.pi, np.pi, (6, 7))
+    T = fm.mps(X).tensors.copy()
+    np.testing.assert_allclose(self_log_overlap(T), np.log(np.sum(np.abs(states64(fm, X)) ** 2, axis=1)),
+                               atol=1e-5)
+    T[2, 3] *= 1.5
+    expected = np.zeros(6)
+    expected[2] = np.log(2.25)
+    np.testing.assert_allclose(self_log_overlap(T), expected, atol=1e-5)

@@ -146,8 +146,9 @@ SELF_OVERLAP_WORK_BYTES = 256 << 20
 
 def _self_overlap_batch(chi: int) -> tuple[int, int]:
     """(samples per batch of :func:`self_log_overlap`, work bytes per sample): a site (2, chi, chi) in
-    complex128, its half-contracted form, two environments and their moduli per sample."""
-    per_sample = (32 + 32 + 32 + 8) * chi * chi
+    complex128 (conjugated in place), its half-contracted form, the old and the new environment and one
+    product being added to it (the moduli come after the product is freed)."""
+    per_sample = (32 + 32 + 16 + 16 + 16) * chi * chi
     return max(1, SELF_OVERLAP_WORK_BYTES // per_sample), per_sample
 
 
@@ -175,9 +176,12 @@ def _self_log_overlap(tensors: np.ndarray) -> np.ndarray:
     log_scale = np.zeros(n_samples)
     for k in range(n_sites):
         a = tensors[:, k].astype(np.complex128)
-        # E'[b, b'] = sum_s sum_{x, y} conj(A_s[x, b]) E[x, y] A_s[y, b']
-        half = np.einsum("nxy,nsyc->nsxc", env, a)
-        env = np.einsum("nsxb,nsxc->nbc", a.conj(), half)
+        # E'[b, b'] = sum_s sum_{x, y} conj(A_s[x, b]) E[x, y] A_s[y, b'] as stacked matmuls (4x faster than
+        # einsum at bond 16, where this check took half as long as the openmp Gram itself)
+        half = np.matmul(env[:, None], a)
+        at = np.conjugate(a, out=a).transpose(0, 1, 3, 2)
+        env = np.matmul(at[:, 0], half[:, 0])
+        env += np.matmul(at[:, 1], half[:, 1])
         scale = np.abs(env).max(axis=(1, 2))
         scale[scale == 0] = 1.0
         env /= scale[:, None, None]
