@@ -29,11 +29,11 @@
 //     half_s[x][c] = sum over the chi/2 y with last(y) = last(x), only for
 //     s = last(c), and E' only for last(p) = last(c): chi^3 complex
 //     multiply-adds per site and pair (8 chi^3 flops: 512 at chi 4) instead of
-//     the general 4 chi^3.  For chi <= 4 the inner loops unroll completely and
-//     the environment of the W pairs is read from registers.
-//   * For chi > 4 the path also skips zero coefficients of A and (y, c)
-//     entries of B that are zero in all lanes: the circular map's tensors are
-//     block diagonal in gamma, which leaves 1/16 of the chi^3 work at chi 16.
+//     the general 4 chi^3.  Runs of such sites at chi 2 and 4, and the circular
+//     ring's block-diagonal middle sites at chi 16, take the register path
+//     (compute_tile_fast, described where it is defined).
+//   * Other structured sites with chi > 4 skip zero coefficients of A and
+//     (y, c) entries of B that are zero in all lanes.
 //   * The other sites (the last one, whose right index 0 folds the last
 //     column, and tensors of other circuits) take the general path: every
 //     (s, c) column of B that is nonzero in some lane, every nonzero
@@ -194,11 +194,21 @@ inline void structured_site(int chi_rt, const V* __restrict er, const V* __restr
     }
 }
 
+template <int CB>
+constexpr bool live_entry(int e) {
+    return ((e / CB) & 1) == ((e % CB) & 1);
+}
+
 // Divide each lane of E by the power of two at or below its largest |re| or |im|; add the exponents.
-inline void rescale(V* er, V* ei, int cc, VI& exponent) {
+// CB > 0: only the live entries (indices sharing their last bit) of a CB x CB block; CB = 0: all cc entries.
+template <int CB = 0>
+inline __attribute__((always_inline)) void rescale(V* er, V* ei, int cc, VI& exponent) {
+    const int count = CB > 0 ? CB * CB : cc;
     V largest{};
-#pragma GCC unroll 16
-    for (int e = 0; e < cc; ++e) {
+#pragma GCC unroll 64
+    for (int e = 0; e < count; ++e) {
+        if constexpr (CB > 0)
+            if (!live_entry<CB>(e)) continue;
         const V r = er[e] < 0 ? -er[e] : er[e];
         const V i = ei[e] < 0 ? -ei[e] : ei[e];
         largest = largest > r ? largest : r;
@@ -212,8 +222,10 @@ inline void rescale(V* er, V* ei, int cc, VI& exponent) {
     V inv;
     std::memcpy(&inv, &iu, sizeof inv);
     exponent += ez;
-#pragma GCC unroll 16
-    for (int k = 0; k < cc; ++k) {
+#pragma GCC unroll 64
+    for (int k = 0; k < count; ++k) {
+        if constexpr (CB > 0)
+            if (!live_entry<CB>(k)) continue;
         er[k] *= inv;
         ei[k] *= inv;
     }
@@ -382,11 +394,6 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
 //     reads B from L2 instead of L3 (n = 784 at bond 4 packs 1.6 MB per group).
 // ---------------------------------------------------------------------------------------------------------
 
-template <int CB>
-constexpr bool live_entry(int e) {
-    return ((e / CB) & 1) == ((e % CB) & 1);
-}
-
 // One fast site of one block for R rows at once (the rows share the group's B, loaded once for all): E
 // (er[r], ei[r]; live entries only when PAT) -> E' (nr[r], ni[r]; live entries).  bq: packed B block [c][y]
 // (re, im interleaved V's); as0[r]: A_0 of row r's block g at this site, with the full tensor's strides
@@ -450,34 +457,6 @@ inline __attribute__((always_inline)) void fast_site(const V (&er)[R][CB * CB], 
     }
 }
 
-// Rescale the live entries of a block by the power of two at or below their largest |re| or |im| per lane.
-template <int CB>
-inline __attribute__((always_inline)) void rescale_live(V* er, V* ei, VI& exponent) {
-    V largest{};
-#pragma GCC unroll 64
-    for (int e = 0; e < CB * CB; ++e) {
-        if (!live_entry<CB>(e)) continue;
-        const V r = er[e] < 0 ? -er[e] : er[e];
-        const V i = ei[e] < 0 ? -ei[e] : ei[e];
-        largest = largest > r ? largest : r;
-        largest = largest > i ? largest : i;
-    }
-    VI u;
-    std::memcpy(&u, &largest, sizeof u);
-    const VI e = ((u >> 23) & 0xff) - 127;
-    const VI ez = u == 0 ? VI{} : e;  // all-zero lanes keep their scale
-    const VI iu = (127 - ez) << 23;
-    V inv;
-    std::memcpy(&inv, &iu, sizeof inv);
-    exponent += ez;
-#pragma GCC unroll 64
-    for (int k = 0; k < CB * CB; ++k) {
-        if (!live_entry<CB>(k)) continue;
-        er[k] *= inv;
-        ei[k] *= inv;
-    }
-}
-
 // R rows' block through fast sites [0, len): row r's E block at (er[r], ei[r]) with row stride CHI (its
 // saved full environment), its exponent, the sites since the last rescaling (shared by all rows and blocks).
 template <int CB, int CHI, int R>
@@ -504,7 +483,7 @@ __attribute__((noinline)) void fast_block_run(V* const (&er)[R], V* const (&ei)[
                 Ei[r][e] = live_entry<CB>(e) ? Ni[r][e] : V{};
             }
         if (++since >= RENORM) {
-            for (int r = 0; r < R; ++r) rescale_live<CB>(Er[r], Ei[r], *exponent[r]);
+            for (int r = 0; r < R; ++r) rescale<CB>(Er[r], Ei[r], CB * CB, *exponent[r]);
             since = 0;
         }
         k = 1;
@@ -523,7 +502,7 @@ __attribute__((noinline)) void fast_block_run(V* const (&er)[R], V* const (&ei)[
             }
         if (++since >= RENORM) {
 #pragma GCC unroll 4
-            for (int r = 0; r < R; ++r) rescale_live<CB>(Er[r], Ei[r], *exponent[r]);
+            for (int r = 0; r < R; ++r) rescale<CB>(Er[r], Ei[r], CB * CB, *exponent[r]);
             since = 0;
         }
     }
