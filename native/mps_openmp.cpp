@@ -46,8 +46,8 @@
 //     RENORM sites the environment's largest entry moves by a bounded factor
 //     (at most (2 chi^2 max|A| max|B|)^RENORM up, and a fall of 2**-100 would
 //     need cancellation to 1e-30 inside 4 sites, when float32 still has
-//     subnormals below), far inside float32's 2**+-126.  K = exp(2 (log|E00|
-//     + e_sum ln 2)) is formed in double at the end, so the only loss is the
+//     subnormals below), far inside float32's 2**+-126.  K = |E00|^2 4**e_sum
+//     is formed in double at the end (kernel_value), so the only loss is the
 //     output dtype's own range (float64: values below about 4.9e-324 become 0).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -231,6 +231,33 @@ inline __attribute__((always_inline)) void rescale(V* er, V* ei, int cc, VI& exp
     }
 }
 
+// One site outside the register path: the structured code where the site has the pattern, else the
+// general one (rescaling E first, and the result right after it); the next environment goes to (nr, ni),
+// rescaled there when RENORM sites have passed.  nzbk, nzgk: the packed site's nonzero maps.
+template <int CHI>
+inline void one_site(int chi, bool is_structured, V* er, V* ei, V* nr, V* ni, V* hr, V* hi, const V* pk,
+                     const V* qk, const unsigned char* nzbk, const unsigned char* nzgk,
+                     const std::complex<float>* ak, bool& patterned, int& since, VI& exponent) {
+    const int cc = chi * chi;
+    if (is_structured) {
+        constexpr bool skip = CHI == 0 || CHI > 4;
+        if (patterned)
+            structured_site<CHI, true, skip>(chi, er, ei, nr, ni, pk, qk, nzbk, ak);
+        else
+            structured_site<CHI, false, skip>(chi, er, ei, nr, ni, pk, qk, nzbk, ak);
+        patterned = true;
+    } else {
+        if (since) rescale(er, ei, cc, exponent);
+        general_site<CHI>(chi, er, ei, hr, hi, nr, ni, pk, qk, nzgk, ak);
+        patterned = false;
+        since = RENORM - 1;  // rescale right after it
+    }
+    if (++since >= RENORM) {
+        rescale(nr, ni, cc, exponent);
+        since = 0;
+    }
+}
+
 // K = (re^2 + im^2) * 4**exponent in double: a multiplication by the power of two while it is a normal
 // double (one rounding, as ldexp), ldexp beyond (the float64 output keeps values down to its smallest
 // subnormal).
@@ -341,28 +368,11 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
             bool patterned = true;  // E's two indices share their last bit
             int since = 0;          // sites since the last rescaling
             for (int64_t k = 0; k < n_sites;) {
-                const std::complex<float>* ak = arow + k * site_stride;
-                const V* pk = pr + k * site_stride;
-                const V* qk = pi + k * site_stride;
-                if (structured[k]) {
-                    constexpr bool skip = CHI == 0 || CHI > 4;
-                    if (patterned)
-                        structured_site<CHI, true, skip>(chi, er, ei, nr, ni, pk, qk, nzb + k * site_stride, ak);
-                    else
-                        structured_site<CHI, false, skip>(chi, er, ei, nr, ni, pk, qk, nzb + k * site_stride, ak);
-                    patterned = true;
-                } else {
-                    if (since) rescale(er, ei, static_cast<int>(cc), exponent);
-                    general_site<CHI>(chi, er, ei, ws.hr.data(), ws.hi.data(), nr, ni, pk, qk, nzg + k * 2 * chi, ak);
-                    patterned = false;
-                    since = RENORM - 1;  // rescale right after it
-                }
+                one_site<CHI>(chi, structured[k], er, ei, nr, ni, ws.hr.data(), ws.hi.data(), pr + k * site_stride,
+                              pi + k * site_stride, nzb + k * site_stride, nzg + k * 2 * chi,
+                              arow + k * site_stride, patterned, since, exponent);
                 std::swap(er, nr);
                 std::swap(ei, ni);
-                if (++since >= RENORM) {
-                    rescale(er, ei, static_cast<int>(cc), exponent);
-                    since = 0;
-                }
                 ++k;
             }
             write_row(out, ldo, i, jg, t, diagonal, symmetric, er[0], ei[0], exponent);
@@ -706,34 +716,15 @@ void compute_tile_fast(const std::complex<float>* a, const std::complex<float>* 
                 {
                     const int64_t k = seg.k0;
                     if (G > 1) common_exponent<CB, CHI>(er, ei, exps);
-                    VI& exponent = exps[0];
-                    const std::complex<float>* ak = arow + k * site_stride;
                     const int64_t q = general_index[k];
-                    const V* pk = pr + q * site_stride;
-                    const V* qk = pi + q * site_stride;
                     V* nr = ws.nr.data();
                     V* ni = ws.ni.data();
-                    if (structured[k]) {
-                        constexpr bool skip = CHI > 4;
-                        if (patterned)
-                            structured_site<CHI, true, skip>(CHI, er, ei, nr, ni, pk, qk, nzb + q * site_stride, ak);
-                        else
-                            structured_site<CHI, false, skip>(CHI, er, ei, nr, ni, pk, qk, nzb + q * site_stride, ak);
-                        patterned = true;
-                    } else {
-                        if (since) rescale(er, ei, static_cast<int>(cc), exponent);
-                        general_site<CHI>(CHI, er, ei, ws.hr.data(), ws.hi.data(), nr, ni, pk, qk,
-                                          nzg + q * 2 * CHI, ak);
-                        patterned = false;
-                        since = RENORM - 1;  // rescale right after it
-                    }
+                    one_site<CHI>(CHI, structured[k], er, ei, nr, ni, ws.hr.data(), ws.hi.data(), pr + q * site_stride,
+                                  pi + q * site_stride, nzb + q * site_stride, nzg + q * 2 * CHI,
+                                  arow + k * site_stride, patterned, since, exps[0]);
                     std::copy(nr, nr + cc, er);
                     std::copy(ni, ni + cc, ei);
-                    if (++since >= RENORM) {
-                        rescale(er, ei, static_cast<int>(cc), exponent);
-                        since = 0;
-                    }
-                    for (int blk = 1; blk < G * G; ++blk) exps[blk] = exponent;
+                    for (int blk = 1; blk < G * G; ++blk) exps[blk] = exps[0];
                 }
                 ws.since[r] = since;
                 ws.patterned[r] = patterned;
