@@ -120,8 +120,8 @@ def machine_peak(seconds: float = 0.3) -> dict:
     """The float32 FMA rate of one core (best of 3 probes of ~``seconds``), from the MPS extension.
 
     Flops per CPU second of the probing thread, like ``ns_per_site_pair_cpu``: on a shared machine the
-    wall-clock rate also counts the time other processes hold the core (it read 61 GFLOP/s under load 8
-    where the CPU-time rate reads 130 to 170).
+    wall-clock rate also counts the time other processes hold the core (it read 61 GFLOP/s under load 8;
+    the CPU-time rate read 161 to 169 under load 9 to 11).
     """
     try:
         from qmlnb import _mps_openmp
