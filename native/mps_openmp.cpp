@@ -29,11 +29,11 @@
 //     half_s[x][c] = sum over the chi/2 y with last(y) = last(x), only for
 //     s = last(c), and E' only for last(p) = last(c): chi^3 complex
 //     multiply-adds per site and pair (8 chi^3 flops: 512 at chi 4) instead of
-//     the general 4 chi^3.  For chi <= 4 the inner loops unroll completely and
-//     the environment of the W pairs is read from registers.
-//   * For chi > 4 the path also skips zero coefficients of A and (y, c)
-//     entries of B that are zero in all lanes: the circular map's tensors are
-//     block diagonal in gamma, which leaves 1/16 of the chi^3 work at chi 16.
+//     the general 4 chi^3.  Runs of such sites at chi 2 and 4, and the circular
+//     ring's block-diagonal middle sites at chi 16, take the register path
+//     (compute_tile_fast, described where it is defined).
+//   * Other structured sites with chi > 4 skip zero coefficients of A and
+//     (y, c) entries of B that are zero in all lanes.
 //   * The other sites (the last one, whose right index 0 folds the last
 //     column, and tensors of other circuits) take the general path: every
 //     (s, c) column of B that is nonzero in some lane, every nonzero
@@ -46,8 +46,8 @@
 //     RENORM sites the environment's largest entry moves by a bounded factor
 //     (at most (2 chi^2 max|A| max|B|)^RENORM up, and a fall of 2**-100 would
 //     need cancellation to 1e-30 inside 4 sites, when float32 still has
-//     subnormals below), far inside float32's 2**+-126.  K = exp(2 (log|E00|
-//     + e_sum ln 2)) is formed in double at the end, so the only loss is the
+//     subnormals below), far inside float32's 2**+-126.  K = |E00|^2 4**e_sum
+//     is formed in double at the end (kernel_value), so the only loss is the
 //     output dtype's own range (float64: values below about 4.9e-324 become 0).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -59,6 +59,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <time.h>
 #include <vector>
 
 namespace py = pybind11;
@@ -84,6 +85,12 @@ struct Workspace {
     std::vector<V> er, ei;            // environment [x][y]
     std::vector<V> hr, hi;            // half products [s][x][c]
     std::vector<V> nr, ni;            // next environment [p][c]
+    // the register path (compute_tile_fast)
+    std::vector<V> fb;                // packed B of the fast sites: [site][g'][c][y] (re, im)
+    std::vector<V> env_r, env_i;      // each row's environment between chunks: [row][x][y]
+    std::vector<VI> exps;             // each row's exponents: [row][block]
+    std::vector<int> since;           // each row's sites since its last rescaling
+    std::vector<unsigned char> patterned;  // each row's E has indices sharing their last bit
 };
 
 inline V splat(float v) { return V{} + v; }
@@ -187,11 +194,21 @@ inline void structured_site(int chi_rt, const V* __restrict er, const V* __restr
     }
 }
 
+template <int CB>
+constexpr bool live_entry(int e) {
+    return ((e / CB) & 1) == ((e % CB) & 1);
+}
+
 // Divide each lane of E by the power of two at or below its largest |re| or |im|; add the exponents.
-inline void rescale(V* er, V* ei, int cc, VI& exponent) {
+// CB > 0: only the live entries (indices sharing their last bit) of a CB x CB block; CB = 0: all cc entries.
+template <int CB = 0>
+inline __attribute__((always_inline)) void rescale(V* er, V* ei, int cc, VI& exponent) {
+    const int count = CB > 0 ? CB * CB : cc;
     V largest{};
-#pragma GCC unroll 16
-    for (int e = 0; e < cc; ++e) {
+#pragma GCC unroll 64
+    for (int e = 0; e < count; ++e) {
+        if constexpr (CB > 0)
+            if (!live_entry<CB>(e)) continue;
         const V r = er[e] < 0 ? -er[e] : er[e];
         const V i = ei[e] < 0 ? -ei[e] : ei[e];
         largest = largest > r ? largest : r;
@@ -205,52 +222,88 @@ inline void rescale(V* er, V* ei, int cc, VI& exponent) {
     V inv;
     std::memcpy(&inv, &iu, sizeof inv);
     exponent += ez;
-#pragma GCC unroll 16
-    for (int k = 0; k < cc; ++k) {
+#pragma GCC unroll 64
+    for (int k = 0; k < count; ++k) {
+        if constexpr (CB > 0)
+            if (!live_entry<CB>(k)) continue;
         er[k] *= inv;
         ei[k] *= inv;
     }
 }
 
-// A run of structured sites [k0, k1) for chi <= 4: the environment of the W pairs is read from local arrays
-// with constant indices (registers); each next environment is stored to the caller's buffer column by
-// column and loaded back once per site, which keeps the live registers within the 32 of AVX-512.
+// One site outside the register path: the structured code where the site has the pattern, else the
+// general one (rescaling E first, and the result right after it); the next environment goes to (nr, ni),
+// rescaled there when RENORM sites have passed.  nzbk, nzgk: the packed site's nonzero maps.
 template <int CHI>
-void structured_run(V* er, V* ei, int64_t k0, int64_t k1, bool patterned, int& since, VI& exponent, const V* pr,
-                    const V* pi, const unsigned char* nzb, const std::complex<float>* arow, int64_t site_stride) {
-    constexpr int CC = CHI * CHI;
-    V Er[CC], Ei[CC];
-    V* __restrict Nr = er;  // the caller's buffer holds each next environment (stores, then loads back)
-    V* __restrict Ni = ei;
-#pragma GCC unroll 16
-    for (int e = 0; e < CC; ++e) {
-        Er[e] = er[e];
-        Ei[e] = ei[e];
-    }
-    for (int64_t k = k0; k < k1; ++k) {
-        const int64_t o = k * site_stride;
+inline void one_site(int chi, bool is_structured, V* er, V* ei, V* nr, V* ni, V* hr, V* hi, const V* pk,
+                     const V* qk, const unsigned char* nzbk, const unsigned char* nzgk,
+                     const std::complex<float>* ak, bool& patterned, int& since, VI& exponent) {
+    const int cc = chi * chi;
+    if (is_structured) {
+        constexpr bool skip = CHI == 0 || CHI > 4;
         if (patterned)
-            structured_site<CHI, true, false>(CHI, Er, Ei, Nr, Ni, pr + o, pi + o, nzb + o, arow + o);
+            structured_site<CHI, true, skip>(chi, er, ei, nr, ni, pk, qk, nzbk, ak);
         else
-            structured_site<CHI, false, false>(CHI, Er, Ei, Nr, Ni, pr + o, pi + o, nzb + o, arow + o);
+            structured_site<CHI, false, skip>(chi, er, ei, nr, ni, pk, qk, nzbk, ak);
         patterned = true;
-        // entries whose indices differ in their last bit are zero now: constants, not registers
-#pragma GCC unroll 16
-        for (int e = 0; e < CC; ++e) {
-            const bool live = ((e / CHI) & 1) == ((e % CHI) & 1);
-            Er[e] = live ? Nr[e] : V{};
-            Ei[e] = live ? Ni[e] : V{};
-        }
-        if (++since >= RENORM) {
-            rescale(Er, Ei, CC, exponent);
-            since = 0;
+    } else {
+        if (since) rescale(er, ei, cc, exponent);
+        general_site<CHI>(chi, er, ei, hr, hi, nr, ni, pk, qk, nzgk, ak);
+        patterned = false;
+        since = RENORM - 1;  // rescale right after it
+    }
+    if (++since >= RENORM) {
+        rescale(nr, ni, cc, exponent);
+        since = 0;
+    }
+}
+
+// K = (re^2 + im^2) * 4**exponent in double: a multiplication by the power of two while it is a normal
+// double (one rounding, as ldexp), ldexp beyond (the float64 output keeps values down to its smallest
+// subnormal).
+inline double kernel_value(double re, double im, int32_t exponent) {
+    const double modulus2 = re * re + im * im;
+    const int e2 = 2 * exponent;
+    if (e2 < -1022 || e2 > 1023) return std::ldexp(modulus2, e2);
+    const uint64_t bits = static_cast<uint64_t>(e2 + 1023) << 52;
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return modulus2 * scale;
+}
+
+// Row i's values for the group at jg (and their mirrors in the symmetric case).
+template <typename OutT>
+inline void write_row(OutT* out, int64_t ldo, int64_t i, int64_t jg, const Tile& t, bool diagonal, bool symmetric,
+                      const V& re_v, const V& im_v, const VI& exponent) {
+    for (int w = 0; w < W; ++w) {
+        const int64_t j = jg + w;
+        if (j >= t.j1 || (diagonal && j < i)) continue;
+        const OutT value = static_cast<OutT>(kernel_value(re_v[w], im_v[w], exponent[w]));
+        out[i * ldo + j] = value;
+        if (symmetric) out[j * ldo + i] = value;
+    }
+}
+
+// Rows [row0, row1) of the group at jg, then the mirrors column by column: each mirror row j receives a
+// contiguous run of values (row by row, every mirror value would land on its own cache line).
+template <typename OutT>
+void write_group(OutT* out, int64_t ldo, int64_t row0, int64_t row1, int64_t jg, const Tile& t, bool diagonal,
+                 bool symmetric, const V* env_r, const V* env_i, int64_t env_stride, const VI* exps,
+                 int64_t exps_stride) {
+    for (int64_t i = row0; i < row1; ++i) {
+        const int64_t r = i - t.i0;
+        const V& re = env_r[r * env_stride];
+        const V& im = env_i[r * env_stride];
+        const VI& e = exps[r * exps_stride];
+        for (int w = 0; w < W; ++w) {
+            const int64_t j = jg + w;
+            if (j >= t.j1 || (diagonal && j < i)) continue;
+            out[i * ldo + j] = static_cast<OutT>(kernel_value(re[w], im[w], e[w]));
         }
     }
-#pragma GCC unroll 16
-    for (int e = 0; e < CC; ++e) {
-        er[e] = Er[e];
-        ei[e] = Ei[e];
-    }
+    if (!symmetric) return;
+    for (int64_t j = jg; j < std::min(jg + W, t.j1); ++j)
+        for (int64_t i = row0; i < (diagonal ? std::min(row1, j + 1) : row1); ++i) out[j * ldo + i] = out[i * ldo + j];
 }
 
 template <int CHI, typename OutT>
@@ -315,50 +368,370 @@ void compute_tile(const std::complex<float>* a, const std::complex<float>* b, in
             bool patterned = true;  // E's two indices share their last bit
             int since = 0;          // sites since the last rescaling
             for (int64_t k = 0; k < n_sites;) {
-                if (CHI > 0 && CHI <= 4 && structured[k]) {
-                    int64_t k1 = k;
-                    while (k1 < n_sites && structured[k1]) ++k1;
-                    constexpr int small = CHI > 0 && CHI <= 4 ? CHI : 2;
-                    structured_run<small>(er, ei, k, k1, patterned, since, exponent, pr, pi, nzb, arow, site_stride);
-                    patterned = true;
-                    k = k1;
-                    continue;
-                }
-                const std::complex<float>* ak = arow + k * site_stride;
-                const V* pk = pr + k * site_stride;
-                const V* qk = pi + k * site_stride;
-                if (structured[k]) {
-                    constexpr bool skip = CHI == 0 || CHI > 4;
-                    if (patterned)
-                        structured_site<CHI, true, skip>(chi, er, ei, nr, ni, pk, qk, nzb + k * site_stride, ak);
-                    else
-                        structured_site<CHI, false, skip>(chi, er, ei, nr, ni, pk, qk, nzb + k * site_stride, ak);
-                    patterned = true;
-                } else {
-                    if (since) rescale(er, ei, static_cast<int>(cc), exponent);
-                    general_site<CHI>(chi, er, ei, ws.hr.data(), ws.hi.data(), nr, ni, pk, qk, nzg + k * 2 * chi, ak);
-                    patterned = false;
-                    since = RENORM - 1;  // rescale right after it
-                }
+                one_site<CHI>(chi, structured[k], er, ei, nr, ni, ws.hr.data(), ws.hi.data(), pr + k * site_stride,
+                              pi + k * site_stride, nzb + k * site_stride, nzg + k * 2 * chi,
+                              arow + k * site_stride, patterned, since, exponent);
                 std::swap(er, nr);
                 std::swap(ei, ni);
-                if (++since >= RENORM) {
-                    rescale(er, ei, static_cast<int>(cc), exponent);
-                    since = 0;
-                }
                 ++k;
             }
-            for (int w = 0; w < W; ++w) {
-                const int64_t j = jg + w;
-                if (j >= t.j1 || (diagonal && j < i)) continue;
-                const double re = er[0][w], im = ei[0][w];
-                const double modulus = std::sqrt(re * re + im * im);
-                const double value =
-                    modulus == 0.0 ? 0.0 : std::exp(2.0 * (std::log(modulus) + exponent[w] * 0.6931471805599453));
-                out[i * ldo + j] = static_cast<OutT>(value);
-                if (symmetric) out[j * ldo + i] = static_cast<OutT>(value);
+            write_row(out, ldo, i, jg, t, diagonal, symmetric, er[0], ei[0], exponent);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The register path: runs of ZZ sites with the environment of W pairs held in registers across sites.
+//
+//   * A site is "fast" when it is structured and, for CHI = G * CB with G > 1, block diagonal in blocks of
+//     CB (every sample of A and B: A_s[x][beta] = 0 unless x / CB = beta / CB; the circular ring's middle
+//     sites, CB = 2**reps, G = CB).  E is then G^2 independent CB x CB blocks E[(g, x)][(g', y)]: block
+//     (g, g') sees only A's block g and B's block g'.  CHI = CB (linear chains) is the case G = 1.
+//   * Each block runs through a chunk of fast sites with its live entries (those whose indices share
+//     their last bit: CB^2 / 2 complex, 16 registers at CB = 4) in local arrays with constant indices,
+//     which GCC keeps in registers; only the next environment's columns pass through L1 (store, load).
+//     Every complex multiply-add is 4 FMAs written as separate accumulations (a += x * y; a -= u * v),
+//     which -ffp-contract=fast turns into single FMAs (a += x * y - u * v would cost a mul, an FMA and an
+//     add).  B's entries B_{last(c)}[y][c] (the only nonzero ones) are packed per group as [site][g'][c][y]
+//     (re, im), read with constant offsets; A's coefficients are scalars broadcast from the row's own
+//     tensors (constant offsets from the site's address, streamed in order).
+//   * Each block keeps its own power-of-two exponent (rescaled every RENORM sites as before); before a
+//     site that is not fast (the first and last ones of the ring and chain, other tensors) the blocks are
+//     brought to a common exponent (the largest of the nonzero blocks; blocks more than 2**149 below it
+//     are below float32 rounding of the largest and become 0) and that site takes the general code.
+//   * Sites are cut into chunks whose packed B stays in L2 (about 256 KiB); the rows of a tile go through
+//     one chunk before the next, each row's environment saved between chunks.  So a chain of any length
+//     reads B from L2 instead of L3 (n = 784 at bond 4 packs 1.6 MB per group).
+// ---------------------------------------------------------------------------------------------------------
+
+// One fast site of one block for R rows at once (the rows share the group's B, loaded once for all): E
+// (er[r], ei[r]; live entries only when PAT) -> E' (nr[r], ni[r]; live entries).  bq: packed B block [c][y]
+// (re, im interleaved V's); as0[r]: A_0 of row r's block g at this site, with the full tensor's strides
+// (A_s[x][p] = as0[s * CHI * CHI + x * CHI + p]).
+template <int CB, int CHI, bool PAT, int R>
+inline __attribute__((always_inline)) void fast_site(const V (&er)[R][CB * CB], const V (&ei)[R][CB * CB],
+                                                     V (&nr)[R][CB * CB], V (&ni)[R][CB * CB],
+                                                     const V* __restrict bq,
+                                                     const std::complex<float>* const (&as0)[R]) {
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+        const int s = c & 1;
+        V accr[R][CB / 2], acci[R][CB / 2];
+#pragma GCC unroll 16
+        for (int x = 0; x < CB; ++x) {
+            V hr[R], hi[R];
+#pragma GCC unroll 16
+            for (int y = PAT ? (x & 1) : 0; y < CB; y += PAT ? 2 : 1) {
+                const V br = bq[(c * CB + y) * 2], bi = bq[(c * CB + y) * 2 + 1];
+                const bool first = y == (PAT ? (x & 1) : 0);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) {
+                    const V a = er[r][x * CB + y], b = ei[r][x * CB + y];
+                    if (first) {
+                        hr[r] = a * br;
+                        hi[r] = a * bi;
+                    } else {
+                        hr[r] += a * br;
+                        hi[r] += a * bi;
+                    }
+                    hr[r] -= b * bi;
+                    hi[r] += b * br;
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) {
+                const float* af = reinterpret_cast<const float*>(as0[r]);
+#pragma GCC unroll 16
+                for (int q = 0; q < CB / 2; ++q) {
+                    const int o = 2 * ((s * CHI + x) * CHI + s + 2 * q);
+                    const float cr = af[o], ci = af[o + 1];  // conj(A) = cr - i ci
+                    if (x == 0) {
+                        accr[r][q] = cr * hr[r];
+                        acci[r][q] = cr * hi[r];
+                    } else {
+                        accr[r][q] += cr * hr[r];
+                        acci[r][q] += cr * hi[r];
+                    }
+                    accr[r][q] += ci * hi[r];
+                    acci[r][q] -= ci * hr[r];
+                }
             }
         }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+            for (int q = 0; q < CB / 2; ++q) {
+                nr[r][(s + 2 * q) * CB + c] = accr[r][q];
+                ni[r][(s + 2 * q) * CB + c] = acci[r][q];
+            }
+    }
+}
+
+// R rows' block through fast sites [0, len): row r's E block at (er[r], ei[r]) with row stride CHI (its
+// saved full environment), its exponent, the sites since the last rescaling (shared by all rows and blocks).
+template <int CB, int CHI, int R>
+__attribute__((noinline)) void fast_block_run(V* const (&er)[R], V* const (&ei)[R], VI* const (&exponent)[R],
+                                             int since, bool patterned, int64_t len, const V* bq, int64_t bq_site,
+                                             const std::complex<float>* const (&a)[R], int64_t a_site) {
+    constexpr int CC = CB * CB;
+    V Er[R][CC], Ei[R][CC], Nr[R][CC], Ni[R][CC];
+    const std::complex<float>* ak[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+        for (int e = 0; e < CC; ++e) {
+            Er[r][e] = er[r][(e / CB) * CHI + e % CB];
+            Ei[r][e] = ei[r][(e / CB) * CHI + e % CB];
+        }
+    int64_t k = 0;
+    if (!patterned && len > 0) {
+        for (int r = 0; r < R; ++r) ak[r] = a[r];
+        fast_site<CB, CHI, false, R>(Er, Ei, Nr, Ni, bq, ak);
+        for (int r = 0; r < R; ++r)
+            for (int e = 0; e < CC; ++e) {
+                Er[r][e] = live_entry<CB>(e) ? Nr[r][e] : V{};
+                Ei[r][e] = live_entry<CB>(e) ? Ni[r][e] : V{};
+            }
+        if (++since >= RENORM) {
+            for (int r = 0; r < R; ++r) rescale<CB>(Er[r], Ei[r], CB * CB, *exponent[r]);
+            since = 0;
+        }
+        k = 1;
+    }
+    for (; k < len; ++k) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) ak[r] = a[r] + k * a_site;
+        fast_site<CB, CHI, true, R>(Er, Ei, Nr, Ni, bq + k * bq_site, ak);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+            for (int e = 0; e < CC; ++e) {
+                if (!live_entry<CB>(e)) continue;
+                Er[r][e] = Nr[r][e];
+                Ei[r][e] = Ni[r][e];
+            }
+        if (++since >= RENORM) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) rescale<CB>(Er[r], Ei[r], CB * CB, *exponent[r]);
+            since = 0;
+        }
+    }
+    const bool all = !patterned && len == 0;  // E untouched: its entries of both parities are kept
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+        for (int e = 0; e < CC; ++e) {
+            er[r][(e / CB) * CHI + e % CB] = live_entry<CB>(e) || all ? Er[r][e] : V{};
+            ei[r][(e / CB) * CHI + e % CB] = live_entry<CB>(e) || all ? Ei[r][e] : V{};
+        }
+}
+
+// A run of sites handled alike: a chunk of fast sites, or one site of the general code.
+struct Segment {
+    int64_t k0, k1;
+    bool fast;
+};
+
+// Bring the G^2 blocks of each lane to the largest exponent among its nonzero blocks (see above).
+template <int CB, int CHI>
+void common_exponent(V* er, V* ei, VI* exps) {
+    constexpr int G = CHI / CB;
+    VI top = VI{} - (1 << 30);
+    for (int blk = 0; blk < G * G; ++blk) {
+        const int g = blk / G, h = blk % G;
+        V largest{};
+        for (int x = 0; x < CB; ++x)
+            for (int y = 0; y < CB; ++y) {
+                const int e = (g * CB + x) * CHI + h * CB + y;
+                const V r = er[e] < 0 ? -er[e] : er[e];
+                const V i = ei[e] < 0 ? -ei[e] : ei[e];
+                largest = largest > r ? largest : r;
+                largest = largest > i ? largest : i;
+            }
+        const VI nonzero = largest != 0;  // -1 where the block has a nonzero entry
+        top = nonzero & (exps[blk] > top) ? exps[blk] : top;
+    }
+    top = top == -(1 << 30) ? VI{} : top;
+    for (int blk = 0; blk < G * G; ++blk) {
+        const int g = blk / G, h = blk % G;
+        VI d = exps[blk] - top;
+        d = d > 0 ? VI{} : d;  // only all-zero blocks can be above: any factor keeps them 0
+        const VI normal = (127 + d) << 23;
+        const VI sub = d >= -149 ? VI{} + 1 << (d + 149 < 0 ? VI{} : d + 149) : VI{};
+        const VI bits = d >= -126 ? normal : (d >= -149 ? sub : VI{});
+        V factor;
+        std::memcpy(&factor, &bits, sizeof factor);
+        for (int x = 0; x < CB; ++x)
+            for (int y = 0; y < CB; ++y) {
+                const int e = (g * CB + x) * CHI + h * CB + y;
+                er[e] *= factor;
+                ei[e] *= factor;
+            }
+        exps[blk] = top;
+    }
+}
+
+constexpr int FR = 2;  // rows per register-path call: two rows' environments (32 registers at CB 4) share B
+
+// Rows [i, i + R) of a tile through one chunk of fast sites: each block (g, g') of each row's saved
+// environment, with the group's packed B block g' and each row's A block g.
+template <int CHI, int CB, int R>
+void fast_rows(const std::complex<float>* a, int64_t i, int64_t i0, int64_t sample_stride, const Segment& seg,
+               int since, bool patterned, const V* fb, int64_t fast_site_v, Workspace& ws) {
+    constexpr int G = CHI / CB;
+    constexpr int64_t cc = CHI * CHI;
+    constexpr int64_t site_stride = 2 * cc;
+    const int64_t len = seg.k1 - seg.k0;
+    for (int h = 0; h < G; ++h)
+        for (int gg = 0; gg < G; ++gg) {
+            V* er[R];
+            V* ei[R];
+            VI* ex[R];
+            const std::complex<float>* ak[R];
+            for (int r = 0; r < R; ++r) {
+                const int64_t row = i + r - i0;
+                er[r] = ws.env_r.data() + row * cc + gg * CB * CHI + h * CB;
+                ei[r] = ws.env_i.data() + row * cc + gg * CB * CHI + h * CB;
+                ex[r] = ws.exps.data() + row * G * G + gg * G + h;
+                ak[r] = a + (i + r) * sample_stride + seg.k0 * site_stride + gg * CB * CHI + gg * CB;
+            }
+            fast_block_run<CB, CHI, R>(er, ei, ex, since, patterned, len, fb + seg.k0 * fast_site_v + h * CB * CB * 2,
+                                       fast_site_v, ak, site_stride);
+        }
+}
+
+template <int CHI, int CB, typename OutT>
+void compute_tile_fast(const std::complex<float>* a, const std::complex<float>* b, int64_t n_sites, const Tile& t,
+                       bool symmetric, const unsigned char* structured, const std::vector<Segment>& segments,
+                       const std::vector<int64_t>& general_index, int64_t n_general, Workspace& ws, OutT* out,
+                       int64_t ldo) {
+    constexpr int G = CHI / CB;
+    constexpr int64_t cc = CHI * CHI;
+    constexpr int64_t site_stride = 2 * cc;
+    constexpr int64_t fast_site_v = 2 * G * CB * CB;  // packed V's per fast site: [g'][c][y] (re, im)
+    const int64_t sample_stride = n_sites * site_stride;
+    const int64_t n_groups = (t.j1 - t.j0 + W - 1) / W;
+    const int64_t rows = t.i1 - t.i0;
+    ws.br.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.bi.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.nz.resize(std::max<int64_t>(n_general, 1) * 2 * CHI);
+    ws.nzb.resize(std::max<int64_t>(n_general, 1) * site_stride);
+    ws.fb.resize(n_sites * fast_site_v);
+    ws.env_r.resize(rows * cc);
+    ws.env_i.resize(rows * cc);
+    ws.exps.resize(rows * G * G);
+    ws.since.resize(rows);
+    ws.patterned.resize(rows);
+    ws.nr.resize(cc);
+    ws.ni.resize(cc);
+    ws.hr.resize(2 * cc);
+    ws.hi.resize(2 * cc);
+    const bool diagonal = symmetric && t.i0 == t.j0;
+
+    for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t jg = t.j0 + g * W;
+        if (diagonal && jg + W <= t.i0) continue;
+        // Pack B: general sites in the full layout [site][s][y][c] with the nonzero maps, fast sites as
+        // [site][g'][c][y] (re, im) holding B_{last(c)}; lanes past the tile's edge repeat its last column.
+        V* pr = ws.br.data();
+        V* pi = ws.bi.data();
+        V* fb = ws.fb.data();
+        unsigned char* nzg = ws.nz.data();
+        unsigned char* nzb = ws.nzb.data();
+        // entry by entry with the lanes innermost: each packed vector is written whole (a lane-outer loop
+        // wrote one float per cache line and took a tenth of the call)
+        const std::complex<float>* src[W];
+        for (int w = 0; w < W; ++w) src[w] = b + std::min(jg + w, t.j1 - 1) * sample_stride;
+        for (const Segment& seg : segments)
+            for (int64_t k = seg.k0; k < seg.k1; ++k) {
+                const int64_t site = k * site_stride;
+                if (!seg.fast) {
+                    const int64_t o = general_index[k] * site_stride;
+                    for (int64_t e = 0; e < site_stride; ++e)
+                        for (int w = 0; w < W; ++w) {
+                            pr[o + e][w] = src[w][site + e].real();
+                            pi[o + e][w] = src[w][site + e].imag();
+                        }
+                    continue;
+                }
+                V* dst = fb + k * fast_site_v;
+                for (int h = 0; h < G; ++h)
+                    for (int c = 0; c < CB; ++c)
+                        for (int y = 0; y < CB; ++y) {
+                            const int64_t e = site + ((c & 1) * CHI + h * CB + y) * CHI + h * CB + c;
+                            V& re = dst[((h * CB + c) * CB + y) * 2];
+                            V& im = dst[((h * CB + c) * CB + y) * 2 + 1];
+                            for (int w = 0; w < W; ++w) {
+                                re[w] = src[w][e].real();
+                                im[w] = src[w][e].imag();
+                            }
+                        }
+            }
+        std::fill(nzg, nzg + std::max<int64_t>(n_general, 1) * 2 * CHI, 0);
+        for (int64_t q = 0; q < n_general; ++q)
+            for (int64_t e = 0; e < site_stride; ++e) {
+                bool any = false;
+                for (int w = 0; w < W; ++w) any |= (pr[q * site_stride + e][w] != 0.0f) | (pi[q * site_stride + e][w] != 0.0f);
+                nzb[q * site_stride + e] = any;
+                if (any) nzg[q * 2 * CHI + (e / (CHI * CHI)) * CHI + e % CHI] = 1;
+            }
+        // every row of the tile starts at E = e0 e0^T with exponent 0
+        for (int64_t r = 0; r < rows; ++r) {
+            V* er = ws.env_r.data() + r * cc;
+            V* ei = ws.env_i.data() + r * cc;
+            for (int64_t e = 0; e < cc; ++e) er[e] = ei[e] = V{};
+            er[0] = splat(1.0f);
+            for (int blk = 0; blk < G * G; ++blk) ws.exps[r * G * G + blk] = VI{};
+            ws.since[r] = 0;
+            ws.patterned[r] = 1;
+        }
+        // the rows of the group (a diagonal tile skips those whose whole group lies below the diagonal)
+        const int64_t row0 = t.i0;
+        const int64_t row1 = diagonal ? std::min(t.i1, jg + W) : t.i1;
+        for (const Segment& seg : segments) {
+            if (seg.fast) {
+                // FR rows at a time share each B load; a leftover row runs alone
+                const int64_t len = seg.k1 - seg.k0;
+                const int since = ws.since[row0 - t.i0];
+                const bool patterned = ws.patterned[row0 - t.i0];
+                int64_t i = row0;
+                for (; i + FR <= row1; i += FR)
+                    fast_rows<CHI, CB, FR>(a, i, t.i0, sample_stride, seg, since, patterned, fb, fast_site_v, ws);
+                for (; i < row1; ++i)
+                    fast_rows<CHI, CB, 1>(a, i, t.i0, sample_stride, seg, since, patterned, fb, fast_site_v, ws);
+                for (int64_t r = row0 - t.i0; r < row1 - t.i0; ++r) {
+                    ws.since[r] = static_cast<int>((since + len) % RENORM);
+                    ws.patterned[r] = patterned || len > 0;
+                }
+                continue;
+            }
+            for (int64_t i = row0; i < row1; ++i) {
+                const int64_t r = i - t.i0;
+                const std::complex<float>* arow = a + i * sample_stride;
+                V* er = ws.env_r.data() + r * cc;
+                V* ei = ws.env_i.data() + r * cc;
+                VI* exps = ws.exps.data() + r * G * G;
+                int since = ws.since[r];
+                bool patterned = ws.patterned[r];
+                {
+                    const int64_t k = seg.k0;
+                    if (G > 1) common_exponent<CB, CHI>(er, ei, exps);
+                    const int64_t q = general_index[k];
+                    V* nr = ws.nr.data();
+                    V* ni = ws.ni.data();
+                    one_site<CHI>(CHI, structured[k], er, ei, nr, ni, ws.hr.data(), ws.hi.data(), pr + q * site_stride,
+                                  pi + q * site_stride, nzb + q * site_stride, nzg + q * 2 * CHI,
+                                  arow + k * site_stride, patterned, since, exps[0]);
+                    std::copy(nr, nr + cc, er);
+                    std::copy(ni, ni + cc, ei);
+                    for (int blk = 1; blk < G * G; ++blk) exps[blk] = exps[0];
+                }
+                ws.since[r] = since;
+                ws.patterned[r] = patterned;
+            }
+        }
+        write_group(out, ldo, row0, row1, jg, t, diagonal, symmetric, ws.env_r.data(), ws.env_i.data(), cc,
+                    ws.exps.data(), G * G);
     }
 }
 
@@ -383,37 +756,98 @@ void mark_structured(const std::complex<float>* t, int64_t n_samples, int64_t n_
     }
 }
 
+// The block size of the register path for bond CHI (0: none): linear chains of bond 2 and 4 are one block;
+// bond 16 is the circular ring of reps 2, blocks of 4.  Larger blocks would not fit the registers.
+constexpr int fast_block(int chi) { return chi == 2 || chi == 4 ? chi : chi == 16 ? 4 : 0; }
+
+// Site k is block diagonal in blocks of cb when no sample of T has A_s[x][beta] != 0 with x / cb != beta / cb.
+// Row by row, the entries outside x's block are two contiguous runs (linear in the tensors' size).
+void mark_block_diagonal(const std::complex<float>* t, int64_t n_samples, int64_t n_sites, int chi, int cb,
+                         std::vector<unsigned char>& fast) {
+    const int64_t cc = static_cast<int64_t>(chi) * chi;
+    auto nonzero = [](const std::complex<float>* p, int count) {
+        const float* f = reinterpret_cast<const float*>(p);
+        bool any = false;
+        for (int e = 0; e < 2 * count; ++e) any |= f[e] != 0.0f;
+        return any;
+    };
+    for (int64_t k = 0; k < n_sites; ++k) {
+        if (!fast[k]) continue;
+        bool ok = true;
+        for (int64_t i = 0; i < n_samples && ok; ++i) {
+            const std::complex<float>* site = t + (i * n_sites + k) * 2 * cc;
+            for (int row = 0; row < 2 * chi && ok; ++row) {
+                const std::complex<float>* r = site + static_cast<int64_t>(row) * chi;
+                const int lo = (row % chi) / cb * cb;  // x's block: columns [lo, lo + cb)
+                ok = !nonzero(r, lo) && !nonzero(r + lo + cb, chi - lo - cb);
+            }
+        }
+        fast[k] = ok;
+    }
+}
+
 template <int CHI, typename OutT>
 void gram_impl(const std::complex<float>* a, const std::complex<float>* b, int64_t n_rows, int64_t n_cols,
-               int64_t n_sites, int chi, bool symmetric, const unsigned char* structured, OutT* out, int tile,
-               int n_threads) {
+               int64_t n_sites, int chi, bool symmetric, const unsigned char* structured, const unsigned char* fast,
+               OutT* out, int tile, int n_threads) {
     std::vector<Tile> tiles;
     for (int64_t i0 = 0; i0 < n_rows; i0 += tile)
         for (int64_t j0 = symmetric ? i0 : 0; j0 < n_cols; j0 += tile)
             tiles.push_back({i0, std::min(n_rows, i0 + tile), j0, std::min(n_cols, j0 + tile)});
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());
     const int threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(n_tiles, 1)));
+    // The register path's plan: chunks of fast sites whose packed B (2 G CB^2 vectors per site) stays in
+    // L2, and each other site alone; general_index numbers the others (their slots in the full packing).
+    constexpr int CB = fast_block(CHI);
+    std::vector<Segment> segments;
+    std::vector<int64_t> general_index(n_sites, -1);
+    int64_t n_general = 0;
+    bool any_fast = false;
+    if (CB > 0) {
+        const int64_t chunk = std::max<int64_t>(8, (256 << 10) / (2 * (CHI / CB) * CB * CB * int64_t(sizeof(V))));
+        for (int64_t k = 0; k < n_sites;) {
+            if (fast[k]) {
+                int64_t k1 = k;
+                while (k1 < n_sites && fast[k1] && k1 - k < chunk) ++k1;
+                segments.push_back({k, k1, true});
+                any_fast = true;
+                k = k1;
+            } else {
+                general_index[k] = n_general++;
+                segments.push_back({k, k + 1, false});
+                ++k;
+            }
+        }
+    }
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp single
         g_last_threads = omp_get_num_threads();
         Workspace ws;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t k = 0; k < n_tiles; ++k)
+        for (int64_t k = 0; k < n_tiles; ++k) {
+            if constexpr (CB > 0) {
+                if (any_fast) {
+                    compute_tile_fast<CHI, CB, OutT>(a, b, n_sites, tiles[k], symmetric, structured, segments,
+                                                     general_index, n_general, ws, out, n_cols);
+                    continue;
+                }
+            }
             compute_tile<CHI, OutT>(a, b, n_sites, chi, tiles[k], symmetric, structured, ws, out, n_cols);
+        }
     }
 }
 
 template <typename OutT>
 void dispatch(const std::complex<float>* a, const std::complex<float>* b, int64_t n_rows, int64_t n_cols,
-              int64_t n_sites, int chi, bool symmetric, const unsigned char* st, OutT* out, int tile,
+              int64_t n_sites, int chi, bool symmetric, const unsigned char* st, const unsigned char* fast, OutT* out, int tile,
               int n_threads) {
     switch (chi) {  // the bond dimensions of the ZZ map (2**reps, 4**reps) get unrolled kernels
-        case 2: return gram_impl<2>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 4: return gram_impl<4>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 8: return gram_impl<8>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        case 16: return gram_impl<16>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
-        default: return gram_impl<0>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, out, tile, n_threads);
+        case 2: return gram_impl<2>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 4: return gram_impl<4>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 8: return gram_impl<8>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        case 16: return gram_impl<16>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
+        default: return gram_impl<0>(a, b, n_rows, n_cols, n_sites, chi, symmetric, st, fast, out, tile, n_threads);
     }
 }
 
@@ -461,15 +895,31 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
     std::vector<unsigned char> structured(n_sites, use_structure && chi >= 2 ? 1 : 0);
     mark_structured(a, n_rows, n_sites, chi, structured);
     if (!symmetric) mark_structured(b, n_cols, n_sites, chi, structured);
+    // fast: the register path's sites (structured, and block diagonal when the bond holds several blocks)
+    std::vector<unsigned char> fast = structured;
+    const int cb = fast_block(chi);
+    if (cb == 0) std::fill(fast.begin(), fast.end(), 0);
+    if (cb > 0 && cb < chi) {
+        mark_block_diagonal(a, n_rows, n_sites, chi, cb, fast);
+        if (!symmetric) mark_block_diagonal(b, n_cols, n_sites, chi, cb, fast);
+    }
     if (single)
-        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), static_cast<float*>(o), tile,
-                 n_threads);
+        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), fast.data(),
+                 static_cast<float*>(o), tile, n_threads);
     else
-        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), static_cast<double*>(o), tile,
-                 n_threads);
+        dispatch(a, b, n_rows, n_cols, n_sites, chi, symmetric, structured.data(), fast.data(),
+                 static_cast<double*>(o), tile, n_threads);
 }
 
-// The float32 FMA rate of one thread: 12 independent chains of V-wide multiply-adds (enough to cover
+// CPU seconds of the calling thread: on a shared machine the wall clock also counts the time other
+// processes hold the core, which the kernel's own figures (CPU seconds per site-pair) leave out.
+double thread_cpu_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// The float32 FMA rate of one thread per CPU second: 12 independent chains of V-wide multiply-adds (enough to cover
 // the FMA latency on the pipes), `iterations` rounds; returns the flops counted as 2 per lane and FMA.
 double fma_rate(int64_t iterations) {
     if (iterations <= 0) throw py::value_error("iterations must be a positive integer");
@@ -482,12 +932,12 @@ double fma_rate(int64_t iterations) {
     double seconds;
     {
         py::gil_scoped_release release;
-        const double start = omp_get_wtime();
+        const double start = thread_cpu_seconds();
         for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 12
             for (int c = 0; c < CHAINS; ++c) acc[c] = acc[c] * mul + add;
         }
-        seconds = omp_get_wtime() - start;
+        seconds = thread_cpu_seconds() - start;
     }
     float sum = 0.0f;
     for (int c = 0; c < CHAINS; ++c)  // every lane of every chain is stored: no round can be dropped
@@ -510,6 +960,7 @@ PYBIND11_MODULE(_mps_openmp, m) {
     m.def("last_num_threads", []() { return g_last_threads; },
           "Threads that ran the parallel region of the last gram call.");
     m.def("fma_rate", &fma_rate, py::arg("iterations"),
-          "float32 FLOP/s of one thread running 12 independent chains of W-lane FMAs for `iterations` rounds.");
+          "float32 FLOP per CPU second of one thread running 12 independent chains of W-lane FMAs for `iterations`\n"
+          "rounds (the thread's CPU time, so a shared core's other processes do not lower it).");
     m.attr("LANES") = W;
 }

@@ -13,8 +13,11 @@ Per backend: ``ns_per_site_pair_cpu`` (CPU seconds of all threads per
 distinct entry and site) and ``fraction_of_peak``: the structured
 arithmetic (``flops_per_site_pair``: 8 c^3 for linear chains with
 c = 2**reps, 8 c^5 for the circular ring's c^2 blocks of c x c) per CPU
-second over the machine's float32 FMA rate per core, measured once per run
-(``machine.fma_gflops_per_core``: ``qmlnb._mps_openmp.fma_rate``).
+second over the machine's float32 FMA rate per core and CPU second, measured
+once per run (``machine.fma_gflops_per_core``: ``qmlnb._mps_openmp.fma_rate``).
+For ``openmp``, ``parts`` times the call's two parts alone: the norms' check
+that ``gram`` runs first and the native kernel (its own ns per site-pair and
+fraction of peak).
 
 - ``exactness``: every backend's MPS Gram against the state-vector Gram at
   ``--exact-qubits`` qubits (max abs difference);
@@ -114,7 +117,12 @@ def flops_per_site_pair(reps: int, circular: bool) -> int:
 
 
 def machine_peak(seconds: float = 0.3) -> dict:
-    """The float32 FMA rate of one core (best of 3 probes of ~``seconds``), from the MPS extension."""
+    """The float32 FMA rate of one core (best of 3 probes of ~``seconds``), from the MPS extension.
+
+    Flops per CPU second of the probing thread, like ``ns_per_site_pair_cpu``: on a shared machine the
+    wall-clock rate also counts the time other processes hold the core (it read 61 GFLOP/s under load 8;
+    the CPU-time rate read 161 to 169 under load 9 to 11).
+    """
     try:
         from qmlnb import _mps_openmp
     except ImportError as exc:
@@ -124,7 +132,7 @@ def machine_peak(seconds: float = 0.3) -> dict:
     rates = [_mps_openmp.fma_rate(iterations) for _ in range(3)]
     return {"fma_gflops_per_core": max(rates) / 1e9, "probes_gflops": [r / 1e9 for r in rates],
             "lanes": _mps_openmp.LANES, "load_1min": timing.load_average(),
-            "method": "12 independent chains of 16-lane float32 FMAs, one thread, best of 3"}
+            "method": "12 independent chains of 16-lane float32 FMAs, one thread, per thread CPU second, best of 3"}
 
 
 def median_offdiagonal(K: np.ndarray) -> float:
@@ -173,6 +181,29 @@ def peak_traced_bytes(fm: FeatureMap, X: np.ndarray, backend: str, threads: int)
         tracemalloc.stop()
 
 
+def openmp_parts(M, threads: int, repeats: int, flops: int, per_core, distinct: int) -> dict:
+    """The ``openmp`` Gram call's parts, each timed alone over ``repeats`` calls: the norms' check that
+    ``gram`` runs first (``self_log_overlap``, complex128 NumPy) and the native kernel
+    (``_mps_openmp.gram`` on the tensors at the backend's default tile), with the kernel's own ns of CPU
+    per site-pair and fraction of peak."""
+    from qmlnb import _mps_openmp
+
+    from ..kernels.backends.openmp_native import MPS_DEFAULT_TILE
+    from ..kernels.mps import self_log_overlap
+
+    tensors = M.tensors
+    out = np.empty((tensors.shape[0], tensors.shape[0]))
+    norms, norms_conditions, _ = timed_repeats(lambda: self_log_overlap(tensors), repeats)
+    kernel, kernel_conditions, _ = timed_repeats(lambda: _mps_openmp.gram(tensors, None, out, MPS_DEFAULT_TILE, threads),
+                                                 repeats)
+    ns = kernel_conditions["cpu_s"] / (repeats * distinct * tensors.shape[1]) * 1e9
+    return {"norms_check": {**norms, "cpu_s_per_call": norms_conditions["cpu_s"] / repeats,
+                            "conditions": norms_conditions},
+            "kernel": {**kernel, "cpu_s_per_call": kernel_conditions["cpu_s"] / repeats, "tile": MPS_DEFAULT_TILE,
+                       "ns_per_site_pair_cpu": ns, "fraction_of_peak": flops / ns / per_core if per_core else None,
+                       "conditions": kernel_conditions}}
+
+
 def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict) -> dict:
     bandwidth = choose_bandwidth(n_qubits, args)
     fm = FeatureMap(n_qubits=n_qubits, reps=args.reps, entanglement=args.entanglement, bandwidth=bandwidth)
@@ -211,6 +242,11 @@ def bench_config(n: int, n_qubits: int, args, backends, threads: int, peak: dict
                       # CPU seconds of this process (all threads): a rate that a loaded machine changes less
                       "entries_per_cpu_s": distinct * args.repeats / max(conditions["cpu_s"], 1e-9),
                       "states_plus_gram_s": states["median_s"] + stats["median_s"], "conditions": conditions})
+        if backend == "openmp":  # where the call's CPU time goes: the norms' check and the kernel
+            stats["parts"] = openmp_parts(M, threads, args.repeats, flops, per_core, distinct)
+            kernel = stats["parts"]["kernel"]
+            print(f"          kernel alone {kernel['ns_per_site_pair_cpu']:.1f} ns CPU per site-pair, norms' check "
+                  f"{stats['parts']['norms_check']['cpu_s_per_call']:.3f} CPU s", flush=True)
         row["gram"][backend] = stats
         print(f"  {backend:<7} {stats['median_s']:.3f} s (IQR {stats['iqr_s']:.3f})  "
               f"{stats['entries_per_s']:.3g} entries/s  {ns:.1f} ns CPU per site-pair  "

@@ -146,9 +146,10 @@ SELF_OVERLAP_WORK_BYTES = 256 << 20
 
 def _self_overlap_batch(chi: int) -> tuple[int, int]:
     """(samples per batch of :func:`self_log_overlap`, work bytes per sample): a site (2, chi, chi) in
-    complex128 three times (both sides of :func:`paired_log_overlaps` and the conjugate), its half-contracted
-    form, two environments and their moduli per sample."""
-    per_sample = (3 * 32 + 32 + 32 + 8) * chi * chi
+    complex128 for each side of :func:`paired_log_overlaps` (one conjugated in place), its half-contracted form,
+    the old and the new environment and one product being added to it (the moduli come after the product is
+    freed)."""
+    per_sample = (32 + 32 + 32 + 16 + 16 + 16) * chi * chi
     return max(1, SELF_OVERLAP_WORK_BYTES // per_sample), per_sample
 
 
@@ -195,10 +196,13 @@ def paired_log_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
     env[:, 0, 0] = 1.0
     log_scale = np.zeros(n_pairs)
     for k in range(n_sites):
-        ak, bk = a[:, k].astype(np.complex128), b[:, k].astype(np.complex128)
-        # E'[b, b'] = sum_s sum_{x, y} conj(A_s[x, b]) E[x, y] B_s[y, b']
-        half = np.einsum("nxy,nsyc->nsxc", env, bk)
-        env = np.einsum("nsxb,nsxc->nbc", ak.conj(), half)
+        ak, bk = a[:, k].astype(np.complex128), b[:, k].astype(np.complex128)  # copies: ak is conjugated in place
+        # E'[b, b'] = sum_s sum_{x, y} conj(A_s[x, b]) E[x, y] B_s[y, b'] as stacked matmuls (2x faster than
+        # einsum at bond 4, 5x at bond 16, where einsum took about as long as the openmp Gram itself)
+        half = np.matmul(env[:, None], bk)
+        at = np.conjugate(ak, out=ak).transpose(0, 1, 3, 2)
+        env = np.matmul(at[:, 0], half[:, 0])
+        env += np.matmul(at[:, 1], half[:, 1])
         scale = np.abs(env).max(axis=(1, 2))
         scale[scale == 0] = 1.0
         env /= scale[:, None, None]

@@ -56,6 +56,20 @@ def test_bench_mps_kernels_are_not_the_identity_and_rates_follow(result):
             assert stats["fraction_of_peak"] == pytest.approx(config["flops_per_site_pair"] / ns / peak, rel=1e-12)
 
 
+def test_bench_mps_openmp_parts_time_the_check_and_the_kernel_alone(result):
+    """The openmp row's parts: the norms' check and the native kernel, whose ns per site-pair follow."""
+    peak = result["machine"]["fma_gflops_per_core"]
+    for config in result["configs"]:
+        if "openmp" not in config["gram"]:
+            continue
+        parts = config["gram"]["openmp"]["parts"]
+        kernel, check = parts["kernel"], parts["norms_check"]
+        assert kernel["repeats"] == 3 and check["repeats"] == 3 and check["cpu_s_per_call"] > 0
+        ns = kernel["conditions"]["cpu_s"] / (3 * config["distinct_entries"] * config["n_qubits"]) * 1e9
+        assert kernel["ns_per_site_pair_cpu"] == pytest.approx(ns, rel=1e-12)
+        assert kernel["fraction_of_peak"] == pytest.approx(config["flops_per_site_pair"] / ns / peak, rel=1e-12)
+
+
 @pytest.mark.skipif(not AER, reason="qiskit-aer not installed (pip install .[compare])")
 def test_bench_mps_aer_agrees_and_its_ratio_follows(result):
     small = result["configs"][1]

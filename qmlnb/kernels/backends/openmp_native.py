@@ -35,7 +35,8 @@ def gram(A, B=None, *, out, tile, n_threads):
 
 
 # MPS states: the extension qmlnb._mps_openmp (native/mps_openmp.cpp), built beside qmlnb._openmp
-MPS_DEFAULT_TILE = 64
+# 128 rows share each packed group of 16 columns (packing and mirror writes repeat per tile)
+MPS_DEFAULT_TILE = 128
 
 
 def gram_mps(A, B=None, *, out, tile, n_threads):
