@@ -254,11 +254,15 @@ def test_controls_table_and_summary():
     fm = CircuitFeatureMap(trainable_zz_circuit(2, 1), bandwidth=0.5)
     table = kernel_training_controls(fm, X, y, seeds=(0, 1), Cs=(1.0,), cv=2,
                                      trainer_options={"steps": 3, "batch_size": 16})
-    assert sorted(table["model"].unique()) == ["rbf", "trained", "untrained"] and len(table) == 6
+    assert sorted(table["model"].unique()) == ["projected", "rbf", "trained", "untrained"] and len(table) == 8
     assert table.loc[table.model == "trained", "train_steps"].eq(3).all()
     assert table[["balanced_accuracy", "alignment"]].notna().all().all()
     summary = controls_summary(table)
-    assert summary["control"].tolist() == ["rbf", "untrained"]
+    assert summary["control"].tolist() == ["projected", "rbf", "untrained"]
+    # the projected control: an SVM on the untrained states' one-qubit density matrices, its own alignment
+    projected = table[table.model == "projected"].set_index("seed")
+    untrained = table[table.model == "untrained"].set_index("seed")
+    assert not np.allclose(projected["alignment"], untrained["alignment"])
     assert summary["verdict"].isin(["too few seeds", "identical"]).all()  # two seeds never make a claim
     with pytest.raises(ValueError, match="reference 'quantum'"):
         controls_summary(table, reference="quantum")
