@@ -310,18 +310,29 @@ def digits_features(n_features: int, classes=(3, 5), scale: float = 1.0) -> tupl
     that needs no download, for the kernel-training notebook and tests.
     """
     from sklearn.datasets import load_digits
-    from sklearn.decomposition import PCA
 
-    check_positive_int(n_features, "n_features")
     classes = tuple(int(c) for c in classes)
     if len(classes) != 2 or len(set(classes)) != 2 or not all(0 <= c <= 9 for c in classes):
         raise ValueError(f"classes must be two distinct digits 0..9, got {classes!r}")
-    _check_number(scale, "scale", low=0.0)
     digits = load_digits()
     keep = np.isin(digits.target, classes)
-    Z = PCA(n_components=n_features, random_state=0).fit_transform(digits.data[keep])
-    X = scale * Z / np.abs(Z).max(axis=0)
-    return X, (digits.target[keep] == classes[1]).astype(np.int64)
+    return pca_features(digits.data[keep], n_features, scale), (digits.target[keep] == classes[1]).astype(np.int64)
+
+
+def pca_features(images, n_features: int, scale: float = 1.0) -> np.ndarray:
+    """(N, n_features) float64 PCA components of ``images`` (N, ...) flattened, each scaled by its largest
+    absolute value to [-scale, scale].  The PCA uses no labels; it is fitted on all N rows given."""
+    from sklearn.decomposition import PCA
+
+    check_positive_int(n_features, "n_features")
+    _check_number(scale, "scale", low=0.0)
+    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if n_features > min(flat.shape):
+        raise ValueError(f"n_features={n_features} needs at least that many samples and pixels; "
+                         f"got {flat.shape[0]} samples of {flat.shape[1]} pixels")
+    Z = PCA(n_components=n_features, random_state=0).fit_transform(flat)
+    peak = np.abs(Z).max(axis=0)
+    return scale * Z / np.where(peak > 0, peak, 1.0)
 
 
 def grams_by_class(maps: dict, X, y) -> tuple[dict, dict, np.ndarray]:
@@ -386,7 +397,8 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
 
     Returns a DataFrame with columns seed, model, accuracy, f1, roc_auc,
     balanced_accuracy, degenerate, alignment (training Gram), C, train_steps,
-    train_seconds (trained only; 0 otherwise).  ``controls_summary`` pairs it by seed.
+    train_seconds (trained only; 0 otherwise); ``attrs["histories"]`` and
+    ``attrs["theta"]``: {seed: that seed's ``KernelTrainer.history_`` and trained ``theta_``}.  ``controls_summary`` pairs it by seed.
     """
     X = np.asarray(X, dtype=np.float64)
     y = check_at_least_two_classes(np.asarray(y))
@@ -400,11 +412,12 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
     KernelTrainer(feature_map, seed=seeds[0], **options)._check_params()  # bad options fail before any work
     from sklearn.model_selection import train_test_split
 
-    rows = []
+    rows, histories, thetas = [], {}, {}
     for seed in seeds:
         tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed)
         X_train, X_test, y_train, y_test = X[tr], X[te], y[tr], y[te]
         trainer = KernelTrainer(feature_map, seed=seed, **options).fit(X_train, y_train)
+        histories[seed], thetas[seed] = trainer.history_, trainer.theta_
         for model, fm in (("trained", trainer.feature_map_), ("untrained", feature_map)):
             row = _qsvm_scores(fm, X_train, y_train, X_test, y_test, Cs=Cs, cv=cv, seed=seed)
             trained = model == "trained"
@@ -417,7 +430,9 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
         rows.append({"seed": seed, "model": "projected",
                      **_projected_scores(feature_map, X_train, y_train, X_test, y_test, Cs=Cs, cv=cv, seed=seed),
                      "train_steps": 0, "train_seconds": 0.0})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["histories"], table.attrs["theta"] = histories, thetas
+    return table
 
 
 def controls_summary(table: pd.DataFrame, reference: str = "trained", score: str = "balanced_accuracy",
