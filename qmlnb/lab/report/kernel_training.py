@@ -119,7 +119,7 @@ def plot_alignment_curve(history: pd.DataFrame):
     history = _with_task(history) if "setting" not in history.columns else history
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for setting, part in history.groupby("setting", sort=True):
-        column = "alignment" if "alignment" in part and part["alignment"].notna().any() else "loss"
+        column = "alignment" if "alignment" in part and part["alignment"].notna().any() else "objective"
         curve = part.groupby("step")[column].agg(["mean", "min", "max"])
         line, = ax.plot(curve.index, curve["mean"], label=f"{setting} ({column})")
         ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.2)

@@ -44,8 +44,8 @@ def kernel_training_run(dataset: str = "digits", classes=(3, 5), n_qubits: int =
     ``steps`` (Adam steps taken), ``train_seconds`` (the trainer) and
     ``seconds`` (the whole run); {"kernel_training": one row per model
     (``kernel_training_controls``' columns and the setting), "history": one
-    row per step (step, loss, alignment with the alignment loss,
-    validation_loss, seed)}).
+    row per step (step, objective: the batch loss minimised, alignment with
+    the alignment loss, validation_loss, seed, the setting)}).
     """
     from ...qsvm.kernel_training import kernel_training_controls
 
@@ -59,7 +59,8 @@ def kernel_training_run(dataset: str = "digits", classes=(3, 5), n_qubits: int =
     options = dict(loss=args["loss"], steps=args["steps"], lr=args["lr"], batch_size=args["batch_size"])
     table = kernel_training_controls(fm, X, y, seeds=[args["seed"]], test_fraction=args["test_fraction"],
                                      trainer_options=options)
-    history = table.attrs["histories"][args["seed"]].assign(seed=args["seed"])
+    # the trainer's "loss" column is renamed "objective": "loss" is the setting's name of the objective
+    history = table.attrs["histories"][args["seed"]].rename(columns={"loss": "objective"}).assign(seed=args["seed"])
     setting = {**{k: args[k] for k in SETTING if k in args}, "dataset": dataset,
                "classes": " vs ".join(str(c) for c in found), "n_samples": int(len(y))}
     table, history = table.assign(**setting), history.assign(**setting)
