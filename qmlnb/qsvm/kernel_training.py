@@ -30,8 +30,8 @@ come from ``numpy.random.default_rng(seed)``, so two fits give the same curve.
 >>> QuantumKernelSVC(custom_map=trainer.feature_map_, bandwidth=fm.bandwidth).fit(X, y)
 
 ``kernel_training_controls`` compares the trained kernel's QSVM with the
-untrained one (same circuit, initial theta) and the RBF control over seeds,
-with paired intervals (``qmlnb.stats``).
+untrained one (same circuit, initial theta), the RBF control and the projected
+kernel of the untrained states over seeds, with paired intervals (``qmlnb.stats``).
 """
 from __future__ import annotations
 

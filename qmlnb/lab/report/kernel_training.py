@@ -98,7 +98,8 @@ def sentences(compared: pd.DataFrame) -> list[str]:
         if pd.isna(r.get("reference_minus_model")):
             lines.append(f"{where}: {against}: {r['verdict']}.")
             continue
-        interval = "" if pd.isna(r["ci_low"]) else f", interval [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        interval = "" if pd.isna(r["ci_low"]) else (f", Holm-corrected {r['level']:.1%} interval "
+                                                    f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
         if r["verdict"] == f"{REFERENCE} better":
             finding = "training helped beyond noise"
         elif r["verdict"] == f"{r['model']} better":

@@ -27,8 +27,8 @@ from . import exploration, feature_map, gram, kernel_training, qcnn, qsvm, scale
 from .common import RunSkipped, check_backend, flat_diagnostics, load_data, run_dir, save_run, take  # noqa: F401
 from .exploration import class_edges, explore, kernel_alignment, plot_exploration  # noqa: F401
 from .feature_map import REGISTRY, feature_map_qsvm, plot_feature_map_run, resolve_feature_map  # noqa: F401
-from .kernel_training import kernel_training_run  # noqa: F401
 from .gram import gram_scaling, states_vs_pennylane_metrics  # noqa: F401
+from .kernel_training import kernel_training_run  # noqa: F401
 from .qcnn import epoch_timing, qcnn_run, simulator_comparison, train_config  # noqa: F401
 from .qsvm import gram_comparison, kernel_sample, qsvm_run  # noqa: F401
 from .scale import FEATURES, check_scale_features, kernels_at_scale  # noqa: F401

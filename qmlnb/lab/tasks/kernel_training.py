@@ -41,7 +41,7 @@ def kernel_training_run(dataset: str = "digits", classes=(3, 5), n_qubits: int =
     for each of :data:`MODELS` (alignment: centred kernel-target alignment of
     the model's training Gram, so ``untrained.alignment`` and
     ``trained.alignment`` are the alignment before and after training),
-    ``steps`` (Adam steps taken), ``train_seconds`` (the trainer) and
+    ``train_steps`` (Adam steps taken), ``train_seconds`` (the trainer) and
     ``seconds`` (the whole run); {"kernel_training": one row per model
     (``kernel_training_controls``' columns and the setting), "history": one
     row per step (step, objective: the batch loss minimised, alignment with
