@@ -143,3 +143,13 @@ def test_the_small_grid_is_in_make_report_and_the_large_one_is_not():
     assert sweep.stage == stages.KERNEL_TRAINING_STAGE and len({p["seed"] for p in sweep.points}) == 10
     assert {(p["dataset"], p["n_qubits"], p["layers"]) for p in sweep.points} == {("fashion-mnist", 8, 3)}
     assert {p["loss"] for p in sweep.points} == {"alignment", "svc"}
+
+
+def test_the_svc_loss_records_its_objective_and_the_curve_draws_it():
+    metrics, tables = tasks.kernel_training_run(n_qubits=2, layers=1, loss="svc", steps=2, batch_size=16, n_samples=40,
+                                                threads=1)
+    history = tables[stages.HISTORY]
+    assert "alignment" not in history and history["objective"].notna().all() and set(history["loss"]) == {"svc"}
+    assert metrics["loss"] == "svc" and metrics["train_steps"] == 2
+    fig = report.plot_alignment_curve(history)
+    assert fig.axes[0].lines[0].get_label().endswith("(objective)")
