@@ -122,10 +122,13 @@ def plot_alignment_curve(history: pd.DataFrame):
     for setting, part in history.groupby("setting", sort=True):
         column = "alignment" if "alignment" in part and part["alignment"].notna().any() else "objective"
         curve = part.groupby("step")[column].agg(["mean", "min", "max"])
-        line, = ax.plot(curve.index, curve["mean"], label=f"{setting} ({column})")
+        first = part.iloc[0]
+        label = ", ".join(f"{first[k]}{unit}" for k, unit in (("dataset", ""), ("classes", ""), ("n_qubits", " qubits"),
+                                                               ("layers", " layers"), ("loss", " loss")) if k in part)
+        line, = ax.plot(curve.index, curve["mean"], label=f"{label} ({column})")
         ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="Adam step", ylabel="mini-batch objective (mean, range over seeds)")
-    ax.legend(fontsize=6)
+    ax.set(xlabel="Adam step", ylabel="mini-batch objective\n(mean and range over seeds)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
