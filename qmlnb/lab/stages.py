@@ -26,7 +26,8 @@ EXPLORE = "explore"        # 00-explore.ipynb
 SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
 SHOTS = "shots"            # 45-shots.ipynb: tasks.shots_study
 FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: tasks.feature_map_qsvm
-TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK)
+KERNEL_TRAINING = "kernel-training"  # 60-kernel-training.ipynb: tasks.kernel_training_run
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK, KERNEL_TRAINING)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -43,6 +44,7 @@ FINAL_MODES = "final-modes"
 KERNELS_AT_SCALE = "kernels-at-scale"
 SHOTS_STAGE = "shots"
 FEATURE_MAPS = "feature-maps"
+KERNEL_TRAINING_STAGE = "kernel-training"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -60,6 +62,8 @@ STAGES = {
     SHOTS_STAGE: "the quantum-kernel SVM on the kernel a device would estimate, against shots and noise",
     FEATURE_MAPS: "the quantum-kernel SVM per feature map (registry or circuit spec, named by name#hash) beside an "
                   "RBF SVM",
+    KERNEL_TRAINING_STAGE: "the QSVM on a feature map trained by kernel-target alignment beside its controls (untrained, "
+                           "RBF, projected), paired by seed",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
@@ -77,6 +81,7 @@ KERNEL_SAMPLE = "kernel_sample"  # QSVM: the (n, n) training Gram, samples sorte
 TIMINGS = "timings"              # QSVM: one row of the pipeline's timings
 SCALE_TABLE = "scale"            # SCALE: one row per qubit count (QSVM and RBF scores, diagnostics, Gram time)
 SHOTS_TABLE = "shots"            # SHOTS: one row per (qubits, noise rate, shots)
+KERNEL_TRAINING_TABLE = "kernel_training"  # KERNEL_TRAINING: one row per model (its history is HISTORY: per step)
 
 
 def check_stage(stage) -> str:

@@ -30,8 +30,8 @@ come from ``numpy.random.default_rng(seed)``, so two fits give the same curve.
 >>> QuantumKernelSVC(custom_map=trainer.feature_map_, bandwidth=fm.bandwidth).fit(X, y)
 
 ``kernel_training_controls`` compares the trained kernel's QSVM with the
-untrained one (same circuit, initial theta) and the RBF control over seeds,
-with paired intervals (``qmlnb.stats``).
+untrained one (same circuit, initial theta), the RBF control and the projected
+kernel of the untrained states over seeds, with paired intervals (``qmlnb.stats``).
 """
 from __future__ import annotations
 
@@ -299,7 +299,7 @@ class KernelTrainer:
 
 
 # ---------------------------------------------------------------------------------------------- controls
-CONTROL_MODELS = ("trained", "untrained", "rbf")
+CONTROL_MODELS = ("trained", "untrained", "rbf", "projected")
 
 
 def digits_features(n_features: int, classes=(3, 5), scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -310,18 +310,29 @@ def digits_features(n_features: int, classes=(3, 5), scale: float = 1.0) -> tupl
     that needs no download, for the kernel-training notebook and tests.
     """
     from sklearn.datasets import load_digits
-    from sklearn.decomposition import PCA
 
-    check_positive_int(n_features, "n_features")
     classes = tuple(int(c) for c in classes)
     if len(classes) != 2 or len(set(classes)) != 2 or not all(0 <= c <= 9 for c in classes):
         raise ValueError(f"classes must be two distinct digits 0..9, got {classes!r}")
-    _check_number(scale, "scale", low=0.0)
     digits = load_digits()
     keep = np.isin(digits.target, classes)
-    Z = PCA(n_components=n_features, random_state=0).fit_transform(digits.data[keep])
-    X = scale * Z / np.abs(Z).max(axis=0)
-    return X, (digits.target[keep] == classes[1]).astype(np.int64)
+    return pca_features(digits.data[keep], n_features, scale), (digits.target[keep] == classes[1]).astype(np.int64)
+
+
+def pca_features(images, n_features: int, scale: float = 1.0) -> np.ndarray:
+    """(N, n_features) float64 PCA components of ``images`` (N, ...) flattened, each scaled by its largest
+    absolute value to [-scale, scale].  The PCA uses no labels; it is fitted on all N rows given."""
+    from sklearn.decomposition import PCA
+
+    check_positive_int(n_features, "n_features")
+    _check_number(scale, "scale", low=0.0)
+    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if n_features > min(flat.shape):
+        raise ValueError(f"n_features={n_features} needs at least that many samples and pixels; "
+                         f"got {flat.shape[0]} samples of {flat.shape[1]} pixels")
+    Z = PCA(n_components=n_features, random_state=0).fit_transform(flat)
+    peak = np.abs(Z).max(axis=0)
+    return scale * Z / np.where(peak > 0, peak, 1.0)
 
 
 def grams_by_class(maps: dict, X, y) -> tuple[dict, dict, np.ndarray]:
@@ -353,6 +364,20 @@ def _qsvm_scores(fm: CircuitFeatureMap, X_train, y_train, X_test, y_test, *, Cs,
             "C": clf.C_}
 
 
+def _projected_scores(fm: CircuitFeatureMap, X_train, y_train, X_test, y_test, *, Cs, cv: int, seed: int) -> dict:
+    """The projected kernel's SVM: Bloch features of ``fm``'s states, gamma from the training part, C by CV."""
+    from ..kernels import projected_features, projected_gamma, projected_gram
+    from .svm import fit_precomputed
+
+    F_train, F_test = projected_features(fm, X_train), projected_features(fm, X_test)
+    gamma = projected_gamma(F_train, seed=seed)
+    K = projected_gram(F_train, gamma=gamma)
+    fit = fit_precomputed(K, y_train, Cs=Cs, cv=cv, seed=seed)
+    K_test = projected_gram(F_test, F_train, gamma=gamma)
+    return {**classification_metrics(y_test, fit.svc.predict(K_test), fit.svc.decision_function(K_test)),
+            "alignment": kernel_target_alignment(K, y_train), "C": fit.C}
+
+
 def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 1, 2, 3, 4),
                              test_fraction: float = 0.3, trainer_options: dict | None = None, Cs=DEFAULT_CS,
                              cv: int = 3) -> pd.DataFrame:
@@ -364,13 +389,16 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
 
     - ``trained``: ``QuantumKernelSVC`` on the trained map (C by CV, the map's bandwidth);
     - ``untrained``: the same circuit at its initial theta, same budget;
-    - ``rbf``: the RBF SVM on the same features (gamma by alignment, C by CV: ``fit_rbf_alignment``).
-
-    (The projected quantum kernel joins the models where it exists.)
+    - ``rbf``: the RBF SVM on the same features (gamma by alignment, C by CV: ``fit_rbf_alignment``);
+    - ``projected``: the projected quantum kernel (Huang et al. 2021) of the untrained map's states: an
+      RBF on the one-qubit reduced density matrices (``kernels.projected_gram``, gamma by
+      ``projected_gamma`` on the training part, C by CV), so training is measured against another
+      use of the same untrained states, not only against a different circuit.
 
     Returns a DataFrame with columns seed, model, accuracy, f1, roc_auc,
     balanced_accuracy, degenerate, alignment (training Gram), C, train_steps,
-    train_seconds (trained only; 0 otherwise).  ``controls_summary`` pairs it by seed.
+    train_seconds (trained only; 0 otherwise); ``attrs["histories"]`` and
+    ``attrs["theta"]``: {seed: that seed's ``KernelTrainer.history_`` and trained ``theta_``}.  ``controls_summary`` pairs it by seed.
     """
     X = np.asarray(X, dtype=np.float64)
     y = check_at_least_two_classes(np.asarray(y))
@@ -384,11 +412,12 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
     KernelTrainer(feature_map, seed=seeds[0], **options)._check_params()  # bad options fail before any work
     from sklearn.model_selection import train_test_split
 
-    rows = []
+    rows, histories, thetas = [], {}, {}
     for seed in seeds:
         tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed)
         X_train, X_test, y_train, y_test = X[tr], X[te], y[tr], y[te]
         trainer = KernelTrainer(feature_map, seed=seed, **options).fit(X_train, y_train)
+        histories[seed], thetas[seed] = trainer.history_, trainer.theta_
         for model, fm in (("trained", trainer.feature_map_), ("untrained", feature_map)):
             row = _qsvm_scores(fm, X_train, y_train, X_test, y_test, Cs=Cs, cv=cv, seed=seed)
             trained = model == "trained"
@@ -398,7 +427,12 @@ def kernel_training_controls(feature_map: CircuitFeatureMap, X, y, *, seeds=(0, 
         rows.append({"seed": seed, "model": "rbf", **rbf["metrics"],
                      "alignment": rbf["alignments"][str(rbf["params"]["gamma"])], "C": rbf["params"]["C"],
                      "train_steps": 0, "train_seconds": 0.0})
-    return pd.DataFrame(rows)
+        rows.append({"seed": seed, "model": "projected",
+                     **_projected_scores(feature_map, X_train, y_train, X_test, y_test, Cs=Cs, cv=cv, seed=seed),
+                     "train_steps": 0, "train_seconds": 0.0})
+    table = pd.DataFrame(rows)
+    table.attrs["histories"], table.attrs["theta"] = histories, thetas
+    return table
 
 
 def controls_summary(table: pd.DataFrame, reference: str = "trained", score: str = "balanced_accuracy",

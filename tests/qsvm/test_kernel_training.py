@@ -13,8 +13,8 @@ from qmlnb.kernels import CircuitFeatureMap, InsufficientMemoryError, gram  # no
 from qmlnb.kernels.circuit import Circuit, Func, pi, theta, x  # noqa: E402
 from qmlnb.kernels.circuit_torch import CircuitStates, fidelity_gram, reads_x  # noqa: E402
 from qmlnb.qsvm.kernel_training import (  # noqa: E402
-    KernelTrainer, alignment_torch, controls_summary, digits_features, kernel_training_controls, svc_loss_torch,
-    trainable_zz_circuit)
+    KernelTrainer, alignment_torch, controls_summary, digits_features, kernel_training_controls, pca_features,
+    svc_loss_torch, trainable_zz_circuit)
 from qmlnb.qsvm.svm import QuantumKernelSVC, kernel_target_alignment  # noqa: E402
 
 # theta in every kind of step: one-qubit (u3, rx, ry), fused diagonal runs (rz, crz, rzz, gphase), through a
@@ -254,11 +254,15 @@ def test_controls_table_and_summary():
     fm = CircuitFeatureMap(trainable_zz_circuit(2, 1), bandwidth=0.5)
     table = kernel_training_controls(fm, X, y, seeds=(0, 1), Cs=(1.0,), cv=2,
                                      trainer_options={"steps": 3, "batch_size": 16})
-    assert sorted(table["model"].unique()) == ["rbf", "trained", "untrained"] and len(table) == 6
+    assert sorted(table["model"].unique()) == ["projected", "rbf", "trained", "untrained"] and len(table) == 8
     assert table.loc[table.model == "trained", "train_steps"].eq(3).all()
     assert table[["balanced_accuracy", "alignment"]].notna().all().all()
     summary = controls_summary(table)
-    assert summary["control"].tolist() == ["rbf", "untrained"]
+    assert summary["control"].tolist() == ["projected", "rbf", "untrained"]
+    # the projected control: an SVM on the untrained states' one-qubit density matrices, its own alignment
+    projected = table[table.model == "projected"].set_index("seed")
+    untrained = table[table.model == "untrained"].set_index("seed")
+    assert not np.allclose(projected["alignment"], untrained["alignment"])
     assert summary["verdict"].isin(["too few seeds", "identical"]).all()  # two seeds never make a claim
     with pytest.raises(ValueError, match="reference 'quantum'"):
         controls_summary(table, reference="quantum")
@@ -273,6 +277,12 @@ def test_digits_features_and_circuit_errors():
     assert X.shape[1] == 3 and np.abs(X).max() == pytest.approx(1.0) and set(np.unique(y)) == {0, 1}
     with pytest.raises(ValueError, match="two distinct digits"):
         digits_features(3, classes=(1, 1))
+    # the PCA of any images: each component scaled to [-scale, scale]; a constant component stays 0, not NaN
+    images = np.c_[np.arange(6.0), np.ones(6), -2.0 * np.arange(6.0) ** 2].reshape(6, 3, 1)
+    F = pca_features(images, 2, scale=2.0)
+    assert F.shape == (6, 2) and np.abs(F).max(axis=0) == pytest.approx([2.0, 2.0])
+    with pytest.raises(ValueError, match="n_features=4 needs at least that many samples and pixels"):
+        pca_features(images, 4)
     with pytest.raises(ValueError, match="init"):
         trainable_zz_circuit(2, init=math.nan)
     assert len(trainable_zz_circuit(8, 3).theta) == 24

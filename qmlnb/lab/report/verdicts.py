@@ -3,7 +3,8 @@
 - :func:`comparison_family`: every paired comparison the report makes (the
   QCNN against its controls, the QSVM against its baselines, the QCNN
   against the CNN with a linear head, the QSVM against the RBF SVM at each
-  qubit count of the kernels-at-scale section), Holm-corrected together
+  qubit count of the kernels-at-scale section, the trained kernel against its
+  controls), Holm-corrected together
   (:func:`.controls.correct`): "better" needs at least 5 paired seeds and a
   corrected interval without 0.
 - :func:`forest_table`: the final stage's two headline comparisons per
@@ -35,12 +36,14 @@ FOREST_COLUMNS = ["dataset", "budget", "setting", "comparison", "difference", "c
 FAMILY = {"qcnn_controls": controls.QCNN_REFERENCE, "qsvm_controls": controls.QSVM_REFERENCE, "qcnn_vs_cnn": "qcnn"}
 
 
-def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None,
+                      kernel_training: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """{name: table} for the report's comparisons, Holm-corrected across all of them together: the
     :func:`.controls.compare_models` tables of :data:`FAMILY` and, under ``"kernels_at_scale"``, the
     :func:`.scale.scale_summary` given (QSVM − RBF per setting and qubit count; its own intervals and verdicts
     replaced by the family's).  ``attrs["size"]`` of each: the number m of comparisons in the family (those
-    with a p value), the one the page states."""
+    with a p value), the one the page states.  ``kernel_training``: :func:`.kernel_training.comparisons` (the
+    trained kernel − each control per setting), corrected in the family under ``"kernel_training"``."""
     from . import scale
 
     raw = {"qcnn_controls": controls.qcnn_controls(frame), "qsvm_controls": controls.qsvm_controls(frame),
@@ -49,6 +52,11 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
     if scale_summary is not None:
         raw["kernels_at_scale"] = scale.comparisons(scale_summary)
         references.append(scale.QUANTUM)
+    if kernel_training is not None:
+        from . import kernel_training as kernel_training_report
+
+        raw["kernel_training"] = kernel_training
+        references.append(kernel_training_report.REFERENCE)
     corrected = controls.correct(list(raw.values()), references)
     size = int(sum(pd.to_numeric(t["p_value"], errors="coerce").notna().sum() for t in corrected))
     out = dict(zip(raw, corrected))
