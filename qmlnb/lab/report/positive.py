@@ -125,7 +125,7 @@ def positive_sentences(table: pd.DataFrame) -> list[str]:
                 parts.append(f"on the real labels they find none ({REFERENCE} − {CONTROL} = {_interval(natural)}: "
                              f"{natural['verdict']})")
         text = "; ".join(parts)
-        out.append(f"**{label}**: {text[0].upper()}{text[1:]}.")
+        out.append(f"{label}: {text[0].upper()}{text[1:]}.")
     return out
 
 

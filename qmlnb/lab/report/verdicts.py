@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stages
-from . import controls
+from . import controls, positive as positive_report
 
 # the QSVM's RBF control, the first present: an RBF SVM on the same embeddings with gamma chosen like the
 # quantum bandwidth (kernel-target alignment), else the CV-tuned one
@@ -35,11 +35,13 @@ FOREST_COLUMNS = ["dataset", "budget", "setting", "comparison", "difference", "c
 FAMILY = {"qcnn_controls": controls.QCNN_REFERENCE, "qsvm_controls": controls.QSVM_REFERENCE, "qcnn_vs_cnn": "qcnn"}
 
 
-def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None,
+                      positive: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """{name: table} for the report's comparisons, Holm-corrected across all of them together: the
-    :func:`.controls.compare_models` tables of :data:`FAMILY` and, under ``"kernels_at_scale"``, the
+    :func:`.controls.compare_models` tables of :data:`FAMILY`, under ``"kernels_at_scale"`` the
     :func:`.scale.scale_summary` given (QSVM − RBF per setting and qubit count; its own intervals and verdicts
-    replaced by the family's).  ``attrs["size"]`` of each: the number m of comparisons in the family (those
+    replaced by the family's) and, under ``"positive_control"``, the :func:`.positive.positive_comparisons`
+    given (quantum − RBF on natural and engineered labels).  ``attrs["size"]`` of each: the number m of comparisons in the family (those
     with a p value), the one the page states."""
     from . import scale
 
@@ -49,6 +51,9 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
     if scale_summary is not None:
         raw["kernels_at_scale"] = scale.comparisons(scale_summary)
         references.append(scale.QUANTUM)
+    if positive is not None:
+        raw["positive_control"] = positive
+        references.append(positive_report.REFERENCE)
     corrected = controls.correct(list(raw.values()), references)
     size = int(sum(pd.to_numeric(t["p_value"], errors="coerce").notna().sum() for t in corrected))
     out = dict(zip(raw, corrected))

@@ -69,8 +69,6 @@ def positive_control_run(dataset: str = "digits", classes=(3, 8), n: int = 120, 
 
     args = SPEC.check_args(n=n, n_qubits=n_qubits, bandwidth=bandwidth, seeds=list(seeds), split_seed=split_seed,
                            cv=cv)
-    if not args["seeds"]:
-        raise ValueError("seeds must name at least one seed, got []")
     splits = common.load_data(dataset, classes=classes, seed=args["split_seed"])
     X = pca_inputs(splits.X_train, args["n"], args["n_qubits"])
     y_natural = splits.y_train[: len(X)]
