@@ -106,7 +106,7 @@ def positive_control_run(dataset: str = "digits", classes=(3, 8), n: int = 120, 
 
 SPEC = TaskSpec(
     name=stages.POSITIVE_CONTROL, notebook="notebooks/25-positive-control.ipynb",
-    params=(DATASET, CLASSES, Param("n", 200, Interval(int, 0)), Param("n_qubits", 8, Interval(int, 1)),
+    params=(DATASET, CLASSES, Param("n", 120, Interval(int, 0)), Param("n_qubits", 6, Interval(int, 1)),
             Param("bandwidth", 1.0, Interval(float, 0, closed="neither")),
             Param("seeds", [0, 1, 2, 3, 4], Each(Interval(int, 0))), Param("split_seed", 0, Interval(int, 0)),
             Param("cv", 3, Interval(int, 2))),
