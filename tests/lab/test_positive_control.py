@@ -81,8 +81,9 @@ def test_the_task_scores_both_kernels_on_both_labellings():
     assert ((table["quantum_balanced_accuracy"] >= 0) & (table["quantum_balanced_accuracy"] <= 1)).all()
 
 
-@pytest.mark.parametrize("bad, match", [({"seeds": []}, "seeds must be a non-empty list"), ({"n_qubits": 0}, "n_qubits"),
-                                        ({"cv": 1}, "cv"), ({"n_qubits": 500}, "at most")])
+@pytest.mark.parametrize("bad, match", [({"seeds": []}, "seeds must be a non-empty list"),
+                                        ({"n_qubits": 0}, "n_qubits"), ({"cv": 1}, "cv"),
+                                        ({"n_qubits": 500}, "at most")])
 def test_bad_arguments_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         task.positive_control_run(**{"n": 60, "n_qubits": 4, "seeds": [0], **bad})

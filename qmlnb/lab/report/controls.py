@@ -377,7 +377,8 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     whether it sits on the grid's edge, support-vector fraction), the C chosen by cross-validation with its
     grid and whether it sits on the grid's edge (also said in ``warnings``), the QSVM's
     score, ``g_fidelity`` / ``g_projected`` (the geometric difference of each quantum kernel against the RBF
-    control, where recorded) and the projected kernel's score, ``degenerate`` and ``warnings`` (the diagnostics' sentences, "; "-joined).
+    control, where recorded) and the projected kernel's score, ``degenerate`` and ``warnings`` (the
+    diagnostics' sentences, "; "-joined).
     Runs recorded before the diagnostics existed are left out.
     """
     from .load import select_task

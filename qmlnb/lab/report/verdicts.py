@@ -41,8 +41,8 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
     :func:`.controls.compare_models` tables of :data:`FAMILY`, under ``"kernels_at_scale"`` the
     :func:`.scale.scale_summary` given (QSVM − RBF per setting and qubit count; its own intervals and verdicts
     replaced by the family's) and, under ``"positive_control"``, the :func:`.positive.positive_comparisons`
-    given (quantum − RBF on natural and engineered labels).  ``attrs["size"]`` of each: the number m of comparisons in the family (those
-    with a p value), the one the page states."""
+    given (quantum − RBF on natural and engineered labels).  ``attrs["size"]`` of each: the number m of
+    comparisons in the family (those with a p value), the one the page states."""
     from . import scale
 
     raw = {"qcnn_controls": controls.qcnn_controls(frame), "qsvm_controls": controls.qsvm_controls(frame),

@@ -137,8 +137,8 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                            "total_s": timings["total"] + timings["qcnn_train"] + timings.get("cnn_train", 0.0)},
                "gram_comparison": compared, "noisy": compared["noisy"], "load": max(gram_t["load_before"], gram_t["load_after"])}
     if projected:  # the third kernel, scored like a baseline: its scores and fit_s (features, gamma and C search)
-        metrics["projected"] = {**result["projected"]["metrics"],
-                                "fit_s": result["projected"]["timings"]["fit"] + result["projected"]["timings"]["features"]}
+        seconds = result["projected"]["timings"]
+        metrics["projected"] = {**result["projected"]["metrics"], "fit_s": seconds["fit"] + seconds["features"]}
     if "geometric_difference" in result:
         metrics["geometric_difference"] = result["geometric_difference"]
     if cnn is not None:  # a baseline like the others: its scores, degenerate flag and fit_s (its training)
