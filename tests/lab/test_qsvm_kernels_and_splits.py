@@ -82,3 +82,24 @@ def test_kernels_at_scale_summary_carries_the_projected_kernel_and_g():
     # runs without the projected kernel show no empty columns for it
     older = scale.display_table(scale.scale_summary(rows.drop(columns=["projected_balanced_accuracy", "g_projected"])))
     assert "projected QSVM bal. acc." not in older and "g (projected)" not in older and "g (fidelity)" in older
+
+
+def test_kernels_at_scale_rows_hold_three_kernels_and_g():
+    _, tables = tasks.kernels_at_scale(features="pca", qubits=[4], n_train=40, n_test=40, backend="cpu", threads=1,
+                                       projected=True, progress=False)
+    row = tables[stages.SCALE_TABLE].iloc[0]
+    for column in ("qsvm_balanced_accuracy", "rbf_balanced_accuracy", "projected_balanced_accuracy"):
+        assert 0.0 <= row[column] <= 1.0
+    assert row["g_fidelity"] > 0 and row["g_projected"] > 0 and row["projected_gamma"] > 0
+    _, plain = tasks.kernels_at_scale(features="pca", qubits=[4], n_train=40, n_test=40, backend="cpu", threads=1,
+                                      progress=False)
+    assert "projected_balanced_accuracy" not in plain[stages.SCALE_TABLE] and "g_fidelity" in plain[stages.SCALE_TABLE]
+
+
+def test_the_qsvm_task_records_the_projected_kernel_and_g():
+    metrics, _ = tasks.qsvm_run(n_train=60, epochs=1, threads=1, cnn_baseline=False, projected=True, split_seed=1,
+                                progress=False)
+    assert metrics["split_seed"] == 1 and 0.0 <= metrics["projected"]["balanced_accuracy"] <= 1.0
+    assert metrics["projected"]["fit_s"] > 0
+    assert set(metrics["geometric_difference"]) == {"fidelity", "projected"}
+    assert all(g > 0 for g in metrics["geometric_difference"].values())
