@@ -27,7 +27,8 @@ SCALE = "kernels-at-scale"  # 40-kernels-at-scale.ipynb: tasks.kernels_at_scale
 SHOTS = "shots"            # 45-shots.ipynb: tasks.shots_study
 FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: tasks.feature_map_qsvm
 KERNEL_TRAINING = "kernel-training"  # 60-kernel-training.ipynb: tasks.kernel_training_run
-TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK, KERNEL_TRAINING)
+POSITIVE_CONTROL = "positive-control"  # 25-positive-control.ipynb: tasks.positive_control_run
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK, KERNEL_TRAINING, POSITIVE_CONTROL)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -54,7 +55,8 @@ STAGES = {
     GRAM_SCALING: "Gram time against N and n per backend",
     GRAM_THREADS: "Gram time against threads per CPU backend",
     QSVM_BACKENDS: "the quantum-kernel SVM per Gram backend, beside the baselines",
-    CONTROLS: "the QCNN against classical controls of its quantum layer (head x seed, one split)",
+    CONTROLS: "the QCNN against classical controls of its quantum layer (head x seed, one split); the quantum "
+              "kernels against their RBF control on natural and engineered labels (the positive control)",
     FINAL: "QCNN and QSVM on the real datasets",
     FINAL_MODES: "sequential against fold- and data-parallel training on each dataset, at the decided settings",
     KERNELS_AT_SCALE: "the quantum-kernel SVM beside an RBF SVM against qubits (PCA or pixel features, MPS beyond "
@@ -82,6 +84,7 @@ TIMINGS = "timings"              # QSVM: one row of the pipeline's timings
 SCALE_TABLE = "scale"            # SCALE: one row per qubit count (QSVM and RBF scores, diagnostics, Gram time)
 SHOTS_TABLE = "shots"            # SHOTS: one row per (qubits, noise rate, shots)
 KERNEL_TRAINING_TABLE = "kernel_training"  # KERNEL_TRAINING: one row per model (its history is HISTORY: per step)
+POSITIVE_CONTROL_TABLE = "positive_control"  # POSITIVE_CONTROL: one row per (labels, kernel, seed)
 
 
 def check_stage(stage) -> str:

@@ -245,7 +245,11 @@ def qsvm_long(frame: pd.DataFrame, score: str = SCORE) -> pd.DataFrame:
     if runs.empty or qsvm_task.SCORES.join(score) not in runs:
         return pd.DataFrame(columns=[*TASK_COLUMNS, "seed", "model", "score", "degenerate"])
     task = _task_frame(runs, QSVM_SETTING)
-    prefixes = {"qsvm": qsvm_task.SCORES, "qcnn": qsvm_task.QCNN_SCORES}
+    # runs of several split seeds (a repeated-split grid) pool as distinct repeats: the seed of split s is (s, seed)
+    splits = pd.to_numeric(_column(runs, "split_seed"), errors="coerce")
+    if splits.nunique() > 1:
+        task["seed"] = [f"{int(s)}:{seed}" if pd.notna(s) else str(seed) for s, seed in zip(splits, task["seed"])]
+    prefixes = {"qsvm": qsvm_task.SCORES, "projected": qsvm_task.PROJECTED_SCORES, "qcnn": qsvm_task.QCNN_SCORES}
     prefixes |= {name: qsvm_task.BASELINE_SCORES.join(name) for name in BASELINES}
     prefixes |= {name: qsvm_task.BASELINE_SCORES.join(name) for name in baseline_names(runs, score)}
     parts = []
@@ -265,7 +269,7 @@ def qsvm_controls(frame: pd.DataFrame, score: str = SCORE, confidence: float = C
     long = qsvm_long(frame, score)
     if long.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    return compare_models(long, QSVM_REFERENCE, order=("qsvm", "qcnn", stages.CNN_BASELINE, *BASELINES),
+    return compare_models(long, QSVM_REFERENCE, order=("qsvm", "projected", "qcnn", stages.CNN_BASELINE, *BASELINES),
                           confidence=confidence)
 
 
@@ -372,7 +376,9 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     best Gaussian, alignment, effective rank, chosen bandwidth, its grid and
     whether it sits on the grid's edge, support-vector fraction), the C chosen by cross-validation with its
     grid and whether it sits on the grid's edge (also said in ``warnings``), the QSVM's
-    score, ``degenerate`` and ``warnings`` (the diagnostics' sentences, "; "-joined).
+    score, ``g_fidelity`` / ``g_projected`` (the geometric difference of each quantum kernel against the RBF
+    control, where recorded) and the projected kernel's score, ``degenerate`` and ``warnings`` (the
+    diagnostics' sentences, "; "-joined).
     Runs recorded before the diagnostics existed are left out.
     """
     from .load import select_task
@@ -394,6 +400,10 @@ def kernel_diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
     out["C_grid"] = " ".join(f"{c:g}" for c in DEFAULT_CS)
     out["C_at_grid_edge"] = [at_grid_edge(c, DEFAULT_CS) if pd.notna(c) else None for c in out["C"]]
     out[SCORE] = _column(runs, qsvm_task.SCORES.join(SCORE))
+    # the geometric difference g(K_rbf || K) of each quantum kernel against the RBF control (qsvm.geometric)
+    for kernel in ("fidelity", "projected"):
+        out[f"g_{kernel}"] = _column(runs, qsvm_task.GEOMETRIC_DIFFERENCE.join(kernel))
+    out["projected_" + SCORE] = _column(runs, qsvm_task.PROJECTED_SCORES.join(SCORE))
     out["degenerate"] = [_flag(v) for v in _column(runs, qsvm_task.SCORES.join("degenerate"), False)]
     out["warnings"] = ["; ".join([*(w if isinstance(w, list) else []),
                                   *([f"C={c:g} sits on its grid's edge ({out['C_grid'].iloc[0]})"] if edge else [])])

@@ -54,14 +54,16 @@ BASELINE_TIMED = {stages.CNN_BASELINE: "training (one call, as the QCNN's)"}  # 
 SHORT_NAMES = {"qsvm": "QSVM", "qcnn": "QCNN", stages.CNN_BASELINE: "CNN", "rbf_svm_embeddings": "CNN+SVM",
                "rbf_svm_embeddings_alignment": "RBF SVM (embeddings)", "logreg_embeddings": "log. reg. (embeddings)",
                "linear_svm_pixels": "linear SVM (pixels)", "rbf_svm_pixels": "RBF SVM (pixels)",
-               "logreg_pixels": "log. reg. (pixels)"}
+               "rbf_svm_pixels_full": "RBF SVM (all pixels)", "logreg_pixels": "log. reg. (pixels)",
+               "projected": "projected QSVM"}
 LONG_NAMES = {"qsvm": "the quantum-kernel SVM on the QCNN's embeddings", "qcnn": "the hybrid QCNN",
-              **BASELINE_NAMES}
+              "projected": "the SVM on the projected quantum kernel of the same feature map and embeddings "
+                           "(one-qubit reduced density matrices)", **BASELINE_NAMES}
 # the run parameters that make a budget: a headline table holds runs that agree on all of them (and on every
 # other recorded parameter but the seed); said above the table
 BUDGET = ("epochs", "n_train", "batch_size", "threads")
 # where a model's scores sit in a qsvm run's metrics (the baselines': qsvm_task.BASELINE_SCORES.join(name))
-MODEL_SCORES = {"qsvm": qsvm_task.SCORES, "qcnn": qsvm_task.QCNN_SCORES}
+MODEL_SCORES = {"qsvm": qsvm_task.SCORES, "qcnn": qsvm_task.QCNN_SCORES, "projected": qsvm_task.PROJECTED_SCORES}
 SCORE_KEYS = {"balanced accuracy": "balanced_accuracy", "F1": "f1", "ROC AUC": "roc_auc"}
 FINAL_COLUMNS = ["model", *[c for name in SCORE_KEYS for c in (name, f"{name}_std")], "n", "time (s)",
                  "time (s)_q1", "time (s)_q3"]
@@ -149,7 +151,8 @@ def final_tables(frame: pd.DataFrame) -> list[pd.DataFrame]:
     for dataset, setting, part in _budgets(final):
         times = {"qcnn": part.get(qsvm_task.TRAIN_S, pd.Series(np.nan, index=part.index)),
                  "qsvm": part.get(qsvm_task.GRAM_S, np.nan) + part.get(qsvm_task.SVM_FIT_S, np.nan)}
-        names = [n for n in ("qsvm", "qcnn") if MODEL_SCORES[n].join("balanced_accuracy") in part]
+        names = [n for n in ("qsvm", "projected", "qcnn") if MODEL_SCORES[n].join("balanced_accuracy") in part
+                 and part[MODEL_SCORES[n].join("balanced_accuracy")].notna().any()]
         names += baseline_names(part, "balanced_accuracy")
         rows = []
         for name in dict.fromkeys(names):

@@ -44,7 +44,7 @@ FLAGS = {"concentrated": "concentrated", "gaussian_like": "Gaussian-like",
 SUMMARY_COLUMNS = [*GROUP, *SETTING, "n_qubits", "method", "n", "qsvm", "qsvm_std", "rbf", "rbf_std", "difference",
                    "ci_low", "ci_high", "level", "verdict", "off_diagonal_std", "off_diagonal_std_std",
                    "gaussian_correlation", "gaussian_correlation_std", "bandwidth", "bandwidth_grid_min",
-                   "rbf_gamma_factor", "flags", "gram_s"]
+                   "rbf_gamma_factor", "flags", "gram_s", "projected", "projected_std", "g_fidelity", "g_projected"]
 # what the report-wide Holm correction (controls.correct) reads and writes besides the shown columns
 TEST_COLUMNS = ["p_value", "p_holm", "std_difference", "identical"]
 
@@ -103,7 +103,9 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
     (``bandwidth_rule`` sets the grid per n), the edge a bandwidth flagged "at
     its grid's edge" usually sits on; ``flags``: the
     diagnostic flags raised and in how many seeds; ``gram_s``: median seconds
-    of the training Grams over the bandwidth grid.
+    of the training Grams over the bandwidth grid; ``projected`` (with ``_std``): the projected quantum
+    kernel's mean balanced accuracy where the runs scored it (``projected=True``); ``g_fidelity`` /
+    ``g_projected``: the mean geometric difference of each quantum kernel against the RBF's Gram.
     """
     if rows.empty:
         return pd.DataFrame(columns=[*SUMMARY_COLUMNS, *TEST_COLUMNS])
@@ -134,6 +136,13 @@ def scale_summary(rows: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
         row["rbf_gamma_factor"] = _joined(group.get("rbf_gamma_factor", []))
         row["flags"] = _flags(group)
         row["gram_s"] = float(pd.to_numeric(group.get("gram_s", pd.Series(dtype=float)), errors="coerce").median())
+        # the third kernel (runs with projected=True) and each quantum kernel's geometric difference to the RBF
+        for column, name in (("projected_balanced_accuracy", "projected"), ("g_fidelity", "g_fidelity"),
+                             ("g_projected", "g_projected")):
+            values = pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce")
+            row[name] = float(values.mean()) if values.notna().any() else np.nan
+            if name == "projected":
+                row["projected_std"] = _std(values)
         out.append(row)
     out = pd.DataFrame(out, columns=[*SUMMARY_COLUMNS, *TEST_COLUMNS])
     # alone, the section's comparisons are one family; the report corrects them with all of its others
@@ -175,8 +184,11 @@ def settings(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def display_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One setting's summary rows without the columns that name the setting (they are its heading)."""
-    return rows.drop(columns=[*GROUP, *SETTING, *(c for c in TEST_COLUMNS if c in rows)]).rename(columns={
+    """One setting's summary rows without the columns that name the setting (they are its heading), nor the
+    projected kernel's and g's where no run recorded them."""
+    unrecorded = [c for c in ("projected", "projected_std", "g_fidelity", "g_projected")
+                  if c in rows and rows[c].isna().all()]
+    return rows.drop(columns=[*GROUP, *SETTING, *(c for c in TEST_COLUMNS if c in rows), *unrecorded]).rename(columns={
         "n_qubits": "qubits", "qsvm": f"{QUANTUM} bal. acc.", "qsvm_std": f"{QUANTUM} bal. acc._std",
         "rbf": f"{CLASSICAL} bal. acc.", "rbf_std": f"{CLASSICAL} bal. acc._std",
         "difference": f"{QUANTUM} − {CLASSICAL}", "ci_low": "CI low (Holm)", "ci_high": "CI high (Holm)",
@@ -184,7 +196,9 @@ def display_table(rows: pd.DataFrame) -> pd.DataFrame:
         "off_diagonal_std": "off-diag. std", "off_diagonal_std_std": "off-diag. std_std",
         "gaussian_correlation": "Gaussian corr.", "gaussian_correlation_std": "Gaussian corr._std",
         "bandwidth_grid_min": "grid's smallest bandwidth",
-        "rbf_gamma_factor": "RBF gamma factor", "gram_s": "Gram s (median)"})
+        "rbf_gamma_factor": "RBF gamma factor", "gram_s": "Gram s (median)",
+        "projected": "projected QSVM bal. acc.", "projected_std": "projected QSVM bal. acc._std",
+        "g_fidelity": "g (fidelity)", "g_projected": "g (projected)"})
 
 
 def _qubit_list(values) -> str:

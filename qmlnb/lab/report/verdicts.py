@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stages
-from . import controls
+from . import controls, positive as positive_report
 
 # the QSVM's RBF control, the first present: an RBF SVM on the same embeddings with gamma chosen like the
 # quantum bandwidth (kernel-target alignment), else the CV-tuned one
@@ -37,13 +37,16 @@ FAMILY = {"qcnn_controls": controls.QCNN_REFERENCE, "qsvm_controls": controls.QS
 
 
 def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None,
-                      kernel_training: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+                      kernel_training: pd.DataFrame | None = None,
+                      positive: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """{name: table} for the report's comparisons, Holm-corrected across all of them together: the
-    :func:`.controls.compare_models` tables of :data:`FAMILY` and, under ``"kernels_at_scale"``, the
+    :func:`.controls.compare_models` tables of :data:`FAMILY`, under ``"kernels_at_scale"`` the
     :func:`.scale.scale_summary` given (QSVM − RBF per setting and qubit count; its own intervals and verdicts
-    replaced by the family's).  ``attrs["size"]`` of each: the number m of comparisons in the family (those
-    with a p value), the one the page states.  ``kernel_training``: :func:`.kernel_training.comparisons` (the
-    trained kernel − each control per setting), corrected in the family under ``"kernel_training"``."""
+    replaced by the family's) and, under ``"positive_control"``, the :func:`.positive.positive_comparisons`
+    given (quantum - RBF on natural and engineered labels).  ``attrs["size"]`` of each: the number m of
+    comparisons in the family (those with a p value), the one the page states.  ``kernel_training``:
+    :func:`.kernel_training.comparisons` (the trained kernel - each control per setting), corrected in the
+    family under ``"kernel_training"``."""
     from . import scale
 
     raw = {"qcnn_controls": controls.qcnn_controls(frame), "qsvm_controls": controls.qsvm_controls(frame),
@@ -57,6 +60,9 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
 
         raw["kernel_training"] = kernel_training
         references.append(kernel_training_report.REFERENCE)
+    if positive is not None:
+        raw["positive_control"] = positive
+        references.append(positive_report.REFERENCE)
     corrected = controls.correct(list(raw.values()), references)
     size = int(sum(pd.to_numeric(t["p_value"], errors="coerce").notna().sum() for t in corrected))
     out = dict(zip(raw, corrected))

@@ -66,10 +66,17 @@ def gram_comparison(S: np.ndarray, backend: str, threads: int, *, repeats: int =
 def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend: str = "cpu", tile: int = 0,
              threads: int = 0, n_qubits: int = 4, bandwidth: float = 0.0, C: float = 0.0, epochs: int = 3,
              batch_size: int = 32, lr: float = 0.01, baselines: bool = True, cnn_baseline: bool = True,
-             grayscale: bool = False, seed: int = 0, progress: bool = True):
+             grayscale: bool = False, seed: int = 0, split_seed: int = 0, projected: bool = False,
+             progress: bool = True):
     """Train the QCNN, then the quantum-kernel SVM on its embeddings with ``backend``, beside the baselines.
 
     ``bandwidth`` / ``C`` 0 mean "auto" (kernel-target alignment / CV search).
+    ``projected`` also scores the projected quantum kernel of the same feature map at the chosen bandwidth
+    (``qsvm.pipeline.fit_projected_kernel``): the third kernel beside the fidelity QSVM and the RBF control.
+    ``split_seed`` fixes the data split (the training subset of ``n_train`` and the test set), ``seed`` the
+    QCNN's and CNN's initial weights and shuffling and the SVM's CV folds: the runs of one split over seeds
+    are repeats of one task (docs/controls.md); a grid over ``split_seed`` repeats it over splits, and the
+    report pools those runs as distinct repeats (:func:`qmlnb.lab.report.controls.qsvm_long`).
     ``baselines`` scores the classical models of :data:`qmlnb.qsvm.baselines.BASELINES`
     (on the QCNN's embeddings and on the pixels); ``cnn_baseline`` also trains
     the classical CNN (:data:`.stages.CNN_BASELINE`): the QCNN's network with the quantum
@@ -98,14 +105,15 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
     common.check_backend(backend)  # before training: a backend that cannot run here skips the run
     cfg = train_config(threads=threads, n_qubits=n_qubits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        progress=progress)
-    splits = common.load_data(dataset, classes=classes, n_train=n_train, seed=seed, grayscale=grayscale)
+    split_seed = SPEC.check_args(split_seed=split_seed)["split_seed"]
+    splits = common.load_data(dataset, classes=classes, n_train=n_train, seed=split_seed, grayscale=grayscale)
     trained = train_qcnn(splits, cfg)
     # the classical CNN: the same network, trainer, budget, seed and split; only the quantum layer is replaced
     cnn = train_qcnn(splits, dataclasses.replace(cfg, head="cnn-linear")) if cnn_baseline else None
     svm_params = {"backend": backend, "tile": tile or None, "n_threads": cfg.threads, "seed": seed,
                   "bandwidth": bandwidth or "auto", "C": C or "auto"}
     result = run_qsvm_experiment(splits, svm_params=svm_params, trained=trained,
-                                 baselines=tuple(BASELINES) if baselines else ())
+                                 baselines=tuple(BASELINES) if baselines else (), projected=projected)
     timings = {**result["timings"], "qcnn_train": trained.timings["total"],
                **({"cnn_train": cnn.timings["total"]} if cnn else {})}
     # the pipeline's Gram is one cold call (compilation included): time it again, steady, beside its references
@@ -128,6 +136,11 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
                            "svm_select_s": timings["svm_select"],
                            "total_s": timings["total"] + timings["qcnn_train"] + timings.get("cnn_train", 0.0)},
                "gram_comparison": compared, "noisy": compared["noisy"], "load": max(gram_t["load_before"], gram_t["load_after"])}
+    if projected:  # the third kernel, scored like a baseline: its scores and fit_s (features, gamma and C search)
+        seconds = result["projected"]["timings"]
+        metrics["projected"] = {**result["projected"]["metrics"], "fit_s": seconds["fit"] + seconds["features"]}
+    if "geometric_difference" in result:
+        metrics["geometric_difference"] = result["geometric_difference"]
     if cnn is not None:  # a baseline like the others: its scores, degenerate flag and fit_s (its training)
         metrics["baselines"][stages.CNN_BASELINE] = {**cnn.metrics, "fit_s": cnn.timings["total"]}
         metrics["timings"]["cnn_train_s"] = cnn.timings["total"]
@@ -137,10 +150,11 @@ def qsvm_run(dataset: str = "digits", classes=(3, 8), n_train: int = 0, backend:
     metrics["kernel_diagnostics"], metrics["kernel_warnings"] = common.flat_diagnostics(diagnostics)
     metrics["baseline_diagnostics"] = {name: common.flat_diagnostics(r.get("diagnostics"))[0]
                                        for name, r in result["baselines"].items() if r.get("diagnostics")}
-    models = {"qcnn": metrics["qcnn"], "qsvm": metrics["qsvm"], **metrics["baselines"]}
+    models = {"qcnn": metrics["qcnn"], "qsvm": metrics["qsvm"], **metrics["baselines"],
+              **({"projected": metrics["projected"]} if projected else {})}
     metrics["degenerate_models"] = sorted(name for name, scores in models.items() if scores.get("degenerate"))
     metrics["degenerate"] = "qsvm" in metrics["degenerate_models"]
-    metrics["seed"] = seed
+    metrics["seed"], metrics["split_seed"] = seed, split_seed
     tables = {stages.KERNEL_SAMPLE: kernel_sample(trained.model, splits, result["qsvm"]["params"], backend),
               stages.TIMINGS: pd.DataFrame([timings])}
     return metrics, tables
@@ -155,13 +169,14 @@ SPEC = TaskSpec(
             Param("C", 0.0, Interval(float, 0)), Param("epochs", 3, Interval(int, 1)),
             Param("batch_size", 32, Interval(int, 1)), Param("lr", 0.01, Interval(float, 0, closed="neither")),
             Param("baselines", True, IsInstance(bool)), Param("cnn_baseline", True, IsInstance(bool)),
-            Param("grayscale", False, IsInstance(bool)), SEED),
-    metrics=("dataset", "backend", "threads", "n_train", "seed", "qcnn", "qcnn.balanced_accuracy", "qsvm",
+            Param("grayscale", False, IsInstance(bool)), SEED, Param("split_seed", 0, Interval(int, 0)),
+            Param("projected", False, IsInstance(bool))),
+    metrics=("dataset", "backend", "threads", "n_train", "seed", "split_seed", "qcnn", "qcnn.balanced_accuracy", "qsvm",
              "qsvm.accuracy", "qsvm.f1", "qsvm.balanced_accuracy", "qsvm.degenerate", "qsvm_params", "baselines",
              "timings", "timings.train_s", "timings.gram_s", "timings.svm_fit_s", "timings.gram_speedup_vs_cpu",
              "gram_comparison", "kernel_diagnostics", "kernel_warnings", "baseline_diagnostics", "degenerate",
              "degenerate_models", "noisy", "load"),
-    optional=("kernel_diagnostics.off_diagonal_std", "timings.cnn_train_s"),
+    optional=("kernel_diagnostics.off_diagonal_std", "timings.cnn_train_s", "projected", "geometric_difference"),
     tables=(stages.KERNEL_SAMPLE, stages.TIMINGS))
 SCORES = SPEC.metric("qsvm")  # the QSVM's test scores: SCORES.join("f1")
 QCNN_SCORES = SPEC.metric("qcnn")  # the QCNN's, trained in the same run
@@ -170,4 +185,6 @@ DIAGNOSTICS = SPEC.metric("kernel_diagnostics")  # the training Gram's flat diag
 GRAM_S, SVM_FIT_S = SPEC.metric("timings.gram_s"), SPEC.metric("timings.svm_fit_s")
 GRAM_SPEEDUP_VS_CPU = SPEC.metric("timings.gram_speedup_vs_cpu")
 TRAIN_S = SPEC.metric("timings.train_s")  # the QCNN's training, as the qcnn task's
+PROJECTED_SCORES = SPEC.metric("projected")  # the projected kernel's test scores (with projected=True)
+GEOMETRIC_DIFFERENCE = SPEC.metric("geometric_difference")  # {kernel: g(K_rbf || K_kernel)} on the training inputs
 PARAMS = SPEC.metric("qsvm_params")  # the QSVM's chosen settings (C, bandwidth, feature map)

@@ -46,7 +46,7 @@ def check_scale_features(features: str, qubits, n_train: int, image_shape) -> li
 def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES, qubits=(4, 16, 64),
                      n_train: int = 100, n_test: int = 0, reps: int = 2, backend: str = "cpu", method: str = "auto",
                      threads: int = 0, seed: int = 0, split_seed: int = 0, bandwidth_rule: str = "scaled",
-                     progress: bool = True):
+                     projected: bool = False, progress: bool = True):
     """The quantum-kernel SVM beside an RBF SVM on the same features, for each qubit count n in ``qubits``.
 
     The data split (train / validation / test) is fixed by ``split_seed``; the
@@ -68,7 +68,10 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
     :func:`bandwidth_grid` (``bandwidth_rule`` "scaled": the default grid
     extended by sqrt(8 / n) beyond 8 qubits, :func:`qmlnb.qsvm.svm.scaled_bandwidths`,
     against the concentration of many-qubit kernels; "default": ``DEFAULT_BANDWIDTHS``
-    at every n), C by CV, Gram ``backend``; beside it the RBF SVM with gamma by alignment.
+    at every n), C by CV, Gram ``backend``; beside it the RBF SVM with gamma by alignment, and with
+    ``projected`` the projected quantum kernel of the same map at the chosen bandwidth (from the MPS beyond
+    state vectors; gamma and C chosen as the RBF's): three kernels side by side.  Every row records the
+    geometric difference g(K_rbf || K) of each quantum kernel against the RBF's training Gram.
 
     Returns (metrics: task, dataset, classes, features, qubits, sizes, seeds,
     bandwidth_rule, ``per_n`` {"<features>:<n>": {qsvm / rbf balanced accuracy,
@@ -78,7 +81,9 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
     (QSVM - RBF balanced accuracy), method, the QSVM training Gram's diagnostics
     (off-diagonal mean and std, Gaussian correlation, alignment, bandwidth, the
     grid searched as ``bandwidth_grid`` and its smallest value
-    ``bandwidth_grid_min``, grid edge against that grid, flags), warnings, C, the RBF's gamma, gamma factor, C and off-diagonal std, and the
+    ``bandwidth_grid_min``, grid edge against that grid, flags), warnings, C, the RBF's gamma, gamma factor, C and
+    off-diagonal std, ``g_fidelity`` (and with ``projected``: ``projected_*`` scores, ``projected_gamma``,
+    ``projected_C``, ``projected_off_diagonal_std``, ``g_projected`` and ``projected_s``), and the
     seconds of the states, the training Grams over the bandwidth grid (and per
     bandwidth), the test Gram and the RBF (single calls, not benchmarks) with
     the load}).
@@ -115,7 +120,8 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
         load_before = timing.load_average()
         result = run_kernel_comparison(A_train, y_train, A_test, y_test, reps=reps, backend=backend,
                                        n_threads=threads, method=method, seed=seed,
-                                       n_classes=len(splits.classes), bandwidths=bandwidth_grid(bandwidth_rule, n))
+                                       n_classes=len(splits.classes), bandwidths=bandwidth_grid(bandwidth_rule, n),
+                                       projected=projected)
         qsvm, rbf = result["qsvm"], result["rbf"]
         diagnostics, kernel_warnings = common.flat_diagnostics(qsvm["diagnostics"])
         t = qsvm["timings"]
@@ -123,6 +129,13 @@ def kernels_at_scale(dataset: str = "digits", classes=(3, 8), features=FEATURES,
         for name, scores in (("qsvm", qsvm["metrics"]), ("rbf", rbf["metrics"])):
             row |= {f"{name}_{key}": scores[key] for key in ("accuracy", "balanced_accuracy", "degenerate")}
         row["difference"] = row["qsvm_balanced_accuracy"] - row["rbf_balanced_accuracy"]
+        row |= {f"g_{kernel}": g for kernel, g in result["geometric_difference"].items()}
+        if projected:  # the third kernel: its scores and diagnostics in the same row, beside the other two
+            p = result["projected"]
+            row |= {f"projected_{key}": p["metrics"][key] for key in ("accuracy", "balanced_accuracy", "degenerate")}
+            row |= {"projected_gamma": p["params"]["gamma_projected"], "projected_C": p["params"]["C"],
+                    "projected_off_diagonal_std": p["diagnostics"]["off_diagonal_std"],
+                    "projected_s": p["timings"]["fit"] + p["timings"]["predict"] + p["timings"]["features"]}
         row |= diagnostics
         row["bandwidth_grid_min"] = min(qsvm["params"]["bandwidths"])
         row |= {"C": qsvm["params"]["C"], "warnings": "; ".join(kernel_warnings), "rbf_gamma": rbf["params"]["gamma"],
@@ -154,7 +167,7 @@ SPEC = TaskSpec(
             Param("reps", 2, Interval(int, 1)), BACKEND,
             Param("method", "auto", IsInstance(str)), THREADS,
             SEED, Param("split_seed", 0, Interval(int, 0)),
-            Param("bandwidth_rule", "scaled", Options(BANDWIDTH_RULES))),
+            Param("bandwidth_rule", "scaled", Options(BANDWIDTH_RULES)), Param("projected", False, IsInstance(bool))),
     metrics=("dataset", "classes", "features", "qubits", "methods_used", "per_n", "load", "bandwidth_rule", "seed",
              "split_seed"),
     tables=(stages.SCALE_TABLE,))
