@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._util import check_int, check_option
+from .._util import check_int, check_option, check_real
 
 ESTIMATORS = ("fidelity", "swap")
 PSD_METHODS = ("clip", "flip")
@@ -37,10 +37,8 @@ PSD_METHODS = ("clip", "flip")
 def _check_rate(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
+    # a value of the wrong type is a TypeError above; the vocabulary judges the number (NaN included)
+    return check_real(float(value), name, 0, 1, closed="left")
 
 
 @dataclass(frozen=True)
