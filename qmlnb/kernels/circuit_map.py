@@ -45,7 +45,7 @@ from .feature_map import FeatureMap
 from .gate_matrices import FIXED_PHASE, one_qubit_matrices
 from .mps import MPSStates
 from .validation import check_embeddings, check_fits_in_memory
-from .._util import available_cores, check_positive_int
+from .._util import available_cores, check_positive_int, check_real
 
 MAX_QUBITS = 30  # state vectors: 2**30 complex64 amplitudes (8 GiB) per sample
 DEFAULT_BATCH_BYTES = 4 << 20  # complex64 states of one batch: a few MiB keep every pass in cache
@@ -160,12 +160,9 @@ class CircuitFeatureMap:
             raise TypeError(f"circuit must be a qmlnb.kernels.circuit.Circuit, got {type(self.circuit).__name__}")
         if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, numbers.Real):
             raise TypeError(f"bandwidth must be a real number, got {type(self.bandwidth).__name__} {self.bandwidth!r}")
-        if not math.isfinite(self.bandwidth) or self.bandwidth <= 0:
-            raise ValueError(f"bandwidth must be a finite number > 0, got {self.bandwidth!r}")
+        check_real(self.bandwidth, "bandwidth", 0, math.inf, closed="neither")
         check_positive_int(self.max_bond, "max_bond", none_ok=True)
-        if isinstance(self.cutoff, bool) or not isinstance(self.cutoff, numbers.Real) or not (
-                0 <= self.cutoff < 1):
-            raise ValueError(f"cutoff must be a number in [0, 1), got {self.cutoff!r}")
+        check_real(self.cutoff, "cutoff", 0, 1, closed="left")
         if not isinstance(self.truncate, bool):
             raise TypeError(f"truncate must be True or False, got {self.truncate!r}")
         if self.cutoff > 0 and not self.truncate:

@@ -34,6 +34,7 @@ from .circuit import Add, Call, Circuit, Const, Feature, Func, Mul, Param
 from .circuit_map import MAX_QUBITS, CircuitFeatureMap, _compile_diagonal, _Diagonal, compile_program
 from .gate_matrices import FIXED
 from .states_torch import _check_device_memory
+from .._util import check_option
 
 DTYPES = ("complex64", "complex128")
 
@@ -59,8 +60,7 @@ def _torch():
 
 def _complex_dtype(dtype: str):
     torch = _torch()
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    check_option(dtype, "dtype", DTYPES)
     return torch.complex64 if dtype == "complex64" else torch.complex128
 
 

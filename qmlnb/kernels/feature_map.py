@@ -35,7 +35,7 @@ import numpy as np
 
 from .mps import MAX_BOND, MPSStates, mps_peak_bytes, zz_mps
 from .validation import check_embeddings, check_fits_in_memory
-from .._util import available_cores, check_positive_int
+from .._util import available_cores, check_option, check_positive_int, check_real
 
 
 def _native_states():
@@ -64,8 +64,7 @@ BATCH_BYTES_PER_AMPLITUDE = 24
 
 def entangled_pairs(n_qubits: int, entanglement: str) -> list[tuple[int, int]]:
     """Wire pairs (i, j) that get a two-qubit gate, in circuit order."""
-    if entanglement not in ENTANGLEMENTS:
-        raise ValueError(f"entanglement must be one of {ENTANGLEMENTS}, got {entanglement!r}")
+    check_option(entanglement, "entanglement", ENTANGLEMENTS)
     if entanglement == "full":
         return list(itertools.combinations(range(n_qubits), 2))
     pairs = [(i, i + 1) for i in range(n_qubits - 1)]
@@ -127,7 +126,8 @@ class FeatureMap:
     kind: str = "zz"
 
     def __post_init__(self):
-        # bools are ints to Python, but n_qubits=True or bandwidth=True is a mistake, not 1
+        # bools are ints to Python, but n_qubits=True or bandwidth=True is a mistake, not 1; a value of the
+        # wrong type is a TypeError (the vocabulary's checks below, all ValueErrors, judge the value)
         if isinstance(self.n_qubits, bool) or not isinstance(self.n_qubits, numbers.Integral):
             raise TypeError(f"n_qubits must be an integer, got {type(self.n_qubits).__name__} {self.n_qubits!r}")
         if not 1 <= self.n_qubits <= MAX_MPS_QUBITS:
@@ -136,10 +136,8 @@ class FeatureMap:
         check_positive_int(self.reps, "reps")
         if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, numbers.Real):
             raise TypeError(f"bandwidth must be a real number, got {type(self.bandwidth).__name__} {self.bandwidth!r}")
-        if not math.isfinite(self.bandwidth) or self.bandwidth <= 0:
-            raise ValueError(f"bandwidth must be a finite number > 0, got {self.bandwidth!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        check_real(self.bandwidth, "bandwidth", 0, math.inf, closed="neither")
+        check_option(self.kind, "kind", KINDS)
         entangled_pairs(self.n_qubits, self.entanglement)  # validates the name
 
     @property
@@ -392,8 +390,7 @@ class FeatureMap:
         vectors (whose own checks then say why they cannot run).  A forced
         ``"mps"`` on a map without one raises ``ValueError`` here.
         """
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_option(method, "method", METHODS)
         n_samples = check_positive_int(n_samples, "n_samples")
         if method == "mps":
             self._check_mps_supported()

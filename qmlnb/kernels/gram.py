@@ -10,7 +10,7 @@ from .registry import get_backend
 from .shots import check_ids, device_estimate
 from .validation import (MAX_THREADS, check_fits_in_memory, check_states, check_threads, check_unit_norms,
                          check_unit_rows)
-from .._util import check_positive_int
+from .._util import check_option, check_positive_int
 
 OUTPUT_DTYPES = (np.float32, np.float64)
 
@@ -115,8 +115,7 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
     elif ids is not None:
         raise ValueError("ids= key the random numbers of shots=/noise=; the exact Gram takes none")
     if psd is not None:
-        if psd not in PSD_METHODS:
-            raise ValueError(f"psd must be one of {PSD_METHODS} or None, got {psd!r}")
+        check_option(psd, "psd", PSD_METHODS, none_ok=True)
         if B is not None or out is not None:
             raise ValueError("psd= repairs a square Gram held in memory (B omitted, no out=); for a file, load it "
                              "and call qmlnb.kernels.noise.repair_psd")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+from .._util import check_positive_int
 from .tiling import tile_pairs
 
 T = TypeVar("T")
@@ -26,8 +27,7 @@ PROGRESS_MIN_TILES = 16
 
 def deal_round_robin(items: Sequence[T], n_workers: int) -> list[list[T]]:
     """[items[0::n], items[1::n], ...]: worker k gets every n-th item from k."""
-    if n_workers < 1:
-        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    n_workers = check_positive_int(n_workers, "n_workers")
     return [list(items[k::n_workers]) for k in range(n_workers)]
 
 

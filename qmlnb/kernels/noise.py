@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._util import check_int
+from .._util import check_int, check_option, check_real
 
 ESTIMATORS = ("fidelity", "swap")
 PSD_METHODS = ("clip", "flip")
@@ -37,10 +37,8 @@ PSD_METHODS = ("clip", "flip")
 def _check_rate(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
+    # a value of the wrong type is a TypeError above; the vocabulary judges the number (NaN included)
+    return check_real(float(value), name, 0, 1, closed="left")
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,7 @@ class DeviceNoise:
 
 
 def check_estimator(estimator) -> str:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    return estimator
+    return check_option(estimator, "estimator", ESTIMATORS)
 
 
 def outcome_map(estimator: str, n_qubits: int, noise: DeviceNoise | None) -> tuple[float, float]:
@@ -186,8 +182,7 @@ def repair_psd(K: np.ndarray, method: str = "clip") -> tuple[np.ndarray, dict]:
     "min_eigenvalue", "n_negative" (eigenvalues below 0), "negative_mass"
     (sum of |negative eigenvalues|), "relative_change" (||K_psd - K||_F / ||K||_F)}.
     """
-    if method not in PSD_METHODS:
-        raise ValueError(f"psd must be one of {PSD_METHODS} or None, got {method!r}")
+    check_option(method, "psd", PSD_METHODS)
     K = np.asarray(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"PSD repair needs a square (symmetric) Gram, got shape {K.shape}")

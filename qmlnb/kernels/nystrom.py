@@ -21,7 +21,7 @@ from .gram import gram
 from .registry import get_backend
 from .tiling import tile_pairs
 from .validation import MAX_THREADS, check_embeddings, check_states, check_threads, check_unit_rows
-from .._util import check_positive_int
+from .._util import check_option, check_positive_int, check_real
 
 LANDMARK_METHODS = ("uniform", "kmeans++")
 
@@ -72,10 +72,8 @@ class NystroemQuantumKernel(TransformerMixin, BaseEstimator):
         m = check_positive_int(self.n_components, "n_components")
         if m > n_samples:
             raise ValueError(f"n_components={m} landmarks cannot be chosen among {n_samples} samples")
-        if self.landmarks not in LANDMARK_METHODS:
-            raise ValueError(f"landmarks must be one of {LANDMARK_METHODS}, got {self.landmarks!r}")
-        if not (np.isfinite(self.eig_cutoff) and 0 <= self.eig_cutoff < 1):
-            raise ValueError(f"eig_cutoff must be in [0, 1), got {self.eig_cutoff!r}")
+        check_option(self.landmarks, "landmarks", LANDMARK_METHODS)
+        check_real(self.eig_cutoff, "eig_cutoff", 0, 1, closed="left")
         get_backend(self.backend)
         return feature_map
 

@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import numpy as np
 
-from .._util import available_cores, check_positive_int
+from .._util import available_cores, check_positive_int, check_real
 from .mps import MPSStates, check_mps
 from .tiling import mirror_upper_, tile_pairs
 from .validation import MAX_THREADS, check_fits_in_memory, check_states, check_threads
@@ -275,9 +274,7 @@ def check_features(F, name: str, width: int | None = None) -> np.ndarray:
 
 
 def check_gamma(gamma) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma <= 0:
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
-    return float(gamma)
+    return check_real(gamma, "gamma", 0, math.inf, closed="neither")
 
 
 def _rbf_tile(a: np.ndarray, b: np.ndarray | None, sq_a: np.ndarray, sq_b: np.ndarray, dest: np.ndarray) -> None:

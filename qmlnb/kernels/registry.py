@@ -20,6 +20,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .._util import check_option
+
 BACKENDS = {
     "cpu": "qmlnb.kernels.backends.cpu_blas",
     "numba": "qmlnb.kernels.backends.numba_jit",
@@ -74,8 +76,7 @@ def unusable_reason(name: str) -> str | None:
 
 def supports(name: str, capability: str) -> bool:
     """Does the backend ``name`` declare ``capability`` (one of :data:`CAPABILITIES`)?  Imports nothing heavy."""
-    if capability not in CAPABILITIES:
-        raise ValueError(f"capability must be one of {CAPABILITIES}, got {capability!r}")
+    check_option(capability, "capability", CAPABILITIES)
     return capability in _module(name).CAPABILITIES
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._util import available_cores, check_positive_int
+from .._util import available_cores, check_option, check_positive_int
 from .mps import MPSStates, check_mps, paired_log_overlaps
 from .registry import get_backend
 from .tiling import tile_pairs
@@ -95,9 +95,7 @@ def check_k(k, n_samples: int) -> int:
 
 
 def check_neighbours(neighbours: str) -> str:
-    if neighbours not in NEIGHBOUR_FINDERS:
-        raise ValueError(f"neighbours must be one of {NEIGHBOUR_FINDERS}, got {neighbours!r}")
-    return neighbours
+    return check_option(neighbours, "neighbours", NEIGHBOUR_FINDERS)
 
 
 def _threads(n_threads) -> int:

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util import Each, Interval, IsInstance, is_real
 from . import runs
 from .tasks import qcnn as qcnn_task
 
@@ -129,10 +130,15 @@ def parse_reference(key: str, value: dict, grid_file) -> Reference:
     param = value.get("param", key)
     if not isinstance(param, str) or not param:
         raise DecisionError(f"{where}: 'param' must be a parameter name, got {param!r}")
-    floor = value.get("at_least")
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float))):
-        raise DecisionError(f"{where}: 'at_least' must be a number, got {floor!r}")
+    floor = _checked(Interval(float), value.get("at_least"), f"{where}: 'at_least'", none_ok=True)
     return Reference(key=key, stage=stage, pick=pick, param=param, grid_file=str(grid_file), at_least=floor)
+
+
+def _checked(constraint, value, name: str, *, none_ok: bool = False):
+    """``value`` if it meets ``constraint`` (:mod:`qmlnb._util`'s vocabulary), else its refusal as a DecisionError."""
+    if (none_ok and value is None) or constraint.accepts(value):
+        return value
+    raise DecisionError(f"{name} must be {constraint.describe()}{' or None' if none_ok else ''}, got {value!r}")
 
 
 def check_choice(key: str, value: dict, grid_file) -> list[str]:
@@ -144,9 +150,7 @@ def check_choice(key: str, value: dict, grid_file) -> list[str]:
         raise DecisionError(f"{where}: {CHOICE_KEY!r} applies to 'dataset' only")
     if set(value) != {CHOICE_KEY}:
         raise DecisionError(f"{where}: {{{CHOICE_KEY}: [...]}} takes no other keys, got {sorted(value)}")
-    names = value[CHOICE_KEY]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise DecisionError(f"{where}: {CHOICE_KEY} must be a non-empty list of dataset names, got {names!r}")
+    names = list(_checked(Each(IsInstance(str)), value[CHOICE_KEY], f"{where}: {CHOICE_KEY} (dataset names)"))
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise DecisionError(f"{where}: unknown datasets {unknown}; known: {', '.join(DATASETS)}")
@@ -212,7 +216,7 @@ def is_number(value) -> bool:
     NaN (which ``status.json`` may hold: Python's JSON reads it) is not equal to
     itself, so a rule could not even group the runs of such a value.
     """
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and is_real(value) and math.isfinite(value)
 
 
 def _dotted(record: dict, path: str):

@@ -31,7 +31,7 @@ import stat
 from pathlib import Path
 
 
-from .._util import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .._util import atomic_write_bytes, atomic_write_json, atomic_write_text, check_option, read_json
 
 STATUS_FILE = "status.json"
 PARAMS_FILE = "params.json"
@@ -212,8 +212,7 @@ def is_complete(run_dir: str | os.PathLike, **expected) -> bool:
 
 def write_status(run_dir: str | os.PathLike, status: str, **fields) -> Path:
     """Atomically (re)write the run's status marker; ``status`` in complete/failed/skipped/interrupted/running."""
-    if status not in (*FINAL_STATUSES, RUNNING):
-        raise ValueError(f"status must be one of {(*FINAL_STATUSES, RUNNING)}, got {status!r}")
+    check_option(status, "status", (*FINAL_STATUSES, RUNNING))
     return atomic_write_json(Path(run_dir) / STATUS_FILE, {"status": status, "time": _now(), **fields})
 
 

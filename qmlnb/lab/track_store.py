@@ -14,6 +14,7 @@ import os
 import threading
 from pathlib import Path
 
+from .._util import check_option
 from . import runs
 
 TRACKERS = ("mlflow", "wandb")
@@ -199,9 +200,7 @@ def store_location(to: str, store: str | os.PathLike | None, run_dir: str | os.P
 
 
 def check_tracker_name(to) -> str:
-    if to not in TRACKERS:
-        raise ValueError(f"to must be one of {', '.join(TRACKERS)}, got {to!r}")
-    return to
+    return check_option(to, "to", TRACKERS)
 
 
 def require(to: str):

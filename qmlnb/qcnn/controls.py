@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .._util import Each, Interval
+from .._util import Each, Interval, check_option
 from ..stats import compare_to_reference
 from .model import HEADS
 from .train import TrainConfig, train_qcnn
@@ -64,8 +64,7 @@ def train_controls(splits, cfg: TrainConfig | None = None, *, heads=HEADS, seeds
     for seed in seeds:
         for head in heads:
             result = train_qcnn(splits, dataclasses.replace(cfg, head=head, seed=seed))
-            if score not in result.metrics:
-                raise ValueError(f"score must be one of {sorted(result.metrics)}, got {score!r}")
+            check_option(score, "score", sorted(result.metrics))
             best = result.fold_metrics[result.best_fold]
             record = {"seed": seed, "head": head, "metrics": result.metrics, "val": best["val"],
                       "best_epoch": best["best_epoch"], "epochs_run": len(result.history),

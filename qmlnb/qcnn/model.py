@@ -38,7 +38,7 @@ import math
 import torch
 from torch import nn
 
-from .._util import check_int
+from .._util import check_int, check_option
 from .circuit import check_n_qubits, init_weights
 from .simulators import check_simulator, make_quantum_layer
 
@@ -72,8 +72,7 @@ class HybridQCNN(nn.Module):
         n_classes = check_int(n_classes, "n_classes", minimum=2)
         n_qubits = check_n_qubits(n_qubits)
         check_simulator(simulator)
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        check_option(head, "head", HEADS)
         self.head_type = head
         self.image_shape, self.n_classes, self.n_qubits, self.simulator = image_shape, n_classes, n_qubits, simulator
         self.seed = seed

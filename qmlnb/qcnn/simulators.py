@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._util import check_option
 from .circuit import (block_kron, cached, check_n_qubits, complex_dtype, conv_matrices, discarded_first,
                       half_angle_cos_sin, identity_around, init_weights, kron, level_unitary, levels, n_levels,
                       pool_matrices, readout_wire)
@@ -242,9 +243,7 @@ SIMULATORS = {"torch": TorchQCNN, "pennylane": pennylane_qcnn}
 
 def check_simulator(simulator) -> str:
     """``simulator`` if it names one of :data:`SIMULATORS`, else a ValueError listing them."""
-    if not isinstance(simulator, str) or simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {tuple(SIMULATORS)}, got {simulator!r}")
-    return simulator
+    return check_option(simulator, "simulator", SIMULATORS)
 
 
 def make_quantum_layer(n_qubits: int, simulator: str = "torch",

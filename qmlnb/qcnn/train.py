@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..metrics import classification_metrics
-from .._util import atomic_write_bytes, available_cores, check_int, check_positive_int
+from .._util import atomic_write_bytes, available_cores, check_int, check_option, check_positive_int, check_real
 from .model import HEADS, HybridQCNN
 from . import parallel
 from .circuit import check_n_qubits
@@ -103,17 +103,12 @@ class TrainConfig:
         check_positive_int(self.patience, "patience", none_ok=True)
         check_positive_int(self.threads, "threads", none_ok=True)
         check_int(self.seed, "seed", minimum=0)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 < self.lr_min_factor <= 1:
-            raise ValueError(f"lr_min_factor must be in (0, 1], got {self.lr_min_factor!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        check_real(self.lr, "lr", 0, math.inf, closed="neither")
+        check_real(self.lr_min_factor, "lr_min_factor", 0, 1, closed="right")
+        check_real(self.weight_decay, "weight_decay", 0)
+        check_option(self.mode, "mode", MODES)
         check_simulator(self.simulator)
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        check_option(self.head, "head", HEADS)
 
     def processes(self) -> int:
         """Processes this configuration runs at once."""

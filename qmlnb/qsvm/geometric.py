@@ -30,9 +30,10 @@ quantum kernel better is broken.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
+
+from .._util import check_real
 
 # lambda of the regularised geometric difference, in the units of trace-normalised Grams (their eigenvalues sum
 # to N): it caps how much a classical eigen-direction with eigenvalue c << lambda can be amplified (by c / lambda^2)
@@ -59,9 +60,7 @@ def check_gram(K, name: str, n: int | None = None) -> np.ndarray:
 
 
 def check_lambda(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    return float(lam)
+    return check_real(lam, "lam", 0, math.inf, closed="left")
 
 
 def trace_normalised(K: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_works_in_a_pipeline():
     ({"n_components": 0}, ValueError, "n_components must be a positive integer"),
     ({"n_components": 500}, ValueError, "cannot be chosen among 160 samples"),
     ({"landmarks": "random"}, ValueError, "landmarks must be one of"),
-    ({"eig_cutoff": -1.0}, ValueError, "eig_cutoff must be in"),
+    ({"eig_cutoff": -1.0}, ValueError, "eig_cutoff must be a number in"),
     ({"feature_map": "zz"}, TypeError, "feature_map must be a qmlnb FeatureMap"),
     ({"backend": "nope"}, ValueError, "unknown Gram backend"),
 ])

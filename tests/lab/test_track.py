@@ -350,7 +350,7 @@ def test_a_notebook_logs_its_own_run_while_its_sweep_holds_the_lock(tmp_path, mo
     assert track.log_run(folder, "mlflow", store)["status"] == "already_logged"
     with pytest.raises(ValueError, match="no metrics.json"):
         track.log_run(tmp_path, "mlflow", store)
-    with pytest.raises(ValueError, match="to must be one of mlflow, wandb"):
+    with pytest.raises(ValueError, match=r"to must be one of \('mlflow', 'wandb'\)"):
         track.log_run(folder, "tensorboard", store)
 
 
