@@ -6,7 +6,7 @@ import pytest
 
 from qmlnb import _util
 from qmlnb.lab import decision_records, decisions, runs, stages, tasks
-from qmlnb.lab.report import headline, load_runs
+from qmlnb.lab.report import headline, load_runs, simulators
 
 
 def fake_run(runs_dir, grid, params, metrics, status=runs.COMPLETE, reason=None, stage=None):
@@ -198,9 +198,9 @@ def test_simulator_table_reads_the_comparisons_each_run_measured(tmp_path):
     fake_run(tmp_path, "sequential", {"dataset": "digits", "mode": "sequential", "compare_simulator": "torchlayer"},
              {"task": "qcnn", "stage": stages.SEQUENTIAL, "dataset": "digits", "mode": "sequential",
               "qcnn": scores(0.9), "timings": {"train_s": 3.0}, "simulator_comparison": simulator_metrics()})
-    table = headline.simulator_table(load_runs(tmp_path))
-    assert list(table.columns) == headline.SIMULATOR_COLUMNS
-    assert list(table["comparison"]) == [headline.STATES_LABEL, headline.QCNN_LABEL]  # one row per measuring run
+    table = simulators.simulator_table(load_runs(tmp_path))
+    assert list(table.columns) == simulators.SIMULATOR_COLUMNS
+    assert list(table["comparison"]) == [simulators.STATES_LABEL, simulators.QCNN_LABEL]  # one row per measuring run
     states, qcnn = table.iloc[0], table.iloc[1]
     assert states["ours"] == "20 µs per state" and states["PennyLane"] == "500 µs per state"
     assert states["ratio [q1-q3]"] == "25 [24-27]" and states["max |difference|"] == "6.7e-08"
@@ -216,9 +216,9 @@ def test_simulator_table_reads_the_comparisons_each_run_measured(tmp_path):
 
 def test_simulator_table_without_runs_names_the_stage_that_measures_each_row(tmp_path, final_runs):
     for frame in (pd.DataFrame(), load_runs(final_runs)):  # no runs at all; runs that compared nothing
-        table = headline.simulator_table(frame)
-        assert list(table["comparison"]) == [headline.STATES_LABEL, headline.QCNN_LABEL]
-        assert list(table["measured in"]) == [headline.STATES_SOURCE, headline.QCNN_SOURCE]
+        table = simulators.simulator_table(frame)
+        assert list(table["comparison"]) == [simulators.STATES_LABEL, simulators.QCNN_LABEL]
+        assert list(table["measured in"]) == [simulators.STATES_SOURCE, simulators.QCNN_SOURCE]
         assert "50-gram-scaling.yaml" in table.iloc[0]["measured in"]
         assert "10-sequential.yaml" in table.iloc[1]["measured in"]
         assert not table.isna().any().any() and (table.drop(columns=["comparison", "measured in"]) == "—").all().all()

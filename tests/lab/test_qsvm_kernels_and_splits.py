@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from qmlnb.lab import runs, stages, tasks
-from qmlnb.lab.report import controls, headline, load_runs, scale
+from qmlnb.lab.report import controls, headline, kernel_diagnostics, load_runs, scale
 from qmlnb.lab.tasks import qsvm as qsvm_task
 from qmlnb.qsvm.baselines import BASELINES
 
@@ -56,7 +56,7 @@ def test_repeated_splits_pool_as_distinct_repeats_and_three_kernels_sit_side_by_
     # 3 seeds x 2 splits: six repeats, never seed i of split 0 averaged with seed i of split 1
     assert table.loc["projected", "pairs"] == 6 and table.loc["rbf_svm_embeddings_alignment", "pairs"] == 6
     assert table.loc["projected", "reference_minus_model"] == pytest.approx(0.91 - 0.855)
-    diag = controls.kernel_diagnostics_table(frame)
+    diag = kernel_diagnostics.kernel_diagnostics_table(frame)
     assert len(diag) == 6 and (diag["g_fidelity"] == 3.5).all() and (diag["g_projected"] == 4.5).all()
     for final in headline.final_tables(frame):  # one headline table per split (its budget names the split)
         assert {"QSVM", "projected QSVM", "RBF SVM (all pixels)"} <= set(final["model"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qmlnb.lab import grid, runs, stages, tasks
-from qmlnb.lab.report import controls, load_runs
+from qmlnb.lab.report import controls, kernel_diagnostics, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,7 +200,7 @@ def test_qsvm_against_its_baselines_paired_within_runs(tmp_path):
 def test_kernel_diagnostics_table_and_plot(tmp_path):
     qsvm_run(tmp_path, 0, 0.9, 0.9, 0.9, n_qubits=4, std=0.05)
     qsvm_run(tmp_path, 0, 0.6, 0.9, 0.9, n_qubits=8, std=0.002, bandwidth=1.0)
-    diag = controls.kernel_diagnostics_table(load_runs(tmp_path))
+    diag = kernel_diagnostics.kernel_diagnostics_table(load_runs(tmp_path))
     assert list(diag["n_qubits"]) == [4, 8]
     assert list(diag["off_diagonal_std"]) == [0.05, 0.002]
     # C at the edge of its cross-validation grid is flagged like the bandwidth
@@ -210,7 +210,7 @@ def test_kernel_diagnostics_table_and_plot(tmp_path):
     assert diag.loc[0, "bandwidth_grid"] == "0.02 0.1 1"
     assert diag.loc[0, "warnings"] == "the kernel is a Gaussian in disguise"
     assert diag.loc[0, "gaussian_correlation"] == pytest.approx(0.995)
-    fig = controls.plot_kernel_concentration(diag)
+    fig = kernel_diagnostics.plot_kernel_concentration(diag)
     assert [ax.get_xlabel() for ax in fig.axes[:2]] == ["qubits", "qubits"]
 
 
@@ -219,7 +219,7 @@ def test_no_runs_give_empty_tables(tmp_path):
     frame = load_runs(tmp_path)
     assert controls.qcnn_controls(frame).empty
     assert controls.qsvm_controls(frame).empty
-    assert controls.kernel_diagnostics_table(frame).empty
+    assert kernel_diagnostics.kernel_diagnostics_table(frame).empty
 
 
 def test_the_controls_grid_loads_every_head_over_seeds_on_one_split():

@@ -224,7 +224,7 @@ def test_the_summary_opens_with_the_verdicts_then_the_headline_tables_and_ends_w
     first = next(i for i, c in enumerate(code) if "verdicts.first_screen_html" in c)
     tables = next(i for i, c in enumerate(code) if "for table in final_tables" in c)
     gram = next(i for i, c in enumerate(code) if "report.gram_headline" in c)
-    assert first < tables < gram < next(i for i, c in enumerate(code) if "headline.simulator_table" in c)
+    assert first < tables < gram < next(i for i, c in enumerate(code) if "simulators.simulator_table" in c)
     assert "skipped_summary" in code[-1]
     # the contents list every section, from the notebook itself: a new section joins it with its heading
     assert report.notebook_sections(report.SUMMARY_NOTEBOOK) == [h for h in found if h in
