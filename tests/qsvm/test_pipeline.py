@@ -11,7 +11,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import qmlnb.qsvm.pipeline as pipeline_module
-from qmlnb.qsvm.baselines import BASELINES, check_baselines, fit_baseline, make_baseline, run_baselines
+from qmlnb.qsvm.baselines import BASELINES, KNOWN_BASELINES, check_baselines, fit_baseline, make_baseline, run_baselines
 from qmlnb.data import load_splits
 from qmlnb.qsvm.pipeline import embed, run_qsvm_experiment
 
@@ -149,7 +149,7 @@ def test_baseline_names_are_checked_in_one_place(digits):
         else:
             assert make_baseline(name, cv=2).cv.n_splits == 2
     with pytest.raises(ValueError, match="^unknown baselines \\['knn', 'tree'\\]; known baselines: "
-                                         + ", ".join(BASELINES) + "$"):
+                                         + ", ".join(KNOWN_BASELINES) + "$"):  # the optional ones too
         check_baselines(("logreg_embeddings", "knn", "tree"))
     with pytest.raises(ValueError, match="sequence of names.*got the string 'logreg_embeddings'"):
         check_baselines("logreg_embeddings")
