@@ -111,15 +111,9 @@ def served_archive(local_server, monkeypatch):
     return serve
 
 
-FOLDER = "cifar-10-batches-py"
-
-
-@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="the data filter came with Python 3.11.4")
-def test_archive_unpacks_only_its_folder_through_a_temporary_folder_beside_the_data(
-        served_archive, tmp_path, monkeypatch):
-    served_archive(_archive({f"{FOLDER}/batches.meta": b"meta", "elsewhere/evil.txt": b"not this"},
-                            links={f"{FOLDER}/readme": "batches.meta", "elsewhere/passwd": "/etc/passwd"}))
-    root = tmp_path / "data"
+@pytest.fixture
+def renames(tmp_path, monkeypatch):
+    """(the system's temporary folder, made empty; the sources of every os.replace, recorded as they happen)."""
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(system_tmp))
@@ -131,6 +125,19 @@ def test_archive_unpacks_only_its_folder_through_a_temporary_folder_beside_the_d
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
+    return system_tmp, moved
+
+
+FOLDER = "cifar-10-batches-py"
+
+
+@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="the data filter came with Python 3.11.4")
+def test_archive_unpacks_only_its_folder_through_a_temporary_folder_beside_the_data(
+        served_archive, tmp_path, renames):
+    served_archive(_archive({f"{FOLDER}/batches.meta": b"meta", "elsewhere/evil.txt": b"not this"},
+                            links={f"{FOLDER}/readme": "batches.meta", "elsewhere/passwd": "/etc/passwd"}))
+    root = tmp_path / "data"
+    system_tmp, moved = renames
     download("cifar10", root, progress=False)
     # not the archive's other folder, whose link out of it is not even looked at (the filter would refuse it)
     assert sorted(p.name for p in root.iterdir()) == [FOLDER]
@@ -161,14 +168,9 @@ def test_archive_with_a_link_out_of_its_folder_is_refused(served_archive, tmp_pa
     assert list(root.iterdir()) == []  # neither the archive nor a partial folder
 
 
-def test_fetch_defaults_messages_and_temporary_file(tricky_server, tmp_path, monkeypatch, capsys):
+def test_fetch_defaults_messages_and_temporary_file(tricky_server, tmp_path, renames, capsys):
     out = tmp_path / "out"
-    system_tmp = tmp_path / "system-tmp"
-    system_tmp.mkdir()
-    monkeypatch.setattr("tempfile.tempdir", str(system_tmp))
-    moved = []
-    real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append(Path(src)), real_replace(src, dst))[1])
+    system_tmp, moved = renames
     fetch(tricky_server + "payload", out / "file", _md5(PAYLOAD))  # progress on by default: a bar in bytes
     assert [p.parent for p in moved] == [out]  # written beside its destination, then renamed
     err = capsys.readouterr().err
