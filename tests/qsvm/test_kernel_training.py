@@ -2,6 +2,7 @@
 KernelTrainer (alignment and Qiskit's SVCLoss), its errors, and the controls table."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -288,14 +289,19 @@ def test_digits_features_and_circuit_errors():
     assert len(trainable_zz_circuit(8, 3).theta) == 24
 
 
-@pytest.mark.slow  # a papermill run of the notebook (a kernel start and three tiny trainings)
-def test_the_notebook_runs_with_tiny_parameters(tmp_path):
+@pytest.mark.slow  # a papermill run of the stage's notebook (a kernel start and one tiny training)
+def test_the_notebook_runs_with_tiny_parameters(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill", reason="runs the notebook")
     from pathlib import Path
 
+    from qmlnb.lab import runs
+
     notebook = Path(__file__).resolve().parents[2] / "notebooks" / "60-kernel-training.ipynb"
-    out = tmp_path / "out.ipynb"
+    out, folder = tmp_path / "out.ipynb", tmp_path / "run"
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(folder))  # the kernel inherits it: the run is written there
     papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
-                               parameters={"n_qubits": 2, "layers": 1, "steps": 3, "batch_size": 16,
-                                           "seeds": [0, 1], "test_fraction": 0.5})
-    assert "controls_summary" in out.read_text()
+                               parameters={"n_qubits": 2, "layers": 1, "steps": 3, "batch_size": 16, "n_samples": 80,
+                                           "seed": 1, "test_fraction": 0.5})
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["task"] == "kernel-training" and metrics["seed"] == 1 and metrics["train_steps"] <= 3
+    assert (folder / "kernel_training.csv").is_file() and (folder / "history.csv").is_file()
