@@ -5,6 +5,8 @@ so they live below both: this module imports nothing from qmlnb.
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import math
 import numbers
@@ -141,15 +143,17 @@ def is_real(value) -> bool:
 # function checks an argument with ``Interval(int, 1)(n_train, "n_train")`` or ``Options(MODES)(mode, "mode")``, and
 # a lab task declares its parameters with the same objects, so every refusal reads
 # "<name> must be <what>, got <value!r>".
-class Constraint:
+class Constraint(abc.ABC):
     """What a value must be: ``describe()`` says it in words, ``accepts(value)`` tests it, and calling
     ``constraint(value, name)`` returns the value (ints and floats as Python's) or raises the ValueError."""
 
-    def describe(self) -> str:  # pragma: no cover - every constraint defines it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """The accepted values in words ("a positive integer")."""
 
-    def accepts(self, value) -> bool:  # pragma: no cover - every constraint defines it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def accepts(self, value) -> bool:
+        """Whether ``value`` is accepted."""
 
     def convert(self, value):
         return value
