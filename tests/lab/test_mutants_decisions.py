@@ -1,0 +1,156 @@
+"""qmlnb.lab.decisions and decision_records: the cases a mutmut run over both modules showed no other test pins.
+
+Error messages that must name the grid file and key, the data folder a caller passes, which fields make two
+decisions "the same" (and so leave the record as it is), and the boundaries of the two rules.  Run folders are
+fabricated with the decision tests' own helper.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import test_decisions as td  # fabricated run folders
+
+from qmlnb.lab import decision_records, decisions
+from qmlnb.lab.decisions import DecisionError
+
+
+# ------------------------------------------------------------------ first_available choices
+def test_a_dataset_choice_names_its_file_and_key_in_every_refusal():
+    with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: \{first_available: \[\.\.\.\]\} takes no other "
+                                            r"keys, got \['first_available', 'x'\]$"):
+        decisions.check_choice("dataset", {"first_available": ["digits"], "x": 1}, "g.yaml")
+    with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: first_available \(dataset names\) must be"):
+        decisions.check_choice("dataset", {"first_available": ["digits", 3]}, "g.yaml")
+    with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: unknown datasets \['mnist'\]; "
+                                            r"known: digits, fashion-mnist, cifar10, svhn$"):
+        decisions.check_choice("dataset", {"first_available": ["digits", "mnist"]}, "g.yaml")
+    assert decisions.check_choice("dataset", {"first_available": ["svhn", "digits"]}, "g.yaml") == ["svhn", "digits"]
+    with pytest.raises(DecisionError, match=r"^g\.yaml: seed: 'first_available' applies to 'dataset' only$"):
+        decisions.check_choice("seed", {"first_available": ["digits"]}, "g.yaml")
+
+
+def test_no_available_dataset_names_where_and_which(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: none of \['svhn', 'cifar10'\] is in the data "
+                                            r"directory$"):
+        decisions.first_available(["svhn", "cifar10"], "g.yaml: dataset")
+
+
+def test_dataset_available_looks_in_the_folder_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "configured"))
+    given = tmp_path / "given"
+    (given / "svhn").mkdir(parents=True)
+    (given / "svhn" / "test_32x32.mat").write_bytes(b"")
+    assert decisions.dataset_available("svhn", given)
+    assert not decisions.dataset_available("svhn")  # the configured folder has nothing
+
+
+def test_an_unknown_or_missing_dataset_is_not_the_sweeps_concern(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "empty"))
+    # the grid's own checks refuse an unknown name; here it is neither usable nor unusable
+    assert decisions.dataset_unusable({"dataset": "mnist"}) is None
+    assert decisions.dataset_unusable({"dataset": 3}) is None
+    assert decisions.dataset_unusable({}) is None
+    assert decisions.dataset_unusable({"dataset": "digits"}) is None
+    assert "dataset 'svhn' is not in the data directory" in decisions.dataset_unusable({"dataset": "svhn"})
+
+
+# ------------------------------------------------------------------ records
+def _decided(tmp_path, stage="threads", times=None):
+    for threads, t in (times or {1: 4.0, 2: 2.0}).items():
+        td.fake_run(tmp_path, stage, {"threads": threads}, train_s=t)
+    return decisions.decide(td.rows_for(tmp_path, stage, "threads", "fastest"), "fastest", "threads", stage)
+
+
+@pytest.mark.parametrize("field", ["value", "runs", "per_value"])
+def test_a_decision_that_differs_in_one_field_is_recorded_again(tmp_path, field):
+    first = _decided(tmp_path)
+    path = decision_records.record(tmp_path, first)
+    changed = {"value": 1, "runs": [*first["runs"], "elsewhere"],
+               "per_value": [{**first["per_value"][0], "median": 5.0}, *first["per_value"][1:]]}
+    decision_records.record(tmp_path, {**first, field: changed[field]})
+    saved = json.loads(path.read_text())
+    assert saved[field] == changed[field]
+    assert len(saved["history"]) == 1 and saved["history"][0][field] == first[field]
+
+
+def test_missing_files_of_one_group_are_listed_with_commas(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMLNB_DATA_DIR", str(tmp_path / "empty"))
+    reason = decisions.dataset_unusable({"dataset": "cifar10"})
+    assert "missing data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5 or test_batch" in reason
+
+
+# ------------------------------------------------------------------ references
+def test_a_malformed_reference_names_its_file_and_key():
+    with pytest.raises(DecisionError, match=r"^g\.yaml: threads: unknown reference keys \['x'\]; "
+                                            r"allowed: \['at_least', 'from', 'param', 'pick'\]$"):
+        decisions.parse_reference("threads", {"from": "threads", "pick": "fastest", "x": 1}, "g.yaml")
+    for stage in (None, "../up", 3):  # not text, or text that is no plain stage name
+        with pytest.raises(DecisionError) as err:
+            decisions.parse_reference("threads", {"from": stage, "pick": "fastest"}, "g.yaml")
+        assert str(err.value) == f"g.yaml: threads: 'from' must name a stage (a grid's name), got {stage!r}"
+    with pytest.raises(DecisionError, match=r"^g\.yaml: threads: unknown rule pick='slowest'; "
+                                            r"known rules: fastest, best_score$"):
+        decisions.parse_reference("threads", {"from": "threads", "pick": "slowest"}, "g.yaml")
+
+
+def test_a_reference_reads_its_own_key_unless_param_names_another():
+    own = decisions.parse_reference("threads", {"from": "t", "pick": "fastest"}, "g.yaml")
+    other = decisions.parse_reference("threads", {"from": "t", "pick": "fastest", "param": "workers"}, "g.yaml")
+    assert (own.param, other.param) == ("threads", "workers")
+    for param in ("", 3):  # empty, or not text
+        with pytest.raises(DecisionError) as err:
+            decisions.parse_reference("threads", {"from": "t", "pick": "fastest", "param": param}, "g.yaml")
+        assert str(err.value) == f"g.yaml: threads: 'param' must be a parameter name, got {param!r}"
+    with pytest.raises(DecisionError, match=r"^g\.yaml: threads: 'at_least' must be .*, got 'two'$"):
+        decisions.parse_reference("threads", {"from": "t", "pick": "fastest", "at_least": "two"}, "g.yaml")
+    assert other.decision_key == ("t", "workers", "fastest") and other.where == "g.yaml: threads"
+
+
+def _floor(at_least):
+    return decisions.parse_reference("x", {"from": "t", "pick": "fastest", "at_least": at_least}, "g.yaml")
+
+
+def test_the_floor_keeps_the_decided_type_where_it_can():
+    # an integer floor written as 2.0 still gives an integer (a thread count stays an int)
+    raised = decisions.apply_floor(1, _floor(2.0))
+    assert raised == 2 and type(raised) is int
+    # a fractional floor is never truncated to fit an integer value
+    assert decisions.apply_floor(1, _floor(2.5)) == 2.5
+    # a value already at the floor is left as it is (its own type)
+    kept = decisions.apply_floor(2.0, _floor(2))
+    assert kept == 2.0 and type(kept) is float
+    assert decisions.apply_floor(0.5, _floor(None)) == 0.5
+
+
+def test_a_changed_decision_keeps_each_earlier_one_once_oldest_first(tmp_path, capsys):
+    first = _decided(tmp_path)
+    path = decision_records.record(tmp_path, first)
+    first_time = json.loads(path.read_text())["time"]
+    decision_records.record(tmp_path, {**first, "value": 1})
+    assert f"threads was 2 ({first_time}), now 1;" in capsys.readouterr().err
+    decision_records.record(tmp_path, {**first, "value": 4})
+    saved = json.loads(path.read_text())
+    assert [h["value"] for h in saved["history"]] == [2, 1]
+    assert all("history" not in h for h in saved["history"])  # flat: each earlier record once
+
+
+@pytest.mark.parametrize("text, kept", [(b"\xff{not json", "\ufffd{not json"), (b"x" * 3000, "x" * 2000)])
+def test_an_unreadable_record_is_kept_aside_in_history(tmp_path, capsys, text, kept):
+    path = decision_records.decision_path(tmp_path, "threads", "threads", "fastest")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(text)
+    decision_records.record(tmp_path, _decided(tmp_path))
+    saved = json.loads(path.read_text())
+    assert saved["value"] == 2 and saved["history"] == [{"unreadable": kept}]
+    assert capsys.readouterr().err == ""  # no earlier value to report
+
+
+def test_a_record_that_is_not_an_object_is_replaced(tmp_path):
+    path = decision_records.decision_path(tmp_path, "threads", "threads", "fastest")
+    path.parent.mkdir(parents=True)
+    path.write_text("[1, 2]")
+    decision_records.record(tmp_path, _decided(tmp_path))
+    saved = json.loads(path.read_text())
+    assert saved["value"] == 2 and saved["history"] == []
