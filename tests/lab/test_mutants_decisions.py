@@ -6,11 +6,13 @@ fabricated with the decision tests' own helper.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 import test_decisions as td  # fabricated run folders
 
+from qmlnb._util import Each, Interval, IsInstance
 from qmlnb.lab import decision_records, decisions
 from qmlnb.lab.decisions import DecisionError
 
@@ -20,8 +22,11 @@ def test_a_dataset_choice_names_its_file_and_key_in_every_refusal():
     with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: \{first_available: \[\.\.\.\]\} takes no other "
                                             r"keys, got \['first_available', 'x'\]$"):
         decisions.check_choice("dataset", {"first_available": ["digits"], "x": 1}, "g.yaml")
-    with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: first_available \(dataset names\) must be"):
-        decisions.check_choice("dataset", {"first_available": ["digits", 3]}, "g.yaml")
+    names_must_be = f"g.yaml: dataset: first_available (dataset names) must be {Each(IsInstance(str)).describe()}"
+    for names in (["digits", 3], None):  # None is no list of names here (no "or None")
+        with pytest.raises(DecisionError) as err:
+            decisions.check_choice("dataset", {"first_available": names}, "g.yaml")
+        assert str(err.value) == f"{names_must_be}, got {names!r}"
     with pytest.raises(DecisionError, match=r"^g\.yaml: dataset: unknown datasets \['mnist'\]; "
                                             r"known: digits, fashion-mnist, cifar10, svhn$"):
         decisions.check_choice("dataset", {"first_available": ["digits", "mnist"]}, "g.yaml")
@@ -103,8 +108,9 @@ def test_a_reference_reads_its_own_key_unless_param_names_another():
         with pytest.raises(DecisionError) as err:
             decisions.parse_reference("threads", {"from": "t", "pick": "fastest", "param": param}, "g.yaml")
         assert str(err.value) == f"g.yaml: threads: 'param' must be a parameter name, got {param!r}"
-    with pytest.raises(DecisionError, match=r"^g\.yaml: threads: 'at_least' must be .*, got 'two'$"):
+    with pytest.raises(DecisionError) as err:
         decisions.parse_reference("threads", {"from": "t", "pick": "fastest", "at_least": "two"}, "g.yaml")
+    assert str(err.value) == f"g.yaml: threads: 'at_least' must be {Interval(float).describe()} or None, got 'two'"
     assert other.decision_key == ("t", "workers", "fastest") and other.where == "g.yaml: threads"
 
 
@@ -128,6 +134,9 @@ def test_a_changed_decision_keeps_each_earlier_one_once_oldest_first(tmp_path, c
     first = _decided(tmp_path)
     path = decision_records.record(tmp_path, first)
     first_time = json.loads(path.read_text())["time"]
+    written = dt.datetime.fromisoformat(first_time)  # UTC, to the second
+    assert written.utcoffset() == dt.timedelta(0) and written.microsecond == 0
+    assert abs((dt.datetime.now(dt.timezone.utc) - written).total_seconds()) < 600
     decision_records.record(tmp_path, {**first, "value": 1})
     assert f"threads was 2 ({first_time}), now 1;" in capsys.readouterr().err
     decision_records.record(tmp_path, {**first, "value": 4})
@@ -154,3 +163,13 @@ def test_a_record_that_is_not_an_object_is_replaced(tmp_path):
     decision_records.record(tmp_path, _decided(tmp_path))
     saved = json.loads(path.read_text())
     assert saved["value"] == 2 and saved["history"] == []
+
+
+# ------------------------------------------------------------------ ordering
+def test_a_cycle_is_named_from_where_it_starts(tmp_path):
+    stages = {"a": [td.ref("x", "b", "a.yaml")], "b": [td.ref("y", "c", "b.yaml")], "c": [td.ref("z", "b", "c.yaml")]}
+    with pytest.raises(DecisionError) as err:
+        decisions.stage_order(stages)
+    # a only leads into the cycle b -> c -> b: it is not part of it
+    assert str(err.value) == ("the stages' references form a cycle: "
+                              "b (b.yaml: y from c) -> c (c.yaml: z from b)")
