@@ -173,3 +173,29 @@ def test_a_cycle_is_named_from_where_it_starts(tmp_path):
     # a only leads into the cycle b -> c -> b: it is not part of it
     assert str(err.value) == ("the stages' references form a cycle: "
                               "b (b.yaml: y from c) -> c (c.yaml: z from b)")
+
+
+# ------------------------------------------------------------------ grid values and run folders
+NOTEBOOK = {"threads": 0, "seed": 0, "dataset": "digits"}
+
+
+@pytest.mark.parametrize("point, message", [
+    ({"dataset": {"first_available": ["digits"], "x": 1}}, "g.yaml: dataset: {first_available: [...]} takes no "
+                                                          "other keys, got ['first_available', 'x']"),
+    ({"nope": {"from": "t", "pick": "fastest"}}, "g.yaml: nope: 'nope' is not a parameter of the notebook"),
+    ({"seed": {"a": 1}}, "g.yaml: seed: a mapping value must be a reference {from: <stage>, pick: <rule>} or "
+                         "{first_available: [...]}, got {'a': 1}"),
+])
+def test_a_grid_value_that_is_no_reference_is_named(point, message):
+    with pytest.raises(DecisionError) as err:
+        decisions.check_points([point], "g.yaml", NOTEBOOK)
+    assert str(err.value) == message
+
+
+def test_a_run_whose_metrics_nest_no_object_is_left_out(tmp_path):
+    good = td.fake_run(tmp_path, "t", {"threads": 1}, train_s=2.0)
+    bad = td.fake_run(tmp_path, "t", {"threads": 2}, train_s=1.0)
+    for timings in (5, "train_s"):  # no mapping where the metric's path goes on
+        (bad / "metrics.json").write_text(json.dumps({"timings": timings}))
+        rows = decisions.collect([good, bad], "threads", "timings.train_s")
+        assert [r["value"] for r in rows] == [1]
