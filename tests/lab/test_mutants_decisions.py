@@ -13,7 +13,7 @@ import pytest
 import test_decisions as td  # fabricated run folders
 
 from qmlnb._util import Each, Interval, IsInstance
-from qmlnb.lab import decision_records, decisions
+from qmlnb.lab import decision_records, decisions, runs
 from qmlnb.lab.decisions import DecisionError
 
 
@@ -199,3 +199,69 @@ def test_a_run_whose_metrics_nest_no_object_is_left_out(tmp_path):
         (bad / "metrics.json").write_text(json.dumps({"timings": timings}))
         rows = decisions.collect([good, bad], "threads", "timings.train_s")
         assert [r["value"] for r in rows] == [1]
+
+
+def _run(runs_dir, name, params, point, metrics):
+    """A complete run folder whose params.json, status point and metrics.json are given apart."""
+    folder = runs_dir / "t" / name
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    runs.write_status(folder, runs.COMPLETE, point=point)
+    return folder
+
+
+def test_collect_completes_the_point_from_params_and_skips_runs_it_cannot_use(tmp_path):
+    timed = {"timings": {"train_s": 1.5}}
+    folders = [
+        _run(tmp_path, "a-no-param", {"seed": 0}, {"seed": 0}, timed),  # no threads anywhere
+        _run(tmp_path, "b-nan", {"threads": 8}, {"threads": 8}, {"timings": {"train_s": float("nan")}}),
+        _run(tmp_path, "c-text", {"threads": 8}, {"threads": 8}, {"timings": {"train_s": "fast"}}),
+        _run(tmp_path, "d-params", {"threads": 2, "seed": 3}, {"seed": 3}, timed),  # threads from params.json
+        _run(tmp_path, "e-point", {"threads": 1, "seed": 4}, {"threads": 4}, timed),  # the point wins
+    ]
+    rows = decisions.collect(folders, "threads", "timings.train_s")
+    assert [(r["run"], r["value"], r["seed"], r["metric"]) for r in rows] == [
+        (str(folders[3]), 2, 3, 1.5), (str(folders[4]), 4, 4, 1.5)]
+    assert rows[0]["setting"] == rows[1]["setting"] == "{}"
+
+
+def test_collect_names_a_run_whose_records_are_no_objects(tmp_path):
+    folder = _run(tmp_path, "a", [1], {"threads": 1}, {"timings": {"train_s": 1.0}})
+    with pytest.raises(DecisionError) as err:
+        decisions.collect([folder], "threads", "timings.train_s")
+    assert str(err.value) == (f"complete run {folder}: its params.json, metrics.json and status.json point "
+                              "must be JSON objects")
+
+
+def test_decide_messages_and_a_single_runs_spread(tmp_path):
+    with pytest.raises(DecisionError) as err:
+        decisions.decide([], "fastest", "threads")
+    assert str(err.value) == "stage '?' has no complete run with 'threads' and 'timings.train_s'"
+    with pytest.raises(DecisionError) as err:
+        decisions.decide([], "slowest", "threads")
+    assert str(err.value) == "unknown rule 'slowest'; known rules: fastest, best_score"
+    # one run per value: its std is 0, so a cheaper value below the best is not "within one std"
+    for batch, score in {8: 0.5, 16: 0.9}.items():
+        td.fake_run(tmp_path, "bs", {"batch_size": batch, "dataset": "digits"}, score=score)
+    d = decisions.decide(td.rows_for(tmp_path, "bs", "batch_size", "best_score"), "best_score", "batch_size", "bs")
+    assert d["value"] == 16 and [v["std"] for v in d["per_value"]] == [0.0, 0.0]
+    # runs that differ in one more parameter name only that one (the dataset they share is not listed)
+    td.fake_run(tmp_path, "bs", {"batch_size": 32, "dataset": "digits", "n_train": 50}, score=0.7)
+    with pytest.raises(DecisionError, match=r"differ in \['n_train'\] besides 'batch_size'"):
+        decisions.decide(td.rows_for(tmp_path, "bs", "batch_size", "best_score"), "best_score", "batch_size", "bs")
+
+
+@pytest.mark.parametrize("kind", ["link", "folder"])
+def test_a_record_path_that_is_no_plain_file_is_refused_in_full(tmp_path, kind):
+    path = decision_records.decision_path(tmp_path, "threads", "threads", "fastest")
+    path.parent.mkdir(parents=True)
+    if kind == "link":
+        path.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        path.mkdir()
+    with pytest.raises(DecisionError) as err:
+        decision_records.check_writable(path, tmp_path)
+    what = "a symbolic link" if kind == "link" else "not a regular file"
+    assert str(err.value) == (f"refusing to write {path}: it is {what} (remove it; the flow writes only plain files "
+                              "inside the runs folder)")
