@@ -246,6 +246,8 @@ def test_decide_messages_and_a_single_runs_spread(tmp_path):
         td.fake_run(tmp_path, "bs", {"batch_size": batch, "dataset": "digits"}, score=score)
     d = decisions.decide(td.rows_for(tmp_path, "bs", "batch_size", "best_score"), "best_score", "batch_size", "bs")
     assert d["value"] == 16 and [v["std"] for v in d["per_value"]] == [0.0, 0.0]
+    assert [v["runs"] for v in d["per_value"]] == [[runs.run_name({"batch_size": b, "dataset": "digits"})]
+                                                   for b in (8, 16)]  # each value's own run folders, by name
     # runs that differ in one more parameter name only that one (the dataset they share is not listed)
     td.fake_run(tmp_path, "bs", {"batch_size": 32, "dataset": "digits", "n_train": 50}, score=0.7)
     with pytest.raises(DecisionError, match=r"differ in \['n_train'\] besides 'batch_size'"):
