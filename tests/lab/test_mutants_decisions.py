@@ -267,3 +267,28 @@ def test_a_record_path_that_is_no_plain_file_is_refused_in_full(tmp_path, kind):
     what = "a symbolic link" if kind == "link" else "not a regular file"
     assert str(err.value) == (f"refusing to write {path}: it is {what} (remove it; the flow writes only plain files "
                               "inside the runs folder)")
+
+
+def _decide_scores(tmp_path, scores: dict) -> dict:
+    for batch, values in scores.items():
+        for seed, score in enumerate(values):
+            td.fake_run(tmp_path, "bs", {"batch_size": batch, "seed": seed}, score=score)
+    return decisions.decide(td.rows_for(tmp_path, "bs", "batch_size", "best_score"), "best_score", "batch_size", "bs")
+
+
+def test_best_score_boundaries(tmp_path):
+    # exactly one std (0.5, exact in binary) below the best: within noise, the cheaper value wins
+    d = _decide_scores(tmp_path / "a", {8: [0.0], 16: [0.0, 0.5, 1.0]})
+    assert d["value"] == 8 and "within one std of the best batch_size=16" in d["reason"]
+    # equal means: the cheaper value is the best itself
+    d = _decide_scores(tmp_path / "b", {8: [0.9], 16: [0.9]})
+    assert d["value"] == 8 and d["reason"].startswith("batch_size=8 has the best mean")
+
+
+def test_the_fastest_reason_says_why_a_cheaper_value_won(tmp_path):
+    for threads, times in {1: [5.0, 6.2, 7.0, 8.0], 2: [4.0, 5.9, 6.1, 9.0]}.items():
+        for seed, t in enumerate(times):
+            td.fake_run(tmp_path, "threads", {"threads": threads, "seed": seed}, train_s=t)
+    d = decisions.decide(td.rows_for(tmp_path, "threads", "threads", "fastest"), "fastest", "threads", "threads")
+    assert d["reason"] == ("threads=1 (median timings.train_s 6.6 s (IQR 5.9-7.25, n=4)) is within noise of the "
+                           "fastest threads=2 (median 6 s, IQR 5.43-6.82, n=4: the IQRs overlap) and cheaper")
