@@ -292,3 +292,59 @@ def test_the_fastest_reason_says_why_a_cheaper_value_won(tmp_path):
     d = decisions.decide(td.rows_for(tmp_path, "threads", "threads", "fastest"), "fastest", "threads", "threads")
     assert d["reason"] == ("threads=1 (median timings.train_s 6.6 s (IQR 5.9-7.25, n=4)) is within noise of the "
                            "fastest threads=2 (median 6 s, IQR 5.43-6.82, n=4: the IQRs overlap) and cheaper")
+
+
+# ------------------------------------------------------------------ reading records back
+def _record_at(tmp_path, **change):
+    record = {"stage": "threads", "param": "threads", "rule": "fastest", "metric": "timings.train_s", "value": 2,
+              "reason": "r", "runs": ["a"],
+              "per_value": [{"value": 2, "n": 1, "median": 1.0, "q1": 1.0, "q3": 1.0, "mean": 1.0, "std": 0.0}]}
+    record.update(change)
+    return {k: v for k, v in record.items() if v is not _DROP}, tmp_path / "threads" / "decision-threads-fastest.json"
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"param": _DROP}, "'param' must be a parameter name, got nothing"),
+    ({"param": "two words"}, "'param' must be a parameter name, got a str"),
+    ({"stage": "other"}, "'stage' must be the name of its folder, got a str"),
+    ({"rule": "slowest"}, "'rule' must be one of fastest, best_score, got a str"),
+    ({"value": "2"}, "'value' must be a finite number, got a str"),
+    ({"reason": 3}, "'reason' must be text, got an int"),
+    ({"per_value": {}}, "'per_value' must be a list of objects, got a dict"),
+    ({"runs": "a"}, "'runs' must be a list of run folders, got a str"),
+    ({"metric": "qcnn.balanced_accuracy"}, "'metric' must be 'timings.train_s', the metric of its rule, got a str"),
+    ({"per_value": [{"value": 2}]}, "per_value[0]: 'n' must be a positive count, got nothing"),
+])
+def test_check_decision_names_the_file_and_the_field(tmp_path, change, message):
+    record, path = _record_at(tmp_path, **change)
+    with pytest.raises(ValueError) as err:
+        decision_records.check_decision(record, path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_check_decision_takes_a_record_without_runs_and_refuses_a_list(tmp_path):
+    record, path = _record_at(tmp_path, runs=None)
+    assert decision_records.check_decision(record, path) is record
+    with pytest.raises(ValueError) as err:
+        decision_records.check_decision([record], path)
+    assert str(err.value) == f"{path}: expected a JSON object, got list"
+
+
+def test_a_record_reached_through_a_linked_stage_folder_is_not_read(tmp_path):
+    record, _ = _record_at(tmp_path)
+    outside = tmp_path / "outside" / "threads"
+    outside.mkdir(parents=True)
+    (outside / "decision-threads-fastest.json").write_text(json.dumps(record))
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "threads").symlink_to(outside)
+    records, unreadable = decision_records.load_decisions(runs_dir)
+    assert records == [] and "not inside the runs folder" in unreadable[0][1]
+
+
+def test_a_decision_states_its_rule_in_words(tmp_path):
+    d = _decided(tmp_path)
+    assert d["rule_text"] == decisions.RULES["fastest"].what and "median" in d["rule_text"]
