@@ -38,7 +38,7 @@ NUMBERS = ("k", "seed", "balanced_accuracy", "accuracy", "unreached", "gram_s", 
 REQUIRED = (*BUDGET, "model", "kernel", "method", "k", "seed", "balanced_accuracy", "degenerate")
 UMAP_REQUIRED = ("x", "y", "class_name")
 INSTALL_UMAP = ('The UMAP picture needs umap-learn, which `make report` does not install (its numba compilation '
-                'costs tens of seconds in every notebook process, beyond the default sweep\'s budget): '
+                'compiles in every notebook process, beyond the default sweep\'s budget): '
                 '`pip install "qmlnb[sparse]"`, then `python -m qmlnb sweep params/large/sparse-kernel-large.yaml` '
                 '(its runs set `umap: True`).')
 
