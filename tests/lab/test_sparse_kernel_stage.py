@@ -190,7 +190,7 @@ def test_the_whole_section_shows_with_malformed_files(tmp_path, tiny_run, monkey
     table, _ = report.rows(tmp_path)
     report.show_section(tmp_path, None, tmp_path / "reports", report.comparisons(table))
     text = "\n".join(getattr(o, "data", "") or "" for o in shown)
-    assert "quantum − RBF" in text and "pip install" in text and "bad-umap" in text and "no column y" in text
+    assert "quantum − rbf = " in text and "pip install" in text and "bad-umap" in text and "no column y" in text
     assert (tmp_path / "reports" / "figures" / "sparse_kernel_0.png").is_file()
     assert (tmp_path / "reports" / "tables" / "sparse_kernel_0.csv").is_file()
 

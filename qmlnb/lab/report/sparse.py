@@ -166,23 +166,17 @@ def comparisons(table: pd.DataFrame) -> pd.DataFrame:
 
 def sentences(compared: pd.DataFrame) -> list[str]:
     """One sentence per budget, k and method of the (corrected) :func:`comparisons`: does the sparse quantum
-    kernel beat its RBF control beyond noise?"""
+    kernel beat its RBF control beyond noise?  The difference in words is :func:`.controls.difference_text`'s."""
+    findings = {f"{REFERENCE} better": "the quantum kernel is better beyond noise",
+                f"{CONTROL} better": "the RBF control is better beyond noise"}
     lines = []
     for _, r in compared[compared["model"] == CONTROL].iterrows():
         where = f"{r['dataset']} ({r['classes']}), {r['setting']}"
         if pd.isna(r.get("reference_minus_model")):
             lines.append(f"{where}: {r['verdict']}.")
             continue
-        interval = "" if pd.isna(r["ci_low"]) else (f", Holm-corrected {r['level']:.1%} interval "
-                                                    f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
-        if r["verdict"] == f"{REFERENCE} better":
-            finding = "the quantum kernel is better beyond noise"
-        elif r["verdict"] == f"{CONTROL} better":
-            finding = "the RBF control is better beyond noise"
-        else:
-            finding = f"no difference beyond noise ({r['verdict']})"
-        lines.append(f"{where}: {finding}: quantum − RBF {r['reference_minus_model']:+.3f} in balanced accuracy"
-                     f"{interval}, {int(r['pairs'])} paired seeds (won {int(r['wins'])}, lost {int(r['losses'])}).")
+        finding = findings.get(r["verdict"], f"no difference beyond noise ({r['verdict']})")
+        lines.append(f"{where}: {finding}: {controls.difference_text(r, REFERENCE)}, in balanced accuracy.")
     return lines
 
 
