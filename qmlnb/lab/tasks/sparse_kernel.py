@@ -13,8 +13,9 @@ One run:
 3. maps the embeddings to states (ZZ map, reps 2, linear; bandwidth by kernel-target alignment on the QCNN's
    own training embeddings when ``bandwidth`` is 0) and, for each k of ``ks``, builds the sparse quantum kernel
    (:func:`qmlnb.kernels.sparse_gram`, finder ``neighbours``) and its RBF control on the embeddings
-   (:func:`qmlnb.qsvm.sparse_models.rbf_sparse_gram`), each timed once with its peak traced memory
-   (``tracemalloc``: NumPy's and SciPy's allocations, not the process's RSS);
+   (:func:`qmlnb.qsvm.sparse_models.rbf_sparse_gram`), each timed once (after one warm-up call of each builder
+   on a few samples) with its peak traced memory (``tracemalloc``: NumPy's and SciPy's allocations, not the
+   process's RSS);
 4. for each seed of ``seeds``: draws ``labelled`` of the original images (stratified, over groups) as labelled
    samples, the rest as test, and scores kernel k-NN and label spreading on both sparse kernels
    (transductive: the kernels are built once on all samples, without labels); where the pool has at most
@@ -49,6 +50,8 @@ SCORES = ("balanced_accuracy", "accuracy", "degenerate")
 UMAP_TABLE_COLUMNS = ("x", "y", "label", "class_name")
 # rows of the bandwidth's alignment search (QCNN training embeddings): a dense Gram of this size is cheap
 ALIGNMENT_SAMPLES = 300
+# samples of the warm-up call of each kernel builder before the timed ones
+WARM_UP_SAMPLES = 64
 # images embedded per call when the pool is grown by repetition: a chunk of noisy copies lives at a time
 AUGMENT_CHUNK = 4096
 
@@ -202,12 +205,19 @@ def sparse_kernel_run(dataset: str = "digits", classes=(3, 8), n: int = 200, n_t
                "n_originals": len(y0), "augmented": n_samples > len(y0), "n_qubits": args["n_qubits"],
                "bandwidth": float(bandwidth), "neighbours": neighbours, "n_train_qcnn": len(splits.y_train),
                "epochs": args["epochs"], "labelled": args["labelled"], "split_seed": args["split_seed"]}
+    dense = n_samples <= args["dense_max"]
+    # one warm-up call of each builder on a few samples first: the first call imports modules (scikit-learn's
+    # neighbours, the Gram backend) and compiles (numba, pynndescent), time and memory that are not the kernel's
+    warm = min(n_samples, WARM_UP_SAMPLES)
+    sparse_gram(S[:warm], k=2, neighbours=neighbours, backend=backend, n_threads=cfg.threads, seed=seed)
+    rbf_sparse_gram(E[:warm], k=2, n_threads=cfg.threads)
+    if dense:
+        gram(S[:warm], backend=backend, n_threads=cfg.threads)
     kernels = {}  # (kernel, k) -> (K, seconds, peak bytes)
     for k in ks_used:
         kernels["quantum", k] = measured(lambda: sparse_gram(S, k=k, neighbours=neighbours, backend=backend,
                                                              n_threads=cfg.threads, seed=seed))
         kernels["rbf", k] = measured(lambda: rbf_sparse_gram(E, k=k, n_threads=cfg.threads)[0])
-    dense = n_samples <= args["dense_max"]
     K_dense, dense_s, dense_peak = measured(lambda: gram(S, backend=backend, n_threads=cfg.threads)) if dense else \
         (None, None, None)
     rows = []
