@@ -20,7 +20,8 @@ One run:
    samples, the rest as test, and scores kernel k-NN and label spreading on both sparse kernels
    (transductive: the kernels are built once on all samples, without labels); where the pool has at most
    ``dense_max`` samples, also the dense QSVM (the full Gram, C by CV on the labelled samples) and each pixel
-   baseline of ``pixel_baselines`` (e.g. ``umap_logreg_pixels``) on the same split;
+   baseline of ``pixel_baselines`` (e.g. ``umap_logreg_pixels``) on the same split (a noisy copy's pixels are
+   not kept: the pixel baselines read its original's);
 5. with ``umap``, the 2-D UMAP of the original images' QCNN embeddings (at most ``umap_points``), for the
    report's picture coloured by class; without umap-learn the run records why instead of failing.
 
@@ -144,9 +145,9 @@ def sparse_kernel_run(dataset: str = "digits", classes=(3, 8), n: int = 200, n_t
     """The sparse-kernel study of one setting (the module's steps 1 to 5).
 
     Returns (metrics: task, the setting, ``n_samples`` (after repetition), ``n_originals``, ``augmented``,
-    ``bandwidth`` used, ``ks`` (those below the pool's size) and ``ks_left_out`` (the others), ``dense`` (whether the dense QSVM ran), ``qcnn`` (the QCNN's own test scores),
-    ``timings`` (qcnn_train_s, embed_s, states_s, dense_gram_s, umap_s: single calls), ``umap`` ("drawn",
-    "off" or why not);
+    ``bandwidth`` used, ``ks`` (those below the pool's size) and ``ks_left_out`` (the others), ``dense``
+    (whether the dense QSVM ran), ``qcnn`` (the QCNN's own test scores), ``timings`` (qcnn_train_s, embed_s,
+    states_s, dense_gram_s, umap_s: single calls), ``umap`` ("drawn", "off" or why not);
     {"sparse_kernel": one row per (model, k, seed): the setting, ``model`` (``<kernel>_<method>`` of
     :data:`SPARSE_MODELS`, :data:`DENSE_MODEL` or a pixel baseline's name), ``kernel``, ``method``, ``k``
     (empty for the dense and pixel models), ``seed``, ``n_labelled``, ``n_test``, the scores of
@@ -254,8 +255,8 @@ def sparse_kernel_run(dataset: str = "digits", classes=(3, 8), n: int = 200, n_t
         if picture is not None:
             tables[stages.UMAP_TABLE] = picture
     metrics = {"task": stages.SPARSE_KERNEL, **setting, "classes": list(full.classes), "ks": ks_used,
-               "ks_left_out": sorted(set(args["ks"]) - set(ks_used)), "seeds": args["seeds"], "seed": seed, "dense": dense, "pixel_baselines": pixel_baselines,
-               "qcnn": trained.metrics, "umap": umap_status,
+               "ks_left_out": sorted(set(args["ks"]) - set(ks_used)), "seeds": args["seeds"], "seed": seed,
+               "dense": dense, "pixel_baselines": pixel_baselines, "qcnn": trained.metrics, "umap": umap_status,
                "timings": {"qcnn_train_s": train_s, "embed_s": embed_s, "states_s": states_s,
                            "dense_gram_s": dense_s, "umap_s": umap_s}}
     return metrics, tables
