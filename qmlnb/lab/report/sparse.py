@@ -37,8 +37,8 @@ NUMBERS = ("k", "seed", "balanced_accuracy", "accuracy", "unreached", "gram_s", 
            "n_originals", "n_qubits", "n_train_qcnn", "epochs", "labelled", "split_seed", "bandwidth")
 REQUIRED = (*BUDGET, "model", "kernel", "method", "k", "seed", "balanced_accuracy", "degenerate")
 UMAP_REQUIRED = ("x", "y", "class_name")
-INSTALL_UMAP = ('The UMAP picture needs umap-learn, which `make report` does not install (its numba compilation '
-                'compiles in every notebook process, beyond the default sweep\'s budget): '
+INSTALL_UMAP = ('The UMAP picture needs umap-learn, which `make report` does not install (its numba functions '
+                'compile in every notebook process, beyond the default sweep\'s budget): '
                 '`pip install "qmlnb[sparse]"`, then `python -m qmlnb sweep params/large/sparse-kernel-large.yaml` '
                 '(its runs set `umap: True`).')
 
