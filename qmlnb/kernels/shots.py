@@ -6,8 +6,10 @@ exact kernel value; a, b from the estimator and the noise, ``noise.outcome_map``
 reported as g m / S + h (``noise.estimate_map``).
 
 Reproducibility.  The random numbers of entry (i, j) come from a counter-based
-generator keyed by (seed, min(i, j), max(i, j)) alone: a splitmix64 mix of the
-key, then of key + t * golden for the t-th uniform the draw consumes.  So the
+generator keyed by (seed, min(i, j), max(i, j)) alone: the entry's key is
+mix(mix(seed ^ lo * golden) + hi * M1) (the inner mix computed once per id),
+its top 53 bits the first uniform, and mix(key + t * golden) the t-th after
+it: one mix per entry for most draws.  So the
 estimate of an entry does not depend on the tile it falls in, the backend, the
 number of threads, the order tiles are computed in or the Dask layout, and
 K[i, j] == K[j, i].  Given the same exact kernel value the estimate is the
@@ -133,10 +135,14 @@ def _compile():
         return y if x > 0.0 else -np.inf
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_series(inv):  # the tail for k >= 10, inv = 1 / (k + 1)
+        inv2 = inv * inv
+        return (C12 - (C360 - C1260 * inv2) * inv2) * inv
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
     def stirling_tail(k, inv):
         # inv = 1 / (k + 1); the table as a chain of selects, not a lookup, so that a loop of it vectorises
-        inv2 = inv * inv
-        value = (C12 - (C360 - C1260 * inv2) * inv2) * inv
+        value = stirling_series(inv)
         for i in range(9, -1, -1):
             value = FC[i] if k <= i else value
         return value
@@ -146,6 +152,14 @@ def _compile():
         k1, k2 = k + 1.0, nf - k + 1.0
         d = 1.0 / (k1 * k2)
         return stirling_tail(k, k2 * d) + stirling_tail(nf - k, k1 * d)
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_pair_mode(m, nf):
+        """stirling_pair of BTRS's mode m = floor((n + 1) q), n q >= 10, q <= 1/2: m >= 10 and n - m >= 10, so
+        both tails are the series (the same value; 20 selects fewer than stirling_pair)."""
+        k1, k2 = m + 1.0, nf - m + 1.0
+        d = 1.0 / (k1 * k2)
+        return stirling_series(k2 * d) + stirling_series(k1 * d)
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
     def zero_probability_correction(power, q, nf):
@@ -227,7 +241,7 @@ def _compile():
         oq = 1.0 - q
         m = np.floor((nf + 1.0) * q)
         nm = nf - m + 1.0
-        h = (m + 0.5) * log((m + 1.0) * oq / (q * nm)) + stirling_pair(m, nf)
+        h = (m + 0.5) * log((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf)
         nk = nf - k + 1.0
         us2 = us * us
         return log(v * alpha * us2 / (a + b * us2)) <= h + (nf + 1.0) * log(nm / nk) \
