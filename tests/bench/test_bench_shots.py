@@ -25,6 +25,8 @@ def test_bench_shots_writes_overheads_from_paired_rounds(tmp_path):
             assert entry["backend"] == backend and entry["overhead_rounds"] == pytest.approx(overheads)
             assert (entry["overhead_q1"], entry["overhead_q3"]) == pytest.approx(np.percentile(overheads, [25, 75]))
             assert result["overhead"][backend][name]["overhead"] == pytest.approx(entry["overhead"], abs=1e-3)
+            cpu_seconds = entry["timing"]["cpu_s"] / calls[f"{backend}/exact"]["timing"]["cpu_s"]
+            assert entry["overhead_cpu"] == pytest.approx(cpu_seconds - 1)
             assert abs(entry["check"]["mean_error"]) <= 6 * entry["check"]["standard_error"] + 1e-9
         assert calls[f"{backend}/shots=50"]["check"]["fraction_zero"] > \
             calls[f"{backend}/shots=5000"]["check"]["fraction_zero"]
