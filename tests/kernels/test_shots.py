@@ -94,6 +94,24 @@ def test_an_entry_is_drawn_the_same_whatever_shares_its_chunk(shots):
     assert np.array_equal(shuffled, whole[order])
 
 
+def test_an_entry_keeps_its_draw_when_the_ids_are_permuted():
+    # the key of (i, j) is built from the smaller id's mix, looked up per id: with the ids shuffled, the
+    # smaller id sits on either side of the diagonal, and every entry must still get the same estimate
+    rng = np.random.default_rng(6)
+    values = rng.exponential(0.01, (300, 300))
+    values = np.minimum((values + values.T) / 2, 1.0)
+    np.fill_diagonal(values, 1.0)
+    ids = np.arange(300)
+    perm = rng.permutation(300)
+    for shots in (100, 4096, 10**6):
+        spec = DeviceEstimate(shots=shots, seed=3, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+        whole = spec.apply_(values.copy(), ids, ids, symmetric=True)
+        shuffled = spec.apply_(values[np.ix_(perm, perm)].copy(), perm, perm, symmetric=True)
+        assert np.array_equal(shuffled, whole[np.ix_(perm, perm)])
+        block = spec.apply_(values[np.ix_(perm[:70], perm[70:])].copy(), perm[:70], perm[70:])
+        assert np.array_equal(block, whole[np.ix_(perm[:70], perm[70:])])
+
+
 def test_a_seed_gives_one_matrix_on_every_tile_size_thread_count_and_out_of_core(states, tmp_path):
     K = gram(states, shots=3000, seed=11)
     assert np.array_equal(K, K.T)
