@@ -10,23 +10,31 @@ each sample's k most similar samples needs O(N k).  Two steps:
      (BLAS products of state tiles, or the MPS contraction); only tiles on or
      above the diagonal (each serves its rows and, transposed, its columns),
      and each tile is folded into a running top k per row right away, so
-     memory is the tile plus O(N k), never N x N.  Time is still O(N^2 d).
+     memory is a few tiles plus O(N k), never N x N.  Time is still O(N^2 d):
+     4 N^2 d flops, the tiles computed by ``n_threads`` worker threads.
    - ``"pynndescent"``, ``"faiss"`` (CPU) and ``"cuvs"`` (GPU): an approximate
      nearest-neighbour search in a real Euclidean space (below) returns
-     ``candidates`` (default 4 k) per sample; their exact kernel values are
-     computed and the k largest kept.  The search is approximate, the values
-     are not.
+     ``candidates`` (default 4 k) per sample; their kernel values are
+     computed (:func:`candidate_values`: blocks of samples against the union
+     of their candidates, one BLAS product each) and the k largest kept.  The
+     search is approximate, the values are not.
 
-2. **Values** (:func:`pair_kernel`): |<a_i|a_j>|^2 on the pairs found, batched
-   (a chunk of pairs is one batched product; MPS pairs are contracted site by
-   site for the whole chunk at once; no Python loop over pairs).  The graph is
+2. **Values**: the finders keep the kernel values of the pairs they rank
+   (complex64 products, |.|^2 in float32, as a dense Gram's tile; for MPS
+   candidates :func:`pair_kernel`, contracted site by site for a whole chunk
+   of pairs at once), so no second pass over the pairs is made.  The graph is
    symmetrised (the union: (i, j) is kept if j is among i's neighbours or i
    among j's) and the diagonal added, so the result is a symmetric CSR matrix
    with between N (k + 1) and N (2 k + 1) stored entries.
 
 Where the approximate search looks
 ----------------------------------
-Fidelity neighbours are the states with the largest |<a|b>|, which does not
+With a ``FeatureMap``, search its gate angles: ``features=search_features(fm, X)``
+(:func:`search_features`).  The states are a smooth function of those angles,
+and re-ranking 2 k of their Euclidean neighbours found 0.997 of the exact
+fidelity neighbours at N = 100,000 (bench/results/sparse-100k-vm.json).
+
+Without ``features=``: fidelity neighbours are the states with the largest |<a|b>|, which does not
 depend on the states' global phases, while a Euclidean search sees
 ||a - b||^2 = 2 - 2 Re<a|b>.  The states' **real representation** is
 therefore searched after fixing each state's phase against one reference
@@ -66,10 +74,10 @@ EXACT_TILE = 2048
 PAIR_CHUNK_BYTES = 64 << 20
 # rows of one re-ranking block of candidate_values: a block's product is (rows, union of their candidates)
 RERANK_ROWS = 64
-# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes: in a
-# trial on N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32, faiss's recall was 0.64 with 64 directions
-# and 2 k candidates, 0.73 with 256 and 2 k, 0.77 with 256 and 4 k; more directions cost memory (8 bytes each
-# per sample) and search time
+# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes without
+# features=: in a trial on N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32 (bandwidth 0.5, faiss HNSW),
+# recall was 0.64 with 64 directions and 2 k candidates, 0.73 with 256 and 2 k, 0.77 with 256 and 4 k; more
+# directions cost memory (8 bytes each per sample) and search time
 DEFAULT_DIMS = 256
 # cells of faiss's IVF index searched per query (of faiss_lists(N) cells)
 FAISS_NPROBE = 8
@@ -197,8 +205,9 @@ def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE,
 
     Tiles (i, j) with j >= i are computed by ``backend``'s own ``gram``
     (``gram_mps`` for MPS) into a float32 (tile, tile) array and folded into
-    the running top k of rows i (and, transposed, of rows j).  Memory: one
-    tile and the (N, k) results.  Rows are ordered by decreasing value; ties
+    the running top k of rows i (and, transposed, of rows j), by ``n_threads``
+    worker threads with one BLAS thread each (:func:`in_parallel`).  Memory: at
+    most 2 ``n_threads`` tiles and the (N, k) results.  Rows are ordered by decreasing value; ties
     (equal float32 values) are in no particular order.
     """
     module = get_backend(backend)
@@ -570,7 +579,8 @@ def sparse_gram(A, *, k: int, neighbours: str = "exact", features=None, candidat
         are ranked by their exact kernel values.
     features : array_like (N, F), real, optional
         Points the approximate search runs on instead of the states' phase-fixed
-        real representation (required for approximate search on MPS).
+        real representation (required for approximate search on MPS); with a
+        ``FeatureMap``, ``search_features(fm, X)`` (its gate angles) is the one to use.
     candidates : int, optional
         Candidates per sample of the approximate search (default 4 k).
     dims : int
