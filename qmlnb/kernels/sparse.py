@@ -642,12 +642,15 @@ def neighbour_graph(idx: np.ndarray, pair_values, *, diagonal=1.0):
         if given.shape != idx.shape:
             raise ValueError(f"pair_values must be a callable or an array of the neighbour lists' shape "
                              f"{idx.shape}, got shape {given.shape}")
-        # sorted by key, the entry found from the smaller index first: np.unique's first index picks it
-        keys = lo * n + hi
-        first = np.lexsort((rows[ok] != lo, keys))
+        # sorted by key, the entry found from the smaller index first: np.unique's first index picks it; a
+        # sample listed as its own neighbour is left to the diagonal (stored once)
+        found, off_diagonal = given.ravel()[ok], lo != hi
+        keys, from_row = lo[off_diagonal] * n + hi[off_diagonal], (rows[ok] == lo)[off_diagonal]
+        first = np.lexsort((~from_row, keys))
         keys, where = np.unique(keys[first], return_index=True)
         keys = np.concatenate([keys, np.arange(n, dtype=np.int64) * (n + 1)])
-        values = np.concatenate([given.ravel()[ok][first][where].astype(np.float64), np.broadcast_to(np.asarray(diagonal, dtype=np.float64), (n,))])
+        values = np.concatenate([found[off_diagonal][first][where].astype(np.float64),
+                                 np.broadcast_to(np.asarray(diagonal, dtype=np.float64), (n,))])
         i, j = keys // n, keys % n
     off = i != j
     K = sparse.coo_matrix((np.concatenate([values, values[off]]),

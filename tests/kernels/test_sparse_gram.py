@@ -268,3 +268,10 @@ def test_search_features_refuses_what_it_cannot_read(ten_qubits):
         search_features(object(), X)
     with pytest.raises(ValueError, match="feature map expects 10"):
         search_features(fm, X[:, :4])
+
+
+def test_neighbour_graph_stores_a_listed_self_pair_once():
+    from qmlnb.kernels.sparse import neighbour_graph
+
+    A = neighbour_graph(np.array([[0, 1], [0, 1]]), np.array([[0.9, 0.5], [0.5, 0.9]]), diagonal=1.0)
+    np.testing.assert_array_equal(A.toarray(), [[1.0, 0.5], [0.5, 1.0]])
