@@ -380,7 +380,12 @@ def search_candidates(points: np.ndarray, m: int, neighbours: str, *, n_threads:
     want = min(n, m + 1)  # the search returns the point itself too
     if neighbours == "pynndescent":
         pynndescent = _import_cpu_finder(neighbours)
-        index = pynndescent.NNDescent(points, n_neighbors=want, random_state=seed, n_jobs=n_threads,
+        import numba
+
+        # pynndescent sets numba's thread count to n_jobs, which numba refuses above the pool it started with
+        # (NUMBA_NUM_THREADS, e.g. 1 in a run that asked for one thread)
+        jobs = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+        index = pynndescent.NNDescent(points, n_neighbors=want, random_state=seed, n_jobs=jobs,
                                       low_memory=True, compressed=True)
         found = index.neighbor_graph[0]
     elif neighbours == "faiss":
