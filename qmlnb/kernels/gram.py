@@ -123,7 +123,7 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         need, what = A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix"
         if mps:  # the contraction's own work counts too: it grows with chi^2, the output does not
             chi = A.bond_dim
-            norms_work = 0 if hasattr(module, "mps_self_log_overlap") else \
+            norms_work = 0 if "mps_norms" in module.CAPABILITIES else \
                 self_overlap_work_bytes(max(A.shape[0], n_cols), chi)  # a native check holds a few KiB per thread
             work = max(getattr(module, "mps_work_bytes", lambda *_: 0)(tile, A.shape[0], n_cols, chi), norms_work)
             need, what = need + work, f"{what} and the MPS contraction's work arrays (bond {chi})"
@@ -170,12 +170,11 @@ def n_qubits_of(A) -> int:
 
 def mps_self_log_overlap(module, M: MPSStates, name: str, n_threads: int) -> np.ndarray:
     """(N,) float64 log <psi_i|psi_i> of ``M`` for the norms' check: the backend's own routine where it has one
-    (``mps_self_log_overlap``, which also finds non-finite entries: then a ValueError naming ``name``), else
-    NumPy's :func:`self_log_overlap`."""
-    native = getattr(module, "mps_self_log_overlap", None)
-    if native is None:
+    (capability ``mps_norms``: ``mps_self_log_overlap``, which also finds non-finite entries: then a ValueError
+    naming ``name``), else NumPy's :func:`self_log_overlap`."""
+    if "mps_norms" not in module.CAPABILITIES:
         return self_log_overlap(M.tensors)
-    logs = native(M.tensors, n_threads)
+    logs = module.mps_self_log_overlap(M.tensors, n_threads)
     if np.isnan(logs).any():
         refuse_non_finite(name)
     return logs
@@ -188,7 +187,7 @@ def check_mps_operands(A, B, backend: str, module) -> tuple[MPSStates, MPSStates
     if "mps" not in module.CAPABILITIES:
         raise ValueError(f"backend={backend!r} has no MPS kernel; matrix-product states (FeatureMap.mps) work with "
                          "the backends 'cpu', 'numba' and 'openmp'")
-    finite = not hasattr(module, "mps_self_log_overlap")
+    finite = "mps_norms" not in module.CAPABILITIES
     A = check_mps(A, "A", finite)
     if B is None:
         return A, None

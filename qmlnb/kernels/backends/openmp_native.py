@@ -15,7 +15,7 @@ INSTALL = (
 )
 # 256 x 256 tiles: the per-thread accumulators (512 KiB) and packed panels fit in L2
 DEFAULT_TILE = 256
-CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
+CAPABILITIES = frozenset({"states", "mps", "out", "client", "mps_norms"})  # qmlnb.kernels.registry.CAPABILITIES
 
 
 def probe() -> tuple[bool, str]:
