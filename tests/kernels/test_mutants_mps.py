@@ -234,7 +234,11 @@ def test_openmp_mps_gram_names_the_install_step_when_the_extension_is_missing(mo
     from qmlnb.kernels.backends import openmp_native
     from qmlnb.kernels.registry import BackendUnavailableError
 
-    monkeypatch.setitem(sys.modules, "qmlnb._mps_openmp", None)  # import fails as if it were not built
+    import qmlnb
+
+    # the import fails as if the extension were not built (also when an earlier test imported it)
+    monkeypatch.setitem(sys.modules, "qmlnb._mps_openmp", None)
+    monkeypatch.delattr(qmlnb, "_mps_openmp", raising=False)
     with pytest.raises(BackendUnavailableError, match=r"qmlnb\._mps_openmp is not built \(.*\); to enable it: "
                                                       r"build the extension: pip install -e \."):
         openmp_native.gram_mps(small_mps(), out=np.empty((5, 5)), tile=2, n_threads=1)
