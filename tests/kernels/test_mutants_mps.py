@@ -114,6 +114,7 @@ def test_column_tables_count_bits_signs_and_differences_as_documented(reps):
             assert hamming[alpha, beta] == bin(alpha ^ beta).count("1")
 
 
+@pytest.mark.filterwarnings("error")  # log(0) is taken on purpose, with NumPy's divide warning silenced
 def test_a_zero_state_has_zero_overlaps_not_nan():
     """A site of zeros makes the environment exactly 0: its scale is taken as 1 (log 0), never divided by."""
     M = small_mps(n_samples=3)
@@ -145,6 +146,26 @@ def test_self_log_overlap_in_batches_equals_one_batch(monkeypatch):
     monkeypatch.setattr(mps, "SELF_OVERLAP_WORK_BYTES", 1)  # less than one sample: still one at a time
     assert mps._self_overlap_batch(t.shape[3])[0] == 1
     np.testing.assert_array_equal(self_log_overlap(t), whole)
+
+
+def test_self_log_overlap_batches_by_samples_within_the_budget(monkeypatch):
+    """The batches hold as many samples as the budget allows (counted on axis 0, not the sites)."""
+    import qmlnb.kernels.mps as mps
+
+    t = small_mps(n_samples=7, n_qubits=2).tensors
+    inner, sizes = mps._self_log_overlap, []
+
+    def spy(batch):
+        sizes.append(batch.shape[0])
+        return inner(batch)
+
+    monkeypatch.setattr(mps, "_self_log_overlap", spy)
+    monkeypatch.setattr(mps, "SELF_OVERLAP_WORK_BYTES", 3 * mps._self_overlap_batch(t.shape[3])[1])
+    self_log_overlap(t)
+    assert sizes == [3, 3, 1]
+    sizes.clear()
+    self_log_overlap(t[:3])
+    assert sizes == [3]
 
 
 # ---------------------------------------------------------------- memory bounds checked before the work starts
@@ -192,6 +213,23 @@ def test_cpu_mps_gram_without_mirror_leaves_the_lower_triangle_unwritten():
     assert (out[rows // 2 > cols // 2] == -7.0).all()
     cpu_blas.gram_mps(M, out=out, tile=4, n_threads=1)
     np.testing.assert_allclose(out, dense_kernel(M), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "openmp"])
+def test_mps_gram_of_two_operands_pairs_a_with_b(backend):
+    """Rectangular Grams with fewer samples in B than in A and tiles that do not divide either count."""
+    if backend == "openmp":
+        pytest.importorskip("qmlnb._mps_openmp", reason="the native MPS extension is not built")
+    from qmlnb.kernels.backends import openmp_native
+
+    module = cpu_blas if backend == "cpu" else openmp_native
+    A, B = small_mps(n_samples=7, seed=3), small_mps(n_samples=3, seed=4)
+    out = np.full((7, 3), -1.0)
+    module.gram_mps(A, B, out=out, tile=2, n_threads=1)
+    np.testing.assert_allclose(out, dense_kernel(A, B), atol=1e-6)
+    square = np.full((7, 7), -1.0)
+    module.gram_mps(A, out=square, tile=3, n_threads=2)
+    np.testing.assert_allclose(square, dense_kernel(A), atol=1e-6)
 
 
 def test_cpu_mps_gram_caps_the_blas_threads(monkeypatch):
