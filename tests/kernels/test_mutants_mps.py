@@ -217,14 +217,14 @@ def test_cpu_mps_gram_without_mirror_leaves_the_lower_triangle_unwritten():
 
 @pytest.mark.parametrize("backend", ["cpu", "openmp"])
 def test_mps_gram_of_two_operands_pairs_a_with_b(backend):
-    """Rectangular Grams with fewer samples in B than in A and tiles that do not divide either count."""
+    """Rectangular Grams: fewer samples in B than in A but more than sites (4), tiles that divide neither count."""
     if backend == "openmp":
         pytest.importorskip("qmlnb._mps_openmp", reason="the native MPS extension is not built")
     from qmlnb.kernels.backends import openmp_native
 
     module = cpu_blas if backend == "cpu" else openmp_native
-    A, B = small_mps(n_samples=7, seed=3), small_mps(n_samples=3, seed=4)
-    out = np.full((7, 3), -1.0)
+    A, B = small_mps(n_samples=7, seed=3), small_mps(n_samples=5, seed=4)
+    out = np.full((7, 5), -1.0)
     module.gram_mps(A, B, out=out, tile=2, n_threads=1)
     np.testing.assert_allclose(out, dense_kernel(A, B), atol=1e-6)
     square = np.full((7, 7), -1.0)
