@@ -101,6 +101,17 @@ def test_check_mps_names_the_operand_and_finds_nan_in_either_part():
             check_mps(MPSStates(t), "A")
 
 
+@pytest.mark.parametrize("entanglement, n_qubits", [("linear", 1), ("linear", 2), ("linear", 5), ("circular", 5)])
+def test_end_sites_use_only_bond_index_0(entanglement, n_qubits):
+    """The padding MPSStates documents: site 0 only left index 0, site n-1 only right index 0 (the overlaps
+    start from e_0 e_0^T and end at E[0, 0], so these entries are zero, never just unread)."""
+    X = np.random.default_rng(n_qubits).uniform(-np.pi, np.pi, (3, n_qubits))
+    t = FeatureMap(n_qubits=n_qubits, reps=2, entanglement=entanglement, bandwidth=0.9).mps(X).tensors
+    assert t.shape[3] > 1
+    assert not t[:, 0, :, 1:, :].any() and not t[:, -1, :, :, 1:].any()
+    assert np.abs(t[:, 0, :, 0, :]).max() > 0.1 and np.abs(t[:, -1, :, :, 0]).max() > 0.1
+
+
 # ---------------------------------------------------------------- overlaps: tables, zero states, batches
 @pytest.mark.parametrize("reps", [1, 2, 3, 4])
 def test_column_tables_count_bits_signs_and_differences_as_documented(reps):
