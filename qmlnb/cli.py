@@ -21,6 +21,7 @@ BENCHES = {
     "projected": "qmlnb.bench.projected",
     "positive-control": "qmlnb.bench.positive_control",
     "sparse": "qmlnb.bench.sparse",
+    "kernels-at-scale": "qmlnb.bench.kernels_at_scale",
 }
 COMMANDS = {
     "sweep": "qmlnb.lab.flow",  # qmlnb.lab.sweep's command, stages in dependency order

@@ -183,17 +183,16 @@ def peak_traced_bytes(fm: FeatureMap, X: np.ndarray, backend: str, threads: int)
 
 def openmp_parts(M, threads: int, repeats: int, flops: int, per_core, distinct: int) -> dict:
     """The ``openmp`` Gram call's parts, each timed alone over ``repeats`` calls: the norms' check that
-    ``gram`` runs first (``self_log_overlap``, complex128 NumPy) and the native kernel
+    ``gram`` runs first (the backend's native ``mps_self_log_overlap``, float64) and the native kernel
     (``_mps_openmp.gram`` on the tensors at the backend's default tile), with the kernel's own ns of CPU
     per site-pair and fraction of peak."""
     from qmlnb import _mps_openmp
 
-    from ..kernels.backends.openmp_native import MPS_DEFAULT_TILE
-    from ..kernels.mps import self_log_overlap
+    from ..kernels.backends.openmp_native import MPS_DEFAULT_TILE, mps_self_log_overlap
 
     tensors = M.tensors
     out = np.empty((tensors.shape[0], tensors.shape[0]))
-    norms, norms_conditions, _ = timed_repeats(lambda: self_log_overlap(tensors), repeats)
+    norms, norms_conditions, _ = timed_repeats(lambda: mps_self_log_overlap(tensors, threads), repeats)
     kernel, kernel_conditions, _ = timed_repeats(lambda: _mps_openmp.gram(tensors, None, out, MPS_DEFAULT_TILE, threads),
                                                  repeats)
     ns = kernel_conditions["cpu_s"] / (repeats * distinct * tensors.shape[1]) * 1e9

@@ -1,12 +1,17 @@
 """Shots: the cost of gram(S, shots=..., seed=...) over the exact gram(S), in the same interleaved rounds.
 
 The states are N (default 4,096) ZZ feature-map states on n (default 10)
-qubits of uniform features in [0, 1); the exact symmetric Gram and the same
-call with ``shots`` (each value of ``--shots``; and, with ``--noise``, with
-depolarising and readout noise) are timed in rounds of
-:func:`qmlnb.timing.interleaved` on the same backend and threads, so
-``overhead`` = median(shots) / median(exact) - 1 compares calls that saw the
-same load.  Each timed result is checked outside the clock: symmetric, and
+qubits of uniform features in [0, 1); for each backend of ``--backend`` (a
+comma-separated list) the exact symmetric Gram and the same call with
+``shots`` (each value of ``--shots``; and, with ``--noise``, with
+depolarising and readout noise) are timed in the same rounds of
+:func:`qmlnb.timing.interleaved` with the same threads, so ``overhead`` =
+median(shots) / median(exact of that backend) - 1 compares calls that saw the
+same load; ``overhead_q1``/``overhead_q3`` are the quartiles of the per-round
+overheads, and ``overhead_cpu`` the ratio of the CPU seconds this process
+spent in all rounds of each, minus 1 (on a loaded machine wall times swing
+with the scheduler; CPU time much less, though it counts threads that spin
+while they wait).  Each timed result is checked outside the clock: symmetric, and
 its mean deviation from the exact Gram within 6 standard errors of the
 binomial's.  Recorded beside: the off-diagonal mean and spread of the exact
 Gram and the fraction of off-diagonal entries estimated as 0.
@@ -30,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-qubits", type=int, default=10, help="qubits (default 10)")
     parser.add_argument("--shots", default="100,4096,100000,1000000", help="comma-separated shot counts")
     parser.add_argument("--noise", action="store_true", help="also time shots=4096 with depolarising + readout noise")
-    parser.add_argument("--backend", default="cpu", help="Gram backend (default cpu)")
+    parser.add_argument("--backend", default="cpu", help="Gram backends, comma-separated (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: the cores of this process)")
     parser.add_argument("--bandwidth", type=float, default=1.0, help="feature-map bandwidth (default 1.0)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds after a warm-up (default 5)")
@@ -56,37 +61,47 @@ def run(args) -> int:
     shot_counts = [int(s) for s in args.shots.split(",") if s.strip()]
     fm = FeatureMap(n_qubits=args.n_qubits, bandwidth=args.bandwidth)
     S = fm.states(np.random.default_rng(0).uniform(0.0, 1.0, (args.n, args.n_qubits)))
-    options = dict(backend=args.backend, n_threads=args.threads)
-    calls = {"exact": lambda: gram(S, **options)}
-    for shots in shot_counts:
-        calls[f"shots={shots}"] = lambda shots=shots: gram(S, shots=shots, seed=0, **options)
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     noise = DeviceNoise.for_map(fm, depolarising=0.01, readout=0.02)
-    if args.noise:
-        calls["shots=4096+noise"] = lambda: gram(S, shots=4096, seed=0, noise=noise, mitigate=True, **options)
-    exact = gram(S, dtype=np.float64, **options)
+    calls = {}  # "<backend>/exact", "<backend>/shots=<S>": one round calls them all, in this order
+    for backend in backends:
+        options = dict(backend=backend, n_threads=args.threads)
+        calls[f"{backend}/exact"] = lambda options=options: gram(S, **options)
+        for shots in shot_counts:
+            calls[f"{backend}/shots={shots}"] = lambda shots=shots, options=options: gram(S, shots=shots, seed=0,
+                                                                                          **options)
+        if args.noise:
+            calls[f"{backend}/shots=4096+noise"] = lambda options=options: gram(S, shots=4096, seed=0, noise=noise,
+                                                                                mitigate=True, **options)
+    exact = gram(S, dtype=np.float64, backend=backends[0], n_threads=args.threads)
     checks = {}
 
     def after(name, K):
-        if name.startswith("shots="):  # mitigated noise included: its mean is the exact kernel too
-            checks[name] = check_estimate(exact, K, int(name[len("shots="):].split("+")[0]))
+        _, call = name.split("/")
+        if call.startswith("shots="):  # mitigated noise included: its mean is the exact kernel too
+            checks[name] = check_estimate(exact, K, int(call[len("shots="):].split("+")[0]))
 
     timed = timing.interleaved(calls, warmup=1, min_rounds=args.rounds, min_time=0.0, after=after)
     upper = exact[np.triu_indices(args.n, 1)]
-    entries = {}
+    entries, summary = {}, {}
     for name, t in timed.items():
-        entry = {"timing": t.as_dict(), "median_s": t.median}
-        if name != "exact":
-            r = timing.ratio(t, timed["exact"])
-            entry.update(overhead=r["ratio"] - 1, overhead_rounds=[x - 1 for x in r["rounds"]], noisy=r["noisy"],
-                         check=checks[name])
+        backend, call = name.split("/")
+        entry = {"backend": backend, "timing": t.as_dict(), "median_s": t.median}
+        if call != "exact":
+            r = timing.ratio(t, timed[f"{backend}/exact"])
+            entry.update(overhead=r["ratio"] - 1, overhead_q1=r["q1"] - 1, overhead_q3=r["q3"] - 1,
+                         overhead_cpu=t.cpu_s / timed[f"{backend}/exact"].cpu_s - 1,
+                         overhead_rounds=[x - 1 for x in r["rounds"]], noisy=r["noisy"], check=checks[name])
+            summary.setdefault(backend, {})[call] = {k: round(entry[k], 3) for k in
+                                                     ("overhead", "overhead_q1", "overhead_q3", "overhead_cpu")}
         entries[name] = entry
     env = environment()
     result = {"benchmark": "shots", "environment": env, "n": args.n, "n_qubits": args.n_qubits,
-              "backend": args.backend, "threads": args.threads, "bandwidth": args.bandwidth,
+              "backends": backends, "threads": args.threads, "bandwidth": args.bandwidth,
               "off_diagonal": {"mean": float(upper.mean()), "std": float(upper.std())},
-              "noise": noise.describe() if args.noise else None, "calls": entries,
+              "noise": noise.describe() if args.noise else None, "overhead": summary, "calls": entries,
               "note": "measured on a shared, loaded 2-core machine unless the environment says otherwise"}
-    print(json.dumps({k: v["median_s"] for k, v in entries.items()}, indent=1), flush=True)
+    print(json.dumps(summary, indent=1), flush=True)
     host = env["machine"]["hostname"] or "machine"
     output = Path(args.output or Path("bench") / "results" / f"shots-{host}.json")
     write_result(output, result, allow_dirty=args.allow_dirty, started=started)

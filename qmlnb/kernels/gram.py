@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._util import available_cores as default_threads
-from .mps import MPSStates, check_mps, self_log_overlap, self_overlap_work_bytes
+from .mps import MPSStates, check_mps, refuse_non_finite, self_log_overlap, self_overlap_work_bytes
 from .noise import PSD_METHODS, repair_psd
 from .registry import get_backend
 from .shots import check_ids, device_estimate
@@ -123,8 +123,9 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         need, what = A.shape[0] * n_cols * dtype.itemsize, f"a {A.shape[0]} x {n_cols} {dtype} Gram matrix"
         if mps:  # the contraction's own work counts too: it grows with chi^2, the output does not
             chi = A.bond_dim
-            work = max(getattr(module, "mps_work_bytes", lambda *_: 0)(tile, A.shape[0], n_cols, chi),
-                       self_overlap_work_bytes(max(A.shape[0], n_cols), chi))
+            norms_work = 0 if "mps_norms" in module.CAPABILITIES else \
+                self_overlap_work_bytes(max(A.shape[0], n_cols), chi)  # a native check holds a few KiB per thread
+            work = max(getattr(module, "mps_work_bytes", lambda *_: 0)(tile, A.shape[0], n_cols, chi), norms_work)
             need, what = need + work, f"{what} and the MPS contraction's work arrays (bond {chi})"
         check_fits_in_memory(need, what)
     # O(N d) (MPS: O(N n chi^3)), so after the O(1) checks above
@@ -132,7 +133,7 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         if states is None:
             continue
         if mps:
-            check_unit_norms(np.exp(0.5 * self_log_overlap(states.tensors)), name)
+            check_unit_norms(np.exp(0.5 * mps_self_log_overlap(module, states, name, n_threads)), name)
         else:
             check_unit_rows(states, name)
     if client is not None:  # on a cluster (and maybe to disk): the Dask route
@@ -167,15 +168,30 @@ def n_qubits_of(A) -> int:
     return d.bit_length() - 1 if d & (d - 1) == 0 else 0
 
 
+def mps_self_log_overlap(module, M: MPSStates, name: str, n_threads: int) -> np.ndarray:
+    """(N,) float64 log <psi_i|psi_i> of ``M`` for the norms' check: the backend's own routine where it has one
+    (capability ``mps_norms``: ``mps_self_log_overlap``, which also finds non-finite entries: then a ValueError
+    naming ``name``), else NumPy's :func:`self_log_overlap`."""
+    if "mps_norms" not in module.CAPABILITIES:
+        return self_log_overlap(M.tensors)
+    logs = module.mps_self_log_overlap(M.tensors, n_threads)
+    if np.isnan(logs).any():
+        refuse_non_finite(name)
+    return logs
+
+
 def check_mps_operands(A, B, backend: str, module) -> tuple[MPSStates, MPSStates | None]:
-    """Validated MPS operands with one bond dimension (the smaller padded with zeros: still exact)."""
+    """Validated MPS operands with one bond dimension (the smaller padded with zeros: still exact).
+
+    The entries' finiteness is checked here unless the backend's norms' check finds non-finite entries itself."""
     if "mps" not in module.CAPABILITIES:
         raise ValueError(f"backend={backend!r} has no MPS kernel; matrix-product states (FeatureMap.mps) work with "
                          "the backends 'cpu', 'numba' and 'openmp'")
-    A = check_mps(A, "A")
+    finite = "mps_norms" not in module.CAPABILITIES
+    A = check_mps(A, "A", finite)
     if B is None:
         return A, None
-    B = check_mps(B, "B")
+    B = check_mps(B, "B", finite)
     if A.n_qubits != B.n_qubits:
         raise ValueError(f"A and B are MPS on different numbers of qubits: {A.n_qubits} and {B.n_qubits}")
     chi = max(A.bond_dim, B.bond_dim)

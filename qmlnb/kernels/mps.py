@@ -210,13 +210,20 @@ def paired_log_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
     return env[:, 0, 0], log_scale
 
 
-def check_mps(M, name: str) -> MPSStates:
-    """``M`` as validated ``MPSStates`` (finite tensors), else a ValueError/TypeError naming ``name``."""
+def check_mps(M, name: str, finite: bool = True) -> MPSStates:
+    """``M`` as validated ``MPSStates`` (finite tensors), else a ValueError/TypeError naming ``name``.
+
+    ``finite=False`` leaves the pass over the entries to the caller (a backend's native norms' check makes it:
+    see :func:`refuse_non_finite`)."""
     if not isinstance(M, MPSStates):
         raise TypeError(f"{name} must be MPSStates (FeatureMap.mps) when the other operand is, got {type(M).__name__}")
-    if not np.isfinite(M.tensors.view(np.float32)).all():
-        raise ValueError(f"{name} contains NaN or infinite MPS tensor entries")
+    if finite and not np.isfinite(M.tensors.view(np.float32)).all():
+        refuse_non_finite(name)
     return M
+
+
+def refuse_non_finite(name: str):
+    raise ValueError(f"{name} contains NaN or infinite MPS tensor entries")
 
 
 def column_tables(reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -271,7 +271,8 @@ class TileLedger:
     def pending(self) -> list[int]:
         return np.flatnonzero(self.records["done"] == 0).tolist()
 
-    def verify(self, target: GramFile, pairs: list, *, symmetric: bool, exact=None) -> None:
+    def verify(self, target: GramFile, pairs: list, *, symmetric: bool, exact=None, estimated: bool = False,
+               spot_tolerance: float = None) -> None:
         """Read back every tile marked as written; forget (so recompute) those that fail, with a warning.
 
         A tile fails if its checksum differs from the ledger's, if it breaks
@@ -286,7 +287,12 @@ class TileLedger:
         the states), ``SPOT_CHECKS`` entries of each tile, drawn at random
         anew on each resume, must also match: a forger who cannot guess which
         would have to forge every entry right, that is, compute the Gram.
+        ``estimated``: the tiles hold a device's estimates (shots, noise, mitigation), which need not lie in
+        [0, 1] nor have a unit diagonal: only finiteness and the symmetry of diagonal tiles are checked, and
+        the spot checks compare with ``exact``'s estimates within ``spot_tolerance`` (default
+        ``SPOT_TOLERANCE``).
         """
+        spot_tolerance = SPOT_TOLERANCE if spot_tolerance is None else spot_tolerance
         rng = np.random.default_rng()  # fresh entropy: the entries checked cannot be known in advance
         from tqdm.auto import tqdm
 
@@ -296,10 +302,10 @@ class TileLedger:
             i0, i1, j0, j1 = pairs[k]
             block = target.read(i0, i1, j0, j1)
             ok = tile_checksum(block) == int(self.records["checksum"][k]) and \
-                tile_is_plausible(block, diagonal=symmetric and i0 == j0)
+                tile_is_plausible(block, diagonal=symmetric and i0 == j0, estimated=estimated)
             if ok and exact is not None:
                 rows, cols = rng.integers(0, i1 - i0, SPOT_CHECKS), rng.integers(0, j1 - j0, SPOT_CHECKS)
-                ok = bool(np.allclose(block[rows, cols], exact(i0 + rows, j0 + cols), rtol=0, atol=SPOT_TOLERANCE))
+                ok = bool(np.allclose(block[rows, cols], exact(i0 + rows, j0 + cols), rtol=0, atol=spot_tolerance))
             if ok and symmetric and i0 != j0:
                 ok = np.array_equal(target.read(j0, j1, i0, i1), block.T)
             if not ok:
@@ -318,10 +324,14 @@ class TileLedger:
 PLAUSIBLE_TOLERANCE = 5e-3
 
 
-def tile_is_plausible(block: np.ndarray, *, diagonal: bool) -> bool:
+def tile_is_plausible(block: np.ndarray, *, diagonal: bool, estimated: bool = False) -> bool:
     """Does a stored tile hold what a fidelity Gram's tile must: finite values in [0, 1] (within
-    ``PLAUSIBLE_TOLERANCE``) and, for a tile on the diagonal of a symmetric Gram, symmetry and a unit diagonal?"""
+    ``PLAUSIBLE_TOLERANCE``) and, for a tile on the diagonal of a symmetric Gram, symmetry and a unit diagonal?
+    ``estimated`` (a device's estimates: the swap test's can be negative, noise moves the diagonal off 1,
+    mitigation can leave [0, 1]): finite values and, on the diagonal, exact symmetry (estimates are mirrored)."""
     values = np.asarray(block, dtype=np.float64)
+    if estimated:
+        return bool(np.isfinite(values).all() and (not diagonal or np.array_equal(values, values.T)))
     if not np.isfinite(values).all() or values.min(initial=0.0) < 0 or \
             values.max(initial=0.0) > 1 + PLAUSIBLE_TOLERANCE:
         return False
@@ -333,6 +343,32 @@ def tile_is_plausible(block: np.ndarray, *, diagonal: bool) -> bool:
 
 SPOT_CHECKS = 3  # entries of each tile recomputed from the states when a resume verifies the file
 SPOT_TOLERANCE = 1e-4  # every backend gives K to 1e-5 from complex64 states; float32 output adds ~6e-8
+
+
+def estimated_entries(device, exact):
+    """(entries, tolerance) for the spot checks of a file of device estimates.
+
+    ``entries(rows, cols)`` estimates ``exact(rows, cols)`` as the device did, each entry keyed by its global
+    ids (``device``: (``shots.DeviceEstimate``, row ids, column ids)), so a stored estimate is reproduced
+    entry by entry.  The tolerance allows two steps of the estimate (2 |g| / shots, g the slope from the
+    observed frequency to the estimate: 2 for the swap test, the inverse of the noise for a mitigated one):
+    the exact value recomputed here may differ from the tile's by float rounding, and the rare draw whose
+    exact value sits on a step of the sampler can land one step over.
+    """
+    spec, row_ids, col_ids = device
+    _, _, g, _ = spec.maps
+    scale = abs(g)
+    tolerance = SPOT_TOLERANCE * max(1.0, scale) + (2.0 * scale / spec.shots if spec.shots else 0.0)
+
+    def entries(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        values = np.asarray(exact(rows, cols), dtype=np.float64)
+        for k, (i, j) in enumerate(zip(rows, cols)):
+            one = values[k:k + 1].reshape(1, 1).copy()
+            spec.apply_(one, row_ids[i:i + 1], col_ids[j:j + 1])
+            values[k] = one[0, 0]
+        return values
+
+    return entries, tolerance
 
 
 def exact_entries(A, B, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -455,8 +491,12 @@ def open_output(A: np.ndarray, B: np.ndarray | None, path, *, tile: int, dtype,
         target = GramFile(str(path), header.offset, n_rows, n_cols, dtype.name)
         del header
         if verify:
-            ledger.verify(target, pairs, symmetric=B is None,
-                          exact=exact or (lambda i, j: exact_entries(A, B, i, j)))
+            exact = exact or (lambda i, j: exact_entries(A, B, i, j))
+            spot_tolerance = None
+            if device is not None:
+                exact, spot_tolerance = estimated_entries(device, exact)
+            ledger.verify(target, pairs, symmetric=B is None, exact=exact, estimated=device is not None,
+                          spot_tolerance=spot_tolerance)
         return target, ledger, pairs
 
     check_writable(path, nbytes)

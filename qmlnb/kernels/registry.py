@@ -34,8 +34,10 @@ BACKENDS = {
 
 # what a backend may declare: "states" (Gram of state vectors), "mps" (of matrix-product states: ``gram_mps``),
 # "out" (tiles written to a file, qmlnb.kernels.out_of_core), "client" (tiles as Dask tasks, qmlnb.kernels.distributed),
-# "upper" (gram/gram_mps(..., mirror=False) leave a symmetric Gram's lower triangle to the caller)
-CAPABILITIES = ("states", "mps", "out", "client", "upper")
+# "upper" (gram/gram_mps(..., mirror=False) leave a symmetric Gram's lower triangle to the caller),
+# "mps_norms" (``mps_self_log_overlap(tensors, n_threads)``: gram's norms' check of MPS inputs, finding non-finite
+# entries too, instead of NumPy's)
+CAPABILITIES = ("states", "mps", "out", "client", "upper", "mps_norms")
 
 
 class BackendError(RuntimeError):

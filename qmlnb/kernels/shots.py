@@ -6,8 +6,10 @@ exact kernel value; a, b from the estimator and the noise, ``noise.outcome_map``
 reported as g m / S + h (``noise.estimate_map``).
 
 Reproducibility.  The random numbers of entry (i, j) come from a counter-based
-generator keyed by (seed, min(i, j), max(i, j)) alone: a splitmix64 mix of the
-key, then of key + t * golden for the t-th uniform the draw consumes.  So the
+generator keyed by (seed, min(i, j), max(i, j)) alone: the entry's key is
+mix(mix(seed ^ lo * golden) + hi * M1) (the inner mix computed once per id),
+its top 53 bits the first uniform, and mix(key + t * golden) the t-th after
+it: one mix per entry for most draws.  So the
 estimate of an entry does not depend on the tile it falls in, the backend, the
 number of threads, the order tiles are computed in or the Dask layout, and
 K[i, j] == K[j, i].  Given the same exact kernel value the estimate is the
@@ -87,9 +89,13 @@ def _compile():
         return z ^ (z >> S31)
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
-    def uniform(key, t):  # the t-th uniform of an entry, in [0, 1), 53 bits
+    def to_unit(z):  # the top 53 bits of z as a uniform in [0, 1)
         # through int64 (exact below 2^53): a uint64 conversion does not vectorise
-        return np.float64(np.int64(mix(key + np.uint64(t) * GOLDEN) >> S11)) * TO_UNIT
+        return np.float64(np.int64(z >> S11)) * TO_UNIT
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def uniform(key, t):  # the t-th uniform of an entry, t >= 1 (the 0-th is to_unit(key): the key is a mix already)
+        return to_unit(mix(key + np.uint64(t) * GOLDEN))
 
     C12, C360, C1260 = 1.0 / 12, 1.0 / 360, 1.0 / 1260
     # log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
@@ -129,10 +135,14 @@ def _compile():
         return y if x > 0.0 else -np.inf
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_series(inv):  # the tail for k >= 10, inv = 1 / (k + 1)
+        inv2 = inv * inv
+        return (C12 - (C360 - C1260 * inv2) * inv2) * inv
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
     def stirling_tail(k, inv):
         # inv = 1 / (k + 1); the table as a chain of selects, not a lookup, so that a loop of it vectorises
-        inv2 = inv * inv
-        value = (C12 - (C360 - C1260 * inv2) * inv2) * inv
+        value = stirling_series(inv)
         for i in range(9, -1, -1):
             value = FC[i] if k <= i else value
         return value
@@ -142,6 +152,14 @@ def _compile():
         k1, k2 = k + 1.0, nf - k + 1.0
         d = 1.0 / (k1 * k2)
         return stirling_tail(k, k2 * d) + stirling_tail(nf - k, k1 * d)
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def stirling_pair_mode(m, nf):
+        """stirling_pair of BTRS's mode m = floor((n + 1) q), n q >= 10, q <= 1/2: m >= 10 and n - m >= 10, so
+        both tails are the series (the same value; 20 selects fewer than stirling_pair)."""
+        k1, k2 = m + 1.0, nf - m + 1.0
+        d = 1.0 / (k1 * k2)
+        return stirling_series(k2 * d) + stirling_series(k1 * d)
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
     def zero_probability_correction(power, q, nf):
@@ -198,10 +216,21 @@ def _compile():
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
     def btrs_candidate(key, t, a, b, c):
-        u = uniform(key, t) - 0.5
+        # uniforms t and t + 1 (t even); the 0-th is the key itself
+        u = (to_unit(key) if t == 0 else uniform(key, t)) - 0.5
         v = uniform(key, t + 1)
         us = 0.5 - abs(u)
         return np.floor((2.0 * a / us + b) * u + c), us, v
+
+    @numba.njit(inline="always", cache=True, error_model="numpy")
+    def btrs_round(nf, q, key, t, LK, LUS, LVV, s):
+        """Entry s's candidate of round t/2 into LK, LUS, LVV; 0 (the squeeze accepts it), 1 (the full test
+        decides) or 2 (outside [0, n]: rejected)."""
+        spq, bb, aa, cc, vr = btrs_setup(nf, q)
+        k, us, v = btrs_candidate(key, t, aa, bb, cc)
+        LK[s], LUS[s], LVV[s] = k, us, v
+        inside = k >= 0.0 and k <= nf
+        return 0.0 if inside and us >= 0.07 and v <= vr else (1.0 if inside else 2.0)
 
     @numba.njit(inline="always", cache=True, error_model="numpy")
     def btrs_test(nf, q, k, us, v, a, b, spq):
@@ -212,15 +241,16 @@ def _compile():
         oq = 1.0 - q
         m = np.floor((nf + 1.0) * q)
         nm = nf - m + 1.0
-        h = (m + 0.5) * log((m + 1.0) * oq / (q * nm)) + stirling_pair(m, nf)
+        h = (m + 0.5) * log((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf)
         nk = nf - k + 1.0
         us2 = us * us
         return log(v * alpha * us2 / (a + b * us2)) <= h + (nf + 1.0) * log(nm / nk) \
             + (k + 0.5) * log(nk * q / (oq * (k + 1.0))) - stirling_pair(k, nf)
 
     @numba.njit(cache=True, error_model="numpy")
-    def estimate_run(vals, ri, cols, n, seed_key, a, b, g, h, wf, wu, wi):
-        """Estimate ``vals`` (exact values of one row segment, ids ``ri`` x ``cols``, at most CHUNK) in place.
+    def estimate_run(vals, ri, rmix, cols, cmix, n, a, b, g, h, wf, wu, wi):
+        """Estimate ``vals`` (exact values of one row segment, ids ``ri`` x ``cols``, at most CHUNK) in place;
+        ``rmix``, ``cmix``: ``id_mixes`` of ``ri`` and ``cols``.
 
         The entries are sorted into two dense lists, inversion (n q < 10) and BTRS, each then worked on a
         pass at a time so that the passes vectorise and no entry's loop exit is a mispredicted branch.  Every
@@ -240,8 +270,9 @@ def _compile():
             p = min(max(a * vals[j] + b, 0.0), 1.0)
             q = min(p, 1.0 - p)
             cj = np.uint64(cols[j])
-            lo, hi = (ri, cj) if ri <= cj else (cj, ri)
-            key = mix(mix(seed_key ^ (lo * GOLDEN)) + hi * M1)
+            # mix(mix(seed_key ^ lo * GOLDEN) + hi * M1), the inner mix looked up: one mix per entry
+            le = ri <= cj
+            key = mix((rmix if le else cmix[j]) + (cj if le else ri) * M1)
             Q[j], SQ[j], LQ[j], SK[j], LKEY[j], M[j] = p, q, q, key, key, 0.0
             n_small += 1 if q * nf < 10.0 and q > 0.0 else 0
             n_large += 0 if q * nf < 10.0 else 1
@@ -271,7 +302,7 @@ def _compile():
         # inversion: P(X = 0) by powering (n's bits shared: each pass vectorises), then the CDF searched from 0
         # for all pending entries together, one x per pass
         for s in range(ns):
-            SU[s] = uniform(SK[s], 0)
+            SU[s] = to_unit(SK[s])
         if n > POW_LIMIT:
             for s in range(ns):
                 SF[s] = math.exp(nf * math.log1p(-SQ[s]))
@@ -333,12 +364,12 @@ def _compile():
         # them alone), and the rejected ones are pending in the next round
         t = 0
         while nl > 0:
-            for s in range(nl):
-                spq, bb, aa, cc, vr = btrs_setup(nf, LQ[s])
-                k, us, v = btrs_candidate(LKEY[s], t, aa, bb, cc)
-                LK[s], LUS[s], LVV[s] = k, us, v
-                inside = k >= 0.0 and k <= nf
-                LS[s] = 0.0 if inside and us >= 0.07 and v <= vr else (1.0 if inside else 2.0)
+            if t == 0:  # two copies of the pass: with t unknown, a select would compute the unused mix too
+                for s in range(nl):
+                    LS[s] = btrs_round(nf, LQ[s], LKEY[s], 0, LK, LUS, LVV, s)
+            else:
+                for s in range(nl):
+                    LS[s] = btrs_round(nf, LQ[s], LKEY[s], t, LK, LUS, LVV, s)
             nslow = 0
             for s in range(nl):
                 SLOW[nslow] = s
@@ -373,16 +404,24 @@ def _compile():
                 (np.empty(CH, u), np.empty(CH, u)),
                 (np.empty(CH, i), np.empty(CH, i), np.empty(CH, i)))
 
+    @numba.njit(cache=True, error_model="numpy")
+    def id_mixes(ids, seed_key):  # the first half of every key that has this id as its smaller one
+        out = np.empty(ids.shape[0], np.uint64)
+        for i in range(ids.shape[0]):
+            out[i] = mix(seed_key ^ (np.uint64(ids[i]) * GOLDEN))
+        return out
+
     @numba.njit(parallel=True, cache=True, error_model="numpy")
     def estimate_block(K, rows, cols, n, seed_key, a, b, g, h):
         R, C = K.shape
         n_chunks = (C + CH - 1) // CH
+        rmix, cmix = id_mixes(rows, seed_key), id_mixes(cols, seed_key)
         for i in numba.prange(R):
             wf, wu, wi = workspace()
             ri = np.uint64(rows[i])
             for c in range(n_chunks):
                 j0, j1 = c * CH, min(C, (c + 1) * CH)
-                estimate_run(K[i, j0:j1], ri, cols[j0:j1], n, seed_key, a, b, g, h, wf, wu, wi)
+                estimate_run(K[i, j0:j1], ri, rmix[i], cols[j0:j1], cmix[j0:j1], n, a, b, g, h, wf, wu, wi)
 
     @numba.njit(cache=True, error_model="numpy")
     def upper_block(task, nb):  # the task-th (row, column) block on or above the diagonal, row by row
@@ -399,6 +438,7 @@ def _compile():
         N = K.shape[0]
         nb = (N + EDGE - 1) // EDGE
         n_tasks = nb * (nb + 1) // 2
+        imix = id_mixes(ids, seed_key)
         for task in numba.prange(n_tasks):
             bi, bj = upper_block(task, nb)
             i0, i1 = bi * EDGE, min(N, (bi + 1) * EDGE)
@@ -407,8 +447,8 @@ def _compile():
             for i in range(i0, i1):
                 start = max(j0, i)
                 if start < j1:
-                    estimate_run(K[i, start:j1], np.uint64(ids[i]), ids[start:j1], n, seed_key, a, b, g, h,
-                                 wf, wu, wi)
+                    estimate_run(K[i, start:j1], np.uint64(ids[i]), imix[i], ids[start:j1], imix[start:j1], n,
+                                 a, b, g, h, wf, wu, wi)
             for j in range(j0, j1):
                 for i in range(i0, min(i1, j)):
                     K[j, i] = K[i, j]

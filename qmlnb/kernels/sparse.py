@@ -10,23 +10,31 @@ each sample's k most similar samples needs O(N k).  Two steps:
      (BLAS products of state tiles, or the MPS contraction); only tiles on or
      above the diagonal (each serves its rows and, transposed, its columns),
      and each tile is folded into a running top k per row right away, so
-     memory is the tile plus O(N k), never N x N.  Time is still O(N^2 d).
+     memory is a few tiles plus O(N k), never N x N.  Time is still O(N^2 d):
+     4 N^2 d flops, the tiles computed by ``n_threads`` worker threads.
    - ``"pynndescent"``, ``"faiss"`` (CPU) and ``"cuvs"`` (GPU): an approximate
      nearest-neighbour search in a real Euclidean space (below) returns
-     ``candidates`` (default 4 k) per sample; their exact kernel values are
-     computed and the k largest kept.  The search is approximate, the values
-     are not.
+     ``candidates`` (default 4 k) per sample; their kernel values are
+     computed (:func:`candidate_values`: blocks of samples against the union
+     of their candidates, one BLAS product each) and the k largest kept.  The
+     search is approximate, the values are not.
 
-2. **Values** (:func:`pair_kernel`): |<a_i|a_j>|^2 on the pairs found, batched
-   (a chunk of pairs is one batched product; MPS pairs are contracted site by
-   site for the whole chunk at once; no Python loop over pairs).  The graph is
+2. **Values**: the finders keep the kernel values of the pairs they rank
+   (complex64 products, |.|^2 in float32, as a dense Gram's tile; for MPS
+   candidates :func:`pair_kernel`, contracted site by site for a whole chunk
+   of pairs at once), so no second pass over the pairs is made.  The graph is
    symmetrised (the union: (i, j) is kept if j is among i's neighbours or i
    among j's) and the diagonal added, so the result is a symmetric CSR matrix
    with between N (k + 1) and N (2 k + 1) stored entries.
 
 Where the approximate search looks
 ----------------------------------
-Fidelity neighbours are the states with the largest |<a|b>|, which does not
+With a ``FeatureMap``, search its gate angles: ``features=search_features(fm, X)``
+(:func:`search_features`).  The states are a smooth function of those angles,
+and re-ranking 2 k of their Euclidean neighbours found 0.997 of the exact
+fidelity neighbours at N = 100,000 (bench/results/sparse-100k-vm.json).
+
+Without ``features=``: fidelity neighbours are the states with the largest |<a|b>|, which does not
 depend on the states' global phases, while a Euclidean search sees
 ||a - b||^2 = 2 - 2 Re<a|b>.  The states' **real representation** is
 therefore searched after fixing each state's phase against one reference
@@ -46,13 +54,15 @@ sample's k exact fidelity neighbours that were found).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .._util import available_cores, check_option, check_positive_int
 from .mps import MPSStates, check_mps, paired_log_overlaps
 from .registry import get_backend
 from .tiling import tile_pairs
-from .validation import MAX_THREADS, check_states, check_threads, check_unit_norms, check_unit_rows
+from .validation import MAX_THREADS, check_embeddings, check_states, check_threads, check_unit_norms, row_norms
 
 NEIGHBOUR_FINDERS = ("exact", "pynndescent", "faiss", "cuvs")
 INSTALL_SPARSE = 'pip install "qmlnb[sparse]" (umap-learn, pynndescent, faiss-cpu)'
@@ -62,11 +72,15 @@ INSTALL_CUVS = ("pip install cuvs-cu12 cupy-cuda12x on a machine with an NVIDIA 
 EXACT_TILE = 2048
 # work memory of one chunk of pair_kernel: the gathered neighbour states (state vectors) or the environments
 PAIR_CHUNK_BYTES = 64 << 20
-# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes: in a
-# trial on N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32, faiss's recall was 0.64 with 64 directions
-# and 2 k candidates, 0.73 with 256 and 2 k, 0.77 with 256 and 4 k; more directions cost memory (8 bytes each
-# per sample) and search time
+# rows of one re-ranking block of candidate_values: a block's product is (rows, union of their candidates)
+RERANK_ROWS = 64
+# complex principal directions of the phase-fixed states that the approximate CPU/GPU search indexes without
+# features=: in a trial on N = 6,000 Fashion-MNIST-like states on 10 qubits, k = 32 (bandwidth 0.5, faiss HNSW),
+# recall was 0.64 with 64 directions and 2 k candidates, 0.73 with 256 and 2 k, 0.77 with 256 and 4 k; more
+# directions cost memory (8 bytes each per sample) and search time
 DEFAULT_DIMS = 256
+# cells of faiss's IVF index searched per query (of faiss_lists(N) cells)
+FAISS_NPROBE = 8
 # rows of the sample from which the reference phase and the principal directions are estimated
 PCA_SAMPLE = 2048
 # power iterations that estimate the reference direction of the phases
@@ -76,13 +90,19 @@ REFERENCE_ITERATIONS = 50
 # ---------------------------------------------------------------- validation
 def check_sparse_states(A):
     """Validated unit states: a C-contiguous (N, d) complex64 array or ``MPSStates``, else ValueError/TypeError."""
+    return _checked_with_norms(A)[0]
+
+
+def _checked_with_norms(A):
+    """(validated states as :func:`check_sparse_states`, (N,) float64 norms of the states)."""
     if isinstance(A, MPSStates):
         A = check_mps(A, "A")
-        check_unit_norms(A.norms(), "A")
-        return A
-    A = check_states(A, "A")
-    check_unit_rows(A, "A")
-    return A
+        norms = A.norms()
+    else:
+        A = check_states(A, "A")
+        norms = row_norms(A)
+    check_unit_norms(norms, "A")
+    return A, norms
 
 
 def check_k(k, n_samples: int) -> int:
@@ -185,8 +205,9 @@ def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE,
 
     Tiles (i, j) with j >= i are computed by ``backend``'s own ``gram``
     (``gram_mps`` for MPS) into a float32 (tile, tile) array and folded into
-    the running top k of rows i (and, transposed, of rows j).  Memory: one
-    tile and the (N, k) results.  Rows are ordered by decreasing value; ties
+    the running top k of rows i (and, transposed, of rows j), by ``n_threads``
+    worker threads with one BLAS thread each (:func:`in_parallel`).  Memory: at
+    most 2 ``n_threads`` tiles and the (N, k) results.  Rows are ordered by decreasing value; ties
     (equal float32 values) are in no particular order.
     """
     module = get_backend(backend)
@@ -204,17 +225,26 @@ def exact_neighbours(A, k: int, *, backend: str = "cpu", tile: int = EXACT_TILE,
             raise ValueError(f"rows must be a non-empty 1-D array of sample indices in [0, {n})")
     best_val = np.full((n if rows is None else len(rows), k), -np.inf, dtype=np.float32)
     best_idx = np.full(best_val.shape, -1, dtype=np.int64)
-    for i0, i1, j0, j1 in tile_pairs(n if rows is None else len(rows), None if rows is None else n, tile):
+
+    def tile_values(pair):
+        i0, i1, j0, j1 = pair
         block = np.empty((i1 - i0, j1 - j0), dtype=np.float32)
         if rows is not None:
-            compute(A[rows[i0:i1]], A[j0:j1], out=block, tile=inner, n_threads=n_threads)
+            compute(A[rows[i0:i1]], A[j0:j1], out=block, tile=inner, n_threads=1)
             mine = np.flatnonzero((rows[i0:i1] >= j0) & (rows[i0:i1] < j1))
             block[mine, rows[i0:i1][mine] - j0] = -np.inf  # a sample is not its own neighbour
         elif i0 == j0:
-            compute(A[i0:i1], None, out=block, tile=inner, n_threads=n_threads)
+            compute(A[i0:i1], None, out=block, tile=inner, n_threads=1)
             np.fill_diagonal(block, -np.inf)  # a sample is not its own neighbour (the diagonal is added apart)
         else:
-            compute(A[i0:i1], A[j0:j1], out=block, tile=inner, n_threads=n_threads)
+            compute(A[i0:i1], A[j0:j1], out=block, tile=inner, n_threads=1)
+        return pair, block
+
+    # the tiles are computed by n_threads workers, one BLAS thread each, and folded in by this thread in order
+    # (the fold is a comparison per entry, a few ms a tile against the product's second)
+    for (i0, i1, j0, j1), block in in_parallel(tile_values, tile_pairs(n if rows is None else len(rows),
+                                                                        None if rows is None else n, tile),
+                                               n_threads):
         _merge_top_k(best_val, best_idx, i0, block, j0)
         if rows is None and i0 != j0:
             _merge_top_k(best_val, best_idx, j0, block.T, i0)
@@ -275,6 +305,26 @@ def search_representation(A, features=None, *, dims: int = DEFAULT_DIMS, seed: i
     return out
 
 
+def search_features(feature_map, X) -> np.ndarray:
+    """(N, G) float32: the gate angles of ``feature_map`` (a ``FeatureMap``) on embeddings ``X`` (N, n_qubits),
+    as the points of an approximate search (``features=``).
+
+    The states are a smooth function of these G = n + pairs angles (2 x_i and 2 (pi - x_i)(pi - x_j) for the
+    ZZ map, after the bandwidth), so Euclidean neighbours in angle space are the fidelity's neighbours far
+    better than in the embeddings themselves, where the pair terms weigh features unevenly (x_j's weight
+    in the pair angles is 2 (pi - x_i)).  On 20,000 Fashion-MNIST-like samples at bandwidth 0.1 (n = 10,
+    k = 32) re-ranking 64 angle-space candidates recovered 1.000 of the exact fidelity neighbours, 64
+    embedding-space ones 0.867; at bandwidth 0.2, 0.991 and 0.838.
+    """
+    from .feature_map import FeatureMap
+
+    if not isinstance(feature_map, FeatureMap):
+        raise TypeError(f"search_features needs a FeatureMap (its gate angles are known), got "
+                        f"{type(feature_map).__name__}; for another circuit pass features= yourself (e.g. the "
+                        "embeddings)")
+    return np.ascontiguousarray(feature_map._angles(check_embeddings(X, feature_map.n_qubits)), dtype=np.float32)
+
+
 def leading_directions(M: np.ndarray, r: int, rng) -> np.ndarray:
     """(d, min(r, m, d)) complex128 orthonormal columns spanning about the r leading right singular vectors of
     the (m, d) matrix ``M``: a randomised range finder with two power iterations (Halko et al. 2011),
@@ -318,23 +368,39 @@ def _import_cpu_finder(name: str):
     return module
 
 
+def faiss_lists(n: int) -> int:
+    """Cells of the faiss IVF index for n points: about 2 sqrt(n) (632 at 100,000), with at least 39 training
+    points per cell (faiss's own minimum for a stable k-means)."""
+    return max(1, min(int(2 * np.sqrt(n)), n // 39))
+
+
 def search_candidates(points: np.ndarray, m: int, neighbours: str, *, n_threads: int, seed: int) -> np.ndarray:
     """(N, m) int64: each point's m approximate Euclidean nearest other points (-1 where fewer were found)."""
     n = points.shape[0]
     want = min(n, m + 1)  # the search returns the point itself too
     if neighbours == "pynndescent":
         pynndescent = _import_cpu_finder(neighbours)
-        index = pynndescent.NNDescent(points, n_neighbors=want, random_state=seed, n_jobs=n_threads,
+        import numba
+
+        # pynndescent sets numba's thread count to n_jobs, which numba refuses above the pool it started with
+        # (NUMBA_NUM_THREADS, e.g. 1 in a run that asked for one thread)
+        jobs = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+        index = pynndescent.NNDescent(points, n_neighbors=want, random_state=seed, n_jobs=jobs,
                                       low_memory=True, compressed=True)
         found = index.neighbor_graph[0]
     elif neighbours == "faiss":
         faiss = _import_cpu_finder(neighbours)
         faiss.omp_set_num_threads(n_threads)
-        # HNSW: a graph index without training; efSearch above the number of results for recall
-        index = faiss.IndexHNSWFlat(points.shape[1], 32)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = max(2 * want, 64)
+        # IVF-Flat: k-means cells, exact distances within the FAISS_NPROBE cells nearest each query.  On the
+        # 19 gate angles of 100,000 Fashion-MNIST-like samples (64 neighbours) it found 0.998 of the exact
+        # Euclidean neighbours in 16 s (loaded 2-core machine), where HNSW (M 16, efSearch 80) took 39 s
+        lists = faiss_lists(n)
+        quantizer = faiss.IndexFlatL2(points.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, points.shape[1], lists)
+        index.cp.seed = seed
+        index.train(points)
         index.add(points)
+        index.nprobe = min(lists, FAISS_NPROBE)
         found = index.search(points, want)[1]
     else:
         usable, reason = probe_cuvs()
@@ -368,32 +434,94 @@ def approximate_neighbours(A, k: int, neighbours: str, *, features=None, candida
     m = min(n - 1, 4 * k if candidates is None else check_positive_int(candidates, "candidates"))
     if m < k:
         raise ValueError(f"candidates={candidates} is fewer than k={k}; the best k are chosen among the candidates")
+    n_threads = _threads(n_threads)
     points = search_representation(A, features, dims=dims, seed=seed)
-    found = search_candidates(points, m, neighbours, n_threads=_threads(n_threads), seed=seed)
-    values = candidate_values(A, found)
+    found = search_candidates(points, m, neighbours, n_threads=n_threads, seed=seed)
+    values = candidate_values(A, found, n_threads=n_threads)
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(found, order, axis=1), np.take_along_axis(values, order, axis=1).astype(np.float32)
+    return np.take_along_axis(found, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
-def candidate_values(A, found: np.ndarray) -> np.ndarray:
-    """(N, m) float64 |<a_i|a_found[i, c]>|^2 for candidate lists ``found`` (N, m) (-1: none, value -inf).
+def locality_order(found: np.ndarray) -> np.ndarray:
+    """(N,) int32: an order of the samples in which consecutive ones share candidates (reverse Cuthill-McKee
+    on the candidate graph ``found`` (N, m), -1 entries ignored).
 
-    For ranking only.  State vectors: per block of rows one batched complex64 product of the gathered
-    candidates with their row's state (only the candidates are gathered, in complex64: a quarter of the
-    memory traffic of :func:`pair_kernel`'s complex128 pairs); MPS: :func:`pair_kernel`.
+    :func:`candidate_values` computes a block of consecutive rows against the union of their candidates;
+    in this order the union of 64 rows' 64 candidates each was 8 to 10 times the candidates of one row at
+    N = 100,000 (Fashion-MNIST-like, gate-angle search), in a random order 60 times.
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    n, m = found.shape
+    ok = found >= 0
+    G = sparse.csr_matrix((np.ones(int(ok.sum()), dtype=np.int8), (np.repeat(np.arange(n), m)[ok.ravel()],
+                                                                   found[ok])), shape=(n, n))
+    return reverse_cuthill_mckee((G + G.T).tocsr(), symmetric_mode=True)
+
+
+def candidate_values(A, found: np.ndarray, *, n_threads: int = 1) -> np.ndarray:
+    """(N, m) float32 |<a_i|a_found[i, c]>|^2 for candidate lists ``found`` (N, m) int (-1: none, value -inf).
+
+    State vectors: the rows are taken in :func:`locality_order`, ``RERANK_ROWS`` at a time, and each block
+    is one BLAS product (``cgemm``) against the union of its rows' candidates, from which the pairs asked
+    for are picked: the work is the union's size (about 10 m per row) times 8 d flops at BLAS speed,
+    instead of gathering m states of d amplitudes per row from memory (8 m d bytes per row, memory bound).
+    The values are those of a dense Gram's tile (complex64 products, |.|^2 in float32).
+    MPS: :func:`pair_kernel` on the pairs (float64, rounded to float32).
     """
     n, m = found.shape
-    values = np.full((n, m), -np.inf)
+    values = np.full((n, m), -np.inf, dtype=np.float32)
+    valid = found >= 0
     if isinstance(A, MPSStates):
-        valid = found >= 0
         values[valid] = pair_kernel(A, np.broadcast_to(np.arange(n)[:, None], found.shape)[valid], found[valid])
         return values
-    rows = max(1, PAIR_CHUNK_BYTES // (8 * m * A.shape[1]))
-    for r0 in range(0, n, rows):
-        cand = found[r0:r0 + rows]
-        overlaps = np.matmul(A[np.maximum(cand, 0)], A[r0:r0 + rows, :, None].conj())[..., 0]  # (b, m)
-        values[r0:r0 + rows] = np.where(cand >= 0, np.abs(overlaps.astype(np.complex128)) ** 2, -np.inf)
+    from scipy.linalg import blas
+
+    from .backends.cpu_blas import abs2_into
+
+    order = locality_order(found)
+
+    def rerank(start):
+        rows = order[start:start + RERANK_ROWS]
+        cand, ok = found[rows], valid[rows]
+        union, position = np.unique(cand[ok], return_inverse=True)
+        if union.size:
+            # BLAS sees the C-ordered (u, d) gathered union as the Fortran (d, u) matrix (cpu backend's notes):
+            # the product's memory read in C order is the (rows, union) block of conj(A_r A_u^H)
+            product = blas.cgemm(1.0, A[union].T, A[rows].T, trans_a=2)
+            block = np.empty((len(rows), union.size), dtype=np.float32)
+            abs2_into(product.T, block)
+            r, c = np.nonzero(ok)
+            values[rows[r], c] = block[r, position]  # the blocks' rows are disjoint: no two workers meet
+
+    for _ in in_parallel(rerank, range(0, n, RERANK_ROWS), n_threads):
+        pass
     return values
+
+
+def in_parallel(fn, items, workers: int):
+    """``fn(item)`` for each of ``items`` by ``workers`` threads, each with one BLAS thread; the results in
+    order, at most 2 ``workers`` of them computed ahead (so that memory stays a few results).
+
+    Why not one call with ``workers`` BLAS threads: on a loaded machine OpenBLAS's threads wait on each
+    other at every product; a (64, 1024) x (1024, 520) complex product ran at 2.2 GFLOP/s with 2 BLAS threads
+    and 10.6 with one (load 10 on 2 cores), a 2048^2 tile at 21 against 26.  SciPy's BLAS calls and NumPy's
+    large array operations release the GIL, so threads share the work.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .backends.cpu_blas import blas_threads
+
+    items = iter(items)
+    with blas_threads().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(fn, item) for item in itertools.islice(items, 2 * workers))
+        while pending:
+            result = pending.popleft().result()
+            for item in itertools.islice(items, 1):
+                pending.append(pool.submit(fn, item))
+            yield result
 
 
 def find_neighbours(A, k: int, neighbours: str = "exact", *, features=None, candidates: int | None = None,
@@ -407,15 +535,15 @@ def find_neighbours(A, k: int, neighbours: str = "exact", *, features=None, cand
     neighbours = check_neighbours(neighbours)
     A = check_sparse_states(A)
     return _neighbours(A, check_k(k, A.shape[0]), neighbours, features=features, candidates=candidates, dims=dims,
-                       backend=backend, tile=tile, n_threads=n_threads, seed=seed)
+                       backend=backend, tile=tile, n_threads=n_threads, seed=seed)[0]
 
 
-def _neighbours(A, k, neighbours, *, features, candidates, dims, backend, tile, n_threads, seed) -> np.ndarray:
-    """:func:`find_neighbours` on validated arguments."""
+def _neighbours(A, k, neighbours, *, features, candidates, dims, backend, tile, n_threads, seed):
+    """(indices (N, k) int64, kernel values (N, k) float32) of :func:`find_neighbours`, on validated arguments."""
     if neighbours == "exact":
-        return exact_neighbours(A, k, backend=backend, tile=tile, n_threads=n_threads)[0]
+        return exact_neighbours(A, k, backend=backend, tile=tile, n_threads=n_threads)
     return approximate_neighbours(A, k, neighbours, features=features, candidates=candidates, dims=dims,
-                                  n_threads=n_threads, seed=seed)[0]
+                                  n_threads=n_threads, seed=seed)
 
 
 def neighbour_recall(found, exact) -> float:
@@ -456,7 +584,8 @@ def sparse_gram(A, *, k: int, neighbours: str = "exact", features=None, candidat
         are ranked by their exact kernel values.
     features : array_like (N, F), real, optional
         Points the approximate search runs on instead of the states' phase-fixed
-        real representation (required for approximate search on MPS).
+        real representation (required for approximate search on MPS); with a
+        ``FeatureMap``, ``search_features(fm, X)`` (its gate angles) is the one to use.
     candidates : int, optional
         Candidates per sample of the approximate search (default 4 k).
     dims : int
@@ -483,18 +612,22 @@ def sparse_gram(A, *, k: int, neighbours: str = "exact", features=None, candidat
     neighbours = check_neighbours(neighbours)
     if not isinstance(return_neighbours, bool):
         raise TypeError(f"return_neighbours must be True or False, got {return_neighbours!r}")
-    A = check_sparse_states(A)
-    idx = _neighbours(A, check_k(k, A.shape[0]), neighbours, features=features, candidates=candidates, dims=dims,
-                      backend=backend, tile=tile, n_threads=n_threads, seed=seed)
-    K = neighbour_graph(idx, lambda i, j: pair_kernel(A, i, j))
+    A, norms = _checked_with_norms(A)
+    idx, values = _neighbours(A, check_k(k, A.shape[0]), neighbours, features=features, candidates=candidates,
+                              dims=dims, backend=backend, tile=tile, n_threads=n_threads, seed=seed)
+    # the finders' values are the kernel's (a dense Gram tile's products): no second pass over the pairs
+    K = neighbour_graph(idx, values, diagonal=norms**4)  # |<a|a>|^2 = ||a||^4, exactly as computed in float64
     return (K, idx) if return_neighbours else K
 
 
-def neighbour_graph(idx: np.ndarray, pair_values):
+def neighbour_graph(idx: np.ndarray, pair_values, *, diagonal=1.0):
     """A symmetric CSR kernel matrix on the neighbour pairs of ``idx`` (both directions) and the diagonal.
 
     idx : (N, k) int neighbour lists (-1: none)
-    pair_values : callable (i, j) -> (P,) float values of the pairs, called once with i <= j (int64 arrays)
+    pair_values : callable (i, j) -> (P,) float values of the pairs, called once with i <= j (int64 arrays);
+        or an (N, k) float array: the value of (r, idx[r, c]) already computed.  A pair found from both ends
+        then takes the value found from its smaller index, so that K[i, j] and K[j, i] are one number; the
+        diagonal is ``diagonal``, a number or (N,) values (unit states: 1).
     Returns ``scipy.sparse.csr_matrix`` (N, N) float64 with sorted indices; K[i, j] and K[j, i] are one number.
     """
     from scipy import sparse
@@ -505,9 +638,25 @@ def neighbour_graph(idx: np.ndarray, pair_values):
     ok = cols >= 0
     # the union of both directions and the diagonal, each unordered pair once (key i * n + j with i <= j)
     lo, hi = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
-    keys = np.unique(np.concatenate([lo * n + hi, np.arange(n, dtype=np.int64) * (n + 1)]))
-    i, j = keys // n, keys % n
-    values = np.asarray(pair_values(i, j), dtype=np.float64)
+    if callable(pair_values):
+        keys = np.unique(np.concatenate([lo * n + hi, np.arange(n, dtype=np.int64) * (n + 1)]))
+        i, j = keys // n, keys % n
+        values = np.asarray(pair_values(i, j), dtype=np.float64)
+    else:
+        given = np.asarray(pair_values)
+        if given.shape != idx.shape:
+            raise ValueError(f"pair_values must be a callable or an array of the neighbour lists' shape "
+                             f"{idx.shape}, got shape {given.shape}")
+        # sorted by key, the entry found from the smaller index first: np.unique's first index picks it; a
+        # sample listed as its own neighbour is left to the diagonal (stored once)
+        found, off_diagonal = given.ravel()[ok], lo != hi
+        keys, from_row = lo[off_diagonal] * n + hi[off_diagonal], (rows[ok] == lo)[off_diagonal]
+        first = np.lexsort((~from_row, keys))
+        keys, where = np.unique(keys[first], return_index=True)
+        keys = np.concatenate([keys, np.arange(n, dtype=np.int64) * (n + 1)])
+        values = np.concatenate([found[off_diagonal][first][where].astype(np.float64),
+                                 np.broadcast_to(np.asarray(diagonal, dtype=np.float64), (n,))])
+        i, j = keys // n, keys % n
     off = i != j
     K = sparse.coo_matrix((np.concatenate([values, values[off]]),
                            (np.concatenate([i, j[off]]), np.concatenate([j, i[off]]))), shape=(n, n)).tocsr()

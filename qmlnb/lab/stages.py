@@ -28,7 +28,8 @@ SHOTS = "shots"            # 45-shots.ipynb: tasks.shots_study
 FEATURE_MAP_TASK = "feature-map-qsvm"  # 50-feature-maps.ipynb: tasks.feature_map_qsvm
 KERNEL_TRAINING = "kernel-training"  # 60-kernel-training.ipynb: tasks.kernel_training_run
 POSITIVE_CONTROL = "positive-control"  # 25-positive-control.ipynb: tasks.positive_control_run
-TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK, KERNEL_TRAINING, POSITIVE_CONTROL)
+SPARSE_KERNEL = "sparse-kernel"  # 70-sparse-kernel.ipynb: tasks.sparse_kernel_run
+TASKS = (QCNN, QSVM, GRAM, EXPLORE, SCALE, SHOTS, FEATURE_MAP_TASK, KERNEL_TRAINING, POSITIVE_CONTROL, SPARSE_KERNEL)
 
 # ---------------------------------------------------------------- stages (metrics["stage"], a grid's `stage:`)
 SEQUENTIAL = "sequential"
@@ -46,6 +47,7 @@ KERNELS_AT_SCALE = "kernels-at-scale"
 SHOTS_STAGE = "shots"
 FEATURE_MAPS = "feature-maps"
 KERNEL_TRAINING_STAGE = "kernel-training"
+SPARSE_KERNEL_STAGE = "sparse-kernel"
 STAGES = {
     SEQUENTIAL: "the sequential QCNN baseline",
     PARALLEL_MODES: "sequential against fold- and data-parallel QCNN training, same work",
@@ -66,6 +68,8 @@ STAGES = {
                   "RBF SVM",
     KERNEL_TRAINING_STAGE: "the QSVM on a feature map trained by kernel-target alignment beside its controls (untrained, "
                            "RBF, projected), paired by seed",
+    SPARSE_KERNEL_STAGE: "k-NN and label spreading on the top-k neighbour quantum kernel against k, beside their RBF "
+                         "control and the dense QSVM where it fits (time and memory per k)",
 }
 INTERACTIVE = "interactive"  # a run made outside a sweep (a notebook opened by hand)
 STAGE_ENV = "QMLNB_STAGE"    # set by the sweep in a kernel's environment to its grid's stage
@@ -85,6 +89,8 @@ SCALE_TABLE = "scale"            # SCALE: one row per qubit count (QSVM and RBF 
 SHOTS_TABLE = "shots"            # SHOTS: one row per (qubits, noise rate, shots)
 KERNEL_TRAINING_TABLE = "kernel_training"  # KERNEL_TRAINING: one row per model (its history is HISTORY: per step)
 POSITIVE_CONTROL_TABLE = "positive_control"  # POSITIVE_CONTROL: one row per (labels, kernel, seed)
+SPARSE_KERNEL_TABLE = "sparse_kernel"  # SPARSE_KERNEL: one row per (model, k, seed)
+UMAP_TABLE = "umap"                    # SPARSE_KERNEL (with umap): 2-D UMAP of the QCNN's embeddings, one row per image
 
 
 def check_stage(stage) -> str:

@@ -1,6 +1,7 @@
 """`python -m qmlnb bench shots` on a tiny case: the JSON holds the overheads the docs quote, checked estimates."""
 import json
 
+import numpy as np
 import pytest
 
 from qmlnb.cli import main
@@ -11,14 +12,23 @@ pytestmark = pytest.mark.timeout(300)
 def test_bench_shots_writes_overheads_from_paired_rounds(tmp_path):
     out = tmp_path / "shots.json"
     assert main(["bench", "shots", "--n", "120", "--n-qubits", "4", "--shots", "50,5000", "--noise", "--rounds", "2",
-                 "--output", str(out), "--allow-dirty"]) == 0
+                 "--backend", "cpu,numba", "--output", str(out), "--allow-dirty"]) == 0
     result = json.loads(out.read_text())
     calls = result["calls"]
-    assert set(calls) == {"exact", "shots=50", "shots=5000", "shots=4096+noise"}
-    for name in ("shots=50", "shots=5000", "shots=4096+noise"):
-        entry = calls[name]
-        times, exact = entry["timing"]["times_s"], calls["exact"]["timing"]["times_s"]
-        assert entry["overhead_rounds"] == pytest.approx([a / b - 1 for a, b in zip(times, exact)])
-        assert abs(entry["check"]["mean_error"]) <= 6 * entry["check"]["standard_error"] + 1e-9
-    assert calls["shots=50"]["check"]["fraction_zero"] > calls["shots=5000"]["check"]["fraction_zero"]
+    estimates = ("shots=50", "shots=5000", "shots=4096+noise")
+    assert set(calls) == {f"{b}/{c}" for b in ("cpu", "numba") for c in ("exact",) + estimates}
+    for backend in ("cpu", "numba"):  # each backend's estimates against its own exact Gram of the same rounds
+        exact = calls[f"{backend}/exact"]["timing"]["times_s"]
+        for name in estimates:
+            entry = calls[f"{backend}/{name}"]
+            overheads = [a / b - 1 for a, b in zip(entry["timing"]["times_s"], exact)]
+            assert entry["backend"] == backend and entry["overhead_rounds"] == pytest.approx(overheads)
+            assert (entry["overhead_q1"], entry["overhead_q3"]) == pytest.approx(np.percentile(overheads, [25, 75]))
+            assert result["overhead"][backend][name]["overhead"] == pytest.approx(entry["overhead"], abs=1e-3)
+            cpu_seconds = entry["timing"]["cpu_s"] / calls[f"{backend}/exact"]["timing"]["cpu_s"]
+            assert entry["overhead_cpu"] == pytest.approx(cpu_seconds - 1)
+            assert abs(entry["check"]["mean_error"]) <= 6 * entry["check"]["standard_error"] + 1e-9
+        assert calls[f"{backend}/shots=50"]["check"]["fraction_zero"] > \
+            calls[f"{backend}/shots=5000"]["check"]["fraction_zero"]
+    assert result["backends"] == ["cpu", "numba"]
     assert result["provenance"]["allow_dirty"] is True and 0 < result["off_diagonal"]["mean"] < 1

@@ -19,7 +19,7 @@ def test_every_backend_declares_its_capabilities_and_they_match_its_kernels(name
 
 
 def test_supports_refuses_an_unknown_capability_or_backend():
-    with pytest.raises(ValueError, match=r"capability must be one of \('states', 'mps', 'out', 'client', 'upper'\), got 'gpu'"):
+    with pytest.raises(ValueError, match=r"capability must be one of \('states', 'mps', 'out', 'client', 'upper', 'mps_norms'\), got 'gpu'"):
         registry.supports("cpu", "gpu")
     with pytest.raises(registry.UnknownBackendError, match="unknown Gram backend 'tpu'"):
         registry.supports("tpu", "mps")

@@ -183,3 +183,83 @@ def test_self_log_overlap_equals_the_state_vector_norms(entanglement, reps):
     expected = np.zeros(6)
     expected[2] = np.log(2.25)
     np.testing.assert_allclose(self_log_overlap(T), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("entanglement, reps, n_qubits, n_samples", [
+    ("linear", 1, 9, 5), ("linear", 2, 60, 19), ("linear", 3, 7, 8), ("circular", 2, 6, 9), ("circular", 1, 3, 1)])
+def test_native_self_log_overlap_equals_numpy(entanglement, reps, n_qubits, n_samples):
+    """The native norms' check against the NumPy contraction: equal to 1e-12 (both float64) on unit states, on
+    samples scaled at some sites (a group of 8 lanes holding different norms, and a tail group), and on a chain
+    long enough that the environment is rescaled many times; any thread count gives the same values."""
+    from qmlnb.kernels.mps import self_log_overlap
+
+    fm = FeatureMap(n_qubits=n_qubits, reps=reps, entanglement=entanglement, bandwidth=0.4)
+    X = np.random.default_rng(n_qubits).uniform(-np.pi, np.pi, (n_samples, n_qubits))
+    T = fm.mps(X).tensors.copy()
+    T[::3, n_qubits // 2] *= 1.5
+    T[1::4, 0] *= 0.25
+    expected = self_log_overlap(T)
+    assert np.ptp(expected) > 0.5 or n_samples == 1
+    for threads in (1, 3):
+        np.testing.assert_allclose(_mps_openmp.self_log_overlap(T, threads), expected, rtol=0, atol=1e-12)
+
+
+def test_native_self_log_overlap_keeps_tiny_and_general_tensors():
+    """Site tensors without the ZZ zero pattern (random dense complex64) and norms far below float64's range
+    (every site scaled by 1e-3 on 400 sites: log <a|a> about -5500) agree with NumPy's rescaled contraction."""
+    from qmlnb.kernels.mps import self_log_overlap
+
+    rng = np.random.default_rng(3)
+    T = (rng.standard_normal((11, 400, 2, 4, 4)) + 1j * rng.standard_normal((11, 400, 2, 4, 4))).astype(np.complex64)
+    T *= np.float32(1e-3)
+    expected = self_log_overlap(T)
+    assert expected.max() < -1000
+    np.testing.assert_allclose(_mps_openmp.self_log_overlap(T, 2), expected, rtol=1e-12, atol=0)
+    odd = (rng.standard_normal((5, 6, 2, 3, 3)) + 1j * rng.standard_normal((5, 6, 2, 3, 3))).astype(np.complex64)
+    np.testing.assert_allclose(_mps_openmp.self_log_overlap(odd, 2), self_log_overlap(odd), rtol=1e-12, atol=0)
+
+
+def test_native_self_log_overlap_flags_non_finite_samples_and_gram_refuses_them():
+    """A NaN or an infinite entry gives NaN in that sample only, and gram(backend="openmp") refuses such an
+    operand with the same error as the other backends (its norms' check is the finiteness check)."""
+    fm = FeatureMap(n_qubits=6, reps=2)
+    X = np.random.default_rng(1).uniform(-np.pi, np.pi, (10, 6))
+    M = fm.mps(X)
+    T = M.tensors.copy()
+    T[3, 2, 1, 1, 1] = np.nan
+    T[9, 5, 0, 0, 0] = np.inf
+    logs = _mps_openmp.self_log_overlap(T, 2)
+    assert np.isnan(logs[[3, 9]]).all() and np.isfinite(np.delete(logs, [3, 9])).all()
+    from qmlnb.kernels import MPSStates
+
+    for backend in ("openmp", "cpu"):
+        with pytest.raises(ValueError, match="B contains NaN or infinite"):
+            gram(M, MPSStates(T), backend=backend)
+    with pytest.raises(ValueError, match="tensors must have shape"):
+        _mps_openmp.self_log_overlap(np.zeros((2, 3, 2, 2), np.complex64), 1)
+    with pytest.raises(ValueError, match="positive"):
+        _mps_openmp.self_log_overlap(T, 0)
+
+
+def test_openmp_gram_uses_the_native_norms_check(monkeypatch):
+    """gram on MPS with the openmp backend checks the norms with the native routine (NumPy's is not called),
+    and a wrongly scaled sample is still refused."""
+    import importlib
+
+    gram_module = importlib.import_module("qmlnb.kernels.gram")  # the module (the package exports the function)
+
+    def refuse(*_):
+        raise AssertionError("NumPy's self_log_overlap was called")
+
+    monkeypatch.setattr(gram_module, "self_log_overlap", refuse)
+    fm = FeatureMap(n_qubits=8, reps=2)
+    X = np.random.default_rng(2).uniform(-np.pi, np.pi, (12, 8))
+    M = fm.mps(X)
+    K = gram(M, backend="openmp")
+    np.testing.assert_allclose(np.diag(K), 1.0, rtol=1e-5)
+    T = M.tensors.copy()
+    T[4, 1] *= 2
+    from qmlnb.kernels import MPSStates
+
+    with pytest.raises(ValueError, match="not unit vectors"):
+        gram(MPSStates(T), backend="openmp")

@@ -11,7 +11,7 @@ import pytest
 
 from qmlnb.kernels import DeviceNoise, FeatureMap, available_backends, gram, repair_psd
 from qmlnb.kernels.noise import mitigate_depolarising, outcome_map
-from qmlnb.kernels.out_of_core import GramFileMismatchError
+from qmlnb.kernels.out_of_core import GramFileMismatchError, GramFileWarning
 from qmlnb.kernels.shots import DeviceEstimate
 
 pytestmark = pytest.mark.timeout(300)
@@ -92,6 +92,24 @@ def test_an_entry_is_drawn_the_same_whatever_shares_its_chunk(shots):
     order = rng.permutation(values.size)
     shuffled = spec.apply_(values[None, order].copy(), np.array([7]), ids[order])[0]
     assert np.array_equal(shuffled, whole[order])
+
+
+def test_an_entry_keeps_its_draw_when_the_ids_are_permuted():
+    # the key of (i, j) is built from the smaller id's mix, looked up per id: with the ids shuffled, the
+    # smaller id sits on either side of the diagonal, and every entry must still get the same estimate
+    rng = np.random.default_rng(6)
+    values = rng.exponential(0.01, (300, 300))
+    values = np.minimum((values + values.T) / 2, 1.0)
+    np.fill_diagonal(values, 1.0)
+    ids = np.arange(300)
+    perm = rng.permutation(300)
+    for shots in (100, 4096, 10**6):
+        spec = DeviceEstimate(shots=shots, seed=3, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+        whole = spec.apply_(values.copy(), ids, ids, symmetric=True)
+        shuffled = spec.apply_(values[np.ix_(perm, perm)].copy(), perm, perm, symmetric=True)
+        assert np.array_equal(shuffled, whole[np.ix_(perm, perm)])
+        block = spec.apply_(values[np.ix_(perm[:70], perm[70:])].copy(), perm[:70], perm[70:])
+        assert np.array_equal(block, whole[np.ix_(perm[:70], perm[70:])])
 
 
 def test_a_seed_gives_one_matrix_on_every_tile_size_thread_count_and_out_of_core(states, tmp_path):
@@ -273,3 +291,34 @@ def test_qiskit_aer_sampler_gives_the_same_all_zeros_distribution(fm):
     edges = np.unique(np.quantile(np.concatenate([aer, ours]), [0, 0.2, 0.4, 0.6, 0.8, 1.0]))
     table = np.array([np.histogram(aer, edges)[0], np.histogram(ours, edges)[0]])
     assert chi2_contingency(table)[1] > 1e-3
+
+
+@pytest.mark.parametrize("options", [{"shots": 100}, {"shots": 100, "estimator": "swap"},
+                                     {"shots": 4096, "noise": "depolarising", "mitigate": True},
+                                     {"noise": "depolarising"}])
+def test_a_file_of_estimates_resumes_without_recomputing_its_tiles(fm, states, tmp_path, options):
+    """A resumed file of estimates keeps its tiles: its spot checks compare with the same estimates (the swap
+    test's negative values, a noisy diagonal and mitigated values outside [0, 1] are not taken for damage)."""
+    import warnings
+
+    if options.get("noise"):
+        options = {**options, "noise": DeviceNoise.for_map(fm, depolarising=0.2)}
+    path = tmp_path / "K.npy"
+    first = np.array(gram(states, seed=3, tile=30, out=path, **options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a GramFileWarning (tiles recomputed) fails the test
+        again = np.array(gram(states, seed=3, tile=30, out=path, **options))
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(first, gram(states, seed=3, tile=30, **options))
+
+
+def test_a_damaged_tile_of_estimates_is_still_found_and_recomputed(states, tmp_path):
+    path = tmp_path / "K.npy"
+    first = np.array(gram(states, shots=100, seed=3, tile=30, out=path))
+    damaged = np.load(path, mmap_mode="r+")
+    damaged[0, 40] = damaged[40, 0] = 0.5 + first[0, 40]  # checksum, mirror and spot checks would all catch it
+    damaged.flush()
+    del damaged
+    with pytest.warns(GramFileWarning, match="1 of 6 tiles"):
+        again = np.array(gram(states, shots=100, seed=3, tile=30, out=path))
+    np.testing.assert_array_equal(again, first)

@@ -188,3 +188,90 @@ def test_exact_neighbours_of_some_rows(problem):
     assert not np.any(idx == rows[:, None])
     with pytest.raises(ValueError, match="rows must be"):
         exact_neighbours(S, 6, rows=np.array([300]))
+
+
+# ---------------------------------------------------------------- speed paths: gate-angle search, blocked re-rank
+@pytest.fixture(scope="module")
+def ten_qubits():
+    """400 clustered embeddings on 10 qubits at bandwidth 0.1 (off-diagonal entries far from 0), states, Gram."""
+    rng = np.random.default_rng(4)
+    centres = rng.uniform(0, np.pi, (5, 10))
+    X = np.clip(centres[rng.integers(0, 5, 400)] + rng.normal(0, 0.4, (400, 10)), 0, np.pi)
+    fm = FeatureMap(n_qubits=10, bandwidth=0.1)
+    S = fm.states(X)
+    return X, fm, S, gram(S)
+
+
+def test_gate_angle_search_reaches_the_recall_target(ten_qubits):
+    pytest.importorskip("faiss", reason="faiss-cpu is in the optional sparse extra")
+    from qmlnb.kernels.sparse import search_features
+
+    X, fm, S, K = ten_qubits
+    off = K[np.triu_indices(len(K), 1)]
+    assert np.median(off) > 0.02  # a kernel that means something, not one near the identity (0.001 is)
+    exact = brute_force(K, 16)
+    F = search_features(fm, X)
+    assert F.shape == (400, 10 + 9) and F.dtype == np.float32
+    recall = neighbour_recall(find_neighbours(S, 16, "faiss", features=F, candidates=32), exact)
+    assert recall >= 0.95
+    # the embeddings themselves are a worse proxy of the fidelity at the same number of candidates
+    assert recall >= neighbour_recall(find_neighbours(S, 16, "faiss", features=X, candidates=32), exact)
+
+
+@pytest.mark.parametrize("finder", ["exact", "faiss"])
+def test_reused_finder_values_equal_the_dense_gram_at_ten_qubits(ten_qubits, finder):
+    if finder == "faiss":
+        pytest.importorskip("faiss", reason="faiss-cpu is in the optional sparse extra")
+    from qmlnb.kernels.sparse import search_features
+
+    X, fm, S, K = ten_qubits
+    extra = {} if finder == "exact" else {"features": search_features(fm, X), "candidates": 48}
+    A = sparse_gram(S, k=12, neighbours=finder, tile=96, n_threads=2, **extra)
+    i, j = A.nonzero()
+    np.testing.assert_allclose(A[i, j].A1, K[i, j], atol=1e-6, rtol=0)
+    assert (A != A.T).nnz == 0 and A.has_sorted_indices
+    np.testing.assert_allclose(A.diagonal(), 1.0, atol=1e-6)
+
+
+def test_blocked_candidate_values_equal_pair_values(ten_qubits):
+    from qmlnb.kernels.sparse import candidate_values
+
+    X, fm, S, K = ten_qubits
+    rng = np.random.default_rng(5)
+    found = rng.integers(0, len(S), (len(S), 7))
+    found[::9, 3] = -1  # nothing found there
+    values = candidate_values(S, found, n_threads=2)
+    assert values.shape == found.shape and values.dtype == np.float32
+    assert np.all(np.isneginf(values[found < 0]))
+    r = np.broadcast_to(np.arange(len(S))[:, None], found.shape)
+    np.testing.assert_allclose(values[found >= 0], K[r[found >= 0], found[found >= 0]], atol=1e-6)
+
+
+def test_neighbour_graph_takes_one_value_per_pair():
+    from qmlnb.kernels.sparse import neighbour_graph
+
+    idx = np.array([[1, 2], [0, -1], [1, 0]])
+    values = np.array([[0.5, 0.25], [0.5001, -np.inf], [0.125, 0.2501]])
+    A = neighbour_graph(idx, values, diagonal=np.array([1.0, 0.5, 0.75])).toarray()
+    # (0, 1) and (0, 2) were found from both ends: the smaller index's value; (1, 2) only from 2
+    expected = np.array([[1.0, 0.5, 0.25], [0.5, 0.5, 0.125], [0.25, 0.125, 0.75]])
+    np.testing.assert_array_equal(A, expected)
+    with pytest.raises(ValueError, match="neighbour lists' shape"):
+        neighbour_graph(idx, values[:, :1])
+
+
+def test_search_features_refuses_what_it_cannot_read(ten_qubits):
+    from qmlnb.kernels.sparse import search_features
+
+    X, fm, S, K = ten_qubits
+    with pytest.raises(TypeError, match="needs a FeatureMap"):
+        search_features(object(), X)
+    with pytest.raises(ValueError, match="feature map expects 10"):
+        search_features(fm, X[:, :4])
+
+
+def test_neighbour_graph_stores_a_listed_self_pair_once():
+    from qmlnb.kernels.sparse import neighbour_graph
+
+    A = neighbour_graph(np.array([[0, 1], [0, 1]]), np.array([[0.9, 0.5], [0.5, 0.9]]), diagonal=1.0)
+    np.testing.assert_array_equal(A.toarray(), [[1.0, 0.5], [0.5, 1.0]])

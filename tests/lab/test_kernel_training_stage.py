@@ -19,43 +19,53 @@ MODELS = ["trained", "untrained", "rbf", "projected"]
 pytestmark = pytest.mark.timeout(300)
 
 
+TINY = dict(n_qubits=2, layers=1, steps=3, batch_size=16, n_samples=60, threads=1)
+
+
 @pytest.fixture(scope="module")
-def two_seeds():
-    return [tasks.kernel_training_run(n_qubits=2, layers=1, steps=3, batch_size=16, n_samples=60, threads=1, seed=seed)
-            for seed in (0, 1)]
+def two_runs():
+    """(a run of seeds 0 and 1, a run of seed 1 alone): the same seed in both, to hold its results identical."""
+    return tasks.kernel_training_run(**TINY, seeds=(0, 1)), tasks.kernel_training_run(**TINY, seeds=[1])
 
 
-def test_one_run_is_one_seed_of_the_trained_kernel_and_its_three_controls(two_seeds):
-    metrics, tables = two_seeds[0]
+def test_one_run_trains_each_seed_beside_its_three_controls(two_runs):
+    (metrics, tables), (alone, alone_tables) = two_runs
     table, history = tables[stages.KERNEL_TRAINING_TABLE], tables[stages.HISTORY]
-    assert metrics["task"] == stages.KERNEL_TRAINING and metrics["seed"] == 0
-    assert table["model"].tolist() == MODELS and set(table["seed"]) == {0}
+    assert metrics["task"] == stages.KERNEL_TRAINING and metrics["seeds"] == [0, 1]
+    assert table["model"].tolist() == MODELS * 2 and table["seed"].tolist() == [0] * 4 + [1] * 4
     assert set(table["classes"]) == {"3 vs 5"} and set(table["n_samples"]) == {60}
-    assert history["step"].tolist() == [1, 2, 3] and set(history["seed"]) == {0}
+    assert history["step"].tolist() == [1, 2, 3] * 2 and history["seed"].tolist() == [0] * 3 + [1] * 3
     assert set(history["n_qubits"]) == {2}  # the setting rides along, so the report groups the curves
-    # every declared metric is written; the alignment before/after are the untrained and trained Grams'
+    # every declared metric is written; the alignment before/after are the untrained and trained Grams', mean
+    # over the seeds; the steps and seconds the trainers', summed
     for key in (*task.SPEC.metrics,):
         assert task.SPEC.metric(key).read(metrics) is not None, key
-    by_model = table.set_index("model")
-    assert metrics["trained"]["alignment"] == by_model.loc["trained", "alignment"]
+    trained = table[table["model"] == "trained"]
+    assert metrics["trained"]["alignment"] == pytest.approx(trained["alignment"].mean())
     assert metrics["untrained"]["alignment"] != metrics["trained"]["alignment"]
-    assert metrics["train_steps"] == 3 and 0 < metrics["train_seconds"] < metrics["seconds"]
-    assert sorted(metrics["theta"]) == sorted(task.feature_map(2, 1, 0.5).circuit.theta_dict)
+    assert metrics["train_steps"] == 6 and 0 < metrics["train_seconds"] < metrics["seconds"]
+    assert metrics["train_seconds"] == pytest.approx(trained["train_seconds"].sum())
+    assert sorted(metrics["theta"]) == ["0", "1"]  # keyed as the JSON file keys them
+    assert sorted(metrics["theta"]["0"]) == sorted(task.feature_map(2, 1, 0.5).circuit.theta_dict)
     # the recorded theta rebuilds the trained map: its Gram differs from the untrained one's
     X, y, _ = task.features("digits", [3, 5], 2, 60, 0)
-    before, after = task.feature_map(2, 1, 0.5), task.feature_map(2, 1, 0.5, metrics["theta"])
+    before, after = task.feature_map(2, 1, 0.5), task.feature_map(2, 1, 0.5, metrics["theta"]["0"])
     assert not np.allclose(before.states(X[:5]), after.states(X[:5]))
     # another seed: another split and mini-batches
-    other = two_seeds[1][1][stages.HISTORY]
-    assert not np.allclose(history["objective"], other["objective"])
+    assert not np.allclose(*(history.loc[history["seed"] == s, "objective"] for s in (0, 1)))
     assert set(history["loss"]) == {"alignment"}  # the setting's loss, beside the objective's values
+    # a seed's results do not depend on the run's other seeds: seed 1 alone gives seed 1's rows and theta
+    one = alone_tables[stages.KERNEL_TRAINING_TABLE].drop(columns="train_seconds").reset_index(drop=True)
+    pd.testing.assert_frame_equal(table[table["seed"] == 1].drop(columns="train_seconds").reset_index(drop=True), one)
+    pd.testing.assert_frame_equal(history[history["seed"] == 1].reset_index(drop=True), alone_tables[stages.HISTORY])
+    assert alone["theta"] == {"1": metrics["theta"]["1"]}
 
 
-def test_the_report_section_reads_run_folders(two_seeds, tmp_path):
-    for seed, (metrics, tables) in enumerate(two_seeds):
-        folder = tmp_path / "kernel-training" / f"run-{seed}"
-        tasks.save_run(folder, {"seed": seed}, {**metrics, "stage": stages.KERNEL_TRAINING_STAGE}, tables)
-        runs.write_status(folder, runs.COMPLETE)
+def test_the_report_section_reads_run_folders_old_and_new(two_runs, tmp_path):
+    (metrics, tables), (alone, alone_tables) = two_runs
+    folder = tmp_path / "kernel-training" / "seeds-0-1"
+    tasks.save_run(folder, {"seeds": [0, 1]}, {**metrics, "stage": stages.KERNEL_TRAINING_STAGE}, tables)
+    runs.write_status(folder, runs.COMPLETE)
     table = report.rows(tmp_path)
     assert len(table) == 8 and set(table["stage"]) == {stages.KERNEL_TRAINING_STAGE}
     compared = report.comparisons(table)
@@ -67,6 +77,17 @@ def test_the_report_section_reads_run_folders(two_seeds, tmp_path):
     assert len(alignment) == 1 and alignment["seeds with higher alignment"].iloc[0].endswith("/2")
     fig = report.plot_alignment_curve(report.rows(tmp_path, name=stages.HISTORY))
     assert len(fig.axes[0].lines) == 1 and len(fig.axes[0].lines[0].get_xdata()) == 3
+    # a run recorded before the task took `seeds` (one `seed`, its metrics keyed so) reads alike: its seed,
+    # recorded again here, is averaged as a repeat of the same result, so the comparison does not change
+    old = {**{k: v for k, v in alone.items() if k not in ("seeds", "theta")}, "seed": 1, "theta": alone["theta"]["1"]}
+    folder = tmp_path / "kernel-training" / "seed-1"
+    tasks.save_run(folder, {"seed": 1}, {**old, "stage": stages.KERNEL_TRAINING_STAGE}, alone_tables)
+    runs.write_status(folder, runs.COMPLETE)
+    both = report.rows(tmp_path)
+    assert len(both) == 12 and sorted(both["seed"].unique()) == [0, 1]
+    again = report.comparisons(both)
+    columns = ["model", "n", "mean", "reference_minus_model", "pairs", "verdict"]
+    pd.testing.assert_frame_equal(again[columns], compared[columns])
 
 
 def _synthetic(gain: float, seeds=range(6)) -> pd.DataFrame:
@@ -130,24 +151,31 @@ def test_bad_settings_are_refused_before_the_data_are_read():
         tasks.kernel_training_run(dataset="no-such-data", steps=0)
     with pytest.raises(ValueError, match="two classes"):
         tasks.kernel_training_run(dataset="no-such-data", classes=[1, 2, 3])
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        tasks.kernel_training_run(dataset="no-such-data", seeds=[1, 1])
+    with pytest.raises(ValueError, match="seeds must be a non-empty list"):
+        tasks.kernel_training_run(dataset="no-such-data", seeds=[])
+    with pytest.raises(ValueError, match="seeds must be a non-empty list"):
+        tasks.kernel_training_run(dataset="no-such-data", seeds=3)
 
 
 def test_the_small_grid_is_in_make_report_and_the_large_one_is_not():
     sweep = grid.load_sweep(ROOT / "params" / "85-kernel-training.yaml")
     assert sweep.stage == stages.KERNEL_TRAINING_STAGE and sweep.notebook.name == "60-kernel-training.ipynb"
-    assert {p["seed"] for p in sweep.points} == {0, 1, 2, 3, 4}  # the verdict needs 5 paired seeds
+    # the verdict needs 5 paired seeds; one run holds them all (a notebook's start-up costs more than a seed)
+    assert [p["seeds"] for p in sweep.points] == [[0, 1, 2, 3, 4]]
     assert {(p["dataset"], tuple(p["classes"]), p["n_qubits"]) for p in sweep.points} == {("digits", (3, 5), 4)}
     large = ROOT / "params" / "large" / "kernel-training-large.yaml"
     assert large not in set((ROOT / "params").glob("*.yaml"))
     sweep = grid.load_sweep(large)
-    assert sweep.stage == stages.KERNEL_TRAINING_STAGE and len({p["seed"] for p in sweep.points}) == 10
+    assert sweep.stage == stages.KERNEL_TRAINING_STAGE and {len(p["seeds"]) for p in sweep.points} == {10}
     assert {(p["dataset"], p["n_qubits"], p["layers"]) for p in sweep.points} == {("fashion-mnist", 8, 3)}
     assert {p["loss"] for p in sweep.points} == {"alignment", "svc"}
 
 
 def test_the_svc_loss_records_its_objective_and_the_curve_draws_it():
     metrics, tables = tasks.kernel_training_run(n_qubits=2, layers=1, loss="svc", steps=2, batch_size=16, n_samples=40,
-                                                threads=1)
+                                                threads=1, seeds=[0])
     history = tables[stages.HISTORY]
     assert "alignment" not in history and history["objective"].notna().all() and set(history["loss"]) == {"svc"}
     assert metrics["loss"] == "svc" and metrics["train_steps"] == 2

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch", reason="the trainable kernels simulate in torch")
@@ -289,7 +290,7 @@ def test_digits_features_and_circuit_errors():
     assert len(trainable_zz_circuit(8, 3).theta) == 24
 
 
-@pytest.mark.slow  # a papermill run of the stage's notebook (a kernel start and one tiny training)
+@pytest.mark.slow  # a papermill run of the stage's notebook (a kernel start and two tiny trainings)
 def test_the_notebook_runs_with_tiny_parameters(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill", reason="runs the notebook")
     from pathlib import Path
@@ -301,7 +302,7 @@ def test_the_notebook_runs_with_tiny_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv(runs.RUN_DIR_ENV, str(folder))  # the kernel inherits it: the run is written there
     papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
                                parameters={"n_qubits": 2, "layers": 1, "steps": 3, "batch_size": 16, "n_samples": 80,
-                                           "seed": 1, "test_fraction": 0.5})
+                                           "seeds": [1, 2], "test_fraction": 0.5})
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["task"] == "kernel-training" and metrics["seed"] == 1 and metrics["train_steps"] <= 3
-    assert (folder / "kernel_training.csv").is_file() and (folder / "history.csv").is_file()
+    assert metrics["task"] == "kernel-training" and metrics["seeds"] == [1, 2] and metrics["train_steps"] <= 6
+    assert len(pd.read_csv(folder / "kernel_training.csv")) == 8 and (folder / "history.csv").is_file()

@@ -15,7 +15,7 @@ INSTALL = (
 )
 # 256 x 256 tiles: the per-thread accumulators (512 KiB) and packed panels fit in L2
 DEFAULT_TILE = 256
-CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
+CAPABILITIES = frozenset({"states", "mps", "out", "client", "mps_norms"})  # qmlnb.kernels.registry.CAPABILITIES
 
 
 def probe() -> tuple[bool, str]:
@@ -39,8 +39,7 @@ def gram(A, B=None, *, out, tile, n_threads):
 MPS_DEFAULT_TILE = 128
 
 
-def gram_mps(A, B=None, *, out, tile, n_threads):
-    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (C++: SIMD over 16 pairs, OpenMP over tiles)."""
+def _mps_extension():
     try:
         from qmlnb import _mps_openmp
     except ImportError as exc:
@@ -48,5 +47,17 @@ def gram_mps(A, B=None, *, out, tile, n_threads):
 
         raise BackendUnavailableError(f"the native MPS extension qmlnb._mps_openmp is not built ({exc}); "
                                       f"to enable it: {INSTALL}") from exc
-    _mps_openmp.gram(A.tensors, None if B is None else B.tensors, out, tile, n_threads)
+    return _mps_openmp
+
+
+def gram_mps(A, B=None, *, out, tile, n_threads):
+    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (C++: SIMD over 16 pairs, OpenMP over tiles)."""
+    _mps_extension().gram(A.tensors, None if B is None else B.tensors, out, tile, n_threads)
     return out
+
+
+def mps_self_log_overlap(tensors, n_threads):
+    """(N,) float64 log <psi_i|psi_i> of (N, n, 2, chi, chi) complex64 site tensors, NaN for a sample with a NaN or
+    infinite entry (C++: float64, SIMD over 8 samples, OpenMP over groups; ``gram``'s norms' check, which then
+    needs no finiteness pass of its own).  Equal to ``qmlnb.kernels.mps.self_log_overlap`` to rounding."""
+    return _mps_extension().self_log_overlap(tensors, n_threads)

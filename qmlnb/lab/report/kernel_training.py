@@ -1,9 +1,12 @@
 """The report's "Kernels that learn": the QSVM on a trained feature map beside its controls, paired by seed.
 
 Each run of the ``kernel-training`` task (``qmlnb.lab.tasks.kernel_training_run``,
-notebook 60-kernel-training.ipynb) is one seed: ``kernel_training.csv`` holds
-one row per model (trained, untrained, rbf, projected), ``history.csv`` one
-row per Adam step.  Here:
+notebook 60-kernel-training.ipynb) trains once per seed of its ``seeds``:
+``kernel_training.csv`` holds one row per (seed, model) (trained, untrained,
+rbf, projected), ``history.csv`` one row per (seed, Adam step).  Every row
+carries its seed, so runs recorded with one ``seed`` each (before the task
+took ``seeds``) read alike, and a seed recorded twice is averaged as a repeat
+(:func:`.controls.compare_models`).  Here:
 
 - :func:`comparisons`: per setting (dataset, classes, circuit, loss, budget),
   the trained kernel's balanced accuracy minus each control's, paired by seed

@@ -38,7 +38,8 @@ FAMILY = {"qcnn_controls": controls.QCNN_REFERENCE, "qsvm_controls": controls.QS
 
 def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = None,
                       kernel_training: pd.DataFrame | None = None,
-                      positive: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+                      positive: pd.DataFrame | None = None,
+                      sparse: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """{name: table} for the report's comparisons, Holm-corrected across all of them together: the
     :func:`.controls.compare_models` tables of :data:`FAMILY`, under ``"kernels_at_scale"`` the
     :func:`.scale.scale_summary` given (QSVM − RBF per setting and qubit count; its own intervals and verdicts
@@ -46,7 +47,8 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
     given (quantum - RBF on natural and engineered labels).  ``attrs["size"]`` of each: the number m of
     comparisons in the family (those with a p value), the one the page states.  ``kernel_training``:
     :func:`.kernel_training.comparisons` (the trained kernel - each control per setting), corrected in the
-    family under ``"kernel_training"``."""
+    family under ``"kernel_training"``.  ``sparse``: :func:`.sparse.comparisons` (the sparse quantum kernel - its
+    RBF control per budget, k and method), under ``"sparse_kernel"``."""
     from . import scale
 
     raw = {"qcnn_controls": controls.qcnn_controls(frame), "qsvm_controls": controls.qsvm_controls(frame),
@@ -63,6 +65,11 @@ def comparison_family(frame: pd.DataFrame, scale_summary: pd.DataFrame | None = 
     if positive is not None:
         raw["positive_control"] = positive
         references.append(positive_report.REFERENCE)
+    if sparse is not None:
+        from . import sparse as sparse_report
+
+        raw["sparse_kernel"] = sparse
+        references.append(sparse_report.REFERENCE)
     corrected = controls.correct(list(raw.values()), references)
     size = int(sum(pd.to_numeric(t["p_value"], errors="coerce").notna().sum() for t in corrected))
     out = dict(zip(raw, corrected))

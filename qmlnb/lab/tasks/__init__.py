@@ -12,6 +12,7 @@ task (``metrics.task``)   module                  function                      
 ``feature-map-qsvm``      :mod:`.feature_map`     :func:`feature_map_qsvm`         50-feature-maps.ipynb
 ``kernel-training``       :mod:`.kernel_training` :func:`kernel_training_run`      60-kernel-training.ipynb
 ``positive-control``      :mod:`.positive_control` :func:`positive_control_run`    25-positive-control.ipynb
+``sparse-kernel``         :mod:`.sparse_kernel`   :func:`sparse_kernel_run`        70-sparse-kernel.ipynb
 ========================  ======================  ===============================  ==========================
 
 Each module ends with its :class:`.spec.TaskSpec` (``SPEC``): parameters, metrics, tables and notebook,
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from ..._util import project_root  # noqa: F401 -- notebooks find runs/ and reports/ with tasks.project_root()
 from ...qcnn.determinism import set_threads  # noqa: F401 -- a notebook sets its threads with tasks.set_threads
-from . import exploration, feature_map, gram, kernel_training, positive_control, qcnn, qsvm, scale, shots
+from . import (exploration, feature_map, gram, kernel_training, positive_control, qcnn, qsvm, scale, shots,
+               sparse_kernel)
 from .common import RunSkipped, check_backend, flat_diagnostics, load_data, run_dir, save_run, take  # noqa: F401
 from .exploration import class_edges, explore, kernel_alignment, plot_exploration  # noqa: F401
 from .feature_map import REGISTRY, feature_map_qsvm, plot_feature_map_run, resolve_feature_map  # noqa: F401
@@ -35,10 +37,11 @@ from .qcnn import epoch_timing, qcnn_run, simulator_comparison, train_config  # 
 from .qsvm import gram_comparison, kernel_sample, qsvm_run  # noqa: F401
 from .scale import FEATURES, check_scale_features, kernels_at_scale  # noqa: F401
 from .shots import shots_study  # noqa: F401
+from .sparse_kernel import sparse_kernel_run  # noqa: F401
 from .spec import Metric, Param, TaskSpec  # noqa: F401
 
 SPECS: dict[str, TaskSpec] = {m.SPEC.name: m.SPEC for m in (qcnn, qsvm, gram, exploration, scale, shots, feature_map,
-                                                             kernel_training, positive_control)}
+                                                             kernel_training, positive_control, sparse_kernel)}
 
 
 def spec_of_notebook(notebook: str | Path) -> TaskSpec | None:
