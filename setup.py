@@ -1,6 +1,6 @@
 """Builds the OpenMP extensions ``qmlnb._openmp`` (state-vector Gram), ``qmlnb._mps_openmp`` (MPS Gram),
-``qmlnb._states_openmp`` (feature-map state vectors) and ``qmlnb._circuit_openmp`` (state vectors of any compiled
-circuit) from ``native/``.
+``qmlnb._states_openmp`` (feature-map state vectors), ``qmlnb._circuit_openmp`` (state vectors of any compiled
+circuit) and ``qmlnb._shots_openmp`` (the shot-sampled Gram estimate) from ``native/``.
 
 Everything else about the package lives in ``pyproject.toml``.
 
@@ -66,6 +66,13 @@ setup(
             depends=["native/state_kernels.h"],
             cxx_std=17,
             extra_compile_args=["-O3", "-ffp-contract=fast"],
+        ),
+        Pybind11Extension(
+            "qmlnb._shots_openmp",
+            ["native/shots_openmp.cpp"],
+            cxx_std=17,
+            # no FMA contraction, no fast-math: every entry's arithmetic is the numba sampler's, bit for bit
+            extra_compile_args=["-O3", "-ffp-contract=off"],
         ),
     ],
     cmdclass={"build_ext": BuildWithOpenMP},

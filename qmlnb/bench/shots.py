@@ -14,7 +14,14 @@ with the scheduler; CPU time much less, though it counts threads that spin
 while they wait).  Each timed result is checked outside the clock: symmetric, and
 its mean deviation from the exact Gram within 6 standard errors of the
 binomial's.  Recorded beside: the off-diagonal mean and spread of the exact
-Gram and the fraction of off-diagonal entries estimated as 0.
+Gram and the fraction of off-diagonal entries estimated as 0, and which sampler
+``gram`` used ("native": ``qmlnb._shots_openmp``, where built).
+
+``--samplers`` also times the estimate alone (``DeviceEstimate.apply_`` on a
+copy of the exact float32 Gram) with each sampler, native and numba, in the same
+rounds, beside the copy by itself: ``samplers`` gives their nanoseconds per
+estimated entry (N (N + 1) / 2 of them, the copy's time taken off) and the
+native sampler's speed-up.  Both give the same matrix, bit for bit (checked).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import numpy as np
 
 from .. import timing
 from ..kernels import DeviceNoise, FeatureMap, gram
+from ..kernels.shots import DeviceEstimate, pick_sampler
 from ..lab.provenance import environment
 from .results import add_allow_dirty, check_tree, write_result
 
@@ -38,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="cpu", help="Gram backends, comma-separated (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: the cores of this process)")
     parser.add_argument("--bandwidth", type=float, default=1.0, help="feature-map bandwidth (default 1.0)")
+    parser.add_argument("--samplers", action="store_true",
+                        help="also time the estimate alone with the native and the numba sampler")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds after a warm-up (default 5)")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/shots-<host>.json)")
     add_allow_dirty(parser)
@@ -54,6 +64,36 @@ def check_estimate(exact: np.ndarray, K: np.ndarray, shots: int) -> dict:
     if abs(mean_error) > 6 * se + 1e-9:
         raise AssertionError(f"mean error {mean_error} exceeds 6 standard errors ({se}) at shots={shots}")
     return {"mean_error": mean_error, "standard_error": float(se), "fraction_zero": float(np.mean(est == 0))}
+
+
+def add_sampler_calls(calls: dict, exact32: np.ndarray, shot_counts: list, n_qubits: int, threads) -> None:
+    """The estimate alone on a copy of ``exact32`` (N, N) float32, per sampler and shot count, and the copy."""
+    ids = np.arange(exact32.shape[0], dtype=np.int64)
+    calls["sampler-copy/copy"] = exact32.copy
+    for shots in shot_counts:
+        spec = DeviceEstimate(shots=shots, seed=0, estimator="fidelity", noise=None, mitigate=False,
+                              n_qubits=n_qubits)
+        for sampler in ("native", "numba"):
+            calls[f"sampler-{sampler}/shots={shots}"] = lambda spec=spec, sampler=sampler: spec.apply_(
+                exact32.copy(), ids, ids, symmetric=True, n_threads=threads, sampler=sampler)
+
+
+def sampler_summary(timed: dict, n: int) -> dict:
+    """Per shot count: each sampler's wall nanoseconds per estimated entry (its median less the copy's) and
+    the native one's speed-up over numba (the calls' times, copy included) with its per-round quartiles."""
+    entries = n * (n + 1) / 2
+    copy = timed["sampler-copy/copy"].median
+    out = {}
+    for name in timed:
+        if name.startswith("sampler-native/"):
+            call = name.split("/")[1]
+            native, numba = timed[name], timed[f"sampler-numba/{call}"]
+            r = timing.ratio(numba, native)
+            out[call] = {"native_ns_per_entry": round((native.median - copy) / entries * 1e9, 2),
+                         "numba_ns_per_entry": round((numba.median - copy) / entries * 1e9, 2),
+                         "speedup": round(r["ratio"], 2), "speedup_q1": round(r["q1"], 2),
+                         "speedup_q3": round(r["q3"], 2)}
+    return out
 
 
 def run(args) -> int:
@@ -74,11 +114,17 @@ def run(args) -> int:
             calls[f"{backend}/shots=4096+noise"] = lambda options=options: gram(S, shots=4096, seed=0, noise=noise,
                                                                                 mitigate=True, **options)
     exact = gram(S, dtype=np.float64, backend=backends[0], n_threads=args.threads)
-    checks = {}
+    if args.samplers:
+        add_sampler_calls(calls, exact.astype(np.float32), shot_counts, fm.n_qubits, args.threads)
+    checks, estimates = {}, {}
 
     def after(name, K):
-        _, call = name.split("/")
-        if call.startswith("shots="):  # mitigated noise included: its mean is the exact kernel too
+        group, call = name.split("/")
+        if group.startswith("sampler-"):  # the estimate alone: the same bits from both samplers
+            if call in estimates and not np.array_equal(estimates.pop(call), K):
+                raise AssertionError(f"the native and numba samplers differ at {call}")
+            estimates.setdefault(call, K)
+        elif call.startswith("shots="):  # mitigated noise included: its mean is the exact kernel too
             checks[name] = check_estimate(exact, K, int(call[len("shots="):].split("+")[0]))
 
     timed = timing.interleaved(calls, warmup=1, min_rounds=args.rounds, min_time=0.0, after=after)
@@ -87,6 +133,9 @@ def run(args) -> int:
     for name, t in timed.items():
         backend, call = name.split("/")
         entry = {"backend": backend, "timing": t.as_dict(), "median_s": t.median}
+        if backend.startswith("sampler-"):
+            entries[name] = entry
+            continue
         if call != "exact":
             r = timing.ratio(t, timed[f"{backend}/exact"])
             entry.update(overhead=r["ratio"] - 1, overhead_q1=r["q1"] - 1, overhead_q3=r["q3"] - 1,
@@ -98,6 +147,7 @@ def run(args) -> int:
     env = environment()
     result = {"benchmark": "shots", "environment": env, "n": args.n, "n_qubits": args.n_qubits,
               "backends": backends, "threads": args.threads, "bandwidth": args.bandwidth,
+              "sampler": pick_sampler(None), "samplers": sampler_summary(timed, args.n) if args.samplers else None,
               "off_diagonal": {"mean": float(upper.mean()), "std": float(upper.std())},
               "noise": noise.describe() if args.noise else None, "overhead": summary, "calls": entries,
               "note": "measured on a shared, loaded 2-core machine unless the environment says otherwise"}

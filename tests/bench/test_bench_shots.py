@@ -32,3 +32,21 @@ def test_bench_shots_writes_overheads_from_paired_rounds(tmp_path):
             calls[f"{backend}/shots=5000"]["check"]["fraction_zero"]
     assert result["backends"] == ["cpu", "numba"]
     assert result["provenance"]["allow_dirty"] is True and 0 < result["off_diagonal"]["mean"] < 1
+
+
+def test_bench_shots_times_both_samplers_in_the_same_rounds(tmp_path):
+    pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    out = tmp_path / "shots.json"
+    assert main(["bench", "shots", "--n", "200", "--n-qubits", "4", "--shots", "50,5000", "--rounds", "2",
+                 "--backend", "cpu", "--samplers", "--output", str(out), "--allow-dirty"]) == 0
+    result = json.loads(out.read_text())
+    calls, n_entries = result["calls"], 200 * 201 / 2
+    assert result["sampler"] == "native" and set(result["samplers"]) == {"shots=50", "shots=5000"}
+    copy = calls["sampler-copy/copy"]["median_s"]
+    for name, summary in result["samplers"].items():
+        native, numba = calls[f"sampler-native/{name}"], calls[f"sampler-numba/{name}"]
+        assert summary["native_ns_per_entry"] == pytest.approx((native["median_s"] - copy) / n_entries * 1e9, abs=0.01)
+        assert summary["numba_ns_per_entry"] == pytest.approx((numba["median_s"] - copy) / n_entries * 1e9, abs=0.01)
+        assert summary["speedup"] == pytest.approx(numba["median_s"] / native["median_s"], abs=0.01)
+        assert "overhead" not in native  # the estimate alone is not a Gram call: no overhead of its own
+    assert set(result["overhead"]) == {"cpu"}

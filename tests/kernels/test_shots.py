@@ -322,3 +322,102 @@ def test_a_damaged_tile_of_estimates_is_still_found_and_recomputed(states, tmp_p
     with pytest.warns(GramFileWarning, match="1 of 6 tiles"):
         again = np.array(gram(states, shots=100, seed=3, tile=30, out=path))
     np.testing.assert_array_equal(again, first)
+
+
+# ---- the two samplers: native (qmlnb._shots_openmp) and numba, the same numbers bit for bit ----------------
+
+def sampler_values(rng, n: int) -> np.ndarray:
+    """(n, n) symmetric exact values over the whole range: near 0 (inversion at every shot count), the middle
+    (BTRS), above 1/2 (q = 1 - P), exactly 0 and 1 (settled), and values that p = a k + b clips."""
+    K = np.concatenate([rng.exponential(0.002, n * n // 3), rng.uniform(0, 1, n * n // 3),
+                        1 - rng.exponential(0.001, n * n - 2 * (n * n // 3))])
+    K = rng.permutation(np.clip(K, 0, 1)).reshape(n, n)
+    K[::7, ::5] = 0.0
+    K[::11, ::3] = 1.0
+    K = np.triu(K) + np.triu(K, 1).T
+    np.fill_diagonal(K, 1.0)
+    return K
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shots", [None, 1, 7, 100, 4096, 10**6, 2**27])
+def test_the_native_and_numba_samplers_give_the_same_bits(dtype, shots):
+    pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    rng = np.random.default_rng(0 if shots is None else shots % 1000)
+    K = sampler_values(rng, 150).astype(dtype)
+    ids = rng.permutation(10_000)[:150].astype(np.int64)  # global ids in any order, not 0..N-1
+    noise = DeviceNoise(depolarising=0.02, readout=0.01, layers=4)
+    settings = [dict(estimator="fidelity", noise=None, mitigate=False),
+                dict(estimator="swap", noise=None, mitigate=False),
+                dict(estimator="fidelity", noise=noise, mitigate=True),
+                dict(estimator="swap", noise=noise, mitigate=False)]
+    for setting in settings:
+        if shots is None and setting["noise"] is None:
+            continue  # the exact Gram: nothing to estimate
+        spec = DeviceEstimate(shots=shots, seed=3, n_qubits=4, **setting)
+        native = spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="native")
+        numba = spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="numba")
+        np.testing.assert_array_equal(native, numba, err_msg=str(setting))
+        assert np.array_equal(native, native.T)
+        # a block with rows and columns of their own (ragged chunks: 150 - 37 columns)
+        rows, cols = ids[:41], ids[37:]
+        native = spec.apply_(K[:41, 37:].copy(), rows, cols, n_threads=2, sampler="native")
+        numba = spec.apply_(K[:41, 37:].copy(), rows, cols, n_threads=2, sampler="numba")
+        np.testing.assert_array_equal(native, numba, err_msg=str(setting))
+    if shots is not None:  # the estimate is not the exact value: the test compares estimates
+        assert not np.array_equal(native, K[:41, 37:])
+
+
+def test_the_native_sampler_does_not_depend_on_threads_or_what_shares_a_chunk():
+    pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    rng = np.random.default_rng(4)
+    K = sampler_values(rng, 300)
+    ids = np.arange(300, dtype=np.int64)
+    spec = DeviceEstimate(shots=5000, seed=1, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    whole = spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="native")
+    assert np.array_equal(spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=1, sampler="native"), whole)
+    # each entry alone (a chunk of one), and the rows in reverse with their columns shuffled
+    for i, j in [(0, 0), (3, 250), (120, 121), (299, 7)]:
+        alone = spec.apply_(K[i:i + 1, j:j + 1].copy(), ids[i:i + 1], ids[j:j + 1], sampler="native")
+        assert alone[0, 0] == whole[i, j]
+    order = rng.permutation(300)
+    shuffled = spec.apply_(K[::-1][:, order].copy(), ids[::-1].copy(), ids[order], sampler="native")
+    assert np.array_equal(shuffled, whole[::-1][:, order])
+
+
+@pytest.mark.parametrize("sampler", ["native", "numba"])
+def test_an_exact_value_that_is_nan_gives_nan_and_the_others_their_estimates(sampler):
+    if sampler == "native":
+        pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    K = sampler_values(np.random.default_rng(2), 40)
+    ids = np.arange(40, dtype=np.int64)
+    spec = DeviceEstimate(shots=300, seed=0, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    clean = spec.apply_(K[:5].copy(), ids[:5], ids, sampler=sampler)
+    K[2, 9] = np.nan
+    out = spec.apply_(K[:5].copy(), ids[:5], ids, sampler=sampler)
+    assert np.isnan(out[2, 9]) and np.isnan(out).sum() == 1
+    out[2, 9] = clean[2, 9]
+    assert np.array_equal(out, clean)
+
+
+def test_the_sampler_choice_is_checked(monkeypatch):
+    from qmlnb.kernels import shots
+
+    spec = DeviceEstimate(shots=10, seed=0, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    K, ids = np.full((3, 3), 0.5), np.arange(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="sampler"):
+        spec.apply_(K.copy(), ids, ids, sampler="cuda")
+    monkeypatch.setattr(shots, "_native", lambda: None)  # as where the extension is not built
+    assert shots.pick_sampler(None) == "numba"
+    with pytest.raises(ImportError, match="build_ext"):
+        spec.apply_(K.copy(), ids, ids, sampler="native")
+    assert np.all(np.isin(spec.apply_(K.copy(), ids, ids), np.arange(11) / 10))  # numba, counts / shots
+
+
+def test_the_seed_key_is_splitmix_of_the_seed():
+    from qmlnb.kernels import shots
+
+    _, _, mix = shots._compile()
+    for seed in (0, 1, 12345, 2**63 - 1):
+        spec = DeviceEstimate(shots=1, seed=seed, estimator="fidelity", noise=None, mitigate=False, n_qubits=1)
+        assert spec.seed_key() == mix(np.uint64(seed) ^ np.uint64(0x6A09E667F3BCC909))

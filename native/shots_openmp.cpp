@@ -1,0 +1,603 @@
+// qmlnb._shots_openmp: the shot-sampled estimate of a Gram matrix, the same numbers as the numba sampler
+// of qmlnb/kernels/shots.py, bit for bit, at a few nanoseconds per entry.
+//
+// Entry (i, j) with exact value k becomes g * m / n + h, m ~ Binomial(n, P), P = a k + b clamped to [0, 1]
+// (shots.py's docstring has the model, the counter-based keys and the two exact algorithms: inversion when
+// n q < 10, q = min(P, 1 - P), else Hormann's BTRS).
+//
+// Bit for bit.  Every entry's arithmetic is a fixed sequence of IEEE operations (+ - * / sqrt floor and
+// int64 -> double conversions, all exactly rounded), written once below as templates over the lane type:
+// `double` for one entry, `v8d` (eight doubles, GCC's vector extension: AVX-512 where the build has it)
+// for eight.  It is the numba code's sequence, operation for operation, compiled without FMA contraction or
+// fast-math (setup.py: -ffp-contract=off), so an entry gets the same bits in any lane, alone or in a
+// vector, here or in numba.  The only library calls are exp and log1p for P(X = 0) above 2^26 shots, one
+// entry at a time, the C library's as in numba.
+//
+// Speed.  A chunk of a row (at most CHUNK entries) is worked on in three passes: probabilities and keys for
+// eight entries at a time; the entries split into two dense lists (inversion, BTRS); each list drawn eight
+// entries at a time with the loop of every lane in registers (a lane that is done waits, masked, for the
+// others).  A symmetric Gram is estimated in EDGE x EDGE blocks on and above the diagonal, each copied to
+// its mirror block while in cache; blocks go to OpenMP threads one by one.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+#include <algorithm>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL;
+constexpr uint64_t M1 = 0xBF58476D1CE4E5B9ULL;
+constexpr uint64_t M2 = 0x94D049BB133111EBULL;
+constexpr double TO_UNIT = 0x1p-53;
+constexpr uint64_t MANTISSA = (1ULL << 52) - 1, ONE = 1023ULL << 52;
+constexpr int64_t POW_LIMIT = int64_t(1) << 26;  // shots.POW_LIMIT
+constexpr int CHUNK = 128;                       // shots.CHUNK
+constexpr int EDGE = 128;                        // shots.BLOCK
+constexpr int W = 8;                             // lanes of a vector
+const double SQRT2 = std::sqrt(2.0);
+// fdlibm e_log.c: ln 2 in two parts and the minimax coefficients of log(1 + f) on |s| <= 0.1716
+constexpr double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
+constexpr double LG1 = 6.666666666666735130e-01, LG2 = 3.999999999940941908e-01, LG3 = 2.857142874366239149e-01,
+                 LG4 = 2.222219843214978396e-01, LG5 = 1.818357216161805012e-01, LG6 = 1.531383769920937332e-01,
+                 LG7 = 1.479819860511658591e-01;
+constexpr double C12 = 1.0 / 12, C360 = 1.0 / 360, C1260 = 1.0 / 1260;
+// log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
+constexpr double FC[10] = {0.08106146679532726, 0.04134069595540929, 0.02767792568499834, 0.02079067210376509,
+                           0.01664469118982119, 0.01387612882307075, 0.01189670994589177, 0.01041126526197209,
+                           0.009255462182712733, 0.008330563433362871};
+
+typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
+typedef uint64_t v8u __attribute__((vector_size(8 * sizeof(uint64_t))));
+typedef int64_t v8l __attribute__((vector_size(8 * sizeof(int64_t))));
+
+// ---- what differs between one lane (double, uint64_t, bool) and eight (v8d, v8u, v8l) ----------------------
+inline bool any(bool m) { return m; }
+inline bool any(v8l m) {
+#if defined(__AVX512F__)
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#else
+    v8l r = m;
+    int64_t acc = 0;
+    for (int l = 0; l < W; ++l) acc |= r[l];
+    return acc != 0;
+#endif
+}
+inline bool not_(bool m) { return !m; }
+inline v8l not_(v8l m) { return ~m; }
+inline double floor_(double x) { return std::floor(x); }
+inline v8d floor_(v8d x) {
+#if defined(__AVX512F__)
+    return (v8d)_mm512_mask_roundscale_pd((__m512d)x, 0xFF, (__m512d)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+#else
+    for (int l = 0; l < W; ++l) x[l] = std::floor(x[l]);
+    return x;
+#endif
+}
+inline double sqrt_(double x) { return std::sqrt(x); }
+inline v8d sqrt_(v8d x) {
+#if defined(__AVX512F__)
+    return (v8d)_mm512_mask_sqrt_pd((__m512d)x, 0xFF, (__m512d)x);
+#else
+    for (int l = 0; l < W; ++l) x[l] = std::sqrt(x[l]);
+    return x;
+#endif
+}
+inline double abs_(double x) { return std::fabs(x); }
+inline v8d abs_(v8d x) { return (v8d)((v8u)x & ~(1ULL << 63)); }
+inline double to_double(int64_t x) { return double(x); }
+inline v8d to_double(v8l x) { return __builtin_convertvector(x, v8d); }
+inline int64_t as_signed(uint64_t x) { return int64_t(x); }
+inline v8l as_signed(v8u x) { return (v8l)x; }
+inline uint64_t bits_of(double x) {
+    uint64_t b;
+    std::memcpy(&b, &x, 8);
+    return b;
+}
+inline v8u bits_of(v8d x) { return (v8u)x; }
+inline double float_of(uint64_t b) {
+    double x;
+    std::memcpy(&x, &b, 8);
+    return x;
+}
+inline v8d float_of(v8u b) { return (v8d)b; }
+template <class V> struct Lane;  // the unsigned type that goes with a double type
+template <> struct Lane<double> { typedef uint64_t U; };
+template <> struct Lane<v8d> { typedef v8u U; };
+// (x ? a : b) for one lane and for eight (GCC's vector ?: takes a mask of all-ones / zero lanes)
+template <class V> inline V splat(double x) { return V{} + x; }
+
+// ---- the arithmetic of one entry, shots.py's numba functions operation for operation ----------------------
+template <class U> inline U mix(U z) {  // splitmix64's finaliser
+    z = (z ^ (z >> 30)) * M1;
+    z = (z ^ (z >> 27)) * M2;
+    return z ^ (z >> 31);
+}
+template <class U> inline auto to_unit(U z) { return to_double(as_signed(z >> 11)) * TO_UNIT; }
+template <class U> inline auto uniform(U key, uint64_t t) { return to_unit(mix(key + t * GOLDEN)); }
+template <class V> inline V pmax(V a, V b) { return b > a ? b : a; }  // Python's max(a, b)
+template <class V> inline V pmin(V a, V b) { return b < a ? b : a; }  // Python's min(a, b)
+
+template <class V> V log_(V x) {  // fdlibm's e_log.c for x >= 0 normal or 0, in plain arithmetic
+    typedef typename Lane<V>::U U;
+    U bits = bits_of(x);
+    V e = to_double(as_signed(bits >> 52) - 1023);
+    V m = float_of((bits & MANTISSA) | ONE);  // [1, 2)
+    auto big = m > SQRT2;
+    m = big ? 0.5 * m : m;
+    e = big ? e + 1.0 : e;
+    V f = m - 1.0;
+    V s = f / (2.0 + f);
+    V z = s * s;
+    V w = z * z;
+    V R = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7))) + w * (LG2 + w * (LG4 + w * LG6));
+    V hfsq = 0.5 * f * f;
+    V y = e * LN2_HI - ((hfsq - (s * (hfsq + R) + e * LN2_LO)) - f);
+    return x > 0.0 ? y : splat<V>(-std::numeric_limits<double>::infinity());
+}
+
+template <class V> inline V stirling_series(V inv) {
+    V inv2 = inv * inv;
+    return (C12 - (C360 - C1260 * inv2) * inv2) * inv;
+}
+template <class V> inline V stirling_tail(V k, V inv) {
+    V value = stirling_series(inv);
+    for (int i = 9; i >= 0; --i) value = k <= double(i) ? splat<V>(FC[i]) : value;
+    return value;
+}
+template <class V> inline V stirling_pair(V k, double nf) {
+    V k1 = k + 1.0, k2 = nf - k + 1.0;
+    V d = 1.0 / (k1 * k2);
+    return stirling_tail(k, k2 * d) + stirling_tail(nf - k, k1 * d);
+}
+template <class V> inline V stirling_pair_mode(V m, double nf) {
+    V k1 = m + 1.0, k2 = nf - m + 1.0;
+    V d = 1.0 / (k1 * k2);
+    return stirling_series(k2 * d) + stirling_series(k1 * d);
+}
+
+// (1 - q)^n from power = (rounded 1 - q)^n: the first-order correction for that rounding (exact below n = 2^26,
+// where the second-order term is under 1e-16); inv1q = 1 / (1 - q) (shots.zero_probability_correction)
+template <class V> inline V zero_probability_correction(V power, V q, double nf, V inv1q) {
+    V base = 1.0 - q;
+    V low = (1.0 - base) - q;  // base + low == 1 - q exactly (Fast2Sum, q <= 1/2)
+    return power + power * (nf * low * inv1q);
+}
+// the count past which the CDF search gives up (rounding in its tail) and draws again: above the mean by far
+// more than 10 standard deviations (shots.inversion_bound)
+template <class V> inline V inversion_bound(V q, double nf) { return pmin(splat<V>(nf), nf * q * 11.0 + 10.0); }
+
+template <class V> V zero_probability(int64_t n, V q) {  // (1 - q)^n, shots.zero_probability
+    const double nf = double(n);
+    if (n > POW_LIMIT) {  // exp and log1p of the C library, one lane at a time, as numba calls them
+        V out = q;
+        double* o = reinterpret_cast<double*>(&out);
+        for (size_t l = 0; l < sizeof(V) / sizeof(double); ++l) o[l] = std::exp(nf * std::log1p(-o[l]));
+        return out;
+    }
+    V base = 1.0 - q;
+    V power = splat<V>(1.0);
+    for (int64_t m = n; m;) {
+        if (m & 1) power = power * base;
+        m >>= 1;
+        if (m) base = base * base;
+    }
+    return zero_probability_correction(power, q, nf, 1.0 / (1.0 - q));
+}
+
+inline v8d load8(const double* p) {
+    v8d v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline v8u load8(const uint64_t* p) {
+    v8u v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(uint64_t* p, v8u v) { std::memcpy(p, &v, sizeof v); }
+
+double inversion_from(int64_t n, double q, uint64_t key, double q0, uint64_t t) {
+    // Binomial(n, q), n q < 10, by inversion with the t-th and later uniforms (shots.inversion_from)
+    const double nf = double(n);
+    const double r = q * (1.0 / (1.0 - q));
+    const double g = r * (nf + 1.0);
+    const double bound = inversion_bound(q, nf);
+    while (true) {
+        const double u = uniform(key, t);
+        t += 1;
+        double cdf = q0, px = q0;
+        int64_t x = 0;
+        while (u > cdf) {
+            x += 1;
+            if (double(x) > bound) break;
+            px *= g * (1.0 / double(x)) - r;
+            cdf += px;
+        }
+        if (double(x) <= bound) return double(x);
+    }
+}
+
+// ---- lane masks, compress and scatter: AVX-512 where the build has it, else lane loops to the same effect ----
+typedef unsigned Mask;  // one bit per lane
+typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
+
+inline Mask bits(v8l m) {
+#if defined(__AVX512DQ__)
+    return _mm512_movepi64_mask((__m512i)m);
+#else
+    Mask out = 0;
+    for (int l = 0; l < W; ++l) out |= Mask(m[l] != 0) << l;
+    return out;
+#endif
+}
+inline Mask lanes_below(int count) { return count >= W ? 0xFFu : (1u << count) - 1; }
+inline int popcount(Mask m) { return __builtin_popcount(m); }
+// the lanes of v that m selects, in order, at dst[0..popcount(m)) (dst has room for W values)
+inline void compress(double* dst, Mask m, v8d v) {
+#if defined(__AVX512F__)
+    _mm512_storeu_pd(dst, _mm512_maskz_compress_pd(__mmask8(m), (__m512d)v));
+#else
+    for (int l = 0, k = 0; l < W; ++l)
+        if (m >> l & 1) dst[k++] = v[l];
+#endif
+}
+inline void compress(uint64_t* dst, Mask m, v8u v) {
+#if defined(__AVX512F__)
+    _mm512_storeu_si512(dst, _mm512_maskz_compress_epi64(__mmask8(m), (__m512i)v));
+#else
+    for (int l = 0, k = 0; l < W; ++l)
+        if (m >> l & 1) dst[k++] = v[l];
+#endif
+}
+// count[index[l]] = x[l] for the lanes m selects
+inline void scatter(double* count, Mask m, v8u index, v8d x) {
+#if defined(__AVX512F__)
+    _mm512_mask_i64scatter_pd(count, __mmask8(m), (__m512i)index, (__m512d)x, 8);
+#else
+    for (int l = 0; l < W; ++l)
+        if (m >> l & 1) count[index[l]] = x[l];
+#endif
+}
+inline v8u iota(uint64_t start) { return v8u{0, 1, 2, 3, 4, 5, 6, 7} + start; }
+
+// ---- a chunk of a row ---------------------------------------------------------------------------------------
+struct Params {
+    int64_t n;
+    double a, b, g, h;
+};
+
+// One thread's work arrays: CHUNK entries each, plus a vector of room for the compressed stores.
+struct Work {
+    static constexpr int S = CHUNK + W;
+    double P[S], count[S], q[S];  // per entry of the chunk
+    uint64_t key[S];
+    // entries to invert (n q < 10, q > 0), then those of them still searching their CDF
+    double iq[S], iu[S], iF[S], ipx[S], iG[S], ir[S], ibound[S], iX[S];
+    uint64_t ikey[S], iidx[S];
+    // entries for BTRS (n q >= 10): q, key, index in the chunk, BTRS's constants; pending flag of a round
+    double bq[S], bspq[S], bb[S], ba[S], bc[S], bvr[S], bpending[S];
+    uint64_t bkey[S], bidx[S];
+    // the candidates of a round that missed the squeeze: for the full test
+    double tk[S], tus[S], tv[S], tq[S], tspq[S], tb[S], ta[S];
+    uint64_t tidx[S], tpos[S];
+};
+
+// The inversion entries' counts into w.count: P(X = 0) by powering, then the CDF searched upward one step
+// per pass over every entry still searching (entries side by side: no latency chain from one step of an
+// entry to the next, no lane waiting for another), the list repacked when fewer than half of it go on.
+void draw_inversion(int ns, int64_t n, Work& w) {
+    const double nf = double(n);
+    for (int s = 0; s < ns; s += W) {  // in place: an entry with u <= P(X = 0) is done (count 0) at once
+        v8d q = load8(w.iq + s);
+        v8d F = zero_probability(n, q);
+        v8d r = q * (1.0 / (1.0 - q));
+        store8(w.iu + s, to_unit(load8(w.ikey + s)));
+        store8(w.iF + s, F);
+        store8(w.ipx + s, F);
+        store8(w.iG + s, r * (nf + 1.0));
+        store8(w.ir + s, r);
+        store8(w.ibound + s, inversion_bound(q, nf));
+        store8(w.iX + s, splat<v8d>(0.0));
+    }
+    int np = ns;
+    for (int64_t x = 1; np > 0; ++x) {
+        const double xd = double(x), inv = 1.0 / xd;
+        int going_on = 0;
+        for (int s = 0; s < np; s += W) {
+            const Mask valid = lanes_below(np - s);
+            v8d u = load8(w.iu + s), F = load8(w.iF + s), px = load8(w.ipx + s), bound = load8(w.ibound + s);
+            v8l active = (u > F) & (xd <= bound);
+            px = active ? px * (load8(w.iG + s) * inv - load8(w.ir + s)) : px;
+            F = active ? F + px : F;
+            store8(w.ipx + s, px);
+            store8(w.iF + s, F);
+            store8(w.iX + s, active ? splat<v8d>(xd) : load8(w.iX + s));
+            going_on += popcount(bits((u > F) & (xd + 1.0 <= bound)) & valid);
+        }
+        if (going_on > 0 && 2 * going_on >= np) continue;
+        int kept = 0;  // repack; the entries past their bound (rounding in the CDF's tail) drawn again alone
+        for (int s = 0; s < np; s += W) {
+            v8d u = load8(w.iu + s), F = load8(w.iF + s), bound = load8(w.ibound + s);
+            v8u idx = load8(w.iidx + s);
+            const Mask searching = bits(u > F) & lanes_below(np - s);
+            const Mask keep = searching & bits(xd + 1.0 <= bound);
+            scatter(w.count, lanes_below(np - s) & ~searching, idx, load8(w.iX + s));
+            for (Mask lost = searching & ~keep; lost; lost &= lost - 1) {
+                const uint64_t j = idx[__builtin_ctz(lost)];
+                w.count[j] = inversion_from(n, w.q[j], w.key[j], zero_probability(n, w.q[j]), 1);
+            }
+            compress(w.iu + kept, keep, u);
+            compress(w.iF + kept, keep, F);
+            compress(w.ipx + kept, keep, load8(w.ipx + s));
+            compress(w.iG + kept, keep, load8(w.iG + s));
+            compress(w.ir + kept, keep, load8(w.ir + s));
+            compress(w.ibound + kept, keep, bound);
+            compress(w.iX + kept, keep, load8(w.iX + s));
+            compress(w.iidx + kept, keep, idx);
+            kept += popcount(keep);
+        }
+        np = kept;
+    }
+}
+
+// The BTRS entries' counts into w.count, in rounds: every pending entry's candidate from uniforms t and
+// t + 1 (a pass), the squeeze settles most, those that miss it take the full test (a pass over them alone),
+// the rejected ones are pending in the next round.
+void draw_btrs(int nl, int64_t n, Work& w) {
+    const double nf = double(n);
+    for (int s = 0; s < nl; s += W) {  // the constants of every entry, once
+        v8d q = load8(w.bq + s);
+        v8d spq = sqrt_(nf * q * (1.0 - q));
+        v8d b = 1.15 + 2.53 * spq;
+        store8(w.bspq + s, spq);
+        store8(w.bb + s, b);
+        store8(w.ba + s, -0.0873 + 0.0248 * b + 0.01 * q);
+        store8(w.bc + s, nf * q + 0.5);
+        store8(w.bvr + s, 0.92 - 4.2 / b);
+    }
+    for (uint64_t t = 0; nl > 0; t += 2) {
+        int nt = 0;
+        for (int s = 0; s < nl; s += W) {
+            const Mask valid = lanes_below(nl - s);
+            v8u key = load8(w.bkey + s), idx = load8(w.bidx + s);
+            v8d a = load8(w.ba + s), b = load8(w.bb + s);
+            v8d u = (t == 0 ? to_unit(key) : uniform(key, t)) - 0.5;
+            v8d v = uniform(key, t + 1);
+            v8d us = 0.5 - abs_(u);
+            v8d k = floor_((2.0 * a / us + b) * u + load8(w.bc + s));
+            v8l inside = (k >= 0.0) & (k <= nf);
+            v8l squeezed = inside & (us >= 0.07) & (v <= load8(w.bvr + s));
+            const Mask accept = bits(squeezed) & valid;
+            const Mask test = bits(inside) & valid & ~accept;
+            scatter(w.count, accept, idx, k);
+            store8(w.bpending + s, squeezed ? splat<v8d>(0.0) : splat<v8d>(1.0));
+            compress(w.tk + nt, test, k);
+            compress(w.tus + nt, test, us);
+            compress(w.tv + nt, test, v);
+            compress(w.tq + nt, test, load8(w.bq + s));
+            compress(w.tspq + nt, test, load8(w.bspq + s));
+            compress(w.tb + nt, test, b);
+            compress(w.ta + nt, test, a);
+            compress(w.tidx + nt, test, idx);
+            compress(w.tpos + nt, test, iota(s));
+            nt += popcount(test);
+        }
+        for (int r = 0; r < nt; r += W) {  // Hormann's acceptance test (shots.btrs_test)
+            const Mask valid = lanes_below(nt - r);
+            v8d k = load8(w.tk + r), us = load8(w.tus + r), v = load8(w.tv + r), q = load8(w.tq + r);
+            v8d spq = load8(w.tspq + r), b = load8(w.tb + r), a = load8(w.ta + r);
+            v8d alpha = (2.83 + 5.1 / b) * spq;
+            v8d oq = 1.0 - q;
+            v8d m = floor_((nf + 1.0) * q);
+            v8d nm = nf - m + 1.0;
+            v8d h = (m + 0.5) * log_((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf);
+            v8d nk = nf - k + 1.0;
+            v8d us2 = us * us;
+            const Mask accept = bits(log_(v * alpha * us2 / (a + b * us2)) <=
+                                     h + (nf + 1.0) * log_(nm / nk) + (k + 0.5) * log_(nk * q / (oq * (k + 1.0))) -
+                                         stirling_pair(k, nf)) & valid;
+            v8u idx = load8(w.tidx + r), pos = load8(w.tpos + r);
+            scatter(w.count, accept, idx, k);
+            for (Mask m8 = accept; m8; m8 &= m8 - 1) w.bpending[pos[__builtin_ctz(m8)]] = 0.0;
+        }
+        int kept = 0;  // the rejected entries, packed for the next round
+        for (int s = 0; s < nl; s += W) {
+            const Mask keep = bits(load8(w.bpending + s) > 0.0) & lanes_below(nl - s);
+            compress(w.bq + kept, keep, load8(w.bq + s));
+            compress(w.bspq + kept, keep, load8(w.bspq + s));
+            compress(w.bb + kept, keep, load8(w.bb + s));
+            compress(w.ba + kept, keep, load8(w.ba + s));
+            compress(w.bc + kept, keep, load8(w.bc + s));
+            compress(w.bvr + kept, keep, load8(w.bvr + s));
+            compress(w.bkey + kept, keep, load8(w.bkey + s));
+            compress(w.bidx + kept, keep, load8(w.bidx + s));
+            kept += popcount(keep);
+        }
+        nl = kept;
+    }
+}
+
+// Eight values of a row segment as doubles (fewer at its end: the last one repeated).
+inline v8d load_values(const float* p, int count) {
+    v8f f;
+    if (count >= W) {
+        std::memcpy(&f, p, sizeof f);
+    } else {
+        for (int l = 0; l < W; ++l) f[l] = p[l < count ? l : count - 1];
+    }
+    return __builtin_convertvector(f, v8d);
+}
+inline v8d load_values(const double* p, int count) {
+    if (count >= W) return load8(p);
+    v8d v;
+    for (int l = 0; l < W; ++l) v[l] = p[l < count ? l : count - 1];
+    return v;
+}
+inline v8u load_ids(const uint64_t* p, int count) {
+    if (count >= W) return load8(p);
+    v8u v;
+    for (int l = 0; l < W; ++l) v[l] = p[l < count ? l : count - 1];
+    return v;
+}
+inline void store_values(float* p, v8d v, int count) {
+    v8f f = __builtin_convertvector(v, v8f);
+    std::memcpy(p, &f, sizeof(float) * (count >= W ? W : count));
+}
+inline void store_values(double* p, v8d v, int count) { std::memcpy(p, &v, sizeof(double) * (count >= W ? W : count)); }
+
+// Estimates vals[0..L) in place (row id ri, its id mix rmix; column ids cols, their id mixes cmix); an exact
+// value that is NaN gives NaN.
+template <class T>
+void estimate_run(T* vals, int L, uint64_t ri, uint64_t rmix, const int64_t* cols, const uint64_t* cmix,
+                  const Params& pr, Work& w) {
+    const double nf = double(pr.n);
+    const v8u ri8 = v8u{} + ri, rmix8 = v8u{} + rmix;
+    int ns = 0, nl = 0;
+    for (int j = 0; j < L; j += W) {  // P, q = min(P, 1 - P), the key; the two lists
+        const int count = L - j;
+        v8d p = pmin(pmax(pr.a * load_values(vals + j, count) + pr.b, splat<v8d>(0.0)), splat<v8d>(1.0));
+        v8u cj = load_ids(reinterpret_cast<const uint64_t*>(cols) + j, count);
+        v8l le = ri8 <= cj;  // mix(mix(seed ^ lo * golden) + hi * M1), the inner mix looked up
+        v8u key = mix((le ? rmix8 : load_ids(cmix + j, count)) + (le ? cj : ri8) * M1);
+        v8d q = pmin(p, 1.0 - p);
+        store8(w.P + j, p);
+        store8(w.q + j, q);
+        store8(w.key + j, key);
+        store8(w.count + j, splat<v8d>(0.0));
+        if (pr.n == 0) continue;
+        const Mask valid = lanes_below(count);
+        // q = 0 (P = 0 or 1) is settled (count 0 or n); NaN goes to neither list
+        const Mask small = bits((q * nf < 10.0) & (q > 0.0)) & valid, large = bits(q * nf >= 10.0) & valid;
+        compress(w.iq + ns, small, q);
+        compress(w.ikey + ns, small, key);
+        compress(w.iidx + ns, small, iota(j));
+        ns += popcount(small);
+        compress(w.bq + nl, large, q);
+        compress(w.bkey + nl, large, key);
+        compress(w.bidx + nl, large, iota(j));
+        nl += popcount(large);
+    }
+    if (pr.n > 0) {
+        draw_inversion(ns, pr.n, w);
+        draw_btrs(nl, pr.n, w);
+    }
+    for (int j = 0; j < L; j += W) {  // counts back to estimates (n = 0: the device's expected value)
+        v8d p = load8(w.P + j), c = load8(w.count + j);
+        v8d m = p > 0.5 ? nf - c : c;
+        v8d e = pr.n == 0 ? pr.g * p + pr.h : pr.g * (m / nf) + pr.h;
+        store_values(vals + j, p == p ? e : p, L - j);
+    }
+}
+
+void id_mixes(const int64_t* ids, int64_t N, uint64_t seed_key, uint64_t* out) {
+    for (int64_t i = 0; i < N; ++i) out[i] = mix(seed_key ^ (uint64_t(ids[i]) * GOLDEN));
+}
+
+template <class T>
+void estimate_block(T* K, int64_t R, int64_t C, const int64_t* rows, const int64_t* cols, uint64_t seed_key,
+                    const Params& pr, int n_threads) {
+    std::vector<uint64_t> rmix(R), cmix(C);
+    id_mixes(rows, R, seed_key, rmix.data());
+    id_mixes(cols, C, seed_key, cmix.data());
+#pragma omp parallel num_threads(n_threads)
+    {
+        Work w;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t i = 0; i < R; ++i)
+            for (int64_t j0 = 0; j0 < C; j0 += CHUNK)
+                estimate_run(K + i * C + j0, int(std::min<int64_t>(CHUNK, C - j0)), uint64_t(rows[i]), rmix[i],
+                             cols + j0, cmix.data() + j0, pr, w);
+    }
+}
+
+template <class T>
+void estimate_upper(T* K, int64_t N, const int64_t* ids, uint64_t seed_key, const Params& pr, int n_threads) {
+    std::vector<uint64_t> imix(N);
+    id_mixes(ids, N, seed_key, imix.data());
+    const int64_t nb = (N + EDGE - 1) / EDGE;
+    const int64_t n_tasks = nb * (nb + 1) / 2;
+#pragma omp parallel num_threads(n_threads)
+    {
+        Work w;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < n_tasks; ++task) {
+            int64_t bi = 0, rest = task;  // the task-th block on or above the diagonal, row by row
+            while (rest >= nb - bi) rest -= nb - bi++;
+            const int64_t bj = bi + rest;
+            const int64_t i0 = bi * EDGE, i1 = std::min(N, i0 + EDGE), j0 = bj * EDGE, j1 = std::min(N, j0 + EDGE);
+            for (int64_t i = i0; i < i1; ++i) {
+                const int64_t start = std::max(j0, i);
+                if (start < j1)
+                    estimate_run(K + i * N + start, int(j1 - start), uint64_t(ids[i]), imix[i], ids + start,
+                                 imix.data() + start, pr, w);
+            }
+            for (int64_t j = j0; j < j1; ++j)  // the mirror block, while this one is in cache
+                for (int64_t i = i0; i < std::min(i1, j); ++i) K[j * N + i] = K[i * N + j];
+        }
+    }
+}
+
+const int64_t* ids_pointer(const py::array& a, int64_t n, const char* name) {
+    if (a.ndim() != 1 || a.shape(0) != n || !py::isinstance<py::array_t<int64_t>>(a) ||
+        !(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be a C-contiguous int64 array of length " +
+                              std::to_string(n));
+    return static_cast<const int64_t*>(a.data());
+}
+
+void estimate(py::array K, py::array rows, py::array cols, int64_t n, uint64_t seed_key, double a, double b,
+              double g, double h, bool symmetric, int n_threads) {
+    if (n_threads <= 0) throw py::value_error("n_threads must be a positive integer");
+    if (n < 0) throw py::value_error("shots must be >= 0 (0: the noisy expectation)");
+    if (K.ndim() != 2 || !(K.flags() & py::array::c_style) || !K.writeable())
+        throw py::value_error("K must be a writeable C-contiguous 2-D array");
+    const bool single = py::isinstance<py::array_t<float>>(K);
+    if (!single && !py::isinstance<py::array_t<double>>(K)) throw py::value_error("K must be float32 or float64");
+    const int64_t R = K.shape(0), C = K.shape(1);
+    if (symmetric && R != C) throw py::value_error("a symmetric estimate needs a square K");
+    const int64_t* r = ids_pointer(rows, R, "rows");
+    const int64_t* c = ids_pointer(cols, C, "cols");
+    const Params pr{n, a, b, g, h};
+    void* k = K.mutable_data();
+    {
+        py::gil_scoped_release release;
+        if (single && symmetric)
+            estimate_upper(static_cast<float*>(k), R, r, seed_key, pr, n_threads);
+        else if (single)
+            estimate_block(static_cast<float*>(k), R, C, r, c, seed_key, pr, n_threads);
+        else if (symmetric)
+            estimate_upper(static_cast<double*>(k), R, r, seed_key, pr, n_threads);
+        else
+            estimate_block(static_cast<double*>(k), R, C, r, c, seed_key, pr, n_threads);
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_shots_openmp, m) {
+    m.doc() = "The shot-sampled Gram estimate of qmlnb.kernels.shots, bit for bit, vectorised, with OpenMP";
+    m.def("estimate", &estimate, py::arg("K"), py::arg("rows"), py::arg("cols"), py::arg("n"), py::arg("seed_key"),
+          py::arg("a"), py::arg("b"), py::arg("g"), py::arg("h"), py::arg("symmetric"), py::arg("n_threads"),
+          "Replace the exact values of K (R, C) float32/float64 by g m / n + h, m ~ Binomial(n, clip(a K + b)),\n"
+          "keyed by (seed_key, row id, column id); n = 0: g clip(a K + b) + h.  symmetric: K square with\n"
+          "rows == cols, the upper triangle estimated and mirrored.  The GIL is released.");
+#if defined(__AVX512F__)
+    m.attr("SIMD") = "AVX-512";
+#else
+    m.attr("SIMD") = "generic";
+#endif
+}
