@@ -47,6 +47,7 @@ constexpr int64_t POW_LIMIT = int64_t(1) << 26;  // shots.POW_LIMIT
 constexpr int CHUNK = 128;                       // shots.CHUNK
 constexpr int EDGE = 128;                        // shots.BLOCK
 constexpr int W = 8;                             // lanes of a vector
+constexpr int HEAD = 10;                          // steps of the CDF search done in registers
 const double SQRT2 = std::sqrt(2.0);
 // fdlibm e_log.c: ln 2 in two parts and the minimax coefficients of log(1 + f) on |s| <= 0.1716
 constexpr double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
@@ -296,25 +297,50 @@ struct Work {
     uint64_t tidx[S], tpos[S];
 };
 
-// The inversion entries' counts into w.count: P(X = 0) by powering, then the CDF searched upward one step
-// per pass over every entry still searching (entries side by side: no latency chain from one step of an
-// entry to the next, no lane waiting for another), the list repacked when fewer than half of it go on.
+// The entries of the lanes `lost` (chunk positions idx) that passed their search's bound (rounding in the CDF's
+// tail): drawn again, alone, from their next uniforms (shots.inversion_from).
+inline void lost_ones(Mask lost, v8u idx, int64_t n, Work& w) {
+    for (; lost; lost &= lost - 1) {
+        const uint64_t j = idx[__builtin_ctz(lost)];
+        w.count[j] = inversion_from(n, w.q[j], w.key[j], zero_probability(n, w.q[j]), 1);
+    }
+}
+
+// The inversion entries' counts into w.count: P(X = 0) by powering and the first HEAD steps of the CDF search
+// in registers, eight entries at a time (most entries of small means end there); then one step per pass over
+// every entry still searching (entries side by side: no latency chain from one step of an entry to the next,
+// no lane waiting for another), the list repacked when fewer than half of it go on.
 void draw_inversion(int ns, int64_t n, Work& w) {
     const double nf = double(n);
-    for (int s = 0; s < ns; s += W) {  // in place: an entry with u <= P(X = 0) is done (count 0) at once
-        v8d q = load8(w.iq + s);
-        v8d F = zero_probability(n, q);
-        v8d r = q * (1.0 / (1.0 - q));
-        store8(w.iu + s, to_unit(load8(w.ikey + s)));
-        store8(w.iF + s, F);
-        store8(w.ipx + s, F);
-        store8(w.iG + s, r * (nf + 1.0));
-        store8(w.ir + s, r);
-        store8(w.ibound + s, inversion_bound(q, nf));
-        store8(w.iX + s, splat<v8d>(0.0));
+    int np = 0;  // the entries still searching after the first HEAD steps, packed in place
+    for (int s = 0; s < ns; s += W) {
+        const Mask valid = lanes_below(ns - s);
+        v8d q = load8(w.iq + s), u = to_unit(load8(w.ikey + s));
+        v8u idx = load8(w.iidx + s);
+        v8d F = zero_probability(n, q), px = F, X = splat<v8d>(0.0);
+        v8d r = q * (1.0 / (1.0 - q)), G = r * (nf + 1.0), bound = inversion_bound(q, nf);
+        for (int x = 1; x <= HEAD; ++x) {  // the first steps in registers
+            const double xd = double(x);
+            v8l active = (u > F) & (xd <= bound);
+            px = active ? px * (G * (1.0 / xd) - r) : px;
+            F = active ? F + px : F;
+            X = active ? splat<v8d>(xd) : X;
+        }
+        const Mask searching = bits(u > F) & valid;
+        const Mask keep = searching & bits(HEAD + 1.0 <= bound);
+        scatter(w.count, valid & ~searching, idx, X);
+        lost_ones(searching & ~keep, idx, n, w);
+        compress(w.iu + np, keep, u);
+        compress(w.iF + np, keep, F);
+        compress(w.ipx + np, keep, px);
+        compress(w.iG + np, keep, G);
+        compress(w.ir + np, keep, r);
+        compress(w.ibound + np, keep, bound);
+        compress(w.iX + np, keep, X);
+        compress(w.iidx + np, keep, idx);  // in place: np <= s
+        np += popcount(keep);
     }
-    int np = ns;
-    for (int64_t x = 1; np > 0; ++x) {
+    for (int64_t x = HEAD + 1; np > 0; ++x) {
         const double xd = double(x), inv = 1.0 / xd;
         int going_on = 0;
         for (int s = 0; s < np; s += W) {
@@ -336,10 +362,7 @@ void draw_inversion(int ns, int64_t n, Work& w) {
             const Mask searching = bits(u > F) & lanes_below(np - s);
             const Mask keep = searching & bits(xd + 1.0 <= bound);
             scatter(w.count, lanes_below(np - s) & ~searching, idx, load8(w.iX + s));
-            for (Mask lost = searching & ~keep; lost; lost &= lost - 1) {
-                const uint64_t j = idx[__builtin_ctz(lost)];
-                w.count[j] = inversion_from(n, w.q[j], w.key[j], zero_probability(n, w.q[j]), 1);
-            }
+            lost_ones(searching & ~keep, idx, n, w);
             compress(w.iu + kept, keep, u);
             compress(w.iF + kept, keep, F);
             compress(w.ipx + kept, keep, load8(w.ipx + s));
