@@ -289,12 +289,12 @@ struct Work {
     // entries to invert (n q < 10, q > 0), then those of them still searching their CDF
     double iq[S], iu[S], iF[S], ipx[S], iG[S], ir[S], ibound[S], iX[S];
     uint64_t ikey[S], iidx[S];
-    // entries for BTRS (n q >= 10): q, key, index in the chunk, BTRS's constants; pending flag of a round
-    double bq[S], bspq[S], bb[S], ba[S], bc[S], bvr[S], bpending[S];
+    // entries for BTRS (n q >= 10), pending in a round: q, key, index in the chunk
+    double bq[S];
     uint64_t bkey[S], bidx[S];
-    // the candidates of a round that missed the squeeze: for the full test
+    // the candidates of a round that missed the squeeze, for the full test, with their entries' constants
     double tk[S], tus[S], tv[S], tq[S], tspq[S], tb[S], ta[S];
-    uint64_t tidx[S], tpos[S];
+    uint64_t tkey[S], tidx[S];
 };
 
 // The entries of the lanes `lost` (chunk positions idx) that passed their search's bound (rounding in the CDF's
@@ -377,47 +377,44 @@ void draw_inversion(int ns, int64_t n, Work& w) {
     }
 }
 
-// The BTRS entries' counts into w.count, in rounds: every pending entry's candidate from uniforms t and
-// t + 1 (a pass), the squeeze settles most, those that miss it take the full test (a pass over them alone),
-// the rejected ones are pending in the next round.
+// The BTRS entries' counts into w.count, in rounds: every pending entry's constants and candidate from uniforms
+// t and t + 1 in registers, eight at a time; the squeeze settles most, those it misses go to a list for the
+// full test (a pass over them alone), and the rejected ones (outside [0, n], or by the test) are pending in the
+// next round.
 void draw_btrs(int nl, int64_t n, Work& w) {
     const double nf = double(n);
-    for (int s = 0; s < nl; s += W) {  // the constants of every entry, once
-        v8d q = load8(w.bq + s);
-        v8d spq = sqrt_(nf * q * (1.0 - q));
-        v8d b = 1.15 + 2.53 * spq;
-        store8(w.bspq + s, spq);
-        store8(w.bb + s, b);
-        store8(w.ba + s, -0.0873 + 0.0248 * b + 0.01 * q);
-        store8(w.bc + s, nf * q + 0.5);
-        store8(w.bvr + s, 0.92 - 4.2 / b);
-    }
     for (uint64_t t = 0; nl > 0; t += 2) {
-        int nt = 0;
+        int nt = 0, pending = 0;
         for (int s = 0; s < nl; s += W) {
             const Mask valid = lanes_below(nl - s);
+            v8d q = load8(w.bq + s);
             v8u key = load8(w.bkey + s), idx = load8(w.bidx + s);
-            v8d a = load8(w.ba + s), b = load8(w.bb + s);
+            v8d spq = sqrt_(nf * q * (1.0 - q));
+            v8d b = 1.15 + 2.53 * spq;
+            v8d a = -0.0873 + 0.0248 * b + 0.01 * q;
             v8d u = (t == 0 ? to_unit(key) : uniform(key, t)) - 0.5;
             v8d v = uniform(key, t + 1);
             v8d us = 0.5 - abs_(u);
-            v8d k = floor_((2.0 * a / us + b) * u + load8(w.bc + s));
+            v8d k = floor_((2.0 * a / us + b) * u + (nf * q + 0.5));
             v8l inside = (k >= 0.0) & (k <= nf);
-            v8l squeezed = inside & (us >= 0.07) & (v <= load8(w.bvr + s));
-            const Mask accept = bits(squeezed) & valid;
+            const Mask accept = bits(inside & (us >= 0.07) & (v <= 0.92 - 4.2 / b)) & valid;
             const Mask test = bits(inside) & valid & ~accept;
+            const Mask again = valid & ~bits(inside);
             scatter(w.count, accept, idx, k);
-            store8(w.bpending + s, squeezed ? splat<v8d>(0.0) : splat<v8d>(1.0));
             compress(w.tk + nt, test, k);
             compress(w.tus + nt, test, us);
             compress(w.tv + nt, test, v);
-            compress(w.tq + nt, test, load8(w.bq + s));
-            compress(w.tspq + nt, test, load8(w.bspq + s));
+            compress(w.tq + nt, test, q);
+            compress(w.tspq + nt, test, spq);
             compress(w.tb + nt, test, b);
             compress(w.ta + nt, test, a);
+            compress(w.tkey + nt, test, key);
             compress(w.tidx + nt, test, idx);
-            compress(w.tpos + nt, test, iota(s));
             nt += popcount(test);
+            compress(w.bq + pending, again, q);  // in place: pending <= s
+            compress(w.bkey + pending, again, key);
+            compress(w.bidx + pending, again, idx);
+            pending += popcount(again);
         }
         for (int r = 0; r < nt; r += W) {  // Hormann's acceptance test (shots.btrs_test)
             const Mask valid = lanes_below(nt - r);
@@ -433,24 +430,15 @@ void draw_btrs(int nl, int64_t n, Work& w) {
             const Mask accept = bits(log_(v * alpha * us2 / (a + b * us2)) <=
                                      h + (nf + 1.0) * log_(nm / nk) + (k + 0.5) * log_(nk * q / (oq * (k + 1.0))) -
                                          stirling_pair(k, nf)) & valid;
-            v8u idx = load8(w.tidx + r), pos = load8(w.tpos + r);
+            v8u idx = load8(w.tidx + r);
             scatter(w.count, accept, idx, k);
-            for (Mask m8 = accept; m8; m8 &= m8 - 1) w.bpending[pos[__builtin_ctz(m8)]] = 0.0;
+            const Mask again = valid & ~accept;
+            compress(w.bq + pending, again, q);
+            compress(w.bkey + pending, again, load8(w.tkey + r));
+            compress(w.bidx + pending, again, idx);
+            pending += popcount(again);
         }
-        int kept = 0;  // the rejected entries, packed for the next round
-        for (int s = 0; s < nl; s += W) {
-            const Mask keep = bits(load8(w.bpending + s) > 0.0) & lanes_below(nl - s);
-            compress(w.bq + kept, keep, load8(w.bq + s));
-            compress(w.bspq + kept, keep, load8(w.bspq + s));
-            compress(w.bb + kept, keep, load8(w.bb + s));
-            compress(w.ba + kept, keep, load8(w.ba + s));
-            compress(w.bc + kept, keep, load8(w.bc + s));
-            compress(w.bvr + kept, keep, load8(w.bvr + s));
-            compress(w.bkey + kept, keep, load8(w.bkey + s));
-            compress(w.bidx + kept, keep, load8(w.bidx + s));
-            kept += popcount(keep);
-        }
-        nl = kept;
+        nl = pending;
     }
 }
 
