@@ -247,15 +247,8 @@ inline Mask bits(v8l m) {
 }
 inline Mask lanes_below(int count) { return count >= W ? 0xFFu : (1u << count) - 1; }
 inline int popcount(Mask m) { return __builtin_popcount(m); }
-// the lanes of v that m selects, in order, at dst[0..popcount(m)) (dst has room for W values)
-inline void compress(double* dst, Mask m, v8d v) {
-#if defined(__AVX512F__)
-    _mm512_storeu_pd(dst, _mm512_maskz_compress_pd(__mmask8(m), (__m512d)v));
-#else
-    for (int l = 0, k = 0; l < W; ++l)
-        if (m >> l & 1) dst[k++] = v[l];
-#endif
-}
+// the lanes of v that m selects, in order, at dst[0..popcount(m)) (dst has room for W values); bits moved as
+// they are (a double through its uint64 bits)
 inline void compress(uint64_t* dst, Mask m, v8u v) {
 #if defined(__AVX512F__)
     _mm512_storeu_si512(dst, _mm512_maskz_compress_epi64(__mmask8(m), (__m512i)v));
@@ -264,6 +257,7 @@ inline void compress(uint64_t* dst, Mask m, v8u v) {
         if (m >> l & 1) dst[k++] = v[l];
 #endif
 }
+inline void compress(double* dst, Mask m, v8d v) { compress(reinterpret_cast<uint64_t*>(dst), m, (v8u)v); }
 // count[index[l]] = x[l] for the lanes m selects
 inline void scatter(double* count, Mask m, v8u index, v8d x) {
 #if defined(__AVX512F__)
@@ -306,6 +300,25 @@ inline void lost_ones(Mask lost, v8u idx, int64_t n, Work& w) {
     }
 }
 
+// A group of entries of the CDF search before step `next`: the counts of those done written, those past their
+// bound drawn again, those going on packed into the search's list at position np; returns the list's new length.
+inline int settle(int np, Mask valid, double next, v8d u, v8d F, v8d px, v8d G, v8d r, v8d bound, v8d X, v8u idx,
+                  int64_t n, Work& w) {
+    const Mask searching = bits(u > F) & valid;
+    const Mask keep = searching & bits(next <= bound);
+    scatter(w.count, valid & ~searching, idx, X);
+    lost_ones(searching & ~keep, idx, n, w);
+    compress(w.iu + np, keep, u);
+    compress(w.iF + np, keep, F);
+    compress(w.ipx + np, keep, px);
+    compress(w.iG + np, keep, G);
+    compress(w.ir + np, keep, r);
+    compress(w.ibound + np, keep, bound);
+    compress(w.iX + np, keep, X);
+    compress(w.iidx + np, keep, idx);
+    return np + popcount(keep);
+}
+
 // The inversion entries' counts into w.count: P(X = 0) by powering and the first HEAD steps of the CDF search
 // in registers, eight entries at a time (most entries of small means end there); then one step per pass over
 // every entry still searching (entries side by side: no latency chain from one step of an entry to the next,
@@ -326,19 +339,7 @@ void draw_inversion(int ns, int64_t n, Work& w) {
             F = active ? F + px : F;
             X = active ? splat<v8d>(xd) : X;
         }
-        const Mask searching = bits(u > F) & valid;
-        const Mask keep = searching & bits(HEAD + 1.0 <= bound);
-        scatter(w.count, valid & ~searching, idx, X);
-        lost_ones(searching & ~keep, idx, n, w);
-        compress(w.iu + np, keep, u);
-        compress(w.iF + np, keep, F);
-        compress(w.ipx + np, keep, px);
-        compress(w.iG + np, keep, G);
-        compress(w.ir + np, keep, r);
-        compress(w.ibound + np, keep, bound);
-        compress(w.iX + np, keep, X);
-        compress(w.iidx + np, keep, idx);  // in place: np <= s
-        np += popcount(keep);
+        np = settle(np, valid, HEAD + 1.0, u, F, px, G, r, bound, X, idx, n, w);  // in place: np <= s
     }
     for (int64_t x = HEAD + 1; np > 0; ++x) {
         const double xd = double(x), inv = 1.0 / xd;
@@ -357,21 +358,9 @@ void draw_inversion(int ns, int64_t n, Work& w) {
         if (going_on > 0 && 2 * going_on >= np) continue;
         int kept = 0;  // repack; the entries past their bound (rounding in the CDF's tail) drawn again alone
         for (int s = 0; s < np; s += W) {
-            v8d u = load8(w.iu + s), F = load8(w.iF + s), bound = load8(w.ibound + s);
-            v8u idx = load8(w.iidx + s);
-            const Mask searching = bits(u > F) & lanes_below(np - s);
-            const Mask keep = searching & bits(xd + 1.0 <= bound);
-            scatter(w.count, lanes_below(np - s) & ~searching, idx, load8(w.iX + s));
-            lost_ones(searching & ~keep, idx, n, w);
-            compress(w.iu + kept, keep, u);
-            compress(w.iF + kept, keep, F);
-            compress(w.ipx + kept, keep, load8(w.ipx + s));
-            compress(w.iG + kept, keep, load8(w.iG + s));
-            compress(w.ir + kept, keep, load8(w.ir + s));
-            compress(w.ibound + kept, keep, bound);
-            compress(w.iX + kept, keep, load8(w.iX + s));
-            compress(w.iidx + kept, keep, idx);
-            kept += popcount(keep);
+            kept = settle(kept, lanes_below(np - s), xd + 1.0, load8(w.iu + s), load8(w.iF + s), load8(w.ipx + s),
+                          load8(w.iG + s), load8(w.ir + s), load8(w.ibound + s), load8(w.iX + s), load8(w.iidx + s),
+                          n, w);
         }
         np = kept;
     }
