@@ -39,6 +39,11 @@ lane computes the same bits as scalar code, so an entry's estimate never
 depends on what shares its chunk (tested).  A symmetric Gram is estimated in
 ``BLOCK`` x ``BLOCK`` blocks on and above the diagonal, each written to its
 mirror block while in cache (the cpu backend then skips its own mirror pass).
+
+Two samplers.  This numba one is the reference; ``native/shots_openmp.cpp``
+(``qmlnb._shots_openmp``) does the same arithmetic, operation for operation,
+in AVX-512 vectors, and is the default where it is built (``apply_``'s
+``sampler``).  They agree bit for bit (tested over every path of the draw).
 """
 from __future__ import annotations
 
