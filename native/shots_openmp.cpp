@@ -6,18 +6,20 @@
 // n q < 10, q = min(P, 1 - P), else Hormann's BTRS).
 //
 // Bit for bit.  Every entry's arithmetic is a fixed sequence of IEEE operations (+ - * / sqrt floor and
-// int64 -> double conversions, all exactly rounded), written once below as templates over the lane type:
-// `double` for one entry, `v8d` (eight doubles, GCC's vector extension: AVX-512 where the build has it)
-// for eight.  It is the numba code's sequence, operation for operation, compiled without FMA contraction or
-// fast-math (setup.py: -ffp-contract=off), so an entry gets the same bits in any lane, alone or in a
-// vector, here or in numba.  The only library calls are exp and log1p for P(X = 0) above 2^26 shots, one
-// entry at a time, the C library's as in numba.
+// int64 -> double conversions, all exactly rounded) on `v8d`, eight doubles (GCC's vector extension:
+// AVX-512 where the build has it, narrower vectors elsewhere), and, for the rare redraw past the CDF search's
+// bound, on one double (the shared steps are templates over both).  It is the numba code's sequence,
+// operation for operation, compiled without FMA contraction or fast-math (setup.py: -ffp-contract=off), so
+// an entry gets the same bits in any lane, here or in numba.  The only library calls are exp and log1p for
+// P(X = 0) above 2^26 shots, one entry at a time, the C library's as in numba.
 //
-// Speed.  A chunk of a row (at most CHUNK entries) is worked on in three passes: probabilities and keys for
-// eight entries at a time; the entries split into two dense lists (inversion, BTRS); each list drawn eight
-// entries at a time with the loop of every lane in registers (a lane that is done waits, masked, for the
-// others).  A symmetric Gram is estimated in EDGE x EDGE blocks on and above the diagonal, each copied to
-// its mirror block while in cache; blocks go to OpenMP threads one by one.
+// Speed.  A chunk of a row (at most CHUNK entries) is worked on eight entries at a time: probabilities and
+// keys, the entries split into two packed lists (inversion, BTRS); inversion takes P(X = 0) and the first
+// HEAD steps of its CDF search in registers (a fixed count: groups overlap in the core) and the few entries
+// still searching then go on one step per pass over them all; BTRS draws each round's candidates in
+// registers, the squeeze settles most, and those it misses take the full test packed together.  A
+// symmetric Gram is estimated in EDGE x EDGE blocks on and above the diagonal, each copied to its mirror
+// block while in cache; blocks go to OpenMP threads one by one.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <omp.h>
@@ -64,21 +66,7 @@ typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
 typedef uint64_t v8u __attribute__((vector_size(8 * sizeof(uint64_t))));
 typedef int64_t v8l __attribute__((vector_size(8 * sizeof(int64_t))));
 
-// ---- what differs between one lane (double, uint64_t, bool) and eight (v8d, v8u, v8l) ----------------------
-inline bool any(bool m) { return m; }
-inline bool any(v8l m) {
-#if defined(__AVX512F__)
-    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
-#else
-    v8l r = m;
-    int64_t acc = 0;
-    for (int l = 0; l < W; ++l) acc |= r[l];
-    return acc != 0;
-#endif
-}
-inline bool not_(bool m) { return !m; }
-inline v8l not_(v8l m) { return ~m; }
-inline double floor_(double x) { return std::floor(x); }
+// ---- eight lanes: what GCC's vector operators do not give (one lane takes the C library's or a cast) --------
 inline v8d floor_(v8d x) {
 #if defined(__AVX512F__)
     return (v8d)_mm512_mask_roundscale_pd((__m512d)x, 0xFF, (__m512d)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -87,7 +75,6 @@ inline v8d floor_(v8d x) {
     return x;
 #endif
 }
-inline double sqrt_(double x) { return std::sqrt(x); }
 inline v8d sqrt_(v8d x) {
 #if defined(__AVX512F__)
     return (v8d)_mm512_mask_sqrt_pd((__m512d)x, 0xFF, (__m512d)x);
@@ -96,28 +83,12 @@ inline v8d sqrt_(v8d x) {
     return x;
 #endif
 }
-inline double abs_(double x) { return std::fabs(x); }
 inline v8d abs_(v8d x) { return (v8d)((v8u)x & ~(1ULL << 63)); }
 inline double to_double(int64_t x) { return double(x); }
 inline v8d to_double(v8l x) { return __builtin_convertvector(x, v8d); }
 inline int64_t as_signed(uint64_t x) { return int64_t(x); }
 inline v8l as_signed(v8u x) { return (v8l)x; }
-inline uint64_t bits_of(double x) {
-    uint64_t b;
-    std::memcpy(&b, &x, 8);
-    return b;
-}
-inline v8u bits_of(v8d x) { return (v8u)x; }
-inline double float_of(uint64_t b) {
-    double x;
-    std::memcpy(&x, &b, 8);
-    return x;
-}
-inline v8d float_of(v8u b) { return (v8d)b; }
-template <class V> struct Lane;  // the unsigned type that goes with a double type
-template <> struct Lane<double> { typedef uint64_t U; };
-template <> struct Lane<v8d> { typedef v8u U; };
-// (x ? a : b) for one lane and for eight (GCC's vector ?: takes a mask of all-ones / zero lanes)
+// a double or eight of them from one value (GCC's vector ?: then takes a mask of all-ones / zero lanes)
 template <class V> inline V splat(double x) { return V{} + x; }
 
 // ---- the arithmetic of one entry, shots.py's numba functions operation for operation ----------------------
@@ -131,11 +102,11 @@ template <class U> inline auto uniform(U key, uint64_t t) { return to_unit(mix(k
 template <class V> inline V pmax(V a, V b) { return b > a ? b : a; }  // Python's max(a, b)
 template <class V> inline V pmin(V a, V b) { return b < a ? b : a; }  // Python's min(a, b)
 
-template <class V> V log_(V x) {  // fdlibm's e_log.c for x >= 0 normal or 0, in plain arithmetic
-    typedef typename Lane<V>::U U;
-    U bits = bits_of(x);
+v8d log_(v8d x) {  // fdlibm's e_log.c for x >= 0 normal or 0, in plain arithmetic
+    typedef v8d V;
+    v8u bits = (v8u)x;
     V e = to_double(as_signed(bits >> 52) - 1023);
-    V m = float_of((bits & MANTISSA) | ONE);  // [1, 2)
+    V m = (v8d)((bits & MANTISSA) | ONE);  // [1, 2)
     auto big = m > SQRT2;
     m = big ? 0.5 * m : m;
     e = big ? e + 1.0 : e;
