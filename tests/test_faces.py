@@ -28,3 +28,22 @@ def test_the_sweeps_thread_settings_do_not_import_torch():
     from qmlnb.qcnn.train import TrainConfig as direct
 
     assert TrainConfig is direct
+
+
+def test_the_tasks_face_imports_a_task_module_only_when_asked():
+    # a notebook that only records a run (the sweep's toy notebooks, a light stage) starts in under a second
+    code = ("import sys; from qmlnb.lab import tasks; tasks.run_dir, tasks.save_run, tasks.RunSkipped; "
+            "print(sorted(m for m in ('sklearn', 'torch', 'scipy.stats', 'qmlnb.lab.tasks.qsvm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from qmlnb.lab import tasks
+    from qmlnb.lab.tasks import qsvm as qsvm_task
+
+    assert tasks.qsvm_run is qsvm_task.qsvm_run and tasks.qsvm is qsvm_task
+    for name in ("explore", "kernels_at_scale", "shots_study", "FEATURES", "REGISTRY", "sparse_kernel_run"):
+        assert getattr(tasks, name) is not None and name in dir(tasks)
+    # every task declared, in one place
+    assert {spec.name for spec in tasks.SPECS.values()} == {getattr(tasks, m).SPEC.name for m in tasks.TASK_MODULES}
+    assert tasks.spec_of_notebook("elsewhere/20-qsvm.ipynb") is tasks.SPECS["qsvm"]
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        tasks.nope  # noqa: B018 - the attribute access is the test
