@@ -247,6 +247,17 @@ def test_the_runner_fails_with_the_cells_error(tmp_path):
     assert out.cells[-1].outputs[0]["ename"] == "ValueError"
 
 
+def test_the_runner_does_not_import_the_iri_checker_papermill_never_uses(tmp_path):
+    # jsonschema imports rfc3987_syntax (2 to 5 s) for a string format no notebook schema has: every run paid it
+    code = ("import sys\nfrom qmlnb.lab import papermill_run\ntry:\n"
+            "    papermill_run.main(['absent.ipynb', 'out.ipynb', '--cwd', '.'])\n"
+            "except Exception as exc:\n    print(type(exc).__name__)\n"
+            "print(sys.modules.get('rfc3987_syntax', 'absent'), 'papermill' in sys.modules, 'jsonschema' in sys.modules)")
+    done = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-3:] == ["None", "True", "True"]  # papermill and its schema checks loaded, not it
+
+
 @pytest.mark.parametrize("literal, owner", [('"QMLNB_RUN_DIR"', "qmlnb/lab/runs.py"),
                                             ('"QMLNB_DATA_DIR"', "qmlnb/data/catalog.py")])
 def test_environment_variable_names_are_written_once(literal, owner):
