@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from .._util import check_positive_int
+from .._util import check_positive_int, skip_unused_schema_format
 
 
 def papermill_command(notebook: str | os.PathLike, output: str | os.PathLike, *, cwd: str | os.PathLike,
@@ -63,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(parameters, dict):
         parser.error(f"-y must be a JSON object, got {args.parameters!r}")
 
-    # nbformat's validator imports jsonschema's format checkers, which import rfc3987_syntax wherever it is
-    # installed (jsonschema's format-nongpl extra, pulled in by Jupyter's own packages) only to check the "iri"
-    # string format, which the notebook schemas never use; that import builds a parser at a cost of 2 to 5 s,
-    # paid by every run, more than a light notebook takes. Marked absent, jsonschema leaves that one checker out.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    skip_unused_schema_format()  # 2 to 5 s of every run's start
     import papermill
 
     papermill.execute_notebook(args.notebook, args.output, parameters=parameters, cwd=args.cwd,
