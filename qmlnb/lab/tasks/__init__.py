@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..._util import lazy_exports
 from ..._util import project_root  # noqa: F401 -- notebooks find runs/ and reports/ with tasks.project_root()
 from ...qcnn.determinism import set_threads  # noqa: F401 -- a notebook sets its threads with tasks.set_threads
 from .common import RunSkipped, check_backend, flat_diagnostics, load_data, run_dir, save_run, take  # noqa: F401
@@ -50,11 +51,12 @@ _EXPORTS = {
 }
 
 
+_export, _exports_dir = lazy_exports(__name__, _EXPORTS, globals())
+
+
 def __getattr__(name: str):
     if name in TASK_MODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     if name == "SPECS":  # every task's declaration, by task name: imports every task module, once
         specs: dict[str, TaskSpec] = {}
         for module in TASK_MODULES:
@@ -62,11 +64,11 @@ def __getattr__(name: str):
             specs[spec.name] = spec
         globals()["SPECS"] = specs
         return specs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _export(name)  # a task's public name, or AttributeError
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *TASK_MODULES, *_EXPORTS, "SPECS"})
+    return sorted({*_exports_dir(), *TASK_MODULES, "SPECS"})
 
 
 def spec_of_notebook(notebook: str | Path) -> TaskSpec | None:
