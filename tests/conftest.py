@@ -55,7 +55,8 @@ def _thread_settings_restored(pools: _ThreadPools):
         else:
             os.environ[name] = value
     for lib in pools.loaded():
-        variable = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}.get(lib.internal_api, "OMP_NUM_THREADS")
+        variable = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}.get(lib.internal_api,
+                                                                                       "OMP_NUM_THREADS")
         n = threads.get(lib.filepath) or _default_threads(variable, saved)
         if lib.num_threads != n:
             lib.set_num_threads(n)
