@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 # runs, a local HTTP server) by module name, as pytest does for the files of one folder
 sys.path.extend(str(p) for p in sorted(Path(__file__).resolve().parent.iterdir())
                 if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_") and str(p) not in sys.path)
+# test files import nbformat: as `python -m qmlnb` and papermill's process do (qmlnb._util.skip_unused_schema_format),
+# keep jsonschema from building its "iri" parser (2 to 5 s), which no notebook schema uses, in each tier's process
+sys.modules.setdefault("rfc3987_syntax", None)
 # CI clones the repository with shared/ beside it; QMLNB_SHARED_DATA overrides
 SHARED_DATA = Path(os.environ.get("QMLNB_SHARED_DATA", REPO.parent / "shared" / "data"))
 
