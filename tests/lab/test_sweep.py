@@ -793,6 +793,14 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     assert runs.is_complete(run_of(folder, a=1)) and json.loads((run_of(folder, a=1) / "metrics.json").read_text()) == metrics
 
 
+def test_a_dask_worker_runs_points_without_importing_a_notebook_reader():
+    # each worker unpickles the point task (executor_dask, executor, grid): nbformat and jsonschema cost seconds
+    # at every worker's start; only a failed run's error is read from its notebook (executor._error_of)
+    code = ("import sys; from qmlnb.lab.executor_dask import _point_task; "
+            "print(sorted(m for m in ('nbformat', 'jsonschema') if m in sys.modules))")
+    assert subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 @pytest.mark.timeout(60)
 def test_a_dask_cluster_without_workers_is_refused_before_anything_runs(tmp_path, toy, capsys):
     distributed = pytest.importorskip("distributed")
