@@ -42,7 +42,9 @@ class _ThreadPools:
 def _default_threads(name: str, env: dict) -> int:
     """What a library loaded during a test starts with: its thread variable ``name`` before the test, else all cores."""
     value = env.get(name)
-    return int(value) if value and value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+    if value and value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
