@@ -301,8 +301,9 @@ def skip_unused_schema_format() -> None:
     installed (jsonschema's format-nongpl extra, which Jupyter's own packages pull in) only to check the "iri"
     string format, which the notebook schemas never use; that import builds a parser, at 2 to 5 s: more than a
     light notebook's whole run, paid by every papermill run and every ``python -m qmlnb`` command. Marked absent
-    (an ImportError, which jsonschema expects), it leaves that one checker out. For the command line's and
-    papermill's own processes only: a library import never changes ``sys.modules`` for its caller.
+    (an ImportError, which jsonschema expects), it leaves that one checker out. For papermill's own process
+    (:mod:`qmlnb.lab.papermill_run`) and the command line's (``qmlnb.cli.main`` does it inline, to keep
+    ``--help`` free of NumPy) only: a library import never changes ``sys.modules`` for its caller.
     """
     import sys
 
