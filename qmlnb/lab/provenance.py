@@ -38,9 +38,11 @@ def cpu_model() -> str:
 
 
 def _no_gpu_driver() -> bool:
-    """True on Linux without an NVIDIA or AMD (ROCm) driver: torch could see no CUDA device there."""
+    """True on Linux without an NVIDIA, AMD (ROCm) or WSL2 (/dev/dxg) GPU driver: torch could see no CUDA
+    device there."""
     return (sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists()
-            and not Path("/dev/kfd").exists() and not any(Path("/dev").glob("nvidia[0-9]*")))
+            and not any(Path(p).exists() for p in ("/dev/kfd", "/dev/dxg"))
+            and not any(Path("/dev").glob("nvidia[0-9]*")))
 
 
 def gpus() -> list[str]:
