@@ -294,6 +294,22 @@ def check_positive_int(value, name: str, *, none_ok: bool = False) -> int | None
     return check_int(value, name, minimum=1, none_ok=none_ok)
 
 
+def skip_unused_schema_format() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process (call before nbformat or papermill).
+
+    nbformat's validator imports jsonschema's format checkers, which import rfc3987_syntax wherever it is
+    installed (jsonschema's format-nongpl extra, which Jupyter's own packages pull in) only to check the "iri"
+    string format, which the notebook schemas never use; that import builds a parser, at 2 to 5 s: more than a
+    light notebook's whole run, paid by every papermill run and every ``python -m qmlnb`` command. Marked absent
+    (an ImportError, which jsonschema expects), it leaves that one checker out. For papermill's own process
+    (:mod:`qmlnb.lab.papermill_run`) and the command line's (``qmlnb.cli.main`` does it inline, to keep
+    ``--help`` free of NumPy) only: a library import never changes ``sys.modules`` for its caller.
+    """
+    import sys
+
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
     """``(__getattr__, __dir__)`` for a package whose public names (``{name: submodule}``) are imported from their
     submodules on first use (PEP 562): the package's face costs nothing until a name is asked for."""

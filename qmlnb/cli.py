@@ -75,6 +75,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import sys
 
+    # what _util.skip_unused_schema_format does (importing _util would cost --help NumPy): the sweep and report
+    # commands read notebooks, and jsonschema's unused "iri" parser took 2 to 5 s of each command's start
+    sys.modules.setdefault("rfc3987_syntax", None)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     return int(args.run(args) or 0)

@@ -1,6 +1,7 @@
 """Shared fixtures: the real data subset in ../shared/data and small seeds."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -12,8 +13,84 @@ REPO = Path(__file__).resolve().parents[1]
 # runs, a local HTTP server) by module name, as pytest does for the files of one folder
 sys.path.extend(str(p) for p in sorted(Path(__file__).resolve().parent.iterdir())
                 if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_") and str(p) not in sys.path)
+# test files import nbformat: as `python -m qmlnb` and papermill's process do (qmlnb._util.skip_unused_schema_format),
+# keep jsonschema from building its "iri" parser (2 to 5 s), which no notebook schema uses, in each tier's process
+sys.modules.setdefault("rfc3987_syntax", None)
 # CI clones the repository with shared/ beside it; QMLNB_SHARED_DATA overrides
 SHARED_DATA = Path(os.environ.get("QMLNB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# the variables OpenMP, MKL, OpenBLAS and numba read when they start (qmlnb.qcnn.determinism.THREAD_ENV_VARS,
+# spelled here so that collecting the tests imports nothing of the package)
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+class _ThreadPools:
+    """threadpoolctl's controllers of the loaded BLAS and OpenMP libraries, found again after imports."""
+
+    def __init__(self):
+        self.modules, self.libs = -1, []
+
+    def loaded(self) -> list:
+        if len(sys.modules) != self.modules:  # a library may have come with the new modules (1 ms to look)
+            from threadpoolctl import ThreadpoolController
+
+            self.libs, self.modules = ThreadpoolController().lib_controllers, len(sys.modules)
+        return self.libs
+
+
+def _default_threads(name: str, env: dict) -> int:
+    """What a library loaded during a test starts with: its thread variable ``name`` before the test, else all cores."""
+    value = env.get(name)
+    if value and value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _thread_settings_restored(pools: _ThreadPools):
+    saved = {name: os.environ.get(name) for name in THREAD_ENV_VARS}
+    threads = {lib.filepath: lib.num_threads for lib in pools.loaded()}
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for lib in pools.loaded():
+        variable = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}.get(lib.internal_api,
+                                                                                       "OMP_NUM_THREADS")
+        n = threads.get(lib.filepath) or _default_threads(variable, saved)
+        if lib.num_threads != n:
+            lib.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # torch imported during the test read the leaked OMP_NUM_THREADS
+        torch.set_num_threads(torch_threads or _default_threads("OMP_NUM_THREADS", saved))
+
+
+# Undo what ``set_threads`` (every task calls it) leaves behind in the test process: the thread variables
+# (setdefault), BLAS's and torch's thread counts. Left set, they made the tests depend on their order: numba
+# reads NUMBA_NUM_THREADS again at each compilation and refuses a value other than its running pool's, so a
+# later test failed (tests/lab/test_shots_stage.py under pytest-xdist), or a pool started after it had 1 thread.
+# Once per test and once around each module, whose module-scoped fixtures (set up before any test's own) may
+# call the tasks too.
+@pytest.fixture(scope="session")
+def _thread_pools() -> _ThreadPools:
+    return _ThreadPools()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_thread_settings_after_the_module(_thread_pools):
+    with _thread_settings_restored(_thread_pools):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_settings(_thread_pools):
+    with _thread_settings_restored(_thread_pools):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 Timings vary; what is checked is that every recorded ratio follows from the recorded interleaved times, that both
 sides ran the same number of rounds on the same data, and that the states agree with PennyLane's.
 """
-import os
 import statistics
 
 import numpy as np
@@ -13,24 +12,10 @@ import torch
 from qmlnb.kernels import FeatureMap
 from qmlnb.kernels.pennylane_reference import states_vs_pennylane
 from qmlnb.lab import tasks
-from qmlnb.qcnn import determinism
 from qmlnb.qcnn.simulator_speed import compare_simulators
 from qmlnb.qcnn.train import TrainConfig
 
 ROUNDS = 3
-
-
-@pytest.fixture(autouse=True)
-def restore_thread_variables():
-    # the tasks set OMP/MKL/OpenBLAS/NUMBA_NUM_THREADS (setdefault) for the libraries imported after them: a
-    # later test file that imports numba must not inherit this file's 1-thread pool
-    saved = {name: os.environ.get(name) for name in determinism.THREAD_ENV_VARS}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def test_states_vs_pennylane_times_both_sides_in_the_same_rounds_and_agrees():

@@ -24,8 +24,6 @@ import time
 import uuid
 from pathlib import Path
 
-import nbformat
-
 from . import runs, stages
 from ..data import catalog
 from .grid import Sweep
@@ -75,6 +73,8 @@ class CoreBudget:
 
 def _error_of(notebook: Path) -> tuple[str, str, str]:
     """(ename, evalue, traceback) of the first error output in an executed notebook, if any."""
+    import nbformat  # only for a failed run: a sweep's processes (Dask workers too) start without it
+
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception:  # noqa: BLE001 - an unreadable notebook simply has no error to report

@@ -30,7 +30,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
 import yaml
 
 from . import decisions, runs, stages
@@ -168,6 +167,8 @@ def _resolve_notebook(value, grid_file: Path) -> Path:
 
 def _read_notebook(notebook: Path, grid_file: Path) -> str:
     """SHA-256 of ``notebook``, after checking that it is a valid nbformat notebook (SweepError if not)."""
+    import nbformat  # here, not at the top: a Dask worker that imports the grid's types never reads a notebook
+
     data = notebook.read_bytes()
     try:
         nbformat.validate(nbformat.reads(data.decode("utf-8"), as_version=4))

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from .._util import available_cores
@@ -36,8 +37,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _no_gpu_driver() -> bool:
+    """True on Linux without an NVIDIA, AMD (ROCm) or WSL2 (/dev/dxg) GPU driver: torch could see no CUDA
+    device there."""
+    return (sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists()
+            and not any(Path(p).exists() for p in ("/dev/kfd", "/dev/dxg"))
+            and not any(Path("/dev").glob("nvidia[0-9]*")))
+
+
 def gpus() -> list[str]:
-    """Names of the CUDA devices torch sees (empty without CUDA or torch)."""
+    """Names of the CUDA devices torch sees (empty without CUDA or torch).
+
+    A process that has not imported torch, on a machine with no GPU driver, gets the same empty answer without
+    importing it: the import costs a run that never needed torch (a light notebook) a second or more.
+    """
+    if "torch" not in sys.modules and _no_gpu_driver():
+        return []
     try:
         import torch
 

@@ -247,6 +247,19 @@ def test_the_runner_fails_with_the_cells_error(tmp_path):
     assert out.cells[-1].outputs[0]["ename"] == "ValueError"
 
 
+@pytest.mark.parametrize("call", ["papermill_run.main(['absent.ipynb', 'out.ipynb', '--cwd', '.'])",
+                                  "cli.main(['sweep', 'absent.yaml', '--list'])"])
+def test_the_runner_and_the_commands_do_not_import_the_iri_checker_no_notebook_uses(tmp_path, call):
+    # jsonschema imported rfc3987_syntax (2 to 5 s) for a string format no notebook schema has: every papermill
+    # run and every `python -m qmlnb` command (a sweep, a report) paid it
+    code = (f"import sys\nfrom qmlnb import cli\nfrom qmlnb.lab import papermill_run\ntry:\n    {call}\n"
+            "except BaseException as exc:\n    print(type(exc).__name__)\nimport nbformat\n"
+            "print(sys.modules.get('rfc3987_syntax', 'absent'), 'jsonschema' in sys.modules)")
+    done = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["None", "True"]  # nbformat's schema checks loaded, not that parser
+
+
 @pytest.mark.parametrize("literal, owner", [('"QMLNB_RUN_DIR"', "qmlnb/lab/runs.py"),
                                             ('"QMLNB_DATA_DIR"', "qmlnb/data/catalog.py")])
 def test_environment_variable_names_are_written_once(literal, owner):
@@ -778,6 +791,14 @@ def test_sweep_points_run_as_dask_tasks(tmp_path, toy, monkeypatch):
     # the command line: a fresh LocalCluster; completed points are not redone
     assert cli.main(["sweep", str(grid), "--runs-dir", "runs", "--dask", "local"]) == 1  # a=3 fails again
     assert runs.is_complete(run_of(folder, a=1)) and json.loads((run_of(folder, a=1) / "metrics.json").read_text()) == metrics
+
+
+def test_a_dask_worker_runs_points_without_importing_a_notebook_reader():
+    # each worker unpickles the point task (executor_dask, executor, grid): nbformat and jsonschema cost seconds
+    # at every worker's start; only a failed run's error is read from its notebook (executor._error_of)
+    code = ("import sys; from qmlnb.lab.executor_dask import _point_task; "
+            "print(sorted(m for m in ('nbformat', 'jsonschema') if m in sys.modules))")
+    assert subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 @pytest.mark.timeout(60)
