@@ -170,9 +170,9 @@ struct Tile {
 };
 
 // Compute one output tile and write |.|^2 into out (and its mirror when the
-// Gram matrix is symmetric).
+// Gram matrix is symmetric and `mirror`).
 template <typename OutT>
-void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool symmetric,
+void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool symmetric, bool mirror,
                   Workspace& ws, OutT* out, int64_t ldo) {
     const int m = static_cast<int>(t.i1 - t.i0), n = static_cast<int>(t.j1 - t.j0);
     const int mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
@@ -202,7 +202,7 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
             row[c] = static_cast<OutT>(x * x + y * y);
         }
     }
-    if (symmetric) {
+    if (symmetric && mirror) {
         // Mirror: column c of the tile becomes row j0 + c of out (contiguous writes).
         for (int c = 0; c < n; ++c) {
             OutT* row = out + (t.j0 + c) * ldo + t.i0;
@@ -217,7 +217,7 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
 
 template <typename OutT>
 void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, int64_t d, bool symmetric,
-               OutT* out, int tile, int n_threads) {
+               bool mirror, OutT* out, int tile, int n_threads) {
     // A tile larger than the matrix would only inflate the per-thread scratch.
     tile = static_cast<int>(std::min<int64_t>(tile, std::max(n_rows, n_cols)));
     std::vector<Tile> tiles;
@@ -242,7 +242,7 @@ void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, i
         // hand them out one by one.
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < n_tiles; ++i)
-            if (ws) compute_tile(A, B, d, tiles[i], symmetric, *ws, out, n_cols);
+            if (ws) compute_tile(A, B, d, tiles[i], symmetric, mirror, *ws, out, n_cols);
     }
     if (failed) throw std::bad_alloc();
 }
@@ -268,7 +268,7 @@ const float* states_pointer(const py::array& S, const char* name) {
     return static_cast<const float*>(S.data());
 }
 
-void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int n_threads) {
+void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int n_threads, bool mirror) {
     if (tile <= 0) throw py::value_error("tile must be a positive integer");
     if (n_threads <= 0) throw py::value_error("n_threads must be a positive integer");
     py::array A = check_array(A_obj, "A");
@@ -288,9 +288,9 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
     void* o = out.mutable_data();
     py::gil_scoped_release release;  // the arrays stay referenced by the caller
     if (single)
-        gram_impl(a, b, n_rows, n_cols, d, symmetric, static_cast<float*>(o), tile, n_threads);
+        gram_impl(a, b, n_rows, n_cols, d, symmetric, mirror, static_cast<float*>(o), tile, n_threads);
     else
-        gram_impl(a, b, n_rows, n_cols, d, symmetric, static_cast<double*>(o), tile, n_threads);
+        gram_impl(a, b, n_rows, n_cols, d, symmetric, mirror, static_cast<double*>(o), tile, n_threads);
 }
 
 }  // namespace
@@ -298,8 +298,10 @@ void gram(py::handle A_obj, py::handle B_obj, py::handle out_obj, int tile, int 
 PYBIND11_MODULE(_openmp, m) {
     m.doc() = "Fidelity Gram matrix |A B^H|^2 of complex64 states with OpenMP and a SIMD micro-kernel";
     m.def("gram", &gram, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("tile"), py::arg("n_threads"),
+          py::arg("mirror") = true,
           "Fill out (N, M) float32/float64 with |<a_i|b_j>|^2 of C-contiguous complex64 rows.\n\n"
-          "B=None computes the symmetric A A^H from the upper tiles only and mirrors them.\n"
+          "B=None computes the symmetric A A^H from the upper tiles only and mirrors them (mirror=False: the\n"
+          "lower triangle is left to the caller, as the shot-sampled estimate writes it).\n"
           "Runs n_threads OpenMP threads with the GIL released.");
     m.def("last_num_threads", []() { return g_last_threads; },
           "Threads that ran the parallel region of the last gram call.");

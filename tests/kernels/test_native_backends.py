@@ -193,3 +193,17 @@ def test_backend_modules_import_without_their_heavy_dependency():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_openmp_without_its_mirror_leaves_the_lower_triangle_to_the_caller(dtype):
+    # the "upper" capability: gram(S, shots=...) lets the estimate write the lower triangle, once
+    backend = get_backend("openmp")
+    assert "upper" in backend.CAPABILITIES
+    S = random_states(300, 32, 5)  # tiles of 64: diagonal and off-diagonal tiles, one partial
+    whole = backend.gram(S, out=np.empty((300, 300), dtype=dtype), tile=64, n_threads=2)
+    upper = backend.gram(S, out=np.full((300, 300), -7.0, dtype=dtype), tile=64, n_threads=2, mirror=False)
+    above = np.triu_indices(300)
+    np.testing.assert_array_equal(upper[above], whole[above])
+    assert np.all(upper[np.tril_indices(300, -1)] == -7.0)
+    np.testing.assert_allclose(whole, whole.T, rtol=0, atol=0)

@@ -15,7 +15,10 @@ INSTALL = (
 )
 # 256 x 256 tiles: the per-thread accumulators (512 KiB) and packed panels fit in L2
 DEFAULT_TILE = 256
-CAPABILITIES = frozenset({"states", "mps", "out", "client", "mps_norms"})  # qmlnb.kernels.registry.CAPABILITIES
+# "upper": gram(..., mirror=False) leaves the symmetric Gram's lower triangle to the caller (the shot-sampled
+# estimate writes it); gram_mps takes mirror= too and writes the mirror anyway (beside an MPS contraction per pair
+# the mirror's writes cost nothing to speak of)
+CAPABILITIES = frozenset({"states", "mps", "out", "client", "upper", "mps_norms"})  # qmlnb.kernels.registry.CAPABILITIES
 
 
 def probe() -> tuple[bool, str]:
@@ -27,10 +30,10 @@ def probe() -> tuple[bool, str]:
     return True, f"C++ OpenMP extension ({_openmp.SIMD} micro-kernel, {rows} x {cols} complex dot products)"
 
 
-def gram(A, B=None, *, out, tile, n_threads):
+def gram(A, B=None, *, out, tile, n_threads, mirror=True):
     from qmlnb import _openmp
 
-    _openmp.gram(A, B, out, tile, n_threads)
+    _openmp.gram(A, B, out, tile, n_threads, mirror)
     return out
 
 
@@ -50,8 +53,9 @@ def _mps_extension():
     return _mps_openmp
 
 
-def gram_mps(A, B=None, *, out, tile, n_threads):
-    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (C++: SIMD over 16 pairs, OpenMP over tiles)."""
+def gram_mps(A, B=None, *, out, tile, n_threads, mirror=True):
+    """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (C++: SIMD over 16 pairs, OpenMP over tiles);
+    ``mirror`` is taken for the "upper" capability, and the lower triangle is written either way."""
     _mps_extension().gram(A.tensors, None if B is None else B.tensors, out, tile, n_threads)
     return out
 
