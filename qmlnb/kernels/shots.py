@@ -38,8 +38,8 @@ squeeze misses, and the rejected ones in another round.  No fast-math: a vector
 lane computes the same bits as scalar code, so an entry's estimate never
 depends on what shares its chunk (tested).  A symmetric Gram is estimated in
 ``BLOCK`` x ``BLOCK`` blocks on and above the diagonal, each written to its
-mirror block while in cache (the cpu and openmp backends then skip their own
-mirror writes: the "upper" capability).
+mirror block while in cache (the cpu, numba and openmp backends then skip their
+own mirror writes: the "upper" capability).
 
 Two samplers.  This numba one is the reference; ``native/shots_openmp.cpp``
 (``qmlnb._shots_openmp``) does the same arithmetic, operation for operation,

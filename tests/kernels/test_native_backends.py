@@ -196,9 +196,10 @@ def test_backend_modules_import_without_their_heavy_dependency():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_openmp_without_its_mirror_leaves_the_lower_triangle_to_the_caller(dtype):
+@pytest.mark.parametrize("name", BACKENDS)
+def test_without_its_mirror_a_backend_leaves_the_lower_triangle_to_the_caller(name, dtype):
     # the "upper" capability: gram(S, shots=...) lets the estimate write the lower triangle, once
-    backend = get_backend("openmp")
+    backend = get_backend(name)
     assert "upper" in backend.CAPABILITIES
     S = random_states(300, 32, 5)  # tiles of 64: diagonal and off-diagonal tiles, one partial
     whole = backend.gram(S, out=np.empty((300, 300), dtype=dtype), tile=64, n_threads=2)

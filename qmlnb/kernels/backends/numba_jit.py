@@ -22,7 +22,9 @@ from ..tiling import tile_pairs
 
 INSTALL = "pip install numba (part of the default install)"
 DEFAULT_TILE = 128
-CAPABILITIES = frozenset({"states", "mps", "out", "client"})  # qmlnb.kernels.registry.CAPABILITIES
+# "upper": gram/gram_mps(..., mirror=False) leave a symmetric Gram's lower triangle to the caller (the shot-sampled
+# estimate writes it)
+CAPABILITIES = frozenset({"states", "mps", "out", "client", "upper"})  # qmlnb.kernels.registry.CAPABILITIES
 # State entries per cache block: the packed rows of a tile (4 planar arrays of
 # tile x KC float32, 1 MiB at tile 128) stay in L2.
 KC = 512
@@ -52,13 +54,13 @@ def _compile():
     f32 = np.float32
 
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def gram_tiles(A, B, tiles, symmetric, kc_block, out, owner):
+    def gram_tiles(A, B, tiles, symmetric, mirror, kc_block, out, owner):
         """Fill out with |A B^H|^2 tile by tile.
 
         A (N, 2d), B (M, 2d): float32 views of complex64 states (re, im
         interleaved).  tiles (T, 4) int64 rows (i0, i1, j0, j1).  symmetric:
         B is A and only upper tiles are listed; each is also written to its
-        mirror.  owner[t] receives the id of the thread that computed tile t.
+        mirror if ``mirror``.  owner[t] receives the id of the thread that computed tile t.
         """
         d = A.shape[1] // 2
         for t in prange(tiles.shape[0]):
@@ -123,7 +125,7 @@ def _compile():
             for r in range(m):
                 for c in range(r if diagonal else 0, n):
                     out[i0 + r, j0 + c] = cre[r, c] * cre[r, c] + cim[r, c] * cim[r, c]
-            if symmetric:
+            if symmetric and mirror:
                 for c in range(n):
                     for r in range(c if diagonal else m):
                         out[j0 + c, i0 + r] = cre[r, c] * cre[r, c] + cim[r, c] * cim[r, c]
@@ -136,7 +138,7 @@ def _compile():
     return _kernels
 
 
-def gram(A, B=None, *, out, tile, n_threads):
+def gram(A, B=None, *, out, tile, n_threads, mirror=True):
     import numba
 
     if n_threads > numba.config.NUMBA_NUM_THREADS:
@@ -157,7 +159,7 @@ def gram(A, B=None, *, out, tile, n_threads):
         LAST_CALL["num_threads"] = int(runtime_threads())
         # chunks of one tile: dynamic hand-out, balanced over the triangle
         with numba.parallel_chunksize(1):
-            kernel(a, b, tiles, B is None, KC, out, owner)
+            kernel(a, b, tiles, B is None, mirror, KC, out, owner)
     finally:
         numba.set_num_threads(previous)
     LAST_CALL["thread_ids"] = sorted(set(owner.tolist()))
@@ -230,7 +232,7 @@ def _compile_mps():
     return _mps_kernel
 
 
-def gram_mps(A, B=None, *, out, tile, n_threads):
+def gram_mps(A, B=None, *, out, tile, n_threads, mirror=True):
     """Fill ``out`` with |<A_i|B_j>|^2 of validated ``MPSStates`` (``prange`` over tiles of pairs)."""
     import numba
 
@@ -249,6 +251,6 @@ def gram_mps(A, B=None, *, out, tile, n_threads):
             kernel(a, b, tiles, B is None, out)
     finally:
         numba.set_num_threads(previous)
-    if B is None:
+    if B is None and mirror:
         mirror_upper_(out)
     return out
