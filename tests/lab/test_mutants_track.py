@@ -1,0 +1,200 @@
+"""qmlnb.lab.track, track_store and track_sinks: the cases a mutmut run over the tracker showed no other test pins.
+
+Where the stores are (the default beside the project, a tracking URI kept as given), what the entry a call returns
+records, the messages of the refusals, and how a run folder's content becomes a tracker record.  Run folders are
+fabricated with the tracker tests' own helper.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from test_track import GRID, POINTS, fabricate_run
+
+from qmlnb.lab import runs, tasks, track
+
+with contextlib.suppress(ImportError):
+    # imported once, while the tests are collected: mutmut's forked test processes then share the modules
+    # (mlflow alone takes seconds to import on a loaded machine, more than most of these tests)
+    import mlflow.tracking  # noqa: F401
+    import wandb  # noqa: F401
+
+
+@pytest.fixture
+def mlflow_ok():
+    pytest.importorskip("mlflow", reason="the MLflow tracker (qmlnb's track extra)")
+    track.require("mlflow")
+
+
+def a_run(tmp_path: Path, point: dict | None = None) -> Path:
+    return fabricate_run(tmp_path / "runs", point or POINTS[0])
+
+
+# ------------------------------------------------------------------ where the stores are
+def test_the_default_store_is_at_the_nearest_pyproject_even_above_the_runs_folder(tmp_path, monkeypatch):
+    """The project (the folder holding ``pyproject.toml``) wins over ``run_dir/../..``, wherever runs/ lies."""
+    project = tmp_path / "proj"
+    run_dir = project / "lab" / "experiments" / "runs" / "g" / "r"
+    run_dir.mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    assert track.default_store("mlflow", run_dir) == project.resolve() / "mlruns"
+    assert track.default_store("wandb", run_dir) == project.resolve()
+    # a folder named like it is no project file
+    (project / "pyproject.toml").unlink()
+    (project / "pyproject.toml").mkdir()
+    assert track.default_store("wandb", run_dir) == (project / "lab" / "experiments").resolve()
+    # from a notebook's folder inside the project, without run_dir: the project again
+    (project / "pyproject.toml").rmdir()
+    (project / "pyproject.toml").write_text("")
+    monkeypatch.chdir(project / "lab")
+    assert track.default_store("mlflow") == project.resolve() / "mlruns"
+
+
+def test_the_default_store_near_the_filesystem_root_is_the_folder_above_the_runs_folder(monkeypatch, tmp_path):
+    """Without a project: ``run_dir/../..``; a run folder too near ``/`` to have one keeps its own (no IndexError)."""
+    assert track.default_store("wandb", "/qmlnb-no-such-folder/g/r") == Path("/")
+    assert track.default_store("wandb", "/qmlnb-no-such-folder/r") == Path("/qmlnb-no-such-folder/r")
+    monkeypatch.chdir(tmp_path)  # no run_dir: the current folder itself, however deep
+    assert track.default_store("mlflow") == tmp_path.resolve() / "mlruns"
+
+
+def test_log_run_records_the_store_it_wrote_to(tmp_path, monkeypatch, mlflow_ok):
+    run_dir = a_run(tmp_path)
+    store = tmp_path / "mlruns"
+    entry = track.log_run(run_dir, "mlflow", store)
+    assert entry["status"] == "logged" and entry["store"] == str(store.resolve())
+    assert track.read_tracker_file(run_dir)["mlflow"]["store"] == str(store.resolve())
+    # a tracking URI is kept as given, not read as a folder name
+    uri = (tmp_path / "by-uri").resolve().as_uri()
+    entry = track.log_run(run_dir, "mlflow", uri)
+    assert (entry["status"], entry["store"]) == ("logged", uri)
+    assert any((tmp_path / "by-uri").iterdir())
+
+
+def test_log_run_without_a_store_uses_the_run_folders_project_not_the_current_folder(tmp_path, monkeypatch,
+                                                                                     mlflow_ok):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("")
+    run_dir = a_run(project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    entry = track.log_run(run_dir, "mlflow")
+    assert (entry["status"], entry["store"]) == ("logged", str(project.resolve() / "mlruns"))
+    assert (project / "mlruns").is_dir() and not (elsewhere / "mlruns").exists()
+
+
+def test_log_run_refuses_a_folder_without_metrics_naming_it_and_the_fix(tmp_path, mlflow_ok):
+    with pytest.raises(ValueError) as err:
+        track.log_run(tmp_path, "mlflow", tmp_path / "mlruns")
+    assert str(err.value) == (f"run_dir {tmp_path} is not a run folder: it has no metrics.json "
+                              "(write it first with tasks.save_run)")
+
+
+# ------------------------------------------------------------------ a sweep's tracker
+def test_a_sweep_tracker_counts_each_outcome_and_records_the_store_in_each_entry(tmp_path, mlflow_ok):
+    folders = [a_run(tmp_path, point) for point in POINTS]
+    store = tmp_path / "mlruns"
+    tracker = track.SweepTracker("mlflow", store)
+    assert tracker.counts == {"logged": 0, "already_logged": 0, "failed": 0, "busy": 0}
+    assert tracker.report(tmp_path / "runs") == (f"tracker mlflow ({store.resolve()}): 0 logged, 0 already logged, "
+                                                 "0 failed, 0 busy")
+    entries = [tracker(folder) for folder in folders] + [tracker(folders[0])]
+    assert [e["status"] for e in entries] == ["logged", "logged", "already_logged"]
+    assert {e["store"] for e in entries} == {str(store.resolve())}
+    assert tracker.counts == {"logged": 2, "already_logged": 1, "failed": 0, "busy": 0}
+    # a tracking URI is kept as given
+    uri = (tmp_path / "by-uri").resolve().as_uri()
+    assert track.SweepTracker("mlflow", uri).store == uri
+
+
+def test_a_sweep_tracker_that_raises_is_a_failed_entry_listed_in_the_report(tmp_path, monkeypatch, mlflow_ok):
+    """Whatever the tracker raises, the sweep goes on: the error is counted and reported with its run folder."""
+    folders = [a_run(tmp_path, point) for point in POINTS]
+    tracker = track.SweepTracker("mlflow", tmp_path / "mlruns")
+
+    def broken(run_dir, to, store, sinks):
+        raise RuntimeError(f"lock table on fire at {run_dir.name}")
+
+    monkeypatch.setattr(track, "_log_guarded", broken)
+    entries = [tracker(folder) for folder in folders]
+    assert entries == [{"status": "failed", "error": f"RuntimeError: lock table on fire at {f.name}"}
+                       for f in folders]
+    assert tracker.counts == {"logged": 0, "already_logged": 0, "failed": 2, "busy": 0}
+    assert tracker.failures == [(str(f), f"RuntimeError: lock table on fire at {f.name}") for f in folders]
+    runs_dir = tmp_path / "runs"
+    assert tracker.report(runs_dir).split("\n") == [
+        f"tracker mlflow ({(tmp_path / 'mlruns').resolve()}): 0 logged, 0 already logged, 2 failed, 0 busy",
+        *(f"  tracker FAILED {f}: RuntimeError: lock table on fire at {f.name}" for f in folders),
+        f"  the runs are complete; retry with: python -m qmlnb track export {runs_dir} --to mlflow"]
+
+
+# ------------------------------------------------------------------ W&B run ids and offline run files
+def test_a_wandb_run_id_is_stable_across_versions():
+    """Stores written before must find their runs again: the id of a given run key and content never changes."""
+    rec = track.RunRecord(run_dir=Path("/r"), grid="g", name="r", fingerprint="0" * 64, params={}, metrics={},
+                          info={}, env={}, environment={}, status={}, files=[], figures=[], skipped_files=[])
+    assert track.wandb_run_id(rec) == "a567e3ebdfcb32c5ae992b24"  # the first 24 hex digits of SHA-256("g/r\0" + fp)
+    assert track.wandb_run_id(dataclasses.replace(rec, name="s")) != track.wandb_run_id(rec)
+    assert track.wandb_run_id(dataclasses.replace(rec, fingerprint="1" * 64)) != track.wandb_run_id(rec)
+
+
+BLOCK = 32768
+
+
+def leveldb_log(payloads: list[bytes]) -> bytes:
+    """An offline W&B run file as its docstring describes the format, written independently of the reader: the
+    7-byte header, then 32 KiB blocks of chunks (7-byte header: CRC32, length, type 1 full / 2 first / 3 middle /
+    4 last); a block with less than 7 bytes left is padded with zeros, a record that does not fit is split."""
+    out = bytearray(b":W&B" + struct.pack("<HB", 0xBEE1, 0))
+    for payload in payloads:
+        first, rest = True, payload
+        while True:
+            left = BLOCK - len(out) % BLOCK
+            if left < 7:
+                out += bytes(left)
+                continue
+            piece, rest = rest[:left - 7], rest[left - 7:]
+            kind = (1 if not rest else 2) if first else (4 if not rest else 3)
+            out += struct.pack("<IHB", zlib.crc32(piece), len(piece), kind) + piece
+            first = False
+            if not rest:
+                break
+    return bytes(out)
+
+
+def test_offline_run_files_are_read_across_blocks_padding_and_split_records(tmp_path):
+    pb = pytest.importorskip("wandb.proto.wandb_internal_pb2", reason="the W&B tracker (qmlnb's track extra)")
+
+    def record(num: int, size: int):
+        rec = pb.Record(num=num)
+        rec.run.display_name = "x" * size
+        return rec
+
+    # the first record ends 3 bytes before the first block's end: padding, no chunk header fits there
+    fill = next(n for n in range(BLOCK, 0, -1) if 7 + 7 + len(record(0, n).SerializeToString()) == BLOCK - 3)
+    sizes = [fill,
+             70000,                 # split: first, middle, last chunks over three blocks
+             10, 40000, 5]
+    records = [record(i, size) for i, size in enumerate(sizes)]
+    data = leveldb_log([r.SerializeToString() for r in records])
+    assert data[BLOCK - 3:BLOCK] == bytes(3)  # the padding is there
+    path = tmp_path / "run-x.wandb"
+    path.write_bytes(data)
+    got = track.read_wandb_records(path)
+    assert [(r.num, r.run.display_name) for r in got] == [(r.num, r.run.display_name) for r in records]
+    # a truncated tail (a crash mid-write) is ignored: the records before it are still read
+    path.write_bytes(data[:-4])
+    assert [r.num for r in track.read_wandb_records(path)] == [0, 1, 2, 3]
+    path.write_bytes(data[:BLOCK + 100])  # inside the split record: only the first is whole
+    assert [r.num for r in track.read_wandb_records(path)] == [0]
+    path.write_bytes(b"PK\x03\x04" + data[4:])
+    with pytest.raises(ValueError) as err:
+        track.read_wandb_records(path)
+    assert str(err.value) == f"path {path} is not a W&B run file (no ':W&B' header)"
