@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_track import GRID, POINTS, fabricate_run
 
-from qmlnb.lab import runs, tasks, track
+from qmlnb import _util, cli
+from qmlnb.lab import runs, track
 
 with contextlib.suppress(ImportError):
     # imported once, while the tests are collected: mutmut's forked test processes then share the modules
@@ -198,3 +199,194 @@ def test_offline_run_files_are_read_across_blocks_padding_and_split_records(tmp_
     with pytest.raises(ValueError) as err:
         track.read_wandb_records(path)
     assert str(err.value) == f"path {path} is not a W&B run file (no ':W&B' header)"
+
+
+# ------------------------------------------------------------------ the command line
+def test_the_track_command_line_documents_and_parses_its_arguments(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["track", "export", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "usage: qmlnb track export [-h] --to {mlflow,wandb} [--store STORE] runs_dir" in out
+    assert "the runs folder (holding <grid>/<run>/ folders)" in out
+    assert "--to {mlflow,wandb} the tracker" in out
+    assert ("--store STORE mlflow: the file store folder or a tracking URI (default <project>/mlruns); wandb: the "
+            "folder to write wandb/ into (default <project>)") in out
+    with pytest.raises(SystemExit):
+        cli.main(["track", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "export log complete run folders to MLflow or W&B (offline), skipping those already logged" in out
+    parser = cli.build_parser(["track", "export"])
+    args = parser.parse_args(["track", "export", "runs", "--to", "wandb"])
+    assert (args.track_command, args.runs_dir, args.to, args.store) == ("export", "runs", "wandb", None)
+    for bad in (["track"], ["track", "export", "runs"], ["track", "export", "runs", "--to", "tensorboard"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    assert "invalid choice: 'tensorboard'" in capsys.readouterr().err
+
+
+def test_track_export_prints_its_progress_the_counts_and_each_failure(tmp_path, capsys, mlflow_ok):
+    runs_dir = tmp_path / "runs"
+    good = a_run(tmp_path)
+    far = fabricate_run(tmp_path / "outside", POINTS[1])
+    linked = runs_dir / GRID / "linked"
+    linked.symlink_to(far)
+    store = tmp_path / "mlruns"
+    assert cli.main(["track", "export", str(runs_dir), "--to", "mlflow", "--store", str(store)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"track export to mlflow ({store.resolve()}): 1 logged, 0 already logged, 1 failed, 0 busy\n"
+    why = f"not exported: {linked} is a symbolic link (not followed)"
+    assert err.splitlines() == [f"[1/2] logged: {good}", f"[2/2] failed: {linked}", f"  FAILED {linked}: {why}"]
+    assert sorted(p.name for p in far.iterdir()) == sorted(p.name for p in good.iterdir() if p.name != ".lock"
+                                                           and p.name != track.TRACKER_FILE)
+    assert cli.main(["track", "export", str(tmp_path / "nope"), "--to", "mlflow"]) == 2
+    assert capsys.readouterr().err == f"qmlnb track: runs_dir {tmp_path / 'nope'} is not a folder\n"
+
+
+def test_export_counts_every_outcome_and_lists_the_failures_with_their_folders(tmp_path, mlflow_ok):
+    runs_dir = tmp_path / "runs"
+    folders = [a_run(tmp_path, point) for point in POINTS]
+    # a grid folder linked out of the runs folder: its runs lie outside, nothing is read or written there
+    far = fabricate_run(tmp_path / "elsewhere", {"backend": "cpu", "n": 4})
+    (runs_dir / "linked-grid").symlink_to(far.parent)
+    outside = runs_dir / "linked-grid" / far.name
+    store = tmp_path / "mlruns"
+    summary = track.export(runs_dir, "mlflow", store)
+    assert {k: v for k, v in summary.items() if k != "failures"} == {
+        "logged": 2, "already_logged": 0, "failed": 1, "busy": 0, "store": str(store.resolve())}
+    ((where, error),) = summary["failures"]
+    assert where == str(outside) and error.startswith(f"not exported: {outside} resolves to ")
+    assert not (far / track.TRACKER_FILE).exists() and not (far / runs.LOCK_FILE).exists()
+    again = track.export(runs_dir, "mlflow", store)
+    assert (again["logged"], again["already_logged"], again["failed"]) == (0, 2, 1)
+    assert [track.read_tracker_file(f)["mlflow"]["status"] for f in folders] == ["logged", "logged"]
+    # a runs folder without runs: nothing opened, nothing to close, all counts 0
+    (tmp_path / "empty").mkdir()
+    empty = track.export(tmp_path / "empty", "mlflow", store)
+    assert (empty["logged"], empty["already_logged"], empty["failed"], empty["busy"], empty["failures"]) == \
+        (0, 0, 0, 0, [])
+
+
+def test_one_export_opens_one_sink_and_closes_it(tmp_path, monkeypatch, mlflow_ok):
+    runs_dir = tmp_path / "runs"
+    for point in POINTS:
+        a_run(tmp_path, point)
+    opened, closed = [], []
+    real_open = track.open_sink
+
+    def counting_open(to, store):
+        sink = real_open(to, store)
+        opened.append((to, store))
+        real_close = sink.close
+        sink.close = lambda: (closed.append(to), real_close())
+        return sink
+
+    monkeypatch.setattr(track, "open_sink", counting_open)
+    store = tmp_path / "mlruns"
+    assert track.export(runs_dir, "mlflow", store)["logged"] == 2
+    assert opened == [("mlflow", str(store.resolve()))] and closed == ["mlflow"]
+
+
+# ------------------------------------------------------------------ what tracker.json records
+def test_a_logged_entry_records_store_time_fingerprint_and_id(tmp_path, mlflow_ok):
+    import datetime as dt
+
+    run_dir = a_run(tmp_path)
+    store = tmp_path / "mlruns"
+    entry = track.log_run(run_dir, "mlflow", store)
+    assert set(entry) == {"store", "time", "fingerprint", "status", "id"}
+    assert entry["fingerprint"] == track.fingerprint(run_dir) and entry["store"] == str(store.resolve())
+    when = dt.datetime.fromisoformat(entry["time"])
+    assert when.utcoffset() == dt.timedelta(0) and when.microsecond == 0
+    assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 600
+    assert track.read_tracker_file(run_dir) == {"mlflow": entry}
+    # tracker.json lost: the store answers; the file records "logged" (found there), the call "already_logged"
+    (run_dir / track.TRACKER_FILE).unlink()
+    again = track.log_run(run_dir, "mlflow", store)
+    assert again["status"] == "already_logged" and again["id"] == entry["id"] and again["found_in_store"] is True
+    recorded = track.read_tracker_file(run_dir)["mlflow"]
+    assert recorded == {**again, "status": "logged"}
+
+
+def test_failed_attempts_are_counted_from_the_last_failed_entry(tmp_path, mlflow_ok):
+    run_dir = a_run(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store should be")
+    store = blocker / "mlruns"
+    for previous, attempts in [(None, 1), ({"status": "failed", "attempts": 4}, 5),
+                               ({"status": "failed", "attempts": "many"}, 1), ({"status": "failed", "attempts": -3}, 1),
+                               ({"status": "failed", "attempts": True}, 1), ({"status": "failed"}, 1),
+                               ({"status": "logged", "attempts": 4}, 1)]:
+        if previous is not None:
+            _util.atomic_write_json(run_dir / track.TRACKER_FILE, {"mlflow": previous, "wandb": {"status": "x"}})
+        entry = track.log_run(run_dir, "mlflow", store)
+        assert (entry["status"], entry["attempts"]) == ("failed", attempts), previous
+        record = track.read_tracker_file(run_dir)
+        assert record["mlflow"] == entry
+        assert previous is None or record["wandb"] == {"status": "x"}  # the other tracker's entry is kept
+
+
+def test_a_failed_entry_names_the_error_type_and_at_most_2000_characters(tmp_path, monkeypatch, mlflow_ok):
+    run_dir = a_run(tmp_path)
+
+    def long_failure(self, rec):
+        raise RuntimeError("y" * 3000)
+
+    monkeypatch.setattr(track.MlflowSink, "log", long_failure)
+    entry = track.log_run(run_dir, "mlflow", tmp_path / "mlruns")
+    assert entry["error"] == "RuntimeError: " + "y" * 2000
+    assert set(entry) == {"store", "time", "fingerprint", "status", "error", "attempts"}
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, track.TrackerUnavailable])
+def test_an_interrupt_or_a_missing_tracker_is_raised_not_recorded(tmp_path, monkeypatch, mlflow_ok, stop):
+    run_dir = a_run(tmp_path)
+
+    def interrupted(self, rec):
+        raise stop("stop")
+
+    monkeypatch.setattr(track.MlflowSink, "find", interrupted)
+    with pytest.raises(stop):
+        track.log_run(run_dir, "mlflow", tmp_path / "mlruns")
+    assert not (run_dir / track.TRACKER_FILE).exists()
+
+
+def test_a_tracker_json_that_cannot_be_written_is_reported_in_the_entry(tmp_path, monkeypatch, mlflow_ok):
+    run_dir = a_run(tmp_path)
+
+    def full_disk(path, value):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(track._util, "atomic_write_json", full_disk)
+    entry = track.log_run(run_dir, "mlflow", tmp_path / "mlruns")
+    assert entry["status"] == "logged"
+    assert entry["record_error"] == "tracker.json not written: [Errno 28] No space left on device"
+
+
+def test_an_unreadable_tracker_json_counts_as_absent(tmp_path):
+    run_dir = a_run(tmp_path)
+    for text in ("[1, 2]", "{not json", '"logged"'):
+        (run_dir / track.TRACKER_FILE).write_text(text)
+        assert track.read_tracker_file(run_dir) == {}
+    (run_dir / track.TRACKER_FILE).write_text('{"mlflow": {"status": "logged"}}')
+    assert track.read_tracker_file(run_dir) == {"mlflow": {"status": "logged"}}
+
+
+def test_a_busy_or_unlockable_run_folder_is_reported_with_the_store(tmp_path, monkeypatch, mlflow_ok):
+    run_dir = a_run(tmp_path)
+    store = tmp_path / "mlruns"
+
+    class Busy:
+        def __init__(self, folder):
+            raise runs.RunBusy(folder, 4242)
+
+    monkeypatch.setattr(runs, "RunLock", Busy)
+    assert track.log_run(run_dir, "mlflow", store) == {"status": "busy", "pid": 4242, "store": str(store.resolve())}
+
+    class Unlockable:
+        def __init__(self, folder):
+            raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runs, "RunLock", Unlockable)
+    assert track.log_run(run_dir, "mlflow", store) == {
+        "status": "failed", "store": str(store.resolve()), "error": "PermissionError: [Errno 13] Permission denied"}
+    assert not (run_dir / track.TRACKER_FILE).exists()
