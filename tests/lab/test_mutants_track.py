@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
+import nbformat
 import pytest
 from test_track import GRID, POINTS, fabricate_run
 
@@ -390,3 +393,187 @@ def test_a_busy_or_unlockable_run_folder_is_reported_with_the_store(tmp_path, mo
     assert track.log_run(run_dir, "mlflow", store) == {
         "status": "failed", "store": str(store.resolve()), "error": "PermissionError: [Errno 13] Permission denied"}
     assert not (run_dir / track.TRACKER_FILE).exists()
+
+
+def test_a_wandb_offline_folder_without_a_readable_run_file_is_removed_not_found(tmp_path):
+    pytest.importorskip("wandb", reason="the W&B tracker (qmlnb's track extra)")
+    rec = track.read_run(a_run(tmp_path))
+    run_id = track.wandb_run_id(rec)
+    store = tmp_path / "project"
+    sink = track.WandbSink(store)
+    assert sink.find(rec) is None  # no wandb/ folder yet
+    missing = store / "wandb" / f"offline-run-20260101_000000-{run_id}"  # a crash before the file was written
+    missing.mkdir(parents=True)
+    garbage = store / "wandb" / f"offline-run-20260101_000001-{run_id}"  # not a W&B file
+    garbage.mkdir()
+    (garbage / f"run-{run_id}.wandb").write_bytes(b"PK\x03\x04 not a run file")
+    other = store / "wandb" / "offline-run-20260101_000002-someoneelse"
+    other.mkdir()
+    assert sink.find(rec) is None
+    assert sorted(p.name for p in (store / "wandb").iterdir()) == [other.name]
+
+
+# ------------------------------------------------------------------ what a run folder becomes (track_store)
+def raw_run(tmp_path: Path, metrics, params=None, status=None, name="r") -> Path:
+    run_dir = tmp_path / "runs" / "g" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if params is not None:
+        (run_dir / "params.json").write_text(json.dumps(params))
+    if status is not None:
+        (run_dir / "status.json").write_text(json.dumps(status))
+    return run_dir
+
+
+def test_read_run_splits_numbers_text_and_the_environment_and_keeps_nothing_else(tmp_path):
+    metrics = {"score": 3, "ok": True, "nothing": None, "nan": float("nan"), "labels": ["a", 1],
+               "nested": {"deep": {"x": 0.5, "note": "hi"}},
+               "environment": {"git": {"commit": "abc"}, "n": 4, "missing": None}}
+    run_dir = raw_run(tmp_path, metrics, params={"n": [1, 2]}, status={"status": "complete", "time": "x"})
+    rec = track.read_run(run_dir)
+    assert (rec.grid, rec.name, rec.run_dir) == ("g", "r", run_dir.resolve())
+    assert rec.metrics == {"score": 3.0, "nan": pytest.approx(float("nan"), nan_ok=True), "nested.deep.x": 0.5}
+    assert type(rec.metrics["score"]) is float
+    assert rec.info == {"ok": "true", "labels": '["a", 1]', "nested.deep.note": "hi"}
+    assert rec.env == {"git.commit": "abc", "n": "4"}
+    assert rec.environment == {"git": {"commit": "abc"}, "n": 4, "missing": None}
+    assert rec.params == {"n": [1, 2]} and rec.status == {"status": "complete", "time": "x"}
+    # no params.json, no status.json, no environment: empty, not None
+    bare = track.read_run(raw_run(tmp_path, {"score": 1}, name="bare"))
+    assert (bare.params, bare.status, bare.env, bare.environment) == ({}, {}, {}, {})
+
+
+def test_read_run_takes_the_artifact_files_by_kind_and_skips_hidden_and_large_ones(tmp_path, monkeypatch):
+    run_dir = raw_run(tmp_path, {"score": 1}, params={}, status={"status": "complete"})
+    for name in ("t.CSV", "t.parquet", "a.png", "b.svg", "c.pdf", "d.jpg", "e.jpeg", "f.html", "notes.txt",
+                 ".hidden.csv", "big.csv"):
+        (run_dir / name).write_bytes(b"x" * (200 if name == "big.csv" else 10))
+    (run_dir / "sub.csv").mkdir()
+    (run_dir / "link.csv").symlink_to(run_dir / "t.CSV")
+    import qmlnb.lab.track_store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_ARTIFACT_BYTES", 199)
+    rec = track.read_run(run_dir)
+    assert sorted((p.name, folder) for p, folder in rec.files) == [
+        ("a.png", "figures"), ("b.svg", "figures"), ("c.pdf", "figures"), ("d.jpg", "figures"),
+        ("e.jpeg", "figures"), ("f.html", "figures"), ("metrics.json", "run"), ("params.json", "run"),
+        ("status.json", "run"), ("t.CSV", "tables"), ("t.parquet", "tables")]
+    assert rec.skipped_files == ["big.csv"]
+    monkeypatch.setattr(store_module, "MAX_ARTIFACT_BYTES", 200)  # at the limit: still an artifact
+    assert track.read_run(run_dir).skipped_files == []
+
+
+def test_read_run_refuses_what_the_lab_did_not_write_naming_the_file(tmp_path):
+    run_dir = raw_run(tmp_path, [1, 2])
+    with pytest.raises(ValueError) as err:
+        track.read_run(run_dir)
+    assert str(err.value) == (f"run_dir {run_dir.resolve()}: metrics.json is missing or not a JSON object; "
+                              "only folders written by the lab (tasks.save_run) can be tracked")
+    run_dir = raw_run(tmp_path, {"score": 1}, params=[1], name="p")
+    with pytest.raises(ValueError) as err:
+        track.read_run(run_dir)
+    assert str(err.value) == f"run_dir {run_dir.resolve()}: params.json is not a JSON object"
+    run_dir = raw_run(tmp_path, {"score": 1}, name="bad")
+    (run_dir / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"^run_dir {run_dir.resolve()}: unreadable \(.*metrics\.json"):
+        track.read_run(run_dir)
+
+
+def test_text_values_are_json_with_sorted_keys_and_cut_at_the_limit():
+    from qmlnb.lab.track_store import MAX_TEXT, _text
+
+    assert _text("as is") == "as is" and _text({"b": 1, "a": [True, None]}) == '{"a": [true, null], "b": 1}'
+    assert _text(Path("/p")) == '"/p"'  # anything else as its str, quoted
+    exact = "z" * MAX_TEXT
+    assert _text(exact) == exact
+    cut = _text("z" * (MAX_TEXT + 1))
+    assert len(cut) <= MAX_TEXT and cut == "z" * (MAX_TEXT - 15) + "...(truncated)"  # the start kept, marked cut
+
+
+def test_a_run_ends_at_its_status_time_else_its_environment_timestamp_else_now(tmp_path):
+    import datetime as dt
+
+    rec = track.read_run(raw_run(tmp_path, {"environment": {"timestamp": "2026-01-02T03:04:05+00:00"}},
+                                 status={"status": "complete", "time": "2026-05-06T07:08:09.250+00:00"}))
+    assert rec.timestamp_ms() == int(dt.datetime(2026, 5, 6, 7, 8, 9, 250000, dt.timezone.utc).timestamp() * 1000)
+    rec.status["time"] = "not a time"
+    assert rec.timestamp_ms() == int(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    rec.status.pop("time")
+    rec.environment.pop("timestamp")
+    now = dt.datetime.now(dt.timezone.utc).timestamp() * 1000
+    assert abs(rec.timestamp_ms() - now) < 60_000
+
+
+def test_the_fingerprint_covers_params_and_metrics_and_which_file_holds_what(tmp_path):
+    a = raw_run(tmp_path, {"s": 1}, params={"n": 1}, name="a")
+    prints = {track.fingerprint(a)}
+    b = raw_run(tmp_path, {"s": 1}, params={"n": 2}, name="b")
+    c = raw_run(tmp_path, {"s": 2}, params={"n": 1}, name="c")
+    d = raw_run(tmp_path, {"s": 1}, name="d")  # no params.json
+    (d / "status.json").write_text("{}")  # status, tables and the rest do not count
+    prints |= {track.fingerprint(f) for f in (b, c, d)}
+    assert len(prints) == 4
+    assert track.fingerprint(raw_run(tmp_path, {"s": 1}, params={"n": 1}, name="e")) == track.fingerprint(a)
+    # the same bytes in the other file is another run
+    swapped = raw_run(tmp_path, {"n": 1}, params={"s": 1}, name="f")
+    assert track.fingerprint(swapped) != track.fingerprint(a)
+    assert len(track.fingerprint(a)) == 64 and int(track.fingerprint(a), 16) >= 0
+
+
+def test_notebook_image_outputs_become_named_figures(tmp_path):
+    import base64
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    svg = "<svg xmlns='http://www.w3.org/2000/svg'/>"
+    jpeg = b"\xff\xd8\xff fake jpeg"
+    png = b"\x89PNG fake"
+    nb = new_notebook(cells=[
+        new_markdown_cell("text"),
+        new_code_cell("a", outputs=[new_output("display_data", data={"text/plain": "x"})]),
+        new_code_cell("b", outputs=[
+            new_output("display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<F>"}),
+            new_output("execute_result", execution_count=1, data={"image/svg+xml": [svg[:10], svg[10:]],
+                                                                  "image/jpeg": base64.b64encode(jpeg).decode()})]),
+    ] + [new_code_cell("c") for _ in range(8)] + [new_code_cell("d", outputs=[
+        new_output("display_data", data={"image/png": base64.b64encode(png).decode()})])])
+    run_dir = raw_run(tmp_path, {"s": 1})
+    nbformat.write(nb, run_dir / "10-x.ipynb")
+    rec = track.read_run(run_dir)
+    assert rec.figures == [("10-x-cell02-0.png", png), ("10-x-cell02-1.svg", svg.encode()),
+                           ("10-x-cell02-2.jpg", jpeg), ("10-x-cell11-0.png", png)]
+    (run_dir / "10-x.ipynb").write_text("not a notebook")
+    rec = track.read_run(run_dir)
+    assert rec.figures == [] and ("10-x.ipynb", "notebook") in [(p.name, f) for p, f in rec.files]
+
+
+def test_store_locations_and_tracker_names(tmp_path, monkeypatch):
+    assert track.store_location("mlflow", "http://host:5000") == "http://host:5000"
+    assert track.store_location("mlflow", "sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.chdir(tmp_path)
+    # for W&B a store is always a folder, even one whose name looks like a URI
+    assert track.store_location("wandb", "a://b") == str((tmp_path / "a:" / "b").resolve())
+    assert track.store_location("mlflow", "rel") == str(tmp_path.resolve() / "rel")
+    assert track.check_tracker_name("wandb") == "wandb"
+    with pytest.raises(ValueError, match=r"^to must be one of \('mlflow', 'wandb'\), got 'neptune'$"):
+        track.check_tracker_name("neptune")
+    with pytest.raises(ValueError, match=r"^to must be one of"):
+        track.default_store("neptune")
+    with pytest.raises(ValueError, match=r"^to must be one of"):
+        track.require("neptune")
+
+
+def test_requiring_mlflow_allows_its_file_store_and_a_missing_tracker_names_the_extra(monkeypatch):
+    pytest.importorskip("mlflow", reason="the MLflow tracker (qmlnb's track extra)")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert track.require("mlflow").__name__ == "mlflow"
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")  # the user's own setting wins
+    track.require("mlflow")
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "false"
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(track.TrackerUnavailable) as err:
+        track.require("mlflow")
+    assert str(err.value).startswith("the mlflow tracker needs the optional packages of qmlnb's 'track' extra: "
+                                     'pip install -e ".[track]" (')
+    assert isinstance(err.value, ImportError)
