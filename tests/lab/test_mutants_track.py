@@ -20,7 +20,7 @@ import pytest
 from test_track import GRID, POINTS, fabricate_run
 
 from qmlnb import _util, cli
-from qmlnb.lab import runs, track
+from qmlnb.lab import runs, track, track_sinks
 
 with contextlib.suppress(ImportError):
     # imported once, while the tests are collected: mutmut's forked test processes then share the modules
@@ -577,3 +577,105 @@ def test_requiring_mlflow_allows_its_file_store_and_a_missing_tracker_names_the_
     assert str(err.value).startswith("the mlflow tracker needs the optional packages of qmlnb's 'track' extra: "
                                      'pip install -e ".[track]" (')
     assert isinstance(err.value, ImportError)
+
+
+# ------------------------------------------------------------------ what the W&B sink hands to wandb
+class FakeWandbRun:
+    """Stands in for the run ``wandb.init`` returns: records what the sink logs into it."""
+
+    def __init__(self, fail_on_summary=False):
+        self.summary, self.artifacts, self.finished = self, [], []
+        self.values, self.fail_on_summary = {}, fail_on_summary
+
+    def update(self, values):  # run.summary.update
+        if self.fail_on_summary:
+            raise RuntimeError("summary rejected")
+        self.values.update(values)
+
+    def log_artifact(self, artifact):
+        self.artifacts.append(artifact)
+
+    def finish(self, exit_code=None):
+        self.finished.append(exit_code)
+
+
+def fake_wandb_init(monkeypatch, run: FakeWandbRun) -> list:
+    wandb = pytest.importorskip("wandb", reason="the W&B tracker (qmlnb's track extra)")
+    calls = []
+
+    def init(**kwargs):
+        calls.append({**kwargs, "env": {var: os.environ.get(var) for var in track_sinks.WANDB_DIR_ENV}})
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    for var in track_sinks.WANDB_DIR_ENV:
+        monkeypatch.delenv(var, raising=False)
+    return calls
+
+
+def test_the_wandb_sink_logs_an_offline_silent_run_with_the_records_content(tmp_path, monkeypatch):
+    run_dir = a_run(tmp_path)
+    rec = track.read_run(run_dir)
+    run = FakeWandbRun()
+    calls = fake_wandb_init(monkeypatch, run)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "mine"))  # a folder the user chose is kept
+    store = tmp_path / "project"
+    assert track.WandbSink(store).log(rec) == track.wandb_run_id(rec)
+    (call,) = calls
+    settings = call.pop("settings")
+    assert (settings.silent, settings.console, settings.disable_git, settings.save_code, settings.x_disable_stats,
+            settings.x_disable_machine_info) == (True, "off", True, False, True, True)
+    env = rec.env
+    assert call == {
+        "project": "qmlnb", "group": GRID, "name": run_dir.name, "id": track.wandb_run_id(rec),
+        "dir": str(store.resolve()), "mode": "offline", "job_type": "qmlnb-run", "reinit": "create_new",
+        "tags": [f"commit:{env['git.commit'][:12]}", f"host:{env['machine.hostname']}"],
+        "config": {**POINTS[0], "qmlnb": {"run_key": rec.key, "fingerprint": rec.fingerprint,
+                                          "run_dir": str(rec.run_dir), "status": "complete",
+                                          "time": rec.status["time"], "environment": rec.environment}},
+        "env": {"WANDB_DATA_DIR": str(store.resolve() / "wandb" / ".data"),
+                "WANDB_CACHE_DIR": str(store.resolve() / "wandb" / ".cache"),
+                "WANDB_CONFIG_DIR": str(tmp_path / "mine")}}
+    # the variables are set only while logging
+    assert [os.environ.get(v) for v in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")] == [None, None]
+    assert os.environ["WANDB_CONFIG_DIR"] == str(tmp_path / "mine")
+    assert run.values == {**rec.info, **rec.metrics} and run.finished == [None]
+    (artifact,) = run.artifacts
+    assert (artifact.name, artifact.type) == (f"{GRID}-{run_dir.name}", "qmlnb-run")
+    assert artifact.metadata == {"run_key": rec.key, "fingerprint": rec.fingerprint}
+    assert set(artifact.manifest.entries) == {"tables/scores.csv", "figures/20-qsvm-cell00-0.png",
+                                              "notebook/20-qsvm.ipynb", "run/params.json", "run/metrics.json",
+                                              "run/status.json"}
+
+
+def test_the_wandb_sink_tags_only_what_the_environment_has_and_cuts_the_host_tag(tmp_path, monkeypatch):
+    rec = track.read_run(a_run(tmp_path))
+    rec.env = {"machine.hostname": "h" * 100}
+    run = FakeWandbRun()
+    calls = fake_wandb_init(monkeypatch, run)
+    track.WandbSink(tmp_path / "p").log(rec)
+    assert calls[-1]["tags"] == ["host:" + "h" * 59]
+    rec.env = {"git.commit": "0123456789abcdef"}
+    track.WandbSink(tmp_path / "p").log(rec)
+    assert calls[-1]["tags"] == ["commit:0123456789ab"]
+
+
+def test_a_wandb_run_that_fails_while_logging_is_finished_with_exit_code_1(tmp_path, monkeypatch):
+    rec = track.read_run(a_run(tmp_path))
+    run = FakeWandbRun(fail_on_summary=True)
+    fake_wandb_init(monkeypatch, run)
+    with pytest.raises(RuntimeError, match="summary rejected"):
+        track.WandbSink(tmp_path / "p").log(rec)
+    assert run.finished == [1] and run.artifacts == []
+    assert "WANDB_DATA_DIR" not in os.environ  # restored after a failure too
+
+
+def test_wandb_artifact_names_keep_safe_characters_and_stay_short():
+    rec = track.RunRecord(run_dir=Path("/r"), grid="g rid", name="a/b:c", fingerprint="0" * 64, params={},
+                          metrics={}, info={}, env={}, environment={}, status={}, files=[], figures=[],
+                          skipped_files=[])
+    assert track_sinks._wandb_artifact_name(rec, "ID") == "g_rid-a_b_c"
+    rec.name = "n" * 118  # "g_rid-" + 118: 124 characters, over 120
+    assert track_sinks._wandb_artifact_name(rec, "ID") == ("g_rid-" + "n" * 118)[:95] + "-ID"
+    rec.name = "n" * 114  # exactly 120: kept
+    assert track_sinks._wandb_artifact_name(rec, "ID") == "g_rid-" + "n" * 114
