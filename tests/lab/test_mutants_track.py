@@ -679,3 +679,89 @@ def test_wandb_artifact_names_keep_safe_characters_and_stay_short():
     assert track_sinks._wandb_artifact_name(rec, "ID") == ("g_rid-" + "n" * 118)[:95] + "-ID"
     rec.name = "n" * 114  # exactly 120: kept
     assert track_sinks._wandb_artifact_name(rec, "ID") == "g_rid-" + "n" * 114
+
+
+def test_the_wandb_sink_passes_only_the_settings_this_wandb_version_knows(tmp_path, monkeypatch):
+    """A setting that the installed wandb's ``Settings`` lacks (older or newer versions) is left out, not an error."""
+    wandb = pytest.importorskip("wandb", reason="the W&B tracker (qmlnb's track extra)")
+    rec = track.read_run(a_run(tmp_path))
+    calls = fake_wandb_init(monkeypatch, FakeWandbRun())
+
+    class OlderSettings:  # knows neither x_ setting
+        model_fields = {"silent": None, "console": None, "disable_git": None, "save_code": None, "mode": None}
+
+        def __init__(self, **kwargs):
+            unknown = set(kwargs) - set(self.model_fields)
+            if unknown:
+                raise TypeError(f"unknown settings {sorted(unknown)}")
+            self.kwargs = kwargs
+
+    class PlainSettings:  # no field list to ask: every setting is passed
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(wandb, "Settings", OlderSettings)
+    track.WandbSink(tmp_path / "p").log(rec)
+    assert calls[-1]["settings"].kwargs == {"silent": True, "console": "off", "disable_git": True, "save_code": False}
+    monkeypatch.setattr(wandb, "Settings", PlainSettings)
+    track.WandbSink(tmp_path / "p").log(rec)
+    assert calls[-1]["settings"].kwargs == {"silent": True, "console": "off", "disable_git": True, "save_code": False,
+                                            "x_disable_stats": True, "x_disable_machine_info": True}
+
+
+# ------------------------------------------------------------------ what the MLflow sink writes
+def test_an_mlflow_run_spans_the_runs_seconds_and_carries_its_source_tags(tmp_path, mlflow_ok):
+    from test_track import mlflow_client
+
+    run_dir = a_run(tmp_path)
+    rec = track.read_run(run_dir)
+    store = tmp_path / "mlruns"
+    sink = track.MlflowSink(store)
+    run = mlflow_client(store).get_run(sink.log(rec))
+    end = rec.timestamp_ms()
+    assert (run.info.start_time, run.info.end_time, run.info.run_name) == (end - 2500, end, run_dir.name)
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "/nb/20-qsvm.ipynb" and tags["qmlnb.run_dir"] == str(rec.run_dir)
+    assert tags["qmlnb.fingerprint"] == rec.fingerprint and tags["env.machine.hostname"] == rec.env["machine.hostname"]
+    (point,) = mlflow_client(store).get_metric_history(run.info.run_id, "qsvm.f1")
+    assert (point.value, point.timestamp, point.step) == (rec.metrics["qsvm.f1"], end, 0)
+    # no seconds, no notebook, no commit: a run of no duration, without those tags
+    rec.status = {"status": "complete", "time": rec.status["time"]}
+    rec.env = {}
+    rec.fingerprint = "1" * 64
+    run = mlflow_client(store).get_run(sink.log(rec))
+    assert run.info.start_time == run.info.end_time == end
+    assert not {"mlflow.source.name", "mlflow.source.git.commit"} & set(run.data.tags)
+
+
+def test_an_mlflow_run_gets_every_param_and_metric_past_the_batch_size_under_safe_names(tmp_path, mlflow_ok):
+    from test_track import mlflow_client
+
+    params = {f"p{i:03d}": i for i in range(250)} | {"odd key@1": "v", "k" * 300: 1}
+    metrics = {f"m{i:03d}": i / 4 for i in range(130)}
+    rec = track.read_run(raw_run(tmp_path, metrics, params=params, status={"status": "complete"}))
+    store = tmp_path / "mlruns"
+    run = mlflow_client(store).get_run(track.MlflowSink(store).log(rec))
+    assert run.data.params == {**{f"p{i:03d}": str(i) for i in range(250)}, "odd key_1": "v", "k" * 250: "1"}
+    assert run.data.metrics == metrics
+    assert track_sinks._mlflow_key("a-b_c. d/e:f@g") == "a-b_c. d/e_f_g"
+
+
+def test_an_mlflow_sink_logs_into_a_deleted_experiment_again_and_tells_same_content_folders_apart(tmp_path,
+                                                                                                   mlflow_ok):
+    from test_track import mlflow_client
+
+    store = tmp_path / "mlruns"
+    client = mlflow_client(store)
+    first = track.read_run(raw_run(tmp_path, {"s": 1}, params={"n": 1}, status={"status": "complete"}, name="a"))
+    twin = track.read_run(raw_run(tmp_path, {"s": 1}, params={"n": 1}, status={"status": "complete"}, name="b"))
+    assert first.fingerprint == twin.fingerprint  # same content, two run folders
+    sink = track.MlflowSink(store)
+    assert sink.find(first) is None  # no experiment yet
+    first_id = sink.log(first)
+    assert sink.find(first) == first_id and sink.find(twin) is None
+    client.delete_experiment(client.get_experiment_by_name("g").experiment_id)
+    twin_id = sink.log(twin)
+    exp = client.get_experiment_by_name("g")
+    assert exp.lifecycle_stage == "active" and client.get_run(twin_id).info.experiment_id == exp.experiment_id
+    assert sink.find(twin) == twin_id
