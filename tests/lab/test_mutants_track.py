@@ -658,6 +658,9 @@ def test_the_wandb_sink_tags_only_what_the_environment_has_and_cuts_the_host_tag
     rec.env = {"git.commit": "0123456789abcdef"}
     track.WandbSink(tmp_path / "p").log(rec)
     assert calls[-1]["tags"] == ["commit:0123456789ab"]
+    rec.name = "r" * 200  # a long run name: the artifact's name ends with the run id
+    track.WandbSink(tmp_path / "p").log(rec)
+    assert run.artifacts[-1].name == f"{GRID}-{'r' * 200}"[:95] + "-" + track.wandb_run_id(rec)
 
 
 def test_a_wandb_run_that_fails_while_logging_is_finished_with_exit_code_1(tmp_path, monkeypatch):
