@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -674,14 +675,33 @@ def test_a_wandb_run_that_fails_while_logging_is_finished_with_exit_code_1(tmp_p
 
 
 def test_wandb_artifact_names_keep_safe_characters_and_stay_short():
-    rec = track.RunRecord(run_dir=Path("/r"), grid="g rid", name="a/b:c", fingerprint="0" * 64, params={},
+    rec = track.RunRecord(run_dir=Path("/r"), grid="G rid", name="a/b:c.Z_9-é", fingerprint="0" * 64, params={},
                           metrics={}, info={}, env={}, environment={}, status={}, files=[], figures=[],
                           skipped_files=[])
-    assert track_sinks._wandb_artifact_name(rec, "ID") == "g_rid-a_b_c"
-    rec.name = "n" * 118  # "g_rid-" + 118: 124 characters, over 120
-    assert track_sinks._wandb_artifact_name(rec, "ID") == ("g_rid-" + "n" * 118)[:95] + "-ID"
-    rec.name = "n" * 114  # exactly 120: kept
-    assert track_sinks._wandb_artifact_name(rec, "ID") == "g_rid-" + "n" * 114
+    assert track_sinks._wandb_artifact_name(rec, "ID") == "G_rid-a_b_c.Z_9-_"
+    rec.grid = "g"
+    for length in (121, 200):  # over 120 characters: the first 95 and the run id
+        rec.name = "n" * (length - 2)
+        assert track_sinks._wandb_artifact_name(rec, "ID") == ("g-" + "n" * (length - 2))[:95] + "-ID"
+    rec.name = "n" * 118  # exactly 120: kept
+    assert track_sinks._wandb_artifact_name(rec, "ID") == "g-" + "n" * 118
+
+
+def test_closing_the_wandb_sink_stops_wandbs_service_unless_the_caller_has_a_run(tmp_path):
+    pytest.importorskip("wandb", reason="the W&B tracker (qmlnb's track extra)")
+    sink = track.WandbSink(tmp_path)
+    stopped = []
+
+    def teardown():
+        stopped.append(True)
+        raise RuntimeError("service already gone")  # never raised out of close()
+
+    sink.wandb = types.SimpleNamespace(run=None, teardown=teardown)
+    sink.close()
+    assert stopped == [True]
+    sink.wandb = types.SimpleNamespace(run=object(), teardown=teardown)  # the notebook's own run: left running
+    sink.close()
+    assert stopped == [True]
 
 
 def test_the_wandb_sink_passes_only_the_settings_this_wandb_version_knows(tmp_path, monkeypatch):
