@@ -788,3 +788,9 @@ def test_an_mlflow_sink_logs_into_a_deleted_experiment_again_and_tells_same_cont
     exp = client.get_experiment_by_name("g")
     assert exp.lifecycle_stage == "active" and client.get_run(twin_id).info.experiment_id == exp.experiment_id
     assert sink.find(twin) == twin_id
+    # two finished copies of one run (logged by two processes at once): the first is the answer, none is deleted
+    second_id = sink.log(twin)
+    copies = [twin_id, second_id]
+    assert sink.find(twin) in copies
+    assert sorted(r.info.run_id for r in sink._matches(twin)) == sorted(copies)
+    assert {client.get_run(i).info.lifecycle_stage for i in copies} == {"active"}
