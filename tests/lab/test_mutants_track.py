@@ -755,6 +755,11 @@ def test_an_mlflow_run_spans_the_runs_seconds_and_carries_its_source_tags(tmp_pa
     run = mlflow_client(store).get_run(sink.log(rec))
     assert run.info.start_time == run.info.end_time == end
     assert not {"mlflow.source.name", "mlflow.source.git.commit"} & set(run.data.tags)
+    # no status record at all (a notebook logging its own run before the sweep marks it): an empty status tag
+    rec.status = {}
+    rec.fingerprint = "2" * 64
+    run = mlflow_client(store).get_run(sink.log(rec))
+    assert run.data.tags.get("qmlnb.status", "") == ""
 
 
 def test_an_mlflow_run_gets_every_param_and_metric_past_the_batch_size_under_safe_names(tmp_path, mlflow_ok):
