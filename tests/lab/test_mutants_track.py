@@ -772,7 +772,40 @@ def test_an_mlflow_run_gets_every_param_and_metric_past_the_batch_size_under_saf
     run = mlflow_client(store).get_run(track.MlflowSink(store).log(rec))
     assert run.data.params == {**{f"p{i:03d}": str(i) for i in range(250)}, "odd key_1": "v", "k" * 250: "1"}
     assert run.data.metrics == metrics
-    assert track_sinks._mlflow_key("a-b_c. d/e:f@g") == "a-b_c. d/e_f_g"
+    history = mlflow_client(store).get_metric_history(run.info.run_id, "m100")  # the first of the second batch
+    assert [(p.value, p.step) for p in history] == [(25.0, 0)]  # logged once
+    assert track_sinks._mlflow_key("Ab-c_d. e/f:g@h") == "Ab-c_d. e/f_g_h"
+
+
+def test_an_mlflow_run_that_fails_while_logging_is_marked_failed_and_the_first_error_is_raised(tmp_path, monkeypatch,
+                                                                                               mlflow_ok):
+    from test_track import mlflow_client
+
+    client_class = track.require("mlflow").tracking.MlflowClient
+    rec = track.read_run(a_run(tmp_path))
+    store = tmp_path / "mlruns"
+    sink = track.MlflowSink(store)
+
+    def broken(self, run_id, local_path, artifact_path=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(client_class, "log_artifact", broken)
+    with pytest.raises(OSError, match="No space left on device"):
+        sink.log(rec)
+    client = mlflow_client(store)
+    (run,) = client.search_runs([client.get_experiment_by_name(GRID).experiment_id])
+    assert run.info.status == "FAILED"
+    real_set_terminated = client_class.set_terminated
+
+    def unmarkable(self, run_id, status=None, end_time=None):
+        if status == "FAILED":
+            raise RuntimeError("the store went away")
+        return real_set_terminated(self, run_id, status, end_time)
+
+    monkeypatch.setattr(client_class, "set_terminated", unmarkable)
+    rec.fingerprint = "3" * 64
+    with pytest.raises(OSError, match="No space left on device"):  # not the error of marking it failed
+        sink.log(rec)
 
 
 def test_an_mlflow_sink_logs_into_a_deleted_experiment_again_and_tells_same_content_folders_apart(tmp_path,
