@@ -373,6 +373,20 @@ def test_an_unreadable_tracker_json_counts_as_absent(tmp_path):
         assert track.read_tracker_file(run_dir) == {}
     (run_dir / track.TRACKER_FILE).write_text('{"mlflow": {"status": "logged"}}')
     assert track.read_tracker_file(run_dir) == {"mlflow": {"status": "logged"}}
+    (run_dir / track.TRACKER_FILE).unlink()
+    (run_dir / track.TRACKER_FILE).mkdir()  # not a file
+    assert track.read_tracker_file(run_dir) == {}
+
+
+def test_a_tracker_json_that_cannot_be_read_counts_as_absent(tmp_path, monkeypatch):
+    run_dir = a_run(tmp_path)
+    (run_dir / track.TRACKER_FILE).write_text('{"mlflow": {"status": "logged"}}')
+
+    def io_error(path, root=None):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(runs, "read_record", io_error)
+    assert track.read_tracker_file(run_dir) == {}
 
 
 def test_a_busy_or_unlockable_run_folder_is_reported_with_the_store(tmp_path, monkeypatch, mlflow_ok):
@@ -531,7 +545,8 @@ def test_notebook_image_outputs_become_named_figures(tmp_path):
     png = b"\x89PNG fake"
     nb = new_notebook(cells=[
         new_markdown_cell("text"),
-        new_code_cell("a", outputs=[new_output("display_data", data={"text/plain": "x"})]),
+        new_code_cell("a", outputs=[new_output("stream", name="stdout", text="no data"),
+                                    new_output("display_data", data={"text/plain": "x"})]),
         new_code_cell("b", outputs=[
             new_output("display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<F>"}),
             new_output("execute_result", execution_count=1, data={"image/svg+xml": [svg[:10], svg[10:]],
