@@ -211,7 +211,7 @@ def test_the_track_command_line_documents_and_parses_its_arguments(capsys):
         cli.main(["track", "export", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
     assert "usage: qmlnb track export [-h] --to {mlflow,wandb} [--store STORE] runs_dir" in out
-    assert "the runs folder (holding <grid>/<run>/ folders)" in out
+    assert "positional arguments: runs_dir the runs folder (holding <grid>/<run>/ folders) options:" in out
     assert "--to {mlflow,wandb} the tracker" in out
     assert ("--store STORE mlflow: the file store folder or a tracking URI (default <project>/mlruns); wandb: the "
             "folder to write wandb/ into (default <project>)") in out
@@ -246,7 +246,7 @@ def test_track_export_prints_its_progress_the_counts_and_each_failure(tmp_path, 
     assert capsys.readouterr().err == f"qmlnb track: runs_dir {tmp_path / 'nope'} is not a folder\n"
 
 
-def test_export_counts_every_outcome_and_lists_the_failures_with_their_folders(tmp_path, mlflow_ok):
+def test_export_counts_every_outcome_and_lists_the_failures_with_their_folders(tmp_path, capsys, mlflow_ok):
     runs_dir = tmp_path / "runs"
     folders = [a_run(tmp_path, point) for point in POINTS]
     # a grid folder linked out of the runs folder: its runs lie outside, nothing is read or written there
@@ -263,6 +263,10 @@ def test_export_counts_every_outcome_and_lists_the_failures_with_their_folders(t
     again = track.export(runs_dir, "mlflow", store)
     assert (again["logged"], again["already_logged"], again["failed"]) == (0, 2, 1)
     assert [track.read_tracker_file(f)["mlflow"]["status"] for f in folders] == ["logged", "logged"]
+    assert {track.read_tracker_file(f)["mlflow"]["store"] for f in folders} == {str(store.resolve())}
+    assert capsys.readouterr().err == ""  # no progress lines unless asked
+    uri = (tmp_path / "by-uri").resolve().as_uri()  # a tracking URI is kept as given
+    assert track.export(runs_dir, "mlflow", uri)["store"] == uri
     # a runs folder without runs: nothing opened, nothing to close, all counts 0
     (tmp_path / "empty").mkdir()
     empty = track.export(tmp_path / "empty", "mlflow", store)
@@ -399,6 +403,15 @@ def test_a_busy_or_unlockable_run_folder_is_reported_with_the_store(tmp_path, mo
 
     monkeypatch.setattr(runs, "RunLock", Busy)
     assert track.log_run(run_dir, "mlflow", store) == {"status": "busy", "pid": 4242, "store": str(store.resolve())}
+    # the run's own notebook (its sweep holds the lock): logged without the lock, into the store asked for
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(run_dir / ".." / run_dir.name))
+    entry = track.log_run(run_dir, "mlflow", store)
+    assert (entry["status"], entry["store"], entry["fingerprint"]) == ("logged", str(store.resolve()),
+                                                                       track.fingerprint(run_dir))
+    assert track.read_tracker_file(run_dir)["mlflow"] == entry
+    other = a_run(tmp_path, POINTS[1])  # another run folder while a notebook runs: still locked, so busy here
+    assert track.log_run(other, "mlflow", store)["status"] == "busy"
+    monkeypatch.delenv(runs.RUN_DIR_ENV)
 
     class Unlockable:
         def __init__(self, folder):
@@ -407,7 +420,7 @@ def test_a_busy_or_unlockable_run_folder_is_reported_with_the_store(tmp_path, mo
     monkeypatch.setattr(runs, "RunLock", Unlockable)
     assert track.log_run(run_dir, "mlflow", store) == {
         "status": "failed", "store": str(store.resolve()), "error": "PermissionError: [Errno 13] Permission denied"}
-    assert not (run_dir / track.TRACKER_FILE).exists()
+    assert track.read_tracker_file(run_dir) == {"mlflow": entry}  # nothing written without the lock
 
 
 def test_a_wandb_offline_folder_without_a_readable_run_file_is_removed_not_found(tmp_path):
@@ -446,7 +459,8 @@ def test_read_run_splits_numbers_text_and_the_environment_and_keeps_nothing_else
                "environment": {"git": {"commit": "abc"}, "n": 4, "missing": None}}
     run_dir = raw_run(tmp_path, metrics, params={"n": [1, 2]}, status={"status": "complete", "time": "x"})
     rec = track.read_run(run_dir)
-    assert (rec.grid, rec.name, rec.run_dir) == ("g", "r", run_dir.resolve())
+    assert (rec.grid, rec.name, rec.run_dir, rec.fingerprint) == ("g", "r", run_dir.resolve(),
+                                                                   track.fingerprint(run_dir))
     assert rec.metrics == {"score": 3.0, "nan": pytest.approx(float("nan"), nan_ok=True), "nested.deep.x": 0.5}
     assert type(rec.metrics["score"]) is float
     assert rec.info == {"ok": "true", "labels": '["a", 1]', "nested.deep.note": "hi"}
@@ -476,6 +490,16 @@ def test_read_run_takes_the_artifact_files_by_kind_and_skips_hidden_and_large_on
     assert rec.skipped_files == ["big.csv"]
     monkeypatch.setattr(store_module, "MAX_ARTIFACT_BYTES", 200)  # at the limit: still an artifact
     assert track.read_run(run_dir).skipped_files == []
+
+
+def test_a_logged_entry_lists_the_files_too_large_to_copy(tmp_path, monkeypatch, mlflow_ok):
+    import qmlnb.lab.track_store as store_module
+
+    run_dir = a_run(tmp_path)
+    (run_dir / "K.csv").write_bytes(b"0" * 5000)
+    monkeypatch.setattr(store_module, "MAX_ARTIFACT_BYTES", 4999)
+    entry = track.log_run(run_dir, "mlflow", tmp_path / "mlruns")
+    assert (entry["status"], entry["skipped_files"]) == ("logged", ["K.csv"])
 
 
 def test_read_run_refuses_what_the_lab_did_not_write_naming_the_file(tmp_path):
@@ -532,7 +556,9 @@ def test_the_fingerprint_covers_params_and_metrics_and_which_file_holds_what(tmp
     # the same bytes in the other file is another run
     swapped = raw_run(tmp_path, {"n": 1}, params={"s": 1}, name="f")
     assert track.fingerprint(swapped) != track.fingerprint(a)
-    assert len(track.fingerprint(a)) == 64 and int(track.fingerprint(a), 16) >= 0
+    # stores written before must find their runs again: the fingerprint of given files never changes
+    assert track.fingerprint(a) == "d549ffca7e881d83340ba9ec8b0045dbddde9ea8502877008d03c400b1a8f350"
+    assert track.fingerprint(d) == "9ac7ad0f687576555ebf20829cfcced1394127682881255fc54718116d5da64b"
 
 
 def test_notebook_image_outputs_become_named_figures(tmp_path):
@@ -556,8 +582,12 @@ def test_notebook_image_outputs_become_named_figures(tmp_path):
     run_dir = raw_run(tmp_path, {"s": 1})
     nbformat.write(nb, run_dir / "10-x.ipynb")
     rec = track.read_run(run_dir)
-    assert rec.figures == [("10-x-cell02-0.png", png), ("10-x-cell02-1.svg", svg.encode()),
-                           ("10-x-cell02-2.jpg", jpeg), ("10-x-cell11-0.png", png)]
+    figures = [("10-x-cell02-0.png", png), ("10-x-cell02-1.svg", svg.encode()), ("10-x-cell02-2.jpg", jpeg),
+               ("10-x-cell11-0.png", png)]
+    assert rec.figures == figures
+    nbformat.write(nb, run_dir / "20-y.ipynb")  # every notebook's figures, not the last one's
+    assert track.read_run(run_dir).figures == figures + [(name.replace("10-x", "20-y"), b) for name, b in figures]
+    (run_dir / "20-y.ipynb").unlink()
     (run_dir / "10-x.ipynb").write_text("not a notebook")
     rec = track.read_run(run_dir)
     assert rec.figures == [] and ("10-x.ipynb", "notebook") in [(p.name, f) for p, f in rec.files]
@@ -777,14 +807,24 @@ def test_an_mlflow_run_spans_the_runs_seconds_and_carries_its_source_tags(tmp_pa
     assert run.data.tags.get("qmlnb.status", "") == ""
 
 
-def test_an_mlflow_run_gets_every_param_and_metric_past_the_batch_size_under_safe_names(tmp_path, mlflow_ok):
+def test_an_mlflow_run_gets_every_param_and_metric_past_the_batch_size_under_safe_names(tmp_path, monkeypatch,
+                                                                                       mlflow_ok):
     from test_track import mlflow_client
 
+    client_class = track.require("mlflow").tracking.MlflowClient
+    real_log_batch, batches = client_class.log_batch, []
+
+    def counting_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        batches.append((len(metrics), len(params)))
+        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(client_class, "log_batch", counting_log_batch)
     params = {f"p{i:03d}": i for i in range(250)} | {"odd key@1": "v", "k" * 300: 1}
     metrics = {f"m{i:03d}": i / 4 for i in range(130)}
     rec = track.read_run(raw_run(tmp_path, metrics, params=params, status={"status": "complete"}))
     store = tmp_path / "mlruns"
     run = mlflow_client(store).get_run(track.MlflowSink(store).log(rec))
+    assert batches == [(100, 100), (30, 100), (0, 52)]  # a tracking server takes at most 100 params a batch
     assert run.data.params == {**{f"p{i:03d}": str(i) for i in range(250)}, "odd key_1": "v", "k" * 250: "1"}
     assert run.data.metrics == metrics
     history = mlflow_client(store).get_metric_history(run.info.run_id, "m100")  # the first of the second batch
