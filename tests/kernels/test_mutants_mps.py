@@ -218,7 +218,7 @@ def test_mps_peak_bytes_is_the_larger_phase_of_the_documented_arrays(N, n, chi, 
 
     expected = documented_mps_peak(N, n, chi, columns, pairs)
     assert mps_peak_bytes(N, n, chi, columns, pairs) == expected
-    # each term counts: one sample more, one qubit more, a wider bond or more columns all cost more
+    # each term counts: one sample more, a wider bond or more columns all change it as documented
     assert mps_peak_bytes(N + 1, n, chi, columns, pairs) == documented_mps_peak(N + 1, n, chi, columns, pairs)
     assert mps_peak_bytes(N, n, 2 * chi, columns, pairs) == documented_mps_peak(N, n, 2 * chi, columns, pairs)
     assert mps_peak_bytes(N, n, chi, 2 * columns, pairs) == documented_mps_peak(N, n, chi, 2 * columns, pairs)
