@@ -192,6 +192,48 @@ def test_self_overlap_work_is_the_documented_arrays(chi):
     assert self_overlap_work_bytes(2, chi) == min(2, rows) * per_sample
 
 
+def documented_mps_peak(N, n, chi, columns, pairs):
+    """``mps_peak_bytes`` from its docstring's arrays, one term per array (float64: 8 bytes, complex128: 16)."""
+    gates = n + pairs
+    features = 2 * N * n * 8  # X as given and its validated float64 copy, (N, n) each
+    # computing the angles: the scaled copy (N, n); x_i, x_j and pi minus each (N, pairs); the stacked angles and
+    # their double (N, gates)
+    angles = 8 * N * n + 4 * 8 * N * pairs + 2 * 8 * N * gates
+    # building the MPS: the angles still held (N, gates), the complex64 tensors (N, n, 2, chi, chi) stored as 8 bytes
+    # per entry, and per sample one site's complex128 work: 6 (columns, columns), 2 (chi, chi) and 3 (columns,)
+    held = 8 * N * gates
+    tensors = 8 * N * n * 2 * chi * chi
+    work = 16 * N * (6 * columns**2 + 2 * chi**2 + 3 * columns)
+    return features + max(angles, held + tensors + work)
+
+
+@pytest.mark.parametrize("N, n, chi, columns, pairs", [
+    (3, 100, 1, 1, 99),      # no bond: the angles' phase is the larger
+    (7, 5, 2, 2, 4),         # reps 1, linear: the MPS phase is the larger
+    (11, 6, 4, 4, 6),        # reps 2, circular
+    (2, 1000, 1, 2, 999),    # many qubits, a small bond: the angles' phase again
+])
+def test_mps_peak_bytes_is_the_larger_phase_of_the_documented_arrays(N, n, chi, columns, pairs):
+    from qmlnb.kernels.mps import mps_peak_bytes
+
+    expected = documented_mps_peak(N, n, chi, columns, pairs)
+    assert mps_peak_bytes(N, n, chi, columns, pairs) == expected
+    # each term counts: one sample more, a wider bond or more columns all change it as documented
+    assert mps_peak_bytes(N + 1, n, chi, columns, pairs) == documented_mps_peak(N + 1, n, chi, columns, pairs)
+    assert mps_peak_bytes(N, n, 2 * chi, columns, pairs) == documented_mps_peak(N, n, 2 * chi, columns, pairs)
+    assert mps_peak_bytes(N, n, chi, 2 * columns, pairs) == documented_mps_peak(N, n, chi, 2 * columns, pairs)
+
+
+def test_mps_peak_bytes_counts_the_circular_pairs_by_default():
+    """``n_pairs`` defaults to ``n_qubits`` (the circular ring), not to the linear chain's ``n_qubits - 1``."""
+    from qmlnb.kernels.mps import mps_peak_bytes
+
+    for N, n, chi, columns in [(3, 100, 1, 1), (7, 5, 2, 2), (4, 8, 4, 4)]:
+        assert mps_peak_bytes(N, n, chi, columns) == mps_peak_bytes(N, n, chi, columns, n)
+        assert mps_peak_bytes(N, n, chi, columns) == documented_mps_peak(N, n, chi, columns, n)
+        assert mps_peak_bytes(N, n, chi, columns, n - 1) < mps_peak_bytes(N, n, chi, columns)
+
+
 @pytest.mark.parametrize("chi", [1, 2, 16, 64, 4096])
 def test_cpu_mps_tile_keeps_one_tile_within_the_work_budget(chi):
     pair = (16 + 32 + 16 + 8 + 8) * chi * chi  # environment, half-contraction, next environment, moduli, slack
