@@ -49,7 +49,7 @@ constexpr int64_t POW_LIMIT = int64_t(1) << 26;  // shots.POW_LIMIT
 constexpr int CHUNK = 128;                       // shots.CHUNK
 constexpr int EDGE = 128;                        // shots.BLOCK
 constexpr int W = 8;                             // lanes of a vector
-constexpr int HEAD = 10;                          // steps of the CDF search done in registers
+constexpr int HEAD = 10;                         // steps of the CDF search done in registers
 const double SQRT2 = std::sqrt(2.0);
 // fdlibm e_log.c: ln 2 in two parts and the minimax coefficients of log(1 + f) on |s| <= 0.1716
 constexpr double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
@@ -402,28 +402,19 @@ void draw_btrs(int nl, int64_t n, Work& w) {
     }
 }
 
-// Eight values of a row segment as doubles (fewer at its end: the last one repeated).
-inline v8d load_values(const float* p, int count) {
-    v8f f;
+// Eight values of a row segment (fewer at its end: the last one repeated), as they are stored.
+template <class V, class T> inline V load_padded(const T* p, int count) {
+    V v;
     if (count >= W) {
-        std::memcpy(&f, p, sizeof f);
+        std::memcpy(&v, p, sizeof v);
     } else {
-        for (int l = 0; l < W; ++l) f[l] = p[l < count ? l : count - 1];
+        for (int l = 0; l < W; ++l) v[l] = p[l < count ? l : count - 1];
     }
-    return __builtin_convertvector(f, v8d);
-}
-inline v8d load_values(const double* p, int count) {
-    if (count >= W) return load8(p);
-    v8d v;
-    for (int l = 0; l < W; ++l) v[l] = p[l < count ? l : count - 1];
     return v;
 }
-inline v8u load_ids(const uint64_t* p, int count) {
-    if (count >= W) return load8(p);
-    v8u v;
-    for (int l = 0; l < W; ++l) v[l] = p[l < count ? l : count - 1];
-    return v;
-}
+// ... and exact values as doubles
+inline v8d load_values(const float* p, int count) { return __builtin_convertvector(load_padded<v8f>(p, count), v8d); }
+inline v8d load_values(const double* p, int count) { return load_padded<v8d>(p, count); }
 inline void store_values(float* p, v8d v, int count) {
     v8f f = __builtin_convertvector(v, v8f);
     std::memcpy(p, &f, sizeof(float) * (count >= W ? W : count));
@@ -441,9 +432,9 @@ void estimate_run(T* vals, int L, uint64_t ri, uint64_t rmix, const int64_t* col
     for (int j = 0; j < L; j += W) {  // P, q = min(P, 1 - P), the key; the two lists
         const int count = L - j;
         v8d p = pmin(pmax(pr.a * load_values(vals + j, count) + pr.b, splat<v8d>(0.0)), splat<v8d>(1.0));
-        v8u cj = load_ids(reinterpret_cast<const uint64_t*>(cols) + j, count);
+        v8u cj = load_padded<v8u>(reinterpret_cast<const uint64_t*>(cols) + j, count);
         v8l le = ri8 <= cj;  // mix(mix(seed ^ lo * golden) + hi * M1), the inner mix looked up
-        v8u key = mix((le ? rmix8 : load_ids(cmix + j, count)) + (le ? cj : ri8) * M1);
+        v8u key = mix((le ? rmix8 : load_padded<v8u>(cmix + j, count)) + (le ? cj : ri8) * M1);
         v8d q = pmin(p, 1.0 - p);
         store8(w.P + j, p);
         store8(w.q + j, q);
