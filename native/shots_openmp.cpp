@@ -13,13 +13,16 @@
 // an entry gets the same bits in any lane, here or in numba.  The only library calls are exp and log1p for
 // P(X = 0) above 2^26 shots, one entry at a time, the C library's as in numba.
 //
-// Speed.  A chunk of a row (at most CHUNK entries) is worked on eight entries at a time: probabilities and
-// keys, the entries split into two packed lists (inversion, BTRS); inversion takes P(X = 0) and the first
-// HEAD steps of its CDF search in registers (a fixed count: groups overlap in the core) and the few entries
-// still searching then go on one step per pass over them all; BTRS draws each round's candidates in
-// registers, the squeeze settles most, and those it misses take the full test packed together.  A
-// symmetric Gram is estimated in EDGE x EDGE blocks on and above the diagonal, each copied to its mirror
-// block while in cache; blocks go to OpenMP threads one by one.
+// Speed.  A chunk of a row (at most CHUNK entries) is worked on eight entries at a time.  A group whose
+// entries all take inversion (or need no draw) is settled as it is read: P(X = 0) and the first HEAD steps of
+// the CDF search in registers, and only entries still searching go to a list.  The other groups' entries are
+// split into two packed lists (inversion, BTRS) and their groups written again at the end.  The inversion
+// list takes the same first steps in registers; the few entries still searching then go on one step per pass
+// over them all.  BTRS draws each round's candidates in registers and Hormann's squeeze settles most; those it
+// misses are packed for two cheap squeezes from bounds of the binomial's ratio to its mode (no log), and only
+// the few they leave take the full test with its logs.  A symmetric Gram is estimated in EDGE x EDGE blocks
+// on and above the diagonal, each copied to its mirror block while in cache (its rows and the mirror's fetched
+// ahead); blocks go to OpenMP threads one by one.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <omp.h>
@@ -57,6 +60,7 @@ constexpr double LG1 = 6.666666666666735130e-01, LG2 = 3.999999999940941908e-01,
                  LG4 = 2.222219843214978396e-01, LG5 = 1.818357216161805012e-01, LG6 = 1.531383769920937332e-01,
                  LG7 = 1.479819860511658591e-01;
 constexpr double C12 = 1.0 / 12, C360 = 1.0 / 360, C1260 = 1.0 / 1260;
+constexpr double SQUEEZE_SAFETY = 1.0 - 1e-9;  // shots.SQUEEZE_SAFETY
 // log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2], exact for k < 10 (Hormann 1993, Table 1)
 constexpr double FC[10] = {0.08106146679532726, 0.04134069595540929, 0.02767792568499834, 0.02079067210376509,
                            0.01664469118982119, 0.01387612882307075, 0.01189670994589177, 0.01041126526197209,
@@ -138,6 +142,26 @@ template <class V> inline V stirling_pair_mode(V m, double nf) {
     V k1 = m + 1.0, k2 = nf - m + 1.0;
     V d = 1.0 / (k1 * k2);
     return stirling_series(k2 * d) + stirling_series(k1 * d);
+}
+
+// bounds (lo, hi) of log f(k) / f(m) (shots.log_ratio_bounds), and x^64 (shots.pow64)
+inline void log_ratio_bounds(v8d q, v8d k, v8d m, v8d nm, v8d nk, v8d oq, v8d& lo, v8d& hi) {
+    v8l above = k >= m;
+    v8d num = above ? (m + 1.0) * oq : nm * q;
+    v8d den = above ? (nm - 1.0) * q : m * oq;
+    v8d x1 = above ? nk : k + 1.0;
+    v8d x2 = above ? m + 1.0 : nm;
+    v8d y1 = above ? nm - 1.0 : m;
+    v8d y2 = above ? k : nk - 1.0;
+    v8d j = abs_(k - m);
+    v8d jj = j * (j - 1.0) * 0.5;
+    v8d d = den - num;
+    lo = j * (d / den) - (x1 + x2) / (x1 * x2) * jj;
+    hi = j * (d / num) - (y1 + y2) / (y1 * y2) * jj;
+}
+inline v8d pow64(v8d x) {
+    for (int i = 0; i < 6; ++i) x = x * x;
+    return x;
 }
 
 // (1 - q)^n from power = (rounded 1 - q)^n: the first-order correction for that rounding (exact below n = 2^26,
@@ -239,6 +263,7 @@ inline void scatter(double* count, Mask m, v8u index, v8d x) {
 #endif
 }
 inline v8u iota(uint64_t start) { return v8u{0, 1, 2, 3, 4, 5, 6, 7} + start; }
+inline v8l lanes_of(Mask m) { return (v8l)((v8u{1, 2, 4, 8, 16, 32, 64, 128} & m) != 0); }  // all-ones lanes
 
 // ---- a chunk of a row ---------------------------------------------------------------------------------------
 struct Params {
@@ -249,11 +274,14 @@ struct Params {
 // One thread's work arrays: CHUNK entries each, plus a vector of room for the compressed stores.
 struct Work {
     static constexpr int S = CHUNK + W;
-    double P[S], count[S], q[S];  // per entry of the chunk
+    double P[S], count[S], q[S];  // per entry of the chunk (q and key for the rare redraw of lost_ones)
     uint64_t key[S];
-    // entries to invert (n q < 10, q > 0), then those of them still searching their CDF
-    double iq[S], iu[S], iF[S], ipx[S], iG[S], ir[S], ibound[S], iX[S];
+    // entries to invert (n q < 10, q > 0) from groups that also hold BTRS entries: q, key, index in the chunk
+    double iq[S];
     uint64_t ikey[S], iidx[S];
+    // entries still searching their CDF after its first HEAD steps: its state, index in the chunk
+    double su[S], sF[S], spx[S], sG[S], sr[S], sbound[S], sX[S];
+    uint64_t sidx[S];
     // entries for BTRS (n q >= 10), pending in a round: q, key, index in the chunk
     double bq[S];
     uint64_t bkey[S], bidx[S];
@@ -271,6 +299,21 @@ inline void lost_ones(Mask lost, v8u idx, int64_t n, Work& w) {
     }
 }
 
+// Packs the lanes `keep` of a group of entries of the CDF search into the search's list at position np; returns
+// the list's new length.
+inline int pack_searching(int np, Mask keep, v8d u, v8d F, v8d px, v8d G, v8d r, v8d bound, v8d X, v8u idx,
+                          Work& w) {
+    compress(w.su + np, keep, u);
+    compress(w.sF + np, keep, F);
+    compress(w.spx + np, keep, px);
+    compress(w.sG + np, keep, G);
+    compress(w.sr + np, keep, r);
+    compress(w.sbound + np, keep, bound);
+    compress(w.sX + np, keep, X);
+    compress(w.sidx + np, keep, idx);
+    return np + popcount(keep);
+}
+
 // A group of entries of the CDF search before step `next`: the counts of those done written, those past their
 // bound drawn again, those going on packed into the search's list at position np; returns the list's new length.
 inline int settle(int np, Mask valid, double next, v8d u, v8d F, v8d px, v8d G, v8d r, v8d bound, v8d X, v8u idx,
@@ -279,104 +322,136 @@ inline int settle(int np, Mask valid, double next, v8d u, v8d F, v8d px, v8d G, 
     const Mask keep = searching & bits(next <= bound);
     scatter(w.count, valid & ~searching, idx, X);
     lost_ones(searching & ~keep, idx, n, w);
-    compress(w.iu + np, keep, u);
-    compress(w.iF + np, keep, F);
-    compress(w.ipx + np, keep, px);
-    compress(w.iG + np, keep, G);
-    compress(w.ir + np, keep, r);
-    compress(w.ibound + np, keep, bound);
-    compress(w.iX + np, keep, X);
-    compress(w.iidx + np, keep, idx);
-    return np + popcount(keep);
+    return pack_searching(np, keep, u, F, px, G, r, bound, X, idx, w);
 }
 
-// The inversion entries' counts into w.count: P(X = 0) by powering and the first HEAD steps of the CDF search
-// in registers, eight entries at a time (most entries of small means end there); then one step per pass over
-// every entry still searching (entries side by side: no latency chain from one step of an entry to the next,
-// no lane waiting for another), the list repacked when fewer than half of it go on.
-void draw_inversion(int ns, int64_t n, Work& w) {
+// Inversion for the lanes `small` of a group (chunk positions idx): P(X = 0) by powering and the first HEAD steps
+// of the CDF search in registers (most entries of small means end there; the loop ends early once every lane
+// has); returns the counts, which are final for the lanes not in `keep`; the lanes `keep` are still searching
+// and packed into the search's list (np).
+//
+// With n >= HEAD every step x <= HEAD is within every entry's bound (bound >= min(n, 10)), and each step's
+// probability is >= 0 (px is multiplied by r ((n + 1) / x - 1) > 0), so the CDF never decreases: an entry is
+// active at step x exactly when u > F before it, and updating F and px in every lane, active or not, leaves the
+// counts and the searching lanes' state as they are in shots.inversion_from, while F's chain no longer waits on
+// the comparison (one multiply and one add a step).
+inline v8d inversion_head(Mask small, v8d q, v8u key, v8u idx, int64_t n, int& np, Mask& keep, Work& w) {
     const double nf = double(n);
-    int np = 0;  // the entries still searching after the first HEAD steps, packed in place
-    for (int s = 0; s < ns; s += W) {
-        const Mask valid = lanes_below(ns - s);
-        v8d q = load8(w.iq + s), u = to_unit(load8(w.ikey + s));
-        v8u idx = load8(w.iidx + s);
-        v8d F = zero_probability(n, q), px = F, X = splat<v8d>(0.0);
-        v8d r = q * (1.0 / (1.0 - q)), G = r * (nf + 1.0), bound = inversion_bound(q, nf);
-        for (int x = 1; x <= HEAD; ++x) {  // the first steps in registers
+    const v8d u = to_unit(key);
+    v8d F = zero_probability(n, q), px = F, X = splat<v8d>(0.0);
+    const v8d r = q * (1.0 / (1.0 - q)), G = r * (nf + 1.0), bound = inversion_bound(q, nf);
+    const v8l lanes = lanes_of(small);
+    if (n >= HEAD) {
+        for (int x = 1; x <= HEAD; ++x) {
+            const v8l active = (u > F) & lanes;
+            if (!bits(active)) break;  // no lane active now: none is later
+            X = active ? splat<v8d>(double(x)) : X;
+            px = px * (G * (1.0 / double(x)) - r);
+            F = F + px;
+        }
+    } else {
+        for (int x = 1; x <= HEAD; ++x) {  // a step changes nothing once no lane is active: stopping early is exact
             const double xd = double(x);
-            v8l active = (u > F) & (xd <= bound);
+            const v8l active = (u > F) & (xd <= bound) & lanes;
+            if (!bits(active)) break;
             px = active ? px * (G * (1.0 / xd) - r) : px;
             F = active ? F + px : F;
             X = active ? splat<v8d>(xd) : X;
         }
-        np = settle(np, valid, HEAD + 1.0, u, F, px, G, r, bound, X, idx, n, w);  // in place: np <= s
     }
+    const Mask searching = bits(u > F) & small;
+    keep = searching & bits(HEAD + 1.0 <= bound);
+    if (!searching) return X;
+    for (Mask lost = searching & ~keep; lost; lost &= lost - 1) {  // past the bound: drawn again, alone
+        const int l = __builtin_ctz(lost);
+        X[l] = inversion_from(n, q[l], key[l], zero_probability(n, q[l]), 1);
+    }
+    np = pack_searching(np, keep, u, F, px, G, r, bound, X, idx, w);
+    return X;
+}
+
+// The inversion entries still searching after inversion_head (np of them, listed in w.s*): one step per pass over
+// them all (entries side by side: no latency chain from one step of an entry to the next, no lane waiting for
+// another), the list repacked when fewer than half of it go on; their counts into w.count.
+void inversion_rest(int np, int64_t n, Work& w) {
     for (int64_t x = HEAD + 1; np > 0; ++x) {
         const double xd = double(x), inv = 1.0 / xd;
         int going_on = 0;
         for (int s = 0; s < np; s += W) {
             const Mask valid = lanes_below(np - s);
-            v8d u = load8(w.iu + s), F = load8(w.iF + s), px = load8(w.ipx + s), bound = load8(w.ibound + s);
+            v8d u = load8(w.su + s), F = load8(w.sF + s), px = load8(w.spx + s), bound = load8(w.sbound + s);
             v8l active = (u > F) & (xd <= bound);
-            px = active ? px * (load8(w.iG + s) * inv - load8(w.ir + s)) : px;
+            px = active ? px * (load8(w.sG + s) * inv - load8(w.sr + s)) : px;
             F = active ? F + px : F;
-            store8(w.ipx + s, px);
-            store8(w.iF + s, F);
-            store8(w.iX + s, active ? splat<v8d>(xd) : load8(w.iX + s));
+            store8(w.spx + s, px);
+            store8(w.sF + s, F);
+            store8(w.sX + s, active ? splat<v8d>(xd) : load8(w.sX + s));
             going_on += popcount(bits((u > F) & (xd + 1.0 <= bound)) & valid);
         }
         if (going_on > 0 && 2 * going_on >= np) continue;
         int kept = 0;  // repack; the entries past their bound (rounding in the CDF's tail) drawn again alone
         for (int s = 0; s < np; s += W) {
-            kept = settle(kept, lanes_below(np - s), xd + 1.0, load8(w.iu + s), load8(w.iF + s), load8(w.ipx + s),
-                          load8(w.iG + s), load8(w.ir + s), load8(w.ibound + s), load8(w.iX + s), load8(w.iidx + s),
+            kept = settle(kept, lanes_below(np - s), xd + 1.0, load8(w.su + s), load8(w.sF + s), load8(w.spx + s),
+                          load8(w.sG + s), load8(w.sr + s), load8(w.sbound + s), load8(w.sX + s), load8(w.sidx + s),
                           n, w);
         }
         np = kept;
     }
 }
 
-// The BTRS entries' counts into w.count, in rounds: every pending entry's constants and candidate from uniforms
-// t and t + 1 in registers, eight at a time; the squeeze settles most, those it misses go to a list for the
-// full test (a pass over them alone), and the rejected ones (outside [0, n], or by the test) are pending in the
-// next round.
+// One BTRS round for the lanes `valid` of a group (chunk positions idx) from uniforms t and t + 1: the candidate
+// k, and the lanes the squeeze accepts (returned); those it misses go to the full test's list (nt), those outside
+// [0, n] to the pending list (pending, packed in place: pending never passes the group being read).
+inline Mask btrs_candidates(Mask valid, v8d q, v8u key, v8u idx, uint64_t t, double nf, v8d& k, int& nt,
+                            int& pending, Work& w) {
+    v8d spq = sqrt_(nf * q * (1.0 - q));
+    v8d b = 1.15 + 2.53 * spq;
+    v8d a = -0.0873 + 0.0248 * b + 0.01 * q;
+    v8d u = (t == 0 ? to_unit(key) : uniform(key, t)) - 0.5;
+    v8d v = uniform(key, t + 1);
+    v8d us = 0.5 - abs_(u);
+    k = floor_((2.0 * a / us + b) * u + (nf * q + 0.5));
+    v8l inside = (k >= 0.0) & (k <= nf);
+    const Mask accept = bits(inside & (us >= 0.07) & (v * b <= 0.92 * b - 4.2)) & valid;  // v <= 0.92 - 4.2 / b
+    const Mask test = bits(inside) & valid & ~accept;
+    const Mask again = valid & ~bits(inside);
+    if (test) {
+        compress(w.tk + nt, test, k);
+        compress(w.tus + nt, test, us);
+        compress(w.tv + nt, test, v);
+        compress(w.tq + nt, test, q);
+        compress(w.tspq + nt, test, spq);
+        compress(w.tb + nt, test, b);
+        compress(w.ta + nt, test, a);
+        compress(w.tkey + nt, test, key);
+        compress(w.tidx + nt, test, idx);
+        nt += popcount(test);
+    }
+    if (again) {
+        compress(w.bq + pending, again, q);
+        compress(w.bkey + pending, again, key);
+        compress(w.bidx + pending, again, idx);
+        pending += popcount(again);
+    }
+    return accept;
+}
+
+// The counts of the nl BTRS entries listed in w.b* into w.count, in rounds: every pending entry's candidate from
+// uniforms t and t + 1, the squeeze settling most; the full test (Hormann's acceptance test, shots.btrs_test) of
+// those it misses, packed together; the rejected ones (outside [0, n], or by the test) pending in the next round.
 void draw_btrs(int nl, int64_t n, Work& w) {
     const double nf = double(n);
     for (uint64_t t = 0; nl > 0; t += 2) {
         int nt = 0, pending = 0;
         for (int s = 0; s < nl; s += W) {
-            const Mask valid = lanes_below(nl - s);
-            v8d q = load8(w.bq + s);
-            v8u key = load8(w.bkey + s), idx = load8(w.bidx + s);
-            v8d spq = sqrt_(nf * q * (1.0 - q));
-            v8d b = 1.15 + 2.53 * spq;
-            v8d a = -0.0873 + 0.0248 * b + 0.01 * q;
-            v8d u = (t == 0 ? to_unit(key) : uniform(key, t)) - 0.5;
-            v8d v = uniform(key, t + 1);
-            v8d us = 0.5 - abs_(u);
-            v8d k = floor_((2.0 * a / us + b) * u + (nf * q + 0.5));
-            v8l inside = (k >= 0.0) & (k <= nf);
-            const Mask accept = bits(inside & (us >= 0.07) & (v <= 0.92 - 4.2 / b)) & valid;
-            const Mask test = bits(inside) & valid & ~accept;
-            const Mask again = valid & ~bits(inside);
+            v8d k;
+            const v8u idx = load8(w.bidx + s);  // before the pending list is packed over it
+            const Mask accept = btrs_candidates(lanes_below(nl - s), load8(w.bq + s), load8(w.bkey + s), idx, t, nf,
+                                                k, nt, pending, w);
             scatter(w.count, accept, idx, k);
-            compress(w.tk + nt, test, k);
-            compress(w.tus + nt, test, us);
-            compress(w.tv + nt, test, v);
-            compress(w.tq + nt, test, q);
-            compress(w.tspq + nt, test, spq);
-            compress(w.tb + nt, test, b);
-            compress(w.ta + nt, test, a);
-            compress(w.tkey + nt, test, key);
-            compress(w.tidx + nt, test, idx);
-            nt += popcount(test);
-            compress(w.bq + pending, again, q);  // in place: pending <= s
-            compress(w.bkey + pending, again, key);
-            compress(w.bidx + pending, again, idx);
-            pending += popcount(again);
         }
-        for (int r = 0; r < nt; r += W) {  // Hormann's acceptance test (shots.btrs_test)
+        int nfull = 0;  // the candidates the squeezes leave, packed in place over the test's list
+        for (int r = 0; r < nt; r += W) {  // the acceptance test (shots.btrs_test): its squeezes
             const Mask valid = lanes_below(nt - r);
             v8d k = load8(w.tk + r), us = load8(w.tus + r), v = load8(w.tv + r), q = load8(w.tq + r);
             v8d spq = load8(w.tspq + r), b = load8(w.tb + r), a = load8(w.ta + r);
@@ -384,9 +459,44 @@ void draw_btrs(int nl, int64_t n, Work& w) {
             v8d oq = 1.0 - q;
             v8d m = floor_((nf + 1.0) * q);
             v8d nm = nf - m + 1.0;
-            v8d h = (m + 0.5) * log_((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf);
             v8d nk = nf - k + 1.0;
             v8d us2 = us * us;
+            v8d lhs = v * alpha * us2, den = a + b * us2, lo, hi;
+            log_ratio_bounds(q, k, m, nm, nk, oq, lo, hi);
+            const Mask accept =
+                bits(lhs <= pow64(pmax(1.0 + lo * 0.015625, splat<v8d>(0.0))) * SQUEEZE_SAFETY * den) & valid;
+            const Mask reject =
+                bits(lhs * pow64(pmax(1.0 - hi * 0.015625, splat<v8d>(0.0))) * SQUEEZE_SAFETY > den) & valid & ~accept;
+            const Mask left = valid & ~accept & ~reject;
+            v8u idx = load8(w.tidx + r), key = load8(w.tkey + r);
+            scatter(w.count, accept, idx, k);
+            compress(w.bq + pending, reject, q);
+            compress(w.bkey + pending, reject, key);
+            compress(w.bidx + pending, reject, idx);
+            pending += popcount(reject);
+            if (!left) continue;
+            compress(w.tk + nfull, left, k);
+            compress(w.tus + nfull, left, us);
+            compress(w.tv + nfull, left, v);
+            compress(w.tq + nfull, left, q);
+            compress(w.tspq + nfull, left, spq);
+            compress(w.tb + nfull, left, b);
+            compress(w.ta + nfull, left, a);
+            compress(w.tkey + nfull, left, key);
+            compress(w.tidx + nfull, left, idx);
+            nfull += popcount(left);
+        }
+        for (int r = 0; r < nfull; r += W) {  // ... and the logs for the rest
+            const Mask valid = lanes_below(nfull - r);
+            v8d k = load8(w.tk + r), us = load8(w.tus + r), v = load8(w.tv + r), q = load8(w.tq + r);
+            v8d spq = load8(w.tspq + r), b = load8(w.tb + r), a = load8(w.ta + r);
+            v8d alpha = (2.83 + 5.1 / b) * spq;
+            v8d oq = 1.0 - q;
+            v8d m = floor_((nf + 1.0) * q);
+            v8d nm = nf - m + 1.0;
+            v8d nk = nf - k + 1.0;
+            v8d us2 = us * us;
+            v8d h = (m + 0.5) * log_((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf);
             const Mask accept = bits(log_(v * alpha * us2 / (a + b * us2)) <=
                                      h + (nf + 1.0) * log_(nm / nk) + (k + 0.5) * log_(nk * q / (oq * (k + 1.0))) -
                                          stirling_pair(k, nf)) & valid;
@@ -421,47 +531,82 @@ inline void store_values(float* p, v8d v, int count) {
 }
 inline void store_values(double* p, v8d v, int count) { std::memcpy(p, &v, sizeof(double) * (count >= W ? W : count)); }
 
+// The estimates g m / n + h of eight entries from P and their counts (n = 0: the device's expected value
+// g P + h); NaN where P is NaN
+inline v8d estimates(v8d p, v8d c, const Params& pr) {
+    const double nf = double(pr.n);
+    v8d m = p > 0.5 ? nf - c : c;
+    v8d e = pr.n == 0 ? pr.g * p + pr.h : pr.g * (m / nf) + pr.h;
+    return p == p ? e : p;
+}
+
 // Estimates vals[0..L) in place (row id ri, its id mix rmix; column ids cols, their id mixes cmix); an exact
-// value that is NaN gives NaN.
+// value that is NaN gives NaN.  A group of eight entries that all take inversion (or need no draw) is settled in
+// registers as it is read, but for those still searching after HEAD steps; the other groups' entries go to two
+// packed lists, one per algorithm.  The groups with entries left to the lists are written again at the end.
 template <class T>
 void estimate_run(T* vals, int L, uint64_t ri, uint64_t rmix, const int64_t* cols, const uint64_t* cmix,
                   const Params& pr, Work& w) {
     const double nf = double(pr.n);
     const v8u ri8 = v8u{} + ri, rmix8 = v8u{} + rmix;
-    int ns = 0, nl = 0;
-    for (int j = 0; j < L; j += W) {  // P, q = min(P, 1 - P), the key; the two lists
+    int np = 0, ns = 0, nl = 0;  // the lengths of the CDF search's list, the inversion list and the BTRS list
+    uint32_t redo = 0;           // bit j / W: the group at j has entries left to the lists
+    static_assert(CHUNK / W <= 32, "redo holds one bit per group of a chunk");
+    for (int j = 0; j < L; j += W) {
         const int count = L - j;
         v8d p = pmin(pmax(pr.a * load_values(vals + j, count) + pr.b, splat<v8d>(0.0)), splat<v8d>(1.0));
+        if (pr.n == 0) {
+            store_values(vals + j, estimates(p, p, pr), count);
+            continue;
+        }
         v8u cj = load_padded<v8u>(reinterpret_cast<const uint64_t*>(cols) + j, count);
         v8l le = ri8 <= cj;  // mix(mix(seed ^ lo * golden) + hi * M1), the inner mix looked up
         v8u key = mix((le ? rmix8 : load_padded<v8u>(cmix + j, count)) + (le ? cj : ri8) * M1);
         v8d q = pmin(p, 1.0 - p);
+        const Mask valid = lanes_below(count);
+        // q = 0 (P = 0 or 1) is settled (count 0 or n); NaN goes to neither algorithm
+        const Mask small = bits((q * nf < 10.0) & (q > 0.0)) & valid, large = bits(q * nf >= 10.0) & valid;
+        const v8u idx = iota(j);
+        v8d X = splat<v8d>(0.0);
+        bool left = false;
+        if (!large) {
+            Mask keep = 0;
+            if (small) X = inversion_head(small, q, key, idx, pr.n, np, keep, w);
+            left = keep != 0;
+        } else {
+            compress(w.iq + ns, small, q);
+            compress(w.ikey + ns, small, key);
+            compress(w.iidx + ns, small, idx);
+            ns += popcount(small);
+            compress(w.bq + nl, large, q);
+            compress(w.bkey + nl, large, key);
+            compress(w.bidx + nl, large, idx);
+            nl += popcount(large);
+            left = true;
+        }
+        if (!left) {
+            store_values(vals + j, estimates(p, X, pr), count);
+            continue;
+        }
         store8(w.P + j, p);
         store8(w.q + j, q);
         store8(w.key + j, key);
-        store8(w.count + j, splat<v8d>(0.0));
-        if (pr.n == 0) continue;
-        const Mask valid = lanes_below(count);
-        // q = 0 (P = 0 or 1) is settled (count 0 or n); NaN goes to neither list
-        const Mask small = bits((q * nf < 10.0) & (q > 0.0)) & valid, large = bits(q * nf >= 10.0) & valid;
-        compress(w.iq + ns, small, q);
-        compress(w.ikey + ns, small, key);
-        compress(w.iidx + ns, small, iota(j));
-        ns += popcount(small);
-        compress(w.bq + nl, large, q);
-        compress(w.bkey + nl, large, key);
-        compress(w.bidx + nl, large, iota(j));
-        nl += popcount(large);
+        store8(w.count + j, X);
+        redo |= 1u << (j / W);
     }
-    if (pr.n > 0) {
-        draw_inversion(ns, pr.n, w);
-        draw_btrs(nl, pr.n, w);
+    if (!redo) return;
+    for (int s = 0; s < ns; s += W) {  // the inversion list: its first HEAD steps, eight entries at a time
+        const Mask valid = lanes_below(ns - s);
+        const v8u idx = load8(w.iidx + s);
+        Mask keep = 0;
+        const v8d X = inversion_head(valid, load8(w.iq + s), load8(w.ikey + s), idx, pr.n, np, keep, w);
+        scatter(w.count, valid & ~keep, idx, X);
     }
-    for (int j = 0; j < L; j += W) {  // counts back to estimates (n = 0: the device's expected value)
-        v8d p = load8(w.P + j), c = load8(w.count + j);
-        v8d m = p > 0.5 ? nf - c : c;
-        v8d e = pr.n == 0 ? pr.g * p + pr.h : pr.g * (m / nf) + pr.h;
-        store_values(vals + j, p == p ? e : p, L - j);
+    inversion_rest(np, pr.n, w);
+    draw_btrs(nl, pr.n, w);
+    for (; redo; redo &= redo - 1) {
+        const int j = __builtin_ctz(redo) * W;
+        store_values(vals + j, estimates(load8(w.P + j), load8(w.count + j), pr), L - j);
     }
 }
 
@@ -486,6 +631,18 @@ void estimate_block(T* K, int64_t R, int64_t C, const int64_t* rows, const int64
     }
 }
 
+// Asks for the cache lines of p[0..count) (count values from p; count <= 0: none), to write or to read.
+template <class T> inline void prefetch_lines(const T* p, int64_t count, bool write) {
+    const char* c = reinterpret_cast<const char*>(p);
+    for (int64_t b = 0; b < count * int64_t(sizeof(T)); b += 64) {
+        if (write)
+            __builtin_prefetch(c + b, 1, 3);
+        else
+            __builtin_prefetch(c + b, 0, 3);
+    }
+}
+constexpr int AHEAD = 2;  // rows of a block fetched ahead of the one estimated
+
 template <class T>
 void estimate_upper(T* K, int64_t N, const int64_t* ids, uint64_t seed_key, const Params& pr, int n_threads) {
     std::vector<uint64_t> imix(N);
@@ -502,6 +659,13 @@ void estimate_upper(T* K, int64_t N, const int64_t* ids, uint64_t seed_key, cons
             const int64_t bj = bi + rest;
             const int64_t i0 = bi * EDGE, i1 = std::min(N, i0 + EDGE), j0 = bj * EDGE, j1 = std::min(N, j0 + EDGE);
             for (int64_t i = i0; i < i1; ++i) {
+                // the block's rows and its mirror's are far apart in memory (no hardware prefetch across them):
+                // fetch a later row and a mirror row while this one is estimated, which takes far longer
+                if (i + AHEAD < i1) {
+                    const int64_t from = std::max(j0, i + AHEAD);
+                    prefetch_lines(K + (i + AHEAD) * N + from, j1 - from, false);
+                }
+                if (j0 + (i - i0) < j1) prefetch_lines(K + (j0 + (i - i0)) * N + i0, i1 - i0, true);
                 const int64_t start = std::max(j0, i);
                 if (start < j1)
                     estimate_run(K + i * N + start, int(j1 - start), uint64_t(ids[i]), imix[i], ids + start,

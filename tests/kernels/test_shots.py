@@ -417,7 +417,39 @@ def test_the_sampler_choice_is_checked(monkeypatch):
 def test_the_seed_key_is_splitmix_of_the_seed():
     from qmlnb.kernels import shots
 
-    _, _, mix = shots._compile()
+    mix = shots._compile()[2]
     for seed in (0, 1, 12345, 2**63 - 1):
         spec = DeviceEstimate(shots=1, seed=seed, estimator="fidelity", noise=None, mitigate=False, n_qubits=1)
         assert spec.seed_key() == mix(np.uint64(seed) ^ np.uint64(0x6A09E667F3BCC909))
+
+
+def test_the_btrs_squeezes_bracket_the_binomial_ratio_to_its_mode():
+    """log_ratio_bounds' (lo, hi) hold the exact log f(k) / f(m) (mpmath, 30 digits) from the smallest BTRS
+    mean to 2^50 shots, at both ends of [0, n] and across the bulk; pow64 turns them into bounds of exp."""
+    mpmath = pytest.importorskip("mpmath", reason="mpmath gives the exact log-gamma the bounds are checked on")
+    from qmlnb.kernels import shots
+
+    log_ratio_bounds, pow64 = shots._compile()[3:5]
+    mpmath.mp.dps = 30
+    checked = 0
+    for n, q in [(20, 0.5), (100, 0.1), (1000, 0.0101), (4096, 0.3), (10**5, 0.002), (10**6, 0.5),
+                 (10**8, 1e-4), (2**50, 1e-6)]:
+        nf, oq = float(n), 1.0 - q
+        m = np.floor((nf + 1.0) * q)
+        spread = np.sqrt(nf * q * oq)
+        ks = {0.0, 1.0, m - 1, m, m + 1, nf - 1, nf} | {float(np.clip(np.floor(m + z * spread), 0, nf))
+                                                         for z in np.linspace(-9, 9, 37)}
+        exact_log_f = lambda x: (-mpmath.loggamma(x + 1) - mpmath.loggamma(n - x + 1) + x * mpmath.log(q)
+                                 + (n - x) * mpmath.log(1 - mpmath.mpf(q)))
+        for k in sorted(ks):
+            lo, hi = log_ratio_bounds(q, k, m, nf - m + 1.0, nf - k + 1.0, oq)
+            exact = float(exact_log_f(int(k)) - exact_log_f(int(m)))
+            slack = 1e-12 * (1.0 + abs(exact))  # rounding of the bounds themselves (SQUEEZE_SAFETY covers it)
+            assert lo <= exact + slack and exact <= hi + slack, (n, q, k, lo, exact, hi)
+            if abs(k - m) <= spread:  # where the mass is, both are close: the squeezes decide most candidates
+                assert hi - lo < 2.0 * (abs(k - m) + 1) / spread, (n, q, k, lo, hi)
+            checked += 1
+    assert checked > 250
+    for x in (-63.9, -20.0, -3.0, -0.5, -1e-3, 0.0, 1e-3, 0.5):
+        assert pow64(max(1.0 + x / 64, 0.0)) <= np.exp(x) * (1 + 1e-14)
+        assert 1.0 / pow64(1.0 - x / 64) >= np.exp(x) * (1 - 1e-14)
