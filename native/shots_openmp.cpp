@@ -399,6 +399,45 @@ void inversion_rest(int np, int64_t n, Work& w) {
     }
 }
 
+// The lanes m of a group onto the BTRS pending list at `pending` (w.b*); returns its new length.
+inline int list_pending(int pending, Mask m, v8d q, v8u key, v8u idx, Work& w) {
+    compress(w.bq + pending, m, q);
+    compress(w.bkey + pending, m, key);
+    compress(w.bidx + pending, m, idx);
+    return pending + popcount(m);
+}
+
+// The lanes m of a group of candidates onto the acceptance test's list at nt (w.t*); returns its new length.
+inline int list_for_test(int nt, Mask m, v8d k, v8d us, v8d v, v8d q, v8d spq, v8d b, v8d a, v8u key, v8u idx,
+                         Work& w) {
+    compress(w.tk + nt, m, k);
+    compress(w.tus + nt, m, us);
+    compress(w.tv + nt, m, v);
+    compress(w.tq + nt, m, q);
+    compress(w.tspq + nt, m, spq);
+    compress(w.tb + nt, m, b);
+    compress(w.ta + nt, m, a);
+    compress(w.tkey + nt, m, key);
+    compress(w.tidx + nt, m, idx);
+    return nt + popcount(m);
+}
+
+// Eight candidates of the test's list from position r, with their entries' constants (shots.btrs_test).
+struct TestGroup {
+    v8d k, us, v, q, spq, b, a, alpha, oq, m, nm, nk, us2;
+    v8u key, idx;
+    TestGroup(const Work& w, int r, double nf)
+        : k(load8(w.tk + r)), us(load8(w.tus + r)), v(load8(w.tv + r)), q(load8(w.tq + r)), spq(load8(w.tspq + r)),
+          b(load8(w.tb + r)), a(load8(w.ta + r)), key(load8(w.tkey + r)), idx(load8(w.tidx + r)) {
+        alpha = (2.83 + 5.1 / b) * spq;
+        oq = 1.0 - q;
+        m = floor_((nf + 1.0) * q);
+        nm = nf - m + 1.0;
+        nk = nf - k + 1.0;
+        us2 = us * us;
+    }
+};
+
 // One BTRS round for the lanes `valid` of a group (chunk positions idx) from uniforms t and t + 1: the candidate
 // k, and the lanes the squeeze accepts (returned); those it misses go to the full test's list (nt), those outside
 // [0, n] to the pending list (pending, packed in place: pending never passes the group being read).
@@ -415,24 +454,8 @@ inline Mask btrs_candidates(Mask valid, v8d q, v8u key, v8u idx, uint64_t t, dou
     const Mask accept = bits(inside & (us >= 0.07) & (v * b <= 0.92 * b - 4.2)) & valid;  // v <= 0.92 - 4.2 / b
     const Mask test = bits(inside) & valid & ~accept;
     const Mask again = valid & ~bits(inside);
-    if (test) {
-        compress(w.tk + nt, test, k);
-        compress(w.tus + nt, test, us);
-        compress(w.tv + nt, test, v);
-        compress(w.tq + nt, test, q);
-        compress(w.tspq + nt, test, spq);
-        compress(w.tb + nt, test, b);
-        compress(w.ta + nt, test, a);
-        compress(w.tkey + nt, test, key);
-        compress(w.tidx + nt, test, idx);
-        nt += popcount(test);
-    }
-    if (again) {
-        compress(w.bq + pending, again, q);
-        compress(w.bkey + pending, again, key);
-        compress(w.bidx + pending, again, idx);
-        pending += popcount(again);
-    }
+    if (test) nt = list_for_test(nt, test, k, us, v, q, spq, b, a, key, idx, w);
+    if (again) pending = list_pending(pending, again, q, key, idx, w);
     return accept;
 }
 
@@ -453,60 +476,29 @@ void draw_btrs(int nl, int64_t n, Work& w) {
         int nfull = 0;  // the candidates the squeezes leave, packed in place over the test's list
         for (int r = 0; r < nt; r += W) {  // the acceptance test (shots.btrs_test): its squeezes
             const Mask valid = lanes_below(nt - r);
-            v8d k = load8(w.tk + r), us = load8(w.tus + r), v = load8(w.tv + r), q = load8(w.tq + r);
-            v8d spq = load8(w.tspq + r), b = load8(w.tb + r), a = load8(w.ta + r);
-            v8d alpha = (2.83 + 5.1 / b) * spq;
-            v8d oq = 1.0 - q;
-            v8d m = floor_((nf + 1.0) * q);
-            v8d nm = nf - m + 1.0;
-            v8d nk = nf - k + 1.0;
-            v8d us2 = us * us;
-            v8d lhs = v * alpha * us2, den = a + b * us2, lo, hi;
-            log_ratio_bounds(q, k, m, nm, nk, oq, lo, hi);
+            const TestGroup c(w, r, nf);
+            const v8d lhs = c.v * c.alpha * c.us2, den = c.a + c.b * c.us2;
+            v8d lo, hi;
+            log_ratio_bounds(c.q, c.k, c.m, c.nm, c.nk, c.oq, lo, hi);
             const Mask accept =
                 bits(lhs <= pow64(pmax(1.0 + lo * 0.015625, splat<v8d>(0.0))) * SQUEEZE_SAFETY * den) & valid;
             const Mask reject =
                 bits(lhs * pow64(pmax(1.0 - hi * 0.015625, splat<v8d>(0.0))) * SQUEEZE_SAFETY > den) & valid & ~accept;
             const Mask left = valid & ~accept & ~reject;
-            v8u idx = load8(w.tidx + r), key = load8(w.tkey + r);
-            scatter(w.count, accept, idx, k);
-            compress(w.bq + pending, reject, q);
-            compress(w.bkey + pending, reject, key);
-            compress(w.bidx + pending, reject, idx);
-            pending += popcount(reject);
-            if (!left) continue;
-            compress(w.tk + nfull, left, k);
-            compress(w.tus + nfull, left, us);
-            compress(w.tv + nfull, left, v);
-            compress(w.tq + nfull, left, q);
-            compress(w.tspq + nfull, left, spq);
-            compress(w.tb + nfull, left, b);
-            compress(w.ta + nfull, left, a);
-            compress(w.tkey + nfull, left, key);
-            compress(w.tidx + nfull, left, idx);
-            nfull += popcount(left);
+            scatter(w.count, accept, c.idx, c.k);
+            pending = list_pending(pending, reject, c.q, c.key, c.idx, w);
+            if (left) nfull = list_for_test(nfull, left, c.k, c.us, c.v, c.q, c.spq, c.b, c.a, c.key, c.idx, w);
         }
         for (int r = 0; r < nfull; r += W) {  // ... and the logs for the rest
             const Mask valid = lanes_below(nfull - r);
-            v8d k = load8(w.tk + r), us = load8(w.tus + r), v = load8(w.tv + r), q = load8(w.tq + r);
-            v8d spq = load8(w.tspq + r), b = load8(w.tb + r), a = load8(w.ta + r);
-            v8d alpha = (2.83 + 5.1 / b) * spq;
-            v8d oq = 1.0 - q;
-            v8d m = floor_((nf + 1.0) * q);
-            v8d nm = nf - m + 1.0;
-            v8d nk = nf - k + 1.0;
-            v8d us2 = us * us;
-            v8d h = (m + 0.5) * log_((m + 1.0) * oq / (q * nm)) + stirling_pair_mode(m, nf);
-            const Mask accept = bits(log_(v * alpha * us2 / (a + b * us2)) <=
-                                     h + (nf + 1.0) * log_(nm / nk) + (k + 0.5) * log_(nk * q / (oq * (k + 1.0))) -
-                                         stirling_pair(k, nf)) & valid;
-            v8u idx = load8(w.tidx + r);
-            scatter(w.count, accept, idx, k);
-            const Mask again = valid & ~accept;
-            compress(w.bq + pending, again, q);
-            compress(w.bkey + pending, again, load8(w.tkey + r));
-            compress(w.bidx + pending, again, idx);
-            pending += popcount(again);
+            const TestGroup c(w, r, nf);
+            v8d h = (c.m + 0.5) * log_((c.m + 1.0) * c.oq / (c.q * c.nm)) + stirling_pair_mode(c.m, nf);
+            const Mask accept = bits(log_(c.v * c.alpha * c.us2 / (c.a + c.b * c.us2)) <=
+                                     h + (nf + 1.0) * log_(c.nm / c.nk) +
+                                         (c.k + 0.5) * log_(c.nk * c.q / (c.oq * (c.k + 1.0))) -
+                                         stirling_pair(c.k, nf)) & valid;
+            scatter(w.count, accept, c.idx, c.k);
+            pending = list_pending(pending, valid & ~accept, c.q, c.key, c.idx, w);
         }
         nl = pending;
     }
