@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bandwidth", type=float, default=1.0, help="feature-map bandwidth (default 1.0)")
     parser.add_argument("--samplers", action="store_true",
                         help="also time the estimate alone with the native and the numba sampler")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds after a warm-up (default 5)")
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="interleaved rounds after a warm-up (default 9: single rounds swing on a shared VM)")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/shots-<host>.json)")
     add_allow_dirty(parser)
 
