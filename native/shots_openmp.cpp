@@ -271,20 +271,33 @@ struct Params {
     double a, b, g, h;
 };
 
+constexpr int ROOM = CHUNK + W;  // a list's length: a chunk's entries, plus a vector of room for compressed stores
+
+// A packed list of entries to draw: q, key, index in the chunk.
+struct Entries {
+    double q[ROOM];
+    uint64_t key[ROOM], idx[ROOM];
+};
+// The lanes m of a group onto list e at position at; returns its new length.
+inline int push(Entries& e, int at, Mask m, v8d q, v8u key, v8u idx) {
+    compress(e.q + at, m, q);
+    compress(e.key + at, m, key);
+    compress(e.idx + at, m, idx);
+    return at + popcount(m);
+}
+
 // One thread's work arrays: CHUNK entries each, plus a vector of room for the compressed stores.
 struct Work {
-    static constexpr int S = CHUNK + W;
+    static constexpr int S = ROOM;
     double P[S], count[S], q[S];  // per entry of the chunk (q and key for the rare redraw of lost_ones)
     uint64_t key[S];
-    // entries to invert (n q < 10, q > 0) from groups that also hold BTRS entries: q, key, index in the chunk
-    double iq[S];
-    uint64_t ikey[S], iidx[S];
+    // entries to invert (n q < 10, q > 0) from groups that also hold BTRS entries
+    Entries inv;
     // entries still searching their CDF after its first HEAD steps: its state, index in the chunk
     double su[S], sF[S], spx[S], sG[S], sr[S], sbound[S], sX[S];
     uint64_t sidx[S];
-    // entries for BTRS (n q >= 10), pending in a round: q, key, index in the chunk
-    double bq[S];
-    uint64_t bkey[S], bidx[S];
+    // entries for BTRS (n q >= 10), pending in a round
+    Entries btrs;
     // the candidates of a round that missed the squeeze, for the full test, with their entries' constants
     double tk[S], tus[S], tv[S], tq[S], tspq[S], tb[S], ta[S];
     uint64_t tkey[S], tidx[S];
@@ -399,14 +412,6 @@ void inversion_rest(int np, int64_t n, Work& w) {
     }
 }
 
-// The lanes m of a group onto the BTRS pending list at `pending` (w.b*); returns its new length.
-inline int list_pending(int pending, Mask m, v8d q, v8u key, v8u idx, Work& w) {
-    compress(w.bq + pending, m, q);
-    compress(w.bkey + pending, m, key);
-    compress(w.bidx + pending, m, idx);
-    return pending + popcount(m);
-}
-
 // The lanes m of a group of candidates onto the acceptance test's list at nt (w.t*); returns its new length.
 inline int list_for_test(int nt, Mask m, v8d k, v8d us, v8d v, v8d q, v8d spq, v8d b, v8d a, v8u key, v8u idx,
                          Work& w) {
@@ -440,7 +445,7 @@ struct TestGroup {
 
 // One BTRS round for the lanes `valid` of a group (chunk positions idx) from uniforms t and t + 1: the candidate
 // k, and the lanes the squeeze accepts (returned); those it misses go to the full test's list (nt), those outside
-// [0, n] to the pending list (pending, packed in place: pending never passes the group being read).
+// [0, n] to the pending list (w.btrs, packed in place: pending never passes the group being read).
 inline Mask btrs_candidates(Mask valid, v8d q, v8u key, v8u idx, uint64_t t, double nf, v8d& k, int& nt,
                             int& pending, Work& w) {
     v8d spq = sqrt_(nf * q * (1.0 - q));
@@ -455,11 +460,11 @@ inline Mask btrs_candidates(Mask valid, v8d q, v8u key, v8u idx, uint64_t t, dou
     const Mask test = bits(inside) & valid & ~accept;
     const Mask again = valid & ~bits(inside);
     if (test) nt = list_for_test(nt, test, k, us, v, q, spq, b, a, key, idx, w);
-    if (again) pending = list_pending(pending, again, q, key, idx, w);
+    if (again) pending = push(w.btrs, pending, again, q, key, idx);
     return accept;
 }
 
-// The counts of the nl BTRS entries listed in w.b* into w.count, in rounds: every pending entry's candidate from
+// The counts of the nl BTRS entries listed in w.btrs into w.count, in rounds: every pending entry's candidate from
 // uniforms t and t + 1, the squeeze settling most; the full test (Hormann's acceptance test, shots.btrs_test) of
 // those it misses, packed together; the rejected ones (outside [0, n], or by the test) pending in the next round.
 void draw_btrs(int nl, int64_t n, Work& w) {
@@ -468,9 +473,9 @@ void draw_btrs(int nl, int64_t n, Work& w) {
         int nt = 0, pending = 0;
         for (int s = 0; s < nl; s += W) {
             v8d k;
-            const v8u idx = load8(w.bidx + s);  // before the pending list is packed over it
-            const Mask accept = btrs_candidates(lanes_below(nl - s), load8(w.bq + s), load8(w.bkey + s), idx, t, nf,
-                                                k, nt, pending, w);
+            const v8u idx = load8(w.btrs.idx + s);  // before the pending list is packed over it
+            const Mask accept = btrs_candidates(lanes_below(nl - s), load8(w.btrs.q + s), load8(w.btrs.key + s), idx,
+                                                t, nf, k, nt, pending, w);
             scatter(w.count, accept, idx, k);
         }
         int nfull = 0;  // the candidates the squeezes leave, packed in place over the test's list
@@ -486,7 +491,7 @@ void draw_btrs(int nl, int64_t n, Work& w) {
                 bits(lhs * pow64(pmax(1.0 - hi * 0.015625, splat<v8d>(0.0))) * SQUEEZE_SAFETY > den) & valid & ~accept;
             const Mask left = valid & ~accept & ~reject;
             scatter(w.count, accept, c.idx, c.k);
-            pending = list_pending(pending, reject, c.q, c.key, c.idx, w);
+            pending = push(w.btrs, pending, reject, c.q, c.key, c.idx);
             if (left) nfull = list_for_test(nfull, left, c.k, c.us, c.v, c.q, c.spq, c.b, c.a, c.key, c.idx, w);
         }
         for (int r = 0; r < nfull; r += W) {  // ... and the logs for the rest
@@ -498,7 +503,7 @@ void draw_btrs(int nl, int64_t n, Work& w) {
                                          (c.k + 0.5) * log_(c.nk * c.q / (c.oq * (c.k + 1.0))) -
                                          stirling_pair(c.k, nf)) & valid;
             scatter(w.count, accept, c.idx, c.k);
-            pending = list_pending(pending, valid & ~accept, c.q, c.key, c.idx, w);
+            pending = push(w.btrs, pending, valid & ~accept, c.q, c.key, c.idx);
         }
         nl = pending;
     }
@@ -566,14 +571,8 @@ void estimate_run(T* vals, int L, uint64_t ri, uint64_t rmix, const int64_t* col
             if (small) X = inversion_head(small, q, key, idx, pr.n, np, keep, w);
             left = keep != 0;
         } else {
-            compress(w.iq + ns, small, q);
-            compress(w.ikey + ns, small, key);
-            compress(w.iidx + ns, small, idx);
-            ns += popcount(small);
-            compress(w.bq + nl, large, q);
-            compress(w.bkey + nl, large, key);
-            compress(w.bidx + nl, large, idx);
-            nl += popcount(large);
+            ns = push(w.inv, ns, small, q, key, idx);
+            nl = push(w.btrs, nl, large, q, key, idx);
             left = true;
         }
         if (!left) {
@@ -589,9 +588,9 @@ void estimate_run(T* vals, int L, uint64_t ri, uint64_t rmix, const int64_t* col
     if (!redo) return;
     for (int s = 0; s < ns; s += W) {  // the inversion list: its first HEAD steps, eight entries at a time
         const Mask valid = lanes_below(ns - s);
-        const v8u idx = load8(w.iidx + s);
+        const v8u idx = load8(w.inv.idx + s);
         Mask keep = 0;
-        const v8d X = inversion_head(valid, load8(w.iq + s), load8(w.ikey + s), idx, pr.n, np, keep, w);
+        const v8d X = inversion_head(valid, load8(w.inv.q + s), load8(w.inv.key + s), idx, pr.n, np, keep, w);
         scatter(w.count, valid & ~keep, idx, X);
     }
     inversion_rest(np, pr.n, w);
