@@ -51,8 +51,9 @@ def _default_threads(name: str, env: dict) -> int:
 def _thread_settings_restored(pools: _ThreadPools):
     saved = {name: os.environ.get(name) for name in THREAD_ENV_VARS}
     threads = {lib.filepath: lib.num_threads for lib in pools.loaded()}
-    torch = sys.modules.get("torch")
+    torch, numba = sys.modules.get("torch"), sys.modules.get("numba")
     torch_threads = torch.get_num_threads() if torch is not None else None
+    numba_threads = numba.get_num_threads() if numba is not None else None
     yield
     for name, value in saved.items():
         if value is None:
@@ -68,14 +69,16 @@ def _thread_settings_restored(pools: _ThreadPools):
     torch = sys.modules.get("torch")
     if torch is not None:  # torch imported during the test read the leaked OMP_NUM_THREADS
         torch.set_num_threads(torch_threads or _default_threads("OMP_NUM_THREADS", saved))
+    numba = sys.modules.get("numba")
+    if numba is not None:  # its whole pool unless the test began with fewer
+        numba.set_num_threads(numba_threads or numba.config.NUMBA_NUM_THREADS)
 
 
-# Undo what ``set_threads`` (every task calls it) leaves behind in the test process: the thread variables
-# (setdefault), BLAS's and torch's thread counts. Left set, they made the tests depend on their order: numba
-# reads NUMBA_NUM_THREADS again at each compilation and refuses a value other than its running pool's, so a
-# later test failed (tests/lab/test_shots_stage.py under pytest-xdist), or a pool started after it had 1 thread.
-# Once per test and once around each module, whose module-scoped fixtures (set up before any test's own) may
-# call the tasks too.
+# Undo what ``set_threads`` (every task calls it) sets for the whole test process, as it does for a notebook's:
+# the thread variables, BLAS's, torch's and numba's thread counts. Left set, they made the tests depend on their
+# order: a pool started after it had 1 thread, or a later test timed or checked BLAS at the wrong count. Once per
+# test and once around each module, whose module-scoped fixtures (set up before any test's own) may call the
+# tasks too.
 @pytest.fixture(scope="session")
 def _thread_pools() -> _ThreadPools:
     return _ThreadPools()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from .._util import Interval, available_cores, check_positive_int
 
@@ -28,18 +29,26 @@ def set_threads(threads: int) -> int:
 
     The sweep already exports :data:`THREAD_ENV_VARS` before the kernel
     starts (the only moment some libraries read them); this sets the libraries
-    that can change at run time, so an interactive notebook obeys ``threads`` too.
+    that can change at run time, so an interactive notebook obeys ``threads`` too,
+    and the variables for the libraries loaded later (numba's only while numba
+    is not imported: then its running pool is set, at most its size).
     Returns the thread count in effect.
     """
     threads = Interval(int, 0)(threads, "threads") or available_cores()  # 0: all cores
+    numba = sys.modules.get("numba")
     for var in THREAD_ENV_VARS:
-        os.environ.setdefault(var, str(threads))
+        # numba reads its variable again at each compilation and refuses any value but its pool's (the
+        # pool starts at numba's first parallel call): once it is imported, its threads are set below instead
+        if var != "NUMBA_NUM_THREADS" or numba is None:
+            os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
     import torch
 
     torch.set_num_threads(threads)
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     return threads
 
 

@@ -199,21 +199,33 @@ def test_gram_too_large_for_memory_is_refused_with_numbers():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_cpu_backend_sets_the_blas_threads_for_the_call(monkeypatch, threads):
-    """n_threads reaches every loaded BLAS while the products run, and is restored after."""
+    """n_threads reaches SciPy's BLAS and every other one loaded before while the products run, each at what
+    it can run (a BLAS built for one thread, as Qiskit Aer bundles, stays at 1), and is restored after."""
     from scipy.linalg import blas
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    from qmlnb.kernels.backends.cpu_blas import blas_threads
+
+    def counts():
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    held = {lib.filepath for lib in blas_threads().lib_controllers if lib.user_api == "blas"}
+    assert held  # SciPy's BLAS at least: the controller is made after it loads
+    with threadpool_limits(limits=threads, user_api="blas"):
+        can = {path: n for path, n in counts().items() if path in held}
     seen, cherk = [], blas.cherk
 
     def spy(*args, **kwargs):
-        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        seen.append({path: n for path, n in counts().items() if path in held})
         return cherk(*args, **kwargs)
 
-    before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
     monkeypatch.setattr(blas, "cherk", spy)
-    gram(random_states(10, 3), backend="cpu", n_threads=threads)
-    assert seen == [{threads}]
-    assert {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == before
+    # every BLAS starts at another count, so a call that sets nothing fails
+    with threadpool_limits(limits=3 - threads, user_api="blas"):
+        before = counts()
+        gram(random_states(10, 3), backend="cpu", n_threads=threads)
+        assert seen == [can]
+        assert counts() == before
 
 
 # ---------------------------------------------------------------- states that are not unit vectors
