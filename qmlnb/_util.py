@@ -127,6 +127,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialised C-ordered array of ``shape`` and ``dtype`` whose data starts on an ``alignment``-byte
+    boundary (a view of a slightly larger byte buffer).
+
+    NumPy's large arrays start 16 bytes past a page; the native code's streaming stores write whole
+    cache lines and need them aligned.
+    """
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    buffer = np.empty(size + alignment, dtype=np.uint8)
+    start = -buffer.ctypes.data % alignment
+    return buffer[start:start + size].view(dtype).reshape(shape)
+
+
 def is_int(value, minimum: int | None = None) -> bool:
     """True for an integer (Python or NumPy; bools are not integers here) that is >= ``minimum``."""
     return bool(not isinstance(value, bool) and isinstance(value, numbers.Integral)

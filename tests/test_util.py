@@ -6,8 +6,18 @@ import re
 import numpy as np
 import pytest
 
-from qmlnb._util import (Each, Interval, IsInstance, Options, check_int, check_option, check_positive_int, check_real,
-                         is_int)
+from qmlnb._util import (Each, Interval, IsInstance, Options, aligned_empty, check_int, check_option, check_positive_int,
+                         check_real, is_int)
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (3, 5), (1,), (2, 3, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
+    a = aligned_empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0
+    a[...] = 1  # the whole view lies inside its buffer
+    assert a.base.nbytes - a.nbytes < 64 + 1
 
 
 @pytest.mark.parametrize("value, minimum, expected", [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._util import aligned_empty
 from .._util import available_cores as default_threads
 from .mps import MPSStates, check_mps, refuse_non_finite, self_log_overlap, self_overlap_work_bytes
 from .noise import PSD_METHODS, repair_psd
@@ -150,7 +151,7 @@ def gram(A, B=None, *, backend: str = "cpu", tile: int | None = None, n_threads:
         # the estimate of a symmetric Gram reads the upper triangle and writes the lower one itself
         skip = {"mirror": False} if device is not None and B is None and "upper" in module.CAPABILITIES \
             else {}
-        K = (module.gram_mps if mps else module.gram)(A, B, out=np.empty((A.shape[0], n_cols), dtype=dtype),
+        K = (module.gram_mps if mps else module.gram)(A, B, out=aligned_empty((A.shape[0], n_cols), dtype),
                                                        tile=tile, n_threads=n_threads, **skip)
         if device is not None:
             spec, rows, cols = device

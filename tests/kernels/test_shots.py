@@ -385,6 +385,25 @@ def test_the_native_sampler_does_not_depend_on_threads_or_what_shares_a_chunk():
     assert np.array_equal(shuffled, whole[::-1][:, order])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_native_mirror_is_the_same_on_rows_that_start_cache_lines_or_not(dtype):
+    """float64 rows on 64-byte boundaries take streaming stores for the mirror, others regular ones."""
+    pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    from qmlnb._util import aligned_empty
+
+    N = 264  # two whole 128-blocks and an edge; 8 x 8 transposes and the values at the diagonal and edges
+    K = sampler_values(np.random.default_rng(5), N).astype(dtype)
+    ids = np.arange(N, dtype=np.int64)
+    spec = DeviceEstimate(shots=4096, seed=2, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    numba = spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="numba")
+    aligned = aligned_empty((N, N), dtype)
+    shifted = aligned_empty((N * N + 1,), dtype)[1:].reshape(N, N)  # rows 4 or 8 bytes past a line's start
+    for out in (aligned, shifted):
+        out[...] = K
+        spec.apply_(out, ids, ids, symmetric=True, n_threads=2, sampler="native")
+        np.testing.assert_array_equal(out, numba)
+
+
 @pytest.mark.parametrize("sampler", ["native", "numba"])
 def test_an_exact_value_that_is_nan_gives_nan_and_the_others_their_estimates(sampler):
     if sampler == "native":
