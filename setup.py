@@ -43,6 +43,7 @@ setup(
         Pybind11Extension(
             "qmlnb._openmp",
             ["native/gram_openmp.cpp"],
+            depends=["native/mirror.h"],
             cxx_std=17,
             # fp-contract: let a*b+c become one FMA (C++ standard modes may forbid it)
             extra_compile_args=["-O3", "-ffp-contract=fast"],
@@ -70,6 +71,7 @@ setup(
         Pybind11Extension(
             "qmlnb._shots_openmp",
             ["native/shots_openmp.cpp"],
+            depends=["native/mirror.h"],
             cxx_std=17,
             # no FMA contraction, no fast-math: every entry's arithmetic is the numba sampler's, bit for bit
             # (-Wno-psabi: the eight-lane types only pass between this file's own inline functions)

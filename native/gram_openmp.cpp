@@ -5,8 +5,8 @@
 // Layout of the work
 //   * The output is cut into tiles of `tile` x `tile`.  Symmetric case (B is
 //     None): only tiles on or above the diagonal are computed; each tile is
-//     written to its place and, transposed, to the mirror place, so the lower
-//     triangle needs no second pass.  Tiles are handed out with a dynamic
+//     written to its place and, transposed in registers while in cache, to the
+//     mirror place (mirror.h), so the lower triangle needs no second pass.  Tiles are handed out with a dynamic
 //     schedule, which balances the triangle (diagonal tiles are half work).
 //   * Inside a tile the state dimension d is cut into blocks of KC (cache
 //     blocking): the block's rows of A and B are packed into planar float32
@@ -32,6 +32,8 @@
 #include <new>
 #include <string>
 #include <vector>
+
+#include "mirror.h"
 
 namespace py = pybind11;
 
@@ -173,7 +175,7 @@ struct Tile {
 // Gram matrix is symmetric and `mirror`).
 template <typename OutT>
 void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool symmetric, bool mirror,
-                  Workspace& ws, OutT* out, int64_t ldo) {
+                  bool stream, Workspace& ws, OutT* out, int64_t ldo) {
     const int m = static_cast<int>(t.i1 - t.i0), n = static_cast<int>(t.j1 - t.j0);
     const int mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
     const bool diagonal = symmetric && t.i0 == t.j0;
@@ -202,17 +204,8 @@ void compute_tile(const float* A, const float* B, int64_t d, const Tile& t, bool
             row[c] = static_cast<OutT>(x * x + y * y);
         }
     }
-    if (symmetric && mirror) {
-        // Mirror: column c of the tile becomes row j0 + c of out (contiguous writes).
-        for (int c = 0; c < n; ++c) {
-            OutT* row = out + (t.j0 + c) * ldo + t.i0;
-            const int stop = diagonal ? c : m;
-            for (int r = 0; r < stop; ++r) {
-                const float x = re[r * ldc + c], y = im[r * ldc + c];
-                row[r] = static_cast<OutT>(x * x + y * y);
-            }
-        }
-    }
+    // the tile's values just written, transposed into the mirror tile while they are in cache
+    if (symmetric && mirror) qmlnb_mirror::mirror_block(out, ldo, t.i0, t.i1, t.j0, t.j1, stream);
 }
 
 template <typename OutT>
@@ -226,6 +219,7 @@ void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, i
             tiles.push_back({i0, std::min(n_rows, i0 + tile), j0, std::min(n_cols, j0 + tile)});
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());
     const int threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(n_tiles, 1)));
+    const bool stream = symmetric && mirror && qmlnb_mirror::streams_rows(out, n_cols);
     bool failed = false;
 #pragma omp parallel num_threads(threads)
     {
@@ -240,9 +234,10 @@ void gram_impl(const float* A, const float* B, int64_t n_rows, int64_t n_cols, i
         }
         // Tiles differ in cost (diagonal ones are half work, edge ones smaller):
         // hand them out one by one.
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t i = 0; i < n_tiles; ++i)
-            if (ws) compute_tile(A, B, d, tiles[i], symmetric, mirror, *ws, out, n_cols);
+            if (ws) compute_tile(A, B, d, tiles[i], symmetric, mirror, stream, *ws, out, n_cols);
+        if (stream) qmlnb_mirror::store_fence();  // the streamed values reach memory before the region ends
     }
     if (failed) throw std::bad_alloc();
 }

@@ -562,7 +562,7 @@ void common_exponent(V* er, V* ei, VI* exps) {
         VI d = exps[blk] - top;
         d = d > 0 ? VI{} : d;  // only all-zero blocks can be above: any factor keeps them 0
         const VI normal = (127 + d) << 23;
-        const VI sub = d >= -149 ? VI{} + 1 << (d + 149 < 0 ? VI{} : d + 149) : VI{};
+        const VI sub = d >= -149 ? (VI{} + 1) << (d + 149 < 0 ? VI{} : d + 149) : VI{};
         const VI bits = d >= -126 ? normal : (d >= -149 ? sub : VI{});
         V factor;
         std::memcpy(&factor, &bits, sizeof factor);

@@ -67,6 +67,25 @@ def test_matches_float64_reference(backend, n_rows, n_cols, d, tile, dtype):
         assert np.array_equal(K, K.T)
 
 
+@pytest.mark.parametrize("tile", [16, 20, 24, 128])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_openmp_mirror_on_rows_that_start_cache_lines_or_not(tile, dtype):
+    """float64 rows on 64-byte boundaries take streaming stores for the mirror where a tile starts at a
+    multiple of 8 (tile 20: every other tile does not), others regular ones: the same matrix either way."""
+    from qmlnb._util import aligned_empty
+
+    pytest.importorskip("qmlnb._openmp", reason="the openmp backend is not built (setup.py build_ext)")
+    A = random_states(136, 32, seed=6)
+    expected = reference(A)
+    aligned = aligned_empty((136, 136), dtype)
+    shifted = aligned_empty((136 * 136 + 1,), dtype)[1:].reshape(136, 136)  # rows past a line's start
+    for out in (aligned, shifted):
+        out[...] = np.nan
+        get_backend("openmp").gram(A, None, out=out, tile=tile, n_threads=2)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
+        assert np.array_equal(out, out.T)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_qubits", [1, 2, 5])
 def test_feature_map_states_through_public_gram(backend, n_qubits):
