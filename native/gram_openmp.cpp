@@ -5,9 +5,10 @@
 // Layout of the work
 //   * The output is cut into tiles of `tile` x `tile`.  Symmetric case (B is
 //     None): only tiles on or above the diagonal are computed; each tile is
-//     written to its place and, transposed in registers while in cache, to the
-//     mirror place (mirror.h), so the lower triangle needs no second pass.  Tiles are handed out with a dynamic
-//     schedule, which balances the triangle (diagonal tiles are half work).
+//     written to its place and, transposed in registers while in cache, to
+//     the mirror place (mirror.h), so the lower triangle needs no second
+//     pass.  Tiles are handed out with a dynamic schedule, which balances the
+//     triangle (diagonal tiles are half work).
 //   * Inside a tile the state dimension d is cut into blocks of KC (cache
 //     blocking): the block's rows of A and B are packed into planar float32
 //     panels (real parts, then imaginary parts, k-major) that fit in L1/L2,
