@@ -16,11 +16,10 @@
 
 namespace qmlnb_mirror {
 
-// A mirror block's rows are written once and not read again: as whole cache lines that bypass the
-// caches (streaming stores) where every 8-value run of a row starts a line, that is float64 rows on 64-byte
+// A mirror block's rows are written once and not read again: as whole cache lines that bypass the caches
+// (streaming stores) where every 8-value run of a row starts a line, that is float64 rows on 64-byte
 // boundaries (qmlnb's gram allocates them so) and blocks that start at a multiple of 8, which saves reading
-// each line before writing it.  float32
-// runs are half a line, for which regular stores measured faster.
+// each line before writing it.  float32 runs are half a line, for which regular stores measured faster.
 template <class T> bool streams_rows(const T* K, int64_t N) {
 #if defined(__AVX512F__)
     return sizeof(T) == 8 && reinterpret_cast<uintptr_t>(K) % 64 == 0 && N % 8 == 0;
