@@ -22,6 +22,11 @@ copy of the exact float32 Gram) with each sampler, native and numba, in the same
 rounds, beside the copy by itself: ``samplers`` gives their nanoseconds per
 estimated entry (N (N + 1) / 2 of them, the copy's time taken off) and the
 native sampler's speed-up.  Both give the same matrix, bit for bit (checked).
+``samplers["pass"]`` is the native sampler's pass without its draws (every
+entry's P set to 0, so each is read, keyed, written and mirrored, and none is
+drawn): with ``exact_ns_per_entry`` (each backend's exact Gram, wall
+nanoseconds per upper-triangle entry) it says how much of a 10% budget is
+left to the draws.
 """
 from __future__ import annotations
 
@@ -67,10 +72,24 @@ def check_estimate(exact: np.ndarray, K: np.ndarray, shots: int) -> dict:
     return {"mean_error": mean_error, "standard_error": float(se), "fraction_zero": float(np.mean(est == 0))}
 
 
+class WithoutDraws(DeviceEstimate):
+    """The estimate's pass without its draws: the outcome map sends every entry to P = 0, which needs no draw
+    (its count is 0), so each entry is still read, keyed, written as g 0 + h and mirrored."""
+
+    @property
+    def maps(self) -> tuple[float, float, float, float]:
+        return 0.0, 0.0, 1.0, 0.0
+
+
 def add_sampler_calls(calls: dict, exact32: np.ndarray, shot_counts: list, n_qubits: int, threads) -> None:
-    """The estimate alone on a copy of ``exact32`` (N, N) float32, per sampler and shot count, and the copy."""
+    """The estimate alone on a copy of ``exact32`` (N, N) float32, per sampler and shot count, the native
+    sampler's pass without draws, and the copy."""
     ids = np.arange(exact32.shape[0], dtype=np.int64)
     calls["sampler-copy/copy"] = exact32.copy
+    no_draws = WithoutDraws(shots=shot_counts[0], seed=0, estimator="fidelity", noise=None, mitigate=False,
+                            n_qubits=n_qubits)
+    calls["sampler-native/pass"] = lambda: no_draws.apply_(exact32.copy(), ids, ids, symmetric=True,
+                                                           n_threads=threads, sampler="native")
     for shots in shot_counts:
         spec = DeviceEstimate(shots=shots, seed=0, estimator="fidelity", noise=None, mitigate=False,
                               n_qubits=n_qubits)
@@ -81,12 +100,13 @@ def add_sampler_calls(calls: dict, exact32: np.ndarray, shot_counts: list, n_qub
 
 def sampler_summary(timed: dict, n: int) -> dict:
     """Per shot count: each sampler's wall nanoseconds per estimated entry (its median less the copy's) and
-    the native one's speed-up over numba (the calls' times, copy included) with its per-round quartiles."""
+    the native one's speed-up over numba (the calls' times, copy included) with its per-round quartiles;
+    "pass": the native pass without draws, in the same unit."""
     entries = n * (n + 1) / 2
     copy = timed["sampler-copy/copy"].median
-    out = {}
+    out = {"pass": {"native_ns_per_entry": round((timed["sampler-native/pass"].median - copy) / entries * 1e9, 2)}}
     for name in timed:
-        if name.startswith("sampler-native/"):
+        if name.startswith("sampler-native/shots="):
             call = name.split("/")[1]
             native, numba = timed[name], timed[f"sampler-numba/{call}"]
             r = timing.ratio(numba, native)
@@ -116,11 +136,16 @@ def run(args) -> int:
                                                                                 mitigate=True, **options)
     exact = gram(S, dtype=np.float64, backend=backends[0], n_threads=args.threads)
     if args.samplers:
+        pick_sampler("native")  # it compares the native sampler with numba: fail here, not after the Grams
         add_sampler_calls(calls, exact.astype(np.float32), shot_counts, fm.n_qubits, args.threads)
     checks, estimates = {}, {}
 
     def after(name, K):
         group, call = name.split("/")
+        if call == "pass":  # P = 0 everywhere: every entry, the diagonal too, estimated as 0 without a draw
+            if np.any(K):
+                raise AssertionError("the pass without draws left a nonzero entry")
+            return
         if group.startswith("sampler-"):  # the estimate alone: the same bits from both samplers
             if call in estimates and not np.array_equal(estimates.pop(call), K):
                 raise AssertionError(f"the native and numba samplers differ at {call}")
@@ -149,6 +174,8 @@ def run(args) -> int:
     result = {"benchmark": "shots", "environment": env, "n": args.n, "n_qubits": args.n_qubits,
               "backends": backends, "threads": args.threads, "bandwidth": args.bandwidth,
               "sampler": pick_sampler(None), "samplers": sampler_summary(timed, args.n) if args.samplers else None,
+              "exact_ns_per_entry": {b: round(timed[f"{b}/exact"].median / (args.n * (args.n + 1) / 2) * 1e9, 2)
+                                     for b in backends},
               "off_diagonal": {"mean": float(upper.mean()), "std": float(upper.std())},
               "noise": noise.describe() if args.noise else None, "overhead": summary, "calls": entries,
               "note": "measured on a shared, loaded 2-core machine unless the environment says otherwise"}

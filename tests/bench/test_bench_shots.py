@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from qmlnb.bench.shots import WithoutDraws
 from qmlnb.cli import main
+from qmlnb.kernels.shots import DeviceEstimate
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,12 +43,33 @@ def test_bench_shots_times_both_samplers_in_the_same_rounds(tmp_path):
                  "--backend", "cpu", "--samplers", "--output", str(out), "--allow-dirty"]) == 0
     result = json.loads(out.read_text())
     calls, n_entries = result["calls"], 200 * 201 / 2
-    assert result["sampler"] == "native" and set(result["samplers"]) == {"shots=50", "shots=5000"}
+    assert result["sampler"] == "native" and set(result["samplers"]) == {"shots=50", "shots=5000", "pass"}
     copy = calls["sampler-copy/copy"]["median_s"]
+    # the pass without draws and the exact Gram, in the unit of the draws' budget: wall ns per upper entry
+    assert result["samplers"]["pass"]["native_ns_per_entry"] == pytest.approx(
+        (calls["sampler-native/pass"]["median_s"] - copy) / n_entries * 1e9, abs=0.01)
+    assert result["exact_ns_per_entry"] == {"cpu": pytest.approx(calls["cpu/exact"]["median_s"] / n_entries * 1e9,
+                                                                 abs=0.01)}
     for name, summary in result["samplers"].items():
+        if name == "pass":
+            continue
         native, numba = calls[f"sampler-native/{name}"], calls[f"sampler-numba/{name}"]
         assert summary["native_ns_per_entry"] == pytest.approx((native["median_s"] - copy) / n_entries * 1e9, abs=0.01)
         assert summary["numba_ns_per_entry"] == pytest.approx((numba["median_s"] - copy) / n_entries * 1e9, abs=0.01)
         assert summary["speedup"] == pytest.approx(numba["median_s"] / native["median_s"], abs=0.01)
         assert "overhead" not in native  # the estimate alone is not a Gram call: no overhead of its own
     assert set(result["overhead"]) == {"cpu"}
+
+
+def test_the_pass_without_draws_writes_every_entry_and_draws_none():
+    pytest.importorskip("qmlnb._shots_openmp", reason="the native sampler is not built (setup.py build_ext)")
+    K = np.random.default_rng(0).uniform(0.1, 0.9, (50, 50)).astype(np.float32)
+    K = (K + K.T) / 2
+    ids = np.arange(50, dtype=np.int64)
+    spec = WithoutDraws(shots=1000, seed=0, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    assert spec.maps == (0.0, 0.0, 1.0, 0.0)
+    out = spec.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="native")
+    assert out.shape == K.shape and not np.any(out)  # P = 0: count 0 for every entry, the diagonal too
+    # the same pass with the identity map would draw: the zeros come from the map, not from skipped entries
+    drawn = DeviceEstimate(shots=1000, seed=0, estimator="fidelity", noise=None, mitigate=False, n_qubits=4)
+    assert np.all(drawn.apply_(K.copy(), ids, ids, symmetric=True, n_threads=2, sampler="native") > 0)
