@@ -98,25 +98,25 @@ def add_sampler_calls(calls: dict, exact32: np.ndarray, shot_counts: list, n_qub
                 exact32.copy(), ids, ids, symmetric=True, n_threads=threads, sampler=sampler)
 
 
-def upper_entries(n: int) -> float:
-    """The entries of an (n, n) symmetric Gram on and above its diagonal: the ones estimated (and drawn)."""
-    return n * (n + 1) / 2
+def ns_per_entry(seconds: float, n: int) -> float:
+    """``seconds`` in nanoseconds per entry on and above the diagonal of an (n, n) symmetric Gram (the
+    entries a Gram computes and an estimate draws), rounded to 0.01 ns."""
+    return round(seconds / (n * (n + 1) / 2) * 1e9, 2)
 
 
 def sampler_summary(timed: dict, n: int) -> dict:
     """Per shot count: each sampler's wall nanoseconds per estimated entry (its median less the copy's) and
     the native one's speed-up over numba (the calls' times, copy included) with its per-round quartiles;
     "pass": the native pass without draws, in the same unit."""
-    entries = upper_entries(n)
     copy = timed["sampler-copy/copy"].median
-    out = {"pass": {"native_ns_per_entry": round((timed["sampler-native/pass"].median - copy) / entries * 1e9, 2)}}
+    out = {"pass": {"native_ns_per_entry": ns_per_entry(timed["sampler-native/pass"].median - copy, n)}}
     for name in timed:
         if name.startswith("sampler-native/shots="):
             call = name.split("/")[1]
             native, numba = timed[name], timed[f"sampler-numba/{call}"]
             r = timing.ratio(numba, native)
-            out[call] = {"native_ns_per_entry": round((native.median - copy) / entries * 1e9, 2),
-                         "numba_ns_per_entry": round((numba.median - copy) / entries * 1e9, 2),
+            out[call] = {"native_ns_per_entry": ns_per_entry(native.median - copy, n),
+                         "numba_ns_per_entry": ns_per_entry(numba.median - copy, n),
                          "speedup": round(r["ratio"], 2), "speedup_q1": round(r["q1"], 2),
                          "speedup_q3": round(r["q3"], 2)}
     return out
@@ -179,8 +179,7 @@ def run(args) -> int:
     result = {"benchmark": "shots", "environment": env, "n": args.n, "n_qubits": args.n_qubits,
               "backends": backends, "threads": args.threads, "bandwidth": args.bandwidth,
               "sampler": pick_sampler(None), "samplers": sampler_summary(timed, args.n) if args.samplers else None,
-              "exact_ns_per_entry": {b: round(timed[f"{b}/exact"].median / upper_entries(args.n) * 1e9, 2)
-                                     for b in backends},
+              "exact_ns_per_entry": {b: ns_per_entry(timed[f"{b}/exact"].median, args.n) for b in backends},
               "off_diagonal": {"mean": float(upper.mean()), "std": float(upper.std())},
               "noise": noise.describe() if args.noise else None, "overhead": summary, "calls": entries,
               "note": "measured on a shared, loaded 2-core machine unless the environment says otherwise"}
